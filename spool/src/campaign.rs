@@ -1,0 +1,75 @@
+//! Campaign files: each campaign is stored once, in its own small file.
+//!
+//! `campaigns/NNNNNNNN.cmp` holds a 16-byte magic and one frame with the
+//! archived [`CampaignRecord`]. A campaign file is written to a temporary
+//! name, synced, renamed into place and the directory synced, so a campaign
+//! is either wholly present or absent after a crash. Exposure: file contents
+//! may be damaged; a damaged campaign file is reported, never trusted.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{IoContext, Result};
+use crate::frame;
+use crate::record::{CampaignRecord, decode_campaign, encode_campaign};
+
+const MAGIC: &[u8; 16] = b"VLYCAMP1\0\0\0\0\0\0\0\0";
+const MAX_CAMPAIGN: usize = 64 << 20;
+
+/// A campaign as the spool knows it.
+#[derive(Debug)]
+pub struct Campaign {
+    /// Small number used in recipient records.
+    pub no: u32,
+    /// The user's campaign id.
+    pub id: String,
+    /// When the campaign was accepted (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// The engine's serialized campaign definition.
+    pub body: Vec<u8>,
+    pub(crate) sealed: AtomicBool,
+}
+
+impl Campaign {
+    /// True once the whole recipient list is in the spool.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) fn path(dir: &Path, no: u32) -> PathBuf {
+    dir.join("campaigns").join(format!("{no:08}.cmp"))
+}
+
+/// Writes a campaign durably.
+pub(crate) fn write(dir: &Path, rec: &CampaignRecord) -> Result<()> {
+    let final_path = path(dir, rec.no);
+    let tmp = final_path.with_extension("tmp");
+    let payload = encode_campaign(rec)?;
+    let mut bytes = MAGIC.to_vec();
+    frame::encode(&mut bytes, &payload);
+    let mut f = File::create(&tmp).ctx("create campaign file", &tmp)?;
+    f.write_all(&bytes).ctx("write campaign file", &tmp)?;
+    f.sync_all().ctx("sync campaign file", &tmp)?;
+    fs::rename(&tmp, &final_path).ctx("rename campaign file", &final_path)?;
+    crate::fsync_dir(&dir.join("campaigns"))
+}
+
+/// Reads a campaign file (damage is an `Err` with the reason).
+pub(crate) fn read(p: &Path) -> std::result::Result<CampaignRecord, String> {
+    let bytes = fs::read(p).map_err(|e| e.to_string())?;
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("bad magic".into());
+    }
+    match frame::read(&bytes, MAGIC.len(), MAX_CAMPAIGN) {
+        frame::Read::Frame { payload, .. } => {
+            // rkyv needs the payload aligned; copy into an aligned buffer.
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
+            aligned.extend_from_slice(payload);
+            decode_campaign(&aligned)
+        }
+        other => Err(format!("campaign frame unreadable: {other:?}")),
+    }
+}
