@@ -1,1 +1,29 @@
-//! x
+//! volley-engine: a self-hosted bulk email sending engine.
+//!
+//! # Layout (the data path, in order)
+//! - [`config`]: the service configuration.
+//! - [`campaign`], [`address`], [`ingest`]: campaign files and recipient lists
+//!   into the spool (producers).
+//! - [`delivery`]: scheduler, per-destination shards, SMTP connections
+//!   ([`delivery::smtp`]), the recorder that journals outcomes.
+//! - [`message`]: rendering, MIME, DKIM on the CPU pool.
+//! - [`outcome`]: the one classifier of replies and failures.
+//! - [`events`]: SES-format events from the journal to notification sinks.
+//! - [`engine`]: wires the stages together and shuts them down.
+//! - [`metrics`], [`http`], [`status`], [`capture`]: observability and tools.
+//!
+//! The spool itself is the `volley-spool` crate.
+
+pub mod address;
+pub mod campaign;
+pub mod capture;
+pub mod config;
+pub mod delivery;
+pub mod engine;
+pub mod events;
+pub mod http;
+pub mod ingest;
+pub mod message;
+pub mod metrics;
+pub mod outcome;
+pub mod status;

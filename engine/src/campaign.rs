@@ -1,0 +1,158 @@
+//! Campaign files (TOML) and the campaign definition stored in the spool.
+//!
+//! A campaign file names the sender, the Handlebars templates (inline subject,
+//! file paths for HTML/text bodies), the recipient list and optional tags and
+//! unsubscribe URL template. Loading reads the template files, compiles every
+//! template once (so syntax errors are reported before anything is spooled)
+//! and produces a [`CampaignDef`], which is what the spool stores once per
+//! campaign. Exposure: campaign files and templates are operator input; every
+//! problem is a [`CampaignError`] naming the file and key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::address;
+
+/// Errors loading a campaign.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("campaign {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("campaign {path}: `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// The campaign file as written by the user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignFile {
+    id: String,
+    from: String,
+    subject: String,
+    html: Option<PathBuf>,
+    text: Option<PathBuf>,
+    recipients: PathBuf,
+    reply_to: Option<String>,
+    list_unsubscribe: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// What the spool stores for a campaign (serialized as JSON, once).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CampaignDef {
+    pub id: String,
+    /// The `From` header as given ("Name <addr>").
+    pub from: String,
+    pub from_name: Option<String>,
+    /// The sender address (also the envelope sender).
+    pub from_addr: String,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    pub list_unsubscribe: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Names of the recipient list's variable columns, in record order.
+    #[serde(default)]
+    pub columns: Vec<String>,
+}
+
+impl CampaignDef {
+    /// Domain of the sender address (selects DKIM keys).
+    pub fn from_domain(&self) -> &str {
+        self.from_addr.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<CampaignDef, String> {
+        serde_json::from_slice(b).map_err(|e| e.to_string())
+    }
+}
+
+/// A loaded campaign file: the definition plus where its recipients are.
+#[derive(Debug)]
+pub struct LoadedCampaign {
+    pub def: CampaignDef,
+    pub recipients: PathBuf,
+    pub path: PathBuf,
+}
+
+/// Reads a campaign file and everything it names; checks templates compile.
+pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
+    let read = |what: &'static str, p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| CampaignError::Read {
+            what,
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let text = read("campaign file", path)?;
+    let f: CampaignFile = toml::from_str(&text).map_err(|e| CampaignError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let invalid = |key: &'static str, reason: String| CampaignError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        reason,
+    };
+    if f.id.is_empty() || f.id.len() > 128 || !f.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(invalid("id", "use 1-128 letters, digits, '-', '_' or '.'".into()));
+    }
+    let from = address::parse_mailbox(&f.from).map_err(|r| invalid("from", r))?;
+    if let Some(r) = &f.reply_to {
+        address::parse_mailbox(r).map_err(|e| invalid("reply_to", e))?;
+    }
+    if f.html.is_none() && f.text.is_none() {
+        return Err(invalid("html", "set `html`, `text` or both".into()));
+    }
+    for (name, value) in &f.tags {
+        let ok = |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+        if !ok(name) || !ok(value) {
+            return Err(invalid("tags", format!("{name:?} = {value:?}: names and values use letters, digits, '_' and '-' (at most 256)")));
+        }
+    }
+    let html = f.html.as_ref().map(|p| read("html template", &base.join(p))).transpose()?;
+    let text_body = f.text.as_ref().map(|p| read("text template", &base.join(p))).transpose()?;
+    let def = CampaignDef {
+        id: f.id,
+        from: f.from.trim().to_string(),
+        from_name: from.name,
+        from_addr: from.address.email,
+        reply_to: f.reply_to,
+        subject: f.subject,
+        html,
+        text: text_body,
+        list_unsubscribe: f.list_unsubscribe,
+        tags: f.tags,
+        columns: Vec::new(),
+    };
+    crate::message::template::Templates::compile(&def).map_err(|e| CampaignError::Invalid {
+        path: path.to_path_buf(),
+        key: e.part,
+        reason: e.message,
+    })?;
+    Ok(LoadedCampaign {
+        def,
+        recipients: base.join(f.recipients),
+        path: path.to_path_buf(),
+    })
+}

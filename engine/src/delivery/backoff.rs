@@ -1,0 +1,78 @@
+//! Retry timing: exponential backoff with jitter, capped, and the maximum
+//! age after which a recipient is given up (pure, clock passed in).
+
+use std::time::Duration;
+
+/// Retry policy values from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub factor: f64,
+    pub cap: Duration,
+    pub max_age: Duration,
+}
+
+/// When to try again, or that it is time to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    RetryAt(u64),
+    GiveUp,
+}
+
+impl Backoff {
+    /// Delay before attempt `attempts + 1` (after `attempts` failures),
+    /// with ±10% jitter from `jitter01` in [0, 1).
+    pub fn delay(&self, attempts: u32, jitter01: f64) -> Duration {
+        let exp = self.factor.powi(attempts.saturating_sub(1).min(64) as i32);
+        let base = (self.first.as_secs_f64() * exp).min(self.cap.as_secs_f64());
+        Duration::from_secs_f64((base * (0.9 + 0.2 * jitter01)).max(0.001))
+    }
+
+    /// Decides the next attempt for a recipient accepted at `created_ms`
+    /// that has failed `attempts` times, now being `now_ms`.
+    pub fn next(&self, created_ms: u64, attempts: u32, now_ms: u64, jitter01: f64) -> Next {
+        let expires = created_ms.saturating_add(self.max_age.as_millis() as u64);
+        let at = now_ms.saturating_add(self.delay(attempts, jitter01).as_millis() as u64);
+        if now_ms >= expires || at > expires {
+            Next::GiveUp
+        } else {
+            Next::RetryAt(at)
+        }
+    }
+
+    /// When a recipient accepted at `created_ms` expires.
+    pub fn expires(&self, created_ms: u64) -> u64 {
+        created_ms.saturating_add(self.max_age.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b() -> Backoff {
+        Backoff {
+            first: Duration::from_secs(60),
+            factor: 2.0,
+            cap: Duration::from_secs(3600),
+            max_age: Duration::from_secs(72 * 3600),
+        }
+    }
+
+    #[test]
+    fn grows_and_caps() {
+        assert_eq!(b().delay(1, 0.5), Duration::from_secs(60));
+        assert_eq!(b().delay(2, 0.5), Duration::from_secs(120));
+        assert_eq!(b().delay(30, 0.5), Duration::from_secs(3600));
+        assert!(b().delay(1, 0.0) >= Duration::from_secs(54));
+        assert!(b().delay(1, 0.999) <= Duration::from_secs(66));
+    }
+
+    #[test]
+    fn gives_up_at_max_age() {
+        let day = 24 * 3600 * 1000;
+        assert_eq!(b().next(0, 1, 1000, 0.5), Next::RetryAt(61_000));
+        assert_eq!(b().next(0, 5, 3 * day, 0.5), Next::GiveUp);
+        assert_eq!(b().next(0, 5, 3 * day - 1000, 0.5), Next::GiveUp);
+    }
+}

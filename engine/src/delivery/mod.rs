@@ -1,0 +1,92 @@
+//! Delivery: the scheduler routes recipients to per-destination shards; each
+//! shard rate-limits, has messages produced and drives pooled SMTP
+//! connections; the recorder journals every outcome and schedules retries.
+//!
+//! ```text
+//! ingest/spool ─► scheduler ─► shard (one per destination domain)
+//!                    ▲   │        │ permit (in-flight window) + rate limit
+//!                    │   │        ▼
+//!          retries   │   │   production pool (render, MIME, DKIM)
+//!                    │   │        ▼
+//!                 recorder ◄── connection tasks (pipelined SMTP)
+//! ```
+//!
+//! A recipient holds one permit of its shard's window from dispatch until its
+//! outcome is durable in the journal, so at most `window` messages per shard
+//! can be delivered-but-not-journaled when the process dies: that is the
+//! bound on duplicates after a crash.
+
+pub mod backoff;
+pub mod connection;
+pub mod mx;
+pub mod recorder;
+pub mod scheduler;
+pub mod shard;
+pub mod smtp;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use volley_spool::RecipientId;
+
+use crate::outcome::Outcome;
+
+/// A recipient on its way through delivery.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub id: RecipientId,
+    pub campaign: u32,
+    pub domain: Arc<str>,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// A produced message, ready for SMTP.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub mail_from: String,
+    pub rcpt: String,
+    /// Dot-stuffed message ending in `CRLF.CRLF`.
+    pub data: Vec<u8>,
+    pub subject: String,
+}
+
+/// A message waiting in a shard's ready queue.
+pub struct Ready {
+    pub work: Work,
+    pub msg: Outgoing,
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The outcome of one attempt, on its way to the recorder.
+pub struct Report {
+    pub work: Work,
+    pub outcome: Outcome,
+    pub subject: String,
+    pub at_ms: u64,
+    /// Released once the outcome is durable.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Live counters shared by the stages, the progress display and `send`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Recipients handed to delivery whose outcome is not yet journaled.
+    pub active: AtomicI64,
+    /// Deferred recipients waiting for their retry time.
+    pub waiting: AtomicI64,
+    pub delivered: AtomicU64,
+    pub bounced: AtomicU64,
+    pub failed: AtomicU64,
+    pub deferrals: AtomicU64,
+    /// Open SMTP connections.
+    pub connections: AtomicI64,
+    /// Running connection tasks (open or not).
+    pub connection_tasks: AtomicI64,
+}
+
+impl Stats {
+    pub fn finals(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed) + self.bounced.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}

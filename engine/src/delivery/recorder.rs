@@ -1,0 +1,127 @@
+//! The recorder: makes every outcome durable in the journal, then releases
+//! the recipient's permit, schedules its retry and wakes the event pump.
+//!
+//! Runs on its own thread and commits outcomes in batches (everything that
+//! arrived while the previous fdatasync ran), so one sync serves many
+//! messages. Deferrals become a retry time by the backoff policy, or a final
+//! Transient bounce once the recipient is older than `max_age`. If the
+//! journal cannot be written (disk full) it keeps retrying and holds the
+//! permits, which stops new sends to the affected shards rather than losing
+//! outcomes. Exposure: none (internal messages only).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use volley_spool::{Entry, Kind, Spool};
+
+use super::backoff::{Backoff, Next};
+use super::scheduler::SchedMsg;
+use super::{Report, Stats};
+use crate::events::detail::Detail;
+use crate::metrics::Metrics;
+use crate::outcome::{self, Outcome};
+
+/// What the recorder needs.
+pub struct RecorderCtx {
+    pub spool: Arc<Spool>,
+    pub backoff: Backoff,
+    pub scheduler: tokio::sync::mpsc::UnboundedSender<SchedMsg>,
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    pub wake_pump: crossbeam_channel::Sender<()>,
+    /// Set at shutdown: stop retrying a failing journal.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Converts a report into its journal entry (and retry time, if any).
+fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome) {
+    let attempts = r.work.attempts + 1;
+    let created = ctx.spool.campaign(r.work.campaign).map_or(now_ms, |c| c.created_ms);
+    let mut outcome = r.outcome.clone();
+    let mut next = None;
+    if let Outcome::Deferred { diagnostic, .. } = &r.outcome {
+        match ctx.backoff.next(created, attempts, now_ms, fastrand::f64()) {
+            Next::RetryAt(t) => next = Some(t),
+            Next::GiveUp => outcome = outcome::expired(diagnostic),
+        }
+    }
+    let kind = match outcome {
+        Outcome::Delivered { .. } => Kind::Delivered,
+        Outcome::Deferred { .. } => Kind::Deferred,
+        Outcome::Bounced { .. } => Kind::Bounced,
+        Outcome::RenderFailed { .. } => Kind::Failed,
+    };
+    let detail = Detail::of(&outcome, &r.subject, Some(ctx.backoff.expires(created)));
+    let e = Entry {
+        kind,
+        id: r.work.id,
+        attempts,
+        at_ms: r.at_ms,
+        next_ms: next.unwrap_or(0),
+        detail: detail.encode(),
+    };
+    (e, next, outcome)
+}
+
+/// Runs until every sender of `rx` is dropped, or `stop` is set and nothing
+/// is waiting.
+pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if ctx.stop.load(Ordering::Acquire) => return,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 8192 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let now = volley_spool::now_ms();
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut decided = Vec::with_capacity(batch.len());
+        for r in &batch {
+            let (e, next, outcome) = entry(ctx, r, now);
+            entries.push(e);
+            decided.push((next, outcome));
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match ctx.spool.record(&entries) {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, outcomes = entries.len(), "cannot journal outcomes; retrying (delivery to these destinations is paused)");
+                    ctx.metrics.journal_errors.inc();
+                    if ctx.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for (r, (next, outcome)) in batch.into_iter().zip(decided) {
+            ctx.metrics.observe(&r.work.domain, &outcome);
+            match outcome {
+                Outcome::Delivered { .. } => ctx.stats.delivered.fetch_add(1, Ordering::Relaxed),
+                Outcome::Bounced { .. } => ctx.stats.bounced.fetch_add(1, Ordering::Relaxed),
+                Outcome::RenderFailed { .. } => ctx.stats.failed.fetch_add(1, Ordering::Relaxed),
+                Outcome::Deferred { .. } => ctx.stats.deferrals.fetch_add(1, Ordering::Relaxed),
+            };
+            if let Some(at) = next {
+                let mut work = r.work;
+                work.attempts += 1;
+                ctx.stats.waiting.fetch_add(1, Ordering::AcqRel);
+                let _ = ctx.scheduler.send(SchedMsg::Retry(work, at));
+            }
+            // the outcome is durable: release the in-flight slot
+            ctx.stats.active.fetch_sub(1, Ordering::AcqRel);
+            drop(r.permit);
+        }
+        let _ = ctx.wake_pump.try_send(());
+    }
+}

@@ -1,0 +1,242 @@
+//! One open SMTP session: mail transactions, pipelined (RFC 2920) when the
+//! server offers PIPELINING, lock-step otherwise.
+//!
+//! A pipelined transaction writes MAIL, every RCPT and DATA in one write and
+//! reads one reply per command; only then the message (already dot-stuffed
+//! and terminated) goes out and the final reply is read. The result is one
+//! deciding reply per recipient: a rejected RCPT keeps its own reply, the
+//! accepted ones share the DATA or end-of-data reply. After an unfinished
+//! transaction the session sends RSET so it can be reused. Generic over the
+//! stream (plain TCP, TLS, or an in-memory pipe in tests). Exposure: replies
+//! come from a remote, untrusted server; all reads are bounded.
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::client::{Phase, SessionError, Timeouts};
+use super::reply::{ReadError, Reply, ReplyReader};
+
+/// A bidirectional byte stream a session can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What the server offered in EHLO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub pipelining: bool,
+    /// Declared SIZE limit (0 = no limit declared).
+    pub size: Option<usize>,
+    /// The session runs over TLS.
+    pub tls: bool,
+}
+
+/// The reply that decided one recipient's fate, and where it came.
+pub type RcptReply = (Phase, Reply);
+
+/// An open session.
+pub struct Session {
+    io: Box<dyn Io>,
+    reader: ReplyReader,
+    caps: Caps,
+    t: Timeouts,
+}
+
+fn read_err(phase: Phase, e: ReadError) -> SessionError {
+    match e {
+        ReadError::Timeout => SessionError::Timeout(phase),
+        ReadError::Closed => SessionError::Closed(phase),
+        ReadError::Io(s) => SessionError::Io(phase, s),
+        ReadError::Protocol(s) => SessionError::Protocol(phase, s),
+    }
+}
+
+impl Session {
+    /// Wraps a stream that has completed greeting and EHLO.
+    pub fn new(io: Box<dyn Io>, caps: Caps, t: Timeouts) -> Session {
+        Session {
+            io,
+            reader: ReplyReader::default(),
+            caps,
+            t,
+        }
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    async fn write(&mut self, phase: Phase, bytes: &[u8]) -> Result<(), SessionError> {
+        let limit = self.t.data_end.max(self.t.mail);
+        let w = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout(limit, w).await {
+            Err(_) => Err(SessionError::Timeout(phase)),
+            Ok(Err(e)) => Err(SessionError::Io(phase, e.to_string())),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    async fn read(&mut self, phase: Phase) -> Result<Reply, SessionError> {
+        let limit = match phase {
+            Phase::Mail | Phase::Rset => self.t.mail,
+            Phase::Rcpt => self.t.rcpt,
+            Phase::Data => self.t.data,
+            Phase::DataEnd => self.t.data_end,
+            _ => self.t.ehlo,
+        };
+        self.reader
+            .read(&mut self.io, limit)
+            .await
+            .map_err(|e| read_err(phase, e))
+    }
+
+    /// Sends RSET and checks the reply.
+    pub async fn rset(&mut self) -> Result<(), SessionError> {
+        self.write(Phase::Rset, b"RSET\r\n").await?;
+        let r = self.read(Phase::Rset).await?;
+        if r.is_positive() {
+            Ok(())
+        } else {
+            Err(SessionError::Refused(Phase::Rset, r))
+        }
+    }
+
+    /// Says QUIT (best effort) and closes.
+    pub async fn quit(mut self) {
+        if self.write(Phase::Rset, b"QUIT\r\n").await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.reader.read(&mut self.io, self.t.mail)).await;
+        }
+        let _ = self.io.shutdown().await;
+    }
+
+    fn mail_cmd(&self, from: &str, size: usize) -> String {
+        match self.caps.size {
+            Some(_) => format!("MAIL FROM:<{from}> SIZE={size}\r\n"),
+            None => format!("MAIL FROM:<{from}>\r\n"),
+        }
+    }
+
+    /// Runs one mail transaction; returns the deciding reply per recipient
+    /// (in the order given). `data` must be dot-stuffed and end with
+    /// `CRLF.CRLF`. A session error means the session is unusable; no
+    /// recipient of this transaction is known to be delivered.
+    pub async fn send(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+        if let Some(limit) = self.caps.size.filter(|l| *l > 0 && data.len() > *l) {
+            let r = Reply::new(552, [5, 3, 4], format!("message of {} bytes exceeds the server's SIZE limit of {limit}", data.len()));
+            return Ok(rcpts.iter().map(|_| (Phase::Mail, r.clone())).collect());
+        }
+        if self.caps.pipelining {
+            self.send_pipelined(from, rcpts, data).await
+        } else {
+            self.send_lockstep(from, rcpts, data).await
+        }
+    }
+
+    async fn send_pipelined(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+        let mut cmds = self.mail_cmd(from, data.len());
+        for r in rcpts {
+            cmds.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        cmds.push_str("DATA\r\n");
+        self.write(Phase::Mail, cmds.as_bytes()).await?;
+        let mail = self.read(Phase::Mail).await?;
+        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+        for _ in rcpts {
+            rcpt_replies.push(self.read(Phase::Rcpt).await?);
+        }
+        let data_reply = self.read(Phase::Data).await?;
+        self.finish(mail, rcpt_replies, data_reply, data).await
+    }
+
+    async fn send_lockstep(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+        let cmd = self.mail_cmd(from, data.len());
+        self.write(Phase::Mail, cmd.as_bytes()).await?;
+        let mail = self.read(Phase::Mail).await?;
+        if !mail.is_positive() {
+            self.rset().await?;
+            return Ok(rcpts.iter().map(|_| (Phase::Mail, mail.clone())).collect());
+        }
+        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+        for r in rcpts {
+            self.write(Phase::Rcpt, format!("RCPT TO:<{r}>\r\n").as_bytes()).await?;
+            rcpt_replies.push(self.read(Phase::Rcpt).await?);
+        }
+        if !rcpt_replies.iter().any(Reply::is_positive) {
+            self.rset().await?;
+            return Ok(rcpt_replies.into_iter().map(|r| (Phase::Rcpt, r)).collect());
+        }
+        self.write(Phase::Data, b"DATA\r\n").await?;
+        let data_reply = self.read(Phase::Data).await?;
+        self.finish(mail, rcpt_replies, data_reply, data).await
+    }
+
+    /// Common tail: decide per recipient given MAIL, RCPT and DATA replies,
+    /// sending the message when DATA was accepted.
+    async fn finish(&mut self, mail: Reply, rcpt_replies: Vec<Reply>, data_reply: Reply, data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+        let any_accepted = rcpt_replies.iter().any(Reply::is_positive);
+        if data_reply.code == 354 && (!mail.is_positive() || !any_accepted) {
+            // The server wants data although nobody can receive it: end the
+            // transaction with an empty message.
+            self.write(Phase::DataEnd, b".\r\n").await?;
+            self.read(Phase::DataEnd).await?;
+        }
+        if !mail.is_positive() {
+            if data_reply.code != 354 {
+                self.rset().await?;
+            }
+            return Ok(rcpt_replies.iter().map(|_| (Phase::Mail, mail.clone())).collect());
+        }
+        if !any_accepted {
+            if data_reply.code != 354 {
+                self.rset().await?;
+            }
+            return Ok(rcpt_replies.into_iter().map(|r| (Phase::Rcpt, r)).collect());
+        }
+        if data_reply.code != 354 {
+            self.rset().await?;
+            return Ok(rcpt_replies
+                .into_iter()
+                .map(|r| if r.is_positive() { (Phase::Data, data_reply.clone()) } else { (Phase::Rcpt, r) })
+                .collect());
+        }
+        self.write(Phase::DataEnd, data).await?;
+        let end = self.read(Phase::DataEnd).await?;
+        Ok(rcpt_replies
+            .into_iter()
+            .map(|r| if r.is_positive() { (Phase::DataEnd, end.clone()) } else { (Phase::Rcpt, r) })
+            .collect())
+    }
+}
+
+/// Dot-stuffs a message for DATA and appends the terminating `CRLF.CRLF`.
+pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
+    out.reserve(message.len() + 64);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing() {
+        let mut out = Vec::new();
+        dot_stuff(b".a\r\nb\r\n.\r\n..c", &mut out);
+        assert_eq!(out, b"..a\r\nb\r\n..\r\n...c\r\n.\r\n");
+        let mut out = Vec::new();
+        dot_stuff(b"x\r\n", &mut out);
+        assert_eq!(out, b"x\r\n.\r\n");
+    }
+}

@@ -1,0 +1,250 @@
+//! The engine: builds the stages for one spool and config, feeds them, and
+//! shuts them down in order. No globals: several engines can run in one
+//! process (tests do).
+//!
+//! Stages and threads: the scheduler and shards (tokio tasks), the
+//! production pool (one thread per core), the recorder thread and the event
+//! pump thread. Shutdown: stop dispatching, let open transactions finish
+//! (bounded by a grace period), journal their outcomes, publish every
+//! journaled event, then return. Whatever was not journaled stays queued in
+//! the spool and is sent again by the next run (at-least-once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use volley_spool::{Spool, State};
+
+use crate::config::Config;
+use crate::delivery::backoff::Backoff;
+use crate::delivery::mx::Resolver;
+use crate::delivery::recorder::{self, RecorderCtx};
+use crate::delivery::scheduler::{self, SchedMsg};
+use crate::delivery::shard::ShardCtx;
+use crate::delivery::smtp::{Timeouts, TlsSettings};
+use crate::delivery::{Stats, Work};
+use crate::events::NotificationSink;
+use crate::events::pump::{self, PumpCtx};
+use crate::ingest::Domains;
+use crate::message::dkim::{KeyError, Signers};
+use crate::message::{ProduceCtx, Producer};
+use crate::metrics::Metrics;
+
+/// Options that are not in the config file.
+#[derive(Clone)]
+pub struct Options {
+    pub threads: usize,
+    pub tls: TlsSettings,
+    pub timeouts: Timeouts,
+    pub idle: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tls: TlsSettings::opportunistic(),
+            timeouts: Timeouts::default(),
+            idle: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Feeds recipients to a running engine (cloneable, usable from any thread).
+#[derive(Clone)]
+pub struct Handle {
+    sched: mpsc::UnboundedSender<SchedMsg>,
+    stats: Arc<Stats>,
+}
+
+impl Handle {
+    /// Hands recipients to delivery.
+    pub fn enqueue(&self, works: Vec<Work>) {
+        if works.is_empty() {
+            return;
+        }
+        self.stats.active.fetch_add(works.len() as i64, Ordering::AcqRel);
+        let _ = self.sched.send(SchedMsg::Work(works));
+    }
+}
+
+/// A running engine.
+pub struct Engine {
+    pub spool: Arc<Spool>,
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    sched: mpsc::UnboundedSender<SchedMsg>,
+    shutdown: watch::Sender<bool>,
+    recorder_stop: Arc<AtomicBool>,
+    pump_stop: Arc<AtomicBool>,
+    pump_pos: Arc<AtomicU64>,
+    recorder: Option<std::thread::JoinHandle<()>>,
+    pump: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts every stage. Must be called inside a tokio runtime.
+    pub fn start(
+        config: Arc<Config>,
+        spool: Arc<Spool>,
+        sink: Box<dyn NotificationSink>,
+        metrics: Arc<Metrics>,
+        opts: Options,
+    ) -> Result<Engine, KeyError> {
+        let signers = Arc::new(Signers::load(&config.dkim)?);
+        let stats = Arc::new(Stats::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (sched_tx, sched_rx) = mpsc::unbounded_channel();
+        let (rec_tx, rec_rx) = crossbeam_channel::unbounded();
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let recorder_stop = Arc::new(AtomicBool::new(false));
+        let pump_stop = Arc::new(AtomicBool::new(false));
+        let pump_pos = Arc::new(AtomicU64::new(0));
+
+        let (producer, _threads) = Producer::start(
+            opts.threads,
+            Arc::new(ProduceCtx {
+                spool: Arc::clone(&spool),
+                signers,
+                recorder: rec_tx.clone(),
+            }),
+        );
+        let d = &config.delivery;
+        let rctx = RecorderCtx {
+            spool: Arc::clone(&spool),
+            backoff: Backoff {
+                first: d.retry_first,
+                factor: d.retry_factor,
+                cap: d.retry_cap,
+                max_age: d.max_age,
+            },
+            scheduler: sched_tx.clone(),
+            stats: Arc::clone(&stats),
+            metrics: Arc::clone(&metrics),
+            wake_pump: wake_tx,
+            stop: Arc::clone(&recorder_stop),
+        };
+        let recorder = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || recorder::run(&rctx, &rec_rx))
+            .expect("spawning the recorder thread");
+        let pctx = PumpCtx {
+            spool: Arc::clone(&spool),
+            metrics: Arc::clone(&metrics),
+            reporting_mta: d.helo.clone(),
+            stop: Arc::clone(&pump_stop),
+            position: Arc::clone(&pump_pos),
+        };
+        let pump = std::thread::Builder::new()
+            .name("event-pump".into())
+            .spawn(move || pump::run(&pctx, sink, &wake_rx))
+            .expect("spawning the event pump thread");
+        let sctx = Arc::new(ShardCtx {
+            config: Arc::clone(&config),
+            producer,
+            recorder: rec_tx,
+            stats: Arc::clone(&stats),
+            metrics: Arc::clone(&metrics),
+            tls: opts.tls,
+            timeouts: opts.timeouts,
+            resolver: Arc::new(Resolver::system()),
+            shutdown: shutdown_rx.clone(),
+            idle: opts.idle,
+        });
+        tokio::spawn(scheduler::run(sctx, sched_rx, shutdown_rx));
+        Ok(Engine {
+            spool,
+            stats,
+            metrics,
+            sched: sched_tx,
+            shutdown,
+            recorder_stop,
+            pump_stop,
+            pump_pos,
+            recorder: Some(recorder),
+            pump: Some(pump),
+        })
+    }
+
+    /// Hands recipients to delivery.
+    pub fn enqueue(&self, works: Vec<Work>) {
+        self.handle().enqueue(works);
+    }
+
+    /// A cloneable handle for feeding recipients from other threads.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            sched: self.sched.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+
+    /// Queues everything the spool holds that is not final: queued
+    /// recipients now, deferred ones at their retry time. Returns
+    /// (queued, deferred).
+    pub fn resume_spooled(&self) -> (u64, u64) {
+        let mut domains = Domains::default();
+        let mut now = Vec::new();
+        let mut later = Vec::new();
+        self.spool.for_each(|id, state, retry, rec| {
+            let work = Work {
+                id,
+                campaign: rec.campaign.to_native(),
+                domain: domains.get(rec.domain()),
+                attempts: retry.map_or(0, |r| r.attempts),
+            };
+            match (state, retry) {
+                (State::Queued, _) => now.push(work),
+                (State::Deferred, Some(r)) => later.push((work, r.next_ms)),
+                (State::Deferred, None) => now.push(work),
+                _ => {}
+            }
+        });
+        let (q, d) = (now.len() as u64, later.len() as u64);
+        for chunk in now.chunks(8192) {
+            self.enqueue(chunk.to_vec());
+        }
+        for (w, at) in later {
+            self.stats.waiting.fetch_add(1, Ordering::AcqRel);
+            let _ = self.sched.send(SchedMsg::Retry(w, at));
+        }
+        (q, d)
+    }
+
+    /// Recipients handed to delivery whose outcome is not yet journaled.
+    pub fn in_flight(&self) -> i64 {
+        self.stats.active.load(Ordering::Acquire)
+    }
+
+    /// True when every journaled outcome has been published as events.
+    pub fn events_caught_up(&self) -> bool {
+        self.pump_pos.load(Ordering::Acquire) >= self.spool.journal_end()
+    }
+
+    /// Stops delivery and drains the recorder and the event pump. Open
+    /// transactions get up to `grace` to finish.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.stats.connection_tasks.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The recorder journals what it was given, then stops; the pump
+        // publishes everything journaled, then stops.
+        self.recorder_stop.store(true, Ordering::Release);
+        let pump_stop = Arc::clone(&self.pump_stop);
+        let recorder = self.recorder.take();
+        let pump = self.pump.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(r) = recorder {
+                let _ = r.join();
+            }
+            pump_stop.store(true, Ordering::Release);
+            if let Some(p) = pump {
+                let _ = p.join();
+            }
+        })
+        .await;
+    }
+}

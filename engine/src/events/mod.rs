@@ -1,0 +1,9 @@
+//! Events: the SES event model, what the journal carries for it, the sink
+//! trait with its JSONL sink, and the pump that connects them.
+
+pub mod detail;
+pub mod model;
+pub mod pump;
+pub mod sink;
+
+pub use sink::{JsonlSink, NotificationSink};

@@ -1,0 +1,166 @@
+//! Producers. The campaign batch job: store the campaign once, stream its
+//! recipient list into the spool in durable batches, and hand each accepted
+//! batch to delivery.
+//!
+//! Resuming: if the campaign id is already in the spool but its list was not
+//! completely spooled (the job was killed), rows up to the last spooled one
+//! are skipped, so no recipient is added twice. A completely spooled
+//! campaign is not ingested again. Exposure: list files are untrusted;
+//! rejected rows are reported with line and reason and the rest go on.
+
+pub mod list;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use volley_spool::{Campaign, Recipient, RecipientId, Spool};
+
+use crate::campaign::{CampaignDef, LoadedCampaign};
+use crate::delivery::Work;
+use list::{Item, ListError, ListReader, Rejection};
+
+/// Recipients per durable batch.
+pub const BATCH: usize = 8192;
+
+/// Why ingest stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    List(#[from] ListError),
+    #[error("spool: {0}")]
+    Spool(#[from] volley_spool::Error),
+    #[error("campaign {id:?} in the spool is unreadable: {reason}")]
+    StoredCampaign { id: String, reason: String },
+}
+
+/// What an ingest did.
+#[derive(Debug)]
+pub struct Summary {
+    pub campaign: Arc<Campaign>,
+    pub def: CampaignDef,
+    /// Recipients spooled by this run.
+    pub accepted: u64,
+    /// Recipients of this campaign spooled by earlier runs.
+    pub earlier: u64,
+    pub rejected: u64,
+    /// The campaign was already completely spooled; nothing was read.
+    pub already_complete: bool,
+}
+
+/// Interns domain names so that each recipient's `Work` shares them.
+#[derive(Default)]
+pub struct Domains(HashMap<String, Arc<str>>);
+
+impl Domains {
+    pub fn get(&mut self, d: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(d) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(d);
+        self.0.insert(d.to_string(), Arc::clone(&a));
+        a
+    }
+}
+
+/// Spools a campaign and its list. `accepted` receives each durable batch;
+/// `rejected` each refused row.
+pub fn run(
+    spool: &Spool,
+    loaded: &LoadedCampaign,
+    mut accepted: impl FnMut(Vec<Work>),
+    mut rejected: impl FnMut(&Rejection),
+) -> Result<Summary, IngestError> {
+    let mut reader = ListReader::open(&loaded.recipients)?;
+    let mut def = loaded.def.clone();
+    def.columns = reader.columns.clone();
+    let (campaign, def, skip_to, earlier) = match spool.campaign_by_id(&def.id) {
+        Some(c) => {
+            let stored = CampaignDef::from_bytes(&c.body).map_err(|reason| IngestError::StoredCampaign {
+                id: def.id.clone(),
+                reason,
+            })?;
+            let (mut max_row, mut n) = (0u32, 0u64);
+            spool.for_each(|_, _, _, r| {
+                if r.campaign.to_native() == c.no {
+                    max_row = max_row.max(r.row.to_native());
+                    n += 1;
+                }
+            });
+            if c.is_sealed() {
+                return Ok(Summary {
+                    campaign: c,
+                    def: stored,
+                    accepted: 0,
+                    earlier: n,
+                    rejected: 0,
+                    already_complete: true,
+                });
+            }
+            if stored.columns != def.columns {
+                return Err(IngestError::StoredCampaign {
+                    id: def.id.clone(),
+                    reason: format!(
+                        "the recipient list's columns changed since it was first spooled ({:?} then, {:?} now)",
+                        stored.columns, def.columns
+                    ),
+                });
+            }
+            tracing::info!(campaign = %def.id, spooled = n, after_row = max_row, "resuming an interrupted ingest");
+            (c, stored, max_row, n)
+        }
+        None => {
+            let c = spool.create_campaign(&def.id, &def.to_bytes())?;
+            (c, def, 0, 0)
+        }
+    };
+    let mut domains = Domains::default();
+    let (mut n_ok, mut n_bad) = (0u64, 0u64);
+    loop {
+        let items = reader.next_batch(BATCH)?;
+        if items.is_empty() {
+            break;
+        }
+        let mut recs = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Row(r) if r.row <= skip_to => {}
+                Item::Rejected(r) if r.row <= skip_to => {}
+                Item::Row(r) => recs.push(Recipient {
+                    campaign: campaign.no,
+                    row: r.row,
+                    email: r.email,
+                    vars: r.vars,
+                }),
+                Item::Rejected(r) => {
+                    n_bad += 1;
+                    rejected(&r);
+                }
+            }
+        }
+        if recs.is_empty() {
+            continue;
+        }
+        let ids: Vec<RecipientId> = spool.append(&recs)?;
+        n_ok += ids.len() as u64;
+        let works = ids
+            .into_iter()
+            .zip(&recs)
+            .map(|(id, r)| Work {
+                id,
+                campaign: campaign.no,
+                domain: domains.get(r.email.rsplit_once('@').map_or("", |(_, d)| d)),
+                attempts: 0,
+            })
+            .collect();
+        accepted(works);
+    }
+    spool.seal_campaign(campaign.no)?;
+    Ok(Summary {
+        campaign,
+        def,
+        accepted: n_ok,
+        earlier,
+        rejected: n_bad,
+        already_complete: false,
+    })
+}
