@@ -1,1 +1,116 @@
-fn main() {}
+//! `volley`: the command line. Parses arguments, sets up logging and the
+//! tokio runtime, runs one command and maps its result to an exit code:
+//! 0 success, 1 failure, 2 bad input (config, campaign, files, usage),
+//! 3 recipients remain deferred (`send`). The only user of anyhow.
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use volley_engine::message::keygen::KeyAlgorithm;
+
+#[derive(Parser)]
+#[command(name = "volley", version, about = "Self-hosted bulk email sending engine")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send a generated campaign end to end to a built-in sink and report.
+    Demo {
+        /// Recipients to generate.
+        #[arg(long, default_value_t = 10_000)]
+        recipients: u32,
+        /// Recipient domains to spread them over.
+        #[arg(long, default_value_t = 50)]
+        domains: u32,
+        /// Keep the demo's files (spool, events, key, campaign) in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Spool a campaign and deliver it; exits when nothing is left but deferrals.
+    Send {
+        campaign: PathBuf,
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Only spool a campaign (durably); `volley run` delivers it.
+    Enqueue {
+        campaign: PathBuf,
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// The service: deliver what the spool holds, serve /metrics and /healthz.
+    Run {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Counts by state per campaign and per domain.
+    Status {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A receiving SMTP server that accepts everything (for development).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: SocketAddr,
+        /// Store each message in this Maildir.
+        #[arg(long)]
+        maildir: Option<PathBuf>,
+    },
+    /// Make a DKIM key pair and its DNS TXT record.
+    Keygen {
+        #[arg(long, value_enum)]
+        algorithm: KeyAlgorithm,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("volley_engine=info,volley_spool=info,volley=info,warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.cmd {
+            Cmd::Demo { recipients, domains, keep } => cli::demo::run(recipients, domains, keep).await,
+            Cmd::Send { campaign, config } => cli::send::send(&campaign, &config).await,
+            Cmd::Enqueue { campaign, config } => cli::send::enqueue(&campaign, &config).await,
+            Cmd::Run { config } => cli::run::run(&config).await,
+            Cmd::Status { config, json } => cli::run::status(&config, json),
+            Cmd::Sink { listen, maildir } => cli::run::sink(listen, maildir).await,
+            Cmd::Keygen { algorithm, domain, selector, out } => cli::run::keygen(algorithm, &domain, &selector, &out),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.code)
+        }
+    }
+}

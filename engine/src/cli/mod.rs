@@ -1,0 +1,55 @@
+//! Command implementations of the `volley` binary (not part of the library).
+
+pub mod demo;
+pub mod progress;
+pub mod run;
+pub mod send;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use volley_engine::config::Config;
+use volley_spool::{OpenReport, Spool};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_DEFERRED: u8 = 3;
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+/// Bad input: config, campaign, list, key or usage.
+pub fn bad(e: impl Into<anyhow::Error>) -> CliError {
+    CliError {
+        code: EXIT_BAD_INPUT,
+        error: e.into(),
+    }
+}
+
+/// Any other failure.
+pub fn fail(e: impl Into<anyhow::Error>) -> CliError {
+    CliError {
+        code: EXIT_FAILURE,
+        error: e.into(),
+    }
+}
+
+pub type CliResult = Result<u8, CliError>;
+
+pub fn load_config(path: &Path) -> Result<Arc<Config>, CliError> {
+    Config::load(path).map(Arc::new).map_err(bad)
+}
+
+/// Opens the spool for writing, logging what recovery found.
+pub fn open_spool(config: &Config) -> Result<(Arc<Spool>, OpenReport), CliError> {
+    let (spool, report) = Spool::open(&config.spool.dir).map_err(|e| fail(anyhow::anyhow!("cannot open the spool: {e}")))?;
+    if !report.damage.is_empty() {
+        tracing::warn!(lost = report.lost(), problems = report.damage.len(), "the spool had damage (details above)");
+    }
+    Ok((Arc::new(spool), report))
+}

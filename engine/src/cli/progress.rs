@@ -1,0 +1,74 @@
+//! Progress display of a delivery job: an indicatif bar on a terminal, plain
+//! lines every few seconds otherwise.
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use volley_engine::delivery::Stats;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    start: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b
+        });
+        let now = Instant::now();
+        Progress {
+            bar,
+            start: now,
+            last_line: now,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn message(stats: &Stats, rate: f64) -> String {
+        format!(
+            "delivered {} bounced {} render-failed {} deferrals {} ({:.0}/s)",
+            stats.delivered.load(Relaxed),
+            stats.bounced.load(Relaxed),
+            stats.failed.load(Relaxed),
+            stats.deferrals.load(Relaxed),
+            rate
+        )
+    }
+
+    /// Shows `done` of `total` recipients handled.
+    pub fn update(&mut self, total: u64, stats: &Stats) {
+        let done = stats.finals() + stats.waiting.load(Relaxed).max(0) as u64;
+        let rate = stats.finals() as f64 / self.start.elapsed().as_secs_f64().max(0.001);
+        match &self.bar {
+            Some(b) => {
+                b.set_length(total);
+                b.set_position(done.min(total));
+                b.set_message(Self::message(stats, rate));
+            }
+            None if self.last_line.elapsed() >= Duration::from_secs(2) => {
+                self.last_line = Instant::now();
+                eprintln!("progress: {done}/{total} {}", Self::message(stats, rate));
+            }
+            None => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

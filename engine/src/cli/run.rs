@@ -1,0 +1,108 @@
+//! `volley run` (the service), `volley status`, `volley sink` and
+//! `volley keygen`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use volley_engine::capture::Capture;
+use volley_engine::engine::{Engine, Options};
+use volley_engine::events::JsonlSink;
+use volley_engine::message::keygen::{self, KeyAlgorithm};
+use volley_engine::metrics::Metrics;
+use volley_engine::status;
+use volley_spool::Spool;
+
+use super::{CliResult, EXIT_OK, bad, fail, load_config, open_spool};
+
+async fn wait_for_signal() -> Result<&'static str, std::io::Error> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// `volley run`.
+pub async fn run(config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    let listen: SocketAddr = config.http.listen.parse().map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
+    let (spool, report) = open_spool(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.spool_lost.set(report.lost() as i64);
+    let sink = JsonlSink::open(&config.events.jsonl).map_err(fail)?;
+    let engine = Engine::start(Arc::clone(&config), spool, Box::new(sink), Arc::clone(&metrics), Options::default()).map_err(bad)?;
+    let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
+    let addr = volley_engine::http::serve(listen, metrics, Arc::clone(&engine.stats), http_stop_rx)
+        .await
+        .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    let (queued, deferred) = engine.resume_spooled();
+    tracing::info!(%addr, queued, deferred, spool = %config.spool.dir.display(), "volley is running");
+    let sig = wait_for_signal().await.map_err(fail)?;
+    tracing::info!(signal = sig, "shutting down: finishing open transactions");
+    engine.shutdown(Duration::from_secs(30)).await;
+    let _ = http_stop.send(true);
+    tracing::info!("stopped");
+    Ok(EXIT_OK)
+}
+
+/// `volley status`.
+pub fn status(config_path: &Path, json: bool) -> CliResult {
+    let config = load_config(config_path)?;
+    let (spool, report) = Spool::open_read_only(&config.spool.dir)
+        .map_err(|e| fail(anyhow::anyhow!("cannot read the spool: {e}")))?;
+    let s = status::collect(&spool, report.lost());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).map_err(fail)?);
+    } else {
+        print!("{}", status::render(&s));
+    }
+    Ok(EXIT_OK)
+}
+
+/// `volley sink`.
+pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
+    let cap = Capture::start(listen, maildir.clone())
+        .await
+        .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    eprintln!(
+        "volley sink listening on {}{}",
+        cap.addr,
+        maildir.map(|d| format!(", storing in {}", d.display())).unwrap_or_default()
+    );
+    let counters = Arc::clone(&cap.counters);
+    let report = tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let n = counters.messages.load(std::sync::atomic::Ordering::Relaxed);
+            if n != last {
+                eprintln!("received {n} messages");
+                last = n;
+            }
+        }
+    });
+    wait_for_signal().await.map_err(fail)?;
+    report.abort();
+    cap.stop();
+    println!(
+        "received {} messages for {} recipients",
+        cap.counters.messages.load(std::sync::atomic::Ordering::Relaxed),
+        cap.counters.recipients.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(EXIT_OK)
+}
+
+/// `volley keygen`.
+pub fn keygen(alg: KeyAlgorithm, domain: &str, selector: &str, out: &Path) -> CliResult {
+    let g = keygen::generate(alg, domain, selector, out).map_err(|e| bad(anyhow::anyhow!(e)))?;
+    println!("private key: {}", g.private_key.display());
+    println!("TXT record:  {}", g.txt_file.display());
+    // DNS strings hold at most 255 bytes: split the value into several.
+    let parts: Vec<String> = g.txt.as_bytes().chunks(250).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    println!("publish in DNS:\n{} IN TXT ( {} )", g.dns_name, parts.join(" "));
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,193 @@
+//! `volley send` and `volley enqueue`: the campaign batch job.
+//!
+//! `send` spools the campaign in durable batches while delivering them (and
+//! anything else the spool holds), and returns once every recipient is final
+//! or waits for a retry, after every outcome is published as an event.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use volley_engine::campaign::{self, LoadedCampaign};
+use volley_engine::config::Config;
+use volley_engine::delivery::Stats;
+use volley_engine::engine::{Engine, Options};
+use volley_engine::events::JsonlSink;
+use volley_engine::ingest::{self, IngestError, Summary};
+use volley_engine::metrics::Metrics;
+use volley_spool::{Spool, State};
+
+use super::progress::Progress;
+use super::{CliError, CliResult, EXIT_DEFERRED, EXIT_OK, bad, fail, load_config, open_spool};
+
+/// What a delivery job did.
+pub struct Job {
+    pub summary: Summary,
+    pub stats: Arc<Stats>,
+    pub elapsed: Duration,
+    pub deferred_left: u64,
+}
+
+fn ingest_error(e: IngestError) -> CliError {
+    match e {
+        IngestError::List(e) => bad(e),
+        IngestError::StoredCampaign { .. } => bad(e),
+        IngestError::Spool(e) => fail(anyhow::anyhow!("spool: {e}")),
+    }
+}
+
+fn report_rejection(list: &Path, shown: &AtomicU64, r: &ingest::list::Rejection) {
+    let n = shown.fetch_add(1, Ordering::Relaxed);
+    if n < 100 {
+        eprintln!("{}: line {}: rejected: {}", list.display(), r.line, r.reason);
+    } else if n == 100 {
+        eprintln!("{}: more rejected rows (see the summary)", list.display());
+    }
+}
+
+fn count_deferred(spool: &Spool) -> u64 {
+    let mut n = 0;
+    spool.for_each(|_, s, _, _| n += u64::from(s == State::Deferred));
+    n
+}
+
+/// Spools and delivers a campaign with `opts`.
+pub async fn deliver(config: Arc<Config>, loaded: LoadedCampaign, opts: Options) -> Result<Job, CliError> {
+    let (spool, report) = open_spool(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.spool_lost.set(report.lost() as i64);
+    let sink = JsonlSink::open(&config.events.jsonl).map_err(fail)?;
+    let engine = Engine::start(Arc::clone(&config), Arc::clone(&spool), Box::new(sink), Arc::clone(&metrics), opts).map_err(bad)?;
+    let (queued, deferred) = engine.resume_spooled();
+    if queued + deferred > 0 {
+        tracing::info!(queued, deferred, "resuming recipients already in the spool");
+    }
+    let total = Arc::new(AtomicU64::new(queued + deferred));
+    let handle = engine.handle();
+    let ingest_spool = Arc::clone(&spool);
+    let ingest_total = Arc::clone(&total);
+    let list = loaded.recipients.clone();
+    let mut ingest = tokio::task::spawn_blocking(move || {
+        let shown = AtomicU64::new(0);
+        ingest::run(
+            &ingest_spool,
+            &loaded,
+            |works| {
+                ingest_total.fetch_add(works.len() as u64, Ordering::Relaxed);
+                metrics.ingested.inc_by(works.len() as u64);
+                handle.enqueue(works);
+            },
+            |r| {
+                metrics.rejected.inc();
+                report_rejection(&list, &shown, r);
+            },
+        )
+    });
+    let mut progress = Progress::new();
+    let mut summary = None;
+    loop {
+        tokio::select! {
+            r = &mut ingest, if summary.is_none() => {
+                let r = r.map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?;
+                match r {
+                    Ok(s) => {
+                        if s.already_complete {
+                            eprintln!("campaign {} is already spooled ({} recipients); delivering what remains", s.def.id, s.earlier);
+                        }
+                        summary = Some(s);
+                    }
+                    Err(e) => {
+                        progress.finish();
+                        engine.shutdown(Duration::from_secs(30)).await;
+                        return Err(ingest_error(e));
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        progress.update(total.load(Ordering::Relaxed), &engine.stats);
+        if summary.is_some() && engine.in_flight() == 0 && engine.events_caught_up() {
+            break;
+        }
+    }
+    progress.finish();
+    let elapsed = progress.elapsed();
+    let stats = Arc::clone(&engine.stats);
+    engine.shutdown(Duration::from_secs(30)).await;
+    let Some(summary) = summary else {
+        return Err(fail(anyhow::anyhow!("ingest ended without a result")));
+    };
+    Ok(Job {
+        summary,
+        stats,
+        elapsed,
+        deferred_left: count_deferred(&spool),
+    })
+}
+
+/// Prints the one-line summary of a job.
+pub fn print_summary(job: &Job) {
+    let s = &job.stats;
+    let finals = s.finals();
+    let secs = job.elapsed.as_secs_f64().max(0.001);
+    let rejected = if job.summary.rejected > 0 {
+        format!(", {} rows rejected", job.summary.rejected)
+    } else {
+        String::new()
+    };
+    println!(
+        "campaign {}: {} recipients spooled{rejected}; delivered {}, bounced {}, render-failed {}, deferred {} in {:.1}s ({:.0} messages/s)",
+        job.summary.def.id,
+        job.summary.accepted + job.summary.earlier,
+        s.delivered.load(Ordering::Relaxed),
+        s.bounced.load(Ordering::Relaxed),
+        s.failed.load(Ordering::Relaxed),
+        job.deferred_left,
+        secs,
+        finals as f64 / secs,
+    );
+}
+
+/// `volley send`.
+pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    let loaded = campaign::load(campaign_path).map_err(bad)?;
+    let job = deliver(config, loaded, Options::default()).await?;
+    print_summary(&job);
+    if job.deferred_left > 0 {
+        eprintln!("{} recipients are deferred and stay spooled; `volley run` retries them", job.deferred_left);
+        return Ok(EXIT_DEFERRED);
+    }
+    Ok(EXIT_OK)
+}
+
+/// `volley enqueue`.
+pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    let loaded = campaign::load(campaign_path).map_err(bad)?;
+    let (spool, _) = open_spool(&config)?;
+    let list = loaded.recipients.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let shown = AtomicU64::new(0);
+        ingest::run(&spool, &loaded, |_| {}, |r| report_rejection(&list, &shown, r))
+    })
+    .await
+    .map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?
+    .map_err(ingest_error)?;
+    let rejected = if summary.rejected > 0 {
+        format!(" ({} rows rejected)", summary.rejected)
+    } else {
+        String::new()
+    };
+    if summary.already_complete {
+        println!("campaign {} was already spooled: {} recipients", summary.def.id, summary.earlier);
+    } else {
+        println!(
+            "campaign {}: {} recipients spooled{rejected}",
+            summary.def.id,
+            summary.accepted + summary.earlier
+        );
+    }
+    Ok(EXIT_OK)
+}
