@@ -1,1 +1,298 @@
-//! x
+//! Test harness for Volley's integration tests: runs the real `volley`
+//! binary against real peers (Postfix's `smtp-sink`, the scripted SMTP server
+//! in [`scripted`]) and reads back what they received.
+//!
+//! Everything binds ephemeral loopback ports and every wait is bounded.
+
+pub mod scripted;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the `volley` binary, built once per test process with the same
+/// profile as the tests (or `VOLLEY_BIN`).
+pub fn volley() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("VOLLEY_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "volley-engine", "--bin", "volley"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the volley binary");
+        assert!(status.success(), "building the volley binary failed");
+        let bin = profile_dir.join("volley");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; used for peers that
+/// need a port number up front).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// Runs `volley` with `args` in `dir`, waiting at most `limit`.
+pub fn run(dir: &Path, args: &[&str], limit: Duration) -> Output {
+    let child = spawn(dir, args);
+    wait_output(child, limit)
+}
+
+/// Starts `volley` with `args` in `dir` (stdout/stderr captured).
+pub fn spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(volley())
+        .args(args)
+        .current_dir(dir)
+        .env("VOLLEY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting volley")
+}
+
+/// Waits for a child with a time limit (killing it when exceeded).
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collecting output");
+                panic!(
+                    "volley did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for volley: {e}"),
+        }
+    }
+    child.wait_with_output().expect("collecting output")
+}
+
+/// Sends SIGTERM to a child.
+pub fn terminate(child: &Child) {
+    // SAFETY: kill(2) with a pid we own; no memory is touched.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Text of an output stream.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts that nothing in the output is a Rust panic.
+pub fn assert_no_panic(out: &Output) {
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "volley panicked:\n{err}");
+}
+
+/// Reads the JSONL events file (missing file = no events).
+pub fn events(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(f) = std::fs::File::open(path) else { return Vec::new() };
+    std::io::BufReader::new(f)
+        .lines()
+        .map(|l| l.expect("reading events"))
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Counts events of `event_type` per destination address.
+pub fn per_recipient(events: &[serde_json::Value], event_type: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in events.iter().filter(|e| e["eventType"] == event_type) {
+        let to = e["mail"]["destination"][0].as_str().expect("mail.destination[0]").to_string();
+        *out.entry(to).or_default() += 1;
+    }
+    out
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A directory with a campaign, its list and a config.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Fixture::new()
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("create dir");
+        }
+        std::fs::write(&p, content).expect("write fixture file");
+        p
+    }
+
+    /// Writes `config.toml` routing every domain to `route`, plus `extra`.
+    pub fn config(&self, route: &str, extra: &str) -> PathBuf {
+        self.write(
+            "config.toml",
+            format!(
+                "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}\n[routes]\n\"*\" = \"{route}\"\n",
+                free_port()
+            ),
+        )
+    }
+
+    /// Writes `campaign.toml` with the given recipients file and templates.
+    pub fn campaign(&self, recipients: &str, subject: &str, text: &str, extra: &str) -> PathBuf {
+        self.write("body.txt", text);
+        self.write(
+            "campaign.toml",
+            format!(
+                "id = \"test-campaign\"\nfrom = \"Sender <news@example.com>\"\nsubject = {subject:?}\ntext = \"body.txt\"\nrecipients = {recipients:?}\n{extra}\n"
+            ),
+        )
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        events(&self.path().join("events.jsonl"))
+    }
+}
+
+/// Postfix's `smtp-sink` on an ephemeral loopback port, dumping each
+/// transaction to a file (the independent receiving peer).
+pub struct PostfixSink {
+    child: Child,
+    pub port: u16,
+    pub dump: tempfile::TempDir,
+}
+
+impl PostfixSink {
+    /// Starts smtp-sink; panics with a hint when Postfix is not installed.
+    pub fn start() -> PostfixSink {
+        let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Postfix smtp-sink not found: run .ci/run (or apt-get install postfix)");
+        let dump = tempfile::tempdir().expect("temp dir");
+        // smtp-sink drops to `nobody`, which must be able to write the dumps.
+        std::fs::set_permissions(dump.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        for _ in 0..5 {
+            let port = free_port();
+            let template = format!("{}/%M.", dump.path().display());
+            let mut child = Command::new(bin)
+                .args(["-u", "nobody", "-d", &template, "-m", "512", &format!("127.0.0.1:{port}"), "1024"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting smtp-sink");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return PostfixSink { child, port, dump };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("smtp-sink did not start");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The dumped transactions so far.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dump.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Recipients (X-Rcpt-Args) of every completely dumped transaction.
+    pub fn recipients(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in self.files() {
+            let Ok(file) = std::fs::File::open(&f) else { continue };
+            for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+                if let Some(r) = line.strip_prefix("X-Rcpt-Args: ") {
+                    out.push(r.trim().trim_start_matches('<').split('>').next().unwrap_or("").to_string());
+                } else if !line.starts_with("X-") {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for PostfixSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/usr/bin/python3` with dkimpy runs `verify_dkim.py` on a message.
+pub fn verify_dkim(message: &Path, keys: &[String]) -> (bool, String) {
+    let script = peers_dir().join("verify_dkim.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(message)
+        .args(keys)
+        .arg("--all")
+        .output()
+        .expect("running verify_dkim.py");
+    (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// Where the shared peer scripts are (`VOLLEY_PEERS` or the in-repo copy).
+pub fn peers_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("VOLLEY_PEERS") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
