@@ -32,7 +32,9 @@ pub fn parse(input: &str) -> Result<Address, String> {
         return Err("empty address".into());
     }
     if !s.is_ascii() {
-        return Err("non-ASCII address (SMTPUTF8 is not supported; write the domain in Punycode)".into());
+        return Err(
+            "non-ASCII address (SMTPUTF8 is not supported; write the domain in Punycode)".into(),
+        );
     }
     let Some((local, domain)) = s.rsplit_once('@') else {
         return Err("missing @".into());
@@ -41,7 +43,10 @@ pub fn parse(input: &str) -> Result<Address, String> {
         return Err("empty local part".into());
     }
     if local.len() > 64 {
-        return Err(format!("local part is {} characters; the limit is 64", local.len()));
+        return Err(format!(
+            "local part is {} characters; the limit is 64",
+            local.len()
+        ));
     }
     if local.starts_with('"') {
         return Err("quoted local parts are not supported".into());
@@ -50,12 +55,18 @@ pub fn parse(input: &str) -> Result<Address, String> {
         return Err("local part has a misplaced dot".into());
     }
     if let Some(b) = local.bytes().find(|&b| b != b'.' && !atext(b)) {
-        return Err(format!("character {:?} is not allowed in the local part", b as char));
+        return Err(format!(
+            "character {:?} is not allowed in the local part",
+            b as char
+        ));
     }
     let domain = check_domain(domain)?;
     let email = format!("{local}@{domain}");
     if email.len() > 254 {
-        return Err(format!("address is {} characters; the limit is 254", email.len()));
+        return Err(format!(
+            "address is {} characters; the limit is 254",
+            email.len()
+        ));
     }
     Ok(Address { email })
 }
@@ -84,7 +95,10 @@ pub fn check_domain(domain: &str) -> Result<String, String> {
             return Err(format!("domain label {l:?} starts or ends with '-'"));
         }
         if let Some(b) = l.bytes().find(|b| !b.is_ascii_alphanumeric() && *b != b'-') {
-            return Err(format!("character {:?} is not allowed in the domain", b as char));
+            return Err(format!(
+                "character {:?} is not allowed in the domain",
+                b as char
+            ));
         }
     }
     Ok(domain.to_ascii_lowercase())
@@ -129,7 +143,13 @@ mod tests {
 
     #[test]
     fn accepts_normal_addresses() {
-        for a in ["a@b.co", "first.last+tag@Example.COM", " x@y.test ", "o'neil@d-1.test", "a@b.test."] {
+        for a in [
+            "a@b.co",
+            "first.last+tag@Example.COM",
+            " x@y.test ",
+            "o'neil@d-1.test",
+            "a@b.test.",
+        ] {
             let p = parse(a).unwrap_or_else(|e| panic!("{a}: {e}"));
             assert_eq!(p.domain(), p.domain().to_ascii_lowercase());
         }

@@ -18,12 +18,11 @@ use crate::address;
 /// Errors loading a campaign.
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}: {error}")]
     Read {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("campaign {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -97,10 +96,10 @@ pub struct LoadedCampaign {
 /// Reads a campaign file and everything it names; checks templates compile.
 pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
     let read = |what: &'static str, p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| CampaignError::Read {
+        std::fs::read_to_string(p).map_err(|error| CampaignError::Read {
             what,
             path: p.to_path_buf(),
-            source,
+            error,
         })
     };
     let text = read("campaign file", path)?;
@@ -114,8 +113,17 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         key,
         reason,
     };
-    if f.id.is_empty() || f.id.len() > 128 || !f.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(invalid("id", "use 1-128 letters, digits, '-', '_' or '.'".into()));
+    if f.id.is_empty()
+        || f.id.len() > 128
+        || !f
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(invalid(
+            "id",
+            "use 1-128 letters, digits, '-', '_' or '.'".into(),
+        ));
     }
     let from = address::parse_mailbox(&f.from).map_err(|r| invalid("from", r))?;
     if let Some(r) = &f.reply_to {
@@ -125,13 +133,31 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         return Err(invalid("html", "set `html`, `text` or both".into()));
     }
     for (name, value) in &f.tags {
-        let ok = |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 256
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        };
         if !ok(name) || !ok(value) {
-            return Err(invalid("tags", format!("{name:?} = {value:?}: names and values use letters, digits, '_' and '-' (at most 256)")));
+            return Err(invalid(
+                "tags",
+                format!(
+                    "{name:?} = {value:?}: names and values use letters, digits, '_' and '-' (at most 256)"
+                ),
+            ));
         }
     }
-    let html = f.html.as_ref().map(|p| read("html template", &base.join(p))).transpose()?;
-    let text_body = f.text.as_ref().map(|p| read("text template", &base.join(p))).transpose()?;
+    let html = f
+        .html
+        .as_ref()
+        .map(|p| read("html template", &base.join(p)))
+        .transpose()?;
+    let text_body = f
+        .text
+        .as_ref()
+        .map(|p| read("text template", &base.join(p)))
+        .transpose()?;
     let def = CampaignDef {
         id: f.id,
         from: f.from.trim().to_string(),

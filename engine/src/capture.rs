@@ -52,13 +52,19 @@ impl Capture {
         let maildir = maildir.map(Arc::new);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 c.connections.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(serve(stream, Arc::clone(&c), maildir.clone()));
             }
         });
-        Ok(Capture { addr, counters, task })
+        Ok(Capture {
+            addr,
+            counters,
+            task,
+        })
     }
 
     /// Stops accepting connections.
@@ -88,7 +94,9 @@ fn store(dir: &Path, counters: &Counters, tx: &Tx, body: &[u8]) -> std::io::Resu
         fastrand::u32(..)
     );
     let mut out = Vec::with_capacity(body.len() + 256);
-    out.extend_from_slice(format!("Return-Path: <{}>\r\n", tx.from.as_deref().unwrap_or("")).as_bytes());
+    out.extend_from_slice(
+        format!("Return-Path: <{}>\r\n", tx.from.as_deref().unwrap_or("")).as_bytes(),
+    );
     for r in &tx.rcpts {
         out.extend_from_slice(format!("Delivered-To: {r}\r\n").as_bytes());
     }
@@ -105,7 +113,10 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
     let mut body = Vec::new();
     let mut too_big = false;
     let mut skip_line = false;
-    let mut tx = Tx { from: None, rcpts: Vec::new() };
+    let mut tx = Tx {
+        from: None,
+        rcpts: Vec::new(),
+    };
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if !out.is_empty() {
@@ -134,14 +145,24 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                     out.extend_from_slice(b"552 5.3.4 Message too big\r\n");
                 } else {
                     counters.messages.fetch_add(1, Ordering::Relaxed);
-                    counters.recipients.fetch_add(tx.rcpts.len() as u64, Ordering::Relaxed);
-                    counters.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    counters
+                        .recipients
+                        .fetch_add(tx.rcpts.len() as u64, Ordering::Relaxed);
+                    counters
+                        .bytes
+                        .fetch_add(body.len() as u64, Ordering::Relaxed);
                     let stored = match &maildir {
                         Some(dir) => store(dir, &counters, &tx, &body),
                         None => Ok(()),
                     };
                     match stored {
-                        Ok(()) => out.extend_from_slice(format!("250 2.0.0 Ok: queued as {}\r\n", counters.messages.load(Ordering::Relaxed)).as_bytes()),
+                        Ok(()) => out.extend_from_slice(
+                            format!(
+                                "250 2.0.0 Ok: queued as {}\r\n",
+                                counters.messages.load(Ordering::Relaxed)
+                            )
+                            .as_bytes(),
+                        ),
                         Err(e) => {
                             tracing::warn!(error = %e, "sink cannot store a message");
                             out.extend_from_slice(b"451 4.3.0 Cannot store the message\r\n");
@@ -150,7 +171,10 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                 }
                 body.clear();
                 too_big = false;
-                tx = Tx { from: None, rcpts: Vec::new() };
+                tx = Tx {
+                    from: None,
+                    rcpts: Vec::new(),
+                };
                 continue;
             }
             if it.as_slice().is_empty() {
@@ -216,8 +240,12 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                         skip_line = true;
                     }
                     let msg = match e {
-                        smtp_proto::Error::ResponseTooLong => "500 5.5.2 Line too long\r\n".to_string(),
-                        smtp_proto::Error::UnknownCommand => "500 5.5.2 Unknown command\r\n".to_string(),
+                        smtp_proto::Error::ResponseTooLong => {
+                            "500 5.5.2 Line too long\r\n".to_string()
+                        }
+                        smtp_proto::Error::UnknownCommand => {
+                            "500 5.5.2 Unknown command\r\n".to_string()
+                        }
                         e => format!("501 5.5.4 Syntax error: {e:?}\r\n"),
                     };
                     out.extend_from_slice(msg.as_bytes());

@@ -16,11 +16,10 @@ use serde::Deserialize;
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -203,8 +202,11 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e} (e.g. \"90s\", \"5m\", \"72h\")")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "bad duration {s:?}: {e} (e.g. \"90s\", \"5m\", \"72h\")"
+            ))
+        })
     }
 }
 
@@ -238,9 +240,9 @@ impl Route {
 impl Config {
     /// Loads, resolves relative paths and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, path, base)
@@ -277,7 +279,10 @@ impl Config {
         check_rate(d.messages_per_second).map_err(|r| bad("delivery.messages_per_second", r))?;
         check_conns(d.connections).map_err(|r| bad("delivery.connections", r))?;
         if !(1.0..=100.0).contains(&d.retry_factor) {
-            return Err(bad("delivery.retry_factor", "must be between 1 and 100".into()));
+            return Err(bad(
+                "delivery.retry_factor",
+                "must be between 1 and 100".into(),
+            ));
         }
         if d.retry_first.is_zero() {
             return Err(bad("delivery.retry_first", "must be more than zero".into()));
@@ -294,7 +299,10 @@ impl Config {
         }
         for (i, k) in self.dkim.iter().enumerate() {
             if k.domain.is_empty() || k.selector.is_empty() {
-                return Err(bad(&format!("dkim[{i}]"), "domain and selector must be set".into()));
+                return Err(bad(
+                    &format!("dkim[{i}]"),
+                    "domain and selector must be set".into(),
+                ));
             }
         }
         for (i, dc) in self.domain.iter().enumerate() {
@@ -335,7 +343,9 @@ fn check_rate(r: f64) -> Result<(), String> {
     if r.is_finite() && r > 0.0 && r <= 1_000_000.0 {
         Ok(())
     } else {
-        Err(format!("{r} is not a rate between 0 and 1000000 messages per second"))
+        Err(format!(
+            "{r} is not a rate between 0 and 1000000 messages per second"
+        ))
     }
 }
 
@@ -365,18 +375,26 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let e = parse("[delivery]\nhelo = \"x\"\nspeed = 3\n").unwrap_err().to_string();
+        let e = parse("[delivery]\nhelo = \"x\"\nspeed = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("speed"), "{e}");
         assert!(e.contains("line 3"), "{e}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = parse("[delivery]\nconnections = 0\n").unwrap_err().to_string();
+        let e = parse("[delivery]\nconnections = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("delivery.connections"), "{e}");
-        let e = parse("[routes]\n\"*\" = \"nohost\"\n").unwrap_err().to_string();
+        let e = parse("[routes]\n\"*\" = \"nohost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("routes.*"), "{e}");
-        let e = parse("[delivery]\nmax_age = \"soon\"\n").unwrap_err().to_string();
+        let e = parse("[delivery]\nmax_age = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad duration"), "{e}");
         let e = parse("[[dkim]]\ndomain=\"a\"\nselector=\"s\"\nkey=\"k\"\nalgorithm=\"rsa\"\n")
             .unwrap_err()

@@ -64,7 +64,9 @@ impl Handle {
         if works.is_empty() {
             return;
         }
-        self.stats.active.fetch_add(works.len() as i64, Ordering::AcqRel);
+        self.stats
+            .active
+            .fetch_add(works.len() as i64, Ordering::AcqRel);
         let _ = self.sched.send(SchedMsg::Work(works));
     }
 }
@@ -227,7 +229,9 @@ impl Engine {
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;
-        while self.stats.connection_tasks.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        while self.stats.connection_tasks.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The recorder journals what it was given, then stops; the pump

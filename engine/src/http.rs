@@ -24,7 +24,15 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let body = metrics.render(&stats);
-                async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body) }
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));
@@ -38,7 +46,10 @@ pub async fn serve(
                 }
             }
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

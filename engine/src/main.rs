@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use volley_engine::message::keygen::KeyAlgorithm;
 
 #[derive(Parser)]
-#[command(name = "volley", version, about = "Self-hosted bulk email sending engine")]
+#[command(
+    name = "volley",
+    version,
+    about = "Self-hosted bulk email sending engine"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -81,14 +85,18 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("volley_engine=info,volley_spool=info,volley=info,warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("volley_engine=info,volley_spool=info,volley=info,warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -97,13 +105,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.cmd {
-            Cmd::Demo { recipients, domains, keep } => cli::demo::run(recipients, domains, keep).await,
+            Cmd::Demo {
+                recipients,
+                domains,
+                keep,
+            } => cli::demo::run(recipients, domains, keep).await,
             Cmd::Send { campaign, config } => cli::send::send(&campaign, &config).await,
             Cmd::Enqueue { campaign, config } => cli::send::enqueue(&campaign, &config).await,
             Cmd::Run { config } => cli::run::run(&config).await,
             Cmd::Status { config, json } => cli::run::status(&config, json),
             Cmd::Sink { listen, maildir } => cli::run::sink(listen, maildir).await,
-            Cmd::Keygen { algorithm, domain, selector, out } => cli::run::keygen(algorithm, &domain, &selector, &out),
+            Cmd::Keygen {
+                algorithm,
+                domain,
+                selector,
+                out,
+            } => cli::run::keygen(algorithm, &domain, &selector, &out),
         }
     });
     match result {

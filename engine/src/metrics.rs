@@ -57,17 +57,61 @@ impl Metrics {
             deferred_waiting: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("outcomes", "Recipient outcomes journaled, by outcome", m.outcomes.clone());
-        registry.register("smtp_attempts", "Mail transactions attempted", m.attempts.clone());
-        registry.register("smtp_connections", "Open SMTP connections", m.connections.clone());
-        registry.register("journal_errors", "Failed attempts to journal outcomes", m.journal_errors.clone());
-        registry.register("events_published", "Events written to notification sinks", m.events_published.clone());
-        registry.register("event_errors", "Journal entries that could not become events", m.event_errors.clone());
-        registry.register("spool_lost_recipients", "Recipients found damaged in the spool at open", m.spool_lost.clone());
-        registry.register("ingested_recipients", "Recipients accepted into the spool", m.ingested.clone());
-        registry.register("rejected_recipients", "Recipient rows rejected at ingest", m.rejected.clone());
-        registry.register("in_flight", "Recipients being delivered (outcome not yet journaled)", m.active.clone());
-        registry.register("deferred_waiting", "Deferred recipients waiting for their retry time", m.deferred_waiting.clone());
+        registry.register(
+            "outcomes",
+            "Recipient outcomes journaled, by outcome",
+            m.outcomes.clone(),
+        );
+        registry.register(
+            "smtp_attempts",
+            "Mail transactions attempted",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "smtp_connections",
+            "Open SMTP connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "journal_errors",
+            "Failed attempts to journal outcomes",
+            m.journal_errors.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events written to notification sinks",
+            m.events_published.clone(),
+        );
+        registry.register(
+            "event_errors",
+            "Journal entries that could not become events",
+            m.event_errors.clone(),
+        );
+        registry.register(
+            "spool_lost_recipients",
+            "Recipients found damaged in the spool at open",
+            m.spool_lost.clone(),
+        );
+        registry.register(
+            "ingested_recipients",
+            "Recipients accepted into the spool",
+            m.ingested.clone(),
+        );
+        registry.register(
+            "rejected_recipients",
+            "Recipient rows rejected at ingest",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "in_flight",
+            "Recipients being delivered (outcome not yet journaled)",
+            m.active.clone(),
+        );
+        registry.register(
+            "deferred_waiting",
+            "Deferred recipients waiting for their retry time",
+            m.deferred_waiting.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -79,7 +123,9 @@ impl Metrics {
             Outcome::Bounced { .. } => "bounced",
             Outcome::RenderFailed { .. } => "render_failed",
         };
-        self.outcomes.get_or_create(&OutcomeLabels { outcome: name }).inc();
+        self.outcomes
+            .get_or_create(&OutcomeLabels { outcome: name })
+            .inc();
     }
 
     /// Prometheus text exposition, with queue gauges refreshed from `stats`.

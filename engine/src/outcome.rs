@@ -73,11 +73,13 @@ pub fn from_session_error(e: &SessionError) -> Outcome {
             diagnostic: format!("smtp; 421 4.4.1 {e}"),
             delay_type: "TransientCommunicationFailure",
         },
-        SessionError::Timeout(_) | SessionError::Closed(_) | SessionError::Io(..) => Outcome::Deferred {
-            status: "4.4.2".into(),
-            diagnostic: format!("smtp; 421 4.4.2 {e}"),
-            delay_type: "TransientCommunicationFailure",
-        },
+        SessionError::Timeout(_) | SessionError::Closed(_) | SessionError::Io(..) => {
+            Outcome::Deferred {
+                status: "4.4.2".into(),
+                diagnostic: format!("smtp; 421 4.4.2 {e}"),
+                delay_type: "TransientCommunicationFailure",
+            }
+        }
         SessionError::Tls(_) => Outcome::Deferred {
             status: "4.7.0".into(),
             diagnostic: format!("smtp; 421 4.7.0 {e}"),
@@ -131,26 +133,56 @@ mod tests {
 
     #[test]
     fn replies() {
-        assert!(matches!(from_reply(Phase::DataEnd, &r(250, [2, 0, 0])), Outcome::Delivered { .. }));
-        let Outcome::Bounced { status, bounce_subtype, diagnostic, .. } = from_reply(Phase::Rcpt, &r(550, [5, 1, 1])) else {
+        assert!(matches!(
+            from_reply(Phase::DataEnd, &r(250, [2, 0, 0])),
+            Outcome::Delivered { .. }
+        ));
+        let Outcome::Bounced {
+            status,
+            bounce_subtype,
+            diagnostic,
+            ..
+        } = from_reply(Phase::Rcpt, &r(550, [5, 1, 1]))
+        else {
             panic!()
         };
         assert_eq!((status.as_str(), bounce_subtype), ("5.1.1", "NoEmail"));
         assert_eq!(diagnostic, "smtp; 550 5.1.1 text");
-        let Outcome::Deferred { status, .. } = from_reply(Phase::Rcpt, &r(451, [4, 3, 0])) else { panic!() };
+        let Outcome::Deferred { status, .. } = from_reply(Phase::Rcpt, &r(451, [4, 3, 0])) else {
+            panic!()
+        };
         assert_eq!(status, "4.3.0");
-        let Outcome::Bounced { status, bounce_type, .. } = from_reply(Phase::Mail, &r(554, [0, 0, 0])) else { panic!() };
+        let Outcome::Bounced {
+            status,
+            bounce_type,
+            ..
+        } = from_reply(Phase::Mail, &r(554, [0, 0, 0]))
+        else {
+            panic!()
+        };
         assert_eq!((status.as_str(), bounce_type), ("5.0.0", "Permanent"));
-        assert!(matches!(from_reply(Phase::DataEnd, &r(552, [5, 3, 4])), Outcome::Bounced { bounce_subtype: "MessageTooLarge", .. }));
+        assert!(matches!(
+            from_reply(Phase::DataEnd, &r(552, [5, 3, 4])),
+            Outcome::Bounced {
+                bounce_subtype: "MessageTooLarge",
+                ..
+            }
+        ));
         // a 250 to RCPT is not a delivery by itself
-        assert!(matches!(from_reply(Phase::Rcpt, &r(250, [0, 0, 0])), Outcome::Deferred { .. }));
+        assert!(matches!(
+            from_reply(Phase::Rcpt, &r(250, [0, 0, 0])),
+            Outcome::Deferred { .. }
+        ));
     }
 
     #[test]
     fn failures() {
         assert!(matches!(
             from_session_error(&SessionError::Connect("refused".into())),
-            Outcome::Deferred { delay_type: "TransientCommunicationFailure", .. }
+            Outcome::Deferred {
+                delay_type: "TransientCommunicationFailure",
+                ..
+            }
         ));
         assert!(matches!(
             from_session_error(&SessionError::Refused(Phase::Greeting, r(421, [4, 7, 0]))),
@@ -160,6 +192,9 @@ mod tests {
             from_session_error(&SessionError::Refused(Phase::Greeting, r(554, [5, 7, 1]))),
             Outcome::Bounced { .. }
         ));
-        assert!(matches!(from_session_error(&SessionError::Closed(Phase::DataEnd)), Outcome::Deferred { .. }));
+        assert!(matches!(
+            from_session_error(&SessionError::Closed(Phase::DataEnd)),
+            Outcome::Deferred { .. }
+        ));
     }
 }

@@ -59,7 +59,10 @@ pub fn collect(spool: &Spool, damaged: usize) -> Status {
     let mut domains: BTreeMap<String, Counts> = BTreeMap::new();
     spool.for_each(|_, state, _, rec| {
         totals.add(state);
-        by_campaign.entry(rec.campaign.to_native()).or_default().add(state);
+        by_campaign
+            .entry(rec.campaign.to_native())
+            .or_default()
+            .add(state);
         match domains.get_mut(rec.domain()) {
             Some(c) => c.add(state),
             None => {
@@ -103,7 +106,11 @@ pub fn render(s: &Status) -> String {
     let mut out = String::from("campaigns\n");
     out.push_str(&head);
     for c in &s.campaigns {
-        let name = if c.complete { c.id.clone() } else { format!("{} (ingest incomplete)", c.id) };
+        let name = if c.complete {
+            c.id.clone()
+        } else {
+            format!("{} (ingest incomplete)", c.id)
+        };
         out.push_str(&row(&name, &c.counts));
     }
     out.push_str("\ndomains\n");
@@ -114,7 +121,10 @@ pub fn render(s: &Status) -> String {
     out.push('\n');
     out.push_str(&row("total", &s.totals));
     if s.damaged > 0 {
-        out.push_str(&format!("damaged recipients found in the spool: {}\n", s.damaged));
+        out.push_str(&format!(
+            "damaged recipients found in the spool: {}\n",
+            s.damaged
+        ));
     }
     out
 }

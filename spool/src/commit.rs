@@ -64,7 +64,9 @@ impl GroupCommit {
         let mut s = self.lock();
         loop {
             if let Some(e) = &s.failed {
-                return Err(std::io::Error::other(format!("earlier fdatasync failed: {e}")));
+                return Err(std::io::Error::other(format!(
+                    "earlier fdatasync failed: {e}"
+                )));
             }
             if s.synced >= end {
                 return Ok(());

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 /// Errors returned by the spool.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("spool {0} is in use by another process (lock held)")]
     Locked(PathBuf),
@@ -49,10 +48,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|error| Error::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 }

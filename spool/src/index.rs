@@ -78,7 +78,13 @@ impl Index {
     pub(crate) fn add_segment(&mut self, no: u32, map: memmap2::Mmap, offsets: Vec<u32>) {
         let states = offsets
             .iter()
-            .map(|&o| if o == LOST { State::Lost as u8 } else { State::Queued as u8 })
+            .map(|&o| {
+                if o == LOST {
+                    State::Lost as u8
+                } else {
+                    State::Queued as u8
+                }
+            })
             .collect();
         self.segs.insert(
             no,

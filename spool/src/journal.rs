@@ -84,7 +84,10 @@ impl Entry {
     /// Decodes an entry payload.
     pub fn decode(p: &[u8]) -> std::result::Result<Entry, String> {
         if p.len() < FIXED {
-            return Err(format!("entry of {} bytes is shorter than {FIXED}", p.len()));
+            return Err(format!(
+                "entry of {} bytes is shorter than {FIXED}",
+                p.len()
+            ));
         }
         let kind = Kind::from_u8(p[0]).ok_or_else(|| format!("unknown entry kind {}", p[0]))?;
         let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
@@ -184,7 +187,8 @@ impl Reader {
         while out.len() < max && self.pos < upto {
             let want = ((upto - self.pos) as usize).min(1 << 20);
             self.buf.resize(want, 0);
-            let n = read_at_most(&self.file, &mut self.buf, self.pos).ctx("read journal", &self.path)?;
+            let n = read_at_most(&self.file, &mut self.buf, self.pos)
+                .ctx("read journal", &self.path)?;
             self.buf.truncate(n);
             let mut off = 0usize;
             let mut progressed = false;
@@ -218,7 +222,10 @@ impl Reader {
                 // possible after damage): skip them so the reader never spins.
                 damage.push(ReadDamage {
                     offset: self.pos,
-                    reason: format!("{} unframed bytes before the committed end", upto - self.pos),
+                    reason: format!(
+                        "{} unframed bytes before the committed end",
+                        upto - self.pos
+                    ),
                 });
                 self.pos = upto;
                 break;
@@ -271,7 +278,10 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
             frame::Read::BadCrc { next } => {
                 // Damage in the middle (a good frame follows) is skipped;
                 // otherwise it is the torn tail of an interrupted append.
-                if matches!(frame::read(bytes, next, MAX_ENTRY), frame::Read::Frame { .. }) {
+                if matches!(
+                    frame::read(bytes, next, MAX_ENTRY),
+                    frame::Read::Frame { .. }
+                ) {
                     damage.push(ReadDamage {
                         offset: pos as u64,
                         reason: "CRC mismatch".into(),

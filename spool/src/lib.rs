@@ -35,10 +35,10 @@ mod error;
 mod frame;
 mod index;
 pub mod journal;
-pub mod record;
-mod segment;
 mod ops;
+pub mod record;
 mod recover;
+mod segment;
 mod spool;
 
 pub use campaign::Campaign;

@@ -63,7 +63,10 @@ impl Spool {
 
     /// Visits every recipient in id order with its state and, when deferred,
     /// its retry bookkeeping. Damaged records are skipped.
-    pub fn for_each(&self, mut f: impl FnMut(RecipientId, State, Option<Retry>, &ArchivedRecipient)) {
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(RecipientId, State, Option<Retry>, &ArchivedRecipient),
+    ) {
         let index = self.read_index();
         for (&no, seg) in &index.segs {
             for (i, (&off, &st)) in seg.offsets.iter().zip(&seg.states).enumerate() {

@@ -47,8 +47,7 @@ impl ArchivedRecipient {
 
 /// Encodes a recipient into its archived bytes.
 pub fn encode(rec: &Recipient) -> Result<rkyv::util::AlignedVec> {
-    let bytes =
-        rkyv::to_bytes::<rancor::Error>(rec).map_err(|e| Error::Encode(e.to_string()))?;
+    let bytes = rkyv::to_bytes::<rancor::Error>(rec).map_err(|e| Error::Encode(e.to_string()))?;
     if bytes.len() > MAX_RECORD {
         return Err(Error::RecordTooLarge {
             email: rec.email.clone(),

@@ -47,10 +47,14 @@ fn open(dir: &Path, read_only: bool) -> Result<(Spool, OpenReport)> {
         return Err(Error::Io {
             op: "open spool",
             path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no spool here"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no spool here"),
         });
     }
-    let lock = if read_only { None } else { Some(take_lock(dir)?) };
+    let lock = if read_only {
+        None
+    } else {
+        Some(take_lock(dir)?)
+    };
     let uid = read_or_create_meta(dir, read_only)?;
     let mut report = OpenReport::default();
     let campaigns = read_campaigns(dir, read_only, &mut report)?;
@@ -221,9 +225,15 @@ fn read_segments(
                 segment::cut_tail(&file, &path, scan.end)?;
                 drop(map);
                 map = segment::map(&file, &path)?;
-                format!("torn tail at offset {} cut (an unacknowledged append)", scan.end)
+                format!(
+                    "torn tail at offset {} cut (an unacknowledged append)",
+                    scan.end
+                )
             } else {
-                format!("damaged data after offset {}; later records of this segment unreadable", scan.end)
+                format!(
+                    "damaged data after offset {}; later records of this segment unreadable",
+                    scan.end
+                )
             };
             report.damage.push(Damage {
                 path: path.clone(),
@@ -266,7 +276,8 @@ fn open_journal(
         (&file).read_to_end(&mut bytes).ctx("read journal", &p)?;
     }
     if bytes.is_empty() && !read_only {
-        file.write_all_at(journal::MAGIC, 0).ctx("write journal header", &p)?;
+        file.write_all_at(journal::MAGIC, 0)
+            .ctx("write journal header", &p)?;
         file.sync_all().ctx("sync journal", &p)?;
         crate::fsync_dir(dir)?;
         bytes.extend_from_slice(journal::MAGIC);
@@ -284,7 +295,8 @@ fn open_journal(
     }
     if replay.torn_bytes > 0 {
         if !read_only {
-            file.set_len(replay.end).ctx("truncate torn journal tail", &p)?;
+            file.set_len(replay.end)
+                .ctx("truncate torn journal tail", &p)?;
             file.sync_all().ctx("sync journal", &p)?;
         }
         report.damage.push(Damage {

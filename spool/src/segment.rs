@@ -60,7 +60,10 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
                 scan.end = pos;
             }
             frame::Read::BadCrc { next } => {
-                if matches!(frame::read(bytes, next, MAX_RECORD), frame::Read::Frame { .. }) {
+                if matches!(
+                    frame::read(bytes, next, MAX_RECORD),
+                    frame::Read::Frame { .. }
+                ) {
                     scan.offsets.push(LOST);
                     pos = next;
                     scan.end = pos;
@@ -102,7 +105,8 @@ pub(crate) fn create(dir: &Path, no: u32) -> Result<Arc<File>> {
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&no.to_le_bytes());
     file.set_len(SEGMENT_BYTES).ctx("size segment", &p)?;
-    file.write_all_at(&header, 0).ctx("write segment header", &p)?;
+    file.write_all_at(&header, 0)
+        .ctx("write segment header", &p)?;
     file.sync_all().ctx("sync segment", &p)?;
     crate::fsync_dir(&dir.join("segments"))?;
     Ok(Arc::new(file))
@@ -121,8 +125,10 @@ pub(crate) fn map(file: &File, p: &Path) -> Result<memmap2::Mmap> {
 /// Discards a torn tail: zero everything from `end` to the end of the file.
 pub(crate) fn cut_tail(file: &File, p: &Path, end: usize) -> Result<()> {
     let len = file.metadata().ctx("stat segment", p)?.len();
-    file.set_len(end as u64).ctx("truncate torn segment tail", p)?;
-    file.set_len(len.max(SEGMENT_BYTES)).ctx("resize segment", p)?;
+    file.set_len(end as u64)
+        .ctx("truncate torn segment tail", p)?;
+    file.set_len(len.max(SEGMENT_BYTES))
+        .ctx("resize segment", p)?;
     file.sync_all().ctx("sync segment", p)
 }
 

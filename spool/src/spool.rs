@@ -105,7 +105,10 @@ impl Spool {
     /// Stores a campaign durably; its id must be new.
     pub fn create_campaign(&self, id: &str, body: &[u8]) -> Result<Arc<Campaign>> {
         self.check_writable()?;
-        let mut campaigns = self.campaigns.write().unwrap_or_else(PoisonError::into_inner);
+        let mut campaigns = self
+            .campaigns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if campaigns.values().any(|c| c.id == id) {
             return Err(Error::DuplicateCampaign(id.to_string()));
         }
@@ -164,7 +167,10 @@ impl Spool {
     /// append starts a fresh segment.
     pub fn append(&self, recs: &[Recipient]) -> Result<Vec<RecipientId>> {
         self.check_writable()?;
-        let encoded = recs.iter().map(record::encode).collect::<Result<Vec<_>>>()?;
+        let encoded = recs
+            .iter()
+            .map(record::encode)
+            .collect::<Result<Vec<_>>>()?;
         let mut ids = Vec::with_capacity(recs.len());
         let mut guard = lock(&self.seg_writer);
         let written = match self.append_locked(&mut guard, &encoded, &mut ids) {
@@ -223,7 +229,9 @@ impl Spool {
             return Ok(());
         }
         let path = segment::path(&self.dir, w.no);
-        w.file.write_all_at(&w.buf, w.pos).ctx("write segment", &path)?;
+        w.file
+            .write_all_at(&w.buf, w.pos)
+            .ctx("write segment", &path)?;
         w.pos += w.buf.len() as u64;
         w.buf.clear();
         let mut index = self.write_index();
@@ -250,7 +258,12 @@ impl Spool {
                 w.file.sync_data().ctx("fdatasync sealed segment", &path)?;
                 w.no + 1
             }
-            None => self.read_index().segs.keys().next_back().map_or(1, |n| n + 1),
+            None => self
+                .read_index()
+                .segs
+                .keys()
+                .next_back()
+                .map_or(1, |n| n + 1),
         };
         let file = segment::create(&self.dir, next_no)?;
         let path = segment::path(&self.dir, next_no);

@@ -61,7 +61,9 @@ fn records_and_states_survive_reopen() {
     assert_eq!(spool.retry(ids[2]).unwrap().next_ms, 99);
     assert_eq!(spool.state(ids[3]), Some(State::Failed));
     assert_eq!(spool.state(ids[4]), Some(State::Queued));
-    let email = spool.with_record(ids[500], |r| r.email.to_string()).unwrap();
+    let email = spool
+        .with_record(ids[500], |r| r.email.to_string())
+        .unwrap();
     assert_eq!(email, "user500@d3.test");
     // appends continue after the last record
     let more = spool.append(&[rec(c.no, 1000)]).unwrap();
@@ -81,7 +83,9 @@ fn torn_segment_tail_is_cut_and_appends_continue() {
     let ids = {
         let (spool, _) = Spool::open(dir.path()).unwrap();
         let c = spool.create_campaign("c", b"{}").unwrap();
-        spool.append(&(0..10).map(|i| rec(c.no, i)).collect::<Vec<_>>()).unwrap()
+        spool
+            .append(&(0..10).map(|i| rec(c.no, i)).collect::<Vec<_>>())
+            .unwrap()
     };
     // simulate an append cut short: half a frame after the last record
     let seg = dir.path().join("segments/00000001.seg");
@@ -95,7 +99,8 @@ fn torn_segment_tail_is_cut_and_appends_continue() {
         pos += (8 + len).div_ceil(8) * 8;
         end = pos as u64;
     }
-    f.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9], end).unwrap();
+    f.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9], end)
+        .unwrap();
     drop(f);
 
     let (spool, report) = Spool::open(dir.path()).unwrap();
@@ -117,10 +122,16 @@ fn flipped_record_is_reported_lost_and_others_survive() {
     let ids = {
         let (spool, _) = Spool::open(dir.path()).unwrap();
         let c = spool.create_campaign("c", b"{}").unwrap();
-        spool.append(&(0..5).map(|i| rec(c.no, i)).collect::<Vec<_>>()).unwrap()
+        spool
+            .append(&(0..5).map(|i| rec(c.no, i)).collect::<Vec<_>>())
+            .unwrap()
     };
     let seg = dir.path().join("segments/00000001.seg");
-    let f = OpenOptions::new().write(true).read(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&seg)
+        .unwrap();
     // flip a byte inside the second record's payload
     let mut b = [0u8; 4];
     f.read_exact_at(&mut b, 16).unwrap();
@@ -144,7 +155,9 @@ fn torn_journal_tail_is_cut() {
     let ids = {
         let (spool, _) = Spool::open(dir.path()).unwrap();
         let c = spool.create_campaign("c", b"{}").unwrap();
-        let ids = spool.append(&(0..3).map(|i| rec(c.no, i)).collect::<Vec<_>>()).unwrap();
+        let ids = spool
+            .append(&(0..3).map(|i| rec(c.no, i)).collect::<Vec<_>>())
+            .unwrap();
         spool.record(&[outcome(ids[0], Kind::Delivered)]).unwrap();
         ids
     };
@@ -169,9 +182,15 @@ fn journal_reader_and_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let c = spool.create_campaign("c", b"{}").unwrap();
-    let ids = spool.append(&(0..3).map(|i| rec(c.no, i)).collect::<Vec<_>>()).unwrap();
+    let ids = spool
+        .append(&(0..3).map(|i| rec(c.no, i)).collect::<Vec<_>>())
+        .unwrap();
     spool
-        .record(&ids.iter().map(|&id| outcome(id, Kind::Delivered)).collect::<Vec<_>>())
+        .record(
+            &ids.iter()
+                .map(|&id| outcome(id, Kind::Delivered))
+                .collect::<Vec<_>>(),
+        )
         .unwrap();
     assert_eq!(spool.cursor("jsonl"), 0);
     let mut r = spool.journal_reader(spool.cursor("jsonl")).unwrap();
@@ -207,7 +226,9 @@ fn segments_roll_over() {
     assert!(report.damage.is_empty(), "{:?}", report.damage);
     assert_eq!(report.recipients, 2000);
     assert_eq!(
-        spool.with_record(ids[1999], |r| r.email.to_string()).unwrap(),
+        spool
+            .with_record(ids[1999], |r| r.email.to_string())
+            .unwrap(),
         "u1999@big.test"
     );
 }

@@ -23,7 +23,11 @@ pub fn volley() -> PathBuf {
             return PathBuf::from(p);
         }
         let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
@@ -31,7 +35,9 @@ pub fn volley() -> PathBuf {
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("running cargo build for the volley binary");
+        let status = cmd
+            .status()
+            .expect("running cargo build for the volley binary");
         assert!(status.success(), "building the volley binary failed");
         let bin = profile_dir.join("volley");
         assert!(bin.exists(), "{} missing after build", bin.display());
@@ -110,12 +116,16 @@ pub fn assert_no_panic(out: &Output) {
 
 /// Reads the JSONL events file (missing file = no events).
 pub fn events(path: &Path) -> Vec<serde_json::Value> {
-    let Ok(f) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
     std::io::BufReader::new(f)
         .lines()
         .map(|l| l.expect("reading events"))
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}"))
+        })
         .collect()
 }
 
@@ -123,7 +133,10 @@ pub fn events(path: &Path) -> Vec<serde_json::Value> {
 pub fn per_recipient(events: &[serde_json::Value], event_type: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for e in events.iter().filter(|e| e["eventType"] == event_type) {
-        let to = e["mail"]["destination"][0].as_str().expect("mail.destination[0]").to_string();
+        let to = e["mail"]["destination"][0]
+            .as_str()
+            .expect("mail.destination[0]")
+            .to_string();
         *out.entry(to).or_default() += 1;
     }
     out
@@ -133,7 +146,10 @@ pub fn per_recipient(events: &[serde_json::Value], event_type: &str) -> BTreeMap
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -213,12 +229,25 @@ impl PostfixSink {
             .expect("Postfix smtp-sink not found: run .ci/run (or apt-get install postfix)");
         let dump = tempfile::tempdir().expect("temp dir");
         // smtp-sink drops to `nobody`, which must be able to write the dumps.
-        std::fs::set_permissions(dump.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(
+            dump.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod");
         for _ in 0..5 {
             let port = free_port();
             let template = format!("{}/%M.", dump.path().display());
             let mut child = Command::new(bin)
-                .args(["-u", "nobody", "-d", &template, "-m", "512", &format!("127.0.0.1:{port}"), "1024"])
+                .args([
+                    "-u",
+                    "nobody",
+                    "-d",
+                    &template,
+                    "-m",
+                    "512",
+                    &format!("127.0.0.1:{port}"),
+                    "1024",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -256,10 +285,19 @@ impl PostfixSink {
     pub fn recipients(&self) -> Vec<String> {
         let mut out = Vec::new();
         for f in self.files() {
-            let Ok(file) = std::fs::File::open(&f) else { continue };
+            let Ok(file) = std::fs::File::open(&f) else {
+                continue;
+            };
             for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
                 if let Some(r) = line.strip_prefix("X-Rcpt-Args: ") {
-                    out.push(r.trim().trim_start_matches('<').split('>').next().unwrap_or("").to_string());
+                    out.push(
+                        r.trim()
+                            .trim_start_matches('<')
+                            .split('>')
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    );
                 } else if !line.starts_with("X-") {
                     break;
                 }
@@ -286,7 +324,10 @@ pub fn verify_dkim(message: &Path, keys: &[String]) -> (bool, String) {
         .arg("--all")
         .output()
         .expect("running verify_dkim.py");
-    (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
 }
 
 /// Where the shared peer scripts are (`VOLLEY_PEERS` or the in-repo copy).

@@ -67,7 +67,10 @@ impl ScriptedServer {
 
     /// A server that accepts everything.
     pub fn accept_all(pipelining: bool) -> ScriptedServer {
-        ScriptedServer::start(pipelining, Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()))
+        ScriptedServer::start(
+            pipelining,
+            Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+        )
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -97,7 +100,12 @@ impl Drop for ScriptedServer {
     }
 }
 
-fn serve(conn: TcpStream, pipelining: bool, script: &RcptScript, shared: &Mutex<Shared>) -> std::io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    pipelining: bool,
+    script: &RcptScript,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = BufWriter::new(conn);
@@ -124,7 +132,10 @@ fn serve(conn: TcpStream, pipelining: bool, script: &RcptScript, shared: &Mutex<
         let upper = cmd.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
             let p = if pipelining { "250-PIPELINING\r\n" } else { "" };
-            write!(out, "250-scripted\r\n{p}250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n")?;
+            write!(
+                out,
+                "250-scripted\r\n{p}250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+            )?;
         } else if upper.starts_with("HELO") {
             out.write_all(b"250 scripted\r\n")?;
         } else if upper.starts_with("MAIL FROM:") {
@@ -132,14 +143,24 @@ fn serve(conn: TcpStream, pipelining: bool, script: &RcptScript, shared: &Mutex<
             accepted.clear();
             out.write_all(b"250 2.1.0 Ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
-            let addr = cmd[8..].trim().trim_start_matches('<').split('>').next().unwrap_or("").to_string();
+            let addr = cmd[8..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .to_string();
             let seen = {
                 let mut s = shared.lock().expect("lock");
                 let n = s.offered.entry(addr.clone()).or_insert(0);
                 *n += 1;
                 *n - 1
             };
-            let reply = if from.is_none() { "503 5.5.1 MAIL first".to_string() } else { script(&addr, seen) };
+            let reply = if from.is_none() {
+                "503 5.5.1 MAIL first".to_string()
+            } else {
+                script(&addr, seen)
+            };
             if reply.starts_with('2') {
                 accepted.push(addr);
             }
@@ -160,7 +181,11 @@ fn serve(conn: TcpStream, pipelining: bool, script: &RcptScript, shared: &Mutex<
                 if l == b".\r\n" || l == b".\n" {
                     break;
                 }
-                let l = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                let l = if l.starts_with(b"..") {
+                    &l[1..]
+                } else {
+                    &l[..]
+                };
                 data.extend_from_slice(l);
             }
             shared.lock().expect("lock").received.push(Received {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use volley_engine::delivery::smtp::{Phase, TlsSettings, Timeouts, client};
+use volley_engine::delivery::smtp::{Phase, Timeouts, TlsSettings, client};
 use volley_engine::outcome::{self, Outcome};
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
@@ -43,11 +43,23 @@ fn bounces_deferrals_then_delivery() {
     }
     fx.write("list.csv", csv);
     fx.campaign("list.csv", "Hello {{name}}", "Hi {{name}}\n", "");
-    fx.config(&server.addr.to_string(), "[delivery]\nretry_first = \"1s\"\nconnections = 2\n");
+    fx.config(
+        &server.addr.to_string(),
+        "[delivery]\nretry_first = \"1s\"\nconnections = 2\n",
+    );
 
-    let out = run(fx.path(), &["send", "campaign.toml", "--config", "config.toml"], Duration::from_secs(60));
+    let out = run(
+        fx.path(),
+        &["send", "campaign.toml", "--config", "config.toml"],
+        Duration::from_secs(60),
+    );
     assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(3), "deferred recipients remain: exit 3\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "deferred recipients remain: exit 3\n{}",
+        text(&out.stderr)
+    );
 
     let ev = fx.events();
     let bounces: Vec<_> = ev.iter().filter(|e| e["eventType"] == "Bounce").collect();
@@ -58,28 +70,55 @@ fn bounces_deferrals_then_delivery() {
         assert_eq!(r["status"], "5.1.1");
         assert_eq!(r["action"], "failed");
         let diag = r["diagnosticCode"].as_str().unwrap();
-        assert!(diag.starts_with("smtp; 550 5.1.1") && diag.contains("User unknown"), "{diag}");
+        assert!(
+            diag.starts_with("smtp; 550 5.1.1") && diag.contains("User unknown"),
+            "{diag}"
+        );
         assert_eq!(b["bounce"]["bounceType"], "Permanent");
         assert_eq!(b["bounce"]["bounceSubType"], "NoEmail");
-        assert_eq!(b["mail"]["commonHeaders"]["subject"].as_str().unwrap().starts_with("Hello N"), true);
+        assert!(
+            b["mail"]["commonHeaders"]["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Hello N")
+        );
     }
-    let delays: Vec<_> = ev.iter().filter(|e| e["eventType"] == "DeliveryDelay").collect();
+    let delays: Vec<_> = ev
+        .iter()
+        .filter(|e| e["eventType"] == "DeliveryDelay")
+        .collect();
     assert_eq!(delays.len(), slow.len());
     for d in &delays {
         let r = &d["deliveryDelay"]["delayedRecipients"][0];
         assert!(slow.contains(&r["emailAddress"].as_str().unwrap().to_string()));
         assert_eq!(r["status"], "4.3.0");
-        assert!(r["diagnosticCode"].as_str().unwrap().contains("451 4.3.0 Temporary lookup failure"));
-        assert!(d["deliveryDelay"]["expirationTime"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            r["diagnosticCode"]
+                .as_str()
+                .unwrap()
+                .contains("451 4.3.0 Temporary lookup failure")
+        );
+        assert!(
+            d["deliveryDelay"]["expirationTime"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
     }
     assert_eq!(per_recipient(&ev, "Delivery").len(), good.len());
-    assert_eq!(per_recipient(&ev, "Send").len(), 30, "one Send per recipient's first attempt");
+    assert_eq!(
+        per_recipient(&ev, "Send").len(),
+        30,
+        "one Send per recipient's first attempt"
+    );
 
     // the service retries the deferred recipients after retry_first
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
-    wait_until(Duration::from_secs(60), "deferred recipients delivered", || {
-        per_recipient(&fx.events(), "Delivery").len() == good.len() + slow.len()
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "deferred recipients delivered",
+        || per_recipient(&fx.events(), "Delivery").len() == good.len() + slow.len(),
+    );
     terminate(&service);
     let out = wait_output(service, Duration::from_secs(60));
     assert_no_panic(&out);
@@ -95,7 +134,11 @@ fn bounces_deferrals_then_delivery() {
     }
     assert_eq!(ev.iter().filter(|e| e["eventType"] == "Send").count(), 30);
     // the server got each accepted recipient's message exactly once
-    let mut got: Vec<String> = server.received().into_iter().flat_map(|m| m.rcpts).collect();
+    let mut got: Vec<String> = server
+        .received()
+        .into_iter()
+        .flat_map(|m| m.rcpts)
+        .collect();
     got.sort();
     let mut want: Vec<String> = good.iter().chain(&slow).cloned().collect();
     want.sort();
@@ -111,19 +154,39 @@ fn bounces_deferrals_then_delivery() {
 
 fn mixed_transaction(pipelining: bool) {
     let server = ScriptedServer::start(pipelining, script());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rcpts = ["ok1@a.test", "bad1@a.test", "slow1@a.test", "ok2@a.test"];
     let results = rt.block_on(async {
-        let mut s = client::open(server.addr, "client.test", &TlsSettings::disabled(), "localhost", &Timeouts::default())
-            .await
-            .expect("session opens");
+        let mut s = client::open(
+            server.addr,
+            "client.test",
+            &TlsSettings::disabled(),
+            "localhost",
+            &Timeouts::default(),
+        )
+        .await
+        .expect("session opens");
         assert_eq!(s.caps().pipelining, pipelining);
         let r = s
-            .send("from@example.com", &rcpts, b"Subject: x\r\n\r\n.leading dot\r\n.\r\n")
+            .send(
+                "from@example.com",
+                &rcpts,
+                b"Subject: x\r\n\r\n.leading dot\r\n.\r\n",
+            )
             .await
             .expect("transaction completes");
         // the session is reusable afterwards
-        let again = s.send("from@example.com", &["ok3@a.test"], b"Subject: y\r\n\r\nbody\r\n.\r\n").await.expect("second transaction");
+        let again = s
+            .send(
+                "from@example.com",
+                &["ok3@a.test"],
+                b"Subject: y\r\n\r\nbody\r\n.\r\n",
+            )
+            .await
+            .expect("second transaction");
         s.quit().await;
         (r, again)
     });
@@ -133,23 +196,46 @@ fn mixed_transaction(pipelining: bool) {
     assert_eq!((r[1].0, r[1].1.code), (Phase::Rcpt, 550));
     assert_eq!((r[2].0, r[2].1.code), (Phase::Rcpt, 451));
     assert_eq!((r[3].0, r[3].1.code), (Phase::DataEnd, 250));
-    assert!(matches!(outcome::from_reply(r[0].0, &r[0].1), Outcome::Delivered { .. }));
-    assert!(matches!(outcome::from_reply(r[1].0, &r[1].1), Outcome::Bounced { ref status, .. } if status == "5.1.1"));
-    assert!(matches!(outcome::from_reply(r[2].0, &r[2].1), Outcome::Deferred { ref status, .. } if status == "4.3.0"));
+    assert!(matches!(
+        outcome::from_reply(r[0].0, &r[0].1),
+        Outcome::Delivered { .. }
+    ));
+    assert!(
+        matches!(outcome::from_reply(r[1].0, &r[1].1), Outcome::Bounced { ref status, .. } if status == "5.1.1")
+    );
+    assert!(
+        matches!(outcome::from_reply(r[2].0, &r[2].1), Outcome::Deferred { ref status, .. } if status == "4.3.0")
+    );
     assert_eq!(again[0].1.code, 250);
 
     let received = server.received();
     assert_eq!(received.len(), 2);
     assert_eq!(received[0].rcpts, vec!["ok1@a.test", "ok2@a.test"]);
-    assert_eq!(received[0].data, b"Subject: x\r\n\r\n.leading dot\r\n", "dot-stuffing undone by the server");
+    assert_eq!(
+        received[0].data, b"Subject: x\r\n\r\n.leading dot\r\n",
+        "dot-stuffing undone by the server"
+    );
     let log = server.command_log();
     let mail = log.iter().position(|l| l.starts_with("MAIL FROM")).unwrap();
     if pipelining {
         // MAIL, every RCPT and DATA went out in one write (one read here)
         let group: usize = log[mail..mail + 6].iter().map(|l| l.len() + 2).sum();
-        assert!(server.reads().contains(&group), "no read of {group} bytes in {:?}", server.reads());
+        assert!(
+            server.reads().contains(&group),
+            "no read of {group} bytes in {:?}",
+            server.reads()
+        );
     }
-    assert_eq!(&log[mail + 1..mail + 6], &["RCPT TO:<ok1@a.test>", "RCPT TO:<bad1@a.test>", "RCPT TO:<slow1@a.test>", "RCPT TO:<ok2@a.test>", "DATA"]);
+    assert_eq!(
+        &log[mail + 1..mail + 6],
+        &[
+            "RCPT TO:<ok1@a.test>",
+            "RCPT TO:<bad1@a.test>",
+            "RCPT TO:<slow1@a.test>",
+            "RCPT TO:<ok2@a.test>",
+            "DATA"
+        ]
+    );
 }
 
 #[test]

@@ -18,17 +18,33 @@ fn campaign_with_keys(keys: &[(&str, &str)]) {
     for (sel, alg) in keys {
         let out = run(
             fx.path(),
-            &["keygen", "--algorithm", alg, "--domain", "example.com", "--selector", sel, "--out", "keys"],
+            &[
+                "keygen",
+                "--algorithm",
+                alg,
+                "--domain",
+                "example.com",
+                "--selector",
+                sel,
+                "--out",
+                "keys",
+            ],
             Duration::from_secs(60),
         );
         assert!(out.status.success(), "keygen: {}", text(&out.stderr));
-        let algorithm = if *alg == "rsa" { "rsa-sha256" } else { "ed25519-sha256" };
+        let algorithm = if *alg == "rsa" {
+            "rsa-sha256"
+        } else {
+            "ed25519-sha256"
+        };
         dkim.push_str(&format!(
             "[[dkim]]\ndomain = \"example.com\"\nselector = \"{sel}\"\nkey = \"keys/{sel}.example.com.key.pem\"\nalgorithm = \"{algorithm}\"\n"
         ));
         key_args.push(format!(
             "{sel}._domainkey.example.com={}",
-            fx.path().join(format!("keys/{sel}.example.com.txt")).display()
+            fx.path()
+                .join(format!("keys/{sel}.example.com.txt"))
+                .display()
         ));
     }
     let mut csv = String::from("email,first_name,city\n");
@@ -46,15 +62,34 @@ fn campaign_with_keys(keys: &[(&str, &str)]) {
         "Hello {{first_name}} from {{city}}\n.leading dot line\n",
         "html = \"page.html\"\nlist_unsubscribe = \"https://example.com/u?e={{email}}\"\n[tags]\nkind = \"test\"\n",
     );
-    fx.config(&sink.addr(), &format!("[delivery]\nconnections = 3\nmessages_per_second = 100000\n{dkim}"));
+    fx.config(
+        &sink.addr(),
+        &format!("[delivery]\nconnections = 3\nmessages_per_second = 100000\n{dkim}"),
+    );
 
-    let out = run(fx.path(), &["send", "campaign.toml", "--config", "config.toml"], Duration::from_secs(240));
+    let out = run(
+        fx.path(),
+        &["send", "campaign.toml", "--config", "config.toml"],
+        Duration::from_secs(240),
+    );
     assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("delivered 1000"), "{}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("delivered 1000"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // every recipient arrived at the sink exactly once
-    wait_until(Duration::from_secs(10), "sink dumps complete", || sink.recipients().len() >= N);
+    wait_until(Duration::from_secs(10), "sink dumps complete", || {
+        sink.recipients().len() >= N
+    });
     let mut got = sink.recipients();
     got.sort();
     let mut want = all.clone();
@@ -67,10 +102,23 @@ fn campaign_with_keys(keys: &[(&str, &str)]) {
     assert_eq!(deliveries.len(), N);
     assert!(deliveries.values().all(|&n| n == 1));
     let d = ev.iter().find(|e| e["eventType"] == "Delivery").unwrap();
-    assert!(d["delivery"]["smtpResponse"].as_str().unwrap().starts_with("250"));
-    assert!(d["mail"]["messageId"].as_str().unwrap().ends_with("-000000"));
+    assert!(
+        d["delivery"]["smtpResponse"]
+            .as_str()
+            .unwrap()
+            .starts_with("250")
+    );
+    assert!(
+        d["mail"]["messageId"]
+            .as_str()
+            .unwrap()
+            .ends_with("-000000")
+    );
     assert_eq!(d["mail"]["source"], "news@example.com");
-    assert_eq!(d["mail"]["commonHeaders"]["from"][0], "Sender <news@example.com>");
+    assert_eq!(
+        d["mail"]["commonHeaders"]["from"][0],
+        "Sender <news@example.com>"
+    );
     assert_eq!(d["mail"]["tags"]["kind"][0], "test");
     assert!(d["delivery"]["processingTimeMillis"].is_u64());
 
@@ -86,12 +134,25 @@ fn campaign_with_keys(keys: &[(&str, &str)]) {
         assert!(msg.contains("List-Unsubscribe:"));
         // both RFC 8058 headers are covered by every signature
         let unfolded = msg.replace("\n\t", "").replace("\n ", " ");
-        let signed: Vec<&str> = unfolded.lines().filter(|l| l.starts_with("DKIM-Signature:")).collect();
+        let signed: Vec<&str> = unfolded
+            .lines()
+            .filter(|l| l.starts_with("DKIM-Signature:"))
+            .collect();
         assert_eq!(signed.len(), keys.len());
         for sig in signed {
-            let h = sig.split(';').find_map(|t| t.trim().strip_prefix("h=")).expect("h= tag");
-            let names: Vec<String> = h.split(':').map(|n| n.trim().to_ascii_lowercase()).collect();
-            assert!(names.contains(&"list-unsubscribe".into()) && names.contains(&"list-unsubscribe-post".into()), "{h}");
+            let h = sig
+                .split(';')
+                .find_map(|t| t.trim().strip_prefix("h="))
+                .expect("h= tag");
+            let names: Vec<String> = h
+                .split(':')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect();
+            assert!(
+                names.contains(&"list-unsubscribe".into())
+                    && names.contains(&"list-unsubscribe-post".into()),
+                "{h}"
+            );
         }
     }
 }

@@ -23,9 +23,12 @@ use super::{CliResult, EXIT_OK, fail};
 const HTML: &str = include_str!("../../../examples/templates/newsletter.html");
 const TEXT: &str = include_str!("../../../examples/templates/newsletter.txt");
 const FIRST: [&str; 16] = [
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Hedy", "Linus", "Karen", "Sophie", "Joan",
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis",
+    "Radia", "Hedy", "Linus", "Karen", "Sophie", "Joan",
 ];
-const CITIES: [&str; 8] = ["London", "Paris", "", "Lisbon", "Berlin", "Oslo", "Madrid", ""];
+const CITIES: [&str; 8] = [
+    "London", "Paris", "", "Lisbon", "Berlin", "Oslo", "Madrid", "",
+];
 const PLANS: [&str; 3] = ["free", "team", "business"];
 
 fn io(e: std::io::Error) -> super::CliError {
@@ -33,7 +36,12 @@ fn io(e: std::io::Error) -> super::CliError {
 }
 
 /// Writes the campaign, recipients, key and config into `dir`.
-fn write_files(dir: &Path, recipients: u32, domains: u32, sink: std::net::SocketAddr) -> Result<PathBuf, super::CliError> {
+fn write_files(
+    dir: &Path,
+    recipients: u32,
+    domains: u32,
+    sink: std::net::SocketAddr,
+) -> Result<PathBuf, super::CliError> {
     std::fs::create_dir_all(dir.join("templates")).map_err(io)?;
     std::fs::write(dir.join("templates/newsletter.html"), HTML).map_err(io)?;
     std::fs::write(dir.join("templates/newsletter.txt"), TEXT).map_err(io)?;
@@ -63,7 +71,13 @@ campaign = "demo"
 "#,
     )
     .map_err(io)?;
-    let key = keygen::generate(KeyAlgorithm::Rsa, "volley-demo.test", "demo", &dir.join("dkim")).map_err(|e| fail(anyhow::anyhow!(e)))?;
+    let key = keygen::generate(
+        KeyAlgorithm::Rsa,
+        "volley-demo.test",
+        "demo",
+        &dir.join("dkim"),
+    )
+    .map_err(|e| fail(anyhow::anyhow!(e)))?;
     std::fs::write(
         dir.join("config.toml"),
         format!(
@@ -96,7 +110,11 @@ fn count_events(path: &Path) -> BTreeMap<String, u64> {
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
             let t = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
-                .and_then(|v| v.get("eventType").and_then(|t| t.as_str()).map(str::to_string))
+                .and_then(|v| {
+                    v.get("eventType")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap_or_else(|| "(unreadable)".into());
             *out.entry(t).or_default() += 1;
         }
@@ -114,7 +132,9 @@ pub async fn run(recipients: u32, domains: u32, keep: Option<PathBuf>) -> CliRes
             tmp.path().to_path_buf()
         }
     };
-    let sink = Capture::start("127.0.0.1:0".parse().map_err(fail)?, None).await.map_err(io)?;
+    let sink = Capture::start("127.0.0.1:0".parse().map_err(fail)?, None)
+        .await
+        .map_err(io)?;
     let campaign_path = write_files(&dir, recipients, domains, sink.addr)?;
     let config = Arc::new(Config::load(&dir.join("config.toml")).map_err(fail)?);
     let loaded = campaign::load(&campaign_path).map_err(fail)?;
@@ -129,7 +149,11 @@ pub async fn run(recipients: u32, domains: u32, keep: Option<PathBuf>) -> CliRes
     println!("sink received {received} messages ({mb:.1} MB)");
     let events = count_events(&config.events.jsonl);
     let list: Vec<String> = events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    println!("events ({}): {}", config.events.jsonl.display(), list.join(", "));
+    println!(
+        "events ({}): {}",
+        config.events.jsonl.display(),
+        list.join(", ")
+    );
     if keep.is_some() {
         println!("files kept in {}", dir.display());
     }

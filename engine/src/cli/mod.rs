@@ -47,9 +47,14 @@ pub fn load_config(path: &Path) -> Result<Arc<Config>, CliError> {
 
 /// Opens the spool for writing, logging what recovery found.
 pub fn open_spool(config: &Config) -> Result<(Arc<Spool>, OpenReport), CliError> {
-    let (spool, report) = Spool::open(&config.spool.dir).map_err(|e| fail(anyhow::anyhow!("cannot open the spool: {e}")))?;
+    let (spool, report) = Spool::open(&config.spool.dir)
+        .map_err(|e| fail(anyhow::anyhow!("cannot open the spool: {e}")))?;
     if !report.damage.is_empty() {
-        tracing::warn!(lost = report.lost(), problems = report.damage.len(), "the spool had damage (details above)");
+        tracing::warn!(
+            lost = report.lost(),
+            problems = report.damage.len(),
+            "the spool had damage (details above)"
+        );
     }
     Ok((Arc::new(spool), report))
 }

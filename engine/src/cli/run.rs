@@ -29,12 +29,23 @@ async fn wait_for_signal() -> Result<&'static str, std::io::Error> {
 /// `volley run`.
 pub async fn run(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
-    let listen: SocketAddr = config.http.listen.parse().map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
+    let listen: SocketAddr = config
+        .http
+        .listen
+        .parse()
+        .map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
     let (spool, report) = open_spool(&config)?;
     let metrics = Arc::new(Metrics::new());
     metrics.spool_lost.set(report.lost() as i64);
     let sink = JsonlSink::open(&config.events.jsonl).map_err(fail)?;
-    let engine = Engine::start(Arc::clone(&config), spool, Box::new(sink), Arc::clone(&metrics), Options::default()).map_err(bad)?;
+    let engine = Engine::start(
+        Arc::clone(&config),
+        spool,
+        Box::new(sink),
+        Arc::clone(&metrics),
+        Options::default(),
+    )
+    .map_err(bad)?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
     let addr = volley_engine::http::serve(listen, metrics, Arc::clone(&engine.stats), http_stop_rx)
         .await
@@ -71,7 +82,9 @@ pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
     eprintln!(
         "volley sink listening on {}{}",
         cap.addr,
-        maildir.map(|d| format!(", storing in {}", d.display())).unwrap_or_default()
+        maildir
+            .map(|d| format!(", storing in {}", d.display()))
+            .unwrap_or_default()
     );
     let counters = Arc::clone(&cap.counters);
     let report = tokio::spawn(async move {
@@ -90,8 +103,12 @@ pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
     cap.stop();
     println!(
         "received {} messages for {} recipients",
-        cap.counters.messages.load(std::sync::atomic::Ordering::Relaxed),
-        cap.counters.recipients.load(std::sync::atomic::Ordering::Relaxed)
+        cap.counters
+            .messages
+            .load(std::sync::atomic::Ordering::Relaxed),
+        cap.counters
+            .recipients
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(EXIT_OK)
 }
@@ -102,7 +119,16 @@ pub fn keygen(alg: KeyAlgorithm, domain: &str, selector: &str, out: &Path) -> Cl
     println!("private key: {}", g.private_key.display());
     println!("TXT record:  {}", g.txt_file.display());
     // DNS strings hold at most 255 bytes: split the value into several.
-    let parts: Vec<String> = g.txt.as_bytes().chunks(250).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
-    println!("publish in DNS:\n{} IN TXT ( {} )", g.dns_name, parts.join(" "));
+    let parts: Vec<String> = g
+        .txt
+        .as_bytes()
+        .chunks(250)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    println!(
+        "publish in DNS:\n{} IN TXT ( {} )",
+        g.dns_name,
+        parts.join(" ")
+    );
     Ok(EXIT_OK)
 }

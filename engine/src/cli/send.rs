@@ -40,7 +40,12 @@ fn ingest_error(e: IngestError) -> CliError {
 fn report_rejection(list: &Path, shown: &AtomicU64, r: &ingest::list::Rejection) {
     let n = shown.fetch_add(1, Ordering::Relaxed);
     if n < 100 {
-        eprintln!("{}: line {}: rejected: {}", list.display(), r.line, r.reason);
+        eprintln!(
+            "{}: line {}: rejected: {}",
+            list.display(),
+            r.line,
+            r.reason
+        );
     } else if n == 100 {
         eprintln!("{}: more rejected rows (see the summary)", list.display());
     }
@@ -53,12 +58,23 @@ fn count_deferred(spool: &Spool) -> u64 {
 }
 
 /// Spools and delivers a campaign with `opts`.
-pub async fn deliver(config: Arc<Config>, loaded: LoadedCampaign, opts: Options) -> Result<Job, CliError> {
+pub async fn deliver(
+    config: Arc<Config>,
+    loaded: LoadedCampaign,
+    opts: Options,
+) -> Result<Job, CliError> {
     let (spool, report) = open_spool(&config)?;
     let metrics = Arc::new(Metrics::new());
     metrics.spool_lost.set(report.lost() as i64);
     let sink = JsonlSink::open(&config.events.jsonl).map_err(fail)?;
-    let engine = Engine::start(Arc::clone(&config), Arc::clone(&spool), Box::new(sink), Arc::clone(&metrics), opts).map_err(bad)?;
+    let engine = Engine::start(
+        Arc::clone(&config),
+        Arc::clone(&spool),
+        Box::new(sink),
+        Arc::clone(&metrics),
+        opts,
+    )
+    .map_err(bad)?;
     let (queued, deferred) = engine.resume_spooled();
     if queued + deferred > 0 {
         tracing::info!(queued, deferred, "resuming recipients already in the spool");
@@ -156,7 +172,10 @@ pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
     let job = deliver(config, loaded, Options::default()).await?;
     print_summary(&job);
     if job.deferred_left > 0 {
-        eprintln!("{} recipients are deferred and stay spooled; `volley run` retries them", job.deferred_left);
+        eprintln!(
+            "{} recipients are deferred and stay spooled; `volley run` retries them",
+            job.deferred_left
+        );
         return Ok(EXIT_DEFERRED);
     }
     Ok(EXIT_OK)
@@ -170,7 +189,12 @@ pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
     let list = loaded.recipients.clone();
     let summary = tokio::task::spawn_blocking(move || {
         let shown = AtomicU64::new(0);
-        ingest::run(&spool, &loaded, |_| {}, |r| report_rejection(&list, &shown, r))
+        ingest::run(
+            &spool,
+            &loaded,
+            |_| {},
+            |r| report_rejection(&list, &shown, r),
+        )
     })
     .await
     .map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?
@@ -181,7 +205,10 @@ pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
         String::new()
     };
     if summary.already_complete {
-        println!("campaign {} was already spooled: {} recipients", summary.def.id, summary.earlier);
+        println!(
+            "campaign {} was already spooled: {} recipients",
+            summary.def.id, summary.earlier
+        );
     } else {
         println!(
             "campaign {}: {} recipients spooled{rejected}",

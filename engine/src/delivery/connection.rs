@@ -29,10 +29,21 @@ fn report(ctx: &ShardCtx, r: Ready, outcome: Outcome) {
 
 /// Opens a session to the first destination address that answers.
 async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, SessionError> {
-    let targets: Vec<(SocketAddr, String)> = ctx.resolver.resolve(&dest.domain, dest.route.as_ref()).await?;
+    let targets: Vec<(SocketAddr, String)> = ctx
+        .resolver
+        .resolve(&dest.domain, dest.route.as_ref())
+        .await?;
     let mut last = SessionError::Connect(format!("no address for {}", dest.domain));
     for (addr, name) in targets {
-        match client::open(addr, &ctx.config.delivery.helo, &ctx.tls, &name, &ctx.timeouts).await {
+        match client::open(
+            addr,
+            &ctx.config.delivery.helo,
+            &ctx.tls,
+            &name,
+            &ctx.timeouts,
+        )
+        .await
+        {
             Ok(s) => return Ok(s),
             Err(e) => {
                 tracing::debug!(domain = %dest.domain, %addr, error = %e, "session failed to open");
@@ -87,7 +98,10 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                 if !*ctx.shutdown.borrow()
                     && !ready.is_closed()
                     && dest.in_flight() > 0
-                    && dest.live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    && dest
+                        .live
+                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
                 {
                     continue;
                 }
@@ -120,7 +134,12 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                 let outcome = replies
                     .first()
                     .map(|(phase, reply)| outcome::from_reply(*phase, reply))
-                    .unwrap_or_else(|| outcome::from_session_error(&SessionError::Protocol(client::Phase::Rcpt, "no reply".into())));
+                    .unwrap_or_else(|| {
+                        outcome::from_session_error(&SessionError::Protocol(
+                            client::Phase::Rcpt,
+                            "no reply".into(),
+                        ))
+                    });
                 report(ctx, msg, outcome);
             }
             Err(e) => {

@@ -87,6 +87,8 @@ pub struct Stats {
 
 impl Stats {
     pub fn finals(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed) + self.bounced.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+        self.delivered.load(Ordering::Relaxed)
+            + self.bounced.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
     }
 }

@@ -30,29 +30,43 @@ fn perm(code: [u8; 3], msg: String) -> SessionError {
 impl Resolver {
     /// Uses the system's resolver configuration (if it can be read).
     pub fn system() -> Resolver {
-        let dns = TokioResolver::builder_tokio().ok().and_then(|b| b.build().ok());
+        let dns = TokioResolver::builder_tokio()
+            .ok()
+            .and_then(|b| b.build().ok());
         if dns.is_none() {
-            tracing::warn!("no usable DNS resolver configuration; only [routes] destinations can be reached");
+            tracing::warn!(
+                "no usable DNS resolver configuration; only [routes] destinations can be reached"
+            );
         }
         Resolver { dns }
     }
 
     /// Addresses to try, in order, with the name to use for TLS.
-    pub async fn resolve(&self, domain: &str, route: Option<&Route>) -> Result<Vec<(SocketAddr, String)>, SessionError> {
+    pub async fn resolve(
+        &self,
+        domain: &str,
+        route: Option<&Route>,
+    ) -> Result<Vec<(SocketAddr, String)>, SessionError> {
         if let Some(r) = route {
             let addrs = tokio::net::lookup_host((r.host.as_str(), r.port))
                 .await
                 .map_err(|e| temp(format!("route {}:{}: {e}", r.host, r.port)))?;
             return Ok(addrs.map(|a| (a, r.host.clone())).collect());
         }
-        let dns = self.dns.as_ref().ok_or_else(|| temp("no DNS resolver configured".into()))?;
+        let dns = self
+            .dns
+            .as_ref()
+            .ok_or_else(|| temp("no DNS resolver configured".into()))?;
         let mut hosts: Vec<(u16, String)> = Vec::new();
         match dns.mx_lookup(format!("{domain}.")).await {
             Ok(lookup) => {
                 for rec in lookup.answers() {
                     if let RData::MX(mx) = &rec.data {
                         if mx.exchange.is_root() {
-                            return Err(perm([5, 1, 10], format!("{domain} does not accept mail (null MX)")));
+                            return Err(perm(
+                                [5, 1, 10],
+                                format!("{domain} does not accept mail (null MX)"),
+                            ));
                         }
                         hosts.push((mx.preference, mx.exchange.to_ascii()));
                     }
@@ -79,7 +93,9 @@ impl Resolver {
             }
         }
         if out.is_empty() {
-            return Err(temp(format!("no address found for the mail hosts of {domain}")));
+            return Err(temp(format!(
+                "no address found for the mail hosts of {domain}"
+            )));
         }
         Ok(out)
     }

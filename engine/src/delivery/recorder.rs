@@ -37,7 +37,10 @@ pub struct RecorderCtx {
 /// Converts a report into its journal entry (and retry time, if any).
 fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome) {
     let attempts = r.work.attempts + 1;
-    let created = ctx.spool.campaign(r.work.campaign).map_or(now_ms, |c| c.created_ms);
+    let created = ctx
+        .spool
+        .campaign(r.work.campaign)
+        .map_or(now_ms, |c| c.created_ms);
     let mut outcome = r.outcome.clone();
     let mut next = None;
     if let Outcome::Deferred { diagnostic, .. } = &r.outcome {
@@ -70,7 +73,11 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) if ctx.stop.load(Ordering::Acquire) => return,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                if ctx.stop.load(Ordering::Acquire) =>
+            {
+                return;
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };

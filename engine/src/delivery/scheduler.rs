@@ -47,7 +47,11 @@ impl Ord for Due {
 }
 
 /// Runs until the channel closes or shutdown is signalled.
-pub async fn run(ctx: Arc<ShardCtx>, mut rx: mpsc::UnboundedReceiver<SchedMsg>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Arc<ShardCtx>,
+    mut rx: mpsc::UnboundedReceiver<SchedMsg>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut shards: HashMap<Arc<str>, mpsc::UnboundedSender<Work>> = HashMap::new();
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut seq = 0u64;
@@ -60,12 +64,16 @@ pub async fn run(ctx: Arc<ShardCtx>, mut rx: mpsc::UnboundedReceiver<SchedMsg>, 
     loop {
         let now = volley_spool::now_ms();
         while timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = timers.pop() else { break };
+            let Some(Reverse(d)) = timers.pop() else {
+                break;
+            };
             ctx.stats.active.fetch_add(1, Ordering::AcqRel);
             ctx.stats.waiting.fetch_sub(1, Ordering::AcqRel);
             dispatch(d.work, &mut shards);
         }
-        let sleep_ms = timers.peek().map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
+        let sleep_ms = timers
+            .peek()
+            .map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {

@@ -65,7 +65,10 @@ pub fn spawn(ctx: Arc<ShardCtx>, domain: Arc<str>) -> mpsc::UnboundedSender<Work
 fn quota(rate: f64, burst: u32) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period).map_or_else(|| Quota::per_second(NonZeroU32::MIN), |q| q.allow_burst(burst))
+    Quota::with_period(period).map_or_else(
+        || Quota::per_second(NonZeroU32::MIN),
+        |q| q.allow_burst(burst),
+    )
 }
 
 async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiver<Work>) {
@@ -109,7 +112,11 @@ async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiv
         if live < dest.max_conns && live < dest.in_flight() {
             dest.live.fetch_add(1, Ordering::AcqRel);
             ctx.stats.connection_tasks.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(connection::run(Arc::clone(&ctx), Arc::clone(&dest), ready_rx.clone()));
+            tokio::spawn(connection::run(
+                Arc::clone(&ctx),
+                Arc::clone(&dest),
+                ready_rx.clone(),
+            ));
         }
     }
 }

@@ -41,13 +41,22 @@ impl Detail {
         };
         match outcome {
             Outcome::Delivered { reply } => d.reply = Some(reply.clone()),
-            Outcome::Deferred { status, diagnostic, delay_type } => {
+            Outcome::Deferred {
+                status,
+                diagnostic,
+                delay_type,
+            } => {
                 d.status = Some(status.clone());
                 d.diagnostic = Some(diagnostic.clone());
                 d.delay_type = Some((*delay_type).to_string());
                 d.expires_ms = expires_ms;
             }
-            Outcome::Bounced { status, diagnostic, bounce_type, bounce_subtype } => {
+            Outcome::Bounced {
+                status,
+                diagnostic,
+                bounce_type,
+                bounce_subtype,
+            } => {
                 d.status = Some(status.clone());
                 d.diagnostic = Some(diagnostic.clone());
                 d.bounce_type = Some((*bounce_type).to_string());

@@ -148,16 +148,38 @@ fn mail(c: &Context<'_>, subject: &str) -> Mail {
     let def = c.campaign;
     let header_id = format!("<{}@{}>", c.message_id, def.from_domain());
     let mut headers = vec![
-        Header { name: "From".into(), value: def.from.clone() },
-        Header { name: "To".into(), value: c.email.to_string() },
-        Header { name: "Subject".into(), value: subject.to_string() },
-        Header { name: "Message-ID".into(), value: header_id },
+        Header {
+            name: "From".into(),
+            value: def.from.clone(),
+        },
+        Header {
+            name: "To".into(),
+            value: c.email.to_string(),
+        },
+        Header {
+            name: "Subject".into(),
+            value: subject.to_string(),
+        },
+        Header {
+            name: "Message-ID".into(),
+            value: header_id,
+        },
     ];
     if let Some(r) = &def.reply_to {
-        headers.push(Header { name: "Reply-To".into(), value: r.clone() });
+        headers.push(Header {
+            name: "Reply-To".into(),
+            value: r.clone(),
+        });
     }
-    let mut tags: BTreeMap<String, Vec<String>> = def.tags.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
-    tags.insert("ses:from-domain".into(), vec![def.from_domain().to_string()]);
+    let mut tags: BTreeMap<String, Vec<String>> = def
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), vec![v.clone()]))
+        .collect();
+    tags.insert(
+        "ses:from-domain".into(),
+        vec![def.from_domain().to_string()],
+    );
     tags.insert("volley:campaign".into(), vec![def.id.clone()]);
     Mail {
         timestamp: timestamp(c.accepted_ms),
@@ -273,14 +295,27 @@ mod tests {
     #[test]
     fn bounce_event_shape() {
         let d = def();
-        let c = Context { campaign: &d, accepted_ms: 1_000, email: "r@x.test", message_id: "abc-000000", reporting_mta: "mta.test" };
+        let c = Context {
+            campaign: &d,
+            accepted_ms: 1_000,
+            email: "r@x.test",
+            message_id: "abc-000000",
+            reporting_mta: "mta.test",
+        };
         let o = Outcome::Bounced {
             status: "5.1.1".into(),
             diagnostic: "smtp; 550 5.1.1 unknown".into(),
             bounce_type: "Permanent",
             bounce_subtype: "NoEmail",
         };
-        let e = Entry { kind: Kind::Bounced, id: RecipientId(1), attempts: 1, at_ms: 2_000, next_ms: 0, detail: Detail::of(&o, "Hi r", None).encode() };
+        let e = Entry {
+            kind: Kind::Bounced,
+            id: RecipientId(1),
+            attempts: 1,
+            at_ms: 2_000,
+            next_ms: 0,
+            detail: Detail::of(&o, "Hi r", None).encode(),
+        };
         let evs = events(&c, &e);
         assert_eq!(evs.len(), 2);
         let v = serde_json::to_value(&evs[1]).unwrap();
@@ -288,7 +323,10 @@ mod tests {
         assert_eq!(v["bounce"]["bounceType"], "Permanent");
         assert_eq!(v["bounce"]["bounceSubType"], "NoEmail");
         assert_eq!(v["bounce"]["bouncedRecipients"][0]["status"], "5.1.1");
-        assert_eq!(v["bounce"]["bouncedRecipients"][0]["diagnosticCode"], "smtp; 550 5.1.1 unknown");
+        assert_eq!(
+            v["bounce"]["bouncedRecipients"][0]["diagnosticCode"],
+            "smtp; 550 5.1.1 unknown"
+        );
         assert_eq!(v["mail"]["destination"][0], "r@x.test");
         assert_eq!(v["mail"]["commonHeaders"]["subject"], "Hi r");
         assert_eq!(v["mail"]["tags"]["kind"][0], "promo");

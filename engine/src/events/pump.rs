@@ -39,17 +39,27 @@ fn campaign(spool: &Spool, cache: &mut Campaigns, no: u32) -> Option<(Arc<Campai
         .entry(no)
         .or_insert_with(|| {
             let c = spool.campaign(no)?;
-            CampaignDef::from_bytes(&c.body).ok().map(|d| (Arc::new(d), c.created_ms))
+            CampaignDef::from_bytes(&c.body)
+                .ok()
+                .map(|d| (Arc::new(d), c.created_ms))
         })
         .clone()
 }
 
 /// Runs until `stop` is set and everything journaled is published.
-pub fn run(ctx: &PumpCtx, mut sink: Box<dyn NotificationSink>, wake: &crossbeam_channel::Receiver<()>) {
+pub fn run(
+    ctx: &PumpCtx,
+    mut sink: Box<dyn NotificationSink>,
+    wake: &crossbeam_channel::Receiver<()>,
+) {
     let spool = &ctx.spool;
     let mut pos = spool.cursor(sink.name());
     if pos > spool.journal_end() {
-        tracing::warn!(cursor = pos, end = spool.journal_end(), "sink cursor is past the journal end; publishing from the start");
+        tracing::warn!(
+            cursor = pos,
+            end = spool.journal_end(),
+            "sink cursor is past the journal end; publishing from the start"
+        );
         pos = 0;
     }
     let mut reader = match spool.journal_reader(pos) {

@@ -42,7 +42,11 @@ impl JsonlSink {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let f = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
         Ok(JsonlSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, f),
@@ -65,6 +69,9 @@ impl NotificationSink for JsonlSink {
             self.out.write_all(b"\n").map_err(|e| err(e.to_string()))?;
         }
         self.out.flush().map_err(|e| err(e.to_string()))?;
-        self.out.get_ref().sync_data().map_err(|e| err(e.to_string()))
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| err(e.to_string()))
     }
 }

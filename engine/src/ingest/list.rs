@@ -84,7 +84,11 @@ impl ListReader {
     /// Opens a list; `.jsonl`/`.ndjson` files are JSON lines, others CSV.
     pub fn open(path: &Path) -> Result<ListReader, ListError> {
         let file = File::open(path).map_err(|e| read_err(path, e))?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if ext == "jsonl" || ext == "ndjson" {
             return Ok(ListReader {
                 path: path.to_path_buf(),
@@ -96,16 +100,27 @@ impl ListReader {
                 row: 0,
             });
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(file);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(file);
         let headers = reader.headers().map_err(|e| read_err(path, e))?.clone();
-        let names: Vec<String> = headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_string()).collect();
+        let names: Vec<String> = headers
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+            .collect();
         let Some(email_col) = names.iter().position(|h| h.eq_ignore_ascii_case("email")) else {
             return Err(ListError::NoEmail {
                 path: path.to_path_buf(),
                 columns: names.join(", "),
             });
         };
-        let columns = names.iter().enumerate().filter(|(i, _)| *i != email_col).map(|(_, n)| n.clone()).collect();
+        let columns = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != email_col)
+            .map(|(_, n)| n.clone())
+            .collect();
         Ok(ListReader {
             path: path.to_path_buf(),
             source: Source::Csv {
@@ -133,7 +148,11 @@ impl ListReader {
     fn next_item(&mut self) -> Result<Option<Item>, ListError> {
         let path = self.path.clone();
         match &mut self.source {
-            Source::Csv { reader, email_col, record } => {
+            Source::Csv {
+                reader,
+                email_col,
+                record,
+            } => {
                 let line = reader.position().line();
                 match reader.read_record(record) {
                     Ok(false) => Ok(None),
@@ -148,18 +167,28 @@ impl ListReader {
                             .map(|(_, v)| v.to_string())
                             .collect();
                         let size: usize = values.iter().map(String::len).sum();
-                        Ok(Some(make_row(line, self.row, email, Vars::Columns(values), size)))
+                        Ok(Some(make_row(
+                            line,
+                            self.row,
+                            email,
+                            Vars::Columns(values),
+                            size,
+                        )))
                     }
                     Err(e) => {
                         let line = e.position().map_or(line, |p| p.line());
                         match e.kind() {
                             csv::ErrorKind::Io(_) => Err(read_err(&path, e)),
-                            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                            csv::ErrorKind::UnequalLengths {
+                                expected_len, len, ..
+                            } => {
                                 self.row += 1;
                                 Ok(Some(Item::Rejected(Rejection {
                                     line,
                                     row: self.row,
-                                    reason: format!("row has {len} fields; the header has {expected_len}"),
+                                    reason: format!(
+                                        "row has {len} fields; the header has {expected_len}"
+                                    ),
                                 })))
                             }
                             _ => {
@@ -175,7 +204,9 @@ impl ListReader {
                 }
             }
             Source::Jsonl { lines, line } => loop {
-                let Some(next) = lines.next() else { return Ok(None) };
+                let Some(next) = lines.next() else {
+                    return Ok(None);
+                };
                 *line += 1;
                 let text = match next {
                     Ok(t) => t,
@@ -232,7 +263,8 @@ fn json_row(line: u64, row: u32, text: &str) -> Item {
     }
     match serde_json::from_str::<JsonRow>(text) {
         Ok(r) => {
-            let vars = serde_json::to_string(&r.vars.unwrap_or_default()).unwrap_or_else(|_| "{}".into());
+            let vars =
+                serde_json::to_string(&r.vars.unwrap_or_default()).unwrap_or_else(|_| "{}".into());
             let size = vars.len();
             make_row(line, row, &r.email, Vars::Json(vars), size)
         }
@@ -268,15 +300,21 @@ mod tests {
         let Item::Row(a) = &items[0] else { panic!() };
         assert_eq!((a.line, a.row, a.email.as_str()), (2, 1, "ada@x.test"));
         assert_eq!(a.vars, Vars::Columns(vec!["Ada".into(), "London".into()]));
-        let Item::Rejected(b) = &items[1] else { panic!() };
+        let Item::Rejected(b) = &items[1] else {
+            panic!()
+        };
         assert_eq!(b.line, 3);
         assert!(b.reason.contains("invalid address"), "{}", b.reason);
-        let Item::Rejected(c) = &items[2] else { panic!() };
+        let Item::Rejected(c) = &items[2] else {
+            panic!()
+        };
         assert_eq!(c.line, 4);
         assert!(c.reason.contains("2 fields"), "{}", c.reason);
         let Item::Row(m) = &items[3] else { panic!() };
         assert_eq!(m.line, 5);
-        let Item::Rejected(e) = &items[4] else { panic!("{:?}", items[4]) };
+        let Item::Rejected(e) = &items[4] else {
+            panic!("{:?}", items[4])
+        };
         assert_eq!(e.line, 7);
         assert!(r.next_batch(10).unwrap().is_empty());
     }
@@ -284,7 +322,10 @@ mod tests {
     #[test]
     fn csv_without_email_column() {
         let (_d, p) = write("r.csv", b"name,mail\na,b@c.test\n");
-        assert!(matches!(ListReader::open(&p), Err(ListError::NoEmail { .. })));
+        assert!(matches!(
+            ListReader::open(&p),
+            Err(ListError::NoEmail { .. })
+        ));
     }
 
     #[test]
@@ -296,7 +337,9 @@ mod tests {
         let mut r = ListReader::open(&p).unwrap();
         let items = r.next_batch(100).unwrap();
         assert_eq!(items.len(), 4);
-        assert!(matches!(&items[0], Item::Row(r) if r.vars == Vars::Json("{\"n\":{\"first\":\"A\"}}".into())));
+        assert!(
+            matches!(&items[0], Item::Row(r) if r.vars == Vars::Json("{\"n\":{\"first\":\"A\"}}".into()))
+        );
         assert!(matches!(&items[1], Item::Rejected(r) if r.line == 3));
         assert!(matches!(&items[2], Item::Rejected(r) if r.line == 4));
         assert!(matches!(&items[3], Item::Row(r) if r.line == 5 && r.row == 4));

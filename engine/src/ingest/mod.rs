@@ -75,10 +75,11 @@ pub fn run(
     def.columns = reader.columns.clone();
     let (campaign, def, skip_to, earlier) = match spool.campaign_by_id(&def.id) {
         Some(c) => {
-            let stored = CampaignDef::from_bytes(&c.body).map_err(|reason| IngestError::StoredCampaign {
-                id: def.id.clone(),
-                reason,
-            })?;
+            let stored =
+                CampaignDef::from_bytes(&c.body).map_err(|reason| IngestError::StoredCampaign {
+                    id: def.id.clone(),
+                    reason,
+                })?;
             let (mut max_row, mut n) = (0u32, 0u64);
             spool.for_each(|_, _, _, r| {
                 if r.campaign.to_native() == c.no {

@@ -80,7 +80,10 @@ impl Signers {
                 .domain(k.domain.clone())
                 .selector(k.selector.clone())
                 .headers(SIGNED_HEADERS);
-            s.by_domain.entry(k.domain.clone()).or_default().push(signer);
+            s.by_domain
+                .entry(k.domain.clone())
+                .or_default()
+                .push(signer);
         }
         Ok(s)
     }
@@ -96,7 +99,9 @@ impl Signers {
         let mut out = Vec::new();
         if let Some(signers) = self.by_domain.get(domain) {
             for s in signers {
-                let sig = s.sign(message).map_err(|e| format!("DKIM signing failed: {e}"))?;
+                let sig = s
+                    .sign(message)
+                    .map_err(|e| format!("DKIM signing failed: {e}"))?;
                 out.extend_from_slice(sig.to_header().as_bytes());
             }
         }

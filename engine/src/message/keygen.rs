@@ -60,16 +60,28 @@ pub fn make_key(alg: KeyAlgorithm) -> Result<(String, String), String> {
             let p8: Pkcs8V1Der = kp.as_der().map_err(|e| e.to_string())?;
             Ok((
                 pem("PRIVATE KEY", p8.as_ref()),
-                format!("v=DKIM1; k=ed25519; p={}", B64.encode(kp.public_key().as_ref())),
+                format!(
+                    "v=DKIM1; k=ed25519; p={}",
+                    B64.encode(kp.public_key().as_ref())
+                ),
             ))
         }
     }
 }
 
 /// Writes `<selector>.<domain>.key.pem` and `<selector>.<domain>.txt` in `out`.
-pub fn generate(alg: KeyAlgorithm, domain: &str, selector: &str, out: &Path) -> Result<Generated, String> {
+pub fn generate(
+    alg: KeyAlgorithm,
+    domain: &str,
+    selector: &str,
+    out: &Path,
+) -> Result<Generated, String> {
     let domain = crate::address::check_domain(domain).map_err(|e| format!("--domain: {e}"))?;
-    if selector.is_empty() || !selector.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if selector.is_empty()
+        || !selector
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         return Err("--selector: use letters, digits, '-', '_' or '.'".into());
     }
     std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
@@ -85,7 +97,8 @@ pub fn generate(alg: KeyAlgorithm, domain: &str, selector: &str, out: &Path) -> 
         .map_err(|e| format!("write {}: {e}", private_key.display()))?;
     f.write_all(key_pem.as_bytes())
         .map_err(|e| format!("write {}: {e}", private_key.display()))?;
-    std::fs::write(&txt_file, format!("{txt}\n")).map_err(|e| format!("write {}: {e}", txt_file.display()))?;
+    std::fs::write(&txt_file, format!("{txt}\n"))
+        .map_err(|e| format!("write {}: {e}", txt_file.display()))?;
     Ok(Generated {
         private_key,
         txt_file,

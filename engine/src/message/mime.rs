@@ -21,14 +21,24 @@ pub fn check_unsubscribe(url: &str) -> Result<(), String> {
     if !(lower.starts_with("https://") || lower.starts_with("http://")) {
         return Err(format!("list_unsubscribe {url:?} is not an http(s) URL"));
     }
-    if url.len() > 900 || url.bytes().any(|b| !b.is_ascii_graphic() || b == b'<' || b == b'>') {
+    if url.len() > 900
+        || url
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b == b'<' || b == b'>')
+    {
         return Err("list_unsubscribe URL contains spaces, angle brackets, control or non-ASCII characters, or is too long".into());
     }
     Ok(())
 }
 
 /// Builds the message (CRLF line ends, without DKIM signatures).
-pub fn build(def: &CampaignDef, rcpt: &str, r: &Rendered, message_id: &str, date_secs: i64) -> Result<Vec<u8>, String> {
+pub fn build(
+    def: &CampaignDef,
+    rcpt: &str,
+    r: &Rendered,
+    message_id: &str,
+    date_secs: i64,
+) -> Result<Vec<u8>, String> {
     let from: MbAddress = match &def.from_name {
         Some(n) => (n.as_str(), def.from_addr.as_str()).into(),
         None => def.from_addr.as_str().into(),
@@ -49,9 +59,10 @@ pub fn build(def: &CampaignDef, rcpt: &str, r: &Rendered, message_id: &str, date
     }
     if let Some(url) = &r.list_unsubscribe {
         check_unsubscribe(url)?;
-        b = b
-            .header("List-Unsubscribe", URL::new(url.as_str()))
-            .header("List-Unsubscribe-Post", Raw::new("List-Unsubscribe=One-Click"));
+        b = b.header("List-Unsubscribe", URL::new(url.as_str())).header(
+            "List-Unsubscribe-Post",
+            Raw::new("List-Unsubscribe=One-Click"),
+        );
     }
     if let Some(t) = &r.text {
         b = b.text_body(t.as_str());
@@ -59,5 +70,6 @@ pub fn build(def: &CampaignDef, rcpt: &str, r: &Rendered, message_id: &str, date
     if let Some(h) = &r.html {
         b = b.html_body(h.as_str());
     }
-    b.write_to_vec().map_err(|e| format!("building the message failed: {e}"))
+    b.write_to_vec()
+        .map_err(|e| format!("building the message failed: {e}"))
 }

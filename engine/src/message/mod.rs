@@ -55,7 +55,10 @@ pub struct Producer {
 
 impl Producer {
     /// Starts `threads` workers; they stop when every handle is dropped.
-    pub fn start(threads: usize, ctx: Arc<ProduceCtx>) -> (Producer, Vec<std::thread::JoinHandle<()>>) {
+    pub fn start(
+        threads: usize,
+        ctx: Arc<ProduceCtx>,
+    ) -> (Producer, Vec<std::thread::JoinHandle<()>>) {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let handles = (0..threads.max(1))
             .map(|i| {
@@ -110,9 +113,14 @@ fn campaign<'c>(
     no: u32,
 ) -> &'c Result<Arc<CampaignRt>, String> {
     cache.entry(no).or_insert_with(|| {
-        let c = ctx.spool.campaign(no).ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
-        let def = CampaignDef::from_bytes(&c.body).map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
-        let templates = Templates::compile(&def).map_err(|e| format!("{} template: {}", e.part, e.message))?;
+        let c = ctx
+            .spool
+            .campaign(no)
+            .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
+        let def = CampaignDef::from_bytes(&c.body)
+            .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
+        let templates =
+            Templates::compile(&def).map_err(|e| format!("{} template: {}", e.part, e.message))?;
         Ok(Arc::new(CampaignRt { def, templates }))
     })
 }
@@ -143,13 +151,17 @@ fn produce(
     let mid = message_id(ctx.spool.uid(), work.id);
     let header_id = format!("{mid}@{}", rt.def.from_domain());
     let date = (volley_spool::now_ms() / 1000) as i64;
-    let body = mime::build(&rt.def, &email, &rendered, &header_id, date).map_err(|e| (rendered.subject.clone(), e))?;
+    let body = mime::build(&rt.def, &email, &rendered, &header_id, date)
+        .map_err(|e| (rendered.subject.clone(), e))?;
     let sigs = ctx
         .signers
         .sign(rt.def.from_domain(), &body)
         .map_err(|e| (rendered.subject.clone(), e))?;
     let mut data = Vec::with_capacity(sigs.len() + body.len() + 64);
-    crate::delivery::smtp::session::dot_stuff(&[sigs.as_slice(), body.as_slice()].concat(), &mut data);
+    crate::delivery::smtp::session::dot_stuff(
+        &[sigs.as_slice(), body.as_slice()].concat(),
+        &mut data,
+    );
     Ok(Outgoing {
         mail_from: rt.def.from_addr.clone(),
         rcpt: email,
@@ -161,7 +173,11 @@ fn produce(
 /// The template context of a recipient: its variables plus `email`. Empty
 /// CSV cells are left out, so `{{#if var}}` sees them as absent and a bare
 /// `{{var}}` fails to render, as SES does for missing attributes.
-fn variables(def: &CampaignDef, email: &str, vars: Result<Vec<String>, String>) -> Result<serde_json::Value, String> {
+fn variables(
+    def: &CampaignDef,
+    email: &str,
+    vars: Result<Vec<String>, String>,
+) -> Result<serde_json::Value, String> {
     let mut map = match vars {
         Ok(values) => def
             .columns
@@ -178,6 +194,7 @@ fn variables(def: &CampaignDef, email: &str, vars: Result<Vec<String>, String>) 
             Err(e) => return Err(format!("recipient variables are not valid JSON: {e}")),
         },
     };
-    map.entry("email").or_insert_with(|| serde_json::Value::String(email.to_string()));
+    map.entry("email")
+        .or_insert_with(|| serde_json::Value::String(email.to_string()));
     Ok(serde_json::Value::Object(map))
 }

@@ -57,10 +57,11 @@ impl Templates {
         ];
         for (part, src) in sources {
             if let Some(src) = src {
-                hb.register_template_string(part, src).map_err(|e| TemplateError {
-                    part,
-                    message: e.to_string(),
-                })?;
+                hb.register_template_string(part, src)
+                    .map_err(|e| TemplateError {
+                        part,
+                        message: e.to_string(),
+                    })?;
                 parts.push(part);
             }
         }
@@ -148,7 +149,8 @@ mod tests {
         let t = Templates::compile(&def("Hi", "<p>\n{{first_name}}</p>")).unwrap();
         let e = t.render(json!({"email": "a@x.test"})).unwrap_err();
         assert!(
-            e.message.starts_with("Attribute 'first_name' is not present in the rendering data."),
+            e.message
+                .starts_with("Attribute 'first_name' is not present in the rendering data."),
             "{}",
             e.message
         );
@@ -164,7 +166,9 @@ mod tests {
     #[test]
     fn subject_line_breaks_are_flattened() {
         let t = Templates::compile(&def("{{s}}", "x")).unwrap();
-        let r = t.render(json!({"s": "a\r\nBcc: x@y.test", "email": "e"})).unwrap();
+        let r = t
+            .render(json!({"s": "a\r\nBcc: x@y.test", "email": "e"}))
+            .unwrap();
         assert!(!r.subject.contains('\n'));
     }
 }

@@ -101,7 +101,9 @@ impl std::fmt::Display for SessionError {
         match self {
             SessionError::Connect(e) => write!(f, "connect failed: {e}"),
             SessionError::Timeout(p) => write!(f, "timeout waiting for the {} reply", p.name()),
-            SessionError::Closed(p) => write!(f, "connection closed by the server during {}", p.name()),
+            SessionError::Closed(p) => {
+                write!(f, "connection closed by the server during {}", p.name())
+            }
             SessionError::Io(p, e) => write!(f, "I/O error during {}: {e}", p.name()),
             SessionError::Protocol(p, e) => write!(f, "protocol error during {}: {e}", p.name()),
             SessionError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
@@ -113,10 +115,14 @@ impl std::fmt::Display for SessionError {
 fn map_send_err(phase: Phase, e: mail_send::Error) -> SessionError {
     match e {
         mail_send::Error::Timeout => SessionError::Timeout(phase),
-        mail_send::Error::UnexpectedReply(r) => SessionError::Refused(phase, Reply::new(r.code, r.esc, r.message)),
+        mail_send::Error::UnexpectedReply(r) => {
+            SessionError::Refused(phase, Reply::new(r.code, r.esc, r.message))
+        }
         mail_send::Error::Io(e) => SessionError::Io(phase, e.to_string()),
         mail_send::Error::Tls(e) => SessionError::Tls(e.to_string()),
-        mail_send::Error::UnparseableReply => SessionError::Protocol(phase, "unparseable reply or connection closed".into()),
+        mail_send::Error::UnparseableReply => {
+            SessionError::Protocol(phase, "unparseable reply or connection closed".into())
+        }
         other => SessionError::Protocol(phase, other.to_string()),
     }
 }
@@ -154,7 +160,10 @@ async fn ehlo<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 .await
                 .map_err(|e| map_send_err(Phase::Ehlo, e))?;
             if r.code / 100 != 2 {
-                return Err(SessionError::Refused(Phase::Ehlo, Reply::new(r.code, r.esc, r.message)));
+                return Err(SessionError::Refused(
+                    Phase::Ehlo,
+                    Reply::new(r.code, r.esc, r.message),
+                ));
             }
             Ok(EhloResponse::default())
         }
@@ -209,13 +218,14 @@ pub async fn open(
             .await
             .map_err(|e| map_send_err(Phase::StartTls, e))?;
         if r.code == 220 {
-            let mut tls_client = client
-                .into_tls(connector, tls_name)
-                .await
-                .map_err(|e| match e {
-                    mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
-                    e => SessionError::Tls(e.to_string()),
-                })?;
+            let mut tls_client =
+                client
+                    .into_tls(connector, tls_name)
+                    .await
+                    .map_err(|e| match e {
+                        mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
+                        e => SessionError::Tls(e.to_string()),
+                    })?;
             tls_client.timeout = t.ehlo;
             let second = ehlo(&mut tls_client, helo).await?;
             let stream: Box<dyn Io> = Box::new(tls_client.stream);

@@ -47,7 +47,11 @@ impl Reply {
 
 impl std::fmt::Display for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text: String = self.text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let text: String = self
+            .text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         match self.enhanced() {
             Some(e) => write!(f, "{} {} {}", self.code, e, text.trim()),
             None => write!(f, "{} {}", self.code, text.trim()),

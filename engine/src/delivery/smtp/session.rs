@@ -105,7 +105,11 @@ impl Session {
     /// Says QUIT (best effort) and closes.
     pub async fn quit(mut self) {
         if self.write(Phase::Rset, b"QUIT\r\n").await.is_ok() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.reader.read(&mut self.io, self.t.mail)).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                self.reader.read(&mut self.io, self.t.mail),
+            )
+            .await;
         }
         let _ = self.io.shutdown().await;
     }
@@ -121,9 +125,21 @@ impl Session {
     /// (in the order given). `data` must be dot-stuffed and end with
     /// `CRLF.CRLF`. A session error means the session is unusable; no
     /// recipient of this transaction is known to be delivered.
-    pub async fn send(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+    pub async fn send(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        data: &[u8],
+    ) -> Result<Vec<RcptReply>, SessionError> {
         if let Some(limit) = self.caps.size.filter(|l| *l > 0 && data.len() > *l) {
-            let r = Reply::new(552, [5, 3, 4], format!("message of {} bytes exceeds the server's SIZE limit of {limit}", data.len()));
+            let r = Reply::new(
+                552,
+                [5, 3, 4],
+                format!(
+                    "message of {} bytes exceeds the server's SIZE limit of {limit}",
+                    data.len()
+                ),
+            );
             return Ok(rcpts.iter().map(|_| (Phase::Mail, r.clone())).collect());
         }
         if self.caps.pipelining {
@@ -133,7 +149,12 @@ impl Session {
         }
     }
 
-    async fn send_pipelined(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+    async fn send_pipelined(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        data: &[u8],
+    ) -> Result<Vec<RcptReply>, SessionError> {
         let mut cmds = self.mail_cmd(from, data.len());
         for r in rcpts {
             cmds.push_str(&format!("RCPT TO:<{r}>\r\n"));
@@ -149,7 +170,12 @@ impl Session {
         self.finish(mail, rcpt_replies, data_reply, data).await
     }
 
-    async fn send_lockstep(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+    async fn send_lockstep(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        data: &[u8],
+    ) -> Result<Vec<RcptReply>, SessionError> {
         let cmd = self.mail_cmd(from, data.len());
         self.write(Phase::Mail, cmd.as_bytes()).await?;
         let mail = self.read(Phase::Mail).await?;
@@ -159,7 +185,8 @@ impl Session {
         }
         let mut rcpt_replies = Vec::with_capacity(rcpts.len());
         for r in rcpts {
-            self.write(Phase::Rcpt, format!("RCPT TO:<{r}>\r\n").as_bytes()).await?;
+            self.write(Phase::Rcpt, format!("RCPT TO:<{r}>\r\n").as_bytes())
+                .await?;
             rcpt_replies.push(self.read(Phase::Rcpt).await?);
         }
         if !rcpt_replies.iter().any(Reply::is_positive) {
@@ -173,7 +200,13 @@ impl Session {
 
     /// Common tail: decide per recipient given MAIL, RCPT and DATA replies,
     /// sending the message when DATA was accepted.
-    async fn finish(&mut self, mail: Reply, rcpt_replies: Vec<Reply>, data_reply: Reply, data: &[u8]) -> Result<Vec<RcptReply>, SessionError> {
+    async fn finish(
+        &mut self,
+        mail: Reply,
+        rcpt_replies: Vec<Reply>,
+        data_reply: Reply,
+        data: &[u8],
+    ) -> Result<Vec<RcptReply>, SessionError> {
         let any_accepted = rcpt_replies.iter().any(Reply::is_positive);
         if data_reply.code == 354 && (!mail.is_positive() || !any_accepted) {
             // The server wants data although nobody can receive it: end the
@@ -185,7 +218,10 @@ impl Session {
             if data_reply.code != 354 {
                 self.rset().await?;
             }
-            return Ok(rcpt_replies.iter().map(|_| (Phase::Mail, mail.clone())).collect());
+            return Ok(rcpt_replies
+                .iter()
+                .map(|_| (Phase::Mail, mail.clone()))
+                .collect());
         }
         if !any_accepted {
             if data_reply.code != 354 {
@@ -197,14 +233,26 @@ impl Session {
             self.rset().await?;
             return Ok(rcpt_replies
                 .into_iter()
-                .map(|r| if r.is_positive() { (Phase::Data, data_reply.clone()) } else { (Phase::Rcpt, r) })
+                .map(|r| {
+                    if r.is_positive() {
+                        (Phase::Data, data_reply.clone())
+                    } else {
+                        (Phase::Rcpt, r)
+                    }
+                })
                 .collect());
         }
         self.write(Phase::DataEnd, data).await?;
         let end = self.read(Phase::DataEnd).await?;
         Ok(rcpt_replies
             .into_iter()
-            .map(|r| if r.is_positive() { (Phase::DataEnd, end.clone()) } else { (Phase::Rcpt, r) })
+            .map(|r| {
+                if r.is_positive() {
+                    (Phase::DataEnd, end.clone())
+                } else {
+                    (Phase::Rcpt, r)
+                }
+            })
             .collect())
     }
 }

@@ -1,0 +1,182 @@
+//! Bad input never panics: missing files, malformed CSV rows, invalid
+//! addresses, broken templates and unknown config keys each give a clear
+//! error naming what and where, with the documented exit code (2 for bad
+//! input), and everything else goes on.
+
+use std::time::Duration;
+
+use volley_tests::scripted::ScriptedServer;
+use volley_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn send(fx: &Fixture) -> std::process::Output {
+    let out = run(
+        fx.path(),
+        &["send", "campaign.toml", "--config", "config.toml"],
+        T,
+    );
+    assert_no_panic(&out);
+    out
+}
+
+fn fixture(server: &ScriptedServer) -> Fixture {
+    let fx = Fixture::new();
+    fx.write("list.csv", "email,name\na@x.test,A\nb@y.test,B\n");
+    fx.campaign("list.csv", "Hi {{name}}", "Hello {{name}}\n", "");
+    fx.config(&server.addr.to_string(), "");
+    fx
+}
+
+#[test]
+fn missing_files_exit_2_naming_the_file() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    let out = run(
+        fx.path(),
+        &["send", "nope.toml", "--config", "config.toml"],
+        T,
+    );
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("nope.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        fx.path(),
+        &["send", "campaign.toml", "--config", "missing.toml"],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::remove_file(fx.path().join("body.txt")).unwrap();
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("body.txt"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let fx = fixture(&server);
+    std::fs::remove_file(fx.path().join("list.csv")).unwrap();
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("list.csv"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_config_key_names_key_and_line() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    let cfg = std::fs::read_to_string(fx.path().join("config.toml")).unwrap();
+    fx.write("config.toml", format!("{cfg}\n[delivery]\nspeed = 10\n"));
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("speed") && err.contains("line"), "{err}");
+    assert!(server.received().is_empty());
+}
+
+#[test]
+fn broken_template_and_campaign_keys_exit_2() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    fx.campaign("list.csv", "Hi {{name", "Hello\n", "");
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("subject"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    fx.campaign("list.csv", "Hi", "Hello\n", "colour = \"red\"\n");
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("colour"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    fx.write("nomail.csv", "name,address\nA,a@x.test\n");
+    fx.campaign("nomail.csv", "Hi", "Hello\n", "");
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("email"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_rows_are_rejected_by_line_and_the_rest_delivered() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    fx.write(
+        "list.csv",
+        "email,name\nok1@x.test,One\nnot-an-address,Two\nok2@y.test,Three,extra\nok3@z.test,Four\n\"bad@x.test\r\nRCPT TO:<evil@x.test>\",Five\nok4@x.test,\n",
+    );
+    fx.campaign("list.csv", "Hi", "Hello {{#if name}}{{name}}{{/if}}\n", "");
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 3: rejected: invalid address \"not-an-address\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 4: rejected: row has 3 fields; the header has 2"),
+        "{err}"
+    );
+    assert!(err.contains("line 6: rejected: invalid address"), "{err}");
+    assert!(
+        text(&out.stdout).contains("3 rows rejected"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut got: Vec<String> = server
+        .received()
+        .into_iter()
+        .flat_map(|m| m.rcpts)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["ok1@x.test", "ok3@z.test", "ok4@x.test"]);
+    assert!(!server.command_log().iter().any(|l| l.contains("evil")));
+}
+
+#[test]
+fn spool_in_use_is_a_clear_error() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the service to lock the spool",
+        || fx.path().join("spool/lock").exists(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    // status reads the spool while it is in use
+    let out = run(fx.path(), &["status", "--config", "config.toml"], T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    terminate(&service);
+    let out = wait_output(service, T);
+    assert_eq!(out.status.code(), Some(0));
+}
