@@ -1,1 +1,1 @@
-//! x
+//! Benchmarks of Volley (see `benches/`): run with `cargo bench -p volley-benches`.

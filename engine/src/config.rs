@@ -127,13 +127,13 @@ pub struct DomainConfig {
 }
 
 fn default_spool_dir() -> PathBuf {
-    "spool".into()
+    "var/spool".into()
 }
 fn default_listen() -> String {
     "127.0.0.1:8025".into()
 }
 fn default_jsonl() -> PathBuf {
-    "events.jsonl".into()
+    "var/events.jsonl".into()
 }
 fn default_helo() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -369,7 +369,7 @@ mod tests {
     fn defaults_and_relative_paths() {
         let c = parse("[spool]\ndir = \"sp\"\n").unwrap();
         assert_eq!(c.spool.dir, PathBuf::from("/base/sp"));
-        assert_eq!(c.events.jsonl, PathBuf::from("/base/events.jsonl"));
+        assert_eq!(c.events.jsonl, PathBuf::from("/base/var/events.jsonl"));
         assert_eq!(c.delivery.max_age, Duration::from_secs(72 * 3600));
     }
 

@@ -47,7 +47,10 @@ fn open(dir: &Path, read_only: bool) -> Result<(Spool, OpenReport)> {
         return Err(Error::Io {
             op: "open spool",
             path: dir.to_path_buf(),
-            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no spool here"),
+            error: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no spool here (nothing has been spooled yet)",
+            ),
         });
     }
     let lock = if read_only {

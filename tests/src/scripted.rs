@@ -5,10 +5,11 @@
 //! times that address was offered before); accepted recipients of a
 //! transaction receive the message. PIPELINING is advertised when asked for;
 //! replies to pipelined commands are written together once the client's
-//! bytes are consumed, as real servers do.
+//! bytes are consumed, as real servers do. STARTTLS can be offered (rustls,
+//! self-signed certificate).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,17 @@ pub type RcptScript = dyn Fn(&str, u32) -> String + Send + Sync;
 pub struct Received {
     pub rcpts: Vec<String>,
     pub data: Vec<u8>,
+    /// The transaction ran over TLS (after STARTTLS).
+    pub tls: bool,
+}
+
+/// How the server behaves.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Advertise PIPELINING.
+    pub pipelining: bool,
+    /// Offer STARTTLS with this server configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Default)]
@@ -45,6 +57,17 @@ pub struct ScriptedServer {
 impl ScriptedServer {
     /// Starts a server answering RCPTs with `script`.
     pub fn start(pipelining: bool, script: Arc<RcptScript>) -> ScriptedServer {
+        ScriptedServer::start_with(
+            Options {
+                pipelining,
+                tls: None,
+            },
+            script,
+        )
+    }
+
+    /// Starts a server with `opts`, answering RCPTs with `script`.
+    pub fn start_with(opts: Options, script: Arc<RcptScript>) -> ScriptedServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted server");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -56,9 +79,9 @@ impl ScriptedServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (sh, script) = (Arc::clone(&sh), Arc::clone(&script));
+                let (sh, script, opts) = (Arc::clone(&sh), Arc::clone(&script), opts.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, pipelining, &*script, &sh);
+                    let _ = serve(conn, &opts, &*script, &sh);
                 });
             }
         });
@@ -102,46 +125,95 @@ impl Drop for ScriptedServer {
 
 fn serve(
     conn: TcpStream,
-    pipelining: bool,
+    opts: &Options,
     script: &RcptScript,
     shared: &Mutex<Shared>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = BufWriter::new(conn);
-    out.write_all(b"220 scripted ESMTP\r\n")?;
-    out.flush()?;
+    let mut reader = BufReader::new(conn);
+    reader.get_mut().write_all(b"220 scripted ESMTP\r\n")?;
+    let Some(tcp) = session(
+        reader,
+        opts.pipelining,
+        opts.tls.is_some(),
+        false,
+        script,
+        shared,
+    )?
+    else {
+        return Ok(());
+    };
+    let Some(cfg) = &opts.tls else { return Ok(()) };
+    let conn = rustls::ServerConnection::new(Arc::clone(cfg)).map_err(std::io::Error::other)?;
+    let tls = rustls::StreamOwned::new(conn, tcp);
+    // after STARTTLS the client starts over with EHLO
+    session(
+        BufReader::new(tls),
+        opts.pipelining,
+        false,
+        true,
+        script,
+        shared,
+    )?;
+    Ok(())
+}
+
+/// Runs SMTP on `reader` until QUIT or EOF (None), or until STARTTLS is
+/// accepted (Some(stream), for the caller to wrap in TLS).
+fn session<S: Read + Write>(
+    mut reader: BufReader<S>,
+    pipelining: bool,
+    offer_tls: bool,
+    is_tls: bool,
+    script: &RcptScript,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<Option<S>> {
+    let mut out: Vec<u8> = Vec::new();
     let mut from: Option<String> = None;
     let mut accepted: Vec<String> = Vec::new();
     let mut line = String::new();
     loop {
         if reader.buffer().is_empty() {
-            out.flush()?;
+            if !out.is_empty() {
+                reader.get_mut().write_all(&out)?;
+                reader.get_mut().flush()?;
+                out.clear();
+            }
             let n = reader.fill_buf()?.len();
             if n == 0 {
-                return Ok(());
+                return Ok(None);
             }
             shared.lock().expect("lock").reads.push(n);
         }
         line.clear();
         if reader.read_line(&mut line)? == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let cmd = line.trim_end().to_string();
         shared.lock().expect("lock").log.push(cmd.clone());
         let upper = cmd.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
             let p = if pipelining { "250-PIPELINING\r\n" } else { "" };
+            let t = if offer_tls { "250-STARTTLS\r\n" } else { "" };
             write!(
                 out,
-                "250-scripted\r\n{p}250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+                "250-scripted\r\n{p}{t}250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
             )?;
         } else if upper.starts_with("HELO") {
-            out.write_all(b"250 scripted\r\n")?;
+            out.extend_from_slice(b"250 scripted\r\n");
+        } else if upper == "STARTTLS" {
+            if !offer_tls {
+                out.extend_from_slice(b"503 5.5.1 TLS already active or not offered\r\n");
+                continue;
+            }
+            out.extend_from_slice(b"220 2.0.0 Ready to start TLS\r\n");
+            reader.get_mut().write_all(&out)?;
+            reader.get_mut().flush()?;
+            return Ok(Some(reader.into_inner()));
         } else if upper.starts_with("MAIL FROM:") {
             from = Some(cmd[10..].to_string());
             accepted.clear();
-            out.write_all(b"250 2.1.0 Ok\r\n")?;
+            out.extend_from_slice(b"250 2.1.0 Ok\r\n");
         } else if upper.starts_with("RCPT TO:") {
             let addr = cmd[8..]
                 .trim()
@@ -167,16 +239,18 @@ fn serve(
             write!(out, "{reply}\r\n")?;
         } else if upper == "DATA" {
             if accepted.is_empty() {
-                out.write_all(b"554 5.5.1 No valid recipients\r\n")?;
+                out.extend_from_slice(b"554 5.5.1 No valid recipients\r\n");
                 continue;
             }
-            out.write_all(b"354 go ahead\r\n")?;
-            out.flush()?;
+            out.extend_from_slice(b"354 go ahead\r\n");
+            reader.get_mut().write_all(&out)?;
+            reader.get_mut().flush()?;
+            out.clear();
             let mut data = Vec::new();
             loop {
                 let mut l = Vec::new();
                 if reader.by_ref().take(1 << 20).read_until(b'\n', &mut l)? == 0 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 if l == b".\r\n" || l == b".\n" {
                     break;
@@ -191,21 +265,65 @@ fn serve(
             shared.lock().expect("lock").received.push(Received {
                 rcpts: std::mem::take(&mut accepted),
                 data,
+                tls: is_tls,
             });
             from = None;
-            out.write_all(b"250 2.0.0 Ok: queued\r\n")?;
+            out.extend_from_slice(b"250 2.0.0 Ok: queued\r\n");
         } else if upper == "RSET" {
             from = None;
             accepted.clear();
-            out.write_all(b"250 2.0.0 Ok\r\n")?;
+            out.extend_from_slice(b"250 2.0.0 Ok\r\n");
         } else if upper == "NOOP" {
-            out.write_all(b"250 2.0.0 Ok\r\n")?;
+            out.extend_from_slice(b"250 2.0.0 Ok\r\n");
         } else if upper == "QUIT" {
-            out.write_all(b"221 2.0.0 Bye\r\n")?;
-            out.flush()?;
-            return Ok(());
+            out.extend_from_slice(b"221 2.0.0 Bye\r\n");
+            reader.get_mut().write_all(&out)?;
+            reader.get_mut().flush()?;
+            return Ok(None);
         } else {
-            out.write_all(b"502 5.5.2 Not implemented\r\n")?;
+            out.extend_from_slice(b"502 5.5.2 Not implemented\r\n");
         }
     }
+}
+
+/// A self-signed certificate for `localhost`, made with the openssl tool.
+pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("running openssl (apt-get install openssl)");
+    assert!(ok.success(), "openssl req failed");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .expect("cert file")
+        .map(|c| c.expect("cert"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&key).expect("key file");
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    Arc::new(cfg)
 }

@@ -247,3 +247,41 @@ fn pipelined_transaction_with_mixed_rcpt_replies() {
 fn lockstep_transaction_with_mixed_rcpt_replies() {
     mixed_transaction(false);
 }
+
+#[test]
+fn starttls_is_used_when_offered() {
+    let server = ScriptedServer::start_with(
+        volley_tests::scripted::Options {
+            pipelining: true,
+            tls: Some(volley_tests::scripted::self_signed_tls()),
+        },
+        Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+    );
+    let fx = Fixture::new();
+    fx.write("list.csv", "email\na@tls.test\nb@tls.test\n");
+    fx.campaign("list.csv", "Secret", "Over TLS\n", "");
+    fx.config(&server.addr.to_string(), "");
+    let out = run(
+        fx.path(),
+        &["send", "campaign.toml", "--config", "config.toml"],
+        Duration::from_secs(60),
+    );
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    assert!(
+        received.iter().all(|m| m.tls),
+        "every message went over TLS"
+    );
+    let log = server.command_log();
+    let tls_at = log
+        .iter()
+        .position(|l| l == "STARTTLS")
+        .expect("STARTTLS sent");
+    assert!(
+        log[tls_at + 1].starts_with("EHLO"),
+        "EHLO again after STARTTLS: {log:?}"
+    );
+    assert_eq!(per_recipient(&fx.events(), "Delivery").len(), 2);
+}

@@ -1,0 +1,202 @@
+//! End-to-end throughput: a personalized campaign (the example newsletter,
+//! ~20 KB HTML + text) with RSA-2048 DKIM, sent by the release `volley send`
+//! to Postfix's smtp-sink on loopback, next to the DKIM-sign-only rate of
+//! the same messages on all cores, measured in the same run.
+//!
+//! `cargo bench -p volley-benches --bench throughput`
+//! Environment: VOLLEY_BENCH_N (recipients, default 100000),
+//! VOLLEY_BENCH_DOMAINS (default 100), VOLLEY_BENCH_CONNS (connections per
+//! domain, default 1), VOLLEY_BENCH_ALG (rsa | ed25519, default rsa),
+//! VOLLEY_BENCH_SIGN_SECS (default 5).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use volley_engine::campaign::CampaignDef;
+use volley_engine::config::{DkimAlgorithm, DkimConfig};
+use volley_engine::message::dkim::Signers;
+use volley_engine::message::keygen::{KeyAlgorithm, make_key};
+use volley_engine::message::mime;
+use volley_engine::message::template::Templates;
+use volley_tests::{Fixture, free_port, volley};
+
+const HTML: &str = include_str!("../../examples/templates/newsletter.html");
+const TEXT: &str = include_str!("../../examples/templates/newsletter.txt");
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn def() -> CampaignDef {
+    CampaignDef {
+        id: "bench".into(),
+        from: "Bench <news@bench.test>".into(),
+        from_name: Some("Bench".into()),
+        from_addr: "news@bench.test".into(),
+        reply_to: None,
+        subject: "{{first_name}}, your {{month}} update".into(),
+        html: Some(HTML.into()),
+        text: Some(TEXT.into()),
+        list_unsubscribe: Some("https://bench.test/u?e={{email}}".into()),
+        tags: Default::default(),
+        columns: vec![],
+    }
+}
+
+/// Signatures per second over all cores, signing a rendered message.
+fn sign_rate(key: &Path, alg: DkimAlgorithm, secs: u64) -> (f64, usize, usize) {
+    let signers = Arc::new(
+        Signers::load(&[DkimConfig {
+            domain: "bench.test".into(),
+            selector: "b".into(),
+            key: key.to_path_buf(),
+            algorithm: alg,
+        }])
+        .expect("key loads"),
+    );
+    let d = def();
+    let t = Templates::compile(&d).expect("templates");
+    let r = t
+        .render(serde_json::json!({"first_name": "Ada", "month": "June", "plan": "team", "city": "Lisbon", "email": "ada@x.test"}))
+        .expect("render");
+    let msg =
+        Arc::new(mime::build(&d, "ada@x.test", &r, "id@bench.test", 1_700_000_000).expect("mime"));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (signers, msg, count) =
+                (Arc::clone(&signers), Arc::clone(&msg), Arc::clone(&count));
+            std::thread::spawn(move || {
+                while start.elapsed() < Duration::from_secs(secs) {
+                    signers.sign("bench.test", &msg).expect("sign");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("signing thread");
+    }
+    (
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        threads,
+        msg.len(),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` probes benches with --list
+    }
+    let n: usize = env_or("VOLLEY_BENCH_N", 100_000);
+    let domains: usize = env_or("VOLLEY_BENCH_DOMAINS", 100);
+    let conns: usize = env_or("VOLLEY_BENCH_CONNS", 1);
+    let sign_secs: u64 = env_or("VOLLEY_BENCH_SIGN_SECS", 5);
+    let ed = std::env::var("VOLLEY_BENCH_ALG").is_ok_and(|a| a == "ed25519");
+    let (kalg, alg, alg_name) = if ed {
+        (
+            KeyAlgorithm::Ed25519,
+            DkimAlgorithm::Ed25519Sha256,
+            "ed25519-sha256",
+        )
+    } else {
+        (KeyAlgorithm::Rsa, DkimAlgorithm::RsaSha256, "rsa-sha256")
+    };
+
+    let fx = Fixture::new();
+    let (pem, _) = make_key(kalg).expect("key");
+    let key = fx.write("dkim.pem", pem);
+    let bin = volley();
+
+    // 1. the signing ceiling
+    let (sign, threads, size) = sign_rate(&key, alg, sign_secs);
+
+    // 2. end to end
+    fx.write("templates/newsletter.html", HTML);
+    fx.write("templates/newsletter.txt", TEXT);
+    let mut csv = String::with_capacity(n * 60);
+    csv.push_str("email,first_name,month,plan,city\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "user{i}@d{}.bench.test,Name{i},June,team,City{}\n",
+            i % domains,
+            i % 13
+        ));
+    }
+    fx.write("recipients.csv", csv);
+    fx.write(
+        "campaign.toml",
+        "id = \"bench\"\nfrom = \"Bench <news@bench.test>\"\nsubject = \"{{first_name}}, your {{month}} update\"\nhtml = \"templates/newsletter.html\"\ntext = \"templates/newsletter.txt\"\nrecipients = \"recipients.csv\"\nlist_unsubscribe = \"https://bench.test/u?e={{email}}\"\n",
+    );
+    let port = free_port();
+    fx.write(
+        "config.toml",
+        format!(
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[delivery]\nhelo = \"bench.test\"\nmessages_per_second = 1000000\nconnections = {conns}\n[routes]\n\"*\" = \"127.0.0.1:{port}\"\n[[dkim]]\ndomain = \"bench.test\"\nselector = \"b\"\nkey = \"dkim.pem\"\nalgorithm = \"{alg_name}\"\n"
+        ),
+    );
+    let sink_out = fx.path().join("sink.out");
+    let mut sink = Command::new("/usr/sbin/smtp-sink")
+        .args([
+            "-c",
+            "-u",
+            "nobody",
+            "-m",
+            "1024",
+            &format!("127.0.0.1:{port}"),
+            "1024",
+        ])
+        .stdout(std::fs::File::create(&sink_out).expect("sink output"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (apt-get install postfix)");
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "smtp-sink did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    let out = Command::new(&bin)
+        .args(["send", "campaign.toml", "--config", "config.toml"])
+        .current_dir(fx.path())
+        .env("VOLLEY_LOG", "warn")
+        .stderr(Stdio::null())
+        .output()
+        .expect("running volley send");
+    let secs = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let mut counters = String::new();
+    let _ = std::fs::File::open(&sink_out).and_then(|mut f| f.read_to_string(&mut counters));
+    let at_sink = counters
+        .split(['\r', '\n', ' '])
+        .filter_map(|t| t.strip_prefix("mesg="))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "volley send failed: {summary}");
+    let rate = n as f64 / secs;
+    println!(
+        "workload: {n} recipients over {domains} domains, {conns} connection(s) per domain, {size}-byte messages, {alg_name}"
+    );
+    println!("volley send: {}", summary.trim());
+    println!(
+        "end to end: {n} messages in {secs:.2} s = {rate:.0} messages/s (smtp-sink counted {at_sink})"
+    );
+    println!("DKIM sign only ({threads} threads): {sign:.0} signatures/s");
+    println!("delivery / signing ceiling: {:.0}%", 100.0 * rate / sign);
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the peers the integration tests use, from Debian's packages:
+#   postfix        -> /usr/sbin/smtp-sink (the independent receiving SMTP server)
+#   python3-dkim   -> dkimpy, the independent DKIM verifier (tests/peers/verify_dkim.py)
+#   python3-nacl   -> Ed25519 support in dkimpy
+#   openssl        -> self-signed certificates for the STARTTLS test server
+# Postfix is installed with debconf "No configuration": nothing is started.
+# Idempotent; needs root (or sudo) only when something is missing.
+set -euo pipefail
+PKGS="postfix python3-dkim python3-nacl openssl"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing:$missing"
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  echo "postfix postfix/mailname string localhost" | $SUDO debconf-set-selections
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
+    $SUDO apt-get update -q
+  fi
+  $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
+test -x /usr/sbin/smtp-sink || { echo "smtp-sink missing after install" >&2; exit 1; }
+/usr/bin/python3 -c 'import dkim, nacl' || { echo "dkimpy/pynacl missing after install" >&2; exit 1; }
+echo "test peers ready: $(dpkg-query -W -f='${Package} ${Version}  ' $PKGS)"
