@@ -210,6 +210,29 @@ impl Fixture {
     pub fn events(&self) -> Vec<serde_json::Value> {
         events(&self.path().join("events.jsonl"))
     }
+
+    /// The `[http] listen` address written by [`Fixture::config`].
+    pub fn http_addr(&self) -> String {
+        let cfg = std::fs::read_to_string(self.path().join("config.toml")).expect("config.toml");
+        cfg.lines()
+            .find_map(|l| l.strip_prefix("listen = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("listen address in config.toml")
+            .to_string()
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let code = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
 }
 
 /// Postfix's `smtp-sink` on an ephemeral loopback port, dumping each

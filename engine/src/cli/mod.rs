@@ -45,6 +45,32 @@ pub fn load_config(path: &Path) -> Result<Arc<Config>, CliError> {
     Config::load(path).map(Arc::new).map_err(bad)
 }
 
+/// Opens the spool and starts an engine on it with the JSONL sink.
+pub fn start_engine(
+    config: &Arc<Config>,
+    opts: volley_engine::engine::Options,
+) -> Result<
+    (
+        volley_engine::engine::Engine,
+        Arc<volley_engine::metrics::Metrics>,
+    ),
+    CliError,
+> {
+    let (spool, report) = open_spool(config)?;
+    let metrics = Arc::new(volley_engine::metrics::Metrics::new());
+    metrics.spool_lost.set(report.lost() as i64);
+    let sink = volley_engine::events::JsonlSink::open(&config.events.jsonl).map_err(fail)?;
+    let engine = volley_engine::engine::Engine::start(
+        Arc::clone(config),
+        spool,
+        Box::new(sink),
+        Arc::clone(&metrics),
+        opts,
+    )
+    .map_err(bad)?;
+    Ok((engine, metrics))
+}
+
 /// Opens the spool for writing, logging what recovery found.
 pub fn open_spool(config: &Config) -> Result<(Arc<Spool>, OpenReport), CliError> {
     let (spool, report) = Spool::open(&config.spool.dir)

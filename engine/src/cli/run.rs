@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use volley_engine::capture::Capture;
-use volley_engine::engine::{Engine, Options};
-use volley_engine::events::JsonlSink;
+use volley_engine::engine::Options;
 use volley_engine::message::keygen::{self, KeyAlgorithm};
-use volley_engine::metrics::Metrics;
 use volley_engine::status;
 use volley_spool::Spool;
 
-use super::{CliResult, EXIT_OK, bad, fail, load_config, open_spool};
+use super::{CliResult, EXIT_OK, bad, fail, load_config, start_engine};
 
 async fn wait_for_signal() -> Result<&'static str, std::io::Error> {
     let mut term = signal(SignalKind::terminate())?;
@@ -34,18 +32,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         .listen
         .parse()
         .map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
-    let (spool, report) = open_spool(&config)?;
-    let metrics = Arc::new(Metrics::new());
-    metrics.spool_lost.set(report.lost() as i64);
-    let sink = JsonlSink::open(&config.events.jsonl).map_err(fail)?;
-    let engine = Engine::start(
-        Arc::clone(&config),
-        spool,
-        Box::new(sink),
-        Arc::clone(&metrics),
-        Options::default(),
-    )
-    .map_err(bad)?;
+    let (engine, metrics) = start_engine(&config, Options::default())?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
     let addr = volley_engine::http::serve(listen, metrics, Arc::clone(&engine.stats), http_stop_rx)
         .await

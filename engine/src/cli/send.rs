@@ -12,14 +12,14 @@ use std::time::Duration;
 use volley_engine::campaign::{self, LoadedCampaign};
 use volley_engine::config::Config;
 use volley_engine::delivery::Stats;
-use volley_engine::engine::{Engine, Options};
-use volley_engine::events::JsonlSink;
+use volley_engine::engine::Options;
 use volley_engine::ingest::{self, IngestError, Summary};
-use volley_engine::metrics::Metrics;
 use volley_spool::{Spool, State};
 
 use super::progress::Progress;
-use super::{CliError, CliResult, EXIT_DEFERRED, EXIT_OK, bad, fail, load_config, open_spool};
+use super::{
+    CliError, CliResult, EXIT_DEFERRED, EXIT_OK, bad, fail, load_config, open_spool, start_engine,
+};
 
 /// What a delivery job did.
 pub struct Job {
@@ -63,18 +63,8 @@ pub async fn deliver(
     loaded: LoadedCampaign,
     opts: Options,
 ) -> Result<Job, CliError> {
-    let (spool, report) = open_spool(&config)?;
-    let metrics = Arc::new(Metrics::new());
-    metrics.spool_lost.set(report.lost() as i64);
-    let sink = JsonlSink::open(&config.events.jsonl).map_err(fail)?;
-    let engine = Engine::start(
-        Arc::clone(&config),
-        Arc::clone(&spool),
-        Box::new(sink),
-        Arc::clone(&metrics),
-        opts,
-    )
-    .map_err(bad)?;
+    let (engine, metrics) = start_engine(&config, opts)?;
+    let spool = Arc::clone(&engine.spool);
     let (queued, deferred) = engine.resume_spooled();
     if queued + deferred > 0 {
         tracing::info!(queued, deferred, "resuming recipients already in the spool");
