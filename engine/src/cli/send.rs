@@ -63,6 +63,10 @@ pub async fn deliver(
     loaded: LoadedCampaign,
     opts: Options,
 ) -> Result<Job, CliError> {
+    let from_domain = loaded.def.from_domain().to_string();
+    if !config.dkim.iter().any(|k| k.domain == from_domain) {
+        tracing::warn!(domain = %from_domain, "no [[dkim]] key for the From domain: messages go out unsigned");
+    }
     let (engine, metrics) = start_engine(&config, opts)?;
     let spool = Arc::clone(&engine.spool);
     let (queued, deferred) = engine.resume_spooled();
