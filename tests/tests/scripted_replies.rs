@@ -45,7 +45,7 @@ fn bounces_deferrals_then_delivery() {
     fx.campaign("list.csv", "Hello {{name}}", "Hi {{name}}\n", "");
     fx.config(
         &server.addr.to_string(),
-        "[delivery]\nretry_first = \"1s\"\nconnections = 2\n",
+        "[delivery]\nretry_first = \"4s\"\nconnections = 2\n",
     );
 
     let out = run(
@@ -112,7 +112,8 @@ fn bounces_deferrals_then_delivery() {
         "one Send per recipient's first attempt"
     );
 
-    // the service retries the deferred recipients after retry_first
+    // the service retries the deferred recipients after retry_first (4 s,
+    // longer than the send above takes, so that `send` ends with them deferred)
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_until(
         Duration::from_secs(60),
