@@ -125,7 +125,10 @@ fn bounces_deferrals_then_delivery() {
     assert_eq!((code, body.trim()), (200, "ok"));
     let (code, metrics) = http_get(&fx.http_addr(), "/metrics").expect("GET /metrics");
     assert_eq!(code, 200);
-    assert!(metrics.contains("volley_outcomes_total{outcome=\"delivered\"} 10"), "{metrics}");
+    assert!(
+        metrics.contains("volley_outcomes_total{outcome=\"delivered\"} 10"),
+        "{metrics}"
+    );
     assert!(metrics.contains("volley_smtp_attempts_total"), "{metrics}");
     terminate(&service);
     let out = wait_output(service, Duration::from_secs(60));

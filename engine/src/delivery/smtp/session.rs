@@ -259,14 +259,33 @@ impl Session {
 
 /// Dot-stuffs a message for DATA and appends the terminating `CRLF.CRLF`.
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
-    out.reserve(message.len() + 64);
+    dot_stuff_parts(&[message], out);
+}
+
+/// Dot-stuffs a message given in consecutive parts (e.g. signature headers
+/// and the message) without joining them first.
+pub fn dot_stuff_parts(parts: &[&[u8]], out: &mut Vec<u8>) {
+    out.reserve(parts.iter().map(|p| p.len()).sum::<usize>() + 64);
     let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
+    for part in parts {
+        let mut rest = *part;
+        while let Some(&first) = rest.first() {
+            if at_line_start && first == b'.' {
+                out.push(b'.');
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    out.extend_from_slice(&rest[..=i]);
+                    rest = &rest[i + 1..];
+                    at_line_start = true;
+                }
+                None => {
+                    out.extend_from_slice(rest);
+                    at_line_start = false;
+                    break;
+                }
+            }
         }
-        out.push(b);
-        at_line_start = b == b'\n';
     }
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -286,5 +305,14 @@ mod tests {
         let mut out = Vec::new();
         dot_stuff(b"x\r\n", &mut out);
         assert_eq!(out, b"x\r\n.\r\n");
+        // parts: a line start carries across the boundary
+        for split in 0..=17 {
+            let msg = b".a\r\nb\r\n.\r\n..c\r\n";
+            let (a, b) = msg.split_at(split.min(msg.len()));
+            let (mut whole, mut parted) = (Vec::new(), Vec::new());
+            dot_stuff(msg, &mut whole);
+            dot_stuff_parts(&[a, b], &mut parted);
+            assert_eq!(whole, parted, "split at {split}");
+        }
     }
 }
