@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use volley_spool::{Spool, State};
+use volley_spool::Spool;
 
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
@@ -182,36 +182,33 @@ impl Engine {
         }
     }
 
-    /// Queues everything the spool holds that is not final: queued
-    /// recipients now, deferred ones at their retry time. Returns
-    /// (queued, deferred).
+    /// Queues everything the spool held that was not final when it was
+    /// opened: queued recipients now (compactly, by domain), deferred ones
+    /// at their retry time. Returns (queued, deferred).
     pub fn resume_spooled(&self) -> (u64, u64) {
+        let pending = self.spool.take_pending();
+        let mut queued = 0u64;
+        for (domain, ids) in pending.queued {
+            queued += ids.len() as u64;
+            self.stats
+                .active
+                .fetch_add(ids.len() as i64, Ordering::AcqRel);
+            let _ = self
+                .sched
+                .send(SchedMsg::Bulk(Arc::from(domain.as_str()), ids));
+        }
+        let deferred = pending.deferred.len() as u64;
         let mut domains = Domains::default();
-        let mut now = Vec::new();
-        let mut later = Vec::new();
-        self.spool.for_each(|id, state, retry, rec| {
+        for (id, domain, retry) in pending.deferred {
             let work = Work {
                 id,
-                campaign: rec.campaign.to_native(),
-                domain: domains.get(rec.domain()),
-                attempts: retry.map_or(0, |r| r.attempts),
+                domain: domains.get(&domain),
+                attempts: retry.attempts,
             };
-            match (state, retry) {
-                (State::Queued, _) => now.push(work),
-                (State::Deferred, Some(r)) => later.push((work, r.next_ms)),
-                (State::Deferred, None) => now.push(work),
-                _ => {}
-            }
-        });
-        let (q, d) = (now.len() as u64, later.len() as u64);
-        for chunk in now.chunks(8192) {
-            self.enqueue(chunk.to_vec());
-        }
-        for (w, at) in later {
             self.stats.waiting.fetch_add(1, Ordering::AcqRel);
-            let _ = self.sched.send(SchedMsg::Retry(w, at));
+            let _ = self.sched.send(SchedMsg::Retry(work, retry.next_ms));
         }
-        (q, d)
+        (queued, deferred)
     }
 
     /// Recipients handed to delivery whose outcome is not yet journaled.
@@ -250,5 +247,9 @@ impl Engine {
             }
         })
         .await;
+        // a clean stop leaves a checkpoint, so the next start replays nothing
+        if let Err(e) = self.spool.checkpoint() {
+            tracing::warn!(error = %e, "cannot write a checkpoint at shutdown");
+        }
     }
 }

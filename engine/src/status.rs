@@ -1,10 +1,15 @@
-//! `volley status`: counts by state per campaign and per domain, read from
-//! the spool (read-only; works while `volley run` holds the spool).
+//! `volley status`: counts by state per campaign and per domain, from the
+//! spool's checkpoint and journal (see `volley_spool::inspect`): instant at
+//! any spool size, and it works while `volley run` holds the spool.
+//!
+//! Campaign counts cover every recipient the campaign ever had; domain
+//! counts cover recipients still in the spool (finished segments are
+//! reclaimed).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use volley_spool::{Spool, State};
+use volley_spool::Inspection;
 
 /// Counts of recipients by state.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -19,16 +24,16 @@ pub struct Counts {
     pub lost: u64,
 }
 
-impl Counts {
-    fn add(&mut self, s: State) {
-        self.total += 1;
-        match s {
-            State::Queued => self.queued += 1,
-            State::Deferred => self.deferred += 1,
-            State::Delivered => self.delivered += 1,
-            State::Bounced => self.bounced += 1,
-            State::Failed => self.render_failed += 1,
-            State::Lost => self.lost += 1,
+impl From<volley_spool::Counts> for Counts {
+    fn from(c: volley_spool::Counts) -> Counts {
+        Counts {
+            total: c.total(),
+            queued: c.queued,
+            deferred: c.deferred,
+            delivered: c.delivered,
+            bounced: c.bounced,
+            render_failed: c.failed,
+            lost: c.lost,
         }
     }
 }
@@ -48,45 +53,37 @@ pub struct Status {
     pub totals: Counts,
     pub campaigns: Vec<CampaignStatus>,
     pub domains: BTreeMap<String, Counts>,
-    /// Recipients found damaged when the spool was opened.
-    pub damaged: usize,
+    /// Problems met while reading the spool.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
-/// Collects the report from a spool.
-pub fn collect(spool: &Spool, damaged: usize) -> Status {
-    let mut totals = Counts::default();
-    let mut by_campaign: BTreeMap<u32, Counts> = BTreeMap::new();
-    let mut domains: BTreeMap<String, Counts> = BTreeMap::new();
-    spool.for_each(|_, state, _, rec| {
-        totals.add(state);
-        by_campaign
-            .entry(rec.campaign.to_native())
-            .or_default()
-            .add(state);
-        match domains.get_mut(rec.domain()) {
-            Some(c) => c.add(state),
-            None => {
-                let mut c = Counts::default();
-                c.add(state);
-                domains.insert(rec.domain().to_string(), c);
-            }
-        }
-    });
-    totals.lost += damaged as u64;
-    let campaigns = spool
-        .campaigns()
-        .into_iter()
+/// Builds the report from an inspection of the spool.
+pub fn collect(i: Inspection) -> Status {
+    let campaigns = i
+        .campaigns
+        .iter()
         .map(|c| CampaignStatus {
             id: c.id.clone(),
-            complete: c.is_sealed(),
-            counts: by_campaign.remove(&c.no).unwrap_or_default(),
+            complete: c.sealed,
+            counts: i
+                .summary
+                .campaigns
+                .get(&c.no)
+                .map(|cc| cc.counts.into())
+                .unwrap_or_default(),
         })
         .collect();
     Status {
-        totals,
+        totals: i.summary.totals().into(),
         campaigns,
-        domains,
-        damaged,
+        domains: i
+            .summary
+            .domains
+            .into_iter()
+            .map(|(d, c)| (d, c.into()))
+            .collect(),
+        problems: i.problems,
     }
 }
 
@@ -113,18 +110,21 @@ pub fn render(s: &Status) -> String {
         };
         out.push_str(&row(&name, &c.counts));
     }
-    out.push_str("\ndomains\n");
+    out.push_str("\ndomains (recipients still in the spool)\n");
     out.push_str(&head);
     for (d, c) in &s.domains {
         out.push_str(&row(d, c));
     }
     out.push('\n');
     out.push_str(&row("total", &s.totals));
-    if s.damaged > 0 {
+    if s.totals.lost > 0 {
         out.push_str(&format!(
-            "damaged recipients found in the spool: {}\n",
-            s.damaged
+            "recipients lost to spool damage: {}\n",
+            s.totals.lost
         ));
+    }
+    for p in &s.problems {
+        out.push_str(&format!("problem: {p}\n"));
     }
     out
 }

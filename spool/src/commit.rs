@@ -18,6 +18,7 @@ struct State {
     syncing: bool,
     current: Arc<File>,
     failed: Option<String>,
+    syncs: u64,
 }
 
 /// Shared durability point of one append-only stream of files.
@@ -35,6 +36,7 @@ impl GroupCommit {
                 syncing: false,
                 current,
                 failed: None,
+                syncs: 0,
             }),
             cv: Condvar::new(),
         }
@@ -57,6 +59,21 @@ impl GroupCommit {
     /// Logical position known durable.
     pub(crate) fn synced(&self) -> u64 {
         self.lock().synced
+    }
+
+    /// Switches to a new file after the caller synced everything up to
+    /// `end` in the old one.
+    pub(crate) fn switch(&self, file: &Arc<File>, end: u64) {
+        let mut s = self.lock();
+        s.current = Arc::clone(file);
+        s.written = s.written.max(end);
+        s.synced = s.synced.max(end);
+        self.cv.notify_all();
+    }
+
+    /// How many fdatasyncs this stream has issued.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.lock().syncs
     }
 
     /// Blocks until every byte up to `end` is durable.
@@ -82,6 +99,7 @@ impl GroupCommit {
             let res = file.sync_data();
             s = self.lock();
             s.syncing = false;
+            s.syncs += 1;
             match res {
                 Ok(()) => s.synced = s.synced.max(target),
                 // After a failed fdatasync the page cache state is unknown:

@@ -1,16 +1,21 @@
-//! The in-memory index: where each record is and what state it is in.
+//! The in-memory index: where each record is, what state it is in, and the
+//! counts per campaign and domain.
 //!
-//! Per segment: the map, each record's frame offset and a one-byte state per
-//! recipient; plus attempt count and next-attempt time for deferred
-//! recipients. Rebuilt at open from the segments and the journal; updated
-//! after each durable append or journal commit. A final state never reverts
-//! (a duplicate delivery after a crash cannot un-deliver anyone).
+//! Per segment: the map, each record's frame offset, a one-byte state per
+//! recipient, how many recipients are not final (`live`), the last journal
+//! position that touched it, and its campaign runs. Plus attempt count and
+//! next-attempt time for deferred recipients. Rebuilt at open from the
+//! checkpoint, the journal tail and the segments; updated as appends and
+//! outcomes are written. A final state never reverts (a duplicate delivery
+//! after a crash cannot un-deliver anyone).
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::checkpoint::Run;
 use crate::journal::{Entry, Kind};
 use crate::segment::LOST;
-use crate::{RecipientId, State};
+use crate::summary::Summary;
+use crate::{RecipientId, State, frame, record};
 
 /// Retry bookkeeping of a deferred recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +26,52 @@ pub struct Retry {
     pub next_ms: u64,
 }
 
+#[derive(Default)]
 pub(crate) struct Seg {
-    pub(crate) map: memmap2::Mmap,
+    /// None when the file is missing or unreadable.
+    pub(crate) map: Option<memmap2::Mmap>,
     pub(crate) offsets: Vec<u32>,
     pub(crate) states: Vec<u8>,
+    pub(crate) sealed: bool,
+    pub(crate) live: u64,
+    pub(crate) last_pos: u64,
+    pub(crate) runs: Vec<Run>,
+}
+
+impl Seg {
+    /// The campaign of record `index`, by the runs.
+    pub(crate) fn campaign_of(&self, index: u32) -> Option<u32> {
+        let i = self.runs.partition_point(|r| r.first <= index);
+        i.checked_sub(1).map(|i| self.runs[i].campaign)
+    }
+
+    pub(crate) fn push_run(&mut self, first: u32, campaign: u32) {
+        if self.runs.last().is_none_or(|r| r.campaign != campaign) {
+            self.runs.push(Run { first, campaign });
+        }
+    }
+
+    /// The archived record at `index`, if it is readable.
+    pub(crate) fn record(&self, index: u32) -> Option<&record::ArchivedRecipient> {
+        let off = *self.offsets.get(index as usize)?;
+        if off == LOST {
+            return None;
+        }
+        match frame::read(self.map.as_ref()?, off as usize, record::MAX_RECORD) {
+            frame::Read::Frame { payload, .. } => record::access(payload).ok(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct Index {
     pub(crate) segs: BTreeMap<u32, Seg>,
+    /// Every segment number below this was used (numbers never repeat, so
+    /// recipient ids never do either).
+    pub(crate) next_segment: u32,
     pub(crate) retries: HashMap<RecipientId, Retry>,
+    pub(crate) summary: Summary,
 }
 
 impl Index {
@@ -40,14 +81,32 @@ impl Index {
         Some(State::from_u8(b))
     }
 
-    /// Applies a recipient entry; returns false when the id is unknown.
-    pub(crate) fn apply(&mut self, e: &Entry) -> bool {
-        let new = match e.kind {
-            Kind::Deferred => State::Deferred,
-            Kind::Delivered => State::Delivered,
-            Kind::Bounced => State::Bounced,
-            Kind::Failed => State::Failed,
-            Kind::CampaignSealed => return true,
+    /// Fills in an outcome entry's previous state, campaign and domain.
+    /// Returns false when the recipient is unknown.
+    pub(crate) fn stamp(&self, e: &mut Entry) -> bool {
+        let Some(seg) = self.segs.get(&e.id.segment()) else {
+            return false;
+        };
+        let Some(&st) = seg.states.get(e.id.index() as usize) else {
+            return false;
+        };
+        e.prev = State::from_u8(st);
+        match seg.record(e.id.index()) {
+            Some(r) => {
+                e.campaign = r.campaign.to_native();
+                e.domain = r.domain().to_string();
+            }
+            None => e.campaign = seg.campaign_of(e.id.index()).unwrap_or(0),
+        }
+        true
+    }
+
+    /// Applies a stamped outcome written at journal position `pos`, to
+    /// states and (when `count`) the summary. Returns false when the id is
+    /// unknown.
+    pub(crate) fn apply(&mut self, e: &Entry, pos: u64, count: bool) -> bool {
+        let Some(new) = e.kind.outcome_state() else {
+            return true;
         };
         let Some(seg) = self.segs.get_mut(&e.id.segment()) else {
             return false;
@@ -56,10 +115,17 @@ impl Index {
             return false;
         };
         let old = State::from_u8(*slot);
+        seg.last_pos = seg.last_pos.max(pos);
         if old.is_final() {
             return true;
         }
         *slot = new as u8;
+        if new.is_final() {
+            seg.live = seg.live.saturating_sub(1);
+        }
+        if count {
+            self.summary.moved(e.campaign, &e.domain, old, new);
+        }
         if new == State::Deferred {
             self.retries.insert(
                 e.id,
@@ -74,25 +140,61 @@ impl Index {
         true
     }
 
-    /// Adds a segment's records (all queued, damaged ones lost).
-    pub(crate) fn add_segment(&mut self, no: u32, map: memmap2::Mmap, offsets: Vec<u32>) {
-        let states = offsets
-            .iter()
-            .map(|&o| {
-                if o == LOST {
-                    State::Lost as u8
-                } else {
-                    State::Queued as u8
+    /// Applies a spool-level entry during replay (appends, segments).
+    pub(crate) fn apply_mark(&mut self, e: &Entry, pos: u64) {
+        let no = e.id.segment();
+        if matches!(
+            e.kind,
+            Kind::Appended | Kind::SegmentCreated | Kind::SegmentSealed | Kind::SegmentRetired
+        ) {
+            self.next_segment = self.next_segment.max(no.saturating_add(1));
+        }
+        match e.kind {
+            Kind::Appended => {
+                let seg = self.segs.entry(no).or_default();
+                let first = e.id.index() as usize;
+                let end = first + e.attempts as usize;
+                if seg.states.len() < end {
+                    let from = seg.states.len().max(first);
+                    seg.push_run(from as u32, e.campaign);
+                    seg.live += (end - seg.states.len()) as u64;
+                    seg.states.resize(end, State::Queued as u8);
                 }
-            })
-            .collect();
-        self.segs.insert(
-            no,
-            Seg {
-                map,
-                offsets,
-                states,
-            },
-        );
+                seg.last_pos = seg.last_pos.max(pos);
+            }
+            Kind::SegmentCreated => {
+                self.segs.entry(no).or_default();
+            }
+            Kind::SegmentSealed => {
+                self.segs.entry(no).or_default().sealed = true;
+            }
+            Kind::SegmentRetired => {
+                if let Some(seg) = self.segs.remove(&no) {
+                    let first = RecipientId::new(no, 0);
+                    let last = RecipientId::new(no, u32::MAX);
+                    if seg.states.contains(&(State::Deferred as u8)) {
+                        self.retries.retain(|id, _| *id < first || *id > last);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_find_campaigns() {
+        let mut s = Seg::default();
+        s.push_run(0, 4);
+        s.push_run(10, 4);
+        s.push_run(20, 5);
+        assert_eq!(s.runs.len(), 2);
+        assert_eq!(s.campaign_of(0), Some(4));
+        assert_eq!(s.campaign_of(19), Some(4));
+        assert_eq!(s.campaign_of(25), Some(5));
     }
 }

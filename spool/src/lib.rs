@@ -2,51 +2,74 @@
 //!
 //! # Layout of a spool directory
 //! ```text
-//! lock                  held (flock) by the one process that writes
-//! meta                  magic + the spool's random uid (message ids use it)
-//! campaigns/N.cmp       one file per campaign, stored once
-//! segments/N.seg        preallocated, append-only, framed rkyv recipient records
-//! journal.log           append-only framed state changes (and event details)
-//! cursors/NAME          where each notification sink has read the journal to
+//! lock                    held (flock) by the one process that writes
+//! meta                    magic + the spool's random uid (message ids use it)
+//! campaigns/N.cmp         one file per campaign, stored once
+//! segments/N.seg          preallocated, append-only, framed rkyv recipient records
+//! journal/<position>.log  append-only framed entries: outcomes, appends, segment marks
+//! checkpoint              snapshot of every recipient's state at a journal position
+//! checkpoint.prev         the one before (a fallback)
+//! cursors/NAME            where each notification sink has published to
 //! ```
 //!
 //! # Durability contract
-//! - [`Spool::append`], [`Spool::create_campaign`], [`Spool::seal_campaign`]
-//!   and [`Spool::record`] return only after the bytes they wrote are on
-//!   stable storage (`fdatasync`; new files and directory entries `fsync`ed).
-//!   What they acknowledged survives `kill -9` of the process and power loss
-//!   of the machine, provided the disk honours flushes.
+//! - [`Spool::append`] returns ids only after the records *and* the journal
+//!   entry that describes them are on stable storage (`fdatasync`; new files
+//!   and directory entries `fsync`ed). [`Spool::create_campaign`],
+//!   [`Spool::seal_campaign`] and [`Spool::record`] likewise return after
+//!   what they wrote is durable. "Accepted" therefore survives `kill -9` of
+//!   the process and power loss of the machine, provided the disk honours
+//!   flushes.
 //! - Concurrent callers share fdatasyncs (group commit): a call waits for at
-//!   most the sync in progress plus one more.
-//! - After a failed fdatasync the spool refuses further acknowledgements
-//!   (the page cache can no longer be trusted); reopen to continue.
+//!   most the sync in progress plus one more ([`Spool::sync_counts`] shows
+//!   how many were issued).
+//! - After a failed fdatasync the spool refuses further acknowledgements on
+//!   that file (the page cache can no longer be trusted); reopen to continue.
+//! - A failed append (e.g. the disk is full) acknowledges nothing of its
+//!   batch and leaves everything acknowledged before intact; the journal
+//!   keeps space reserved so outcomes of spooled mail can still be recorded.
+//! - Recipient state, attempt count and next-attempt time are persisted
+//!   exactly (journal entries and checkpoints), never inferred. Opening
+//!   replays only the journal written since the newest checkpoint.
 //! - On open, a torn tail (an append cut short by a crash) is truncated and
-//!   logged; damaged records elsewhere are counted as lost and reported in
-//!   [`OpenReport`]. Nothing panics on any file content.
+//!   logged; damaged records and missing segment files are reported by
+//!   recipient id and campaign ([`OpenReport`]) and those recipients become
+//!   [`State::Lost`]; nothing panics on any file content.
 //! - Delivery is at-least-once: an outcome not yet journaled when the process
 //!   dies is attempted again.
+//! - Segments whose recipients are all final and published are deleted
+//!   ([`Spool::reclaim`]); journal files are deleted once a checkpoint and
+//!   every sink cursor are past them.
 //!
 //! Exposure: every byte read back from disk is treated as possibly damaged
-//! (CRC per frame, validated rkyv access).
+//! (CRC per frame, validated rkyv access, bounds-checked decoders).
 
 mod campaign;
+mod checkpoint;
 mod commit;
 mod error;
 mod frame;
 mod index;
+mod inspect;
 pub mod journal;
 mod ops;
 pub mod record;
 mod recover;
 mod segment;
 mod spool;
+mod summary;
 
 pub use campaign::Campaign;
+pub use checkpoint::Run;
 pub use error::{Error, Result};
 pub use index::Retry;
+pub use inspect::{CampaignInfo, Inspection, inspect};
 pub use journal::{Entry, Kind};
-pub use record::{ArchivedRecipient, ArchivedVars, Recipient, Vars};
-pub use spool::{Damage, OpenReport, Spool};
+pub use ops::Cursor;
+pub use record::{ArchivedRecipient, Recipient, Vars};
+pub use segment::SEGMENT_BYTES;
+pub use spool::{CHECKPOINT_EVERY, Damage, OpenReport, Pending, Spool};
+pub use summary::{CampaignCounts, Counts, Summary};
 
 /// Identifies one recipient: segment number (high 32 bits) and record index
 /// within the segment (low 32 bits).
@@ -86,15 +109,30 @@ pub enum State {
 }
 
 impl State {
-    pub(crate) fn from_u8(b: u8) -> State {
-        match b {
+    /// Every state.
+    pub const ALL: [State; 6] = [
+        State::Queued,
+        State::Deferred,
+        State::Delivered,
+        State::Bounced,
+        State::Failed,
+        State::Lost,
+    ];
+
+    pub(crate) fn try_from_u8(b: u8) -> Option<State> {
+        Some(match b {
             0 => State::Queued,
             1 => State::Deferred,
             2 => State::Delivered,
             3 => State::Bounced,
             4 => State::Failed,
-            _ => State::Lost,
-        }
+            255 => State::Lost,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn from_u8(b: u8) -> State {
+        State::try_from_u8(b).unwrap_or(State::Lost)
     }
 
     /// Delivered, bounced, failed or lost: nothing more will be attempted.

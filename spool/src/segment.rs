@@ -122,6 +122,18 @@ pub(crate) fn map(file: &File, p: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }.ctx("map segment", p)
 }
 
+/// Releases a map's resident pages (they are read again from the page
+/// cache when next touched), so a scan over a large spool does not stay in
+/// the process's memory.
+pub(crate) fn release(map: &memmap2::Mmap) {
+    // SAFETY: the map is a shared, read-only file mapping; MADV_DONTNEED
+    // only drops this process's page references, and later reads fault the
+    // same file contents back in. No reference into the map is invalidated.
+    if let Err(e) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+        tracing::debug!(error = %e, "madvise(DONTNEED) failed");
+    }
+}
+
 /// Discards a torn tail: zero everything from `end` to the end of the file.
 pub(crate) fn cut_tail(file: &File, p: &Path, end: usize) -> Result<()> {
     let len = file.metadata().ctx("stat segment", p)?.len();

@@ -1,24 +1,34 @@
-//! The spool handle: appends records, journals outcomes, answers lookups.
+//! The spool handle: appends records, journals outcomes, takes checkpoints
+//! and reclaims what is finished.
 //!
 //! One writer process holds the lock; any number of threads in it share the
-//! handle. Appends and journal commits are group-committed (see
-//! [`crate::commit`]); lookups read the memory-mapped segments under a read
-//! lock. Opening and recovery live in [`crate::recover`].
+//! handle. Lock order: segment writer, then journal, then index. Appends:
+//! frames are written and indexed under the writer lock, the segment is
+//! group-committed, then an `Appended` journal entry (with per-domain
+//! counts) is group-committed; only then are the ids returned. Outcomes are
+//! stamped, written and applied under the journal lock and returned once
+//! durable. Opening lives in [`crate::recover`], lookups in [`crate::ops`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::campaign::{self, Campaign};
+use crate::checkpoint::{self, Checkpoint, SegState};
 use crate::commit::GroupCommit;
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
-use crate::journal;
+use crate::journal::{self, Entry, Kind, files};
 use crate::record::{self, CampaignRecord, Recipient};
 use crate::segment::{self, SEGMENT_BYTES};
+use crate::summary::Counts;
 use crate::{RecipientId, State, frame};
+
+/// Journal bytes after which a checkpoint is taken.
+pub const CHECKPOINT_EVERY: u64 = 16 << 20;
 
 /// Something found damaged or repaired while opening.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +37,10 @@ pub struct Damage {
     pub path: PathBuf,
     /// What was wrong and what was done about it.
     pub what: String,
-    /// Recipients lost because of it, where known.
+    /// Recipients lost because of it.
     pub lost: Vec<RecipientId>,
+    /// Campaigns those recipients belonged to.
+    pub campaigns: Vec<u32>,
 }
 
 /// What opening the spool found.
@@ -42,10 +54,19 @@ pub struct OpenReport {
 }
 
 impl OpenReport {
-    /// Number of recipients known to be lost to damage.
+    /// Number of recipients lost to damage found by this open.
     pub fn lost(&self) -> usize {
         self.damage.iter().map(|d| d.lost.len()).sum()
     }
+}
+
+/// Recipients waiting for delivery, as found at open.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Queued recipients by destination domain.
+    pub queued: Vec<(String, Vec<RecipientId>)>,
+    /// Deferred recipients with their domain and retry bookkeeping.
+    pub deferred: Vec<(RecipientId, String, crate::Retry)>,
 }
 
 pub(crate) struct SegWriter {
@@ -54,7 +75,6 @@ pub(crate) struct SegWriter {
     pub(crate) pos: u64,
     /// Records in the segment, including those still in `buf`.
     pub(crate) count: u32,
-    pub(crate) buf: Vec<u8>,
 }
 
 /// The spool. See the crate documentation for the durability contract.
@@ -67,12 +87,15 @@ pub struct Spool {
     pub(crate) campaigns: RwLock<BTreeMap<u32, Arc<Campaign>>>,
     pub(crate) seg_writer: Mutex<Option<SegWriter>>,
     pub(crate) seg_commit: GroupCommit,
-    pub(crate) journal: Mutex<journal::Writer>,
+    pub(crate) journal: Mutex<files::Writer>,
     pub(crate) journal_commit: GroupCommit,
-    pub(crate) journal_path: PathBuf,
+    /// Journal position of the newest checkpoint.
+    pub(crate) checkpoint_pos: AtomicU64,
+    pub(crate) checkpointing: Mutex<()>,
+    pub(crate) pending: Mutex<Option<Pending>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -85,7 +108,7 @@ impl Spool {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -160,122 +183,394 @@ impl Spool {
             .collect()
     }
 
-    /// Appends recipients; returns their ids once they are durable.
+    /// Appends recipients; returns their ids once they are durable (records
+    /// and their journal entry fdatasync'd).
     ///
     /// On an error nothing of the batch is acknowledged; records of it that
     /// reached the file may still be delivered (at-least-once), and the next
     /// append starts a fresh segment.
     pub fn append(&self, recs: &[Recipient]) -> Result<Vec<RecipientId>> {
         self.check_writable()?;
-        let encoded = recs
-            .iter()
-            .map(record::encode)
-            .collect::<Result<Vec<_>>>()?;
+        if recs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ranges = Vec::with_capacity(recs.len());
+        let mut buf = rkyv::util::AlignedVec::new();
+        let mut frames = Vec::with_capacity(recs.len() * 96);
+        for r in recs {
+            buf = record::encode_into(r, buf)?;
+            let start = frames.len();
+            frame::encode(&mut frames, &buf);
+            ranges.push(start..frames.len());
+        }
         let mut ids = Vec::with_capacity(recs.len());
         let mut guard = lock(&self.seg_writer);
-        let written = match self.append_locked(&mut guard, &encoded, &mut ids) {
-            Ok(w) => w,
+        let end = match self.append_locked(&mut guard, &frames, &ranges, recs, &mut ids) {
+            Ok(end) => end,
             Err(e) => {
                 *guard = None;
                 return Err(e);
             }
         };
         drop(guard);
-        if let Some(end) = written {
-            self.seg_commit
-                .wait(end)
-                .ctx("fdatasync segment", &self.dir.join("segments"))?;
-        }
+        self.seg_commit
+            .wait(end)
+            .ctx("fdatasync segment", &self.dir.join("segments"))?;
+        self.journal_appended(recs, &ids)?;
         Ok(ids)
     }
 
     fn append_locked(
         &self,
         guard: &mut MutexGuard<'_, Option<SegWriter>>,
-        encoded: &[rkyv::util::AlignedVec],
+        frames: &[u8],
+        ranges: &[std::ops::Range<usize>],
+        recs: &[Recipient],
         ids: &mut Vec<RecipientId>,
-    ) -> Result<Option<u64>> {
-        let mut offsets: Vec<(u32, u32)> = Vec::with_capacity(encoded.len());
-        for bytes in encoded {
-            let need = frame::frame_len(bytes.len()) as u64;
-            let full = match guard.as_ref() {
-                None => true,
-                Some(w) => w.pos + w.buf.len() as u64 + need > SEGMENT_BYTES,
-            };
-            if full {
-                self.roll_segment(guard, &mut offsets)?;
+    ) -> Result<u64> {
+        let mut i = 0;
+        while i < recs.len() {
+            let fits = |w: &SegWriter| w.pos + ranges[i].len() as u64 <= SEGMENT_BYTES;
+            if !guard.as_ref().is_some_and(fits) {
+                self.roll_segment(guard)?;
             }
             let Some(w) = guard.as_mut() else {
                 unreachable!("roll_segment installs a writer")
             };
-            let off = w.pos + w.buf.len() as u64;
-            frame::encode(&mut w.buf, bytes);
-            ids.push(RecipientId::new(w.no, w.count));
-            w.count += 1;
-            offsets.push((w.no, off as u32));
+            let mut j = i;
+            while j < recs.len()
+                && w.pos + (ranges[j].end - ranges[i].start) as u64 <= SEGMENT_BYTES
+            {
+                j += 1;
+            }
+            let chunk = &frames[ranges[i].start..ranges[j - 1].end];
+            let path = segment::path(&self.dir, w.no);
+            if let Err(e) = w.file.write_all_at(chunk, w.pos) {
+                // Zero what may have reached the file so that no half frame
+                // remains (best effort: the disk may be full).
+                let _ = w.file.write_all_at(&vec![0u8; chunk.len()], w.pos);
+                return Err(e).ctx("write segment", &path);
+            }
+            let mut index = self.write_index();
+            if let Some(seg) = index.segs.get_mut(&w.no) {
+                for k in i..j {
+                    seg.push_run(w.count + (k - i) as u32, recs[k].campaign);
+                    seg.offsets
+                        .push((w.pos + (ranges[k].start - ranges[i].start) as u64) as u32);
+                    seg.states.push(State::Queued as u8);
+                    ids.push(RecipientId::new(w.no, w.count + (k - i) as u32));
+                }
+                seg.live += (j - i) as u64;
+            }
+            drop(index);
+            w.count += (j - i) as u32;
+            w.pos += chunk.len() as u64;
+            i = j;
         }
-        let Some(w) = guard.as_mut() else {
-            return Ok(None);
+        let Some(w) = guard.as_ref() else {
+            unreachable!("a record was appended")
         };
-        self.flush_writer(w, &mut offsets)?;
         let end = (u64::from(w.no) << 32) | w.pos;
         self.seg_commit.written(end, &w.file);
-        Ok(Some(end))
+        Ok(end)
     }
 
-    /// Writes the writer's buffer at its position and registers the records.
-    fn flush_writer(&self, w: &mut SegWriter, offsets: &mut Vec<(u32, u32)>) -> Result<()> {
-        if w.buf.is_empty() {
-            return Ok(());
-        }
-        let path = segment::path(&self.dir, w.no);
-        w.file
-            .write_all_at(&w.buf, w.pos)
-            .ctx("write segment", &path)?;
-        w.pos += w.buf.len() as u64;
-        w.buf.clear();
-        let mut index = self.write_index();
-        if let Some(seg) = index.segs.get_mut(&w.no) {
-            for &(_, off) in offsets.iter().filter(|(no, _)| *no == w.no) {
-                seg.offsets.push(off);
-                seg.states.push(State::Queued as u8);
-            }
-        }
-        offsets.retain(|(no, _)| *no != w.no);
-        Ok(())
-    }
-
-    /// Seals the current segment (flush + sync) and starts the next one.
-    fn roll_segment(
-        &self,
-        guard: &mut MutexGuard<'_, Option<SegWriter>>,
-        offsets: &mut Vec<(u32, u32)>,
-    ) -> Result<()> {
-        let next_no = match guard.as_mut() {
+    /// Seals the current segment (sync + journal mark) and starts the next
+    /// one (created, synced and journaled before anything in it is
+    /// acknowledged).
+    fn roll_segment(&self, guard: &mut MutexGuard<'_, Option<SegWriter>>) -> Result<()> {
+        let next_no = match guard.take() {
             Some(w) => {
-                self.flush_writer(w, offsets)?;
                 let path = segment::path(&self.dir, w.no);
                 w.file.sync_data().ctx("fdatasync sealed segment", &path)?;
+                self.journal_marks(vec![Entry::mark(
+                    Kind::SegmentSealed,
+                    RecipientId::new(w.no, 0),
+                    0,
+                    w.count,
+                )])?;
                 w.no + 1
             }
-            None => self
-                .read_index()
-                .segs
-                .keys()
-                .next_back()
-                .map_or(1, |n| n + 1),
+            None => {
+                let index = self.read_index();
+                index
+                    .segs
+                    .keys()
+                    .next_back()
+                    .map_or(1, |n| n + 1)
+                    .max(index.next_segment)
+                    .max(1)
+            }
         };
         let file = segment::create(&self.dir, next_no)?;
         let path = segment::path(&self.dir, next_no);
         let map = segment::map(&file, &path)?;
-        self.write_index().add_segment(next_no, map, Vec::new());
+        self.write_index().segs.insert(
+            next_no,
+            crate::index::Seg {
+                map: Some(map),
+                ..Default::default()
+            },
+        );
+        self.journal_marks(vec![Entry::mark(
+            Kind::SegmentCreated,
+            RecipientId::new(next_no, 0),
+            0,
+            0,
+        )])?;
         **guard = Some(SegWriter {
             no: next_no,
             file,
             pos: segment::HEADER as u64,
             count: 0,
-            buf: Vec::new(),
         });
         Ok(())
+    }
+
+    /// Writes journal entries under the journal lock, lets `apply` update
+    /// the index with each entry's end position, and waits until they are
+    /// durable. Returns the end position.
+    pub(crate) fn journal_write(
+        &self,
+        entries: &mut [Entry],
+        stamp: bool,
+        apply: impl FnOnce(&mut Index, &[Entry], &[u64]),
+    ) -> Result<u64> {
+        self.check_writable()?;
+        let end = {
+            let mut j = lock(&self.journal);
+            if stamp {
+                let index = self.read_index();
+                for e in entries.iter_mut() {
+                    index.stamp(e);
+                }
+            }
+            let mut ends = Vec::with_capacity(entries.len());
+            let end = j.append(entries, &mut ends)?;
+            apply(&mut self.write_index(), entries, &ends);
+            self.journal_commit.written(end, &j.file);
+            end
+        };
+        self.journal_commit
+            .wait(end)
+            .ctx("fdatasync journal", &self.dir.join("journal"))?;
+        Ok(end)
+    }
+
+    /// Journals spool-level marks durably and applies them.
+    pub(crate) fn journal_marks(&self, mut entries: Vec<Entry>) -> Result<u64> {
+        self.journal_write(&mut entries, false, |index, es, ends| {
+            for (e, &pos) in es.iter().zip(ends) {
+                index.apply_mark(e, pos);
+            }
+        })
+    }
+
+    /// Journals the `Appended` entries of a durable batch.
+    fn journal_appended(&self, recs: &[Recipient], ids: &[RecipientId]) -> Result<()> {
+        let mut entries = Vec::new();
+        let mut i = 0;
+        while i < ids.len() {
+            let mut j = i + 1;
+            while j < ids.len()
+                && ids[j].segment() == ids[i].segment()
+                && recs[j].campaign == recs[i].campaign
+            {
+                j += 1;
+            }
+            let mut domains: HashMap<&str, u64> = HashMap::new();
+            for r in &recs[i..j] {
+                *domains
+                    .entry(r.email.rsplit_once('@').map_or("", |(_, d)| d))
+                    .or_default() += 1;
+            }
+            let detail = journal::encode_domain_counts(domains.iter().map(|(d, n)| {
+                (
+                    *d,
+                    Counts {
+                        queued: *n,
+                        ..Counts::default()
+                    },
+                )
+            }));
+            let mut e = Entry::mark(Kind::Appended, ids[i], recs[i].campaign, (j - i) as u32);
+            e.next_ms = u64::from(recs[i..j].iter().map(|r| r.row).max().unwrap_or(0));
+            e.detail = detail;
+            entries.push(e);
+            i = j;
+        }
+        self.journal_write(&mut entries, false, |index, es, ends| {
+            for (e, &pos) in es.iter().zip(ends) {
+                if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
+                    for (d, c) in counts {
+                        index.summary.add(e.campaign, d, State::Queued, c.queued);
+                    }
+                }
+                index.summary.saw_row(e.campaign, e.next_ms as u32);
+                if let Some(seg) = index.segs.get_mut(&e.id.segment()) {
+                    seg.last_pos = seg.last_pos.max(pos);
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Journals outcomes durably and applies them to the in-memory state.
+    /// Each entry is stamped with the recipient's previous state, campaign
+    /// and domain. Returns the journal position just after them.
+    pub fn record(&self, entries: &[Entry]) -> Result<u64> {
+        let mut entries = entries.to_vec();
+        let end = self.journal_write(&mut entries, true, |index, es, ends| {
+            for (e, &pos) in es.iter().zip(ends) {
+                if e.kind.outcome_state().is_some() {
+                    index.apply(e, pos, true);
+                } else {
+                    index.apply_mark(e, pos);
+                }
+            }
+        })?;
+        if end.saturating_sub(self.checkpoint_pos.load(Ordering::Acquire)) > CHECKPOINT_EVERY {
+            self.checkpoint()?;
+        }
+        Ok(end)
+    }
+
+    /// Takes a checkpoint: rotates the journal, snapshots the index at that
+    /// position, writes it durably, then deletes journal files that neither
+    /// the checkpoint nor any sink cursor needs.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.check_writable()?;
+        let _one = lock(&self.checkpointing);
+        let snapshot = {
+            let mut j = lock(&self.journal);
+            let old = j.path();
+            j.file.sync_data().ctx("fdatasync journal", &old)?;
+            let file = j.rotate()?;
+            self.journal_commit.switch(&file, j.end);
+            let index = self.read_index();
+            Checkpoint {
+                position: j.base,
+                next_segment: index.next_segment,
+                sealed_campaigns: self
+                    .campaigns()
+                    .iter()
+                    .filter(|c| c.is_sealed())
+                    .map(|c| c.no)
+                    .collect(),
+                segments: index
+                    .segs
+                    .iter()
+                    .map(|(&no, s)| SegState {
+                        no,
+                        sealed: s.sealed,
+                        last_pos: s.last_pos,
+                        runs: s.runs.clone(),
+                        states: s.states.clone(),
+                    })
+                    .collect(),
+                retries: index.retries.iter().map(|(id, r)| (*id, *r)).collect(),
+                summary: index.summary.clone(),
+            }
+        };
+        checkpoint::write(&self.dir, &snapshot.encode())?;
+        self.checkpoint_pos
+            .store(snapshot.position, Ordering::Release);
+        self.drop_old_journal_files();
+        Ok(())
+    }
+
+    /// Deletes journal files wholly before both the newest checkpoint and
+    /// every sink cursor.
+    pub(crate) fn drop_old_journal_files(&self) {
+        let keep_from = self
+            .checkpoint_pos
+            .load(Ordering::Acquire)
+            .min(self.min_cursor());
+        let Ok(files) = files::list(&self.dir) else {
+            return;
+        };
+        for w in files.windows(2) {
+            let ((_, path), (next_base, _)) = (&w[0], &w[1]);
+            if *next_base <= keep_from
+                && let Err(e) = std::fs::remove_file(path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an old journal file");
+            }
+        }
+    }
+
+    /// Deletes segments whose recipients are all final and whose events
+    /// were published (sink cursors at or past `published`). Returns how
+    /// many were deleted.
+    pub fn reclaim(&self, published: u64) -> Result<usize> {
+        self.check_writable()?;
+        let candidates: Vec<u32> = self
+            .read_index()
+            .segs
+            .iter()
+            .filter(|(_, s)| s.live == 0 && s.last_pos <= published && !s.states.is_empty())
+            .map(|(&no, _)| no)
+            .collect();
+        let mut done = 0;
+        for no in candidates {
+            {
+                let mut w = lock(&self.seg_writer);
+                if w.as_ref().is_some_and(|w| w.no == no) {
+                    let live = self.read_index().segs.get(&no).is_none_or(|s| s.live > 0);
+                    if live {
+                        continue;
+                    }
+                    *w = None; // the next append starts a new segment
+                }
+            }
+            // per-domain counts this segment takes away from the summary
+            let detail = {
+                let index = self.read_index();
+                let Some(seg) = index.segs.get(&no) else {
+                    continue;
+                };
+                let mut by_domain: HashMap<String, Counts> = HashMap::new();
+                for i in 0..seg.states.len() as u32 {
+                    if let Some(r) = seg.record(i) {
+                        by_domain
+                            .entry(r.domain().to_string())
+                            .or_default()
+                            .add(State::from_u8(seg.states[i as usize]), 1);
+                    }
+                }
+                journal::encode_domain_counts(by_domain.iter().map(|(d, c)| (d.as_str(), *c)))
+            };
+            let mut e = Entry::mark(Kind::SegmentRetired, RecipientId::new(no, 0), 0, 0);
+            e.detail = detail;
+            self.journal_write(&mut [e], false, |index, es, ends| {
+                for (e, &pos) in es.iter().zip(ends) {
+                    if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
+                        for (d, c) in counts {
+                            if let Some(dc) = index.summary.domains.get_mut(d) {
+                                for s in State::ALL {
+                                    dc.sub(s, c.get(s));
+                                }
+                            }
+                        }
+                        index.summary.forget_empty_domains();
+                    }
+                    index.apply_mark(e, pos);
+                }
+            })?;
+            let path = segment::path(&self.dir, no);
+            match std::fs::remove_file(&path) {
+                Ok(()) => done += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => done += 1,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete a finished segment")
+                }
+            }
+        }
+        if done > 0 {
+            crate::fsync_dir(&self.dir.join("segments"))?;
+            tracing::debug!(segments = done, "reclaimed finished segments");
+        }
+        self.drop_old_journal_files();
+        Ok(done)
     }
 }

@@ -11,7 +11,6 @@ use volley_engine::capture::Capture;
 use volley_engine::engine::Options;
 use volley_engine::message::keygen::{self, KeyAlgorithm};
 use volley_engine::status;
-use volley_spool::Spool;
 
 use super::{CliResult, EXIT_OK, bad, fail, load_config, start_engine};
 
@@ -50,9 +49,9 @@ pub async fn run(config_path: &Path) -> CliResult {
 /// `volley status`.
 pub fn status(config_path: &Path, json: bool) -> CliResult {
     let config = load_config(config_path)?;
-    let (spool, report) = Spool::open_read_only(&config.spool.dir)
+    let inspection = volley_spool::inspect(&config.spool.dir)
         .map_err(|e| fail(anyhow::anyhow!("cannot read the spool: {e}")))?;
-    let s = status::collect(&spool, report.lost());
+    let s = status::collect(inspection);
     if json {
         println!("{}", serde_json::to_string_pretty(&s).map_err(fail)?);
     } else {

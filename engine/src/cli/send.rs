@@ -14,7 +14,7 @@ use volley_engine::config::Config;
 use volley_engine::delivery::Stats;
 use volley_engine::engine::Options;
 use volley_engine::ingest::{self, IngestError, Summary};
-use volley_spool::{Spool, State};
+use volley_spool::Spool;
 
 use super::progress::Progress;
 use super::{
@@ -52,9 +52,7 @@ fn report_rejection(list: &Path, shown: &AtomicU64, r: &ingest::list::Rejection)
 }
 
 fn count_deferred(spool: &Spool) -> u64 {
-    let mut n = 0;
-    spool.for_each(|_, s, _, _| n += u64::from(s == State::Deferred));
-    n
+    spool.summary().totals().deferred
 }
 
 /// Spools and delivers a campaign with `opts`.

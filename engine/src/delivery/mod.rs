@@ -35,7 +35,6 @@ use crate::outcome::Outcome;
 #[derive(Debug, Clone)]
 pub struct Work {
     pub id: RecipientId,
-    pub campaign: u32,
     pub domain: Arc<str>,
     /// Attempts made before this one.
     pub attempts: u32,

@@ -39,7 +39,9 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
     let attempts = r.work.attempts + 1;
     let created = ctx
         .spool
-        .campaign(r.work.campaign)
+        .with_record(r.work.id, |rec| rec.campaign.to_native())
+        .ok()
+        .and_then(|no| ctx.spool.campaign(no))
         .map_or(now_ms, |c| c.created_ms);
     let mut outcome = r.outcome.clone();
     let mut next = None;
@@ -56,14 +58,14 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         Outcome::RenderFailed { .. } => Kind::Failed,
     };
     let detail = Detail::of(&outcome, &r.subject, Some(ctx.backoff.expires(created)));
-    let e = Entry {
+    let e = Entry::outcome(
         kind,
-        id: r.work.id,
+        r.work.id,
         attempts,
-        at_ms: r.at_ms,
-        next_ms: next.unwrap_or(0),
-        detail: detail.encode(),
-    };
+        r.at_ms,
+        next.unwrap_or(0),
+        detail.encode(),
+    );
     (e, next, outcome)
 }
 

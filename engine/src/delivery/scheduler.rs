@@ -12,12 +12,15 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use super::Work;
-use super::shard::{self, ShardCtx};
+use super::shard::{self, ShardCtx, ShardIn};
 
 /// Messages to the scheduler.
 pub enum SchedMsg {
-    /// New or resumed recipients (already counted in `Stats::active`).
+    /// New recipients (already counted in `Stats::active`).
     Work(Vec<Work>),
+    /// Recipients of one domain found queued in the spool at start (already
+    /// counted in `Stats::active`); kept compact until dispatched.
+    Bulk(Arc<str>, Vec<volley_spool::RecipientId>),
     /// A deferred recipient and when to try again (ms since the epoch;
     /// already counted in `Stats::waiting`).
     Retry(Work, u64),
@@ -52,15 +55,18 @@ pub async fn run(
     mut rx: mpsc::UnboundedReceiver<SchedMsg>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut shards: HashMap<Arc<str>, mpsc::UnboundedSender<Work>> = HashMap::new();
+    let mut shards: HashMap<Arc<str>, mpsc::UnboundedSender<ShardIn>> = HashMap::new();
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut seq = 0u64;
-    let dispatch = |work: Work, shards: &mut HashMap<Arc<str>, mpsc::UnboundedSender<Work>>| {
-        let tx = shards
-            .entry(Arc::clone(&work.domain))
-            .or_insert_with(|| shard::spawn(Arc::clone(&ctx), Arc::clone(&work.domain)));
-        let _ = tx.send(work);
-    };
+    let dispatch =
+        |domain: &Arc<str>,
+         msg: ShardIn,
+         shards: &mut HashMap<Arc<str>, mpsc::UnboundedSender<ShardIn>>| {
+            let tx = shards
+                .entry(Arc::clone(domain))
+                .or_insert_with(|| shard::spawn(Arc::clone(&ctx), Arc::clone(domain)));
+            let _ = tx.send(msg);
+        };
     loop {
         let now = volley_spool::now_ms();
         while timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
@@ -69,7 +75,8 @@ pub async fn run(
             };
             ctx.stats.active.fetch_add(1, Ordering::AcqRel);
             ctx.stats.waiting.fetch_sub(1, Ordering::AcqRel);
-            dispatch(d.work, &mut shards);
+            let domain = Arc::clone(&d.work.domain);
+            dispatch(&domain, ShardIn::One(d.work), &mut shards);
         }
         let sleep_ms = timers
             .peek()
@@ -78,9 +85,11 @@ pub async fn run(
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {
                     for w in batch {
-                        dispatch(w, &mut shards);
+                        let domain = Arc::clone(&w.domain);
+                        dispatch(&domain, ShardIn::One(w), &mut shards);
                     }
                 }
+                Some(SchedMsg::Bulk(domain, ids)) => dispatch(&domain, ShardIn::Bulk(ids), &mut shards),
                 Some(SchedMsg::Retry(work, at)) => {
                     seq += 1;
                     timers.push(Reverse(Due { at, seq, work }));

@@ -7,6 +7,7 @@
 //! It starts connection tasks while fewer than the cap are open and there is
 //! more in flight than connections. Exposure: none (internal).
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,8 +56,16 @@ impl Dest {
     }
 }
 
+/// What a shard is given.
+pub enum ShardIn {
+    /// One recipient (new, or due for a retry).
+    One(Work),
+    /// Recipients found queued at start, compact until dispatched.
+    Bulk(Vec<volley_spool::RecipientId>),
+}
+
 /// Starts the shard of `domain`; returns its input queue.
-pub fn spawn(ctx: Arc<ShardCtx>, domain: Arc<str>) -> mpsc::UnboundedSender<Work> {
+pub fn spawn(ctx: Arc<ShardCtx>, domain: Arc<str>) -> mpsc::UnboundedSender<ShardIn> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(ctx, domain, rx));
     tx
@@ -71,7 +80,7 @@ fn quota(rate: f64, burst: u32) -> Quota {
     )
 }
 
-async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiver<Work>) {
+async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
     let (rate, conns) = ctx.config.limits_for(&domain);
     let conns = conns as usize;
     let window = (conns * 4).max(8);
@@ -87,11 +96,39 @@ async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiv
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let mut shutdown = ctx.shutdown.clone();
     tracing::debug!(%domain, rate, conns, "shard started");
+    let mut ones: VecDeque<Work> = VecDeque::new();
+    let mut bulk: VecDeque<volley_spool::RecipientId> = VecDeque::new();
+    let take = |m: ShardIn,
+                ones: &mut VecDeque<Work>,
+                bulk: &mut VecDeque<volley_spool::RecipientId>| match m {
+        ShardIn::One(w) => ones.push_back(w),
+        ShardIn::Bulk(ids) if bulk.is_empty() => *bulk = VecDeque::from(ids),
+        ShardIn::Bulk(ids) => bulk.extend(ids),
+    };
     loop {
-        let work = tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            w = rx.recv() => match w { Some(w) => w, None => break },
+        while let Ok(m) = rx.try_recv() {
+            take(m, &mut ones, &mut bulk);
+        }
+        let work = if let Some(w) = ones.pop_front() {
+            w
+        } else if let Some(id) = bulk.pop_front() {
+            Work {
+                id,
+                domain: Arc::clone(&domain),
+                attempts: 0,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                m = rx.recv() => match m {
+                    Some(m) => {
+                        take(m, &mut ones, &mut bulk);
+                        continue;
+                    }
+                    None => break,
+                },
+            }
         };
         let permit = tokio::select! {
             biased;

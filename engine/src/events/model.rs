@@ -205,7 +205,13 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
     let at = timestamp(e.at_ms);
     let unknown = || "unknown".to_string();
     let body = match e.kind {
-        Kind::CampaignSealed => return Vec::new(),
+        Kind::CampaignSealed
+        | Kind::Appended
+        | Kind::SegmentCreated
+        | Kind::SegmentSealed
+        | Kind::SegmentRetired => {
+            return Vec::new();
+        }
         Kind::Delivered => (
             "Delivery",
             Body::Delivery(Delivery {
@@ -308,14 +314,14 @@ mod tests {
             bounce_type: "Permanent",
             bounce_subtype: "NoEmail",
         };
-        let e = Entry {
-            kind: Kind::Bounced,
-            id: RecipientId(1),
-            attempts: 1,
-            at_ms: 2_000,
-            next_ms: 0,
-            detail: Detail::of(&o, "Hi r", None).encode(),
-        };
+        let e = Entry::outcome(
+            Kind::Bounced,
+            RecipientId(1),
+            1,
+            2_000,
+            0,
+            Detail::of(&o, "Hi r", None).encode(),
+        );
         let evs = events(&c, &e);
         assert_eq!(evs.len(), 2);
         let v = serde_json::to_value(&evs[1]).unwrap();

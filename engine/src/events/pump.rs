@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use volley_spool::{Kind, Spool};
+use volley_spool::{Cursor, Spool};
 
 use super::model::{self, Context, Event};
 use super::sink::NotificationSink;
@@ -53,16 +53,25 @@ pub fn run(
     wake: &crossbeam_channel::Receiver<()>,
 ) {
     let spool = &ctx.spool;
-    let mut pos = spool.cursor(sink.name());
-    if pos > spool.journal_end() {
+    let mut cursor = spool.cursor(sink.name());
+    if cursor.position > spool.journal_end() {
         tracing::warn!(
-            cursor = pos,
+            cursor = cursor.position,
             end = spool.journal_end(),
-            "sink cursor is past the journal end; publishing from the start"
+            "sink cursor is past the journal end; publishing from the oldest entry kept"
         );
-        pos = 0;
+        cursor.position = 0;
     }
-    let mut reader = match spool.journal_reader(pos) {
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = sink.resume(cursor.sink_state) {
+        tracing::error!(error = %e, "sink cannot resume; retrying");
+        if ctx.stop.load(Ordering::Acquire) {
+            return;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    let mut reader = match spool.journal_reader(cursor.position) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "event pump cannot read the journal; no events will be published");
@@ -95,7 +104,7 @@ pub fn run(
         }
         let mut events: Vec<Event> = Vec::with_capacity(batch.len() * 2);
         for (_, e) in &batch {
-            if e.kind == Kind::CampaignSealed {
+            if e.kind.outcome_state().is_none() {
                 continue;
             }
             let rec = spool.with_record(e.id, |r| (r.campaign.to_native(), r.email.to_string()));
@@ -129,8 +138,19 @@ pub fn run(
             }
         }
         ctx.metrics.events_published.inc_by(events.len() as u64);
-        if let Err(e) = spool.set_cursor(sink.name(), reader.position()) {
-            tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart)");
+        let published = Cursor {
+            position: reader.position(),
+            sink_state: sink.state(),
+        };
+        match spool.set_cursor(sink.name(), published) {
+            Ok(()) => {
+                if let Err(e) = spool.reclaim(published.position) {
+                    tracing::warn!(error = %e, "reclaiming finished segments failed (retried later)");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart)")
+            }
         }
         ctx.position.store(reader.position(), Ordering::Release);
     }

@@ -20,17 +20,37 @@ pub struct SinkError {
 }
 
 /// Receives SES-format events.
+///
+/// The pump stores, with its journal cursor, the sink's [`state`] after each
+/// batch; after a crash it calls [`resume`] with the state stored with the
+/// cursor before publishing again from there. A sink that can undo output
+/// written after that state (the JSONL file truncates to it) publishes each
+/// event exactly once; others get at-least-once.
+///
+/// [`state`]: NotificationSink::state
+/// [`resume`]: NotificationSink::resume
 pub trait NotificationSink: Send {
     /// Stable name (also the name of its journal cursor).
     fn name(&self) -> &str;
     /// Durably accepts a batch of events, in order.
     fn publish(&mut self, events: &[Event]) -> Result<(), SinkError>;
+    /// The sink's position after the last accepted batch.
+    fn state(&self) -> u64 {
+        0
+    }
+    /// Returns to `state` (from the stored cursor) before publishing again.
+    fn resume(&mut self, _state: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
-/// Appends one JSON event per line to a file, fsync'd per batch.
+/// Appends one JSON event per line to a file, fsync'd per batch. Its state
+/// is the file length, so after a crash it truncates lines written after
+/// the last stored cursor and every event appears exactly once.
 pub struct JsonlSink {
     path: PathBuf,
     out: BufWriter<File>,
+    len: u64,
 }
 
 impl JsonlSink {
@@ -47,10 +67,19 @@ impl JsonlSink {
             .append(true)
             .open(path)
             .map_err(err)?;
+        let len = f.metadata().map_err(err)?.len();
         Ok(JsonlSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, f),
+            len,
         })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> SinkError {
+        SinkError {
+            sink: "jsonl".into(),
+            message: format!("{}: {e}", self.path.display()),
+        }
     }
 }
 
@@ -60,18 +89,43 @@ impl NotificationSink for JsonlSink {
     }
 
     fn publish(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        let err = |e: String| SinkError {
-            sink: "jsonl".into(),
-            message: format!("{}: {e}", self.path.display()),
-        };
+        let mut line = Vec::with_capacity(2048);
         for e in events {
-            serde_json::to_writer(&mut self.out, e).map_err(|e| err(e.to_string()))?;
-            self.out.write_all(b"\n").map_err(|e| err(e.to_string()))?;
+            line.clear();
+            serde_json::to_writer(&mut line, e).map_err(|e| self.err(e))?;
+            line.push(b'\n');
+            self.out.write_all(&line).map_err(|e| self.err(e))?;
+            self.len += line.len() as u64;
         }
-        self.out.flush().map_err(|e| err(e.to_string()))?;
-        self.out
+        self.out.flush().map_err(|e| self.err(e))?;
+        self.out.get_ref().sync_data().map_err(|e| self.err(e))
+    }
+
+    fn state(&self) -> u64 {
+        self.len
+    }
+
+    fn resume(&mut self, state: u64) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| self.err(e))?;
+        let len = self
+            .out
             .get_ref()
-            .sync_data()
-            .map_err(|e| err(e.to_string()))
+            .metadata()
+            .map_err(|e| self.err(e))?
+            .len();
+        if len > state {
+            // lines published after the stored cursor: they come again
+            self.out.get_ref().set_len(state).map_err(|e| self.err(e))?;
+            self.out.get_ref().sync_data().map_err(|e| self.err(e))?;
+            tracing::info!(
+                path = %self.path.display(),
+                removed_bytes = len - state,
+                "removed events published after the last cursor; publishing them again"
+            );
+        } else if len < state {
+            tracing::warn!(path = %self.path.display(), "event file is shorter than when last published to (rotated?); appending");
+        }
+        self.len = len.min(state);
+        Ok(())
     }
 }

@@ -25,7 +25,8 @@ pub struct Row {
     /// Data row number (1-based, counting rejected rows too).
     pub row: u32,
     pub email: String,
-    pub vars: Vars,
+    /// Variables, encoded for the spool (see `volley_spool::Vars`).
+    pub vars: Vec<u8>,
 }
 
 /// A row that was not accepted.
@@ -160,20 +161,17 @@ impl ListReader {
                         self.row += 1;
                         let line = record.position().map_or(line, |p| p.line());
                         let email = record.get(*email_col).unwrap_or("");
-                        let values: Vec<String> = record
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| i != email_col)
-                            .map(|(_, v)| v.to_string())
-                            .collect();
-                        let size: usize = values.iter().map(String::len).sum();
-                        Ok(Some(make_row(
-                            line,
-                            self.row,
-                            email,
-                            Vars::Columns(values),
-                            size,
-                        )))
+                        let col = *email_col;
+                        let mut vars = Vec::with_capacity(record.as_slice().len() + record.len());
+                        Vars::encode_columns(
+                            record
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| *i != col)
+                                .map(|(_, v)| v),
+                            &mut vars,
+                        );
+                        Ok(Some(make_row(line, self.row, email, vars)))
                     }
                     Err(e) => {
                         let line = e.position().map_or(line, |p| p.line());
@@ -230,7 +228,8 @@ impl ListReader {
     }
 }
 
-fn make_row(line: u64, row: u32, email: &str, vars: Vars, vars_size: usize) -> Item {
+fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
+    let vars_size = vars.len();
     if vars_size > MAX_VARS {
         return Item::Rejected(Rejection {
             line,
@@ -263,10 +262,11 @@ fn json_row(line: u64, row: u32, text: &str) -> Item {
     }
     match serde_json::from_str::<JsonRow>(text) {
         Ok(r) => {
-            let vars =
+            let json =
                 serde_json::to_string(&r.vars.unwrap_or_default()).unwrap_or_else(|_| "{}".into());
-            let size = vars.len();
-            make_row(line, row, &r.email, Vars::Json(vars), size)
+            let mut vars = Vec::with_capacity(json.len() + 1);
+            Vars::encode_json(&json, &mut vars);
+            make_row(line, row, &r.email, vars)
         }
         Err(e) => Item::Rejected(Rejection {
             line,
@@ -299,7 +299,10 @@ mod tests {
         assert_eq!(items.len(), 5, "{items:?}");
         let Item::Row(a) = &items[0] else { panic!() };
         assert_eq!((a.line, a.row, a.email.as_str()), (2, 1, "ada@x.test"));
-        assert_eq!(a.vars, Vars::Columns(vec!["Ada".into(), "London".into()]));
+        assert_eq!(
+            Vars::decode(&a.vars).unwrap(),
+            Vars::Columns(vec!["Ada", "London"])
+        );
         let Item::Rejected(b) = &items[1] else {
             panic!()
         };
@@ -338,7 +341,7 @@ mod tests {
         let items = r.next_batch(100).unwrap();
         assert_eq!(items.len(), 4);
         assert!(
-            matches!(&items[0], Item::Row(r) if r.vars == Vars::Json("{\"n\":{\"first\":\"A\"}}".into()))
+            matches!(&items[0], Item::Row(r) if Vars::decode(&r.vars).unwrap() == Vars::Json("{\"n\":{\"first\":\"A\"}}"))
         );
         assert!(matches!(&items[1], Item::Rejected(r) if r.line == 3));
         assert!(matches!(&items[2], Item::Rejected(r) if r.line == 4));

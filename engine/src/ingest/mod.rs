@@ -80,13 +80,13 @@ pub fn run(
                     id: def.id.clone(),
                     reason,
                 })?;
-            let (mut max_row, mut n) = (0u32, 0u64);
-            spool.for_each(|_, _, _, r| {
-                if r.campaign.to_native() == c.no {
-                    max_row = max_row.max(r.row.to_native());
-                    n += 1;
-                }
-            });
+            let counts = spool
+                .summary()
+                .campaigns
+                .get(&c.no)
+                .copied()
+                .unwrap_or_default();
+            let (max_row, n) = (counts.last_row, counts.counts.total());
             if c.is_sealed() {
                 return Ok(Summary {
                     campaign: c,
@@ -148,7 +148,6 @@ pub fn run(
             .zip(&recs)
             .map(|(id, r)| Work {
                 id,
-                campaign: campaign.no,
                 domain: domains.get(r.email.rsplit_once('@').map_or("", |(_, d)| d)),
                 attempts: 0,
             })

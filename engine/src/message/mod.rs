@@ -15,7 +15,7 @@ pub mod template;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use volley_spool::{ArchivedVars, RecipientId, Spool};
+use volley_spool::{RecipientId, Spool, Vars};
 
 use crate::campaign::CampaignDef;
 use crate::delivery::{Outgoing, Ready, Report, Work};
@@ -132,18 +132,21 @@ fn produce(
     work: &Work,
 ) -> Result<Outgoing, (String, String)> {
     let fail = |m: String| (String::new(), m);
-    let (campaign_no, email, vars) = ctx
+    let campaign_no = ctx
         .spool
-        .with_record(work.id, |r| {
-            let vars = match &r.vars {
-                ArchivedVars::Columns(v) => Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-                ArchivedVars::Json(j) => Err(j.to_string()),
-            };
-            (r.campaign.to_native(), r.email.to_string(), vars)
-        })
+        .with_record(work.id, |r| r.campaign.to_native())
         .map_err(|e| fail(e.to_string()))?;
     let rt = campaign(ctx, cache, campaign_no).clone().map_err(fail)?;
-    let ctx_value = variables(&rt.def, &email, vars).map_err(|e| (rt.def.subject.clone(), e))?;
+    let (email, vars) = ctx
+        .spool
+        .with_record(work.id, |r| {
+            (
+                r.email.to_string(),
+                variables(&rt.def, r.email.as_str(), r.vars()),
+            )
+        })
+        .map_err(|e| fail(e.to_string()))?;
+    let ctx_value = vars.map_err(|e| (rt.def.subject.clone(), e))?;
     let rendered = rt
         .templates
         .render(ctx_value)
@@ -176,19 +179,17 @@ fn produce(
 fn variables(
     def: &CampaignDef,
     email: &str,
-    vars: Result<Vec<String>, String>,
+    vars: Result<Vars<'_>, String>,
 ) -> Result<serde_json::Value, String> {
-    let mut map = match vars {
-        Ok(values) => def
+    let mut map = match vars.map_err(|e| format!("recipient variables are damaged: {e}"))? {
+        Vars::Columns(values) => def
             .columns
             .iter()
-            .cloned()
             .zip(values)
-            // an empty cell leaves the variable out (SES: not present)
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_string())))
             .collect::<serde_json::Map<_, _>>(),
-        Err(json) => match serde_json::from_str::<serde_json::Value>(&json) {
+        Vars::Json(json) => match serde_json::from_str::<serde_json::Value>(json) {
             Ok(serde_json::Value::Object(m)) => m,
             Ok(_) => return Err("recipient variables are not a JSON object".into()),
             Err(e) => return Err(format!("recipient variables are not valid JSON: {e}")),

@@ -1,0 +1,444 @@
+//! Journal files: `journal/<base>.log`, where `base` (16 hex digits) is the
+//! journal position at which the file starts. Positions are global: a file's
+//! entries lie in `[base + 16, next file's base)`, the first 16 bytes being
+//! the file header. A checkpoint rotates to a new file so that older files
+//! can be deleted once nothing needs them.
+//!
+//! The writer keeps a few megabytes preallocated (fallocate, size kept) past
+//! the end of the current file, so outcomes can still be journaled when
+//! segments have filled the disk. The reader follows positions across files.
+//! Exposure: file contents may be torn or damaged; nothing panics on them.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Entry, MAX_ENTRY};
+use crate::error::{Error, IoContext, Result};
+use crate::frame;
+
+/// Magic and version at the start of every journal file.
+pub(crate) const MAGIC: &[u8; 16] = b"VLYJRNL2\0\0\0\0\0\0\0\0";
+/// Bytes kept preallocated past the end of the current journal file.
+pub const RESERVE: u64 = 8 << 20;
+
+pub(crate) fn dir(spool: &Path) -> PathBuf {
+    spool.join("journal")
+}
+
+pub(crate) fn path(spool: &Path, base: u64) -> PathBuf {
+    dir(spool).join(format!("{base:016x}.log"))
+}
+
+/// Journal files present, by base position.
+pub(crate) fn list(spool: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let d = dir(spool);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&d).ctx("list journal", &d)? {
+        let e = e.ctx("list journal", &d)?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(base) = name
+            .strip_suffix(".log")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+        {
+            out.push((base, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Creates a new, durable journal file starting at `base`.
+pub(crate) fn create(spool: &Path, base: u64) -> Result<Arc<File>> {
+    let p = path(spool, base);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .ctx("create journal file", &p)?;
+    f.write_all(MAGIC).ctx("write journal header", &p)?;
+    f.sync_all().ctx("sync journal file", &p)?;
+    crate::fsync_dir(&dir(spool))?;
+    Ok(Arc::new(f))
+}
+
+/// Preallocates `len` bytes at `offset` without changing the file size.
+/// Filesystems that cannot do it are fine: the reserve is best effort.
+pub(crate) fn reserve(file: &File, offset: u64, len: u64) {
+    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "journal space could not be reserved");
+    }
+}
+
+/// Appends to the current journal file.
+pub(crate) struct Writer {
+    pub(crate) spool: PathBuf,
+    pub(crate) file: Arc<File>,
+    pub(crate) base: u64,
+    /// Global position of the end of the written entries.
+    pub(crate) end: u64,
+    reserved_to: u64,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Writer {
+    pub(crate) fn new(spool: &Path, file: Arc<File>, base: u64, end: u64) -> Writer {
+        let mut w = Writer {
+            spool: spool.to_path_buf(),
+            file,
+            base,
+            end,
+            reserved_to: 0,
+            buf: Vec::new(),
+            payload: Vec::with_capacity(256),
+        };
+        w.top_up();
+        w
+    }
+
+    fn top_up(&mut self) {
+        let local = self.end - self.base;
+        if self.reserved_to < local + RESERVE / 2 {
+            reserve(&self.file, local, RESERVE);
+            self.reserved_to = local + RESERVE;
+        }
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        path(&self.spool, self.base)
+    }
+
+    /// Writes entries at the end (not yet durable); returns the position
+    /// just after each, and the new end.
+    pub(crate) fn append(&mut self, entries: &[Entry], ends: &mut Vec<u64>) -> Result<u64> {
+        self.buf.clear();
+        ends.clear();
+        for e in entries {
+            self.payload.clear();
+            e.encode(&mut self.payload);
+            frame::encode(&mut self.buf, &self.payload);
+            ends.push(self.end + self.buf.len() as u64);
+        }
+        let at = self.end - self.base;
+        if let Err(e) = self.file.write_all_at(&self.buf, at) {
+            // Do not leave half an append behind: the next one overwrites it.
+            let _ = self.file.set_len(at);
+            return Err(e).ctx("write journal", &self.path());
+        }
+        self.end += self.buf.len() as u64;
+        self.top_up();
+        Ok(self.end)
+    }
+
+    /// Starts a new file at the current end; returns the new file.
+    pub(crate) fn rotate(&mut self) -> Result<Arc<File>> {
+        let file = create(&self.spool, self.end)?;
+        self.base = self.end;
+        self.end += MAGIC.len() as u64;
+        self.file = Arc::clone(&file);
+        self.reserved_to = 0;
+        self.top_up();
+        Ok(file)
+    }
+}
+
+/// A problem found while reading the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadDamage {
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Reads journal entries from a position, across files, up to a committed
+/// end.
+pub struct Reader {
+    spool: PathBuf,
+    files: Vec<u64>,
+    current: Option<(u64, File)>,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    pub(crate) fn open(spool: &Path, pos: u64) -> Result<Reader> {
+        let mut r = Reader {
+            spool: spool.to_path_buf(),
+            files: Vec::new(),
+            current: None,
+            pos,
+            buf: Vec::new(),
+        };
+        r.relist()?;
+        if let Some(&first) = r.files.first() {
+            r.pos = r.pos.max(first + MAGIC.len() as u64);
+        }
+        Ok(r)
+    }
+
+    fn relist(&mut self) -> Result<()> {
+        self.files = list(&self.spool)?.into_iter().map(|(b, _)| b).collect();
+        Ok(())
+    }
+
+    /// Position of the next entry to read.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Base of the file holding `pos`, and the next file's base.
+    fn locate(&self) -> Option<(u64, Option<u64>)> {
+        let i = self.files.partition_point(|&b| b <= self.pos);
+        let base = *self.files.get(i.checked_sub(1)?)?;
+        Some((base, self.files.get(i).copied()))
+    }
+
+    /// Reads up to `max` entries that end at or before `upto`. Returns each
+    /// entry with the position just after it; damaged entries are skipped
+    /// and reported in `damage`.
+    pub fn read(
+        &mut self,
+        upto: u64,
+        max: usize,
+        damage: &mut Vec<ReadDamage>,
+    ) -> Result<Vec<(u64, Entry)>> {
+        let mut out = Vec::new();
+        let header = MAGIC.len() as u64;
+        while out.len() < max && self.pos < upto {
+            let located = match self.locate() {
+                Some(l) => Some(l),
+                None => {
+                    self.relist()?;
+                    self.locate()
+                }
+            };
+            let Some((base, next)) = located else {
+                return Err(Error::Io {
+                    op: "read journal",
+                    path: dir(&self.spool),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no journal file holds position {}", self.pos),
+                    ),
+                });
+            };
+            if self.pos < base + header {
+                self.pos = base + header;
+                continue;
+            }
+            let file_end = next.unwrap_or(upto).min(upto);
+            if self.pos >= file_end {
+                break;
+            }
+            if self.current.as_ref().is_none_or(|(b, _)| *b != base) {
+                let p = path(&self.spool, base);
+                self.current = Some((base, File::open(&p).ctx("open journal", &p)?));
+            }
+            let Some((_, file)) = &self.current else {
+                break;
+            };
+            let want = ((file_end - self.pos) as usize).min(1 << 20);
+            self.buf.resize(want, 0);
+            let n = read_at_most(file, &mut self.buf, self.pos - base)
+                .ctx("read journal", &path(&self.spool, base))?;
+            self.buf.truncate(n);
+            let mut off = 0usize;
+            let mut progressed = false;
+            while out.len() < max {
+                match frame::read(&self.buf, off, MAX_ENTRY) {
+                    frame::Read::Frame { payload, next } => {
+                        match Entry::decode(payload) {
+                            Ok(e) => out.push((self.pos + next as u64, e)),
+                            Err(reason) => damage.push(ReadDamage {
+                                offset: self.pos + off as u64,
+                                reason,
+                            }),
+                        }
+                        off = next;
+                        progressed = true;
+                    }
+                    frame::Read::BadCrc { next } => {
+                        damage.push(ReadDamage {
+                            offset: self.pos + off as u64,
+                            reason: "CRC mismatch".into(),
+                        });
+                        off = next;
+                        progressed = true;
+                    }
+                    frame::Read::End | frame::Read::Truncated => break,
+                }
+            }
+            self.pos += off as u64;
+            if !progressed {
+                // The file may have been rotated since it was listed.
+                let known = self.files.len();
+                self.relist()?;
+                if self.files.len() != known {
+                    continue;
+                }
+                // Bytes below the committed end that do not frame (only
+                // possible after damage): skip them so the reader never spins.
+                damage.push(ReadDamage {
+                    offset: self.pos,
+                    reason: format!("{} unframed bytes", file_end - self.pos),
+                });
+                self.pos = file_end;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Result of reading one journal file whole.
+pub(crate) struct FileReplay {
+    /// Entries with the global position just after each.
+    pub(crate) entries: Vec<(u64, Entry)>,
+    /// Global position just after the last good frame.
+    pub(crate) end: u64,
+    /// Bytes after `end` that did not form a complete frame.
+    pub(crate) torn_bytes: u64,
+    pub(crate) damage: Vec<ReadDamage>,
+}
+
+/// Reads a journal file's bytes (pure), starting at global position `from`.
+pub(crate) fn replay(bytes: &[u8], base: u64, from: u64) -> FileReplay {
+    let mut entries = Vec::new();
+    let mut damage = Vec::new();
+    let mut pos = (from.saturating_sub(base) as usize).max(MAGIC.len());
+    loop {
+        match frame::read(bytes, pos, MAX_ENTRY) {
+            frame::Read::Frame { payload, next } => {
+                match Entry::decode(payload) {
+                    Ok(e) => entries.push((base + next as u64, e)),
+                    Err(reason) => damage.push(ReadDamage {
+                        offset: base + pos as u64,
+                        reason,
+                    }),
+                }
+                pos = next;
+            }
+            frame::Read::BadCrc { next } => {
+                // Damage in the middle (a good frame follows) is skipped;
+                // otherwise it is the torn tail of an interrupted append.
+                if matches!(
+                    frame::read(bytes, next, MAX_ENTRY),
+                    frame::Read::Frame { .. }
+                ) {
+                    damage.push(ReadDamage {
+                        offset: base + pos as u64,
+                        reason: "CRC mismatch".into(),
+                    });
+                    pos = next;
+                } else {
+                    break;
+                }
+            }
+            frame::Read::End | frame::Read::Truncated => break,
+        }
+    }
+    let end = pos.min(bytes.len().max(MAGIC.len()));
+    FileReplay {
+        entries,
+        end: base + end as u64,
+        torn_bytes: (bytes.len() as u64).saturating_sub(end as u64),
+        damage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Kind;
+    use crate::{RecipientId, State};
+
+    fn entry(i: u64) -> Entry {
+        let mut e = Entry::outcome(Kind::Delivered, RecipientId(i), 1, i, 0, b"250 ok".to_vec());
+        e.prev = State::Queued;
+        e.domain = "d.test".into();
+        e
+    }
+
+    #[test]
+    fn replay_stops_at_torn_tail_and_skips_mid_damage() {
+        let entries: Vec<Entry> = (0..5).map(entry).collect();
+        let mut bytes = MAGIC.to_vec();
+        let mut sizes = Vec::new();
+        for e in &entries {
+            let mut p = Vec::new();
+            e.encode(&mut p);
+            let before = bytes.len();
+            frame::encode(&mut bytes, &p);
+            sizes.push(bytes.len() - before);
+        }
+        let r = replay(&bytes, 1000, 0);
+        assert_eq!(
+            r.entries.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+            entries
+        );
+        assert_eq!(r.end, 1000 + bytes.len() as u64);
+        for cut in MAGIC.len()..bytes.len() {
+            let r = replay(&bytes[..cut], 0, 0);
+            assert_eq!(r.end + r.torn_bytes, cut as u64);
+            assert!(r.entries.iter().zip(&entries).all(|((_, a), b)| a == b));
+        }
+        let mut damaged = bytes.clone();
+        damaged[MAGIC.len() + sizes[0] + 20] ^= 1;
+        let r = replay(&damaged, 0, 0);
+        assert_eq!(r.entries.len(), 4);
+        assert_eq!(r.damage.len(), 1);
+        // starting in the middle
+        let from = (MAGIC.len() + sizes[0] + sizes[1]) as u64;
+        assert_eq!(replay(&bytes, 0, from).entries.len(), 3);
+    }
+
+    #[test]
+    fn reader_crosses_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+        let f = create(dir.path(), 0).unwrap();
+        let mut w = Writer::new(dir.path(), f, 0, MAGIC.len() as u64);
+        let mut ends = Vec::new();
+        w.append(&[entry(1), entry(2)], &mut ends).unwrap();
+        w.rotate().unwrap();
+        w.append(&[entry(3)], &mut ends).unwrap();
+        let end = w.end;
+        let mut r = Reader::open(dir.path(), 0).unwrap();
+        let mut damage = Vec::new();
+        let got = r.read(end, 100, &mut damage).unwrap();
+        assert_eq!(
+            got.iter().map(|(_, e)| e.id.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(r.position(), end);
+        assert!(damage.is_empty());
+        // reading again from the middle position of the first file
+        let mut r = Reader::open(dir.path(), got[0].0).unwrap();
+        assert_eq!(r.read(end, 100, &mut damage).unwrap().len(), 2);
+    }
+}
