@@ -23,7 +23,7 @@ use crate::frame;
 /// Magic and version at the start of every journal file.
 pub(crate) const MAGIC: &[u8; 16] = b"VLYJRNL2\0\0\0\0\0\0\0\0";
 /// Bytes kept preallocated past the end of the current journal file.
-pub const RESERVE: u64 = 8 << 20;
+pub const RESERVE: u64 = 4 << 20;
 
 pub(crate) fn dir(spool: &Path) -> PathBuf {
     spool.join("journal")
