@@ -81,7 +81,7 @@ impl Index {
         Some(State::from_u8(b))
     }
 
-    /// Fills in an outcome entry's previous state, campaign and domain.
+    /// Fills in an outcome entry's previous state, campaign and address.
     /// Returns false when the recipient is unknown.
     pub(crate) fn stamp(&self, e: &mut Entry) -> bool {
         let Some(seg) = self.segs.get(&e.id.segment()) else {
@@ -94,7 +94,7 @@ impl Index {
         match seg.record(e.id.index()) {
             Some(r) => {
                 e.campaign = r.campaign.to_native();
-                e.domain = r.domain().to_string();
+                e.email = r.email.to_string();
             }
             None => e.campaign = seg.campaign_of(e.id.index()).unwrap_or(0),
         }
@@ -124,7 +124,7 @@ impl Index {
             seg.live = seg.live.saturating_sub(1);
         }
         if count {
-            self.summary.moved(e.campaign, &e.domain, old, new);
+            self.summary.moved(e.campaign, e.domain(), old, new);
         }
         if new == State::Deferred {
             self.retries.insert(

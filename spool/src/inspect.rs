@@ -85,7 +85,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
                 // nothing
                 Some(new) => {
                     if !e.prev.is_final() && e.prev != new {
-                        index.summary.moved(e.campaign, &e.domain, e.prev, new);
+                        index.summary.moved(e.campaign, e.domain(), e.prev, new);
                     }
                 }
                 None => {

@@ -8,7 +8,7 @@
 //! bytes come from disk and are validated on every access.
 
 use std::fs;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, IoContext, Result};
@@ -126,9 +126,10 @@ impl Spool {
         files::Reader::open(&self.dir, pos)
     }
 
-    /// Where the sink `name` has published to (zeros if never).
-    pub fn cursor(&self, name: &str) -> Cursor {
-        read_cursor(&self.dir.join("cursors").join(name)).unwrap_or_default()
+    /// Where the sink `name` has published to; `None` if it never stored a
+    /// cursor (or the cursor is unreadable).
+    pub fn cursor(&self, name: &str) -> Option<Cursor> {
+        read_cursor(&self.dir.join("cursors").join(name)).map(|(_, c)| c)
     }
 
     /// The lowest position any sink has published to (0 without sinks).
@@ -139,28 +140,51 @@ impl Spool {
         };
         let positions: Vec<u64> = entries
             .filter_map(|e| e.ok())
-            .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
-            .filter_map(|e| read_cursor(&e.path()).map(|c| c.position))
+            .filter_map(|e| read_cursor(&e.path()).map(|(_, c)| c.position))
             .collect();
         positions.into_iter().min().unwrap_or(0)
     }
 
     /// Durably stores where the sink `name` has published to.
+    ///
+    /// The cursor file has two slots in different disk sectors, written in
+    /// turn in place (no new blocks are needed, so this works on a full
+    /// disk); a torn write spoils one slot and the other is still valid.
     pub fn set_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         self.check_writable()?;
         let dir = self.dir.join("cursors");
         let p = dir.join(name);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let mut b = Vec::with_capacity(20);
-        b.extend_from_slice(&c.position.to_le_bytes());
-        b.extend_from_slice(&c.sink_state.to_le_bytes());
-        let crc = crc32fast::hash(&b);
-        b.extend_from_slice(&crc.to_le_bytes());
-        let mut f = fs::File::create(&tmp).ctx("create cursor", &tmp)?;
-        f.write_all(&b).ctx("write cursor", &tmp)?;
-        f.sync_data().ctx("sync cursor", &tmp)?;
-        fs::rename(&tmp, &p).ctx("rename cursor", &p)?;
-        crate::fsync_dir(&dir)
+        let (seq, _) = read_cursor_slots(&p)
+            .into_iter()
+            .flatten()
+            .max_by_key(|(s, _)| *s)
+            .unwrap_or((0, Cursor::default()));
+        let seq = seq + 1;
+        let mut slot = Vec::with_capacity(SLOT);
+        slot.extend_from_slice(&seq.to_le_bytes());
+        slot.extend_from_slice(&c.position.to_le_bytes());
+        slot.extend_from_slice(&c.sink_state.to_le_bytes());
+        let crc = crc32fast::hash(&slot);
+        slot.extend_from_slice(&crc.to_le_bytes());
+        let existed = p.exists();
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&p)
+            .ctx("open cursor", &p)?;
+        if !existed {
+            f.set_len(2 * SLOT_STRIDE).ctx("size cursor", &p)?;
+            f.write_all_at(&[0u8; 2 * SLOT_STRIDE as usize], 0)
+                .ctx("write cursor", &p)?;
+        }
+        f.write_all_at(&slot, (seq % 2) * SLOT_STRIDE)
+            .ctx("write cursor", &p)?;
+        f.sync_data().ctx("sync cursor", &p)?;
+        if !existed {
+            crate::fsync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// fdatasyncs issued so far by (segments, journal): shows group commit.
@@ -169,20 +193,44 @@ impl Spool {
     }
 }
 
-fn read_cursor(p: &std::path::Path) -> Option<Cursor> {
-    let b = fs::read(p).ok()?;
-    if b.len() != 20
-        || crc32fast::hash(&b[..16]) != u32::from_le_bytes([b[16], b[17], b[18], b[19]])
-    {
-        tracing::warn!(path = %p.display(), "cursor file damaged; the sink starts over");
-        return None;
+const SLOT: usize = 28;
+const SLOT_STRIDE: u64 = 512;
+
+fn read_cursor_slots(p: &std::path::Path) -> [Option<(u64, Cursor)>; 2] {
+    let Ok(b) = fs::read(p) else {
+        return [None, None];
+    };
+    let slot = |k: usize| {
+        let s = b.get(k * SLOT_STRIDE as usize..k * SLOT_STRIDE as usize + SLOT)?;
+        let crc = u32::from_le_bytes([s[24], s[25], s[26], s[27]]);
+        if crc32fast::hash(&s[..24]) != crc {
+            return None;
+        }
+        let u = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&s[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let seq = u(0);
+        (seq > 0).then(|| {
+            (
+                seq,
+                Cursor {
+                    position: u(8),
+                    sink_state: u(16),
+                },
+            )
+        })
+    };
+    [slot(0), slot(1)]
+}
+
+/// The newest valid slot of a cursor file, with its sequence number.
+fn read_cursor(p: &std::path::Path) -> Option<(u64, Cursor)> {
+    let slots = read_cursor_slots(p);
+    let best = slots.into_iter().flatten().max_by_key(|(s, _)| *s);
+    if best.is_none() && p.exists() {
+        tracing::warn!(path = %p.display(), "cursor file unreadable; the sink starts over (at-least-once)");
     }
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    let position = u64::from_le_bytes(a);
-    a.copy_from_slice(&b[8..16]);
-    Some(Cursor {
-        position,
-        sink_state: u64::from_le_bytes(a),
-    })
+    best
 }

@@ -579,7 +579,10 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
             deferred,
         })),
     };
-    // persist what recovery found (and start a fresh journal file)
-    spool.checkpoint()?;
+    // persist what recovery found (and start a fresh journal file); on a
+    // full disk this can fail, and the spool works on without it
+    if let Err(e) = spool.checkpoint() {
+        tracing::warn!(error = %e, "cannot write a checkpoint after opening (retried later)");
+    }
     Ok((spool, report))
 }

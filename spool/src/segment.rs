@@ -92,7 +92,8 @@ pub(crate) fn check_header(bytes: &[u8], no: u32, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates a new, empty, durable segment file.
+/// Creates a new, empty, durable segment file (removed again if any step
+/// fails, e.g. on a full disk).
 pub(crate) fn create(dir: &Path, no: u32) -> Result<Arc<File>> {
     let p = path(dir, no);
     let file = OpenOptions::new()
@@ -104,11 +105,17 @@ pub(crate) fn create(dir: &Path, no: u32) -> Result<Arc<File>> {
     let mut header = [0u8; HEADER];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&no.to_le_bytes());
-    file.set_len(SEGMENT_BYTES).ctx("size segment", &p)?;
-    file.write_all_at(&header, 0)
-        .ctx("write segment header", &p)?;
-    file.sync_all().ctx("sync segment", &p)?;
-    crate::fsync_dir(&dir.join("segments"))?;
+    let made = (|| -> Result<()> {
+        file.set_len(SEGMENT_BYTES).ctx("size segment", &p)?;
+        file.write_all_at(&header, 0)
+            .ctx("write segment header", &p)?;
+        file.sync_all().ctx("sync segment", &p)?;
+        crate::fsync_dir(&dir.join("segments"))
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&p);
+        return Err(e);
+    }
     Ok(Arc::new(file))
 }
 

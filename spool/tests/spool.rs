@@ -307,7 +307,7 @@ fn journal_reader_and_cursor() {
                 .collect::<Vec<_>>(),
         )
         .unwrap();
-    assert_eq!(spool.cursor("jsonl"), Cursor::default());
+    assert_eq!(spool.cursor("jsonl"), None);
     let outcomes = |r: &mut volley_spool::journal::files::Reader| {
         let mut damage = Vec::new();
         let got = r.read(spool.journal_end(), 1000, &mut damage).unwrap();
@@ -319,7 +319,8 @@ fn journal_reader_and_cursor() {
     let mut r = spool.journal_reader(0).unwrap();
     let got = outcomes(&mut r);
     assert_eq!(got.len(), 3);
-    assert_eq!(got[0].1.domain, "d0.test", "entries carry the domain");
+    assert_eq!(got[0].1.email, "user0@d0.test", "entries carry the address");
+    assert_eq!(got[0].1.domain(), "d0.test");
     assert_eq!(got[0].1.prev, State::Queued);
     spool
         .set_cursor(
@@ -330,9 +331,25 @@ fn journal_reader_and_cursor() {
             },
         )
         .unwrap();
-    assert_eq!(spool.cursor("jsonl").sink_state, 7);
+    assert_eq!(spool.cursor("jsonl").unwrap().sink_state, 7);
+    // the two slots alternate; a torn newest slot falls back to the older one
+    spool
+        .set_cursor(
+            "jsonl",
+            Cursor {
+                position: got[1].0,
+                sink_state: 8,
+            },
+        )
+        .unwrap();
+    assert_eq!(spool.cursor("jsonl").unwrap().sink_state, 8);
+    let p = dir.path().join("cursors/jsonl");
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(&[0xff; 4], 0).unwrap(); // slot 0 holds the newest (sequence 2)
+    drop(f);
+    assert_eq!(spool.cursor("jsonl").unwrap().sink_state, 7);
     let mut r = spool
-        .journal_reader(spool.cursor("jsonl").position)
+        .journal_reader(spool.cursor("jsonl").unwrap().position)
         .unwrap();
     let rest = outcomes(&mut r);
     assert_eq!(rest.len(), 1);
@@ -371,20 +388,13 @@ fn segments_roll_over_and_finished_ones_are_reclaimed() {
         "u1999@big.test"
     );
 
-    // finish everything; segments go once events are published
-    let end = spool
-        .record(
-            &ids.iter()
-                .map(|&id| outcome(id, Kind::Delivered))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
-    assert_eq!(
-        spool.reclaim(0).unwrap(),
-        0,
-        "nothing goes before its events are published"
-    );
-    assert_eq!(spool.reclaim(end).unwrap(), 2);
+    // finish all but the last: the first segment goes; then the second
+    let all: Vec<_> = ids.iter().map(|&id| outcome(id, Kind::Delivered)).collect();
+    spool.record(&all[..1999]).unwrap();
+    assert_eq!(spool.reclaim().unwrap(), 1, "the first segment is finished");
+    assert_eq!(spool.reclaim().unwrap(), 0);
+    spool.record(&all[1999..]).unwrap();
+    assert_eq!(spool.reclaim().unwrap(), 1);
     assert!(!seg_path(dir.path(), first_seg).exists());
     // new appends go to a new segment
     let more = spool.append(&[recs[0].clone()]).unwrap();

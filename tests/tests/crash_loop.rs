@@ -27,45 +27,87 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
     }
     fx.write("list.csv", csv);
     fx.campaign("list.csv", "Number {{n}}", "Message {{n}}\n", "");
-    fx.config(&sink.addr(), "[delivery]\nconnections = 4\nmessages_per_second = 1000000\n");
+    fx.config(
+        &sink.addr(),
+        "[delivery]\nconnections = 4\nmessages_per_second = 1000000\n",
+    );
 
-    let seed = std::env::var("VOLLEY_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand_seed());
+    let seed = std::env::var("VOLLEY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(fastrand_seed);
     let mut rng = Rng(seed);
     println!("crash loop seed {seed} (set VOLLEY_CRASH_SEED to repeat)");
     let started = Instant::now();
     for k in 0..KILLS {
-        let mut send = spawn(fx.path(), &["send", "campaign.toml", "--config", "config.toml"]);
+        let mut send = spawn(
+            fx.path(),
+            &["send", "campaign.toml", "--config", "config.toml"],
+        );
         // early kills land in ingest and start-up, later ones in delivery
-        let ms = if k < 6 { 20 + rng.below(400) } else { 200 + rng.below(1500) };
+        let ms = if k < 6 {
+            20 + rng.below(400)
+        } else {
+            200 + rng.below(1500)
+        };
         std::thread::sleep(Duration::from_millis(ms));
         if let Ok(Some(status)) = send.try_wait() {
-            panic!("send finished before kill {k} ({status}): the campaign is too small for this test");
+            panic!(
+                "send finished before kill {k} ({status}): the campaign is too small for this test"
+            );
         }
         send.kill().expect("SIGKILL");
         let _ = send.wait();
     }
     let killed_at = sink.files().len();
-    println!("after {KILLS} kills ({:.1} s): {killed_at} messages at the sink", started.elapsed().as_secs_f64());
-    assert!(killed_at < N, "everything was delivered before the last kill");
+    println!(
+        "after {KILLS} kills ({:.1} s): {killed_at} messages at the sink",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        killed_at < N,
+        "everything was delivered before the last kill"
+    );
 
-    let out = run(fx.path(), &["send", "campaign.toml", "--config", "config.toml"], Duration::from_secs(600));
+    let out = run(
+        fx.path(),
+        &["send", "campaign.toml", "--config", "config.toml"],
+        Duration::from_secs(600),
+    );
     assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 
     // nobody lost: every recipient arrived, and the spool says delivered
-    wait_until(Duration::from_secs(30), "sink dumps complete", || sink.recipients().len() >= N);
+    wait_until(Duration::from_secs(30), "sink dumps complete", || {
+        sink.recipients().len() >= N
+    });
     let mut copies: HashMap<String, usize> = HashMap::with_capacity(N);
     for r in sink.recipients() {
         *copies.entry(r).or_default() += 1;
     }
-    let missing = (0..N).filter(|i| !copies.contains_key(&format!("r{i}@loop{}.test", i % DOMAINS))).count();
+    let missing = (0..N)
+        .filter(|i| !copies.contains_key(&format!("r{i}@loop{}.test", i % DOMAINS)))
+        .count();
     assert_eq!(missing, 0, "{missing} recipients never arrived");
     assert_eq!(copies.len(), N);
     let duplicates: usize = copies.values().map(|c| c - 1).sum();
 
-    let status = run(fx.path(), &["status", "--config", "config.toml", "--json"], Duration::from_secs(60));
+    let status = run(
+        fx.path(),
+        &["status", "--config", "config.toml", "--json"],
+        Duration::from_secs(60),
+    );
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(s["campaigns"][0]["total"], N as u64, "every row spooled exactly once");
+    assert_eq!(
+        s["campaigns"][0]["total"], N as u64,
+        "every row spooled exactly once"
+    );
     assert_eq!(s["campaigns"][0]["delivered"], N as u64);
     assert_eq!(s["totals"]["lost"], 0);
 
@@ -73,13 +115,21 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
     let ev = fx.events();
     let mut finals: HashMap<String, usize> = HashMap::with_capacity(N);
     for e in &ev {
-        if matches!(e["eventType"].as_str(), Some("Delivery" | "Bounce" | "Rendering Failure")) {
-            *finals.entry(e["mail"]["destination"][0].as_str().unwrap().to_string()).or_default() += 1;
+        if matches!(
+            e["eventType"].as_str(),
+            Some("Delivery" | "Bounce" | "Rendering Failure")
+        ) {
+            *finals
+                .entry(e["mail"]["destination"][0].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     assert_eq!(finals.len(), N, "a final event for every recipient");
     let repeated: Vec<_> = finals.iter().filter(|(_, n)| **n != 1).take(5).collect();
-    assert!(repeated.is_empty(), "recipients with more than one final event: {repeated:?}");
+    assert!(
+        repeated.is_empty(),
+        "recipients with more than one final event: {repeated:?}"
+    );
 
     println!(
         "{KILLS} SIGKILLs: 0 lost, {duplicates} duplicate deliveries (bound {} = {KILLS} kills x {WINDOW} in flight), each recipient one final event",
@@ -89,7 +139,9 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
 }
 
 fn fastrand_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 /// A small deterministic generator (xorshift), so a failing run can be

@@ -13,7 +13,7 @@ use volley_engine::campaign::{self, LoadedCampaign};
 use volley_engine::config::Config;
 use volley_engine::delivery::Stats;
 use volley_engine::engine::Options;
-use volley_engine::ingest::{self, IngestError, Summary};
+use volley_engine::ingest::{self, IngestError};
 use volley_spool::Spool;
 
 use super::progress::Progress;
@@ -23,10 +23,15 @@ use super::{
 
 /// What a delivery job did.
 pub struct Job {
-    pub summary: Summary,
+    pub campaign: String,
+    /// Recipients of the campaign in the spool.
+    pub spooled: u64,
+    pub rejected: u64,
     pub stats: Arc<Stats>,
     pub elapsed: Duration,
     pub deferred_left: u64,
+    /// The spool refused part of the list (what it accepted was delivered).
+    pub failure: Option<CliError>,
 }
 
 fn ingest_error(e: IngestError) -> CliError {
@@ -34,6 +39,7 @@ fn ingest_error(e: IngestError) -> CliError {
         IngestError::List(e) => bad(e),
         IngestError::StoredCampaign { .. } => bad(e),
         IngestError::Spool(e) => fail(anyhow::anyhow!("spool: {e}")),
+        e @ IngestError::Append { .. } => fail(e),
     }
 }
 
@@ -76,6 +82,7 @@ pub async fn deliver(
     let ingest_spool = Arc::clone(&spool);
     let ingest_total = Arc::clone(&total);
     let list = loaded.recipients.clone();
+    let loaded_id = loaded.def.id.clone();
     let mut ingest = tokio::task::spawn_blocking(move || {
         let shown = AtomicU64::new(0);
         ingest::run(
@@ -93,17 +100,28 @@ pub async fn deliver(
         )
     });
     let mut progress = Progress::new();
-    let mut summary = None;
+    let campaign = loaded_id;
+    let mut ingest_done = false;
+    let (mut spooled, mut rejected) = (0u64, 0u64);
+    let mut failure = None;
     loop {
         tokio::select! {
-            r = &mut ingest, if summary.is_none() => {
-                let r = r.map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?;
-                match r {
+            r = &mut ingest, if !ingest_done => {
+                ingest_done = true;
+                match r.map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))? {
                     Ok(s) => {
                         if s.already_complete {
                             eprintln!("campaign {} is already spooled ({} recipients); delivering what remains", s.def.id, s.earlier);
                         }
-                        summary = Some(s);
+                        spooled = s.accepted + s.earlier;
+                        rejected = s.rejected;
+                    }
+                    Err(IngestError::Append { campaign, accepted, error }) => {
+                        // what was accepted is delivered; the job then fails
+                        let e = IngestError::Append { campaign, accepted, error };
+                        eprintln!("error: {e}");
+                        spooled = accepted;
+                        failure = Some(ingest_error(e));
                     }
                     Err(e) => {
                         progress.finish();
@@ -115,7 +133,7 @@ pub async fn deliver(
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         progress.update(total.load(Ordering::Relaxed), &engine.stats);
-        if summary.is_some() && engine.in_flight() == 0 && engine.events_caught_up() {
+        if ingest_done && engine.in_flight() == 0 && engine.events_caught_up() {
             break;
         }
     }
@@ -123,14 +141,14 @@ pub async fn deliver(
     let elapsed = progress.elapsed();
     let stats = Arc::clone(&engine.stats);
     engine.shutdown(Duration::from_secs(30)).await;
-    let Some(summary) = summary else {
-        return Err(fail(anyhow::anyhow!("ingest ended without a result")));
-    };
     Ok(Job {
-        summary,
+        campaign,
+        spooled,
+        rejected,
         stats,
         elapsed,
         deferred_left: count_deferred(&spool),
+        failure,
     })
 }
 
@@ -139,15 +157,15 @@ pub fn print_summary(job: &Job) {
     let s = &job.stats;
     let finals = s.finals();
     let secs = job.elapsed.as_secs_f64().max(0.001);
-    let rejected = if job.summary.rejected > 0 {
-        format!(", {} rows rejected", job.summary.rejected)
+    let rejected = if job.rejected > 0 {
+        format!(", {} rows rejected", job.rejected)
     } else {
         String::new()
     };
     println!(
         "campaign {}: {} recipients spooled{rejected}; delivered {}, bounced {}, render-failed {}, deferred {} in {:.1}s ({:.0} messages/s)",
-        job.summary.def.id,
-        job.summary.accepted + job.summary.earlier,
+        job.campaign,
+        job.spooled,
         s.delivered.load(Ordering::Relaxed),
         s.bounced.load(Ordering::Relaxed),
         s.failed.load(Ordering::Relaxed),
@@ -161,8 +179,11 @@ pub fn print_summary(job: &Job) {
 pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
     let loaded = campaign::load(campaign_path).map_err(bad)?;
-    let job = deliver(config, loaded, Options::default()).await?;
+    let mut job = deliver(config, loaded, Options::default()).await?;
     print_summary(&job);
+    if let Some(f) = job.failure.take() {
+        return Err(f);
+    }
     if job.deferred_left > 0 {
         eprintln!(
             "{} recipients are deferred and stay spooled; `volley run` retries them",

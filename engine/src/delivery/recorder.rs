@@ -132,5 +132,9 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
             drop(r.permit);
         }
         let _ = ctx.wake_pump.try_send(());
+        // segments whose recipients are now all final go (freeing disk)
+        if let Err(e) = ctx.spool.reclaim() {
+            tracing::warn!(error = %e, "reclaiming finished segments failed (retried later)");
+        }
     }
 }

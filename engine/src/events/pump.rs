@@ -5,8 +5,8 @@
 //!
 //! Runs on its own thread, woken by the recorder after each commit (and
 //! every 200 ms). A slow or failing sink delays only events, never delivery.
-//! Exposure: journal bytes and spool records (disk); damage is logged and
-//! counted, never fatal.
+//! Exposure: journal bytes (disk); damage is logged and counted, never
+//! fatal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,25 +53,30 @@ pub fn run(
     wake: &crossbeam_channel::Receiver<()>,
 ) {
     let spool = &ctx.spool;
-    let mut cursor = spool.cursor(sink.name());
-    if cursor.position > spool.journal_end() {
+    let stored = spool.cursor(sink.name());
+    let mut position = stored.map_or(0, |c| c.position);
+    if position > spool.journal_end() {
         tracing::warn!(
-            cursor = cursor.position,
+            cursor = position,
             end = spool.journal_end(),
             "sink cursor is past the journal end; publishing from the oldest entry kept"
         );
-        cursor.position = 0;
+        position = 0;
     }
-    let mut delay = Duration::from_millis(100);
-    while let Err(e) = sink.resume(cursor.sink_state) {
-        tracing::error!(error = %e, "sink cannot resume; retrying");
-        if ctx.stop.load(Ordering::Acquire) {
-            return;
+    // With a stored cursor the sink goes back to its state at that cursor
+    // (undoing output written after it); without one it only appends.
+    if let Some(c) = stored {
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = sink.resume(c.sink_state) {
+            tracing::error!(error = %e, "sink cannot resume; retrying");
+            if ctx.stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
-    let mut reader = match spool.journal_reader(cursor.position) {
+    let mut reader = match spool.journal_reader(position) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "event pump cannot read the journal; no events will be published");
@@ -107,12 +112,9 @@ pub fn run(
             if e.kind.outcome_state().is_none() {
                 continue;
             }
-            let rec = spool.with_record(e.id, |r| (r.campaign.to_native(), r.email.to_string()));
-            let Ok((no, email)) = rec else {
-                tracing::warn!(recipient = %e.id, "journal entry for an unreadable recipient; event skipped");
-                ctx.metrics.event_errors.inc();
-                continue;
-            };
+            // the entry carries the address and campaign: the recipient's
+            // record may already be reclaimed
+            let (no, email) = (e.campaign, e.email.as_str());
             let Some((def, accepted_ms)) = campaign(spool, &mut campaigns, no) else {
                 tracing::warn!(recipient = %e.id, campaign = no, "campaign unreadable; event skipped");
                 ctx.metrics.event_errors.inc();
@@ -122,7 +124,7 @@ pub fn run(
             let c = Context {
                 campaign: &def,
                 accepted_ms,
-                email: &email,
+                email,
                 message_id: &mid,
                 reporting_mta: &ctx.reporting_mta,
             };
@@ -142,15 +144,8 @@ pub fn run(
             position: reader.position(),
             sink_state: sink.state(),
         };
-        match spool.set_cursor(sink.name(), published) {
-            Ok(()) => {
-                if let Err(e) = spool.reclaim(published.position) {
-                    tracing::warn!(error = %e, "reclaiming finished segments failed (retried later)");
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart)")
-            }
+        if let Err(e) = spool.set_cursor(sink.name(), published) {
+            tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart)");
         }
         ctx.position.store(reader.position(), Ordering::Release);
     }

@@ -29,6 +29,16 @@ pub enum IngestError {
     List(#[from] ListError),
     #[error("spool: {0}")]
     Spool(#[from] volley_spool::Error),
+    /// The spool refused a batch (e.g. the disk is full); what was accepted
+    /// before stays spooled and is delivered.
+    #[error(
+        "spool: {error} ({accepted} recipients of campaign {campaign} were accepted before this and are safe in the spool)"
+    )]
+    Append {
+        campaign: String,
+        accepted: u64,
+        error: volley_spool::Error,
+    },
     #[error("campaign {id:?} in the spool is unreadable: {reason}")]
     StoredCampaign { id: String, reason: String },
 }
@@ -141,7 +151,11 @@ pub fn run(
         if recs.is_empty() {
             continue;
         }
-        let ids: Vec<RecipientId> = spool.append(&recs)?;
+        let ids: Vec<RecipientId> = spool.append(&recs).map_err(|error| IngestError::Append {
+            campaign: def.id.clone(),
+            accepted: earlier + n_ok,
+            error,
+        })?;
         n_ok += ids.len() as u64;
         let works = ids
             .into_iter()

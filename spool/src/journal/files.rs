@@ -51,19 +51,30 @@ pub(crate) fn list(spool: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Creates a new, durable journal file starting at `base`.
+/// Creates a new, durable journal file starting at `base`. The file
+/// appears under its name only complete (header written and synced), so a
+/// failure (e.g. a full disk) leaves nothing half made.
 pub(crate) fn create(spool: &Path, base: u64) -> Result<Arc<File>> {
     let p = path(spool, base);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&p)
-        .ctx("create journal file", &p)?;
-    f.write_all(MAGIC).ctx("write journal header", &p)?;
-    f.sync_all().ctx("sync journal file", &p)?;
-    crate::fsync_dir(&dir(spool))?;
-    Ok(Arc::new(f))
+    let tmp = p.with_extension("log.tmp");
+    let made = (|| -> Result<File> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .ctx("create journal file", &tmp)?;
+        f.write_all(MAGIC).ctx("write journal header", &tmp)?;
+        f.sync_all().ctx("sync journal file", &tmp)?;
+        std::fs::rename(&tmp, &p).ctx("install journal file", &p)?;
+        crate::fsync_dir(&dir(spool))?;
+        Ok(f)
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    made.map(Arc::new)
 }
 
 /// Preallocates `len` bytes at `offset` without changing the file size.
@@ -380,7 +391,7 @@ mod tests {
     fn entry(i: u64) -> Entry {
         let mut e = Entry::outcome(Kind::Delivered, RecipientId(i), 1, i, 0, b"250 ok".to_vec());
         e.prev = State::Queued;
-        e.domain = "d.test".into();
+        e.email = "x@d.test".into();
         e
     }
 

@@ -2,7 +2,7 @@
 //! states and the spool's shape, split over files (see [`files`]).
 //!
 //! Entries are self-describing: an outcome carries the recipient's campaign,
-//! domain and previous state (stamped by the spool when it is written), a
+//! address and previous state (stamped by the spool when it is written), a
 //! batch append carries its per-domain counts, so per-campaign and
 //! per-domain counts can be rebuilt from a checkpoint and the journal tail
 //! alone. Each outcome also carries an opaque `detail` (the engine's event
@@ -93,8 +93,9 @@ pub struct Entry {
     pub prev: State,
     /// Stamped by the spool (outcomes); given (campaign entries).
     pub campaign: u32,
-    /// Stamped by the spool: the recipient's domain (outcomes).
-    pub domain: String,
+    /// Stamped by the spool: the recipient's address (outcomes), so events
+    /// can be published without the recipient's record.
+    pub email: String,
 }
 
 impl Entry {
@@ -116,8 +117,13 @@ impl Entry {
             detail,
             prev: State::Queued,
             campaign: 0,
-            domain: String::new(),
+            email: String::new(),
         }
+    }
+
+    /// The domain of the recipient's address.
+    pub fn domain(&self) -> &str {
+        self.email.rsplit_once('@').map_or("", |(_, d)| d)
     }
 
     /// A spool-level mark (campaign or segment entries).
@@ -129,19 +135,20 @@ impl Entry {
 
     /// Appends the encoded payload of this entry to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        let domain = &self.domain.as_bytes()[..self.domain.len().min(255)];
-        let room = MAX_ENTRY - FIXED - domain.len();
+        let email = self.email.as_bytes();
+        let email = if email.len() <= 1024 { email } else { &[][..] };
+        let room = MAX_ENTRY - FIXED - email.len();
         let detail = &self.detail[..self.detail.len().min(room)];
         out.push(self.kind as u8);
         out.push(self.prev as u8);
-        out.extend_from_slice(&(domain.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(email.len() as u16).to_le_bytes());
         out.extend_from_slice(&self.attempts.to_le_bytes());
         out.extend_from_slice(&self.id.0.to_le_bytes());
         out.extend_from_slice(&self.at_ms.to_le_bytes());
         out.extend_from_slice(&self.next_ms.to_le_bytes());
         out.extend_from_slice(&self.campaign.to_le_bytes());
         out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(domain);
+        out.extend_from_slice(email);
         out.extend_from_slice(detail);
     }
 
@@ -162,10 +169,10 @@ impl Entry {
             b.copy_from_slice(&p[i..i + 8]);
             u64::from_le_bytes(b)
         };
-        let domain = p
+        let email = p
             .get(FIXED..FIXED + dlen)
-            .ok_or("domain runs past the entry")
-            .and_then(|d| std::str::from_utf8(d).map_err(|_| "domain is not UTF-8"))?;
+            .ok_or("address runs past the entry")
+            .and_then(|d| std::str::from_utf8(d).map_err(|_| "address is not UTF-8"))?;
         Ok(Entry {
             kind,
             prev,
@@ -174,7 +181,7 @@ impl Entry {
             at_ms: u64_at(16),
             next_ms: u64_at(24),
             campaign: u32_at(32),
-            domain: domain.to_string(),
+            email: email.to_string(),
             detail: p[FIXED + dlen..].to_vec(),
         })
     }
@@ -237,7 +244,7 @@ mod tests {
         );
         e.prev = State::Queued;
         e.campaign = 7;
-        e.domain = "example.org".into();
+        e.email = "someone@example.org".into();
         e
     }
 
