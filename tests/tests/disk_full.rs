@@ -72,7 +72,7 @@ fn full_disk_refuses_new_recipients_and_delivers_the_accepted_ones() {
         .and_then(|s| s.rsplit('(').next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no accepted count in: {err}"));
-    assert!(accepted >= 8192 && accepted < 40_000, "{accepted} accepted");
+    assert!((8192..40_000).contains(&accepted), "{accepted} accepted");
 
     let status = |fx: &Fixture| -> serde_json::Value {
         let out = run(
