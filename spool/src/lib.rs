@@ -49,6 +49,8 @@ mod checkpoint;
 mod commit;
 mod error;
 mod frame;
+#[cfg(test)]
+mod fuzz;
 mod index;
 mod inspect;
 pub mod journal;
