@@ -60,19 +60,26 @@ pub fn parse(input: &str) -> Result<Address, String> {
             b as char
         ));
     }
-    let domain = check_domain(domain)?;
-    let email = format!("{local}@{domain}");
-    if email.len() > 254 {
-        return Err(format!(
-            "address is {} characters; the limit is 254",
-            email.len()
-        ));
+    let domain = check_domain_ref(domain)?;
+    let len = local.len() + 1 + domain.len();
+    if len > 254 {
+        return Err(format!("address is {len} characters; the limit is 254"));
     }
+    let mut email = String::with_capacity(len);
+    email.push_str(local);
+    email.push('@');
+    email.push_str(domain);
+    email[local.len() + 1..].make_ascii_lowercase();
     Ok(Address { email })
 }
 
 /// Checks a domain name; returns it lower-cased.
 pub fn check_domain(domain: &str) -> Result<String, String> {
+    check_domain_ref(domain).map(str::to_ascii_lowercase)
+}
+
+/// Checks a domain name; returns it without a trailing dot (case kept).
+fn check_domain_ref(domain: &str) -> Result<&str, String> {
     if domain.is_empty() {
         return Err("empty domain".into());
     }
@@ -83,11 +90,10 @@ pub fn check_domain(domain: &str) -> Result<String, String> {
     if domain.len() > 253 {
         return Err("domain is longer than 253 characters".into());
     }
-    let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 {
+    if !domain.contains('.') {
         return Err(format!("domain {domain:?} has no dot"));
     }
-    for l in &labels {
+    for l in domain.split('.') {
         if l.is_empty() || l.len() > 63 {
             return Err(format!("domain {domain:?} has an empty or over-long label"));
         }
@@ -101,7 +107,7 @@ pub fn check_domain(domain: &str) -> Result<String, String> {
             ));
         }
     }
-    Ok(domain.to_ascii_lowercase())
+    Ok(domain)
 }
 
 /// A sender in `Name <addr>` or bare `addr` form.

@@ -85,13 +85,14 @@ pub async fn deliver(
     let loaded_id = loaded.def.id.clone();
     let mut ingest = tokio::task::spawn_blocking(move || {
         let shown = AtomicU64::new(0);
+        let mut domains = ingest::Domains::default();
         ingest::run(
             &ingest_spool,
             &loaded,
-            |works| {
-                ingest_total.fetch_add(works.len() as u64, Ordering::Relaxed);
-                metrics.ingested.inc_by(works.len() as u64);
-                handle.enqueue(works);
+            |ids, recs| {
+                ingest_total.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                metrics.ingested.inc_by(ids.len() as u64);
+                handle.enqueue(ingest::works(&mut domains, ids, recs));
             },
             |r| {
                 metrics.rejected.inc();
@@ -205,7 +206,7 @@ pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
         ingest::run(
             &spool,
             &loaded,
-            |_| {},
+            |_, _| {},
             |r| report_rejection(&list, &shown, r),
         )
     })

@@ -295,9 +295,9 @@ impl Reader {
             self.pos += off as u64;
             if !progressed {
                 // The file may have been rotated since it was listed.
-                let known = self.files.len();
+                let known = self.files.clone();
                 self.relist()?;
-                if self.files.len() != known {
+                if self.files != known {
                     continue;
                 }
                 // Bytes below the committed end that do not frame (only
@@ -448,8 +448,22 @@ mod tests {
         );
         assert_eq!(r.position(), end);
         assert!(damage.is_empty());
-        // reading again from the middle position of the first file
-        let mut r = Reader::open(dir.path(), got[0].0).unwrap();
-        assert_eq!(r.read(end, 100, &mut damage).unwrap().len(), 2);
+        // a reader at the end of a file that is then rotated away and
+        // deleted (one file out, one in: the listing has as many files as
+        // before) follows into the new file
+        std::fs::remove_file(path(dir.path(), 0)).unwrap();
+        let mut r2 = Reader::open(dir.path(), 0).unwrap();
+        assert_eq!(r2.read(end, 100, &mut damage).unwrap().len(), 1);
+        let old_base = w.base;
+        w.rotate().unwrap();
+        std::fs::remove_file(path(dir.path(), old_base)).unwrap();
+        w.append(&[entry(4)], &mut ends).unwrap();
+        let got4 = r2.read(w.end, 100, &mut damage).unwrap();
+        assert_eq!(
+            got4.iter().map(|(_, e)| e.id.0).collect::<Vec<_>>(),
+            vec![4]
+        );
+        assert!(damage.is_empty(), "{damage:?}");
+        let _ = got;
     }
 }
