@@ -70,7 +70,7 @@ pub use journal::{Entry, Kind};
 pub use ops::Cursor;
 pub use record::{ArchivedRecipient, Recipient, Vars};
 pub use segment::SEGMENT_BYTES;
-pub use spool::{CHECKPOINT_EVERY, Damage, OpenReport, Pending, Spool};
+pub use spool::{CHECKPOINT_EVERY, Damage, OpenReport, Pending, Spool, StartedAppend};
 pub use summary::{CampaignCounts, Counts, Summary};
 
 /// Identifies one recipient: segment number (high 32 bits) and record index

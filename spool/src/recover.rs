@@ -377,6 +377,9 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         found_files.insert(no);
         index.next_segment = index.next_segment.max(no.saturating_add(1));
         let scan = segment::scan(&map);
+        // the scan touched every page: drop them from this process's memory
+        // (the page cache keeps them for the pass below)
+        segment::release(&map);
         if scan.torn {
             let what = if Some(no) == last_on_disk {
                 segment::cut_tail(&file, &path, scan.end)?;

@@ -19,7 +19,7 @@ use crate::frame;
 use crate::record::MAX_RECORD;
 
 /// Size every segment file is created with.
-pub const SEGMENT_BYTES: u64 = 64 << 20;
+pub const SEGMENT_BYTES: u64 = 8 << 20;
 pub(crate) const HEADER: usize = 16;
 const MAGIC: &[u8; 8] = b"VLYSEG01";
 /// Offset value marking a record lost to damage.

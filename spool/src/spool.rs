@@ -69,6 +69,25 @@ pub struct Pending {
     pub deferred: Vec<(RecipientId, String, crate::Retry)>,
 }
 
+/// A batch written by [`Spool::append_start`], not yet acknowledged.
+#[derive(Debug, Default)]
+pub struct StartedAppend {
+    ids: Vec<RecipientId>,
+    end: u64,
+    entries: Vec<Entry>,
+}
+
+impl StartedAppend {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 pub(crate) struct SegWriter {
     pub(crate) no: u32,
     pub(crate) file: Arc<File>,
@@ -190,9 +209,19 @@ impl Spool {
     /// reached the file may still be delivered (at-least-once), and the next
     /// append starts a fresh segment.
     pub fn append(&self, recs: &[Recipient]) -> Result<Vec<RecipientId>> {
+        let started = self.append_start(recs)?;
+        self.append_finish(started)
+    }
+
+    /// First half of [`Spool::append`]: writes and indexes the records (not
+    /// yet durable, nothing acknowledged). A producer can start the next
+    /// batch while this one is finished on another thread, so writing,
+    /// syncing and parsing overlap. Batches must be finished in the order
+    /// they were started.
+    pub fn append_start(&self, recs: &[Recipient]) -> Result<StartedAppend> {
         self.check_writable()?;
         if recs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(StartedAppend::default());
         }
         let mut ranges = Vec::with_capacity(recs.len());
         let mut buf = rkyv::util::AlignedVec::new();
@@ -213,10 +242,37 @@ impl Spool {
             }
         };
         drop(guard);
+        let entries = appended_entries(recs, &ids);
+        Ok(StartedAppend { ids, end, entries })
+    }
+
+    /// Second half of [`Spool::append`]: waits until the records are
+    /// durable, journals them durably, and returns their ids.
+    pub fn append_finish(&self, started: StartedAppend) -> Result<Vec<RecipientId>> {
+        let StartedAppend {
+            ids,
+            end,
+            mut entries,
+        } = started;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
         self.seg_commit
             .wait(end)
             .ctx("fdatasync segment", &self.dir.join("segments"))?;
-        self.journal_appended(recs, &ids)?;
+        self.journal_write(&mut entries, false, |index, es, ends| {
+            for (e, &pos) in es.iter().zip(ends) {
+                if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
+                    for (d, c) in counts {
+                        index.summary.add(e.campaign, d, State::Queued, c.queued);
+                    }
+                }
+                index.summary.saw_row(e.campaign, e.next_ms as u32);
+                if let Some(seg) = index.segs.get_mut(&e.id.segment()) {
+                    seg.last_pos = seg.last_pos.max(pos);
+                }
+            }
+        })?;
         Ok(ids)
     }
 
@@ -364,55 +420,6 @@ impl Spool {
                 index.apply_mark(e, pos);
             }
         })
-    }
-
-    /// Journals the `Appended` entries of a durable batch.
-    fn journal_appended(&self, recs: &[Recipient], ids: &[RecipientId]) -> Result<()> {
-        let mut entries = Vec::new();
-        let mut i = 0;
-        while i < ids.len() {
-            let mut j = i + 1;
-            while j < ids.len()
-                && ids[j].segment() == ids[i].segment()
-                && recs[j].campaign == recs[i].campaign
-            {
-                j += 1;
-            }
-            let mut domains: HashMap<&str, u64> = HashMap::new();
-            for r in &recs[i..j] {
-                *domains
-                    .entry(r.email.rsplit_once('@').map_or("", |(_, d)| d))
-                    .or_default() += 1;
-            }
-            let detail = journal::encode_domain_counts(domains.iter().map(|(d, n)| {
-                (
-                    *d,
-                    Counts {
-                        queued: *n,
-                        ..Counts::default()
-                    },
-                )
-            }));
-            let mut e = Entry::mark(Kind::Appended, ids[i], recs[i].campaign, (j - i) as u32);
-            e.next_ms = u64::from(recs[i..j].iter().map(|r| r.row).max().unwrap_or(0));
-            e.detail = detail;
-            entries.push(e);
-            i = j;
-        }
-        self.journal_write(&mut entries, false, |index, es, ends| {
-            for (e, &pos) in es.iter().zip(ends) {
-                if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
-                    for (d, c) in counts {
-                        index.summary.add(e.campaign, d, State::Queued, c.queued);
-                    }
-                }
-                index.summary.saw_row(e.campaign, e.next_ms as u32);
-                if let Some(seg) = index.segs.get_mut(&e.id.segment()) {
-                    seg.last_pos = seg.last_pos.max(pos);
-                }
-            }
-        })?;
-        Ok(())
     }
 
     /// Journals outcomes durably and applies them to the in-memory state.
@@ -579,4 +586,41 @@ impl Spool {
         self.drop_old_journal_files();
         Ok(done)
     }
+}
+
+/// The `Appended` entries describing a batch: one per run of records in the
+/// same segment and campaign, with per-domain counts.
+fn appended_entries(recs: &[Recipient], ids: &[RecipientId]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i + 1;
+        while j < ids.len()
+            && ids[j].segment() == ids[i].segment()
+            && recs[j].campaign == recs[i].campaign
+        {
+            j += 1;
+        }
+        let mut domains: HashMap<&str, u64> = HashMap::new();
+        for r in &recs[i..j] {
+            *domains
+                .entry(r.email.rsplit_once('@').map_or("", |(_, d)| d))
+                .or_default() += 1;
+        }
+        let detail = journal::encode_domain_counts(domains.iter().map(|(d, n)| {
+            (
+                *d,
+                Counts {
+                    queued: *n,
+                    ..Counts::default()
+                },
+            )
+        }));
+        let mut e = Entry::mark(Kind::Appended, ids[i], recs[i].campaign, (j - i) as u32);
+        e.next_ms = u64::from(recs[i..j].iter().map(|r| r.row).max().unwrap_or(0));
+        e.detail = detail;
+        entries.push(e);
+        i = j;
+    }
+    entries
 }

@@ -96,6 +96,11 @@ impl ScriptedServer {
         )
     }
 
+    /// How many messages were received so far.
+    pub fn received_count(&self) -> usize {
+        self.shared.lock().expect("lock").received.len()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.lock().expect("lock").received.clone()
     }

@@ -94,7 +94,7 @@ impl ListReader {
             return Ok(ListReader {
                 path: path.to_path_buf(),
                 source: Source::Jsonl {
-                    lines: BufReader::new(file).lines(),
+                    lines: BufReader::with_capacity(1 << 20, file).lines(),
                     line: 0,
                 },
                 columns: Vec::new(),
@@ -104,6 +104,7 @@ impl ListReader {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
+            .buffer_capacity(1 << 20)
             .from_reader(file);
         let headers = reader.headers().map_err(|e| read_err(path, e))?.clone();
         let names: Vec<String> = headers

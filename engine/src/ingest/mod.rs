@@ -89,7 +89,7 @@ impl Domains {
 pub fn run(
     spool: &Spool,
     loaded: &LoadedCampaign,
-    mut accepted: impl FnMut(&[RecipientId], &[Recipient]),
+    mut accepted: impl FnMut(&[RecipientId], &[Recipient]) + Send,
     mut rejected: impl FnMut(&Rejection),
 ) -> Result<Summary, IngestError> {
     let mut reader = ListReader::open(&loaded.recipients)?;
@@ -136,15 +136,17 @@ pub fn run(
             (c, def, 0, 0)
         }
     };
-    let (mut n_ok, mut n_bad) = (0u64, 0u64);
-    // Parsing runs on its own thread, one batch ahead of the appends (each
-    // of which waits for its fdatasyncs).
-    // Spent batches go back to the parsing thread to be freed there, where
-    // they were allocated (much cheaper for the allocator than freeing
-    // across threads).
+    let mut n_bad = 0u64;
+    // Three stages overlap: parsing (its own thread), writing batches into
+    // the spool (this thread), and waiting for them to be durable and
+    // acknowledging them (a finishing thread, in order). Spent batches go
+    // back to the parsing thread to be freed where they were allocated
+    // (much cheaper for the allocator than freeing across threads).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Item>, ListError>>(2);
     let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<Recipient>>();
-    std::thread::scope(|scope| -> Result<(), IngestError> {
+    let (fin_tx, fin_rx) =
+        std::sync::mpsc::sync_channel::<(volley_spool::StartedAppend, Vec<Recipient>)>(2);
+    let n_ok = std::thread::scope(|scope| -> Result<u64, IngestError> {
         scope.spawn(move || {
             loop {
                 while let Ok(spent) = spent_rx.try_recv() {
@@ -157,8 +159,32 @@ pub fn run(
                 }
             }
         });
+        let id = &def.id;
+        let finisher = scope.spawn(move || -> Result<u64, IngestError> {
+            let mut n_ok = 0u64;
+            for (started, recs) in fin_rx {
+                let ids = spool
+                    .append_finish(started)
+                    .map_err(|error| IngestError::Append {
+                        campaign: id.clone(),
+                        accepted: earlier + n_ok,
+                        error,
+                    })?;
+                n_ok += ids.len() as u64;
+                accepted(&ids, &recs);
+                let _ = spent_tx.send(recs);
+            }
+            Ok(n_ok)
+        });
+        let mut failed = None;
         for batch in rx {
-            let items = batch?;
+            let items = match batch {
+                Ok(items) => items,
+                Err(e) => {
+                    failed = Some(IngestError::List(e));
+                    break;
+                }
+            };
             if items.is_empty() {
                 break;
             }
@@ -182,17 +208,34 @@ pub fn run(
             if recs.is_empty() {
                 continue;
             }
-            let ids: Vec<RecipientId> =
-                spool.append(&recs).map_err(|error| IngestError::Append {
-                    campaign: def.id.clone(),
-                    accepted: earlier + n_ok,
-                    error,
-                })?;
-            n_ok += ids.len() as u64;
-            accepted(&ids, &recs);
-            let _ = spent_tx.send(recs);
+            match spool.append_start(&recs) {
+                Ok(started) => {
+                    if fin_tx.send((started, recs)).is_err() {
+                        break; // the finisher failed: its error is reported
+                    }
+                }
+                Err(error) => {
+                    failed = Some(IngestError::Spool(error));
+                    break;
+                }
+            }
         }
-        Ok(())
+        drop(fin_tx);
+        let finished = finisher.join().unwrap_or_else(|_| {
+            Err(IngestError::Spool(volley_spool::Error::Encode(
+                "the ingest finishing thread failed".into(),
+            )))
+        });
+        match (finished, failed) {
+            (Err(e), _) => Err(e),
+            (Ok(n), Some(IngestError::Spool(error))) => Err(IngestError::Append {
+                campaign: def.id.clone(),
+                accepted: earlier + n,
+                error,
+            }),
+            (Ok(_), Some(e)) => Err(e),
+            (Ok(n), None) => Ok(n),
+        }
     })?;
     spool.seal_campaign(campaign.no)?;
     Ok(Summary {

@@ -158,6 +158,8 @@ impl Writer {
     /// Starts a new file at the current end; returns the new file.
     pub(crate) fn rotate(&mut self) -> Result<Arc<File>> {
         let file = create(&self.spool, self.end)?;
+        // give back the old file's unused reserve
+        let _ = self.file.set_len(self.end - self.base);
         self.base = self.end;
         self.end += MAGIC.len() as u64;
         self.file = Arc::clone(&file);
