@@ -61,20 +61,68 @@ pub fn run(dir: &Path, args: &[&str], limit: Duration) -> Output {
     wait_output(child, limit)
 }
 
+/// A running `volley` that is killed if the test ends without waiting for
+/// it (a failed assertion must not leave a service running).
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        match self.0.as_mut() {
+            Some(c) => c.kill(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        match self.0.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Ok(None),
+        }
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self.0.as_mut() {
+            Some(c) => c.wait(),
+            None => Err(std::io::Error::other("already collected")),
+        }
+    }
+
+    fn take(mut self) -> Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts `volley` with `args` in `dir` (stdout/stderr captured).
-pub fn spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(volley())
-        .args(args)
-        .current_dir(dir)
-        .env("VOLLEY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting volley")
+pub fn spawn(dir: &Path, args: &[&str]) -> Running {
+    Running(Some(
+        Command::new(volley())
+            .args(args)
+            .current_dir(dir)
+            .env("VOLLEY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting volley"),
+    ))
 }
 
 /// Waits for a child with a time limit (killing it when exceeded).
-pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+pub fn wait_output(child: Running, limit: Duration) -> Output {
+    let mut child = child.take();
     let start = Instant::now();
     loop {
         match child.try_wait() {
@@ -96,7 +144,7 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
 }
 
 /// Sends SIGTERM to a child.
-pub fn terminate(child: &Child) {
+pub fn terminate(child: &Running) {
     // SAFETY: kill(2) with a pid we own; no memory is touched.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);

@@ -92,7 +92,12 @@ pub fn run(
             if ctx.stop.load(Ordering::Acquire) && reader.position() >= spool.journal_end() {
                 return;
             }
-            let _ = wake.recv_timeout(Duration::from_millis(200));
+            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                wake.recv_timeout(Duration::from_millis(200))
+            {
+                // the recorder is gone (shutting down): poll instead of spinning
+                std::thread::sleep(Duration::from_millis(200));
+            }
             continue;
         }
         let batch = match reader.read(end, 4096, &mut damage) {
