@@ -52,8 +52,14 @@ impl Capture {
         let maildir = maildir.map(Arc::new);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // out of file descriptors or similar: wait, do not spin
+                        tracing::warn!(error = %e, "sink cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 c.connections.fetch_add(1, Ordering::Relaxed);

@@ -153,6 +153,7 @@ impl Engine {
             resolver: Arc::new(Resolver::system()),
             shutdown: shutdown_rx.clone(),
             idle: opts.idle,
+            clock: governor::clock::DefaultClock::default(),
         });
         tokio::spawn(scheduler::run(sctx, sched_rx, shutdown_rx));
         Ok(Engine {
@@ -231,6 +232,10 @@ impl Engine {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        tracing::debug!(
+            connections_left = self.stats.connection_tasks.load(Ordering::Acquire),
+            "connections closed; draining the recorder and the event pump"
+        );
         // The recorder journals what it was given, then stops; the pump
         // publishes everything journaled, then stops.
         self.recorder_stop.store(true, Ordering::Release);
@@ -247,6 +252,7 @@ impl Engine {
             }
         })
         .await;
+        tracing::debug!("recorder and event pump stopped");
         // a clean stop leaves a checkpoint, so the next start replays nothing
         if let Err(e) = self.spool.checkpoint() {
             tracing::warn!(error = %e, "cannot write a checkpoint at shutdown");

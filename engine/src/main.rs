@@ -83,8 +83,25 @@ enum Cmd {
     },
 }
 
+/// Raises the open-file limit to its hard maximum: a sending engine keeps
+/// many connections and files open.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Cli::parse();
+    raise_nofile_limit();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("volley_engine=info,volley_spool=info,volley=info,warn")
     });

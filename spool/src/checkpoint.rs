@@ -10,7 +10,6 @@
 //! encoding plus thin file I/O. Exposure: file contents may be damaged;
 //! decoding is bounds-checked and never panics.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -225,7 +224,8 @@ impl Checkpoint {
             ));
         }
         let n = r.len(56)?;
-        let mut campaigns = HashMap::with_capacity(n);
+        let mut campaigns =
+            crate::summary::FastMap::with_capacity_and_hasher(n, Default::default());
         for _ in 0..n {
             let no = r.u32()?;
             let last_row = r.u32()?;
@@ -238,7 +238,7 @@ impl Checkpoint {
             );
         }
         let n = r.len(52)?;
-        let mut domains = HashMap::with_capacity(n);
+        let mut domains = crate::summary::FastMap::with_capacity_and_hasher(n, Default::default());
         for _ in 0..n {
             let d = std::str::from_utf8(r.bytes()?)
                 .map_err(|_| "domain is not UTF-8")?

@@ -71,7 +71,7 @@ pub use ops::Cursor;
 pub use record::{ArchivedRecipient, Recipient, Vars};
 pub use segment::SEGMENT_BYTES;
 pub use spool::{CHECKPOINT_EVERY, Damage, OpenReport, Pending, Spool, StartedAppend};
-pub use summary::{CampaignCounts, Counts, Summary};
+pub use summary::{CampaignCounts, Counts, FastMap, Summary};
 
 /// Identifies one recipient: segment number (high 32 bits) and record index
 /// within the segment (low 32 bits).

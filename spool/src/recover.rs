@@ -13,7 +13,7 @@
 //! end so that what was found is persisted. Exposure: every file may be
 //! damaged or foreign; nothing here panics on content.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -28,7 +28,7 @@ use crate::index::{Index, Seg};
 use crate::journal::{self, Entry, Kind, files};
 use crate::segment::{self, LOST, SEGMENT_BYTES};
 use crate::spool::{Damage, OpenReport, Pending, SegWriter};
-use crate::summary::Counts;
+use crate::summary::{Counts, FastMap};
 use crate::{RecipientId, Spool, State};
 
 const META_MAGIC: &[u8; 8] = b"VLYSPOOL";
@@ -205,6 +205,7 @@ fn lose(
 }
 
 fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
+    let started = std::time::Instant::now();
     for sub in ["", "segments", "campaigns", "cursors", "journal"] {
         fs::create_dir_all(dir.join(sub)).ctx("create directory", &dir.join(sub))?;
     }
@@ -489,8 +490,8 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
     }
 
     // one pass over the records: per-domain counts, pending work, live counts
-    let mut domains: HashMap<String, Counts> = HashMap::new();
-    let mut queued: HashMap<String, Vec<RecipientId>> = HashMap::new();
+    let mut domains: FastMap<String, Counts> = FastMap::default();
+    let mut queued: FastMap<String, Vec<RecipientId>> = FastMap::default();
     let mut deferred = Vec::new();
     let mut recipients = 0u64;
     for (&no, seg) in index.segs.iter_mut() {
@@ -582,10 +583,19 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
             deferred,
         })),
     };
+    let scanned = started.elapsed();
     // persist what recovery found (and start a fresh journal file); on a
     // full disk this can fail, and the spool works on without it
     if let Err(e) = spool.checkpoint() {
         tracing::warn!(error = %e, "cannot write a checkpoint after opening (retried later)");
     }
+    tracing::info!(
+        recipients = report.recipients,
+        segments = report.segments,
+        replayed = report.journal_entries,
+        scan_ms = scanned.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "spool opened"
+    );
     Ok((spool, report))
 }

@@ -9,7 +9,7 @@
 //! stamped, written and applied under the journal lock and returned once
 //! durable. Opening lives in [`crate::recover`], lookups in [`crate::ops`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -542,7 +542,7 @@ impl Spool {
                 let Some(seg) = index.segs.get(&no) else {
                     continue;
                 };
-                let mut by_domain: HashMap<String, Counts> = HashMap::new();
+                let mut by_domain: crate::summary::FastMap<String, Counts> = Default::default();
                 for i in 0..seg.states.len() as u32 {
                     if let Some(r) = seg.record(i) {
                         by_domain
@@ -601,7 +601,7 @@ fn appended_entries(recs: &[Recipient], ids: &[RecipientId]) -> Vec<Entry> {
         {
             j += 1;
         }
-        let mut domains: HashMap<&str, u64> = HashMap::new();
+        let mut domains: crate::summary::FastMap<&str, u64> = Default::default();
         for r in &recs[i..j] {
             *domains
                 .entry(r.email.rsplit_once('@').map_or("", |(_, d)| d))

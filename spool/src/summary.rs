@@ -4,8 +4,6 @@
 //! stored in checkpoints, and rebuilt from the journal's self-describing
 //! entries, so `volley status` needs neither the segments nor a scan. Pure.
 
-use std::collections::HashMap;
-
 use crate::State;
 
 /// Recipients by state.
@@ -85,11 +83,15 @@ pub struct CampaignCounts {
     pub last_row: u32,
 }
 
+/// A hash map with a fast hasher (keys are campaign numbers and domains
+/// from our own spool, not attacker-chosen at a scale that matters).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Counts per campaign number and per domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub campaigns: HashMap<u32, CampaignCounts>,
-    pub domains: HashMap<String, Counts>,
+    pub campaigns: FastMap<u32, CampaignCounts>,
+    pub domains: FastMap<String, Counts>,
 }
 
 impl Summary {

@@ -109,7 +109,17 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
             }
         };
         if session.is_none() {
-            match open(ctx, dest).await {
+            // opening waits for the remote server; a shutdown does not
+            let mut shutdown = ctx.shutdown.clone();
+            let opened = tokio::select! {
+                r = open(ctx, dest) => Some(r),
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(opened) = opened else {
+                drop(msg); // stays queued in the spool
+                break;
+            };
+            match opened {
                 Ok(s) => {
                     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
                     ctx.metrics.connections.inc();

@@ -37,6 +37,8 @@ pub struct ShardCtx {
     pub shutdown: watch::Receiver<bool>,
     /// Close a connection after this long without work.
     pub idle: Duration,
+    /// One clock for every shard's rate limiter (making one calibrates it).
+    pub clock: governor::clock::DefaultClock,
 }
 
 /// One destination as its connections see it.
@@ -92,7 +94,7 @@ async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiv
         permits: Arc::new(Semaphore::new(window)),
         live: AtomicUsize::new(0),
     });
-    let limiter = RateLimiter::direct(quota(rate, conns as u32));
+    let limiter = RateLimiter::direct_with_clock(quota(rate, conns as u32), ctx.clock.clone());
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let mut shutdown = ctx.shutdown.clone();
     tracing::debug!(%domain, rate, conns, "shard started");

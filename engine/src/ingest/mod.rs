@@ -10,7 +10,6 @@
 
 pub mod list;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use volley_spool::{Campaign, Recipient, RecipientId, Spool};
@@ -71,7 +70,7 @@ pub fn works(domains: &mut Domains, ids: &[RecipientId], recs: &[Recipient]) -> 
 
 /// Interns domain names so that each recipient's `Work` shares them.
 #[derive(Default)]
-pub struct Domains(HashMap<String, Arc<str>>);
+pub struct Domains(volley_spool::FastMap<String, Arc<str>>);
 
 impl Domains {
     pub fn get(&mut self, d: &str) -> Arc<str> {
