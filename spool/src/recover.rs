@@ -489,52 +489,45 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         }
     }
 
-    // one pass over the records: per-domain counts, pending work, live counts
+    // one pass over the records (in parallel over segments): per-domain
+    // counts, pending work, live counts
+    let segs: Vec<(u32, &Seg)> = index.segs.iter().map(|(&no, s)| (no, s)).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let chunk = segs.len().div_ceil(threads).max(1);
+    let parts: Vec<RecordPass> = std::thread::scope(|scope| {
+        let handles: Vec<_> = segs
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| record_pass(part, &index.retries)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
     let mut domains: FastMap<String, Counts> = FastMap::default();
     let mut queued: FastMap<String, Vec<RecipientId>> = FastMap::default();
     let mut deferred = Vec::new();
     let mut recipients = 0u64;
-    for (&no, seg) in index.segs.iter_mut() {
-        let mut live = 0;
-        for (i, &st) in seg.states.iter().enumerate() {
-            let state = State::from_u8(st);
-            recipients += 1;
-            if !state.is_final() {
-                live += 1;
+    let mut live: Vec<(u32, u64)> = Vec::new();
+    for part in parts {
+        recipients += part.recipients;
+        live.extend(part.live);
+        deferred.extend(part.deferred);
+        for (d, (c, ids)) in part.domains {
+            let total = domains.entry(d.clone()).or_default();
+            for s in State::ALL {
+                total.add(s, c.get(s));
             }
-            let Some(r) = seg.record(i as u32) else {
-                continue;
-            };
-            let domain = r.domain();
-            match domains.get_mut(domain) {
-                Some(c) => c.add(state, 1),
-                None => {
-                    let mut c = Counts::default();
-                    c.add(state, 1);
-                    domains.insert(domain.to_string(), c);
-                }
-            }
-            let id = RecipientId::new(no, i as u32);
-            match state {
-                State::Queued => match queued.get_mut(domain) {
-                    Some(v) => v.push(id),
-                    None => {
-                        queued.insert(domain.to_string(), vec![id]);
-                    }
-                },
-                State::Deferred => {
-                    let retry = index.retries.get(&id).copied().unwrap_or(crate::Retry {
-                        attempts: 0,
-                        next_ms: 0,
-                    });
-                    deferred.push((id, domain.to_string(), retry));
-                }
-                _ => {}
+            if !ids.is_empty() {
+                queued.entry(d).or_default().extend(ids);
             }
         }
-        seg.live = live;
-        if let Some(m) = &seg.map {
-            segment::release(m);
+    }
+    for (no, n) in live {
+        if let Some(seg) = index.segs.get_mut(&no) {
+            seg.live = n;
         }
     }
     index.summary.domains = domains;
@@ -598,4 +591,58 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         "spool opened"
     );
     Ok((spool, report))
+}
+
+/// What one pass over some segments' records found.
+#[derive(Default)]
+struct RecordPass {
+    recipients: u64,
+    /// Per domain: counts by state, and queued recipients in id order.
+    domains: FastMap<String, (Counts, Vec<RecipientId>)>,
+    deferred: Vec<(RecipientId, String, crate::Retry)>,
+    /// Non-final recipients per segment.
+    live: Vec<(u32, u64)>,
+}
+
+fn record_pass(
+    segs: &[(u32, &Seg)],
+    retries: &std::collections::HashMap<RecipientId, crate::Retry>,
+) -> RecordPass {
+    let mut out = RecordPass::default();
+    for &(no, seg) in segs {
+        let mut live = 0;
+        for (i, &st) in seg.states.iter().enumerate() {
+            let state = State::from_u8(st);
+            out.recipients += 1;
+            if !state.is_final() {
+                live += 1;
+            }
+            let Some(r) = seg.record(i as u32) else {
+                continue;
+            };
+            let domain = r.domain();
+            let entry = match out.domains.get_mut(domain) {
+                Some(e) => e,
+                None => out.domains.entry(domain.to_string()).or_default(),
+            };
+            entry.0.add(state, 1);
+            let id = RecipientId::new(no, i as u32);
+            match state {
+                State::Queued => entry.1.push(id),
+                State::Deferred => {
+                    let retry = retries.get(&id).copied().unwrap_or(crate::Retry {
+                        attempts: 0,
+                        next_ms: 0,
+                    });
+                    out.deferred.push((id, domain.to_string(), retry));
+                }
+                _ => {}
+            }
+        }
+        out.live.push((no, live));
+        if let Some(m) = &seg.map {
+            segment::release(m);
+        }
+    }
+    out
 }
