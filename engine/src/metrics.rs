@@ -89,7 +89,7 @@ impl Metrics {
         );
         registry.register(
             "spool_lost_recipients",
-            "Recipients found damaged in the spool at open",
+            "Recipients lost to spool damage (found at open, all time)",
             m.spool_lost.clone(),
         );
         registry.register(

@@ -56,9 +56,9 @@ pub fn start_engine(
     ),
     CliError,
 > {
-    let (spool, report) = open_spool(config)?;
+    let (spool, _) = open_spool(config)?;
     let metrics = Arc::new(volley_engine::metrics::Metrics::new());
-    metrics.spool_lost.set(report.lost() as i64);
+    metrics.spool_lost.set(spool.summary().totals().lost as i64);
     let sink = volley_engine::events::JsonlSink::open(&config.events.jsonl).map_err(fail)?;
     let engine = volley_engine::engine::Engine::start(
         Arc::clone(config),
