@@ -54,9 +54,12 @@ mod fuzz;
 mod index;
 mod inspect;
 pub mod journal;
+mod maintain;
 mod ops;
 pub mod record;
 mod recover;
+mod report;
+mod rescan;
 mod segment;
 mod spool;
 mod summary;
@@ -69,8 +72,9 @@ pub use inspect::{CampaignInfo, Inspection, inspect};
 pub use journal::{Entry, Kind};
 pub use ops::Cursor;
 pub use record::{ArchivedRecipient, Recipient, Vars};
+pub use report::{Damage, OpenReport, Pending};
 pub use segment::SEGMENT_BYTES;
-pub use spool::{CHECKPOINT_EVERY, Damage, OpenReport, Pending, Spool, StartedAppend};
+pub use spool::{CHECKPOINT_EVERY, Spool, StartedAppend};
 pub use summary::{CampaignCounts, Counts, FastMap, Summary};
 
 /// Identifies one recipient: segment number (high 32 bits) and record index

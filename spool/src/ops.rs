@@ -15,8 +15,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::Retry;
 use crate::journal::{Entry, Kind, files};
 use crate::record::ArchivedRecipient;
+use crate::report::Pending;
 use crate::segment::LOST;
-use crate::spool::{Pending, lock};
+use crate::spool::lock;
 use crate::summary::Summary;
 use crate::{RecipientId, Spool, State};
 

@@ -26,8 +26,7 @@ use crate::commit::GroupCommit;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, Seg};
 use crate::journal::{self, Entry, Kind, files};
-use crate::segment::{self, LOST, SEGMENT_BYTES};
-use crate::spool::{Damage, OpenReport, Pending, SegWriter};
+use crate::report::{Damage, OpenReport, Pending};
 use crate::summary::{Counts, FastMap};
 use crate::{RecipientId, Spool, State};
 
@@ -176,34 +175,6 @@ pub(crate) fn replay_entry(
     }
 }
 
-fn lose(
-    index: &mut Index,
-    no: u32,
-    i: u32,
-    lost: &mut Vec<RecipientId>,
-    campaigns: &mut BTreeSet<u32>,
-) {
-    let Some(seg) = index.segs.get_mut(&no) else {
-        return;
-    };
-    let Some(slot) = seg.states.get_mut(i as usize) else {
-        return;
-    };
-    let prev = State::from_u8(*slot);
-    if prev.is_final() {
-        return;
-    }
-    *slot = State::Lost as u8;
-    let campaign = seg.campaign_of(i).unwrap_or(0);
-    if let Some(c) = index.summary.campaigns.get_mut(&campaign) {
-        c.counts.sub(prev, 1);
-        c.counts.add(State::Lost, 1);
-    }
-    index.retries.remove(&RecipientId::new(no, i));
-    lost.push(RecipientId::new(no, i));
-    campaigns.insert(campaign);
-}
-
 fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
     let started = std::time::Instant::now();
     for sub in ["", "segments", "campaigns", "cursors", "journal"] {
@@ -338,156 +309,7 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         }
     }
 
-    // segments on disk
-    let max_known = index
-        .segs
-        .keys()
-        .next_back()
-        .copied()
-        .unwrap_or(0)
-        .max(retired.iter().next_back().copied().unwrap_or(0))
-        .max(index.next_segment.saturating_sub(1));
-    let on_disk: Vec<(u32, std::path::PathBuf)> = sorted_entries(&dir.join("segments"))?
-        .into_iter()
-        .filter_map(|(n, p)| segment::parse_name(&n).map(|no| (no, p)))
-        .collect();
-    let last_on_disk = on_disk.last().map(|(no, _)| *no);
-    let mut found_files = BTreeSet::new();
-    let mut writer = None;
-    for (no, path) in on_disk {
-        if retired.contains(&no) || (!index.segs.contains_key(&no) && no <= max_known) {
-            tracing::info!(path = %path.display(), "deleting a reclaimed segment left behind by a crash");
-            let _ = fs::remove_file(&path);
-            continue;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .ctx("open segment", &path)?;
-        let mut map = segment::map(&file, &path)?;
-        if let Err(e) = segment::check_header(&map, no, &path) {
-            report.damage.push(Damage {
-                path: path.clone(),
-                what: format!("{e}; segment ignored"),
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-            continue;
-        }
-        found_files.insert(no);
-        index.next_segment = index.next_segment.max(no.saturating_add(1));
-        let scan = segment::scan(&map);
-        // the scan touched every page: drop them from this process's memory
-        // (the page cache keeps them for the pass below)
-        segment::release(&map);
-        if scan.torn {
-            let what = if Some(no) == last_on_disk {
-                segment::cut_tail(&file, &path, scan.end)?;
-                drop(map);
-                map = segment::map(&file, &path)?;
-                format!(
-                    "torn tail at offset {} cut (an unacknowledged append)",
-                    scan.end
-                )
-            } else {
-                format!("unreadable data after offset {}", scan.end)
-            };
-            report.damage.push(Damage {
-                path: path.clone(),
-                what,
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-        }
-        let seg = index.segs.entry(no).or_default();
-        let expected = seg.states.len();
-        let found = scan.offsets.len();
-        let mut offsets = scan.offsets;
-        // records on disk the journal does not know: appended just before a
-        // crash; adopted (delivered at least once)
-        let mut adopted = Vec::new();
-        if found > expected {
-            seg.states.resize(found, State::Queued as u8);
-            seg.live += (found - expected) as u64;
-            adopted.extend(expected as u32..found as u32);
-        }
-        offsets.resize(offsets.len().max(expected), LOST);
-        seg.offsets = offsets;
-        seg.map = Some(map);
-        let end = scan.end as u64;
-        if Some(no) == last_on_disk && !seg.sealed && end < SEGMENT_BYTES {
-            writer = Some(SegWriter {
-                no,
-                file: Arc::new(file),
-                pos: end,
-                count: seg.offsets.len() as u32,
-            });
-        }
-        for i in adopted {
-            if let Some(r) = seg.record(i) {
-                let (c, row) = (r.campaign.to_native(), r.row.to_native());
-                seg.push_run(i, c);
-                index
-                    .summary
-                    .campaigns
-                    .entry(c)
-                    .or_default()
-                    .counts
-                    .add(State::Queued, 1);
-                index.summary.saw_row(c, row);
-            }
-        }
-        // records that fail their CRC, or that the journal says exist but
-        // the file does not hold
-        let mut lost = Vec::new();
-        let mut lost_campaigns = BTreeSet::new();
-        let bad: Vec<u32> = index.segs[&no]
-            .offsets
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| **o == LOST)
-            .map(|(i, _)| i as u32)
-            .collect();
-        for i in bad {
-            lose(&mut index, no, i, &mut lost, &mut lost_campaigns);
-        }
-        if !lost.is_empty() {
-            report.damage.push(Damage {
-                path: path.clone(),
-                what: format!("{} recipient record(s) damaged or missing", lost.len()),
-                lost,
-                campaigns: lost_campaigns.into_iter().collect(),
-            });
-        }
-    }
-    // segments the journal knows but whose file is gone
-    let missing: Vec<u32> = index
-        .segs
-        .keys()
-        .filter(|no| !found_files.contains(no))
-        .copied()
-        .collect();
-    for no in missing {
-        let mut lost = Vec::new();
-        let mut lost_campaigns = BTreeSet::new();
-        let n = index.segs[&no].states.len() as u32;
-        for i in 0..n {
-            lose(&mut index, no, i, &mut lost, &mut lost_campaigns);
-        }
-        if let Some(seg) = index.segs.get_mut(&no) {
-            seg.offsets = vec![LOST; n as usize];
-            seg.live = 0;
-        }
-        if !lost.is_empty() {
-            report.damage.push(Damage {
-                path: segment::path(dir, no),
-                what: format!("segment file missing: {} recipient(s) lost", lost.len()),
-                lost,
-                campaigns: lost_campaigns.into_iter().collect(),
-            });
-        }
-    }
+    let writer = crate::rescan::segments(dir, &mut index, &retired, &mut report)?;
 
     // one pass over the records (in parallel over segments): per-domain
     // counts, pending work, live counts
@@ -496,10 +318,10 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     let chunk = segs.len().div_ceil(threads).max(1);
-    let parts: Vec<RecordPass> = std::thread::scope(|scope| {
+    let parts: Vec<crate::rescan::RecordPass> = std::thread::scope(|scope| {
         let handles: Vec<_> = segs
             .chunks(chunk)
-            .map(|part| scope.spawn(|| record_pass(part, &index.retries)))
+            .map(|part| scope.spawn(|| crate::rescan::record_pass(part, &index.retries)))
             .collect();
         handles
             .into_iter()
@@ -591,58 +413,4 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         "spool opened"
     );
     Ok((spool, report))
-}
-
-/// What one pass over some segments' records found.
-#[derive(Default)]
-struct RecordPass {
-    recipients: u64,
-    /// Per domain: counts by state, and queued recipients in id order.
-    domains: FastMap<String, (Counts, Vec<RecipientId>)>,
-    deferred: Vec<(RecipientId, String, crate::Retry)>,
-    /// Non-final recipients per segment.
-    live: Vec<(u32, u64)>,
-}
-
-fn record_pass(
-    segs: &[(u32, &Seg)],
-    retries: &std::collections::HashMap<RecipientId, crate::Retry>,
-) -> RecordPass {
-    let mut out = RecordPass::default();
-    for &(no, seg) in segs {
-        let mut live = 0;
-        for (i, &st) in seg.states.iter().enumerate() {
-            let state = State::from_u8(st);
-            out.recipients += 1;
-            if !state.is_final() {
-                live += 1;
-            }
-            let Some(r) = seg.record(i as u32) else {
-                continue;
-            };
-            let domain = r.domain();
-            let entry = match out.domains.get_mut(domain) {
-                Some(e) => e,
-                None => out.domains.entry(domain.to_string()).or_default(),
-            };
-            entry.0.add(state, 1);
-            let id = RecipientId::new(no, i as u32);
-            match state {
-                State::Queued => entry.1.push(id),
-                State::Deferred => {
-                    let retry = retries.get(&id).copied().unwrap_or(crate::Retry {
-                        attempts: 0,
-                        next_ms: 0,
-                    });
-                    out.deferred.push((id, domain.to_string(), retry));
-                }
-                _ => {}
-            }
-        }
-        out.live.push((no, live));
-        if let Some(m) = &seg.map {
-            segment::release(m);
-        }
-    }
-    out
 }

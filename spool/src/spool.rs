@@ -17,57 +17,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::campaign::{self, Campaign};
-use crate::checkpoint::{self, Checkpoint, SegState};
 use crate::commit::GroupCommit;
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
 use crate::journal::{self, Entry, Kind, files};
 use crate::record::{self, CampaignRecord, Recipient};
+use crate::report::Pending;
 use crate::segment::{self, SEGMENT_BYTES};
 use crate::summary::Counts;
 use crate::{RecipientId, State, frame};
 
 /// Journal bytes after which a checkpoint is taken.
 pub const CHECKPOINT_EVERY: u64 = 16 << 20;
-
-/// Something found damaged or repaired while opening.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Damage {
-    /// File concerned.
-    pub path: PathBuf,
-    /// What was wrong and what was done about it.
-    pub what: String,
-    /// Recipients lost because of it.
-    pub lost: Vec<RecipientId>,
-    /// Campaigns those recipients belonged to.
-    pub campaigns: Vec<u32>,
-}
-
-/// What opening the spool found.
-#[derive(Debug, Clone, Default)]
-pub struct OpenReport {
-    pub campaigns: usize,
-    pub segments: usize,
-    pub recipients: u64,
-    pub journal_entries: u64,
-    pub damage: Vec<Damage>,
-}
-
-impl OpenReport {
-    /// Number of recipients lost to damage found by this open.
-    pub fn lost(&self) -> usize {
-        self.damage.iter().map(|d| d.lost.len()).sum()
-    }
-}
-
-/// Recipients waiting for delivery, as found at open.
-#[derive(Debug, Default)]
-pub struct Pending {
-    /// Queued recipients by destination domain.
-    pub queued: Vec<(String, Vec<RecipientId>)>,
-    /// Deferred recipients with their domain and retry bookkeeping.
-    pub deferred: Vec<(RecipientId, String, crate::Retry)>,
-}
 
 /// A batch written by [`Spool::append_start`], not yet acknowledged.
 #[derive(Debug, Default)]
@@ -443,148 +404,6 @@ impl Spool {
             tracing::warn!(error = %e, "cannot write a checkpoint (retried later)");
         }
         Ok(end)
-    }
-
-    /// Takes a checkpoint: rotates the journal, snapshots the index at that
-    /// position, writes it durably, then deletes journal files that neither
-    /// the checkpoint nor any sink cursor needs.
-    pub fn checkpoint(&self) -> Result<()> {
-        self.check_writable()?;
-        let _one = lock(&self.checkpointing);
-        let snapshot = {
-            let mut j = lock(&self.journal);
-            let old = j.path();
-            j.file.sync_data().ctx("fdatasync journal", &old)?;
-            let file = j.rotate()?;
-            self.journal_commit.switch(&file, j.end);
-            let index = self.read_index();
-            Checkpoint {
-                position: j.base,
-                next_segment: index.next_segment,
-                sealed_campaigns: self
-                    .campaigns()
-                    .iter()
-                    .filter(|c| c.is_sealed())
-                    .map(|c| c.no)
-                    .collect(),
-                segments: index
-                    .segs
-                    .iter()
-                    .map(|(&no, s)| SegState {
-                        no,
-                        sealed: s.sealed,
-                        last_pos: s.last_pos,
-                        runs: s.runs.clone(),
-                        states: s.states.clone(),
-                    })
-                    .collect(),
-                retries: index.retries.iter().map(|(id, r)| (*id, *r)).collect(),
-                summary: index.summary.clone(),
-            }
-        };
-        checkpoint::write(&self.dir, &snapshot.encode())?;
-        self.checkpoint_pos
-            .store(snapshot.position, Ordering::Release);
-        self.drop_old_journal_files();
-        Ok(())
-    }
-
-    /// Deletes journal files wholly before both the newest checkpoint and
-    /// every sink cursor.
-    pub(crate) fn drop_old_journal_files(&self) {
-        let keep_from = self
-            .checkpoint_pos
-            .load(Ordering::Acquire)
-            .min(self.min_cursor());
-        let Ok(files) = files::list(&self.dir) else {
-            return;
-        };
-        for w in files.windows(2) {
-            let ((_, path), (next_base, _)) = (&w[0], &w[1]);
-            if *next_base <= keep_from
-                && let Err(e) = std::fs::remove_file(path)
-            {
-                tracing::warn!(path = %path.display(), error = %e, "cannot delete an old journal file");
-            }
-        }
-    }
-
-    /// Deletes segments whose recipients are all final (their outcomes are
-    /// journaled, and journal entries carry what events need, so nothing
-    /// reads the records again). Returns how many were deleted.
-    pub fn reclaim(&self) -> Result<usize> {
-        self.check_writable()?;
-        let candidates: Vec<u32> = self
-            .read_index()
-            .segs
-            .iter()
-            .filter(|(_, s)| s.live == 0 && !s.states.is_empty())
-            .map(|(&no, _)| no)
-            .collect();
-        if candidates.is_empty() {
-            return Ok(0);
-        }
-        let mut done = 0;
-        for no in candidates {
-            {
-                let mut w = lock(&self.seg_writer);
-                if w.as_ref().is_some_and(|w| w.no == no) {
-                    let live = self.read_index().segs.get(&no).is_none_or(|s| s.live > 0);
-                    if live {
-                        continue;
-                    }
-                    *w = None; // the next append starts a new segment
-                }
-            }
-            // per-domain counts this segment takes away from the summary
-            let detail = {
-                let index = self.read_index();
-                let Some(seg) = index.segs.get(&no) else {
-                    continue;
-                };
-                let mut by_domain: crate::summary::FastMap<String, Counts> = Default::default();
-                for i in 0..seg.states.len() as u32 {
-                    if let Some(r) = seg.record(i) {
-                        by_domain
-                            .entry(r.domain().to_string())
-                            .or_default()
-                            .add(State::from_u8(seg.states[i as usize]), 1);
-                    }
-                }
-                journal::encode_domain_counts(by_domain.iter().map(|(d, c)| (d.as_str(), *c)))
-            };
-            let mut e = Entry::mark(Kind::SegmentRetired, RecipientId::new(no, 0), 0, 0);
-            e.detail = detail;
-            self.journal_write(&mut [e], false, |index, es, ends| {
-                for (e, &pos) in es.iter().zip(ends) {
-                    if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
-                        for (d, c) in counts {
-                            if let Some(dc) = index.summary.domains.get_mut(d) {
-                                for s in State::ALL {
-                                    dc.sub(s, c.get(s));
-                                }
-                            }
-                        }
-                        index.summary.forget_empty_domains();
-                    }
-                    index.apply_mark(e, pos);
-                }
-            })?;
-            let path = segment::path(&self.dir, no);
-            match std::fs::remove_file(&path) {
-                Ok(()) => done += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => done += 1,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot delete a finished segment")
-                }
-            }
-        }
-        if done > 0 {
-            crate::fsync_dir(&self.dir.join("segments"))?;
-            tracing::debug!(segments = done, "reclaimed finished segments");
-        }
-        self.drop_old_journal_files();
-        Ok(done)
     }
 }
 
