@@ -71,6 +71,11 @@ impl GroupCommit {
         self.cv.notify_all();
     }
 
+    /// Why this stream refuses acknowledgements, after a failed fdatasync.
+    pub(crate) fn failed(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
     /// How many fdatasyncs this stream has issued.
     pub(crate) fn syncs(&self) -> u64 {
         self.lock().syncs

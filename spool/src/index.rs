@@ -34,6 +34,10 @@ pub(crate) struct Seg {
     pub(crate) states: Vec<u8>,
     pub(crate) sealed: bool,
     pub(crate) live: u64,
+    /// Records whose append is journaled (or that recovery adopted): a
+    /// checkpoint includes only these, so it never holds records whose
+    /// acknowledgement is still pending.
+    pub(crate) journaled: u32,
     pub(crate) last_pos: u64,
     pub(crate) runs: Vec<Run>,
 }
@@ -160,6 +164,7 @@ impl Index {
                     seg.live += (end - seg.states.len()) as u64;
                     seg.states.resize(end, State::Queued as u8);
                 }
+                seg.journaled = seg.journaled.max(end as u32);
                 seg.last_pos = seg.last_pos.max(pos);
             }
             Kind::SegmentCreated => {

@@ -33,7 +33,9 @@ pub struct Inspection {
     pub problems: Vec<String>,
 }
 
-/// Reads a spool's counts (see the module documentation).
+/// Reads a spool's counts (see the module documentation). A writer may
+/// install a newer checkpoint and delete journal files while this reads;
+/// that is detected and the read is retried.
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     if read_meta(dir)?.is_none() {
         return Err(Error::Io {
@@ -45,6 +47,21 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
             ),
         });
     }
+    let mut last = None;
+    for _ in 0..10 {
+        match attempt(dir)? {
+            Ok(i) => return Ok(i),
+            Err(i) => last = Some(i),
+        }
+    }
+    let mut i = last.unwrap_or_default();
+    i.problems
+        .push("the journal kept changing under the read; counts may be slightly off".into());
+    Ok(i)
+}
+
+/// One read; `Err` carries a result that raced with a checkpoint.
+fn attempt(dir: &Path) -> Result<std::result::Result<Inspection, Inspection>> {
     let mut damage = Vec::new();
     let campaigns = read_campaigns(dir, false, &mut damage)?;
     let mut problems: Vec<String> = damage
@@ -62,12 +79,21 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         index.summary = c.summary;
     }
     let jfiles = files::list(dir)?;
+    // the journal must reach back to the checkpoint's position
+    let mut raced = jfiles.first().is_some_and(|(base, _)| *base > from);
     for (k, (base, path)) in jfiles.iter().enumerate() {
+        if raced {
+            break;
+        }
         if jfiles.get(k + 1).is_some_and(|(n, _)| *n <= from) {
             continue;
         }
         let bytes = match fs::read(path) {
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                raced = true;
+                break;
+            }
             Err(e) => {
                 problems.push(format!("{}: {e}", path.display()));
                 continue;
@@ -94,7 +120,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
             }
         }
     }
-    Ok(Inspection {
+    let inspection = Inspection {
         campaigns: campaigns
             .values()
             .map(|c| CampaignInfo {
@@ -105,5 +131,10 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
             .collect(),
         summary: index.summary,
         problems,
+    };
+    Ok(if raced {
+        Err(inspection)
+    } else {
+        Ok(inspection)
     })
 }

@@ -27,8 +27,13 @@ impl Spool {
         let _one = lock(&self.checkpointing);
         let snapshot = {
             let mut j = lock(&self.journal);
+            // sync what the old file holds through the group commit, so
+            // that a failure sticks
             let old = j.path();
-            j.file.sync_data().ctx("fdatasync journal", &old)?;
+            self.journal_commit.written(j.end, &j.file);
+            self.journal_commit
+                .wait(j.end)
+                .ctx("fdatasync journal", &old)?;
             let file = j.rotate()?;
             self.journal_commit.switch(&file, j.end);
             let index = self.read_index();
@@ -49,7 +54,7 @@ impl Spool {
                         sealed: s.sealed,
                         last_pos: s.last_pos,
                         runs: s.runs.clone(),
-                        states: s.states.clone(),
+                        states: s.states[..(s.journaled as usize).min(s.states.len())].to_vec(),
                     })
                     .collect(),
                 retries: index.retries.iter().map(|(id, r)| (*id, *r)).collect(),
@@ -111,7 +116,9 @@ impl Spool {
                 }
             }
             // per-domain counts this segment takes away from the summary
-            let detail = {
+            // the per-domain counts it takes away, split over as many
+            // entries as they need
+            let mut entries = {
                 let index = self.read_index();
                 let Some(seg) = index.segs.get(&no) else {
                     continue;
@@ -125,11 +132,29 @@ impl Spool {
                             .add(State::from_u8(seg.states[i as usize]), 1);
                     }
                 }
-                journal::encode_domain_counts(by_domain.iter().map(|(d, c)| (d.as_str(), *c)))
+                let mut entries = Vec::new();
+                let mut chunk: Vec<(&str, Counts)> = Vec::new();
+                let mut size = 0;
+                let mut flush = |chunk: &mut Vec<(&str, Counts)>| {
+                    let mut e = Entry::mark(Kind::SegmentRetired, RecipientId::new(no, 0), 0, 0);
+                    e.detail = journal::encode_domain_counts(chunk.drain(..));
+                    entries.push(e);
+                };
+                for (d, c) in &by_domain {
+                    if size + crate::spool::domain_counts_size(d)
+                        > crate::spool::DOMAIN_COUNTS_LIMIT
+                        && !chunk.is_empty()
+                    {
+                        flush(&mut chunk);
+                        size = 0;
+                    }
+                    size += crate::spool::domain_counts_size(d);
+                    chunk.push((d.as_str(), *c));
+                }
+                flush(&mut chunk);
+                entries
             };
-            let mut e = Entry::mark(Kind::SegmentRetired, RecipientId::new(no, 0), 0, 0);
-            e.detail = detail;
-            self.journal_write(&mut [e], false, |index, es, ends| {
+            self.journal_write(&mut entries, false, |index, es, ends| {
                 for (e, &pos) in es.iter().zip(ends) {
                     if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
                         for (d, c) in counts {

@@ -107,13 +107,12 @@ impl Spool {
     /// Marks a campaign's recipient list as completely spooled (durable).
     pub fn seal_campaign(&self, no: u32) -> Result<()> {
         let c = self.campaign(no).ok_or(Error::UnknownCampaign(no))?;
-        self.journal_marks(vec![Entry::mark(
-            Kind::CampaignSealed,
-            RecipientId(0),
-            no,
-            0,
-        )])?;
-        c.sealed.store(true, Ordering::Release);
+        let mut e = [Entry::mark(Kind::CampaignSealed, RecipientId(0), no, 0)];
+        // the flag is set under the journal lock, so a checkpoint sees it
+        // exactly when its position is past the entry
+        self.journal_write(&mut e, false, |_, _, _| {
+            c.sealed.store(true, Ordering::Release)
+        })?;
         Ok(())
     }
 

@@ -215,6 +215,7 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
                 Seg {
                     map: None,
                     offsets: Vec::new(),
+                    journaled: s.states.len() as u32,
                     states: s.states,
                     sealed: s.sealed,
                     live,
@@ -233,6 +234,20 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
     if jfiles.is_empty() {
         files::create(dir, from)?;
         jfiles = files::list(dir)?;
+    }
+    if let Some((first, path)) = jfiles.first()
+        && *first > from
+    {
+        // the checkpoint in use is older than the journal kept (the newest
+        // one was unusable): changes in between are unknown
+        report.damage.push(Damage {
+            path: path.clone(),
+            what: format!(
+                "journal positions {from} to {first} are gone; recipients whose state changed there may be sent again"
+            ),
+            lost: Vec::new(),
+            campaigns: Vec::new(),
+        });
     }
     let last_base = jfiles.last().map_or(0, |(b, _)| *b);
     let mut jend = last_base + files::MAGIC.len() as u64;

@@ -132,12 +132,16 @@ pub(crate) fn segments(
             seg.states.resize(found, State::Queued as u8);
             seg.live += (found - expected) as u64;
             adopted.extend(expected as u32..found as u32);
+            seg.journaled = found as u32;
         }
         offsets.resize(offsets.len().max(expected), LOST);
         seg.offsets = offsets;
         seg.map = Some(map);
         let end = scan.end as u64;
-        if Some(no) == last_on_disk && !seg.sealed && end < SEGMENT_BYTES {
+        // Appending continues in this segment only when its file holds every
+        // record the index knows: a record index must always equal the
+        // record's position in the file.
+        if Some(no) == last_on_disk && !seg.sealed && end < SEGMENT_BYTES && found >= expected {
             writer = Some(SegWriter {
                 no,
                 file: Arc::new(file),

@@ -100,6 +100,12 @@ impl Spool {
         &self.dir
     }
 
+    /// False once an fdatasync failed: the spool then refuses to acknowledge
+    /// anything more, and the process should be restarted to reopen it.
+    pub fn healthy(&self) -> bool {
+        self.seg_commit.failed().is_none() && self.journal_commit.failed().is_none()
+    }
+
     /// Random identifier of this spool, fixed at creation.
     pub fn uid(&self) -> u64 {
         self.uid
@@ -181,6 +187,15 @@ impl Spool {
     /// they were started.
     pub fn append_start(&self, recs: &[Recipient]) -> Result<StartedAppend> {
         self.check_writable()?;
+        if let Some(why) = self.seg_commit.failed() {
+            return Err(Error::Io {
+                op: "write segment",
+                path: self.dir.join("segments"),
+                error: std::io::Error::other(format!(
+                    "segments refuse writes after a failed fdatasync ({why}); restart to reopen the spool"
+                )),
+            });
+        }
         if recs.is_empty() {
             return Ok(StartedAppend::default());
         }
@@ -198,7 +213,15 @@ impl Spool {
         let end = match self.append_locked(&mut guard, &frames, &ranges, recs, &mut ids) {
             Ok(end) => end,
             Err(e) => {
-                *guard = None;
+                // What this file already holds (earlier batches not yet
+                // acknowledged) is synced before any newer file can be, so
+                // a later sync never covers it by mistake; then the next
+                // append starts a fresh segment.
+                if let Some(w) = guard.take() {
+                    let end = (u64::from(w.no) << 32) | w.pos;
+                    self.seg_commit.written(end, &w.file);
+                    let _ = self.seg_commit.wait(end);
+                }
                 return Err(e);
             }
         };
@@ -231,6 +254,7 @@ impl Spool {
                 index.summary.saw_row(e.campaign, e.next_ms as u32);
                 if let Some(seg) = index.segs.get_mut(&e.id.segment()) {
                     seg.last_pos = seg.last_pos.max(pos);
+                    seg.journaled = seg.journaled.max(e.id.index().saturating_add(e.attempts));
                 }
             }
         })?;
@@ -298,8 +322,13 @@ impl Spool {
     fn roll_segment(&self, guard: &mut MutexGuard<'_, Option<SegWriter>>) -> Result<()> {
         let next_no = match guard.take() {
             Some(w) => {
+                // through the group commit, so that a failure sticks
                 let path = segment::path(&self.dir, w.no);
-                w.file.sync_data().ctx("fdatasync sealed segment", &path)?;
+                let end = (u64::from(w.no) << 32) | w.pos;
+                self.seg_commit.written(end, &w.file);
+                self.seg_commit
+                    .wait(end)
+                    .ctx("fdatasync sealed segment", &path)?;
                 self.journal_marks(vec![Entry::mark(
                     Kind::SegmentSealed,
                     RecipientId::new(w.no, 0),
@@ -354,6 +383,15 @@ impl Spool {
         apply: impl FnOnce(&mut Index, &[Entry], &[u64]),
     ) -> Result<u64> {
         self.check_writable()?;
+        if let Some(why) = self.journal_commit.failed() {
+            return Err(Error::Io {
+                op: "write journal",
+                path: self.dir.join("journal"),
+                error: std::io::Error::other(format!(
+                    "the journal refuses writes after a failed fdatasync ({why}); restart to reopen the spool"
+                )),
+            });
+        }
         let end = {
             let mut j = lock(&self.journal);
             if stamp {
@@ -407,24 +445,38 @@ impl Spool {
     }
 }
 
+/// Largest per-domain counts put into one journal entry (entries hold at
+/// most `journal::MAX_ENTRY` bytes; a run with more domains is split).
+pub(crate) const DOMAIN_COUNTS_LIMIT: usize = 48 * 1024;
+
+/// Bytes one domain takes in encoded per-domain counts.
+pub(crate) fn domain_counts_size(domain: &str) -> usize {
+    1 + domain.len().min(255) + 24
+}
+
 /// The `Appended` entries describing a batch: one per run of records in the
-/// same segment and campaign, with per-domain counts.
+/// same segment and campaign (split further when a run has too many
+/// domains for one entry), with per-domain counts.
 fn appended_entries(recs: &[Recipient], ids: &[RecipientId]) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut i = 0;
     while i < ids.len() {
-        let mut j = i + 1;
+        let mut domains: crate::summary::FastMap<&str, u64> = Default::default();
+        let mut size = 0;
+        let mut j = i;
         while j < ids.len()
             && ids[j].segment() == ids[i].segment()
             && recs[j].campaign == recs[i].campaign
         {
+            let d = recs[j].email.rsplit_once('@').map_or("", |(_, d)| d);
+            if !domains.contains_key(d) {
+                if size + domain_counts_size(d) > DOMAIN_COUNTS_LIMIT && j > i {
+                    break;
+                }
+                size += domain_counts_size(d);
+            }
+            *domains.entry(d).or_default() += 1;
             j += 1;
-        }
-        let mut domains: crate::summary::FastMap<&str, u64> = Default::default();
-        for r in &recs[i..j] {
-            *domains
-                .entry(r.email.rsplit_once('@').map_or("", |(_, d)| d))
-                .or_default() += 1;
         }
         let detail = journal::encode_domain_counts(domains.iter().map(|(d, n)| {
             (

@@ -449,3 +449,110 @@ fn concurrent_appends_share_fdatasyncs() {
         after.1 - before.1
     );
 }
+
+fn rec_at(campaign: u32, i: u32, domains: u32) -> Recipient {
+    let mut vars = Vec::new();
+    Vars::encode_columns([format!("Name {i}").as_str()], &mut vars);
+    Recipient {
+        campaign,
+        row: i + 1,
+        email: format!("user{i}@dom{}.example", i % domains),
+        vars,
+    }
+}
+
+#[test]
+fn checkpoint_between_append_start_and_finish_keeps_counts_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let c = spool.create_campaign("c", b"{}").unwrap();
+        let recs: Vec<_> = (0..10).map(|i| rec_at(c.no, i, 3)).collect();
+        let started = spool.append_start(&recs).unwrap();
+        spool.checkpoint().unwrap();
+        std::mem::forget(started); // the process dies before acknowledging
+    }
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let cc = spool
+        .summary()
+        .campaigns
+        .get(&1)
+        .copied()
+        .unwrap_or_default();
+    let pending: usize = spool
+        .take_pending()
+        .queued
+        .iter()
+        .map(|(_, v)| v.len())
+        .sum();
+    // the unacknowledged records are adopted, and counted, and the resume
+    // row covers them (so a resumed ingest does not add them again)
+    assert_eq!(pending as u64, cc.counts.queued);
+    assert_eq!(cc.counts.queued, 10);
+    assert_eq!(cc.last_row, 10);
+    assert_eq!(
+        inspect(dir.path()).unwrap().summary.campaigns[&1]
+            .counts
+            .queued,
+        10
+    );
+}
+
+#[test]
+fn batches_with_many_domains_keep_exact_counts_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let c = spool.create_campaign("c", b"{}").unwrap();
+        let recs: Vec<_> = (0..16384).map(|i| rec_at(c.no, i, 4000)).collect();
+        let ids = spool.append(&recs).unwrap();
+        spool.record(&[outcome(ids[0], Kind::Delivered)]).unwrap();
+        // dies here: no checkpoint at shutdown
+    }
+    let i = inspect(dir.path()).unwrap();
+    assert_eq!(i.summary.campaigns[&1].counts.total(), 16384);
+    assert_eq!(i.summary.domains.len(), 4000);
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let cc = spool.summary().campaigns[&1];
+    assert_eq!((cc.counts.total(), cc.counts.delivered), (16384, 1));
+}
+
+#[test]
+fn appends_after_a_lost_tail_record_keep_ids_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("segments/00000001.seg");
+    {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let c = spool.create_campaign("c", b"{}").unwrap();
+        spool
+            .append(&(0..10).map(|i| rec_at(c.no, i, 3)).collect::<Vec<_>>())
+            .unwrap();
+    }
+    // damage the last record (a torn tail of an acknowledged append)
+    {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
+        let mut b = vec![0u8; 4096];
+        f.read_at(&mut b, 0).unwrap();
+        let end = b.iter().rposition(|&x| x != 0).unwrap();
+        f.write_all_at(&[b[end] ^ 0xff], end as u64).unwrap();
+    }
+    let recs: Vec<_> = (100..105).map(|i| rec_at(1, i, 3)).collect();
+    let new_ids = {
+        let (spool, report) = Spool::open(dir.path()).unwrap();
+        assert_eq!(report.lost(), 1);
+        spool.append(&recs).unwrap()
+    };
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    for (id, r) in new_ids.iter().zip(&recs) {
+        assert_eq!(
+            spool.with_record(*id, |x| x.email.to_string()).unwrap(),
+            r.email
+        );
+        assert_eq!(spool.state(*id), Some(State::Queued));
+    }
+    assert_eq!(spool.state(RecipientId::new(1, 9)), Some(State::Lost));
+}

@@ -134,6 +134,14 @@ pub async fn deliver(
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         progress.update(total.load(Ordering::Relaxed), &engine.stats);
+        if !engine.spool.healthy() {
+            progress.finish();
+            engine.shutdown(Duration::from_secs(30)).await;
+            return Err(fail(anyhow::anyhow!(
+                "the spool's storage failed (an fdatasync error), so outcomes can no longer be recorded; \
+                 restart volley to reopen the spool (nothing acknowledged is lost)"
+            )));
+        }
         if ingest_done && engine.in_flight() == 0 && engine.events_caught_up() {
             break;
         }

@@ -53,9 +53,11 @@ pub fn run(
     wake: &crossbeam_channel::Receiver<()>,
 ) {
     let spool = &ctx.spool;
-    let stored = spool.cursor(sink.name());
+    let mut stored = spool.cursor(sink.name());
     let mut position = stored.map_or(0, |c| c.position);
     if position > spool.journal_end() {
+        // not a cursor of this journal: append, do not cut the sink back
+        stored = None;
         tracing::warn!(
             cursor = position,
             end = spool.journal_end(),
@@ -104,6 +106,9 @@ pub fn run(
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "reading the journal failed; retrying");
+                if ctx.stop.load(Ordering::Acquire) {
+                    return;
+                }
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }

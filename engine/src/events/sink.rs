@@ -75,6 +75,36 @@ impl JsonlSink {
         })
     }
 
+    fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let mut line = Vec::with_capacity(2048);
+        for e in events {
+            line.clear();
+            serde_json::to_writer(&mut line, e).map_err(|e| self.err(e))?;
+            line.push(b'\n');
+            self.out.write_all(&line).map_err(|e| self.err(e))?;
+            self.len += line.len() as u64;
+        }
+        self.out.flush().map_err(|e| self.err(e))?;
+        self.out.get_ref().sync_data().map_err(|e| self.err(e))
+    }
+
+    /// Throws away buffered lines and cuts the file back to `len`.
+    fn rollback(&mut self, len: u64) {
+        match self.out.get_ref().try_clone() {
+            Ok(file) => {
+                let old = std::mem::replace(&mut self.out, BufWriter::with_capacity(1 << 20, file));
+                let (_, _discarded) = old.into_parts();
+                if let Err(e) = self.out.get_ref().set_len(len) {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot cut a failed batch from the event file");
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot roll back the event file")
+            }
+        }
+        self.len = len;
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> SinkError {
         SinkError {
             sink: "jsonl".into(),
@@ -89,16 +119,13 @@ impl NotificationSink for JsonlSink {
     }
 
     fn publish(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        let mut line = Vec::with_capacity(2048);
-        for e in events {
-            line.clear();
-            serde_json::to_writer(&mut line, e).map_err(|e| self.err(e))?;
-            line.push(b'\n');
-            self.out.write_all(&line).map_err(|e| self.err(e))?;
-            self.len += line.len() as u64;
+        let start = self.len;
+        let written = self.write_batch(events);
+        if written.is_err() {
+            // nothing of a failed batch may stay: it is published again
+            self.rollback(start);
         }
-        self.out.flush().map_err(|e| self.err(e))?;
-        self.out.get_ref().sync_data().map_err(|e| self.err(e))
+        written
     }
 
     fn state(&self) -> u64 {
