@@ -1,13 +1,16 @@
-//! The one classifier of delivery results: every reply or session failure
-//! becomes Delivered, Deferred or Bounced, with the SES bounce type/subtype
-//! or DeliveryDelay `delayType` and the status/diagnostic to report.
+//! The one classifier of delivery results: every reply and every session
+//! failure becomes Delivered, Deferred or Bounced, with the status to
+//! report, the SES bounce type/subtype or DeliveryDelay `delayType`, and
+//! whether it signals throttling.
 //!
-//! Pure functions (no I/O, no clock). Enhanced status codes (RFC 3463)
-//! decide the subtype where present; the basic reply class decides the rest.
-//! Exposure: reply text comes from remote servers; it is only copied into the
-//! diagnostic, never interpreted beyond its codes.
+//! The matches over phases, reply classes and failure kinds are exhaustive
+//! (no catch-all arm), so a new kind of failure cannot be classified by
+//! accident. The bounce subtype of a permanent reply comes from its enhanced
+//! status code (RFC 3463) through a table. Pure: no I/O, no clock.
+//! Exposure: reply text comes from remote servers; it is only copied into
+//! the diagnostic and matched against the configured throttle patterns.
 
-use crate::delivery::smtp::{Phase, Reply, SessionError};
+use crate::delivery::smtp::{ConnectKind, DnsFailure, Phase, Reply, SessionError};
 
 /// What happened to one recipient on one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,36 +34,160 @@ pub enum Outcome {
     RenderFailed { message: String },
 }
 
-/// Classifies the reply that decided a recipient.
+/// The class of a reply code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Positive,
+    Intermediate,
+    Transient,
+    Permanent,
+    Invalid,
+}
+
+fn class(code: u16) -> Class {
+    match code / 100 {
+        2 => Class::Positive,
+        3 => Class::Intermediate,
+        4 => Class::Transient,
+        5 => Class::Permanent,
+        _ => Class::Invalid,
+    }
+}
+
+/// Bounce type and subtype by enhanced status code (subject, detail); the
+/// first matching row wins, `None` matching any detail. Unlisted codes are
+/// `Permanent`/`General`.
+const BOUNCE_SUBTYPES: &[(u8, Option<u8>, &str, &str)] = &[
+    (1, Some(1), "Permanent", "NoEmail"),  // bad destination mailbox
+    (1, Some(0), "Permanent", "NoEmail"),  // other address status
+    (1, Some(6), "Permanent", "NoEmail"),  // mailbox has moved
+    (2, Some(1), "Permanent", "NoEmail"),  // mailbox disabled
+    (2, Some(2), "Transient", "MailboxFull"),
+    (2, Some(3), "Transient", "MessageTooLarge"), // message length exceeds limit
+    (3, Some(4), "Transient", "MessageTooLarge"), // too big for system
+    (6, None, "Transient", "ContentRejected"),
+];
+
+/// DeliveryDelay types by enhanced status code, as above; unlisted codes
+/// are `RecipientServerError`.
+const DELAY_TYPES: &[(u8, Option<u8>, &str)] = &[
+    (2, Some(2), "MailboxFull"),
+    (7, Some(1), "SpamDetected"),
+    (4, None, "TransientCommunicationFailure"),
+];
+
+fn bounce_kind(esc: &[u8; 3]) -> (&'static str, &'static str) {
+    BOUNCE_SUBTYPES
+        .iter()
+        .find(|(s, d, _, _)| *s == esc[1] && d.is_none_or(|d| d == esc[2]))
+        .map_or(("Permanent", "General"), |(_, _, t, st)| (*t, *st))
+}
+
+fn delay_kind(esc: &[u8; 3]) -> &'static str {
+    DELAY_TYPES
+        .iter()
+        .find(|(s, d, _)| *s == esc[1] && d.is_none_or(|d| d == esc[2]))
+        .map_or("RecipientServerError", |(_, _, t)| *t)
+}
+
+fn deferred(status: &str, diagnostic: String, delay_type: &'static str) -> Outcome {
+    Outcome::Deferred {
+        status: status.into(),
+        diagnostic,
+        delay_type,
+    }
+}
+
+fn bounced(status: &str, diagnostic: String) -> Outcome {
+    Outcome::Bounced {
+        status: status.into(),
+        diagnostic,
+        bounce_type: "Permanent",
+        bounce_subtype: "General",
+    }
+}
+
+/// A reply that came where a final success was due, but was not one.
+fn out_of_place(phase: Phase, reply: &Reply) -> Outcome {
+    deferred(
+        "4.5.0",
+        format!("smtp; {reply} (unexpected reply to {})", phase.name()),
+        "RecipientServerError",
+    )
+}
+
+fn transient(reply: &Reply) -> Outcome {
+    let status = reply.enhanced().filter(|s| s.starts_with('4')).unwrap_or_else(|| "4.0.0".into());
+    deferred(&status, format!("smtp; {reply}"), delay_kind(&reply.esc))
+}
+
+fn permanent(reply: &Reply) -> Outcome {
+    let status = reply.enhanced().filter(|s| s.starts_with('5')).unwrap_or_else(|| "5.0.0".into());
+    let (bounce_type, bounce_subtype) = bounce_kind(&reply.esc);
+    Outcome::Bounced {
+        status,
+        diagnostic: format!("smtp; {reply}"),
+        bounce_type,
+        bounce_subtype,
+    }
+}
+
+/// Classifies the reply that decided a recipient at `phase`.
 pub fn from_reply(phase: Phase, reply: &Reply) -> Outcome {
-    let diagnostic = format!("smtp; {reply}");
-    match reply.class() {
-        2 if phase == Phase::DataEnd => Outcome::Delivered {
+    match (phase, class(reply.code)) {
+        // the only success: the end of data accepted
+        (Phase::DataEnd, Class::Positive) => Outcome::Delivered {
             reply: reply.to_string(),
         },
-        5 => {
-            let status = reply.enhanced().unwrap_or_else(|| "5.0.0".into());
-            let (bounce_type, bounce_subtype) = bounce_kind(&reply.esc);
-            Outcome::Bounced {
-                status,
-                diagnostic,
-                bounce_type,
-                bounce_subtype,
-            }
-        }
-        // 4xx, and anything that is not a final success where one was due
-        // (a 2xx/3xx out of place): try again later.
-        _ => {
-            let status = match reply.enhanced() {
-                Some(s) if reply.class() == 4 => s,
-                _ => "4.0.0".into(),
-            };
-            Outcome::Deferred {
-                status,
-                diagnostic,
-                delay_type: delay_kind(&reply.esc),
-            }
-        }
+        // temporary refusals anywhere
+        (
+            Phase::Connect
+            | Phase::Greeting
+            | Phase::Ehlo
+            | Phase::StartTls
+            | Phase::Mail
+            | Phase::Rcpt
+            | Phase::Data
+            | Phase::DataEnd
+            | Phase::Rset,
+            Class::Transient,
+        ) => transient(reply),
+        // permanent refusals of the session, the sender, the recipient or
+        // the message
+        (
+            Phase::Connect | Phase::Greeting | Phase::Ehlo | Phase::Mail | Phase::Rcpt | Phase::Data | Phase::DataEnd,
+            Class::Permanent,
+        ) => permanent(reply),
+        // a refused STARTTLS or RSET says nothing about the recipient
+        (Phase::StartTls | Phase::Rset, Class::Permanent) => deferred(
+            "4.5.0",
+            format!("smtp; {reply} (refused {})", phase.name()),
+            "RecipientServerError",
+        ),
+        // a reply that is not what the phase can end with
+        (
+            Phase::Connect
+            | Phase::Greeting
+            | Phase::Ehlo
+            | Phase::StartTls
+            | Phase::Mail
+            | Phase::Rcpt
+            | Phase::Data
+            | Phase::Rset,
+            Class::Positive,
+        )
+        | (
+            Phase::Connect
+            | Phase::Greeting
+            | Phase::Ehlo
+            | Phase::StartTls
+            | Phase::Mail
+            | Phase::Rcpt
+            | Phase::Data
+            | Phase::DataEnd
+            | Phase::Rset,
+            Class::Intermediate | Class::Invalid,
+        ) => out_of_place(phase, reply),
     }
 }
 
@@ -68,49 +195,48 @@ pub fn from_reply(phase: Phase, reply: &Reply) -> Outcome {
 pub fn from_session_error(e: &SessionError) -> Outcome {
     match e {
         SessionError::Refused(phase, reply) => from_reply(*phase, reply),
-        SessionError::Connect(_) | SessionError::Timeout(Phase::Connect) => Outcome::Deferred {
-            status: "4.4.1".into(),
-            diagnostic: format!("smtp; 421 4.4.1 {e}"),
-            delay_type: "TransientCommunicationFailure",
-        },
-        SessionError::Timeout(_) | SessionError::Closed(_) | SessionError::Io(..) => {
-            Outcome::Deferred {
-                status: "4.4.2".into(),
-                diagnostic: format!("smtp; 421 4.4.2 {e}"),
-                delay_type: "TransientCommunicationFailure",
-            }
+        SessionError::Dns(DnsFailure::NoDomain, _) => bounced("5.1.2", format!("smtp; 550 5.1.2 {e}")),
+        SessionError::Dns(DnsFailure::NullMx, _) => bounced("5.1.10", format!("smtp; 556 5.1.10 {e}")),
+        SessionError::Dns(DnsFailure::NoAddress, _) => {
+            deferred("4.4.4", format!("smtp; 451 4.4.4 {e}"), "TransientCommunicationFailure")
         }
-        SessionError::Tls(_) => Outcome::Deferred {
-            status: "4.7.0".into(),
-            diagnostic: format!("smtp; 421 4.7.0 {e}"),
-            delay_type: "TransientCommunicationFailure",
-        },
-        SessionError::Protocol(..) => Outcome::Deferred {
-            status: "4.5.0".into(),
-            diagnostic: format!("smtp; 421 4.5.0 {e}"),
-            delay_type: "RecipientServerError",
-        },
+        SessionError::Dns(DnsFailure::Temporary, _) => {
+            deferred("4.4.3", format!("smtp; 451 4.4.3 {e}"), "TransientCommunicationFailure")
+        }
+        SessionError::Connect(ConnectKind::Refused | ConnectKind::Unreachable | ConnectKind::Other, _)
+        | SessionError::Timeout(Phase::Connect) => {
+            deferred("4.4.1", format!("smtp; 421 4.4.1 {e}"), "TransientCommunicationFailure")
+        }
+        SessionError::Timeout(
+            Phase::Greeting
+            | Phase::Ehlo
+            | Phase::StartTls
+            | Phase::Mail
+            | Phase::Rcpt
+            | Phase::Data
+            | Phase::DataEnd
+            | Phase::Rset,
+        )
+        | SessionError::Closed(_)
+        | SessionError::Io(..) => deferred("4.4.2", format!("smtp; 421 4.4.2 {e}"), "TransientCommunicationFailure"),
+        SessionError::Tls(_) | SessionError::TlsRequired(_) => {
+            deferred("4.7.0", format!("smtp; 421 4.7.0 {e}"), "TransientCommunicationFailure")
+        }
+        SessionError::Protocol(..) => deferred("4.5.0", format!("smtp; 421 4.5.0 {e}"), "RecipientServerError"),
     }
 }
 
-fn bounce_kind(esc: &[u8; 3]) -> (&'static str, &'static str) {
-    match (esc[1], esc[2]) {
-        (1, 1) | (1, 0) | (1, 10) => ("Permanent", "NoEmail"),
-        (2, 2) => ("Transient", "MailboxFull"),
-        (2, 3) | (3, 4) => ("Transient", "MessageTooLarge"),
-        (6, _) => ("Transient", "ContentRejected"),
-        _ => ("Permanent", "General"),
+/// Whether a reply asks the sender to slow down: 421, any 4.7.x, or a
+/// temporary reply whose text matches a configured pattern (lower-case).
+pub fn is_throttle(reply: &Reply, patterns: &[String]) -> bool {
+    if reply.class() != 4 {
+        return false;
     }
-}
-
-fn delay_kind(esc: &[u8; 3]) -> &'static str {
-    match (esc[1], esc[2]) {
-        (2, 2) => "MailboxFull",
-        (7, 1) => "SpamDetected",
-        (4, _) => "TransientCommunicationFailure",
-        (0, 0) => "RecipientServerError",
-        _ => "RecipientServerError",
+    if reply.code == 421 || (reply.esc[0] == 4 && reply.esc[1] == 7) {
+        return true;
     }
+    let text = reply.text.to_ascii_lowercase();
+    patterns.iter().any(|p| !p.is_empty() && text.contains(&p.to_ascii_lowercase()))
 }
 
 /// The final bounce given when a recipient reaches the maximum age.
@@ -124,77 +250,4 @@ pub fn expired(last_diagnostic: &str) -> Outcome {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(code: u16, esc: [u8; 3]) -> Reply {
-        Reply::new(code, esc, "text")
-    }
-
-    #[test]
-    fn replies() {
-        assert!(matches!(
-            from_reply(Phase::DataEnd, &r(250, [2, 0, 0])),
-            Outcome::Delivered { .. }
-        ));
-        let Outcome::Bounced {
-            status,
-            bounce_subtype,
-            diagnostic,
-            ..
-        } = from_reply(Phase::Rcpt, &r(550, [5, 1, 1]))
-        else {
-            panic!()
-        };
-        assert_eq!((status.as_str(), bounce_subtype), ("5.1.1", "NoEmail"));
-        assert_eq!(diagnostic, "smtp; 550 5.1.1 text");
-        let Outcome::Deferred { status, .. } = from_reply(Phase::Rcpt, &r(451, [4, 3, 0])) else {
-            panic!()
-        };
-        assert_eq!(status, "4.3.0");
-        let Outcome::Bounced {
-            status,
-            bounce_type,
-            ..
-        } = from_reply(Phase::Mail, &r(554, [0, 0, 0]))
-        else {
-            panic!()
-        };
-        assert_eq!((status.as_str(), bounce_type), ("5.0.0", "Permanent"));
-        assert!(matches!(
-            from_reply(Phase::DataEnd, &r(552, [5, 3, 4])),
-            Outcome::Bounced {
-                bounce_subtype: "MessageTooLarge",
-                ..
-            }
-        ));
-        // a 250 to RCPT is not a delivery by itself
-        assert!(matches!(
-            from_reply(Phase::Rcpt, &r(250, [0, 0, 0])),
-            Outcome::Deferred { .. }
-        ));
-    }
-
-    #[test]
-    fn failures() {
-        assert!(matches!(
-            from_session_error(&SessionError::Connect("refused".into())),
-            Outcome::Deferred {
-                delay_type: "TransientCommunicationFailure",
-                ..
-            }
-        ));
-        assert!(matches!(
-            from_session_error(&SessionError::Refused(Phase::Greeting, r(421, [4, 7, 0]))),
-            Outcome::Deferred { .. }
-        ));
-        assert!(matches!(
-            from_session_error(&SessionError::Refused(Phase::Greeting, r(554, [5, 7, 1]))),
-            Outcome::Bounced { .. }
-        ));
-        assert!(matches!(
-            from_session_error(&SessionError::Closed(Phase::DataEnd)),
-            Outcome::Deferred { .. }
-        ));
-    }
-}
+mod tests;

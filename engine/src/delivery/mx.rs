@@ -1,102 +1,147 @@
-//! Where to connect for a destination domain: a `[routes]` entry, or the
-//! domain's MX hosts (lowest preference first) via hickory-resolver, falling
-//! back to the domain's own A/AAAA when it has no MX.
+//! Where to connect for a destination: a `[routes]` entry, or the domain's
+//! MX hosts via hickory-resolver (lowest preference first, equal preferences
+//! shuffled), falling back to the domain's own A/AAAA when it has no MX.
 //!
 //! A null MX (RFC 7505) or a nonexistent domain is a permanent failure; any
-//! other lookup failure is temporary. Exposure: DNS answers are untrusted
-//! input; names are only used for lookups and as TLS server names.
+//! other lookup failure (SERVFAIL, timeout) is temporary. Answers are cached
+//! by hickory for their TTL; the MX answer's expiry is returned so that the
+//! domain-to-site mapping expires with it. The resolver can be pointed at
+//! given nameservers (`[dns] nameservers`). Exposure: DNS answers are
+//! untrusted input; names are only used for lookups and as TLS names.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
+use hickory_resolver::{Resolver as HickoryResolver, TokioResolver};
 
-use super::smtp::{Phase, Reply, SessionError};
-use crate::config::Route;
+use super::smtp::{DnsFailure, SessionError};
+
+/// An MX answer: hosts by preference (already ordered for trying).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxAnswer {
+    /// (preference, host name without the trailing dot)
+    pub hosts: Vec<(u16, String)>,
+    /// Whether the hosts are the domain itself (no MX: A/AAAA fallback).
+    pub implicit: bool,
+    pub valid_until: Instant,
+}
 
 /// Resolves destinations.
 pub struct Resolver {
     dns: Option<TokioResolver>,
 }
 
-fn temp(msg: String) -> SessionError {
-    SessionError::Connect(msg)
-}
-
-fn perm(code: [u8; 3], msg: String) -> SessionError {
-    SessionError::Refused(Phase::Connect, Reply::new(550, code, msg))
+fn fail(kind: DnsFailure, msg: String) -> SessionError {
+    SessionError::Dns(kind, msg)
 }
 
 impl Resolver {
-    /// Uses the system's resolver configuration (if it can be read).
-    pub fn system() -> Resolver {
-        let dns = TokioResolver::builder_tokio()
-            .ok()
-            .and_then(|b| b.build().ok());
-        if dns.is_none() {
-            tracing::warn!(
-                "no usable DNS resolver configuration; only [routes] destinations can be reached"
+    /// Uses `nameservers` (`ip:port`), or the system's configuration when
+    /// the list is empty.
+    pub fn new(nameservers: &[SocketAddr]) -> Resolver {
+        let dns = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().ok().and_then(|b| b.build().ok())
+        } else {
+            let servers = nameservers
+                .iter()
+                .map(|a| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = a.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = a.port();
+                    NameServerConfig {
+                        ip: a.ip(),
+                        trust_negative_responses: true,
+                        connections: vec![udp, tcp],
+                    }
+                })
+                .collect();
+            let mut b = HickoryResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
             );
+            b.options_mut().timeout = Duration::from_secs(2);
+            b.options_mut().attempts = 2;
+            b.build().ok()
+        };
+        if dns.is_none() {
+            tracing::warn!("no usable DNS resolver configuration; only [routes] destinations can be reached");
         }
         Resolver { dns }
     }
 
-    /// Addresses to try, in order, with the name to use for TLS.
-    pub async fn resolve(
-        &self,
-        domain: &str,
-        route: Option<&Route>,
-    ) -> Result<Vec<(SocketAddr, String)>, SessionError> {
-        if let Some(r) = route {
-            let addrs = tokio::net::lookup_host((r.host.as_str(), r.port))
-                .await
-                .map_err(|e| temp(format!("route {}:{}: {e}", r.host, r.port)))?;
-            return Ok(addrs.map(|a| (a, r.host.clone())).collect());
-        }
-        let dns = self
-            .dns
+    /// Uses the system's resolver configuration.
+    pub fn system() -> Resolver {
+        Resolver::new(&[])
+    }
+
+    fn dns(&self) -> Result<&TokioResolver, SessionError> {
+        self.dns
             .as_ref()
-            .ok_or_else(|| temp("no DNS resolver configured".into()))?;
+            .ok_or_else(|| fail(DnsFailure::Temporary, "no DNS resolver configured".into()))
+    }
+
+    /// The MX hosts of `domain`, in the order to try them.
+    pub async fn mx(&self, domain: &str) -> Result<MxAnswer, SessionError> {
+        let dns = self.dns()?;
         let mut hosts: Vec<(u16, String)> = Vec::new();
+        let mut valid_until = Instant::now() + Duration::from_secs(300);
         match dns.mx_lookup(format!("{domain}.")).await {
             Ok(lookup) => {
+                valid_until = lookup.valid_until();
                 for rec in lookup.answers() {
                     if let RData::MX(mx) = &rec.data {
                         if mx.exchange.is_root() {
-                            return Err(perm(
-                                [5, 1, 10],
-                                format!("{domain} does not accept mail (null MX)"),
-                            ));
+                            return Err(fail(DnsFailure::NullMx, format!("{domain} does not accept mail (null MX)")));
                         }
-                        hosts.push((mx.preference, mx.exchange.to_ascii()));
+                        hosts.push((mx.preference, mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase()));
                     }
                 }
             }
             Err(e) if e.is_nx_domain() => {
-                return Err(perm([5, 1, 2], format!("domain {domain} does not exist")));
+                return Err(fail(DnsFailure::NoDomain, format!("domain {domain} does not exist")));
             }
             Err(e) if e.is_no_records_found() => {}
-            Err(e) => return Err(temp(format!("MX lookup for {domain} failed: {e}"))),
+            Err(e) => return Err(fail(DnsFailure::Temporary, format!("MX lookup for {domain} failed: {e}"))),
         }
-        if hosts.is_empty() {
+        let implicit = hosts.is_empty();
+        if implicit {
             hosts.push((0, domain.to_string()));
         }
         // lowest preference first; equal preferences in random order
         fastrand::shuffle(&mut hosts);
         hosts.sort_by_key(|(p, _)| *p);
-        let mut out = Vec::new();
-        for (_, host) in hosts {
-            let host = host.trim_end_matches('.').to_string();
-            match dns.lookup_ip(format!("{host}.")).await {
-                Ok(ips) => out.extend(ips.iter().map(|ip| (SocketAddr::new(ip, 25), host.clone()))),
-                Err(e) => tracing::debug!(%host, error = %e, "address lookup failed"),
+        hosts.dedup_by(|a, b| a.1 == b.1);
+        Ok(MxAnswer {
+            hosts,
+            implicit,
+            valid_until,
+        })
+    }
+
+    /// Addresses of a host (an IP literal is its own address).
+    pub async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, SessionError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let dns = self.dns()?;
+        match dns.lookup_ip(format!("{host}.")).await {
+            Ok(ips) => Ok(ips.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
+                Err(fail(DnsFailure::NoAddress, format!("mail host {host} has no address")))
             }
+            Err(e) => Err(fail(DnsFailure::Temporary, format!("address lookup for {host} failed: {e}"))),
         }
-        if out.is_empty() {
-            return Err(temp(format!(
-                "no address found for the mail hosts of {domain}"
-            )));
-        }
-        Ok(out)
+    }
+
+    /// Addresses of a `[routes]` target (names through the system resolver).
+    pub async fn route(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, SessionError> {
+        tokio::net::lookup_host((host, port))
+            .await
+            .map(|a| a.collect())
+            .map_err(|e| fail(DnsFailure::Temporary, format!("route {host}:{port}: {e}")))
     }
 }

@@ -1,18 +1,29 @@
-//! The scheduler: owns the map of destination shards and the retry timer.
+//! The scheduler: maps recipients' domains to sites, owns the map of site
+//! shards, and holds deferred recipients until their retry time.
 //!
-//! New recipients are routed at once to the shard of their domain (created on
-//! first use). Deferred recipients wait in a min-heap keyed by retry time;
-//! the task sleeps until the earliest is due (no polling). Exposure: none.
+//! A domain's site is resolved once (route or MX lookup, on a task of its
+//! own) and kept until its DNS answer expires; recipients arriving in the
+//! meantime wait in the domain's entry. A lookup that fails permanently (no
+//! such domain, null MX) bounces the waiting recipients; a temporary failure
+//! defers them. Deferred recipients wait in a min-heap keyed by retry time;
+//! the task sleeps until the earliest is due (no polling). A config reload
+//! forgets the mappings, so routes and policies apply to new work at once.
+//! Exposure: none (internal).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
+use volley_spool::RecipientId;
 
-use super::Work;
 use super::shard::{self, ShardCtx, ShardIn};
+use super::site::{self, Site};
+use super::smtp::SessionError;
+use super::{Report, Work};
+use crate::outcome;
 
 /// Messages to the scheduler.
 pub enum SchedMsg {
@@ -20,10 +31,14 @@ pub enum SchedMsg {
     Work(Vec<Work>),
     /// Recipients of one domain found queued in the spool at start (already
     /// counted in `Stats::active`); kept compact until dispatched.
-    Bulk(Arc<str>, Vec<volley_spool::RecipientId>),
+    Bulk(Arc<str>, Vec<RecipientId>),
     /// A deferred recipient and when to try again (ms since the epoch;
     /// already counted in `Stats::waiting`).
     Retry(Work, u64),
+    /// The site of a domain was looked up.
+    Resolved(Arc<str>, Result<(Site, Instant), SessionError>),
+    /// The configuration was reloaded.
+    Reload,
 }
 
 struct Due {
@@ -49,51 +64,143 @@ impl Ord for Due {
     }
 }
 
-/// Runs until the channel closes or shutdown is signalled.
+enum Domain {
+    /// Being looked up; what arrives meanwhile waits here.
+    Resolving(Vec<ShardIn>),
+    /// Mapped to a site until the instant.
+    Mapped(Arc<str>, Instant),
+}
+
+struct Scheduler {
+    ctx: Arc<ShardCtx>,
+    me: mpsc::UnboundedSender<SchedMsg>,
+    domains: HashMap<Arc<str>, Domain>,
+    sites: HashMap<Arc<str>, mpsc::UnboundedSender<ShardIn>>,
+}
+
+impl Scheduler {
+    fn dispatch(&mut self, domain: &Arc<str>, msg: ShardIn) {
+        let now = Instant::now();
+        match self.domains.get_mut(domain) {
+            Some(Domain::Mapped(site, until)) if *until > now => {
+                if let Some(tx) = self.sites.get(site) {
+                    let _ = tx.send(msg);
+                    return;
+                }
+                self.domains.remove(domain);
+            }
+            Some(Domain::Resolving(waiting)) => {
+                waiting.push(msg);
+                return;
+            }
+            _ => {}
+        }
+        self.domains.insert(Arc::clone(domain), Domain::Resolving(vec![msg]));
+        let (ctx, me, domain) = (Arc::clone(&self.ctx), self.me.clone(), Arc::clone(domain));
+        tokio::spawn(async move {
+            let config = ctx.config();
+            let r = site::resolve(&domain, &config, &ctx.resolver).await;
+            let _ = me.send(SchedMsg::Resolved(domain, r));
+        });
+    }
+
+    fn resolved(&mut self, domain: Arc<str>, r: Result<(Site, Instant), SessionError>) {
+        let waiting = match self.domains.remove(&domain) {
+            Some(Domain::Resolving(w)) => w,
+            Some(mapped) => {
+                self.domains.insert(domain, mapped);
+                return;
+            }
+            None => Vec::new(),
+        };
+        match r {
+            Ok((site, until)) => {
+                let key = Arc::clone(&site.key);
+                let tx = self
+                    .sites
+                    .entry(Arc::clone(&key))
+                    .or_insert_with(|| shard::spawn(Arc::clone(&self.ctx), site));
+                for m in waiting {
+                    let _ = tx.send(m);
+                }
+                self.domains.insert(domain, Domain::Mapped(key, until));
+            }
+            Err(e) => {
+                // no site: each waiting recipient gets the lookup's outcome
+                tracing::info!(%domain, error = %e, "destination lookup failed");
+                let outcome = outcome::from_session_error(&e);
+                let report = |work: Work| {
+                    let _ = self.ctx.recorder.send(Report {
+                        work,
+                        outcome: outcome.clone(),
+                        subject: String::new(),
+                        at_ms: volley_spool::now_ms(),
+                        permit: None,
+                    });
+                };
+                for m in waiting {
+                    match m {
+                        ShardIn::One(w) => report(w),
+                        ShardIn::Bulk(d, ids) => {
+                            for id in ids {
+                                report(Work {
+                                    id,
+                                    domain: Arc::clone(&d),
+                                    attempts: 0,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs until the channel closes or shutdown is signalled. `me` is a sender
+/// of the same channel (lookups report back through it).
 pub async fn run(
     ctx: Arc<ShardCtx>,
+    me: mpsc::UnboundedSender<SchedMsg>,
     mut rx: mpsc::UnboundedReceiver<SchedMsg>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut shards: HashMap<Arc<str>, mpsc::UnboundedSender<ShardIn>> = HashMap::new();
+    let mut s = Scheduler {
+        ctx: Arc::clone(&ctx),
+        me,
+        domains: HashMap::new(),
+        sites: HashMap::new(),
+    };
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut seq = 0u64;
-    let dispatch =
-        |domain: &Arc<str>,
-         msg: ShardIn,
-         shards: &mut HashMap<Arc<str>, mpsc::UnboundedSender<ShardIn>>| {
-            let tx = shards
-                .entry(Arc::clone(domain))
-                .or_insert_with(|| shard::spawn(Arc::clone(&ctx), Arc::clone(domain)));
-            let _ = tx.send(msg);
-        };
     loop {
         let now = volley_spool::now_ms();
         while timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = timers.pop() else {
-                break;
-            };
+            let Some(Reverse(d)) = timers.pop() else { break };
             ctx.stats.active.fetch_add(1, Ordering::AcqRel);
             ctx.stats.waiting.fetch_sub(1, Ordering::AcqRel);
             let domain = Arc::clone(&d.work.domain);
-            dispatch(&domain, ShardIn::One(d.work), &mut shards);
+            s.dispatch(&domain, ShardIn::One(d.work));
         }
-        let sleep_ms = timers
-            .peek()
-            .map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
+        let sleep_ms = timers.peek().map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {
                     for w in batch {
                         let domain = Arc::clone(&w.domain);
-                        dispatch(&domain, ShardIn::One(w), &mut shards);
+                        s.dispatch(&domain, ShardIn::One(w));
                     }
                 }
-                Some(SchedMsg::Bulk(domain, ids)) => dispatch(&domain, ShardIn::Bulk(ids), &mut shards),
+                Some(SchedMsg::Bulk(domain, ids)) => {
+                    let d = Arc::clone(&domain);
+                    s.dispatch(&d, ShardIn::Bulk(domain, ids));
+                }
                 Some(SchedMsg::Retry(work, at)) => {
                     seq += 1;
                     timers.push(Reverse(Due { at, seq, work }));
                 }
+                Some(SchedMsg::Resolved(domain, r)) => s.resolved(domain, r),
+                Some(SchedMsg::Reload) => s.domains.retain(|_, d| matches!(d, Domain::Resolving(_))),
                 None => break,
             },
             _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {}

@@ -1,60 +1,88 @@
-//! A shard: the single owner of one destination domain's queue, rate limit,
-//! in-flight window and connection pool.
+//! A shard: the single owner of one site's queue, adaptive rate limit,
+//! in-flight window and connection pool (see [`super::site`]).
 //!
 //! For each recipient it takes a window permit (held until the outcome is
 //! journaled), waits for the governor rate limiter, and submits the message
 //! to the production pool, whose output lands in the shard's ready queue.
-//! It starts connection tasks while fewer than the cap are open and there is
-//! more in flight than connections. Exposure: none (internal).
+//! It starts connections while fewer than the current limit are open and
+//! there is more in flight than connections. The rate and connection limits
+//! come from the site's policy, lowered and raised again by the site's
+//! [`Throttle`]; a config reload (SIGHUP) re-reads the policy without
+//! touching the queue. Exposure: none (internal).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::connection;
 use super::mx::Resolver;
-use super::smtp::{Timeouts, TlsSettings};
+use super::site::{Hosts, Site};
+use super::smtp::{Reply, TlsSettings};
+use super::throttle::{Change, Throttle};
 use super::{Report, Stats, Work};
-use crate::config::{Config, Route};
+use crate::config::{Config, Policy};
 use crate::message::{Job, Producer};
 use crate::metrics::Metrics;
 
 /// Everything shards and their connections share.
 pub struct ShardCtx {
-    pub config: Arc<Config>,
+    config: RwLock<Arc<Config>>,
+    generation: AtomicU64,
     pub producer: Producer,
     pub recorder: crossbeam_channel::Sender<Report>,
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
     pub tls: TlsSettings,
-    pub timeouts: Timeouts,
     pub resolver: Arc<Resolver>,
     pub shutdown: watch::Receiver<bool>,
-    /// Close a connection after this long without work.
-    pub idle: Duration,
     /// One clock for every shard's rate limiter (making one calibrates it).
     pub clock: governor::clock::DefaultClock,
 }
 
-/// One destination as its connections see it.
-pub struct Dest {
-    pub domain: Arc<str>,
-    pub route: Option<Route>,
-    pub max_conns: usize,
-    pub window: usize,
-    pub permits: Arc<Semaphore>,
-    pub live: AtomicUsize,
-}
+impl ShardCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        producer: Producer,
+        recorder: crossbeam_channel::Sender<Report>,
+        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
+        tls: TlsSettings,
+        resolver: Arc<Resolver>,
+        shutdown: watch::Receiver<bool>,
+    ) -> ShardCtx {
+        ShardCtx {
+            config: RwLock::new(config),
+            generation: AtomicU64::new(0),
+            producer,
+            recorder,
+            stats,
+            metrics,
+            tls,
+            resolver,
+            shutdown,
+            clock: governor::clock::DefaultClock::default(),
+        }
+    }
 
-impl Dest {
-    /// Messages of this shard between dispatch and journaled outcome.
-    pub fn in_flight(&self) -> usize {
-        self.window - self.permits.available_permits()
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Installs a new configuration (a reload).
+    pub fn set_config(&self, c: Arc<Config>) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = c;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -62,63 +90,172 @@ impl Dest {
 pub enum ShardIn {
     /// One recipient (new, or due for a retry).
     One(Work),
-    /// Recipients found queued at start, compact until dispatched.
-    Bulk(Vec<volley_spool::RecipientId>),
+    /// Recipients found queued at start, compact until dispatched (all of
+    /// one domain).
+    Bulk(Arc<str>, Vec<volley_spool::RecipientId>),
 }
 
-/// Starts the shard of `domain`; returns its input queue.
-pub fn spawn(ctx: Arc<ShardCtx>, domain: Arc<str>) -> mpsc::UnboundedSender<ShardIn> {
+/// One site as its connections see it.
+pub struct Dest {
+    pub key: Arc<str>,
+    pub hosts: Hosts,
+    policy: RwLock<Policy>,
+    throttle: Mutex<Throttle>,
+    pub permits: Arc<Semaphore>,
+    window: AtomicUsize,
+    pub live: AtomicUsize,
+    queued: AtomicU64,
+}
+
+fn window_for(connections: u32) -> usize {
+    (connections as usize * 4).max(8)
+}
+
+impl Dest {
+    /// Messages of this site between dispatch and journaled outcome.
+    pub fn in_flight(&self) -> usize {
+        self.window.load(Ordering::Acquire).saturating_sub(self.permits.available_permits())
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        *self.policy.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Current connection limit.
+    pub fn max_conns(&self) -> usize {
+        self.throttle().connections() as usize
+    }
+
+    /// Current rate limit.
+    pub fn rate(&self) -> f64 {
+        self.throttle().rate()
+    }
+
+    /// Recipients waiting in the queue.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Feeds a reply to the throttle (`throttle` = it asked to slow down).
+    pub fn observe(&self, reply: Option<&Reply>, throttle: bool, metrics: &Metrics) {
+        let now = Instant::now();
+        let change = {
+            let mut t = self.throttle();
+            if throttle { t.signal(now) } else { t.clean(now) }
+        };
+        if let Some(c) = change {
+            match c {
+                Change::SlowedDown { rate, connections } => tracing::info!(
+                    site = %self.key,
+                    rate = format!("{rate:.1}"),
+                    connections,
+                    reply = %reply.map(|r| r.to_string()).unwrap_or_default(),
+                    "destination asks to slow down: lowering the rate and connections"
+                ),
+                Change::SpedUp { rate, connections } => tracing::info!(
+                    site = %self.key,
+                    rate = format!("{rate:.1}"),
+                    connections,
+                    "destination accepts again: raising the rate and connections"
+                ),
+            }
+            metrics.site_limits(&self.key, self.rate(), self.max_conns());
+        }
+    }
+
+    /// Installs a new policy (config reload); queued mail is untouched.
+    fn set_policy(&self, p: Policy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = p;
+        self.throttle().set_limits(p.messages_per_second, p.connections);
+        let want = window_for(p.connections);
+        let have = self.window.load(Ordering::Acquire);
+        if want > have {
+            self.permits.add_permits(want - have);
+            self.window.store(want, Ordering::Release);
+        } else if want < have {
+            let gone = self.permits.forget_permits(have - want);
+            self.window.store(have - gone, Ordering::Release);
+        }
+    }
+}
+
+/// Starts the shard of `site`; returns its input queue.
+pub fn spawn(ctx: Arc<ShardCtx>, site: Site) -> mpsc::UnboundedSender<ShardIn> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(ctx, domain, rx));
+    tokio::spawn(run(ctx, site, rx));
     tx
 }
 
-fn quota(rate: f64, burst: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+type Limiter = RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, governor::clock::DefaultClock>;
+
+fn limiter(ctx: &ShardCtx, rate: f64, burst: u32) -> Limiter {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001)).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period).map_or_else(
-        || Quota::per_second(NonZeroU32::MIN),
-        |q| q.allow_burst(burst),
-    )
+    let quota = Quota::with_period(period).map_or_else(|| Quota::per_second(NonZeroU32::MIN), |q| q.allow_burst(burst));
+    RateLimiter::direct_with_clock(quota, ctx.clock.clone())
 }
 
-async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
-    let (rate, conns) = ctx.config.limits_for(&domain);
-    let conns = conns as usize;
-    let window = (conns * 4).max(8);
+async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
+    let mut generation = ctx.generation();
+    let policy = site.policy(&ctx.config());
+    let window = window_for(policy.connections);
     let dest = Arc::new(Dest {
-        route: ctx.config.route_for(&domain),
-        domain: Arc::clone(&domain),
-        max_conns: conns,
-        window,
+        key: Arc::clone(&site.key),
+        hosts: site.hosts.clone(),
+        policy: RwLock::new(policy),
+        throttle: Mutex::new(Throttle::new(policy.messages_per_second, policy.connections, Instant::now())),
         permits: Arc::new(Semaphore::new(window)),
+        window: AtomicUsize::new(window),
         live: AtomicUsize::new(0),
+        queued: AtomicU64::new(0),
     });
-    let limiter = RateLimiter::direct_with_clock(quota(rate, conns as u32), ctx.clock.clone());
+    ctx.metrics.site_limits(&dest.key, policy.messages_per_second, policy.connections as usize);
+    let mut rate = dest.rate();
+    let mut limit = limiter(&ctx, rate, policy.connections);
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let mut shutdown = ctx.shutdown.clone();
-    tracing::debug!(%domain, rate, conns, "shard started");
+    tracing::debug!(site = %site.key, rate, connections = policy.connections, "site started");
     let mut ones: VecDeque<Work> = VecDeque::new();
-    let mut bulk: VecDeque<volley_spool::RecipientId> = VecDeque::new();
-    let take = |m: ShardIn,
-                ones: &mut VecDeque<Work>,
-                bulk: &mut VecDeque<volley_spool::RecipientId>| match m {
+    let mut bulk: VecDeque<(Arc<str>, Vec<volley_spool::RecipientId>)> = VecDeque::new();
+    let take = |m: ShardIn, ones: &mut VecDeque<Work>, bulk: &mut VecDeque<(Arc<str>, Vec<volley_spool::RecipientId>)>| match m {
         ShardIn::One(w) => ones.push_back(w),
-        ShardIn::Bulk(ids) if bulk.is_empty() => *bulk = VecDeque::from(ids),
-        ShardIn::Bulk(ids) => bulk.extend(ids),
+        ShardIn::Bulk(domain, mut ids) => {
+            ids.reverse(); // taken from the back, in order
+            bulk.push_back((domain, ids));
+        }
     };
     loop {
         while let Ok(m) = rx.try_recv() {
             take(m, &mut ones, &mut bulk);
         }
+        if ctx.generation() != generation {
+            generation = ctx.generation();
+            let p = site.policy(&ctx.config());
+            dest.set_policy(p);
+            ctx.metrics.site_limits(&dest.key, dest.rate(), dest.max_conns());
+            tracing::info!(site = %site.key, rate = p.messages_per_second, connections = p.connections, "site policy reloaded");
+        }
+        if dest.rate().to_bits() != rate.to_bits() {
+            rate = dest.rate();
+            limit = limiter(&ctx, rate, dest.max_conns() as u32);
+        }
+        let queued = ones.len() as u64 + bulk.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+        dest.queued.store(queued, Ordering::Relaxed);
         let work = if let Some(w) = ones.pop_front() {
             w
-        } else if let Some(id) = bulk.pop_front() {
-            Work {
-                id,
-                domain: Arc::clone(&domain),
-                attempts: 0,
+        } else if let Some((domain, ids)) = bulk.front_mut() {
+            let id = ids.pop();
+            let domain = Arc::clone(domain);
+            if ids.is_empty() {
+                bulk.pop_front();
             }
+            let Some(id) = id else { continue };
+            Work { id, domain, attempts: 0 }
         } else {
             tokio::select! {
                 biased;
@@ -140,7 +277,7 @@ async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiv
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            () = limiter.until_ready() => {}
+            () = limit.until_ready() => {}
         }
         ctx.producer.submit(Job {
             work,
@@ -148,14 +285,11 @@ async fn run(ctx: Arc<ShardCtx>, domain: Arc<str>, mut rx: mpsc::UnboundedReceiv
             permit,
         });
         let live = dest.live.load(Ordering::Acquire);
-        if live < dest.max_conns && live < dest.in_flight() {
+        if live < dest.max_conns() && live < dest.in_flight() {
             dest.live.fetch_add(1, Ordering::AcqRel);
             ctx.stats.connection_tasks.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(connection::run(
-                Arc::clone(&ctx),
-                Arc::clone(&dest),
-                ready_rx.clone(),
-            ));
+            tokio::spawn(connection::run(Arc::clone(&ctx), Arc::clone(&dest), ready_rx.clone()));
         }
     }
+    dest.queued.store(0, Ordering::Relaxed);
 }

@@ -16,6 +16,7 @@ use mail_send::SmtpClient;
 use smtp_proto::{EXT_PIPELINING, EXT_SIZE, EXT_START_TLS, EhloResponse};
 use tokio::net::TcpStream;
 
+use super::error::{ConnectKind, Phase, SessionError, map_send_err};
 use super::reply::Reply;
 use super::session::{Caps, Io, Session};
 
@@ -32,6 +33,21 @@ pub struct Timeouts {
     pub data_end: Duration,
 }
 
+impl From<&crate::config::TimeoutsConfig> for Timeouts {
+    fn from(c: &crate::config::TimeoutsConfig) -> Timeouts {
+        Timeouts {
+            connect: c.connect,
+            greeting: c.greeting,
+            ehlo: c.ehlo,
+            starttls: c.starttls,
+            mail: c.mail,
+            rcpt: c.rcpt,
+            data: c.data,
+            data_end: c.data_end,
+        }
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
@@ -44,86 +60,6 @@ impl Default for Timeouts {
             data: Duration::from_secs(120),
             data_end: Duration::from_secs(600),
         }
-    }
-}
-
-/// Where in a session something went wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Connect,
-    Greeting,
-    Ehlo,
-    StartTls,
-    Mail,
-    Rcpt,
-    Data,
-    DataEnd,
-    Rset,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Connect => "connect",
-            Phase::Greeting => "greeting",
-            Phase::Ehlo => "EHLO",
-            Phase::StartTls => "STARTTLS",
-            Phase::Mail => "MAIL FROM",
-            Phase::Rcpt => "RCPT TO",
-            Phase::Data => "DATA",
-            Phase::DataEnd => "end of data",
-            Phase::Rset => "RSET",
-        }
-    }
-}
-
-/// A session-level failure (no per-recipient reply).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionError {
-    /// TCP connect failed.
-    Connect(String),
-    /// No reply within the phase's timeout.
-    Timeout(Phase),
-    /// The server closed the connection.
-    Closed(Phase),
-    /// Read or write error.
-    Io(Phase, String),
-    /// Unparseable or unexpected bytes.
-    Protocol(Phase, String),
-    /// TLS handshake failed.
-    Tls(String),
-    /// The server refused the session with this reply (greeting or EHLO).
-    Refused(Phase, Reply),
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SessionError::Connect(e) => write!(f, "connect failed: {e}"),
-            SessionError::Timeout(p) => write!(f, "timeout waiting for the {} reply", p.name()),
-            SessionError::Closed(p) => {
-                write!(f, "connection closed by the server during {}", p.name())
-            }
-            SessionError::Io(p, e) => write!(f, "I/O error during {}: {e}", p.name()),
-            SessionError::Protocol(p, e) => write!(f, "protocol error during {}: {e}", p.name()),
-            SessionError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
-            SessionError::Refused(p, r) => write!(f, "{} refused: {r}", p.name()),
-        }
-    }
-}
-
-fn map_send_err(phase: Phase, e: mail_send::Error) -> SessionError {
-    match e {
-        mail_send::Error::Timeout => SessionError::Timeout(phase),
-        mail_send::Error::UnexpectedReply(r) => {
-            SessionError::Refused(phase, Reply::new(r.code, r.esc, r.message))
-        }
-        mail_send::Error::Io(e) => SessionError::Io(phase, e.to_string()),
-        mail_send::Error::Tls(e) => SessionError::Tls(e.to_string()),
-        mail_send::Error::UnparseableReply => {
-            SessionError::Protocol(phase, "unparseable reply or connection closed".into())
-        }
-        other => SessionError::Protocol(phase, other.to_string()),
     }
 }
 
@@ -179,20 +115,33 @@ fn caps(e: &EhloResponse<String>, tls: bool) -> Caps {
     }
 }
 
+/// How to use STARTTLS on one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never.
+    Disabled,
+    /// When offered; a refused STARTTLS continues in plain text, a failed
+    /// handshake is an error the caller may answer by reconnecting
+    /// with `Disabled`.
+    Opportunistic,
+    /// Must succeed, or the session fails with `TlsRequired` / `Tls`.
+    Required,
+}
+
 /// Opens a session to `addr`. `tls_name` is the server name for TLS.
 pub async fn open(
     addr: SocketAddr,
     helo: &str,
     tls: &TlsSettings,
+    mode: TlsMode,
     tls_name: &str,
     t: &Timeouts,
 ) -> Result<Session, SessionError> {
     let tcp = tokio::time::timeout(t.connect, TcpStream::connect(addr))
         .await
         .map_err(|_| SessionError::Timeout(Phase::Connect))?
-        .map_err(|e| SessionError::Connect(format!("{addr}: {e}")))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| SessionError::Io(Phase::Connect, e.to_string()))?;
+        .map_err(|e| SessionError::Connect(ConnectKind::of(&e), format!("{addr}: {e}")))?;
+    tcp.set_nodelay(true).map_err(|e| SessionError::Io(Phase::Connect, e.to_string()))?;
     let mut client = SmtpClient {
         stream: tcp,
         timeout: t.ehlo,
@@ -211,29 +160,45 @@ pub async fn open(
         ));
     }
     let first = ehlo(&mut client, helo).await?;
-    if let (true, Some(connector)) = (first.has_capability(EXT_START_TLS), &tls.connector) {
-        client.timeout = t.starttls;
-        let r = client
-            .cmd(b"STARTTLS\r\n")
-            .await
-            .map_err(|e| map_send_err(Phase::StartTls, e))?;
-        if r.code == 220 {
-            let mut tls_client =
-                client
-                    .into_tls(connector, tls_name)
-                    .await
-                    .map_err(|e| match e {
-                        mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
-                        e => SessionError::Tls(e.to_string()),
-                    })?;
-            tls_client.timeout = t.ehlo;
-            let second = ehlo(&mut tls_client, helo).await?;
-            let stream: Box<dyn Io> = Box::new(tls_client.stream);
-            return Ok(Session::new(stream, caps(&second, true), *t));
+    let offered = first.has_capability(EXT_START_TLS);
+    let connector = match (mode, offered, &tls.connector) {
+        (TlsMode::Disabled, _, _) | (TlsMode::Opportunistic, false, _) => None,
+        (TlsMode::Required, false, _) => {
+            return Err(SessionError::TlsRequired(format!("{addr} does not offer STARTTLS")));
         }
-        // STARTTLS refused: the session stays usable in plain text.
-        tracing::debug!(%addr, reply = %Reply::new(r.code, r.esc, r.message), "STARTTLS refused; continuing without TLS");
+        (_, true, None) => {
+            return match mode {
+                TlsMode::Required => Err(SessionError::TlsRequired("no TLS client available".into())),
+                _ => Ok(Session::new(Box::new(client.stream), caps(&first, false), *t)),
+            };
+        }
+        (_, true, Some(c)) => Some(c),
+    };
+    let Some(connector) = connector else {
+        let stream: Box<dyn Io> = Box::new(client.stream);
+        return Ok(Session::new(stream, caps(&first, false), *t));
+    };
+    client.timeout = t.starttls;
+    let r = client
+        .cmd(b"STARTTLS\r\n")
+        .await
+        .map_err(|e| map_send_err(Phase::StartTls, e))?;
+    if r.code != 220 {
+        let reply = Reply::new(r.code, r.esc, r.message);
+        if mode == TlsMode::Required {
+            return Err(SessionError::TlsRequired(format!("STARTTLS refused: {reply}")));
+        }
+        // refused: the session stays usable in plain text
+        tracing::debug!(%addr, %reply, "STARTTLS refused; continuing without TLS");
+        let stream: Box<dyn Io> = Box::new(client.stream);
+        return Ok(Session::new(stream, caps(&first, false), *t));
     }
-    let stream: Box<dyn Io> = Box::new(client.stream);
-    Ok(Session::new(stream, caps(&first, false), *t))
+    let mut tls_client = client.into_tls(connector, tls_name).await.map_err(|e| match e {
+        mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
+        e => SessionError::Tls(e.to_string()),
+    })?;
+    tls_client.timeout = t.ehlo;
+    let second = ehlo(&mut tls_client, helo).await?;
+    let stream: Box<dyn Io> = Box::new(tls_client.stream);
+    Ok(Session::new(stream, caps(&second, true), *t))
 }

@@ -12,7 +12,8 @@
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::client::{Phase, SessionError, Timeouts};
+use super::client::Timeouts;
+use super::error::{Phase, SessionError};
 use super::reply::{ReadError, Reply, ReplyReader};
 
 /// A bidirectional byte stream a session can run over.

@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod delivery;
+
+pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};
+
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,8 +52,23 @@ pub struct Config {
     pub routes: BTreeMap<String, String>,
     #[serde(default)]
     pub dkim: Vec<DkimConfig>,
+    /// Per-domain policy overrides (`name` = the recipient domain).
     #[serde(default)]
-    pub domain: Vec<DomainConfig>,
+    pub domain: Vec<PolicyRule>,
+    /// Policy overrides by MX host suffix (`suffix` = e.g. `.google.com`).
+    #[serde(default)]
+    pub mx: Vec<PolicyRule>,
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// Where MX and address lookups go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `ip:port` of nameservers to ask instead of the system's resolvers.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,12 +99,18 @@ pub struct DeliveryConfig {
     /// Name sent in EHLO.
     #[serde(default = "default_helo")]
     pub helo: String,
-    /// Default rate limit per destination domain.
+    /// Default rate limit per destination.
     #[serde(default = "default_rate")]
     pub messages_per_second: f64,
-    /// Default connection cap per destination domain.
+    /// Default connection cap per destination.
     #[serde(default = "default_connections")]
     pub connections: u32,
+    /// Close a connection after this many messages (and open a new one).
+    #[serde(default = "default_per_connection")]
+    pub messages_per_connection: u32,
+    /// `required`, `opportunistic` or `disabled`.
+    #[serde(default = "default_tls")]
+    pub tls: TlsPolicy,
     /// Give up (Transient bounce) on recipients older than this.
     #[serde(default = "default_max_age", with = "duration")]
     pub max_age: Duration,
@@ -98,6 +123,18 @@ pub struct DeliveryConfig {
     /// ... up to this delay.
     #[serde(default = "default_retry_cap", with = "duration")]
     pub retry_cap: Duration,
+    /// Random spread of each retry delay (0.1 = ±10%).
+    #[serde(default = "default_retry_jitter")]
+    pub retry_jitter: f64,
+    /// Port of MX hosts (25; other values are for test labs).
+    #[serde(default = "default_smtp_port")]
+    pub smtp_port: u16,
+    /// Temporary replies containing one of these (case-insensitive) slow the
+    /// destination down, like 421 and 4.7.x replies do.
+    #[serde(default = "delivery::default_throttle_patterns")]
+    pub throttle_patterns: Vec<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
 }
 
 /// Algorithm of a DKIM key.
@@ -116,14 +153,6 @@ pub struct DkimConfig {
     pub selector: String,
     pub key: PathBuf,
     pub algorithm: DkimAlgorithm,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DomainConfig {
-    pub name: String,
-    pub messages_per_second: Option<f64>,
-    pub connections: Option<u32>,
 }
 
 fn default_spool_dir() -> PathBuf {
@@ -160,6 +189,18 @@ fn default_retry_factor() -> f64 {
 fn default_retry_cap() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_retry_jitter() -> f64 {
+    0.1
+}
+fn default_per_connection() -> u32 {
+    1000
+}
+fn default_tls() -> TlsPolicy {
+    TlsPolicy::Opportunistic
+}
+fn default_smtp_port() -> u16 {
+    25
+}
 
 impl Default for SpoolConfig {
     fn default() -> Self {
@@ -192,21 +233,35 @@ impl Default for DeliveryConfig {
             retry_first: default_retry_first(),
             retry_factor: default_retry_factor(),
             retry_cap: default_retry_cap(),
+            retry_jitter: default_retry_jitter(),
+            messages_per_connection: default_per_connection(),
+            tls: default_tls(),
+            smtp_port: default_smtp_port(),
+            throttle_patterns: delivery::default_throttle_patterns(),
+            timeouts: TimeoutsConfig::default(),
         }
     }
 }
 
-mod duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
+    fn parse<E: serde::de::Error>(s: &str) -> Result<Duration, E> {
+        humantime::parse_duration(s)
+            .map_err(|e| E::custom(format!("bad duration {s:?}: {e} (e.g. \"90s\", \"5m\", \"72h\")")))
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "bad duration {s:?}: {e} (e.g. \"90s\", \"5m\", \"72h\")"
-            ))
-        })
+        parse(&String::deserialize(d)?)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?.map(|s| parse(&s)).transpose()
+        }
     }
 }
 
@@ -276,19 +331,22 @@ impl Config {
             reason,
         };
         let d = &self.delivery;
-        check_rate(d.messages_per_second).map_err(|r| bad("delivery.messages_per_second", r))?;
-        check_conns(d.connections).map_err(|r| bad("delivery.connections", r))?;
-        if !(1.0..=100.0).contains(&d.retry_factor) {
-            return Err(bad(
-                "delivery.retry_factor",
-                "must be between 1 and 100".into(),
-            ));
-        }
-        if d.retry_first.is_zero() {
-            return Err(bad("delivery.retry_first", "must be more than zero".into()));
-        }
+        // the defaults are checked like a rule that sets everything
+        let defaults = PolicyRule {
+            messages_per_second: Some(d.messages_per_second),
+            connections: Some(d.connections),
+            messages_per_connection: Some(d.messages_per_connection),
+            retry_first: Some(d.retry_first),
+            retry_factor: Some(d.retry_factor),
+            retry_jitter: Some(d.retry_jitter),
+            ..PolicyRule::default()
+        };
+        delivery::check_rule(&defaults).map_err(|(k, r)| bad(&format!("delivery.{k}"), r))?;
         if d.helo.is_empty() || d.helo.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(bad("delivery.helo", "must be a host name".into()));
+        }
+        if d.smtp_port == 0 {
+            return Err(bad("delivery.smtp_port", "must be a port number".into()));
         }
         self.http
             .listen
@@ -297,23 +355,71 @@ impl Config {
         for (domain, target) in &self.routes {
             Route::parse(target).map_err(|r| bad(&format!("routes.{domain}"), r))?;
         }
+        for (i, ns) in self.dns.nameservers.iter().enumerate() {
+            ns.parse::<std::net::SocketAddr>()
+                .map_err(|e| bad(&format!("dns.nameservers[{i}]"), format!("{ns:?} is not ip:port: {e}")))?;
+        }
         for (i, k) in self.dkim.iter().enumerate() {
             if k.domain.is_empty() || k.selector.is_empty() {
-                return Err(bad(
-                    &format!("dkim[{i}]"),
-                    "domain and selector must be set".into(),
-                ));
+                return Err(bad(&format!("dkim[{i}]"), "domain and selector must be set".into()));
             }
         }
-        for (i, dc) in self.domain.iter().enumerate() {
-            if let Some(r) = dc.messages_per_second {
-                check_rate(r).map_err(|r| bad(&format!("domain[{i}].messages_per_second"), r))?;
+        for (i, r) in self.domain.iter().enumerate() {
+            if r.name.as_deref().is_none_or(str::is_empty) || r.suffix.is_some() {
+                return Err(bad(&format!("domain[{i}]"), "set `name` (the recipient domain), not `suffix`".into()));
             }
-            if let Some(c) = dc.connections {
-                check_conns(c).map_err(|r| bad(&format!("domain[{i}].connections"), r))?;
+            delivery::check_rule(r).map_err(|(k, e)| bad(&format!("domain[{i}].{k}"), e))?;
+        }
+        for (i, r) in self.mx.iter().enumerate() {
+            if r.suffix.as_deref().is_none_or(str::is_empty) || r.name.is_some() {
+                return Err(bad(&format!("mx[{i}]"), "set `suffix` (an MX host suffix such as \".google.com\"), not `name`".into()));
             }
+            delivery::check_rule(r).map_err(|(k, e)| bad(&format!("mx[{i}].{k}"), e))?;
         }
         Ok(())
+    }
+
+    /// The default policy (the `[delivery]` values).
+    pub fn default_policy(&self) -> Policy {
+        let d = &self.delivery;
+        Policy {
+            messages_per_second: d.messages_per_second,
+            connections: d.connections,
+            messages_per_connection: d.messages_per_connection,
+            tls: d.tls,
+            retry_first: d.retry_first,
+            retry_factor: d.retry_factor,
+            retry_cap: d.retry_cap,
+            retry_jitter: d.retry_jitter,
+            max_age: d.max_age,
+        }
+    }
+
+    /// The `[[domain]]` rule of a recipient domain, if any.
+    pub fn domain_rule(&self, domain: &str) -> Option<&PolicyRule> {
+        self.domain
+            .iter()
+            .find(|r| r.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(domain)))
+    }
+
+    /// The policy of a destination: its domain's `[[domain]]` rule, else the
+    /// first `[[mx]]` rule matching one of its MX hosts, else the defaults.
+    pub fn policy(&self, domain: &str, mx_hosts: &[String]) -> Policy {
+        let base = self.default_policy();
+        if let Some(r) = self.domain_rule(domain) {
+            return base.with(r);
+        }
+        let matches = |suffix: &str| {
+            let suffix = suffix.trim_end_matches('.').to_ascii_lowercase();
+            mx_hosts.iter().any(|h| {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                h.ends_with(&suffix) || format!(".{h}") == suffix
+            })
+        };
+        match self.mx.iter().find(|r| r.suffix.as_deref().is_some_and(matches)) {
+            Some(r) => base.with(r),
+            None => base,
+        }
     }
 
     /// Fixed next hop for a destination domain, if configured.
@@ -322,38 +428,6 @@ impl Config {
             .get(domain)
             .or_else(|| self.routes.get("*"))
             .and_then(|s| Route::parse(s).ok())
-    }
-
-    /// Rate limit and connection cap for a destination domain.
-    pub fn limits_for(&self, domain: &str) -> (f64, u32) {
-        let o = self
-            .domain
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(domain));
-        (
-            o.and_then(|o| o.messages_per_second)
-                .unwrap_or(self.delivery.messages_per_second),
-            o.and_then(|o| o.connections)
-                .unwrap_or(self.delivery.connections),
-        )
-    }
-}
-
-fn check_rate(r: f64) -> Result<(), String> {
-    if r.is_finite() && r > 0.0 && r <= 1_000_000.0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "{r} is not a rate between 0 and 1000000 messages per second"
-        ))
-    }
-}
-
-fn check_conns(c: u32) -> Result<(), String> {
-    if (1..=1000).contains(&c) {
-        Ok(())
-    } else {
-        Err(format!("{c} is not between 1 and 1000"))
     }
 }
 

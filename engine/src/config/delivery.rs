@@ -1,0 +1,211 @@
+//! The `[delivery]` section and per-destination policies: defaults, the
+//! `[[domain]]` (by recipient domain) and `[[mx]]` (by MX host suffix) rules
+//! that override them, per-phase timeouts, and throttle-reply patterns.
+//!
+//! [`Config::policy`](super::Config::policy) resolves the policy of a
+//! destination: a `[[domain]]` rule for the domain, else the first `[[mx]]`
+//! rule whose suffix one of its MX hosts ends with, else the defaults. Pure.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+
+/// TLS policy of a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// STARTTLS must succeed, or delivery is deferred.
+    Required,
+    /// STARTTLS when offered; plain text when it is not, or fails.
+    Opportunistic,
+    /// Never STARTTLS.
+    Disabled,
+}
+
+/// Per-phase SMTP timeouts (RFC 5321 §4.5.3.2 defaults; connect 30 s).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default = "d30s", with = "duration")]
+    pub connect: Duration,
+    #[serde(default = "d5m", with = "duration")]
+    pub greeting: Duration,
+    #[serde(default = "d5m", with = "duration")]
+    pub ehlo: Duration,
+    #[serde(default = "d2m", with = "duration")]
+    pub starttls: Duration,
+    #[serde(default = "d5m", with = "duration")]
+    pub mail: Duration,
+    #[serde(default = "d5m", with = "duration")]
+    pub rcpt: Duration,
+    #[serde(default = "d2m", with = "duration")]
+    pub data: Duration,
+    #[serde(default = "d10m", with = "duration")]
+    pub data_end: Duration,
+    /// Close a connection after this long without a message to send.
+    #[serde(default = "d5s", with = "duration")]
+    pub idle: Duration,
+}
+
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d2m() -> Duration {
+    Duration::from_secs(120)
+}
+fn d5m() -> Duration {
+    Duration::from_secs(300)
+}
+fn d10m() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect: d30s(),
+            greeting: d5m(),
+            ehlo: d5m(),
+            starttls: d2m(),
+            mail: d5m(),
+            rcpt: d5m(),
+            data: d2m(),
+            data_end: d10m(),
+            idle: d5s(),
+        }
+    }
+}
+
+/// Overrides a rule may set (unset fields keep the defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// `[[domain]]`: the recipient domain this rule is for.
+    pub name: Option<String>,
+    /// `[[mx]]`: an MX host suffix such as `.google.com`.
+    pub suffix: Option<String>,
+    pub messages_per_second: Option<f64>,
+    pub connections: Option<u32>,
+    pub messages_per_connection: Option<u32>,
+    pub tls: Option<TlsPolicy>,
+    #[serde(default, with = "duration::option")]
+    pub retry_first: Option<Duration>,
+    pub retry_factor: Option<f64>,
+    #[serde(default, with = "duration::option")]
+    pub retry_cap: Option<Duration>,
+    pub retry_jitter: Option<f64>,
+    #[serde(default, with = "duration::option")]
+    pub max_age: Option<Duration>,
+}
+
+/// The resolved policy of one destination.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub messages_per_second: f64,
+    pub connections: u32,
+    pub messages_per_connection: u32,
+    pub tls: TlsPolicy,
+    pub retry_first: Duration,
+    pub retry_factor: f64,
+    pub retry_cap: Duration,
+    pub retry_jitter: f64,
+    pub max_age: Duration,
+}
+
+impl Policy {
+    /// These values with a rule's overrides applied.
+    pub fn with(mut self, r: &PolicyRule) -> Policy {
+        if let Some(v) = r.messages_per_second {
+            self.messages_per_second = v;
+        }
+        if let Some(v) = r.connections {
+            self.connections = v;
+        }
+        if let Some(v) = r.messages_per_connection {
+            self.messages_per_connection = v;
+        }
+        if let Some(v) = r.tls {
+            self.tls = v;
+        }
+        if let Some(v) = r.retry_first {
+            self.retry_first = v;
+        }
+        if let Some(v) = r.retry_factor {
+            self.retry_factor = v;
+        }
+        if let Some(v) = r.retry_cap {
+            self.retry_cap = v;
+        }
+        if let Some(v) = r.retry_jitter {
+            self.retry_jitter = v;
+        }
+        if let Some(v) = r.max_age {
+            self.max_age = v;
+        }
+        self
+    }
+}
+
+/// Reply texts that signal throttling besides 421 and 4.7.x, matched
+/// case-insensitively anywhere in a temporary reply.
+pub fn default_throttle_patterns() -> Vec<String> {
+    [
+        "too many connections",
+        "too many concurrent",
+        "too many messages",
+        "rate limit",
+        "throttl",
+        "try again later",
+        "slow down",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Checks a rule's values; returns the problem and the key it is in.
+pub fn check_rule(r: &PolicyRule) -> Result<(), (&'static str, String)> {
+    if let Some(v) = r.messages_per_second {
+        check_rate(v).map_err(|e| ("messages_per_second", e))?;
+    }
+    if let Some(v) = r.connections {
+        check_range(v, 1, 1000).map_err(|e| ("connections", e))?;
+    }
+    if let Some(v) = r.messages_per_connection {
+        check_range(v, 1, 1_000_000).map_err(|e| ("messages_per_connection", e))?;
+    }
+    if let Some(v) = r.retry_factor
+        && !(1.0..=100.0).contains(&v)
+    {
+        return Err(("retry_factor", "must be between 1 and 100".into()));
+    }
+    if let Some(v) = r.retry_jitter
+        && !(0.0..=1.0).contains(&v)
+    {
+        return Err(("retry_jitter", "must be between 0 and 1".into()));
+    }
+    if r.retry_first.is_some_and(|d| d.is_zero()) {
+        return Err(("retry_first", "must be more than zero".into()));
+    }
+    Ok(())
+}
+
+pub fn check_rate(r: f64) -> Result<(), String> {
+    if r.is_finite() && r > 0.0 && r <= 1_000_000.0 {
+        Ok(())
+    } else {
+        Err(format!("{r} is not a rate between 0 and 1000000 messages per second"))
+    }
+}
+
+pub fn check_range(v: u32, lo: u32, hi: u32) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{v} is not between {lo} and {hi}"))
+    }
+}
