@@ -22,7 +22,7 @@ use crate::delivery::mx::Resolver;
 use crate::delivery::recorder::{self, RecorderCtx};
 use crate::delivery::scheduler::{self, SchedMsg};
 use crate::delivery::shard::ShardCtx;
-use crate::delivery::smtp::{Timeouts, TlsSettings};
+use crate::delivery::smtp::TlsSettings;
 use crate::delivery::{Stats, Work};
 use crate::events::NotificationSink;
 use crate::events::pump::{self, PumpCtx};
@@ -36,8 +36,6 @@ use crate::metrics::Metrics;
 pub struct Options {
     pub threads: usize,
     pub tls: TlsSettings,
-    pub timeouts: Timeouts,
-    pub idle: Duration,
 }
 
 impl Default for Options {
@@ -45,8 +43,6 @@ impl Default for Options {
         Options {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tls: TlsSettings::opportunistic(),
-            timeouts: Timeouts::default(),
-            idle: Duration::from_secs(5),
         }
     }
 }
@@ -77,6 +73,7 @@ pub struct Engine {
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
     sched: mpsc::UnboundedSender<SchedMsg>,
+    shards: Arc<ShardCtx>,
     shutdown: watch::Sender<bool>,
     recorder_stop: Arc<AtomicBool>,
     pump_stop: Arc<AtomicBool>,
@@ -115,12 +112,7 @@ impl Engine {
         let d = &config.delivery;
         let rctx = RecorderCtx {
             spool: Arc::clone(&spool),
-            backoff: Backoff {
-                first: d.retry_first,
-                factor: d.retry_factor,
-                cap: d.retry_cap,
-                max_age: d.max_age,
-            },
+            backoff: Backoff::from(&config.default_policy()),
             scheduler: sched_tx.clone(),
             stats: Arc::clone(&stats),
             metrics: Arc::clone(&metrics),
@@ -142,25 +134,34 @@ impl Engine {
             .name("event-pump".into())
             .spawn(move || pump::run(&pctx, sink, &wake_rx))
             .expect("spawning the event pump thread");
-        let sctx = Arc::new(ShardCtx {
-            config: Arc::clone(&config),
+        let nameservers: Vec<std::net::SocketAddr> = config
+            .dns
+            .nameservers
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let sctx = Arc::new(ShardCtx::new(
+            Arc::clone(&config),
             producer,
-            recorder: rec_tx,
-            stats: Arc::clone(&stats),
-            metrics: Arc::clone(&metrics),
-            tls: opts.tls,
-            timeouts: opts.timeouts,
-            resolver: Arc::new(Resolver::system()),
-            shutdown: shutdown_rx.clone(),
-            idle: opts.idle,
-            clock: governor::clock::DefaultClock::default(),
-        });
-        tokio::spawn(scheduler::run(sctx, sched_rx, shutdown_rx));
+            rec_tx,
+            Arc::clone(&stats),
+            Arc::clone(&metrics),
+            opts.tls,
+            Arc::new(Resolver::new(&nameservers)),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(scheduler::run(
+            Arc::clone(&sctx),
+            sched_tx.clone(),
+            sched_rx,
+            shutdown_rx,
+        ));
         Ok(Engine {
             spool,
             stats,
             metrics,
             sched: sched_tx,
+            shards: sctx,
             shutdown,
             recorder_stop,
             pump_stop,
@@ -210,6 +211,15 @@ impl Engine {
             let _ = self.sched.send(SchedMsg::Retry(work, retry.next_ms));
         }
         (queued, deferred)
+    }
+
+    /// Installs a new configuration (SIGHUP): delivery policies, routes,
+    /// timeouts and throttle patterns apply from now on; queued and
+    /// in-flight mail is kept. The spool, listeners, DKIM keys and event
+    /// sink stay as they were started.
+    pub fn reload(&self, config: Arc<Config>) {
+        self.shards.set_config(config);
+        let _ = self.sched.send(SchedMsg::Reload);
     }
 
     /// Recipients handed to delivery whose outcome is not yet journaled.

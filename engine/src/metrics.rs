@@ -2,13 +2,18 @@
 //! on `GET /metrics`.
 //!
 //! Counters and gauges are updated by the stages as they work; queue gauges
-//! are refreshed from [`Stats`] when scraped. Exposure: none (output only).
+//! are refreshed from [`Stats`] when scraped. Per-site families carry a
+//! `site` label (the site key: `host:port` for a route, `mx:<hosts>` for an
+//! MX site, see `delivery::site`); [`SiteMetrics`] holds one site's handles so
+//! the hot path does not look labels up. Exposure: none (output only).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::delivery::Stats;
 use crate::outcome::Outcome;
@@ -18,10 +23,41 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabels {
+    pub site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteOutcomeLabels {
+    pub site: String,
+    pub outcome: &'static str,
+}
+
+/// One site's metric handles.
+#[derive(Clone, Default)]
+pub struct SiteMetrics {
+    pub attempts: Counter,
+    pub connections: Gauge,
+    pub queued: Gauge,
+    pub rate: Gauge<f64, AtomicU64>,
+    pub connection_limit: Gauge,
+}
+
 /// Every metric the engine exports.
 pub struct Metrics {
     registry: Registry,
     pub outcomes: Family<OutcomeLabels, Counter>,
+    site_outcomes: Family<SiteOutcomeLabels, Counter>,
+    site_attempts: Family<SiteLabels, Counter>,
+    site_connections: Family<SiteLabels, Gauge>,
+    site_queued: Family<SiteLabels, Gauge>,
+    site_rate: Family<SiteLabels, Gauge<f64, AtomicU64>>,
+    site_connection_limit: Family<SiteLabels, Gauge>,
+    /// Seconds from acceptance into the spool to delivery.
+    pub delivery_latency: Histogram,
+    /// Seconds one SMTP transaction took.
+    pub transaction_latency: Histogram,
     pub attempts: Counter,
     pub connections: Gauge,
     pub journal_errors: Counter,
@@ -45,6 +81,16 @@ impl Metrics {
         let mut registry = Registry::with_prefix("volley");
         let m = Metrics {
             outcomes: Family::default(),
+            site_outcomes: Family::default(),
+            site_attempts: Family::default(),
+            site_connections: Family::default(),
+            site_queued: Family::default(),
+            site_rate: Family::default(),
+            site_connection_limit: Family::default(),
+            // 0.05 s .. ~3.4 days
+            delivery_latency: Histogram::new(exponential_buckets(0.05, 3.0, 16)),
+            // 1 ms .. ~2 min
+            transaction_latency: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             attempts: Counter::default(),
             connections: Gauge::default(),
             journal_errors: Counter::default(),
@@ -112,11 +158,65 @@ impl Metrics {
             "Deferred recipients waiting for their retry time",
             m.deferred_waiting.clone(),
         );
+        registry.register(
+            "site_outcomes",
+            "Recipient outcomes journaled, by site and outcome",
+            m.site_outcomes.clone(),
+        );
+        registry.register(
+            "site_attempts",
+            "Mail transactions attempted, by site",
+            m.site_attempts.clone(),
+        );
+        registry.register(
+            "site_connections",
+            "Open SMTP connections, by site",
+            m.site_connections.clone(),
+        );
+        registry.register(
+            "site_queued",
+            "Recipients waiting in a site's queue",
+            m.site_queued.clone(),
+        );
+        registry.register(
+            "site_rate_limit",
+            "Current effective rate limit of a site (messages per second; lowered while the site throttles)",
+            m.site_rate.clone(),
+        );
+        registry.register(
+            "site_connection_limit",
+            "Current connection limit of a site (lowered while the site throttles)",
+            m.site_connection_limit.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from acceptance into the spool to delivery",
+            m.delivery_latency.clone(),
+        );
+        registry.register(
+            "smtp_transaction_seconds",
+            "Time one SMTP mail transaction took",
+            m.transaction_latency.clone(),
+        );
         Metrics { registry, ..m }
     }
 
-    /// Counts one journaled outcome.
-    pub fn observe(&self, _domain: &str, outcome: &Outcome) {
+    /// The metric handles of one site.
+    pub fn site(&self, site: &str) -> SiteMetrics {
+        let l = SiteLabels {
+            site: site.to_string(),
+        };
+        SiteMetrics {
+            attempts: self.site_attempts.get_or_create_owned(&l),
+            connections: self.site_connections.get_or_create_owned(&l),
+            queued: self.site_queued.get_or_create_owned(&l),
+            rate: self.site_rate.get_or_create_owned(&l),
+            connection_limit: self.site_connection_limit.get_or_create_owned(&l),
+        }
+    }
+
+    /// Counts one journaled outcome (per site when it was tried at one).
+    pub fn observe(&self, site: Option<&str>, outcome: &Outcome) {
         let name = match outcome {
             Outcome::Delivered { .. } => "delivered",
             Outcome::Deferred { .. } => "deferred",
@@ -126,6 +226,14 @@ impl Metrics {
         self.outcomes
             .get_or_create(&OutcomeLabels { outcome: name })
             .inc();
+        if let Some(site) = site {
+            self.site_outcomes
+                .get_or_create(&SiteOutcomeLabels {
+                    site: site.to_string(),
+                    outcome: name,
+                })
+                .inc();
+        }
     }
 
     /// Prometheus text exposition, with queue gauges refreshed from `stats`.

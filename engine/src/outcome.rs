@@ -58,10 +58,10 @@ fn class(code: u16) -> Class {
 /// first matching row wins, `None` matching any detail. Unlisted codes are
 /// `Permanent`/`General`.
 const BOUNCE_SUBTYPES: &[(u8, Option<u8>, &str, &str)] = &[
-    (1, Some(1), "Permanent", "NoEmail"),  // bad destination mailbox
-    (1, Some(0), "Permanent", "NoEmail"),  // other address status
-    (1, Some(6), "Permanent", "NoEmail"),  // mailbox has moved
-    (2, Some(1), "Permanent", "NoEmail"),  // mailbox disabled
+    (1, Some(1), "Permanent", "NoEmail"), // bad destination mailbox
+    (1, Some(0), "Permanent", "NoEmail"), // other address status
+    (1, Some(6), "Permanent", "NoEmail"), // mailbox has moved
+    (2, Some(1), "Permanent", "NoEmail"), // mailbox disabled
     (2, Some(2), "Transient", "MailboxFull"),
     (2, Some(3), "Transient", "MessageTooLarge"), // message length exceeds limit
     (3, Some(4), "Transient", "MessageTooLarge"), // too big for system
@@ -117,12 +117,18 @@ fn out_of_place(phase: Phase, reply: &Reply) -> Outcome {
 }
 
 fn transient(reply: &Reply) -> Outcome {
-    let status = reply.enhanced().filter(|s| s.starts_with('4')).unwrap_or_else(|| "4.0.0".into());
+    let status = reply
+        .enhanced()
+        .filter(|s| s.starts_with('4'))
+        .unwrap_or_else(|| "4.0.0".into());
     deferred(&status, format!("smtp; {reply}"), delay_kind(&reply.esc))
 }
 
 fn permanent(reply: &Reply) -> Outcome {
-    let status = reply.enhanced().filter(|s| s.starts_with('5')).unwrap_or_else(|| "5.0.0".into());
+    let status = reply
+        .enhanced()
+        .filter(|s| s.starts_with('5'))
+        .unwrap_or_else(|| "5.0.0".into());
     let (bounce_type, bounce_subtype) = bounce_kind(&reply.esc);
     Outcome::Bounced {
         status,
@@ -155,7 +161,13 @@ pub fn from_reply(phase: Phase, reply: &Reply) -> Outcome {
         // permanent refusals of the session, the sender, the recipient or
         // the message
         (
-            Phase::Connect | Phase::Greeting | Phase::Ehlo | Phase::Mail | Phase::Rcpt | Phase::Data | Phase::DataEnd,
+            Phase::Connect
+            | Phase::Greeting
+            | Phase::Ehlo
+            | Phase::Mail
+            | Phase::Rcpt
+            | Phase::Data
+            | Phase::DataEnd,
             Class::Permanent,
         ) => permanent(reply),
         // a refused STARTTLS or RSET says nothing about the recipient
@@ -195,18 +207,31 @@ pub fn from_reply(phase: Phase, reply: &Reply) -> Outcome {
 pub fn from_session_error(e: &SessionError) -> Outcome {
     match e {
         SessionError::Refused(phase, reply) => from_reply(*phase, reply),
-        SessionError::Dns(DnsFailure::NoDomain, _) => bounced("5.1.2", format!("smtp; 550 5.1.2 {e}")),
-        SessionError::Dns(DnsFailure::NullMx, _) => bounced("5.1.10", format!("smtp; 556 5.1.10 {e}")),
-        SessionError::Dns(DnsFailure::NoAddress, _) => {
-            deferred("4.4.4", format!("smtp; 451 4.4.4 {e}"), "TransientCommunicationFailure")
+        SessionError::Dns(DnsFailure::NoDomain, _) => {
+            bounced("5.1.2", format!("smtp; 550 5.1.2 {e}"))
         }
-        SessionError::Dns(DnsFailure::Temporary, _) => {
-            deferred("4.4.3", format!("smtp; 451 4.4.3 {e}"), "TransientCommunicationFailure")
+        SessionError::Dns(DnsFailure::NullMx, _) => {
+            bounced("5.1.10", format!("smtp; 556 5.1.10 {e}"))
         }
-        SessionError::Connect(ConnectKind::Refused | ConnectKind::Unreachable | ConnectKind::Other, _)
-        | SessionError::Timeout(Phase::Connect) => {
-            deferred("4.4.1", format!("smtp; 421 4.4.1 {e}"), "TransientCommunicationFailure")
-        }
+        SessionError::Dns(DnsFailure::NoAddress, _) => deferred(
+            "4.4.4",
+            format!("smtp; 451 4.4.4 {e}"),
+            "TransientCommunicationFailure",
+        ),
+        SessionError::Dns(DnsFailure::Temporary, _) => deferred(
+            "4.4.3",
+            format!("smtp; 451 4.4.3 {e}"),
+            "TransientCommunicationFailure",
+        ),
+        SessionError::Connect(
+            ConnectKind::Refused | ConnectKind::Unreachable | ConnectKind::Other,
+            _,
+        )
+        | SessionError::Timeout(Phase::Connect) => deferred(
+            "4.4.1",
+            format!("smtp; 421 4.4.1 {e}"),
+            "TransientCommunicationFailure",
+        ),
         SessionError::Timeout(
             Phase::Greeting
             | Phase::Ehlo
@@ -218,11 +243,21 @@ pub fn from_session_error(e: &SessionError) -> Outcome {
             | Phase::Rset,
         )
         | SessionError::Closed(_)
-        | SessionError::Io(..) => deferred("4.4.2", format!("smtp; 421 4.4.2 {e}"), "TransientCommunicationFailure"),
-        SessionError::Tls(_) | SessionError::TlsRequired(_) => {
-            deferred("4.7.0", format!("smtp; 421 4.7.0 {e}"), "TransientCommunicationFailure")
-        }
-        SessionError::Protocol(..) => deferred("4.5.0", format!("smtp; 421 4.5.0 {e}"), "RecipientServerError"),
+        | SessionError::Io(..) => deferred(
+            "4.4.2",
+            format!("smtp; 421 4.4.2 {e}"),
+            "TransientCommunicationFailure",
+        ),
+        SessionError::Tls(_) | SessionError::TlsRequired(_) => deferred(
+            "4.7.0",
+            format!("smtp; 421 4.7.0 {e}"),
+            "TransientCommunicationFailure",
+        ),
+        SessionError::Protocol(..) => deferred(
+            "4.5.0",
+            format!("smtp; 421 4.5.0 {e}"),
+            "RecipientServerError",
+        ),
     }
 }
 
@@ -236,7 +271,9 @@ pub fn is_throttle(reply: &Reply, patterns: &[String]) -> bool {
         return true;
     }
     let text = reply.text.to_ascii_lowercase();
-    patterns.iter().any(|p| !p.is_empty() && text.contains(&p.to_ascii_lowercase()))
+    patterns
+        .iter()
+        .any(|p| !p.is_empty() && text.contains(&p.to_ascii_lowercase()))
 }
 
 /// The final bounce given when a recipient reaches the maximum age.

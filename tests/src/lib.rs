@@ -65,8 +65,43 @@ pub fn run(dir: &Path, args: &[&str], limit: Duration) -> Output {
 }
 
 /// A running `volley` that is killed if the test ends without waiting for
-/// it (a failed assertion must not leave a service running).
-pub struct Running(Option<Child>);
+/// it (a failed assertion must not leave a service running). Its stdout and
+/// stderr are drained as it runs (a full pipe would block it).
+pub struct Running(Option<Child>, Option<Drain>);
+
+/// Threads collecting a child's output.
+struct Drain {
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Drain {
+    fn start(child: &mut Child) -> Drain {
+        fn collect<R: std::io::Read + Send + 'static>(
+            r: Option<R>,
+        ) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                buf
+            })
+        }
+        Drain {
+            stdout: collect(child.stdout.take()),
+            stderr: collect(child.stderr.take()),
+        }
+    }
+
+    fn finish(self, status: std::process::ExitStatus) -> Output {
+        Output {
+            status,
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr: self.stderr.join().unwrap_or_default(),
+        }
+    }
+}
 
 impl Running {
     pub fn id(&self) -> u32 {
@@ -95,8 +130,11 @@ impl Running {
         }
     }
 
-    fn take(mut self) -> Child {
-        self.0.take().expect("child present")
+    fn take(mut self) -> (Child, Drain) {
+        (
+            self.0.take().expect("child present"),
+            self.1.take().expect("output drain present"),
+        )
     }
 }
 
@@ -111,28 +149,32 @@ impl Drop for Running {
 
 /// Starts `volley` with `args` in `dir` (stdout/stderr captured).
 pub fn spawn(dir: &Path, args: &[&str]) -> Running {
-    Running(Some(
-        Command::new(volley())
-            .args(args)
-            .current_dir(dir)
-            .env("VOLLEY_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting volley"),
-    ))
+    let mut child = Command::new(volley())
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "VOLLEY_LOG",
+            std::env::var("VOLLEY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting volley");
+    let drain = Drain::start(&mut child);
+    Running(Some(child), Some(drain))
 }
 
 /// Waits for a child with a time limit (killing it when exceeded).
 pub fn wait_output(child: Running, limit: Duration) -> Output {
-    let mut child = child.take();
+    let (mut child, drain) = child.take();
     let start = Instant::now();
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => return drain.finish(status),
             Ok(None) if start.elapsed() > limit => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("collecting output");
+                let status = child.wait().expect("collecting output");
+                let out = drain.finish(status);
                 panic!(
                     "volley did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
                     String::from_utf8_lossy(&out.stdout),
@@ -143,7 +185,6 @@ pub fn wait_output(child: Running, limit: Duration) -> Output {
             Err(e) => panic!("waiting for volley: {e}"),
         }
     }
-    child.wait_with_output().expect("collecting output")
 }
 
 /// Sends SIGTERM to a child.

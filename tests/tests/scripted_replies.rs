@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use volley_engine::delivery::smtp::{Phase, Timeouts, TlsSettings, client};
+use volley_engine::delivery::smtp::{Phase, Timeouts, TlsMode, TlsSettings, client};
 use volley_engine::outcome::{self, Outcome};
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
@@ -175,6 +175,7 @@ fn mixed_transaction(pipelining: bool) {
             server.addr,
             "client.test",
             &TlsSettings::disabled(),
+            TlsMode::Disabled,
             "localhost",
             &Timeouts::default(),
         )

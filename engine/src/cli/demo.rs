@@ -88,7 +88,7 @@ jsonl = "events.jsonl"
 [delivery]
 helo = "volley-demo.test"
 messages_per_second = 100000
-connections = 4
+connections = 32
 [routes]
 "*" = "{sink}"
 [[dkim]]

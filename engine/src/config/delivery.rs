@@ -198,7 +198,9 @@ pub fn check_rate(r: f64) -> Result<(), String> {
     if r.is_finite() && r > 0.0 && r <= 1_000_000.0 {
         Ok(())
     } else {
-        Err(format!("{r} is not a rate between 0 and 1000000 messages per second"))
+        Err(format!(
+            "{r} is not a rate between 0 and 1000000 messages per second"
+        ))
     }
 }
 

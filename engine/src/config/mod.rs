@@ -248,8 +248,11 @@ pub(crate) mod duration {
     use std::time::Duration;
 
     fn parse<E: serde::de::Error>(s: &str) -> Result<Duration, E> {
-        humantime::parse_duration(s)
-            .map_err(|e| E::custom(format!("bad duration {s:?}: {e} (e.g. \"90s\", \"5m\", \"72h\")")))
+        humantime::parse_duration(s).map_err(|e| {
+            E::custom(format!(
+                "bad duration {s:?}: {e} (e.g. \"90s\", \"5m\", \"72h\")"
+            ))
+        })
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -260,7 +263,9 @@ pub(crate) mod duration {
         use super::*;
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            Option::<String>::deserialize(d)?.map(|s| parse(&s)).transpose()
+            Option::<String>::deserialize(d)?
+                .map(|s| parse(&s))
+                .transpose()
         }
     }
 }
@@ -356,23 +361,36 @@ impl Config {
             Route::parse(target).map_err(|r| bad(&format!("routes.{domain}"), r))?;
         }
         for (i, ns) in self.dns.nameservers.iter().enumerate() {
-            ns.parse::<std::net::SocketAddr>()
-                .map_err(|e| bad(&format!("dns.nameservers[{i}]"), format!("{ns:?} is not ip:port: {e}")))?;
+            ns.parse::<std::net::SocketAddr>().map_err(|e| {
+                bad(
+                    &format!("dns.nameservers[{i}]"),
+                    format!("{ns:?} is not ip:port: {e}"),
+                )
+            })?;
         }
         for (i, k) in self.dkim.iter().enumerate() {
             if k.domain.is_empty() || k.selector.is_empty() {
-                return Err(bad(&format!("dkim[{i}]"), "domain and selector must be set".into()));
+                return Err(bad(
+                    &format!("dkim[{i}]"),
+                    "domain and selector must be set".into(),
+                ));
             }
         }
         for (i, r) in self.domain.iter().enumerate() {
             if r.name.as_deref().is_none_or(str::is_empty) || r.suffix.is_some() {
-                return Err(bad(&format!("domain[{i}]"), "set `name` (the recipient domain), not `suffix`".into()));
+                return Err(bad(
+                    &format!("domain[{i}]"),
+                    "set `name` (the recipient domain), not `suffix`".into(),
+                ));
             }
             delivery::check_rule(r).map_err(|(k, e)| bad(&format!("domain[{i}].{k}"), e))?;
         }
         for (i, r) in self.mx.iter().enumerate() {
             if r.suffix.as_deref().is_none_or(str::is_empty) || r.name.is_some() {
-                return Err(bad(&format!("mx[{i}]"), "set `suffix` (an MX host suffix such as \".google.com\"), not `name`".into()));
+                return Err(bad(
+                    &format!("mx[{i}]"),
+                    "set `suffix` (an MX host suffix such as \".google.com\"), not `name`".into(),
+                ));
             }
             delivery::check_rule(r).map_err(|(k, e)| bad(&format!("mx[{i}].{k}"), e))?;
         }
@@ -397,9 +415,11 @@ impl Config {
 
     /// The `[[domain]]` rule of a recipient domain, if any.
     pub fn domain_rule(&self, domain: &str) -> Option<&PolicyRule> {
-        self.domain
-            .iter()
-            .find(|r| r.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(domain)))
+        self.domain.iter().find(|r| {
+            r.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(domain))
+        })
     }
 
     /// The policy of a destination: its domain's `[[domain]]` rule, else the
@@ -416,7 +436,11 @@ impl Config {
                 h.ends_with(&suffix) || format!(".{h}") == suffix
             })
         };
-        match self.mx.iter().find(|r| r.suffix.as_deref().is_some_and(matches)) {
+        match self
+            .mx
+            .iter()
+            .find(|r| r.suffix.as_deref().is_some_and(matches))
+        {
             Some(r) => base.with(r),
             None => base,
         }
@@ -484,7 +508,61 @@ mod tests {
         .unwrap();
         assert_eq!(c.route_for("x.test").unwrap().port, 2525);
         assert_eq!(c.route_for("b.test").unwrap().host, "::1");
-        assert_eq!(c.limits_for("A.test").1, 2);
-        assert_eq!(c.limits_for("c.test").1, 4);
+        assert_eq!(c.policy("A.test", &[]).connections, 2);
+        assert_eq!(c.policy("c.test", &[]).connections, 4);
+    }
+
+    #[test]
+    fn policy_by_domain_then_mx_suffix_then_defaults() {
+        let c = parse(concat!(
+            "[delivery]\nmessages_per_second = 50\ntls = \"required\"\n",
+            "[[domain]]\nname = \"gmail.com\"\nmessages_per_second = 5\n",
+            "[[mx]]\nsuffix = \".google.com\"\nconnections = 9\nretry_first = \"2m\"\nmax_age = \"1d\"\n",
+            "[[mx]]\nsuffix = \"google.com\"\nconnections = 1\n",
+        ))
+        .unwrap();
+        let mx = vec!["aspmx.l.google.com".to_string()];
+        // a domain rule wins over an MX rule, and keeps unset values default
+        let p = c.policy("gmail.com", &mx);
+        assert_eq!((p.messages_per_second, p.connections), (5.0, 4));
+        assert_eq!(p.tls, TlsPolicy::Required);
+        // the first matching MX rule applies
+        let p = c.policy("example.org", &mx);
+        assert_eq!(p.connections, 9);
+        assert_eq!(p.retry_first, Duration::from_secs(120));
+        assert_eq!(p.max_age, Duration::from_secs(24 * 3600));
+        assert_eq!(p.messages_per_second, 50.0);
+        // a suffix matches at a label boundary or the whole name only when
+        // written with the dot
+        assert_eq!(
+            c.policy("x.test", &["mx.notgoogle.com".into()]).connections,
+            1
+        );
+        assert_eq!(
+            c.policy("x.test", &["mx.other.net".into()]),
+            c.default_policy()
+        );
+    }
+
+    #[test]
+    fn policy_rules_are_checked() {
+        let e = parse("[[mx]]\nname = \"a\"\n").unwrap_err().to_string();
+        assert!(e.contains("mx[0]"), "{e}");
+        let e = parse("[[domain]]\nname = \"a\"\nretry_jitter = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("domain[0].retry_jitter"), "{e}");
+        let e = parse("[[domain]]\nname = \"a\"\ntls = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls"), "{e}");
+        let e = parse("[dns]\nnameservers = [\"localhost\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.nameservers[0]"), "{e}");
+        let e = parse("[delivery.timeouts]\nrcpt = \"forever\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad duration"), "{e}");
     }
 }

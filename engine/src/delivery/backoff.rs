@@ -9,7 +9,21 @@ pub struct Backoff {
     pub first: Duration,
     pub factor: f64,
     pub cap: Duration,
+    /// Relative jitter: the delay varies by up to ± this fraction.
+    pub jitter: f64,
     pub max_age: Duration,
+}
+
+impl From<&crate::config::Policy> for Backoff {
+    fn from(p: &crate::config::Policy) -> Backoff {
+        Backoff {
+            first: p.retry_first,
+            factor: p.retry_factor,
+            cap: p.retry_cap,
+            jitter: p.retry_jitter,
+            max_age: p.max_age,
+        }
+    }
 }
 
 /// When to try again, or that it is time to give up.
@@ -21,11 +35,13 @@ pub enum Next {
 
 impl Backoff {
     /// Delay before attempt `attempts + 1` (after `attempts` failures),
-    /// with ±10% jitter from `jitter01` in [0, 1).
+    /// varied by ±`jitter` (a fraction) using `jitter01` in [0, 1).
     pub fn delay(&self, attempts: u32, jitter01: f64) -> Duration {
         let exp = self.factor.powi(attempts.saturating_sub(1).min(64) as i32);
         let base = (self.first.as_secs_f64() * exp).min(self.cap.as_secs_f64());
-        Duration::from_secs_f64((base * (0.9 + 0.2 * jitter01)).max(0.001))
+        Duration::from_secs_f64(
+            (base * (1.0 - self.jitter + 2.0 * self.jitter * jitter01)).max(0.001),
+        )
     }
 
     /// Decides the next attempt for a recipient accepted at `created_ms`
@@ -55,6 +71,7 @@ mod tests {
             first: Duration::from_secs(60),
             factor: 2.0,
             cap: Duration::from_secs(3600),
+            jitter: 0.1,
             max_age: Duration::from_secs(72 * 3600),
         }
     }

@@ -1,53 +1,109 @@
-//! One SMTP connection of a shard: take ready messages, open (or reopen) a
+//! One SMTP connection of a site: take ready messages, open (or reopen) a
 //! session, send each message as a (pipelined) transaction, report outcomes.
 //!
-//! A connection opens lazily when it has a message, reconnects after a
-//! session error, and closes (QUIT) when its shard has nothing in flight for
-//! the idle period or at shutdown. When a session cannot be opened, the
-//! message in hand and every message already ready are deferred (or bounced,
-//! for a permanent refusal) with that failure. Exposure: talks to remote
-//! servers through [`super::smtp`]; all failures become outcomes.
+//! A connection opens lazily when it has a message: to the route, or to the
+//! site's MX hosts in order (each host's addresses in turn, the next on any
+//! failure, at most [`MAX_ADDRESSES`] tries). With `tls = "opportunistic"` a
+//! failed TLS handshake is retried once in plain text on the same address.
+//! It sends up to `messages_per_connection` transactions per session, then
+//! says QUIT and reopens; it reconnects after a session error; it closes
+//! when its site has nothing in flight for the idle period, when the site's
+//! connection limit was lowered below the connections open (throttling), or
+//! at shutdown. When a session cannot be opened, the message in hand and
+//! every message already ready get that failure's outcome. Every reply is
+//! fed to the site's throttle. Exposure: talks to remote servers through
+//! [`super::smtp`]; all failures become outcomes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
+use super::backoff::Backoff;
 use super::shard::{Dest, ShardCtx};
-use super::smtp::{Session, SessionError, client};
+use super::site::Hosts;
+use super::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
 use super::{Ready, Report};
+use crate::config::{Config, TlsPolicy};
 use crate::outcome::{self, Outcome};
 
-fn report(ctx: &ShardCtx, r: Ready, outcome: Outcome) {
+/// Most addresses one attempt to open a session tries.
+pub const MAX_ADDRESSES: usize = 8;
+
+fn report(ctx: &ShardCtx, dest: &Dest, r: Ready, outcome: Outcome) {
     let _ = ctx.recorder.send(Report {
         work: r.work,
         outcome,
         subject: r.msg.subject,
         at_ms: volley_spool::now_ms(),
         permit: Some(r.permit),
+        site: Some(Arc::clone(&dest.key)),
+        retry: Some(Backoff::from(&dest.policy())),
     });
+}
+
+fn tls_mode(p: TlsPolicy) -> TlsMode {
+    match p {
+        TlsPolicy::Required => TlsMode::Required,
+        TlsPolicy::Opportunistic => TlsMode::Opportunistic,
+        TlsPolicy::Disabled => TlsMode::Disabled,
+    }
+}
+
+/// Opens a session at one address (plain-text retry for opportunistic TLS).
+async fn open_at(
+    ctx: &ShardCtx,
+    config: &Config,
+    mode: TlsMode,
+    addr: SocketAddr,
+    name: &str,
+) -> Result<Session, SessionError> {
+    let t = Timeouts::from(&config.delivery.timeouts);
+    let helo = &config.delivery.helo;
+    match client::open(addr, helo, &ctx.tls, mode, name, &t).await {
+        Err(SessionError::Tls(e)) if mode == TlsMode::Opportunistic => {
+            tracing::info!(%addr, error = %e, "TLS handshake failed; retrying in plain text (tls = \"opportunistic\")");
+            client::open(addr, helo, &ctx.tls, TlsMode::Disabled, name, &t).await
+        }
+        r => r,
+    }
 }
 
 /// Opens a session to the first destination address that answers.
 async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, SessionError> {
-    let targets: Vec<(SocketAddr, String)> = ctx
-        .resolver
-        .resolve(&dest.domain, dest.route.as_ref())
-        .await?;
-    let mut last = SessionError::Connect(format!("no address for {}", dest.domain));
-    for (addr, name) in targets {
-        match client::open(
-            addr,
-            &ctx.config.delivery.helo,
-            &ctx.tls,
-            &name,
-            &ctx.timeouts,
-        )
-        .await
-        {
-            Ok(s) => return Ok(s),
+    let config = ctx.config();
+    let mode = tls_mode(dest.policy().tls);
+    let mut last =
+        SessionError::Connect(ConnectKind::Other, format!("no address for {}", dest.key));
+    let mut tries = 0;
+    let hosts: Vec<(String, u16)> = match &dest.hosts {
+        Hosts::Route { host, port } => vec![(host.clone(), *port)],
+        Hosts::Mx { hosts, port } => hosts.iter().map(|(_, h)| (h.clone(), *port)).collect(),
+    };
+    for (host, port) in hosts {
+        let addrs = match &dest.hosts {
+            Hosts::Route { .. } => ctx.resolver.route(&host, port).await,
+            Hosts::Mx { .. } => ctx.resolver.addresses(&host, port).await,
+        };
+        let addrs = match addrs {
+            Ok(a) => a,
             Err(e) => {
-                tracing::debug!(domain = %dest.domain, %addr, error = %e, "session failed to open");
+                tracing::debug!(site = %dest.key, %host, error = %e, "mail host lookup failed");
                 last = e;
+                continue;
+            }
+        };
+        for addr in addrs {
+            if tries == MAX_ADDRESSES {
+                return Err(last);
+            }
+            tries += 1;
+            match open_at(ctx, &config, mode, addr, &host).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::debug!(site = %dest.key, %host, %addr, error = %e, "session failed to open; trying the next address");
+                    last = e;
+                }
             }
         }
     }
@@ -66,9 +122,10 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready
         if *shutdown.borrow() {
             return Next::Exit;
         }
+        let idle = ctx.config().delivery.timeouts.idle;
         tokio::select! {
             r = ready.recv() => return match r { Ok(r) => Next::Msg(r), Err(_) => Next::Exit },
-            _ = tokio::time::sleep(ctx.idle) => {
+            _ = tokio::time::sleep(idle) => {
                 if dest.in_flight() == 0 {
                     return Next::Exit;
                 }
@@ -78,6 +135,17 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready
     }
 }
 
+/// Leaves the pool if more connections are open than the site's current
+/// limit allows; true when this connection should close.
+fn surplus(dest: &Dest) -> bool {
+    let max = dest.max_conns();
+    dest.live
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+            (l > max).then(|| l - 1)
+        })
+        .is_ok()
+}
+
 /// Runs one connection until it is idle, closed or shut down. The caller
 /// has already counted it in `dest.live`.
 pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: async_channel::Receiver<Ready>) {
@@ -85,10 +153,32 @@ pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: async_channel::Rece
     ctx.stats.connection_tasks.fetch_sub(1, Ordering::AcqRel);
 }
 
+/// An open session and how many transactions it has carried.
+struct Open {
+    session: Session,
+    sent: u32,
+}
+
+async fn close(ctx: &ShardCtx, dest: &Dest, open: Open, quit: bool) {
+    if quit {
+        open.session.quit().await;
+    }
+    ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    ctx.metrics.connections.dec();
+    dest.m.connections.dec();
+}
+
 async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Receiver<Ready>) {
     let (ctx, dest) = (&**ctx, &**dest);
-    let mut session: Option<Session> = None;
+    let mut session: Option<Open> = None;
     loop {
+        if surplus(dest) {
+            tracing::debug!(site = %dest.key, "closing a connection: the site's connection limit was lowered");
+            if let Some(o) = session.take() {
+                close(ctx, dest, o, true).await;
+            }
+            return;
+        }
         let msg = match next(ctx, dest, ready).await {
             Next::Msg(m) => m,
             Next::Exit => {
@@ -108,6 +198,10 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                 break;
             }
         };
+        let per_connection = dest.policy().messages_per_connection;
+        if let Some(o) = session.take_if(|o| o.sent >= per_connection) {
+            close(ctx, dest, o, true).await;
+        }
         if session.is_none() {
             // opening waits for the remote server; a shutdown does not
             let mut shutdown = ctx.shutdown.clone();
@@ -123,47 +217,73 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                 Ok(s) => {
                     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
                     ctx.metrics.connections.inc();
-                    session = Some(s);
+                    dest.m.connections.inc();
+                    session = Some(Open {
+                        session: s,
+                        sent: 0,
+                    });
                 }
                 Err(e) => {
+                    observe_error(ctx, dest, &e);
                     let outcome = outcome::from_session_error(&e);
-                    tracing::info!(domain = %dest.domain, error = %e, "cannot open a session; deferring ready messages");
-                    report(ctx, msg, outcome.clone());
+                    tracing::info!(site = %dest.key, error = %e, "cannot open a session; the ready messages get this outcome");
+                    report(ctx, dest, msg, outcome.clone());
                     while let Ok(r) = ready.try_recv() {
-                        report(ctx, r, outcome.clone());
+                        report(ctx, dest, r, outcome.clone());
                     }
                     continue;
                 }
             }
         }
-        let Some(s) = session.as_mut() else { continue };
+        let Some(o) = session.as_mut() else { continue };
         ctx.metrics.attempts.inc();
+        dest.m.attempts.inc();
+        o.sent += 1;
+        let started = Instant::now();
         let rcpt = [msg.msg.rcpt.as_str()];
-        match s.send(&msg.msg.mail_from, &rcpt, &msg.msg.data).await {
+        let result = o
+            .session
+            .send(&msg.msg.mail_from, &rcpt, &msg.msg.data)
+            .await;
+        ctx.metrics
+            .transaction_latency
+            .observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(replies) => {
-                let outcome = replies
-                    .first()
-                    .map(|(phase, reply)| outcome::from_reply(*phase, reply))
-                    .unwrap_or_else(|| {
-                        outcome::from_session_error(&SessionError::Protocol(
-                            client::Phase::Rcpt,
-                            "no reply".into(),
-                        ))
-                    });
-                report(ctx, msg, outcome);
+                let patterns = &ctx.config().delivery.throttle_patterns;
+                let mut outcomes = Vec::with_capacity(replies.len());
+                for (phase, reply) in &replies {
+                    dest.observe(Some(reply), outcome::is_throttle(reply, patterns));
+                    outcomes.push(outcome::from_reply(*phase, reply));
+                }
+                let outcome = outcomes.into_iter().next().unwrap_or_else(|| {
+                    outcome::from_session_error(&SessionError::Protocol(
+                        super::smtp::Phase::Rcpt,
+                        "no reply for the recipient".into(),
+                    ))
+                });
+                report(ctx, dest, msg, outcome);
             }
             Err(e) => {
-                tracing::debug!(domain = %dest.domain, error = %e, "session failed");
-                report(ctx, msg, outcome::from_session_error(&e));
-                session = None;
-                ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
-                ctx.metrics.connections.dec();
+                tracing::debug!(site = %dest.key, error = %e, "session failed");
+                observe_error(ctx, dest, &e);
+                report(ctx, dest, msg, outcome::from_session_error(&e));
+                if let Some(o) = session.take() {
+                    close(ctx, dest, o, false).await;
+                }
             }
         }
     }
-    if let Some(s) = session {
-        s.quit().await;
-        ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
-        ctx.metrics.connections.dec();
+    if let Some(o) = session {
+        close(ctx, dest, o, true).await;
+    }
+}
+
+/// Feeds a session failure that carries a reply (e.g. 421 at greeting) to
+/// the site's throttle.
+fn observe_error(ctx: &ShardCtx, dest: &Dest, e: &SessionError) {
+    if let SessionError::Refused(_, reply) = e {
+        let patterns = &ctx.config().delivery.throttle_patterns;
+        dest.observe(Some(reply), outcome::is_throttle(reply, patterns));
     }
 }

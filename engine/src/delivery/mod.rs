@@ -3,7 +3,7 @@
 //! connections; the recorder journals every outcome and schedules retries.
 //!
 //! ```text
-//! ingest/spool ─► scheduler ─► shard (one per destination domain)
+//! ingest/spool ─► scheduler ─► shard (one per site: see `site`)
 //!                    ▲   │        │ permit (in-flight window) + rate limit
 //!                    │   │        ▼
 //!          retries   │   │   production pool (render, MIME, DKIM)
@@ -22,7 +22,9 @@ pub mod mx;
 pub mod recorder;
 pub mod scheduler;
 pub mod shard;
+pub mod site;
 pub mod smtp;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -65,6 +67,11 @@ pub struct Report {
     pub at_ms: u64,
     /// Released once the outcome is durable.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The site that was tried (its metrics label), if any.
+    pub site: Option<Arc<str>>,
+    /// The retry schedule of the recipient's destination (the default
+    /// schedule when `None`).
+    pub retry: Option<backoff::Backoff>,
 }
 
 /// Live counters shared by the stages, the progress display and `send`.

@@ -43,7 +43,9 @@ impl Resolver {
     /// the list is empty.
     pub fn new(nameservers: &[SocketAddr]) -> Resolver {
         let dns = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().ok().and_then(|b| b.build().ok())
+            TokioResolver::builder_tokio()
+                .ok()
+                .and_then(|b| b.build().ok())
         } else {
             let servers = nameservers
                 .iter()
@@ -52,11 +54,10 @@ impl Resolver {
                     udp.port = a.port();
                     let mut tcp = ConnectionConfig::tcp();
                     tcp.port = a.port();
-                    NameServerConfig {
-                        ip: a.ip(),
-                        trust_negative_responses: true,
-                        connections: vec![udp, tcp],
-                    }
+                    let mut ns = NameServerConfig::udp_and_tcp(a.ip());
+                    ns.trust_negative_responses = true;
+                    ns.connections = vec![udp, tcp];
+                    ns
                 })
                 .collect();
             let mut b = HickoryResolver::builder_with_config(
@@ -68,7 +69,9 @@ impl Resolver {
             b.build().ok()
         };
         if dns.is_none() {
-            tracing::warn!("no usable DNS resolver configuration; only [routes] destinations can be reached");
+            tracing::warn!(
+                "no usable DNS resolver configuration; only [routes] destinations can be reached"
+            );
         }
         Resolver { dns }
     }
@@ -95,17 +98,34 @@ impl Resolver {
                 for rec in lookup.answers() {
                     if let RData::MX(mx) = &rec.data {
                         if mx.exchange.is_root() {
-                            return Err(fail(DnsFailure::NullMx, format!("{domain} does not accept mail (null MX)")));
+                            return Err(fail(
+                                DnsFailure::NullMx,
+                                format!("{domain} does not accept mail (null MX)"),
+                            ));
                         }
-                        hosts.push((mx.preference, mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase()));
+                        hosts.push((
+                            mx.preference,
+                            mx.exchange
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase(),
+                        ));
                     }
                 }
             }
             Err(e) if e.is_nx_domain() => {
-                return Err(fail(DnsFailure::NoDomain, format!("domain {domain} does not exist")));
+                return Err(fail(
+                    DnsFailure::NoDomain,
+                    format!("domain {domain} does not exist"),
+                ));
             }
             Err(e) if e.is_no_records_found() => {}
-            Err(e) => return Err(fail(DnsFailure::Temporary, format!("MX lookup for {domain} failed: {e}"))),
+            Err(e) => {
+                return Err(fail(
+                    DnsFailure::Temporary,
+                    format!("MX lookup for {domain} failed: {e}"),
+                ));
+            }
         }
         let implicit = hosts.is_empty();
         if implicit {
@@ -130,10 +150,14 @@ impl Resolver {
         let dns = self.dns()?;
         match dns.lookup_ip(format!("{host}.")).await {
             Ok(ips) => Ok(ips.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
-                Err(fail(DnsFailure::NoAddress, format!("mail host {host} has no address")))
-            }
-            Err(e) => Err(fail(DnsFailure::Temporary, format!("address lookup for {host} failed: {e}"))),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(fail(
+                DnsFailure::NoAddress,
+                format!("mail host {host} has no address"),
+            )),
+            Err(e) => Err(fail(
+                DnsFailure::Temporary,
+                format!("address lookup for {host} failed: {e}"),
+            )),
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Runs on its own thread and commits outcomes in batches (everything that
 //! arrived while the previous fdatasync ran), so one sync serves many
-//! messages. Deferrals become a retry time by the backoff policy, or a final
-//! Transient bounce once the recipient is older than `max_age`. If the
+//! messages. Deferrals become a retry time by the retry schedule of the
+//! recipient's destination, or a final Transient bounce once the recipient
+//! is older than that destination's `max_age`. If the
 //! journal cannot be written (disk full) it keeps retrying and holds the
 //! permits, which stops new sends to the affected shards rather than losing
 //! outcomes. Exposure: none (internal messages only).
@@ -25,6 +26,7 @@ use crate::outcome::{self, Outcome};
 /// What the recorder needs.
 pub struct RecorderCtx {
     pub spool: Arc<Spool>,
+    /// The default retry schedule (for reports that carry none).
     pub backoff: Backoff,
     pub scheduler: tokio::sync::mpsc::UnboundedSender<SchedMsg>,
     pub stats: Arc<Stats>,
@@ -35,7 +37,7 @@ pub struct RecorderCtx {
 }
 
 /// Converts a report into its journal entry (and retry time, if any).
-fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome) {
+fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome, u64) {
     let attempts = r.work.attempts + 1;
     let created = ctx
         .spool
@@ -43,10 +45,11 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         .ok()
         .and_then(|no| ctx.spool.campaign(no))
         .map_or(now_ms, |c| c.created_ms);
+    let backoff = r.retry.unwrap_or(ctx.backoff);
     let mut outcome = r.outcome.clone();
     let mut next = None;
     if let Outcome::Deferred { diagnostic, .. } = &r.outcome {
-        match ctx.backoff.next(created, attempts, now_ms, fastrand::f64()) {
+        match backoff.next(created, attempts, now_ms, fastrand::f64()) {
             Next::RetryAt(t) => next = Some(t),
             Next::GiveUp => outcome = outcome::expired(diagnostic),
         }
@@ -57,7 +60,7 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         Outcome::Bounced { .. } => Kind::Bounced,
         Outcome::RenderFailed { .. } => Kind::Failed,
     };
-    let detail = Detail::of(&outcome, &r.subject, Some(ctx.backoff.expires(created)));
+    let detail = Detail::of(&outcome, &r.subject, Some(backoff.expires(created)));
     let e = Entry::outcome(
         kind,
         r.work.id,
@@ -66,7 +69,7 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         next.unwrap_or(0),
         detail.encode(),
     );
-    (e, next, outcome)
+    (e, next, outcome, created)
 }
 
 /// Runs until every sender of `rx` is dropped, or `stop` is set and nothing
@@ -94,9 +97,9 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
         let mut entries = Vec::with_capacity(batch.len());
         let mut decided = Vec::with_capacity(batch.len());
         for r in &batch {
-            let (e, next, outcome) = entry(ctx, r, now);
+            let (e, next, outcome, created) = entry(ctx, r, now);
             entries.push(e);
-            decided.push((next, outcome));
+            decided.push((next, outcome, created));
         }
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -113,8 +116,12 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
                 }
             }
         }
-        for (r, (next, outcome)) in batch.into_iter().zip(decided) {
-            ctx.metrics.observe(&r.work.domain, &outcome);
+        for (r, (next, outcome, created)) in batch.into_iter().zip(decided) {
+            ctx.metrics.observe(r.site.as_deref(), &outcome);
+            if matches!(outcome, Outcome::Delivered { .. }) {
+                let secs = r.at_ms.saturating_sub(created) as f64 / 1000.0;
+                ctx.metrics.delivery_latency.observe(secs);
+            }
             match outcome {
                 Outcome::Delivered { .. } => ctx.stats.delivered.fetch_add(1, Ordering::Relaxed),
                 Outcome::Bounced { .. } => ctx.stats.bounced.fetch_add(1, Ordering::Relaxed),

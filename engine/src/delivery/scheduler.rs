@@ -19,6 +19,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use volley_spool::RecipientId;
 
+use super::backoff::Backoff;
 use super::shard::{self, ShardCtx, ShardIn};
 use super::site::{self, Site};
 use super::smtp::SessionError;
@@ -95,7 +96,8 @@ impl Scheduler {
             }
             _ => {}
         }
-        self.domains.insert(Arc::clone(domain), Domain::Resolving(vec![msg]));
+        self.domains
+            .insert(Arc::clone(domain), Domain::Resolving(vec![msg]));
         let (ctx, me, domain) = (Arc::clone(&self.ctx), self.me.clone(), Arc::clone(domain));
         tokio::spawn(async move {
             let config = ctx.config();
@@ -129,6 +131,7 @@ impl Scheduler {
                 // no site: each waiting recipient gets the lookup's outcome
                 tracing::info!(%domain, error = %e, "destination lookup failed");
                 let outcome = outcome::from_session_error(&e);
+                let retry = Some(Backoff::from(&self.ctx.config().policy(&domain, &[])));
                 let report = |work: Work| {
                     let _ = self.ctx.recorder.send(Report {
                         work,
@@ -136,6 +139,8 @@ impl Scheduler {
                         subject: String::new(),
                         at_ms: volley_spool::now_ms(),
                         permit: None,
+                        site: None,
+                        retry,
                     });
                 };
                 for m in waiting {
@@ -176,13 +181,17 @@ pub async fn run(
     loop {
         let now = volley_spool::now_ms();
         while timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = timers.pop() else { break };
+            let Some(Reverse(d)) = timers.pop() else {
+                break;
+            };
             ctx.stats.active.fetch_add(1, Ordering::AcqRel);
             ctx.stats.waiting.fetch_sub(1, Ordering::AcqRel);
             let domain = Arc::clone(&d.work.domain);
             s.dispatch(&domain, ShardIn::One(d.work));
         }
-        let sleep_ms = timers.peek().map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
+        let sleep_ms = timers
+            .peek()
+            .map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {

@@ -10,7 +10,8 @@
 //! [`Throttle`]; a config reload (SIGHUP) re-reads the policy without
 //! touching the queue. Exposure: none (internal).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc, watch};
+use volley_spool::RecipientId;
 
 use super::connection;
 use super::mx::Resolver;
@@ -27,7 +29,7 @@ use super::throttle::{Change, Throttle};
 use super::{Report, Stats, Work};
 use crate::config::{Config, Policy};
 use crate::message::{Job, Producer};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SiteMetrics};
 
 /// Everything shards and their connections share.
 pub struct ShardCtx {
@@ -92,7 +94,63 @@ pub enum ShardIn {
     One(Work),
     /// Recipients found queued at start, compact until dispatched (all of
     /// one domain).
-    Bulk(Arc<str>, Vec<volley_spool::RecipientId>),
+    Bulk(Arc<str>, Vec<RecipientId>),
+}
+
+/// A site's queue: single recipients first, then the bulk lists found in
+/// the spool at start, merged in spool order across their domains (so that
+/// segments finish, and are freed, in order).
+#[derive(Default)]
+struct Queue {
+    ones: VecDeque<Work>,
+    /// Each list reversed (its next id at the back).
+    bulk: Vec<(Arc<str>, Vec<RecipientId>)>,
+    /// The next id of each non-empty list, smallest first.
+    heads: BinaryHeap<Reverse<(RecipientId, usize)>>,
+    len: u64,
+}
+
+impl Queue {
+    fn push(&mut self, m: ShardIn) {
+        match m {
+            ShardIn::One(w) => {
+                self.len += 1;
+                self.ones.push_back(w);
+            }
+            ShardIn::Bulk(domain, mut ids) => {
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                if let Some(&next) = ids.last() {
+                    self.len += ids.len() as u64;
+                    self.heads.push(Reverse((next, self.bulk.len())));
+                    self.bulk.push((domain, ids));
+                }
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Work> {
+        if let Some(w) = self.ones.pop_front() {
+            self.len -= 1;
+            return Some(w);
+        }
+        let Reverse((_, i)) = self.heads.pop()?;
+        let (domain, ids) = &mut self.bulk[i];
+        let id = ids.pop()?;
+        let domain = Arc::clone(domain);
+        match ids.last() {
+            Some(&next) => self.heads.push(Reverse((next, i))),
+            None => *ids = Vec::new(), // free the list's memory
+        }
+        if self.heads.is_empty() {
+            self.bulk.clear();
+        }
+        self.len -= 1;
+        Some(Work {
+            id,
+            domain,
+            attempts: 0,
+        })
+    }
 }
 
 /// One site as its connections see it.
@@ -105,6 +163,8 @@ pub struct Dest {
     window: AtomicUsize,
     pub live: AtomicUsize,
     queued: AtomicU64,
+    /// This site's metric handles.
+    pub m: SiteMetrics,
 }
 
 fn window_for(connections: u32) -> usize {
@@ -114,7 +174,9 @@ fn window_for(connections: u32) -> usize {
 impl Dest {
     /// Messages of this site between dispatch and journaled outcome.
     pub fn in_flight(&self) -> usize {
-        self.window.load(Ordering::Acquire).saturating_sub(self.permits.available_permits())
+        self.window
+            .load(Ordering::Acquire)
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// The policy in force.
@@ -142,11 +204,15 @@ impl Dest {
     }
 
     /// Feeds a reply to the throttle (`throttle` = it asked to slow down).
-    pub fn observe(&self, reply: Option<&Reply>, throttle: bool, metrics: &Metrics) {
+    pub fn observe(&self, reply: Option<&Reply>, throttle: bool) {
         let now = Instant::now();
         let change = {
             let mut t = self.throttle();
-            if throttle { t.signal(now) } else { t.clean(now) }
+            if throttle {
+                t.signal(now)
+            } else {
+                t.clean(now)
+            }
         };
         if let Some(c) = change {
             match c {
@@ -164,14 +230,20 @@ impl Dest {
                     "destination accepts again: raising the rate and connections"
                 ),
             }
-            metrics.site_limits(&self.key, self.rate(), self.max_conns());
+            self.show_limits();
         }
+    }
+
+    fn show_limits(&self) {
+        self.m.rate.set(self.rate());
+        self.m.connection_limit.set(self.max_conns() as i64);
     }
 
     /// Installs a new policy (config reload); queued mail is untouched.
     fn set_policy(&self, p: Policy) {
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = p;
-        self.throttle().set_limits(p.messages_per_second, p.connections);
+        self.throttle()
+            .set_limits(p.messages_per_second, p.connections);
         let want = window_for(p.connections);
         let have = self.window.load(Ordering::Acquire);
         if want > have {
@@ -191,12 +263,19 @@ pub fn spawn(ctx: Arc<ShardCtx>, site: Site) -> mpsc::UnboundedSender<ShardIn> {
     tx
 }
 
-type Limiter = RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, governor::clock::DefaultClock>;
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
 
 fn limiter(ctx: &ShardCtx, rate: f64, burst: u32) -> Limiter {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001)).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(period).map_or_else(|| Quota::per_second(NonZeroU32::MIN), |q| q.allow_burst(burst));
+    let quota = Quota::with_period(period).map_or_else(
+        || Quota::per_second(NonZeroU32::MIN),
+        |q| q.allow_burst(burst),
+    );
     RateLimiter::direct_with_clock(quota, ctx.clock.clone())
 }
 
@@ -208,66 +287,54 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         key: Arc::clone(&site.key),
         hosts: site.hosts.clone(),
         policy: RwLock::new(policy),
-        throttle: Mutex::new(Throttle::new(policy.messages_per_second, policy.connections, Instant::now())),
+        throttle: Mutex::new(Throttle::new(
+            policy.messages_per_second,
+            policy.connections,
+            Instant::now(),
+        )),
         permits: Arc::new(Semaphore::new(window)),
         window: AtomicUsize::new(window),
         live: AtomicUsize::new(0),
         queued: AtomicU64::new(0),
+        m: ctx.metrics.site(&site.key),
     });
-    ctx.metrics.site_limits(&dest.key, policy.messages_per_second, policy.connections as usize);
+    dest.show_limits();
     let mut rate = dest.rate();
     let mut limit = limiter(&ctx, rate, policy.connections);
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let mut shutdown = ctx.shutdown.clone();
     tracing::debug!(site = %site.key, rate, connections = policy.connections, "site started");
-    let mut ones: VecDeque<Work> = VecDeque::new();
-    let mut bulk: VecDeque<(Arc<str>, Vec<volley_spool::RecipientId>)> = VecDeque::new();
-    let take = |m: ShardIn, ones: &mut VecDeque<Work>, bulk: &mut VecDeque<(Arc<str>, Vec<volley_spool::RecipientId>)>| match m {
-        ShardIn::One(w) => ones.push_back(w),
-        ShardIn::Bulk(domain, mut ids) => {
-            ids.reverse(); // taken from the back, in order
-            bulk.push_back((domain, ids));
-        }
-    };
+    let mut queue = Queue::default();
     loop {
         while let Ok(m) = rx.try_recv() {
-            take(m, &mut ones, &mut bulk);
+            queue.push(m);
         }
         if ctx.generation() != generation {
             generation = ctx.generation();
             let p = site.policy(&ctx.config());
             dest.set_policy(p);
-            ctx.metrics.site_limits(&dest.key, dest.rate(), dest.max_conns());
+            dest.show_limits();
             tracing::info!(site = %site.key, rate = p.messages_per_second, connections = p.connections, "site policy reloaded");
         }
         if dest.rate().to_bits() != rate.to_bits() {
             rate = dest.rate();
             limit = limiter(&ctx, rate, dest.max_conns() as u32);
         }
-        let queued = ones.len() as u64 + bulk.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
-        dest.queued.store(queued, Ordering::Relaxed);
-        let work = if let Some(w) = ones.pop_front() {
-            w
-        } else if let Some((domain, ids)) = bulk.front_mut() {
-            let id = ids.pop();
-            let domain = Arc::clone(domain);
-            if ids.is_empty() {
-                bulk.pop_front();
-            }
-            let Some(id) = id else { continue };
-            Work { id, domain, attempts: 0 }
-        } else {
-            tokio::select! {
+        dest.queued.store(queue.len, Ordering::Relaxed);
+        dest.m.queued.set(queue.len as i64);
+        let work = match queue.pop() {
+            Some(w) => w,
+            None => tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 m = rx.recv() => match m {
                     Some(m) => {
-                        take(m, &mut ones, &mut bulk);
+                        queue.push(m);
                         continue;
                     }
                     None => break,
                 },
-            }
+            },
         };
         let permit = tokio::select! {
             biased;
@@ -288,8 +355,13 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         if live < dest.max_conns() && live < dest.in_flight() {
             dest.live.fetch_add(1, Ordering::AcqRel);
             ctx.stats.connection_tasks.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(connection::run(Arc::clone(&ctx), Arc::clone(&dest), ready_rx.clone()));
+            tokio::spawn(connection::run(
+                Arc::clone(&ctx),
+                Arc::clone(&dest),
+                ready_rx.clone(),
+            ));
         }
     }
     dest.queued.store(0, Ordering::Relaxed);
+    dest.m.queued.set(0);
 }

@@ -22,7 +22,10 @@ pub enum Hosts {
     /// A fixed next hop from `[routes]`.
     Route { host: String, port: u16 },
     /// MX hosts in the order to try them, on `port`.
-    Mx { hosts: Vec<(u16, String)>, port: u16 },
+    Mx {
+        hosts: Vec<(u16, String)>,
+        port: u16,
+    },
 }
 
 impl Hosts {
@@ -48,13 +51,20 @@ pub struct Site {
 impl Site {
     /// The policy of this site under `config`.
     pub fn policy(&self, config: &Config) -> Policy {
-        config.policy(self.rule_domain.as_deref().unwrap_or(""), &self.hosts.names())
+        config.policy(
+            self.rule_domain.as_deref().unwrap_or(""),
+            &self.hosts.names(),
+        )
     }
 }
 
 /// Maps `domain` to its site; returns the site and until when the mapping
 /// holds.
-pub async fn resolve(domain: &str, config: &Config, resolver: &Resolver) -> Result<(Site, Instant), SessionError> {
+pub async fn resolve(
+    domain: &str,
+    config: &Config,
+    resolver: &Resolver,
+) -> Result<(Site, Instant), SessionError> {
     let own_rule = config.domain_rule(domain).is_some();
     let rule_domain = own_rule.then(|| domain.to_string());
     if let Some(r) = config.route_for(domain) {
@@ -65,7 +75,10 @@ pub async fn resolve(domain: &str, config: &Config, resolver: &Resolver) -> Resu
         };
         let site = Site {
             key: Arc::from(key),
-            hosts: Hosts::Route { host: r.host, port: r.port },
+            hosts: Hosts::Route {
+                host: r.host,
+                port: r.port,
+            },
             rule_domain,
         };
         // routes change only with the config
@@ -92,6 +105,8 @@ pub async fn resolve(domain: &str, config: &Config, resolver: &Resolver) -> Resu
     };
     // at least a minute, so that a TTL of zero does not mean a lookup per
     // message
-    let until = answer.valid_until.max(Instant::now() + Duration::from_secs(60));
+    let until = answer
+        .valid_until
+        .max(Instant::now() + Duration::from_secs(60));
     Ok((site, until))
 }

@@ -80,7 +80,10 @@ impl Throttle {
 
     /// A throttle signal from the destination.
     pub fn signal(&mut self, now: Instant) -> Option<Change> {
-        if self.last_signal.is_some_and(|t| now.duration_since(t) < STEP) {
+        if self
+            .last_signal
+            .is_some_and(|t| now.duration_since(t) < STEP)
+        {
             return None;
         }
         self.last_signal = Some(now);
@@ -102,7 +105,8 @@ impl Throttle {
         let mut changed = false;
         while now.duration_since(self.last_step) >= STEP && self.rate < self.max_rate {
             self.last_step += STEP;
-            self.rate = (self.rate + (self.rate * GROWTH).max(self.max_rate / 50.0)).min(self.max_rate);
+            self.rate =
+                (self.rate + (self.rate * GROWTH).max(self.max_rate / 50.0)).min(self.max_rate);
             changed = true;
         }
         while now.duration_since(self.last_conn_step) >= CONN_STEP && self.conns < self.max_conns {
@@ -131,7 +135,10 @@ mod tests {
     fn slows_down_once_per_second_and_recovers() {
         let t0 = Instant::now();
         let mut t = Throttle::new(100.0, 4, t0);
-        assert!(matches!(t.signal(t0), Some(Change::SlowedDown { connections: 3, .. })));
+        assert!(matches!(
+            t.signal(t0),
+            Some(Change::SlowedDown { connections: 3, .. })
+        ));
         assert!((t.rate() - 70.0).abs() < 1e-9);
         // a burst of refusals within the second counts once
         assert_eq!(t.signal(t0 + Duration::from_millis(300)), None);
@@ -166,7 +173,10 @@ mod tests {
         }
         let tail = &rates[30..];
         let mean = tail.iter().sum::<f64>() / tail.len() as f64;
-        assert!(mean > 12.0 && mean <= 20.0 * 1.25, "mean {mean} of {tail:?}");
+        assert!(
+            mean > 12.0 && mean <= 20.0 * 1.25,
+            "mean {mean} of {tail:?}"
+        );
         assert!(tail.iter().all(|r| *r < 30.0));
     }
 

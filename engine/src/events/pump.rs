@@ -87,6 +87,7 @@ pub fn run(
     };
     let mut campaigns = Campaigns::new();
     let mut damage = Vec::new();
+    let mut cursor_failing = false;
     loop {
         let end = spool.journal_end();
         if reader.position() >= end {
@@ -154,8 +155,18 @@ pub fn run(
             position: reader.position(),
             sink_state: sink.state(),
         };
-        if let Err(e) = spool.set_cursor(sink.name(), published) {
-            tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart)");
+        match spool.set_cursor(sink.name(), published) {
+            Ok(()) if cursor_failing => {
+                cursor_failing = false;
+                tracing::warn!("the sink cursor is stored again");
+            }
+            Ok(()) => {}
+            // logged once per failing stretch, not once per batch
+            Err(e) if !cursor_failing => {
+                cursor_failing = true;
+                tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart; retried with every batch)");
+            }
+            Err(_) => {}
         }
         ctx.position.store(reader.position(), Ordering::Release);
     }

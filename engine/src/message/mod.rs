@@ -101,6 +101,8 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
                     subject,
                     at_ms: volley_spool::now_ms(),
                     permit: Some(job.permit),
+                    site: None,
+                    retry: None,
                 });
             }
         }

@@ -141,7 +141,8 @@ pub async fn open(
         .await
         .map_err(|_| SessionError::Timeout(Phase::Connect))?
         .map_err(|e| SessionError::Connect(ConnectKind::of(&e), format!("{addr}: {e}")))?;
-    tcp.set_nodelay(true).map_err(|e| SessionError::Io(Phase::Connect, e.to_string()))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| SessionError::Io(Phase::Connect, e.to_string()))?;
     let mut client = SmtpClient {
         stream: tcp,
         timeout: t.ehlo,
@@ -164,12 +165,20 @@ pub async fn open(
     let connector = match (mode, offered, &tls.connector) {
         (TlsMode::Disabled, _, _) | (TlsMode::Opportunistic, false, _) => None,
         (TlsMode::Required, false, _) => {
-            return Err(SessionError::TlsRequired(format!("{addr} does not offer STARTTLS")));
+            return Err(SessionError::TlsRequired(format!(
+                "{addr} does not offer STARTTLS"
+            )));
         }
         (_, true, None) => {
             return match mode {
-                TlsMode::Required => Err(SessionError::TlsRequired("no TLS client available".into())),
-                _ => Ok(Session::new(Box::new(client.stream), caps(&first, false), *t)),
+                TlsMode::Required => {
+                    Err(SessionError::TlsRequired("no TLS client available".into()))
+                }
+                _ => Ok(Session::new(
+                    Box::new(client.stream),
+                    caps(&first, false),
+                    *t,
+                )),
             };
         }
         (_, true, Some(c)) => Some(c),
@@ -186,17 +195,22 @@ pub async fn open(
     if r.code != 220 {
         let reply = Reply::new(r.code, r.esc, r.message);
         if mode == TlsMode::Required {
-            return Err(SessionError::TlsRequired(format!("STARTTLS refused: {reply}")));
+            return Err(SessionError::TlsRequired(format!(
+                "STARTTLS refused: {reply}"
+            )));
         }
         // refused: the session stays usable in plain text
         tracing::debug!(%addr, %reply, "STARTTLS refused; continuing without TLS");
         let stream: Box<dyn Io> = Box::new(client.stream);
         return Ok(Session::new(stream, caps(&first, false), *t));
     }
-    let mut tls_client = client.into_tls(connector, tls_name).await.map_err(|e| match e {
-        mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
-        e => SessionError::Tls(e.to_string()),
-    })?;
+    let mut tls_client = client
+        .into_tls(connector, tls_name)
+        .await
+        .map_err(|e| match e {
+            mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
+            e => SessionError::Tls(e.to_string()),
+        })?;
     tls_client.timeout = t.ehlo;
     let second = ehlo(&mut tls_client, helo).await?;
     let stream: Box<dyn Io> = Box::new(tls_client.stream);

@@ -48,7 +48,9 @@ impl ConnectKind {
     pub fn of(e: &std::io::Error) -> ConnectKind {
         match e.kind() {
             std::io::ErrorKind::ConnectionRefused => ConnectKind::Refused,
-            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => ConnectKind::Unreachable,
+            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                ConnectKind::Unreachable
+            }
             _ => ConnectKind::Other,
         }
     }
@@ -123,4 +125,3 @@ pub(crate) fn map_send_err(phase: Phase, e: mail_send::Error) -> SessionError {
         other => SessionError::Protocol(phase, other.to_string()),
     }
 }
-
