@@ -35,6 +35,9 @@ pub struct Options {
     pub pipelining: bool,
     /// Offer STARTTLS with this server configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Listen here instead of an ephemeral port on 127.0.0.1 (e.g. another
+    /// loopback address, for MX tests).
+    pub bind: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -60,7 +63,7 @@ impl ScriptedServer {
         ScriptedServer::start_with(
             Options {
                 pipelining,
-                tls: None,
+                ..Options::default()
             },
             script,
         )
@@ -68,7 +71,10 @@ impl ScriptedServer {
 
     /// Starts a server with `opts`, answering RCPTs with `script`.
     pub fn start_with(opts: Options, script: Arc<RcptScript>) -> ScriptedServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted server");
+        let bind = opts
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(bind).expect("bind scripted server");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -266,6 +266,7 @@ fn starttls_is_used_when_offered() {
         volley_tests::scripted::Options {
             pipelining: true,
             tls: Some(volley_tests::scripted::self_signed_tls()),
+            ..Default::default()
         },
         Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
     );
