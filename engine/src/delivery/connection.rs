@@ -2,8 +2,9 @@
 //! session, send each message as a (pipelined) transaction, report outcomes.
 //!
 //! A connection opens lazily when it has a message: to the route, or to the
-//! site's MX hosts in order (each host's addresses in turn, the next on any
-//! failure, at most [`MAX_ADDRESSES`] tries). With `tls = "opportunistic"` a
+//! site's MX hosts by preference, equal preferences in random order (each
+//! host's addresses in turn, the next on any failure, at most
+//! [`MAX_ADDRESSES`] tries). With `tls = "opportunistic"` a
 //! failed TLS handshake is retried once in plain text on the same address.
 //! It sends up to `messages_per_connection` transactions per session, then
 //! says QUIT and reopens; it reconnects after a session error; it closes
@@ -78,7 +79,14 @@ async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, SessionError> {
     let mut tries = 0;
     let hosts: Vec<(String, u16)> = match &dest.hosts {
         Hosts::Route { host, port } => vec![(host.clone(), *port)],
-        Hosts::Mx { hosts, port } => hosts.iter().map(|(_, h)| (h.clone(), *port)).collect(),
+        Hosts::Mx { hosts, port } => {
+            // equal preferences in a fresh random order on every open, so
+            // that a site's connections spread over them
+            let mut hosts = hosts.clone();
+            fastrand::shuffle(&mut hosts);
+            hosts.sort_by_key(|(p, _)| *p);
+            hosts.into_iter().map(|(_, h)| (h, *port)).collect()
+        }
     };
     for (host, port) in hosts {
         let addrs = match &dest.hosts {
