@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use volley_engine::capture::Capture;
+use volley_engine::config::Config;
 use volley_engine::engine::Options;
 use volley_engine::message::keygen::{self, KeyAlgorithm};
 use volley_engine::status;
@@ -38,12 +39,63 @@ pub async fn run(config_path: &Path) -> CliResult {
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
     let (queued, deferred) = engine.resume_spooled();
     tracing::info!(%addr, queued, deferred, spool = %config.spool.dir.display(), "volley is running");
-    let sig = wait_for_signal().await.map_err(fail)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    let mut current = config;
+    let sig = loop {
+        tokio::select! {
+            sig = &mut stop => break sig.map_err(fail)?,
+            _ = hup.recv() => {
+                if let Some(c) = reload(config_path, &current) {
+                    engine.reload(Arc::clone(&c));
+                    current = c;
+                }
+            }
+        }
+    };
     tracing::info!(signal = sig, "shutting down: finishing open transactions");
     engine.shutdown(Duration::from_secs(30)).await;
     let _ = http_stop.send(true);
     tracing::info!("stopped");
     Ok(EXIT_OK)
+}
+
+/// Reads the config again for SIGHUP; `None` (and the old config stays)
+/// when it is invalid. Settings that only apply at start are reported.
+fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the configuration is invalid; keeping the one in force");
+            return None;
+        }
+    };
+    let fixed = [
+        ("spool.dir", old.spool.dir != new.spool.dir),
+        ("http.listen", old.http.listen != new.http.listen),
+        ("events.jsonl", old.events.jsonl != new.events.jsonl),
+        (
+            "dkim",
+            format!("{:?}", old.dkim) != format!("{:?}", new.dkim),
+        ),
+        ("dns", old.dns.nameservers != new.dns.nameservers),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            tracing::warn!(
+                key,
+                "SIGHUP: this setting applies only at start; restart to change it"
+            );
+        }
+    }
+    tracing::info!(
+        routes = new.routes.len(),
+        domain_rules = new.domain.len(),
+        mx_rules = new.mx.len(),
+        "SIGHUP: configuration reloaded (delivery policies, routes, timeouts and throttle patterns apply now; queued mail is kept)"
+    );
+    Some(Arc::new(new))
 }
 
 /// `volley status`.
