@@ -48,6 +48,8 @@ fn def() -> CampaignDef {
         list_unsubscribe: Some("https://bench.test/u?e={{email}}".into()),
         tags: Default::default(),
         columns: vec![],
+        personalized: true,
+        to: None,
     }
 }
 

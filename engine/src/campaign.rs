@@ -48,6 +48,8 @@ struct CampaignFile {
     list_unsubscribe: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    personalized: Option<bool>,
+    to: Option<String>,
 }
 
 /// What the spool stores for a campaign (serialized as JSON, once).
@@ -68,7 +70,21 @@ pub struct CampaignDef {
     /// Names of the recipient list's variable columns, in record order.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// `false`: one message for everyone (templates use no recipient
+    /// variables); recipients at one destination share transactions.
+    #[serde(default = "personalized_default")]
+    pub personalized: bool,
+    /// The `To` header of a non-personalized campaign's message.
+    #[serde(default)]
+    pub to: Option<String>,
 }
+
+fn personalized_default() -> bool {
+    true
+}
+
+/// The `To` header of a non-personalized message without a `to` key.
+pub const UNDISCLOSED: &str = "undisclosed-recipients:;";
 
 impl CampaignDef {
     /// Domain of the sender address (selects DKIM keys).
@@ -158,6 +174,19 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         .as_ref()
         .map(|p| read("text template", &base.join(p)))
         .transpose()?;
+    let personalized = f.personalized.unwrap_or(true);
+    match (&f.to, personalized) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "to",
+                "only for `personalized = false` (a personalized message is addressed to its recipient)".into(),
+            ));
+        }
+        (Some(t), false) => {
+            address::parse_mailbox(t).map_err(|e| invalid("to", e))?;
+        }
+        (None, _) => {}
+    }
     let def = CampaignDef {
         id: f.id,
         from: f.from.trim().to_string(),
@@ -170,12 +199,29 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         list_unsubscribe: f.list_unsubscribe,
         tags: f.tags,
         columns: Vec::new(),
+        personalized,
+        to: f.to.map(|t| t.trim().to_string()),
     };
-    crate::message::template::Templates::compile(&def).map_err(|e| CampaignError::Invalid {
-        path: path.to_path_buf(),
-        key: e.part,
-        reason: e.message,
-    })?;
+    let templates =
+        crate::message::template::Templates::compile(&def).map_err(|e| CampaignError::Invalid {
+            path: path.to_path_buf(),
+            key: e.part,
+            reason: e.message,
+        })?;
+    if !personalized {
+        // one message for everyone: it must render without recipient data
+        templates
+            .render(serde_json::Value::Object(serde_json::Map::new()))
+            .map_err(|e| {
+                invalid(
+                    "personalized",
+                    format!(
+                        "`personalized = false` but the templates use recipient data: {}",
+                        e.message
+                    ),
+                )
+            })?;
+    }
     Ok(LoadedCampaign {
         def,
         recipients: base.join(f.recipients),

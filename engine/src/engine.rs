@@ -142,6 +142,7 @@ impl Engine {
             .collect();
         let sctx = Arc::new(ShardCtx::new(
             Arc::clone(&config),
+            Arc::clone(&spool),
             producer,
             rec_tx,
             Arc::clone(&stats),

@@ -92,6 +92,7 @@ pub struct PolicyRule {
     pub messages_per_second: Option<f64>,
     pub connections: Option<u32>,
     pub messages_per_connection: Option<u32>,
+    pub recipients_per_transaction: Option<u32>,
     pub tls: Option<TlsPolicy>,
     #[serde(default, with = "duration::option")]
     pub retry_first: Option<Duration>,
@@ -109,6 +110,7 @@ pub struct Policy {
     pub messages_per_second: f64,
     pub connections: u32,
     pub messages_per_connection: u32,
+    pub recipients_per_transaction: u32,
     pub tls: TlsPolicy,
     pub retry_first: Duration,
     pub retry_factor: f64,
@@ -128,6 +130,9 @@ impl Policy {
         }
         if let Some(v) = r.messages_per_connection {
             self.messages_per_connection = v;
+        }
+        if let Some(v) = r.recipients_per_transaction {
+            self.recipients_per_transaction = v;
         }
         if let Some(v) = r.tls {
             self.tls = v;
@@ -177,6 +182,9 @@ pub fn check_rule(r: &PolicyRule) -> Result<(), (&'static str, String)> {
     }
     if let Some(v) = r.messages_per_connection {
         check_range(v, 1, 1_000_000).map_err(|e| ("messages_per_connection", e))?;
+    }
+    if let Some(v) = r.recipients_per_transaction {
+        check_range(v, 1, 1000).map_err(|e| ("recipients_per_transaction", e))?;
     }
     if let Some(v) = r.retry_factor
         && !(1.0..=100.0).contains(&v)

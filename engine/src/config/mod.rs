@@ -108,6 +108,9 @@ pub struct DeliveryConfig {
     /// Close a connection after this many messages (and open a new one).
     #[serde(default = "default_per_connection")]
     pub messages_per_connection: u32,
+    /// Most recipients in one transaction (non-personalized campaigns).
+    #[serde(default = "default_rcpts")]
+    pub recipients_per_transaction: u32,
     /// `required`, `opportunistic` or `disabled`.
     #[serde(default = "default_tls")]
     pub tls: TlsPolicy,
@@ -195,6 +198,9 @@ fn default_retry_jitter() -> f64 {
 fn default_per_connection() -> u32 {
     1000
 }
+fn default_rcpts() -> u32 {
+    100
+}
 fn default_tls() -> TlsPolicy {
     TlsPolicy::Opportunistic
 }
@@ -235,6 +241,7 @@ impl Default for DeliveryConfig {
             retry_cap: default_retry_cap(),
             retry_jitter: default_retry_jitter(),
             messages_per_connection: default_per_connection(),
+            recipients_per_transaction: default_rcpts(),
             tls: default_tls(),
             smtp_port: default_smtp_port(),
             throttle_patterns: delivery::default_throttle_patterns(),
@@ -341,6 +348,7 @@ impl Config {
             messages_per_second: Some(d.messages_per_second),
             connections: Some(d.connections),
             messages_per_connection: Some(d.messages_per_connection),
+            recipients_per_transaction: Some(d.recipients_per_transaction),
             retry_first: Some(d.retry_first),
             retry_factor: Some(d.retry_factor),
             retry_jitter: Some(d.retry_jitter),
@@ -404,6 +412,7 @@ impl Config {
             messages_per_second: d.messages_per_second,
             connections: d.connections,
             messages_per_connection: d.messages_per_connection,
+            recipients_per_transaction: d.recipients_per_transaction,
             tls: d.tls,
             retry_first: d.retry_first,
             retry_factor: d.retry_factor,

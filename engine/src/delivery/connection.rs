@@ -31,16 +31,25 @@ use crate::outcome::{self, Outcome};
 /// Most addresses one attempt to open a session tries.
 pub const MAX_ADDRESSES: usize = 8;
 
-fn report(ctx: &ShardCtx, dest: &Dest, r: Ready, outcome: Outcome) {
-    let _ = ctx.recorder.send(Report {
-        work: r.work,
-        outcome,
-        subject: r.msg.subject,
-        at_ms: volley_spool::now_ms(),
-        permit: Some(r.permit),
-        site: Some(Arc::clone(&dest.key)),
-        retry: Some(Backoff::from(&dest.policy())),
-    });
+/// Reports one outcome per recipient of `r` (`outcomes` in the order of
+/// `r.works`; the last one repeats when there are fewer).
+fn report(ctx: &ShardCtx, dest: &Dest, r: Ready, outcomes: &[Outcome]) {
+    let retry = Some(Backoff::from(&dest.policy()));
+    let at_ms = volley_spool::now_ms();
+    for (i, (work, permit)) in r.works.into_iter().enumerate() {
+        let Some(outcome) = outcomes.get(i).or(outcomes.last()) else {
+            return;
+        };
+        let _ = ctx.recorder.send(Report {
+            work,
+            outcome: outcome.clone(),
+            subject: r.msg.subject.clone(),
+            at_ms,
+            permit: Some(permit),
+            site: Some(Arc::clone(&dest.key)),
+            retry,
+        });
+    }
 }
 
 fn tls_mode(p: TlsPolicy) -> TlsMode {
@@ -235,9 +244,10 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                     observe_error(ctx, dest, &e);
                     let outcome = outcome::from_session_error(&e);
                     tracing::info!(site = %dest.key, error = %e, "cannot open a session; the ready messages get this outcome");
-                    report(ctx, dest, msg, outcome.clone());
+                    let outcomes = [outcome];
+                    report(ctx, dest, msg, &outcomes);
                     while let Ok(r) = ready.try_recv() {
-                        report(ctx, dest, r, outcome.clone());
+                        report(ctx, dest, r, &outcomes);
                     }
                     continue;
                 }
@@ -248,10 +258,10 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
         dest.m.attempts.inc();
         o.sent += 1;
         let started = Instant::now();
-        let rcpt = [msg.msg.rcpt.as_str()];
+        let rcpts: Vec<&str> = msg.msg.rcpts.iter().map(String::as_str).collect();
         let result = o
             .session
-            .send(&msg.msg.mail_from, &rcpt, &msg.msg.data)
+            .send(&msg.msg.mail_from, &rcpts, &msg.msg.data)
             .await;
         ctx.metrics
             .transaction_latency
@@ -264,18 +274,18 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                     dest.observe(Some(reply), outcome::is_throttle(reply, patterns));
                     outcomes.push(outcome::from_reply(*phase, reply));
                 }
-                let outcome = outcomes.into_iter().next().unwrap_or_else(|| {
-                    outcome::from_session_error(&SessionError::Protocol(
+                if outcomes.len() != msg.works.len() {
+                    outcomes = vec![outcome::from_session_error(&SessionError::Protocol(
                         super::smtp::Phase::Rcpt,
-                        "no reply for the recipient".into(),
-                    ))
-                });
-                report(ctx, dest, msg, outcome);
+                        "no reply for a recipient".into(),
+                    ))];
+                }
+                report(ctx, dest, msg, &outcomes);
             }
             Err(e) => {
                 tracing::debug!(site = %dest.key, error = %e, "session failed");
                 observe_error(ctx, dest, &e);
-                report(ctx, dest, msg, outcome::from_session_error(&e));
+                report(ctx, dest, msg, &[outcome::from_session_error(&e)]);
                 if let Some(o) = session.take() {
                     close(ctx, dest, o, false).await;
                 }

@@ -46,17 +46,21 @@ pub struct Work {
 #[derive(Debug)]
 pub struct Outgoing {
     pub mail_from: String,
-    pub rcpt: String,
+    /// Envelope recipients, in the order of [`Ready::works`].
+    pub rcpts: Vec<String>,
     /// Dot-stuffed message ending in `CRLF.CRLF`.
     pub data: Vec<u8>,
     pub subject: String,
 }
 
-/// A message waiting in a shard's ready queue.
+/// A recipient in flight and its window permit.
+pub type Held = (Work, tokio::sync::OwnedSemaphorePermit);
+
+/// A message waiting in a site's ready queue: one recipient, or several
+/// recipients of a non-personalized campaign sharing one transaction.
 pub struct Ready {
-    pub work: Work,
+    pub works: Vec<Held>,
     pub msg: Outgoing,
-    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The outcome of one attempt, on its way to the recorder.

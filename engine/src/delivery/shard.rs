@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc, watch};
-use volley_spool::RecipientId;
+use volley_spool::{RecipientId, Spool};
 
 use super::connection;
 use super::mx::Resolver;
@@ -27,6 +27,7 @@ use super::site::{Hosts, Site};
 use super::smtp::{Reply, TlsSettings};
 use super::throttle::{Change, Throttle};
 use super::{Report, Stats, Work};
+use crate::campaign::CampaignDef;
 use crate::config::{Config, Policy};
 use crate::message::{Job, Producer};
 use crate::metrics::{Metrics, SiteMetrics};
@@ -35,6 +36,7 @@ use crate::metrics::{Metrics, SiteMetrics};
 pub struct ShardCtx {
     config: RwLock<Arc<Config>>,
     generation: AtomicU64,
+    pub spool: Arc<Spool>,
     pub producer: Producer,
     pub recorder: crossbeam_channel::Sender<Report>,
     pub stats: Arc<Stats>,
@@ -50,6 +52,7 @@ impl ShardCtx {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
+        spool: Arc<Spool>,
         producer: Producer,
         recorder: crossbeam_channel::Sender<Report>,
         stats: Arc<Stats>,
@@ -61,6 +64,7 @@ impl ShardCtx {
         ShardCtx {
             config: RwLock::new(config),
             generation: AtomicU64::new(0),
+            spool,
             producer,
             recorder,
             stats,
@@ -128,6 +132,14 @@ impl Queue {
         }
     }
 
+    /// The recipient [`Queue::pop`] would return next.
+    fn peek(&self) -> Option<RecipientId> {
+        if let Some(w) = self.ones.front() {
+            return Some(w.id);
+        }
+        self.heads.peek().map(|Reverse((id, _))| *id)
+    }
+
     fn pop(&mut self) -> Option<Work> {
         if let Some(w) = self.ones.pop_front() {
             self.len -= 1;
@@ -153,6 +165,25 @@ impl Queue {
     }
 }
 
+/// Which campaigns are non-personalized (their recipients may share a
+/// transaction), by campaign number.
+#[derive(Default)]
+struct Campaigns(std::collections::HashMap<u32, bool>);
+
+impl Campaigns {
+    /// The campaign number of `id` when its campaign is non-personalized.
+    fn shared(&mut self, spool: &Spool, id: RecipientId) -> Option<u32> {
+        let no = spool.with_record(id, |r| r.campaign.to_native()).ok()?;
+        let personalized = *self.0.entry(no).or_insert_with(|| {
+            spool
+                .campaign(no)
+                .and_then(|c| CampaignDef::from_bytes(&c.body).ok())
+                .is_none_or(|d| d.personalized)
+        });
+        (!personalized).then_some(no)
+    }
+}
+
 /// One site as its connections see it.
 pub struct Dest {
     pub key: Arc<str>,
@@ -167,8 +198,12 @@ pub struct Dest {
     pub m: SiteMetrics,
 }
 
-fn window_for(connections: u32) -> usize {
-    (connections as usize * 4).max(8)
+/// The in-flight window of a site: four messages per connection (at least
+/// 8), and at least one full transaction of recipients.
+fn window_for(p: &Policy) -> usize {
+    (p.connections as usize * 4)
+        .max(8)
+        .max(p.recipients_per_transaction as usize)
 }
 
 impl Dest {
@@ -244,7 +279,7 @@ impl Dest {
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = p;
         self.throttle()
             .set_limits(p.messages_per_second, p.connections);
-        let want = window_for(p.connections);
+        let want = window_for(&p);
         let have = self.window.load(Ordering::Acquire);
         if want > have {
             self.permits.add_permits(want - have);
@@ -282,7 +317,7 @@ fn limiter(ctx: &ShardCtx, rate: f64, burst: u32) -> Limiter {
 async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
     let mut generation = ctx.generation();
     let policy = site.policy(&ctx.config());
-    let window = window_for(policy.connections);
+    let window = window_for(&policy);
     let dest = Arc::new(Dest {
         key: Arc::clone(&site.key),
         hosts: site.hosts.clone(),
@@ -305,6 +340,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
     let mut shutdown = ctx.shutdown.clone();
     tracing::debug!(site = %site.key, rate, connections = policy.connections, "site started");
     let mut queue = Queue::default();
+    let mut campaigns = Campaigns::default();
     loop {
         while let Ok(m) = rx.try_recv() {
             queue.push(m);
@@ -346,10 +382,31 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
             _ = shutdown.changed() => break,
             () = limit.until_ready() => {}
         }
+        let mut works = vec![(work, permit)];
+        let most = dest.policy().recipients_per_transaction as usize;
+        if most > 1
+            && let Some(no) = campaigns.shared(&ctx.spool, works[0].0.id)
+        {
+            // more recipients of this non-personalized campaign join the
+            // transaction (one message: one rate-limit token), while the
+            // window allows
+            while works.len() < most {
+                let joins = queue
+                    .peek()
+                    .is_some_and(|id| campaigns.shared(&ctx.spool, id) == Some(no));
+                if !joins {
+                    break;
+                }
+                let Ok(p) = Arc::clone(&dest.permits).try_acquire_owned() else {
+                    break;
+                };
+                let Some(w) = queue.pop() else { break };
+                works.push((w, p));
+            }
+        }
         ctx.producer.submit(Job {
-            work,
+            works,
             ready: ready_tx.clone(),
-            permit,
         });
         let live = dest.live.load(Ordering::Acquire);
         if live < dest.max_conns() && live < dest.in_flight() {

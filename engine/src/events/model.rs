@@ -147,6 +147,12 @@ pub struct Context<'a> {
 fn mail(c: &Context<'_>, subject: &str) -> Mail {
     let def = c.campaign;
     let header_id = format!("<{}@{}>", c.message_id, def.from_domain());
+    // the To header: the recipient, or a non-personalized message's `to`
+    let to = match (&def.to, def.personalized) {
+        (_, true) => c.email.to_string(),
+        (Some(t), false) => t.clone(),
+        (None, false) => crate::campaign::UNDISCLOSED.to_string(),
+    };
     let mut headers = vec![
         Header {
             name: "From".into(),
@@ -154,7 +160,7 @@ fn mail(c: &Context<'_>, subject: &str) -> Mail {
         },
         Header {
             name: "To".into(),
-            value: c.email.to_string(),
+            value: to.clone(),
         },
         Header {
             name: "Subject".into(),
@@ -190,7 +196,7 @@ fn mail(c: &Context<'_>, subject: &str) -> Mail {
         headers,
         common_headers: CommonHeaders {
             from: vec![def.from.clone()],
-            to: vec![c.email.to_string()],
+            to: vec![to],
             message_id: c.message_id.to_string(),
             subject: subject.to_string(),
         },
@@ -295,6 +301,8 @@ mod tests {
             list_unsubscribe: None,
             tags: [("kind".to_string(), "promo".to_string())].into(),
             columns: vec![],
+            personalized: true,
+            to: None,
         }
     }
 

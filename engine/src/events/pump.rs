@@ -18,7 +18,7 @@ use volley_spool::{Cursor, Spool};
 use super::model::{self, Context, Event};
 use super::sink::NotificationSink;
 use crate::campaign::CampaignDef;
-use crate::message::message_id;
+use crate::message::{campaign_message_id, message_id};
 use crate::metrics::Metrics;
 
 /// What the pump needs.
@@ -131,7 +131,11 @@ pub fn run(
                 ctx.metrics.event_errors.inc();
                 continue;
             };
-            let mid = message_id(spool.uid(), e.id);
+            let mid = if def.personalized {
+                message_id(spool.uid(), e.id)
+            } else {
+                campaign_message_id(spool.uid(), no)
+            };
             let c = Context {
                 campaign: &def,
                 accepted_ms,

@@ -1,4 +1,5 @@
-//! MIME assembly of one recipient's message with mail-builder.
+//! MIME assembly of a message with mail-builder: one recipient's, or the
+//! one message of a non-personalized campaign.
 //!
 //! Headers: From, To, Reply-To, Subject, Date, Message-ID, and for campaigns
 //! with an unsubscribe URL the RFC 8058 pair `List-Unsubscribe` +
@@ -31,7 +32,17 @@ pub fn check_unsubscribe(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the message (CRLF line ends, without DKIM signatures).
+fn mailbox(s: &str) -> Result<MbAddress<'static>, String> {
+    let m = crate::address::parse_mailbox(s)?;
+    Ok(match m.name {
+        Some(n) => (n, m.address.email).into(),
+        None => m.address.email.into(),
+    })
+}
+
+/// Builds the message (CRLF line ends, without DKIM signatures). `To` is
+/// `rcpt` for a personalized campaign, else the campaign's `to` (or the
+/// empty group `undisclosed-recipients:;`).
 pub fn build(
     def: &CampaignDef,
     rcpt: &str,
@@ -43,19 +54,19 @@ pub fn build(
         Some(n) => (n.as_str(), def.from_addr.as_str()).into(),
         None => def.from_addr.as_str().into(),
     };
+    let to: MbAddress = match (&def.to, def.personalized) {
+        (_, true) => rcpt.into(),
+        (Some(t), false) => mailbox(t)?,
+        (None, false) => MbAddress::new_group(Some("undisclosed-recipients"), vec![]),
+    };
     let mut b = MessageBuilder::new()
         .from(from)
-        .to(rcpt)
+        .to(to)
         .subject(r.subject.as_str())
         .date(date_secs)
         .message_id(message_id);
     if let Some(reply_to) = &def.reply_to {
-        let m = crate::address::parse_mailbox(reply_to)?;
-        let a: MbAddress = match m.name {
-            Some(n) => (n, m.address.email).into(),
-            None => m.address.email.into(),
-        };
-        b = b.reply_to(a);
+        b = b.reply_to(mailbox(reply_to)?);
     }
     if let Some(url) = &r.list_unsubscribe {
         check_unsubscribe(url)?;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use volley_spool::{RecipientId, Spool, Vars};
 
 use crate::campaign::CampaignDef;
-use crate::delivery::{Outgoing, Ready, Report, Work};
+use crate::delivery::{Held, Outgoing, Ready, Report, Work};
 use crate::outcome::Outcome;
 use dkim::Signers;
 use template::Templates;
@@ -28,11 +28,18 @@ pub fn message_id(uid: u64, id: RecipientId) -> String {
     format!("{uid:016x}{:016x}-000000", id.0)
 }
 
-/// One production request.
+/// The message id of a non-personalized campaign's message: one message
+/// for all its recipients (however many transactions carry it), as SES
+/// gives one id to a message with many destinations.
+pub fn campaign_message_id(uid: u64, campaign: u32) -> String {
+    format!("{uid:016x}{campaign:016x}-000001")
+}
+
+/// One production request: one recipient, or several recipients of one
+/// non-personalized campaign (one message for all of them).
 pub struct Job {
-    pub work: Work,
+    pub works: Vec<Held>,
     pub ready: async_channel::Sender<Ready>,
-    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// What workers share.
@@ -83,27 +90,31 @@ impl Producer {
 fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
     let mut cache: HashMap<u32, Result<Arc<CampaignRt>, String>> = HashMap::new();
     while let Ok(job) = rx.recv() {
-        match produce(ctx, &mut cache, &job.work) {
+        let works: Vec<&Work> = job.works.iter().map(|(w, _)| w).collect();
+        match produce(ctx, &mut cache, &works) {
             Ok(msg) => {
                 let ready = Ready {
-                    work: job.work,
+                    works: job.works,
                     msg,
-                    permit: job.permit,
                 };
                 // A closed queue means the shard stopped (shutdown): the
-                // recipient stays queued in the spool.
+                // recipients stay queued in the spool.
                 let _ = job.ready.try_send(ready);
             }
             Err((subject, message)) => {
-                let _ = ctx.recorder.send(Report {
-                    work: job.work,
-                    outcome: Outcome::RenderFailed { message },
-                    subject,
-                    at_ms: volley_spool::now_ms(),
-                    permit: Some(job.permit),
-                    site: None,
-                    retry: None,
-                });
+                for (work, permit) in job.works {
+                    let _ = ctx.recorder.send(Report {
+                        work,
+                        outcome: Outcome::RenderFailed {
+                            message: message.clone(),
+                        },
+                        subject: subject.clone(),
+                        at_ms: volley_spool::now_ms(),
+                        permit: Some(permit),
+                        site: None,
+                        retry: None,
+                    });
+                }
             }
         }
     }
@@ -127,49 +138,68 @@ fn campaign<'c>(
     })
 }
 
-/// Produces one message; on failure returns (subject, reason).
+/// Produces the message of `works` (one recipient, or several of one
+/// non-personalized campaign); on failure returns (subject, reason).
 fn produce(
     ctx: &ProduceCtx,
     cache: &mut HashMap<u32, Result<Arc<CampaignRt>, String>>,
-    work: &Work,
+    works: &[&Work],
 ) -> Result<Outgoing, (String, String)> {
     let fail = |m: String| (String::new(), m);
+    let first = works.first().ok_or_else(|| fail("no recipient".into()))?;
     let campaign_no = ctx
         .spool
-        .with_record(work.id, |r| r.campaign.to_native())
+        .with_record(first.id, |r| r.campaign.to_native())
         .map_err(|e| fail(e.to_string()))?;
     let rt = campaign(ctx, cache, campaign_no).clone().map_err(fail)?;
-    let (email, vars) = ctx
-        .spool
-        .with_record(work.id, |r| {
-            (
-                r.email.to_string(),
-                variables(&rt.def, r.email.as_str(), r.vars()),
-            )
-        })
-        .map_err(|e| fail(e.to_string()))?;
-    let ctx_value = vars.map_err(|e| (rt.def.subject.clone(), e))?;
+    let mut rcpts = Vec::with_capacity(works.len());
+    let mut vars = None;
+    for w in works {
+        let (no, email, v) = ctx
+            .spool
+            .with_record(w.id, |r| {
+                let v = rt
+                    .def
+                    .personalized
+                    .then(|| variables(&rt.def, r.email.as_str(), r.vars()));
+                (r.campaign.to_native(), r.email.to_string(), v)
+            })
+            .map_err(|e| fail(e.to_string()))?;
+        if no != campaign_no || (rt.def.personalized && works.len() > 1) {
+            return Err(fail(
+                "internal: one message for recipients that cannot share it".into(),
+            ));
+        }
+        rcpts.push(email);
+        vars = v;
+    }
+    let (context, mid) = match vars {
+        Some(v) => (
+            v.map_err(|e| (rt.def.subject.clone(), e))?,
+            message_id(ctx.spool.uid(), first.id),
+        ),
+        None => (
+            serde_json::Value::Object(serde_json::Map::new()),
+            campaign_message_id(ctx.spool.uid(), campaign_no),
+        ),
+    };
     let rendered = rt
         .templates
-        .render(ctx_value)
+        .render(context)
         .map_err(|e| (rt.def.subject.clone(), e.message))?;
-    let mid = message_id(ctx.spool.uid(), work.id);
     let header_id = format!("{mid}@{}", rt.def.from_domain());
     let date = (volley_spool::now_ms() / 1000) as i64;
-    let body = mime::build(&rt.def, &email, &rendered, &header_id, date)
+    let body = mime::build(&rt.def, &rcpts[0], &rendered, &header_id, date)
         .map_err(|e| (rendered.subject.clone(), e))?;
     let sigs = ctx
         .signers
         .sign(rt.def.from_domain(), &body)
         .map_err(|e| (rendered.subject.clone(), e))?;
     let mut data = Vec::with_capacity(sigs.len() + body.len() + 64);
-    crate::delivery::smtp::session::dot_stuff(
-        &[sigs.as_slice(), body.as_slice()].concat(),
-        &mut data,
-    );
+    crate::delivery::smtp::session::dot_stuff_parts(&[sigs.as_slice(), body.as_slice()], &mut data);
     Ok(Outgoing {
         mail_from: rt.def.from_addr.clone(),
-        rcpt: email,
+        rcpts,
         data,
         subject: rendered.subject,
     })

@@ -126,6 +126,8 @@ mod tests {
             list_unsubscribe: Some("https://u.test/{{email}}".into()),
             tags: Default::default(),
             columns: vec![],
+            personalized: true,
+            to: None,
         }
     }
 
