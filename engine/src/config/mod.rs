@@ -554,6 +554,20 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_documents_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml"));
+        let shipped = Config::load(path).expect("the shipped config.toml parses");
+        let defaults = parse("").unwrap();
+        assert_eq!(shipped.default_policy(), defaults.default_policy());
+        let (a, b) = (&shipped.delivery, &defaults.delivery);
+        assert_eq!(a.throttle_patterns, b.throttle_patterns);
+        assert_eq!(a.smtp_port, b.smtp_port);
+        assert_eq!(format!("{:?}", a.timeouts), format!("{:?}", b.timeouts));
+        assert_eq!(shipped.http.listen, defaults.http.listen);
+        assert!(shipped.dns.nameservers.is_empty());
+    }
+
+    #[test]
     fn policy_rules_are_checked() {
         let e = parse("[[mx]]\nname = \"a\"\n").unwrap_err().to_string();
         assert!(e.contains("mx[0]"), "{e}");
