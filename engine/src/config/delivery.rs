@@ -157,7 +157,8 @@ impl Policy {
 }
 
 /// Reply texts that signal throttling besides 421 and 4.7.x, matched
-/// case-insensitively anywhere in a temporary reply.
+/// case-insensitively anywhere in a temporary reply. (Not "try again
+/// later": greylisting says that about one recipient, not the site's pace.)
 pub fn default_throttle_patterns() -> Vec<String> {
     [
         "too many connections",
@@ -165,7 +166,6 @@ pub fn default_throttle_patterns() -> Vec<String> {
         "too many messages",
         "rate limit",
         "throttl",
-        "try again later",
         "slow down",
     ]
     .map(String::from)
