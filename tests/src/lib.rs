@@ -4,6 +4,7 @@
 //!
 //! Everything binds ephemeral loopback ports and every wait is bounded.
 
+pub mod dns;
 pub mod postfix;
 pub mod scripted;
 

@@ -134,7 +134,10 @@ impl Resolver {
         // lowest preference first; equal preferences in random order
         fastrand::shuffle(&mut hosts);
         hosts.sort_by_key(|(p, _)| *p);
-        hosts.dedup_by(|a, b| a.1 == b.1);
+        // a host listed more than once is one host, at its lowest
+        // preference (duplicates need not be adjacent: MX 10 a, 20 b, 30 a)
+        let mut seen = std::collections::HashSet::new();
+        hosts.retain(|(_, h)| seen.insert(h.clone()));
         Ok(MxAnswer {
             hosts,
             implicit,

@@ -1,0 +1,414 @@
+//! An authoritative DNS server for MX tests: hickory-server's [`Catalog`] of
+//! in-memory zones, in-process on a thread with its own tokio runtime,
+//! answering on UDP and TCP at one ephemeral port on 127.0.0.1.
+//!
+//! Zones are declared with [`Zones`]: the origins served (e.g. `test`), and
+//! MX, null MX, A and AAAA records under them. Every origin gets an SOA, so
+//! that negative answers are proper: a name under an origin with no records
+//! at all answers NXDOMAIN, a name with records but none of the asked type
+//! answers NOERROR with no answers (NODATA). Names declared with
+//! [`Zones::servfail`] answer SERVFAIL to every query (a wrapper
+//! [`RequestHandler`] in front of the catalog). Names under no served origin
+//! answer REFUSED (the catalog's answer); declare an origin for them.
+//!
+//! The server stops when [`DnsServer`] is dropped.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::Server;
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
+
+/// TTL of declared records (seconds).
+pub const TTL: u32 = 300;
+/// Negative-caching TTL (the SOA minimum; seconds).
+pub const NEGATIVE_TTL: u32 = 60;
+const SERIAL: u32 = 1;
+
+type Zone = InMemoryZoneHandler<TokioRuntimeProvider>;
+
+/// A fully qualified name from `name` (a trailing dot is optional).
+fn fqdn(name: &str) -> Name {
+    let mut n = Name::from_ascii(name).unwrap_or_else(|e| panic!("bad DNS name {name:?}: {e}"));
+    n.set_fqdn(true);
+    n
+}
+
+/// The zones a [`DnsServer`] serves.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    origins: Vec<Name>,
+    records: Vec<Record>,
+    servfail: Vec<Name>,
+    nxdomain: Vec<Name>,
+}
+
+impl Zones {
+    /// Serves the zone `origin` (e.g. `"test"`), empty but for its SOA.
+    pub fn new(origin: &str) -> Zones {
+        Zones {
+            origins: vec![fqdn(origin)],
+            records: Vec::new(),
+            servfail: Vec::new(),
+            nxdomain: Vec::new(),
+        }
+    }
+
+    /// Also serves the zone `origin`.
+    pub fn origin(mut self, origin: &str) -> Zones {
+        self.origins.push(fqdn(origin));
+        self
+    }
+
+    fn record(mut self, name: &str, rdata: RData) -> Zones {
+        self.records
+            .push(Record::from_rdata(fqdn(name), TTL, rdata));
+        self
+    }
+
+    /// `name MX preference exchange`.
+    pub fn mx(self, name: &str, preference: u16, exchange: &str) -> Zones {
+        self.record(name, RData::MX(MX::new(preference, fqdn(exchange))))
+    }
+
+    /// `name MX 0 .` (RFC 7505: the domain accepts no mail).
+    pub fn null_mx(self, name: &str) -> Zones {
+        self.record(name, RData::MX(MX::new(0, Name::root())))
+    }
+
+    /// `name A ip`.
+    pub fn a(self, name: &str, ip: Ipv4Addr) -> Zones {
+        self.record(name, RData::A(A(ip)))
+    }
+
+    /// `name AAAA ip`.
+    pub fn aaaa(self, name: &str, ip: Ipv6Addr) -> Zones {
+        self.record(name, RData::AAAA(AAAA(ip)))
+    }
+
+    /// `name A` or `AAAA ip`, by the address family.
+    pub fn addr(self, name: &str, ip: IpAddr) -> Zones {
+        match ip {
+            IpAddr::V4(v4) => self.a(name, v4),
+            IpAddr::V6(v6) => self.aaaa(name, v6),
+        }
+    }
+
+    /// Every query for exactly `name` (any type) answers SERVFAIL.
+    pub fn servfail(mut self, name: &str) -> Zones {
+        self.servfail.push(fqdn(name));
+        self
+    }
+
+    /// Declares that `name` answers NXDOMAIN. Any name under a served origin
+    /// without records does; this only checks, when the server starts, that
+    /// `name` is such a name (under an origin, no records at or below it).
+    pub fn nxdomain(mut self, name: &str) -> Zones {
+        self.nxdomain.push(fqdn(name));
+        self
+    }
+
+    /// The served origin `name` belongs to (the longest that contains it).
+    fn origin_of(&self, name: &Name) -> Option<&Name> {
+        self.origins
+            .iter()
+            .filter(|o| o.zone_of(name))
+            .max_by_key(|o| o.num_labels())
+    }
+
+    /// The catalog of in-memory zones, one per origin.
+    fn catalog(&self) -> Catalog {
+        for n in &self.nxdomain {
+            assert!(
+                self.origin_of(n).is_some(),
+                "{n} is under no served origin (it would answer REFUSED, not NXDOMAIN)"
+            );
+            assert!(
+                !self.records.iter().any(|r| n.zone_of(&r.name)),
+                "{n} has records at or below it (it would not answer NXDOMAIN)"
+            );
+        }
+        let mut catalog = Catalog::new();
+        for origin in &self.origins {
+            let mut zone = Zone::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+            let soa = SOA::new(
+                fqdn(&format!("ns.{origin}")),
+                fqdn(&format!("hostmaster.{origin}")),
+                SERIAL,
+                3600,
+                600,
+                86400,
+                NEGATIVE_TTL,
+            );
+            assert!(zone.upsert_mut(
+                Record::from_rdata(origin.clone(), TTL, RData::SOA(soa)),
+                SERIAL
+            ));
+            for r in self
+                .records
+                .iter()
+                .filter(|r| self.origin_of(&r.name) == Some(origin))
+            {
+                assert!(
+                    zone.upsert_mut(r.clone(), SERIAL),
+                    "record not accepted by zone {origin}: {r}"
+                );
+            }
+            let handler: Arc<dyn ZoneHandler> = Arc::new(zone);
+            catalog.upsert(LowerName::new(origin), vec![handler]);
+        }
+        for r in &self.records {
+            assert!(
+                self.origin_of(&r.name).is_some(),
+                "{} is under no served origin ({:?})",
+                r.name,
+                self.origins
+            );
+        }
+        catalog
+    }
+}
+
+/// The catalog, with SERVFAIL for chosen names in front of it.
+struct Handler {
+    catalog: Catalog,
+    servfail: HashSet<LowerName>,
+}
+
+impl Handler {
+    async fn handle<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let fail = request
+            .request_info()
+            .is_ok_and(|info| self.servfail.contains(info.query.name()));
+        if !fail {
+            return self.catalog.handle_request::<R, T>(request, response).await;
+        }
+        let msg = MessageResponseBuilder::from_message_request(request)
+            .error_msg(&request.metadata, ResponseCode::ServFail);
+        match response.send_response(msg).await {
+            Ok(info) => info,
+            Err(_) => {
+                let mut metadata = Metadata::new(
+                    request.metadata.id,
+                    MessageType::Response,
+                    request.metadata.op_code,
+                );
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+// `RequestHandler` is an `#[async_trait]`; this is its expanded form.
+impl RequestHandler for Handler {
+    fn handle_request<'life0, 'life1, 'async_trait, R, T>(
+        &'life0 self,
+        request: &'life1 Request,
+        response_handle: R,
+    ) -> Pin<Box<dyn Future<Output = ResponseInfo> + Send + 'async_trait>>
+    where
+        R: 'async_trait + ResponseHandler,
+        T: 'async_trait + Time,
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.handle::<R, T>(request, response_handle))
+    }
+}
+
+/// A running DNS server; stops when dropped.
+pub struct DnsServer {
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A UDP socket and a TCP listener on the same ephemeral port of 127.0.0.1.
+fn bind_pair() -> (std::net::UdpSocket, std::net::TcpListener) {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket");
+        let addr = udp.local_addr().expect("UDP local address");
+        if let Ok(tcp) = std::net::TcpListener::bind(addr) {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1");
+}
+
+impl DnsServer {
+    /// Starts serving `zones`.
+    pub fn start(zones: Zones) -> DnsServer {
+        let handler = Handler {
+            catalog: zones.catalog(),
+            servfail: zones.servfail.iter().map(LowerName::new).collect(),
+        };
+        let (udp, tcp) = bind_pair();
+        let addr = udp.local_addr().expect("UDP local address");
+        udp.set_nonblocking(true).expect("non-blocking UDP socket");
+        tcp.set_nonblocking(true)
+            .expect("non-blocking TCP listener");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("dns-{addr}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("DNS server runtime");
+                rt.block_on(async move {
+                    let mut server = Server::new(handler);
+                    server.register_socket(
+                        tokio::net::UdpSocket::from_std(udp).expect("tokio UDP socket"),
+                    );
+                    server.register_listener(
+                        tokio::net::TcpListener::from_std(tcp).expect("tokio TCP listener"),
+                        Duration::from_secs(10),
+                        64,
+                    );
+                    // runs until the owner is dropped; dropping the server
+                    // and the runtime then ends every task
+                    let _ = stopped.await;
+                    drop(server);
+                });
+            })
+            .expect("starting the DNS server thread");
+        DnsServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asks `server` one question over UDP, or TCP; returns (rcode,
+    /// answers).
+    fn ask_via(
+        tcp: bool,
+        server: SocketAddr,
+        name: &str,
+        rtype: hickory_proto::rr::RecordType,
+    ) -> (ResponseCode, Vec<Record>) {
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
+        use std::io::{Read, Write};
+        let mut msg = Message::query();
+        msg.add_query(Query::query(fqdn(name), rtype));
+        msg.metadata.id = 4242;
+        let bytes = msg.to_bytes().expect("encode query");
+        let answer = if tcp {
+            let mut s = std::net::TcpStream::connect(server).expect("TCP connect");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let len = u16::try_from(bytes.len()).expect("query size");
+            s.write_all(&len.to_be_bytes()).expect("send length");
+            s.write_all(&bytes).expect("send query");
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).expect("answer length");
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut buf).expect("DNS answer");
+            buf
+        } else {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("client socket");
+            sock.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            sock.send_to(&bytes, server).expect("send query");
+            let mut buf = [0u8; 4096];
+            let n = sock.recv(&mut buf).expect("DNS answer");
+            buf[..n].to_vec()
+        };
+        let resp = Message::from_bytes(&answer).expect("decode answer");
+        assert_eq!(resp.metadata.id, 4242);
+        (resp.metadata.response_code, resp.answers.clone())
+    }
+
+    fn ask(
+        server: SocketAddr,
+        name: &str,
+        rtype: hickory_proto::rr::RecordType,
+    ) -> (ResponseCode, Vec<Record>) {
+        ask_via(false, server, name, rtype)
+    }
+
+    #[test]
+    fn answers_records_negatives_and_servfail() {
+        use hickory_proto::rr::RecordType;
+        let dns = DnsServer::start(
+            Zones::new("test")
+                .mx("a.test", 10, "mx.a.test")
+                .a("mx.a.test", Ipv4Addr::new(127, 0, 0, 9))
+                .null_mx("null.test")
+                .servfail("broken.test")
+                .nxdomain("gone.test"),
+        );
+        let (rc, ans) = ask(dns.addr, "a.test", RecordType::MX);
+        assert_eq!(rc, ResponseCode::NoError);
+        assert_eq!(ans.len(), 1);
+        assert!(
+            matches!(&ans[0].data, RData::MX(mx) if mx.preference == 10 && mx.exchange == fqdn("mx.a.test"))
+        );
+        let (rc, ans) = ask(dns.addr, "mx.a.test", RecordType::A);
+        assert_eq!(rc, ResponseCode::NoError);
+        assert!(matches!(&ans[0].data, RData::A(a) if a.0 == Ipv4Addr::new(127, 0, 0, 9)));
+        let (rc, ans) = ask(dns.addr, "null.test", RecordType::MX);
+        assert_eq!(rc, ResponseCode::NoError);
+        assert!(matches!(&ans[0].data, RData::MX(mx) if mx.exchange.is_root()));
+        assert_eq!(
+            ask(dns.addr, "gone.test", RecordType::MX).0,
+            ResponseCode::NXDomain
+        );
+        let (rc, ans) = ask(dns.addr, "mx.a.test", RecordType::MX);
+        assert_eq!((rc, ans.len()), (ResponseCode::NoError, 0), "NODATA");
+        assert_eq!(
+            ask(dns.addr, "broken.test", RecordType::MX).0,
+            ResponseCode::ServFail
+        );
+        assert_eq!(
+            ask(dns.addr, "broken.test", RecordType::A).0,
+            ResponseCode::ServFail
+        );
+        // the same over TCP
+        let (rc, ans) = ask_via(true, dns.addr, "a.test", RecordType::MX);
+        assert_eq!((rc, ans.len()), (ResponseCode::NoError, 1));
+        assert_eq!(
+            ask_via(true, dns.addr, "broken.test", RecordType::MX).0,
+            ResponseCode::ServFail
+        );
+    }
+}
