@@ -88,6 +88,21 @@ pub(crate) fn segments(
             .ctx("open segment", &path)?;
         let mut map = segment::map(&file, &path)?;
         if let Err(e) = segment::check_header(&map, no, &path) {
+            // a new segment's number is never reused, whatever its file holds
+            index.next_segment = index.next_segment.max(no.saturating_add(1));
+            if Some(no) == last_on_disk
+                && !index.segs.contains_key(&no)
+                && map.iter().all(|b| *b == 0)
+            {
+                // killed between creating the file and syncing its header:
+                // no record was ever acknowledged in it
+                tracing::info!(path = %path.display(), "removing a segment whose creation a crash cut short");
+                drop(map);
+                drop(file);
+                fs::remove_file(&path).ctx("remove unfinished segment", &path)?;
+                crate::fsync_dir(&dir.join("segments"))?;
+                continue;
+            }
             report.damage.push(Damage {
                 path: path.clone(),
                 what: format!("{e}; segment ignored"),

@@ -556,3 +556,68 @@ fn appends_after_a_lost_tail_record_keep_ids_in_file_order() {
     }
     assert_eq!(spool.state(RecipientId::new(1, 9)), Some(State::Lost));
 }
+
+fn big_records(campaign: u32, n: u32) -> Vec<Recipient> {
+    (0..n)
+        .map(|i| {
+            let mut vars = Vec::new();
+            Vars::encode_json(&format!("{{\"x\":\"{}\"}}", "x".repeat(40_000)), &mut vars);
+            Recipient {
+                campaign,
+                row: i + 1,
+                email: format!("u{i}@big.test"),
+                vars,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn segment_creation_cut_by_a_crash_is_removed_and_its_number_is_free() {
+    for len in [0u64, 16, volley_spool::SEGMENT_BYTES] {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let (spool, _) = Spool::open(dir.path()).unwrap();
+            let c = spool.create_campaign("c", b"{}").unwrap();
+            spool.append(&big_records(c.no, 10)).unwrap()
+        };
+        // killed after creating the next file, before its header was synced
+        let next = first[0].segment() + 1;
+        let f = std::fs::File::create(seg_path(dir.path(), next)).unwrap();
+        f.set_len(len).unwrap();
+        drop(f);
+
+        let (spool, report) = Spool::open(dir.path()).unwrap();
+        assert!(report.damage.is_empty(), "len {len}: {:?}", report.damage);
+        assert_eq!(report.recipients, 10);
+        // enough to need new segments: creation must not collide
+        let more = spool.append(&big_records(1, 400)).unwrap();
+        assert!(more.last().unwrap().segment() >= next, "len {len}");
+        drop(spool);
+        let (_, report) = Spool::open(dir.path()).unwrap();
+        assert!(report.damage.is_empty(), "len {len}: {:?}", report.damage);
+        assert_eq!(report.recipients, 410);
+    }
+}
+
+#[test]
+fn damaged_segment_header_is_reported_and_new_segments_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let c = spool.create_campaign("c", b"{}").unwrap();
+        spool.append(&big_records(c.no, 10)).unwrap()
+    };
+    // garbage under the next segment's name, not a cut creation
+    let next = first[0].segment() + 1;
+    std::fs::write(seg_path(dir.path(), next), b"not a segment at all").unwrap();
+    let (spool, report) = Spool::open(dir.path()).unwrap();
+    assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+    assert!(report.damage[0].what.contains("segment ignored"));
+    let more = spool.append(&big_records(1, 400)).unwrap();
+    assert!(more.last().unwrap().segment() > next);
+    assert!(
+        seg_path(dir.path(), next).exists(),
+        "the odd file is left alone"
+    );
+}
