@@ -7,17 +7,45 @@
 //! replies to pipelined commands are written together once the client's
 //! bytes are consumed, as real servers do. STARTTLS can be offered (rustls,
 //! self-signed certificate).
+//!
+//! Faults, all off by default ([`Options`]):
+//!
+//! - `greeting_421: N`: the first N connections get `421 4.3.2` as their
+//!   greeting and are closed.
+//! - `drop_in_data: N`: the first N messages are cut off: the connection is
+//!   closed after the first line of the message (no end-of-data reply).
+//! - `tarpit: Some((stage, d))`: every reply at `stage` (greeting, EHLO,
+//!   MAIL, RCPT, DATA, end of data) is delayed by `d`.
+//! - `broken_tls: Some(how)`: STARTTLS is offered and answered `220`, then
+//!   the server closes ([`BrokenTls::Close`]) or sends text instead of a TLS
+//!   handshake ([`BrokenTls::Garbage`]).
+//! - `size_limit: Some(n)`: messages over `n` bytes get `552 5.3.4 Message
+//!   too big for system` at end of data (`advertise_size` also declares
+//!   `SIZE n` in EHLO).
+//! - `close_after: Some((n, how))`: after `n` messages on one connection the
+//!   next command (other than QUIT) closes it, silently or with a `421`.
+//! - `rcpt_rate: R`: at most R RCPTs are accepted per sliding second
+//!   (across connections); the excess gets [`THROTTLE_REPLY`]. Changeable
+//!   while running with [`ScriptedServer::set_rcpt_rate`] (0 = no limit).
+//!
+//! Observations: received messages (with the connection they came on and
+//! when), RCPTs offered per address, the command log, the byte count of
+//! each read, connections accepted and the most open at once, and when
+//! each throttle reply was given.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Decides the reply line (without CRLF) to `RCPT TO:<addr>`; `seen` is how
 /// many times this address was offered before.
 pub type RcptScript = dyn Fn(&str, u32) -> String + Send + Sync;
+
+/// The reply to RCPTs over the `rcpt_rate` limit.
+pub const THROTTLE_REPLY: &str = "451 4.7.1 Rate limited, slow down";
 
 /// One received message and who it was accepted for.
 #[derive(Debug, Clone)]
@@ -26,6 +54,39 @@ pub struct Received {
     pub data: Vec<u8>,
     /// The transaction ran over TLS (after STARTTLS).
     pub tls: bool,
+    /// The connection it came on (0, 1, ... in the order accepted).
+    pub conn: usize,
+    /// When its end of data was accepted.
+    pub at: Instant,
+}
+
+/// Where a tarpit delays the server's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Greeting,
+    Ehlo,
+    Mail,
+    Rcpt,
+    Data,
+    DataEnd,
+}
+
+/// How an offered STARTTLS fails after its `220`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenTls {
+    /// The server closes the connection.
+    Close,
+    /// The server sends plain text instead of a TLS handshake.
+    Garbage,
+}
+
+/// How a connection is closed after `close_after` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// No reply to the next command; the connection is just closed.
+    Silently,
+    /// `421 4.7.0` to the next command, then closed.
+    With421,
 }
 
 /// How the server behaves.
@@ -38,6 +99,24 @@ pub struct Options {
     /// Listen here instead of an ephemeral port on 127.0.0.1 (e.g. another
     /// loopback address, for MX tests).
     pub bind: Option<SocketAddr>,
+    /// Greet the first this many connections with `421` and close them.
+    pub greeting_421: u32,
+    /// Close the connection in the middle of DATA for the first this many
+    /// messages.
+    pub drop_in_data: u32,
+    /// Delay every reply at this stage by this long.
+    pub tarpit: Option<(Stage, Duration)>,
+    /// Offer STARTTLS (instead of `tls`), then fail it this way.
+    pub broken_tls: Option<BrokenTls>,
+    /// Refuse messages over this many bytes with `552 5.3.4` at end of data.
+    pub size_limit: Option<usize>,
+    /// Declare `size_limit` in EHLO (`SIZE n`).
+    pub advertise_size: bool,
+    /// After this many messages on a connection, close it at the next
+    /// command.
+    pub close_after: Option<(u32, Close)>,
+    /// Accept at most this many RCPTs per sliding second (0 = no limit).
+    pub rcpt_rate: u32,
 }
 
 #[derive(Default)]
@@ -48,6 +127,37 @@ struct Shared {
     log: Vec<String>,
     /// Bytes of each read() from clients (how commands were grouped).
     reads: Vec<usize>,
+    /// Connections accepted, open now, most open at once.
+    connections: usize,
+    open: usize,
+    max_open: usize,
+    /// Messages whose DATA was cut off so far.
+    dropped: u32,
+    /// The RCPT rate limit (0 = none), the accepted RCPTs of the last
+    /// second, and when each throttle reply was given.
+    rcpt_rate: u32,
+    recent: VecDeque<Instant>,
+    throttled: Vec<Instant>,
+}
+
+impl Shared {
+    /// Whether one more RCPT may be accepted now (counting it if so).
+    fn admit_rcpt(&mut self) -> bool {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if self.rcpt_rate > 0 && self.recent.len() >= self.rcpt_rate as usize {
+            self.throttled.push(now);
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
 }
 
 /// A running scripted server.
@@ -76,7 +186,10 @@ impl ScriptedServer {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let listener = TcpListener::bind(bind).expect("bind scripted server");
         let addr = listener.local_addr().expect("local addr");
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            rcpt_rate: opts.rcpt_rate,
+            ..Shared::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, st) = (Arc::clone(&shared), Arc::clone(&stop));
         std::thread::spawn(move || {
@@ -85,9 +198,23 @@ impl ScriptedServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                let id = {
+                    let mut s = sh.lock().expect("lock");
+                    s.connections += 1;
+                    s.open += 1;
+                    s.max_open = s.max_open.max(s.open);
+                    s.connections - 1
+                };
                 let (sh, script, opts) = (Arc::clone(&sh), Arc::clone(&script), opts.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &opts, &*script, &sh);
+                    let ctx = Ctx {
+                        opts: &opts,
+                        script: &*script,
+                        shared: &sh,
+                        conn: id,
+                    };
+                    let _ = serve(conn, &ctx);
+                    sh.lock().expect("lock").open -= 1;
                 });
             }
         });
@@ -125,6 +252,26 @@ impl ScriptedServer {
     pub fn command_log(&self) -> Vec<String> {
         self.shared.lock().expect("lock").log.clone()
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().expect("lock").connections
+    }
+
+    /// The most connections that were open at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.lock().expect("lock").max_open
+    }
+
+    /// When each throttle reply ([`THROTTLE_REPLY`]) was given.
+    pub fn throttled(&self) -> Vec<Instant> {
+        self.shared.lock().expect("lock").throttled.clone()
+    }
+
+    /// Changes the RCPT rate limit (0 lifts it).
+    pub fn set_rcpt_rate(&self, per_second: u32) {
+        self.shared.lock().expect("lock").rcpt_rate = per_second;
+    }
 }
 
 impl Drop for ScriptedServer {
@@ -134,38 +281,63 @@ impl Drop for ScriptedServer {
     }
 }
 
-fn serve(
-    conn: TcpStream,
-    opts: &Options,
-    script: &RcptScript,
-    shared: &Mutex<Shared>,
-) -> std::io::Result<()> {
+/// What a connection's thread works with.
+struct Ctx<'a> {
+    opts: &'a Options,
+    script: &'a RcptScript,
+    shared: &'a Mutex<Shared>,
+    /// This connection's number.
+    conn: usize,
+}
+
+impl Ctx<'_> {
+    /// Waits before replying at `stage` if a tarpit is set there; the
+    /// replies already due (`out`) go out first.
+    fn pause(&self, stage: Stage, w: &mut impl Write, out: &mut Vec<u8>) -> std::io::Result<()> {
+        if let Some((s, d)) = self.opts.tarpit
+            && s == stage
+        {
+            w.write_all(out)?;
+            w.flush()?;
+            out.clear();
+            std::thread::sleep(d);
+        }
+        Ok(())
+    }
+}
+
+fn serve(conn: TcpStream, ctx: &Ctx<'_>) -> std::io::Result<()> {
+    let opts = ctx.opts;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(conn);
+    ctx.pause(Stage::Greeting, reader.get_mut(), &mut Vec::new())?;
+    if (ctx.conn as u64) < u64::from(opts.greeting_421) {
+        reader
+            .get_mut()
+            .write_all(b"421 4.3.2 scripted: service not available, try again later\r\n")?;
+        return Ok(());
+    }
     reader.get_mut().write_all(b"220 scripted ESMTP\r\n")?;
-    let Some(tcp) = session(
-        reader,
-        opts.pipelining,
-        opts.tls.is_some(),
-        false,
-        script,
-        shared,
-    )?
-    else {
+    let offer_tls = opts.tls.is_some() || opts.broken_tls.is_some();
+    let Some(mut tcp) = session(reader, offer_tls, false, ctx)? else {
         return Ok(());
     };
+    match opts.broken_tls {
+        Some(BrokenTls::Close) => return Ok(()),
+        Some(BrokenTls::Garbage) => {
+            tcp.write_all(b"this is not a TLS handshake\r\n250 ok\r\n")?;
+            // wait (bounded) for the client to give up
+            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let _ = std::io::copy(&mut tcp, &mut std::io::sink());
+            return Ok(());
+        }
+        None => {}
+    }
     let Some(cfg) = &opts.tls else { return Ok(()) };
     let conn = rustls::ServerConnection::new(Arc::clone(cfg)).map_err(std::io::Error::other)?;
     let tls = rustls::StreamOwned::new(conn, tcp);
     // after STARTTLS the client starts over with EHLO
-    session(
-        BufReader::new(tls),
-        opts.pipelining,
-        false,
-        true,
-        script,
-        shared,
-    )?;
+    session(BufReader::new(tls), false, true, ctx)?;
     Ok(())
 }
 
@@ -173,16 +345,17 @@ fn serve(
 /// accepted (Some(stream), for the caller to wrap in TLS).
 fn session<S: Read + Write>(
     mut reader: BufReader<S>,
-    pipelining: bool,
     offer_tls: bool,
     is_tls: bool,
-    script: &RcptScript,
-    shared: &Mutex<Shared>,
+    ctx: &Ctx<'_>,
 ) -> std::io::Result<Option<S>> {
+    let (opts, shared) = (ctx.opts, ctx.shared);
     let mut out: Vec<u8> = Vec::new();
     let mut from: Option<String> = None;
     let mut accepted: Vec<String> = Vec::new();
     let mut line = String::new();
+    // messages received on this connection
+    let mut messages = 0u32;
     loop {
         if reader.buffer().is_empty() {
             if !out.is_empty() {
@@ -203,14 +376,35 @@ fn session<S: Read + Write>(
         let cmd = line.trim_end().to_string();
         shared.lock().expect("lock").log.push(cmd.clone());
         let upper = cmd.to_ascii_uppercase();
+        if let Some((n, how)) = opts.close_after
+            && messages >= n
+            && upper != "QUIT"
+        {
+            if how == Close::With421 {
+                out.extend_from_slice(b"421 4.7.0 scripted: too many messages, closing\r\n");
+                reader.get_mut().write_all(&out)?;
+                reader.get_mut().flush()?;
+            }
+            return Ok(None);
+        }
         if upper.starts_with("EHLO") {
-            let p = if pipelining { "250-PIPELINING\r\n" } else { "" };
+            ctx.pause(Stage::Ehlo, reader.get_mut(), &mut out)?;
+            let p = if opts.pipelining {
+                "250-PIPELINING\r\n"
+            } else {
+                ""
+            };
             let t = if offer_tls { "250-STARTTLS\r\n" } else { "" };
+            let size = match opts.size_limit {
+                Some(n) if opts.advertise_size => format!("250-SIZE {n}\r\n"),
+                _ => String::new(),
+            };
             write!(
                 out,
-                "250-scripted\r\n{p}{t}250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+                "250-scripted\r\n{p}{t}{size}250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
             )?;
         } else if upper.starts_with("HELO") {
+            ctx.pause(Stage::Ehlo, reader.get_mut(), &mut out)?;
             out.extend_from_slice(b"250 scripted\r\n");
         } else if upper == "STARTTLS" {
             if !offer_tls {
@@ -222,6 +416,7 @@ fn session<S: Read + Write>(
             reader.get_mut().flush()?;
             return Ok(Some(reader.into_inner()));
         } else if upper.starts_with("MAIL FROM:") {
+            ctx.pause(Stage::Mail, reader.get_mut(), &mut out)?;
             from = Some(cmd[10..].to_string());
             accepted.clear();
             out.extend_from_slice(b"250 2.1.0 Ok\r\n");
@@ -239,16 +434,23 @@ fn session<S: Read + Write>(
                 *n += 1;
                 *n - 1
             };
+            ctx.pause(Stage::Rcpt, reader.get_mut(), &mut out)?;
             let reply = if from.is_none() {
                 "503 5.5.1 MAIL first".to_string()
             } else {
-                script(&addr, seen)
+                let r = (ctx.script)(&addr, seen);
+                if r.starts_with('2') && !shared.lock().expect("lock").admit_rcpt() {
+                    THROTTLE_REPLY.to_string()
+                } else {
+                    r
+                }
             };
             if reply.starts_with('2') {
                 accepted.push(addr);
             }
             write!(out, "{reply}\r\n")?;
         } else if upper == "DATA" {
+            ctx.pause(Stage::Data, reader.get_mut(), &mut out)?;
             if accepted.is_empty() {
                 out.extend_from_slice(b"554 5.5.1 No valid recipients\r\n");
                 continue;
@@ -263,6 +465,14 @@ fn session<S: Read + Write>(
                 if reader.by_ref().take(1 << 20).read_until(b'\n', &mut l)? == 0 {
                     return Ok(None);
                 }
+                if data.is_empty() {
+                    let mut s = shared.lock().expect("lock");
+                    if s.dropped < opts.drop_in_data {
+                        // cut the message off after its first line
+                        s.dropped += 1;
+                        return Ok(None);
+                    }
+                }
                 if l == b".\r\n" || l == b".\n" {
                     break;
                 }
@@ -273,12 +483,21 @@ fn session<S: Read + Write>(
                 };
                 data.extend_from_slice(l);
             }
+            ctx.pause(Stage::DataEnd, reader.get_mut(), &mut out)?;
+            from = None;
+            if opts.size_limit.is_some_and(|n| data.len() > n) {
+                accepted.clear();
+                out.extend_from_slice(b"552 5.3.4 Message too big for system\r\n");
+                continue;
+            }
+            messages += 1;
             shared.lock().expect("lock").received.push(Received {
                 rcpts: std::mem::take(&mut accepted),
                 data,
                 tls: is_tls,
+                conn: ctx.conn,
+                at: Instant::now(),
             });
-            from = None;
             out.extend_from_slice(b"250 2.0.0 Ok: queued\r\n");
         } else if upper == "RSET" {
             from = None;

@@ -2,7 +2,8 @@
 //!
 //! A throttle signal (421, 4.7.x, or a configured pattern) cuts the rate to
 //! 70% and drops one connection, at most once per second so that a burst of
-//! refusals from messages already in flight counts once. Each further
+//! refusals from messages already in flight counts once (but still keeps
+//! the second from counting as clean). Each further
 //! second without a signal raises the rate by 20% of itself (at least 1/50
 //! of the configured rate), and every five clean seconds adds a connection,
 //! until both are back at the configured limits. So the rate oscillates
@@ -84,6 +85,10 @@ impl Throttle {
             .last_signal
             .is_some_and(|t| now.duration_since(t) < STEP)
         {
+            // counted once, but the second is not clean: no growth for a
+            // full second after the last refusal
+            self.last_step = now;
+            self.last_conn_step = now;
             return None;
         }
         self.last_signal = Some(now);
@@ -178,6 +183,25 @@ mod tests {
             "mean {mean} of {tail:?}"
         );
         assert!(tail.iter().all(|r| *r < 30.0));
+    }
+
+    #[test]
+    fn refusals_within_the_second_keep_it_from_counting_as_clean() {
+        // refusals every 100 ms: each second cuts x0.7, none grows
+        let t0 = Instant::now();
+        let mut t = Throttle::new(400.0, 4, t0);
+        let mut now = t0;
+        for _ in 0..50 {
+            t.signal(now);
+            now += Duration::from_millis(100);
+            t.clean(now);
+        }
+        let expected = 400.0 * 0.7f64.powi(5);
+        assert!((t.rate() - expected).abs() < 1e-6, "{}", t.rate());
+        // then a clean second grows it
+        now += Duration::from_millis(1100);
+        t.clean(now);
+        assert!(t.rate() > expected);
     }
 
     #[test]

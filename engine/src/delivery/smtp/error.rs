@@ -89,7 +89,8 @@ pub enum SessionError {
     /// The policy requires TLS and the server does not offer or refuses
     /// STARTTLS.
     TlsRequired(String),
-    /// The server refused the session with this reply (greeting or EHLO).
+    /// The server refused the session with this reply (greeting or EHLO),
+    /// or closed it with `421` at any phase.
     Refused(Phase, Reply),
 }
 

@@ -86,10 +86,18 @@ impl Session {
             Phase::DataEnd => self.t.data_end,
             _ => self.t.ehlo,
         };
-        self.reader
+        let r = self
+            .reader
             .read(&mut self.io, limit)
             .await
-            .map_err(|e| read_err(phase, e))
+            .map_err(|e| read_err(phase, e))?;
+        if r.code == 421 {
+            // the server is closing the connection (RFC 5321 §3.8): the
+            // session is over, and this reply (not the closed connection
+            // that follows) is what happened to the transaction
+            return Err(SessionError::Refused(phase, r));
+        }
+        Ok(r)
     }
 
     /// Sends RSET and checks the reply.
@@ -125,7 +133,8 @@ impl Session {
     /// Runs one mail transaction; returns the deciding reply per recipient
     /// (in the order given). `data` must be dot-stuffed and end with
     /// `CRLF.CRLF`. A session error means the session is unusable; no
-    /// recipient of this transaction is known to be delivered.
+    /// recipient of this transaction is known to be delivered. A `421`
+    /// reply to any command ends the session as `Refused(phase, reply)`.
     pub async fn send(
         &mut self,
         from: &str,
@@ -297,6 +306,73 @@ pub fn dot_stuff_parts(parts: &[&[u8]], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A session over an in-memory pipe whose server side answers each
+    /// client write with the next of `replies` (then closes).
+    fn scripted(
+        pipelining: bool,
+        replies: &'static [&'static [u8]],
+    ) -> (Session, tokio::task::JoinHandle<Vec<u8>>) {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let caps = Caps {
+            pipelining,
+            size: None,
+            tls: false,
+        };
+        let session = Session::new(Box::new(client), caps, Timeouts::default());
+        let server = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for r in replies {
+                let mut buf = vec![0u8; 1 << 16];
+                let n = server.read(&mut buf).await.unwrap_or(0);
+                got.extend_from_slice(&buf[..n]);
+                if server.write_all(r).await.is_err() {
+                    break;
+                }
+            }
+            got
+        });
+        (session, server)
+    }
+
+    #[tokio::test]
+    async fn a_421_ends_the_session_with_its_reply() {
+        // pipelined: 421 to MAIL, then the server closes
+        let (mut s, server) = scripted(true, &[b"421 4.7.0 Too many messages, closing\r\n"]);
+        let e = s
+            .send("a@x.test", &["b@y.test", "c@y.test"], b"x\r\n.\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            SessionError::Refused(
+                Phase::Mail,
+                Reply::new(421, [4, 7, 0], "Too many messages, closing")
+            )
+        );
+        drop(s);
+        let sent = server.await.unwrap();
+        assert!(sent.starts_with(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n"));
+        // lock-step: 421 at end of data
+        let (mut s, _server) = scripted(
+            false,
+            &[
+                b"250 2.1.0 Ok\r\n",
+                b"250 2.1.5 Ok\r\n",
+                b"354 go\r\n",
+                b"421 4.3.2 Shutting down\r\n",
+            ],
+        );
+        let e = s
+            .send("a@x.test", &["b@y.test"], b"x\r\n.\r\n")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, SessionError::Refused(Phase::DataEnd, ref r) if r.code == 421),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn dot_stuffing() {
