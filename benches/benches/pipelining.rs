@@ -1,0 +1,490 @@
+//! SMTP transaction throughput, pipelined (RFC 2920) next to lock-step, in
+//! one run: the engine's own SMTP client (`delivery::smtp::client::open` and
+//! `Session::send`, no rendering or DKIM) sending a fixed ~10 KB message to
+//! Postfix's smtp-sink, once started normally (PIPELINING offered, so the
+//! session pipelines) and once with `-p` (not offered: lock-step), otherwise
+//! the same. Each is reached directly on loopback and through an in-process
+//! delay proxy that adds a fixed one-way latency to every chunk in both
+//! directions, so the round trips that pipelining saves show up.
+//!
+//! `cargo bench -p volley-benches --bench pipelining`
+//! Environment: VOLLEY_BENCH_CONNS (sessions in parallel, default 8),
+//! VOLLEY_BENCH_MSGS (transactions per session on loopback, default 1500),
+//! VOLLEY_BENCH_RTT_MSGS (transactions per session through the proxy,
+//! default 100), VOLLEY_BENCH_RTT_MS (round-trip time the proxy adds, half
+//! each way, default 2; 0 skips the proxy), VOLLEY_BENCH_RCPTS (recipients
+//! per transaction of the multi-recipient workload, default 10),
+//! VOLLEY_BENCH_SIZE (message bytes before dot-stuffing, default 10240),
+//! VOLLEY_BENCH_ROUNDS (runs per cell, alternating which mode goes first;
+//! the median is reported, default 5).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use volley_engine::delivery::smtp::Phase;
+use volley_engine::delivery::smtp::client::{self, Timeouts, TlsMode, TlsSettings};
+use volley_engine::delivery::smtp::session::{Session, dot_stuff};
+use volley_tests::{Fixture, free_port};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------- smtp-sink
+
+/// One smtp-sink process; `-c` writes its running counters to `out`.
+struct Sink {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+    /// Messages this bench has had accepted by this sink so far.
+    expected: u64,
+}
+
+impl Sink {
+    fn start(fx: &Fixture, name: &str, extra: &[&str]) -> Sink {
+        let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Postfix smtp-sink not found (apt-get install postfix)");
+        let out = fx.path().join(format!("{name}.out"));
+        for _ in 0..5 {
+            let port = free_port();
+            let mut args = vec!["-c", "-u", "nobody", "-m", "1024"];
+            args.extend_from_slice(extra);
+            let listen = format!("127.0.0.1:{port}");
+            args.extend_from_slice(&[&listen, "1024"]);
+            let mut child = Command::new(bin)
+                .args(&args)
+                .stdout(std::fs::File::create(&out).expect("sink output"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting smtp-sink");
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Sink {
+                        child,
+                        port,
+                        out,
+                        expected: 0,
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("smtp-sink {name} did not start");
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The sink's `mesg=` counter (messages whose "." it received).
+    fn counted(&self) -> u64 {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&self.out).and_then(|mut f| f.read_to_string(&mut s));
+        s.split(['\r', '\n', ' '])
+            .filter_map(|t| t.strip_prefix("mesg="))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Adds `n` accepted messages and checks the sink counted as many.
+    fn check(&mut self, n: u64, what: &str) {
+        self.expected += n;
+        let t0 = Instant::now();
+        loop {
+            let got = self.counted();
+            if got == self.expected {
+                return;
+            }
+            assert!(
+                got < self.expected && t0.elapsed() < Duration::from_secs(5),
+                "{what}: smtp-sink counted {got} messages, the client had {} accepted",
+                self.expected
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// -------------------------------------------------------------- delay proxy
+
+/// Accepts on `listener` and forwards each connection to `upstream`, each
+/// direction through its own FIFO delay line of `one_way`.
+async fn delay_proxy(listener: TcpListener, upstream: SocketAddr, one_way: Duration) {
+    loop {
+        let Ok((down, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let Ok(up) = TcpStream::connect(upstream).await else {
+                return; // the client sees EOF
+            };
+            let _ = (down.set_nodelay(true), up.set_nodelay(true));
+            let (down_r, down_w) = down.into_split();
+            let (up_r, up_w) = up.into_split();
+            tokio::spawn(delay_line(down_r, up_w, one_way));
+            tokio::spawn(delay_line(up_r, down_w, one_way));
+        });
+    }
+}
+
+/// Reads chunks as they arrive, stamps them with `now + delay`, and writes
+/// each at its time, in order (the link's bandwidth is unlimited; a slow
+/// receiver holds back what follows, as a real one would). tokio's timer
+/// rounds up to whole milliseconds, so it only sleeps to within 1 ms of the
+/// due time; the rest is slept precisely on the blocking pool.
+async fn delay_line(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            let coarse = due.checked_sub(Duration::from_millis(1)).unwrap_or(due);
+            tokio::time::sleep_until(coarse.into()).await;
+            let rest = due.saturating_duration_since(Instant::now());
+            if !rest.is_zero() {
+                let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+            }
+            if chunk.is_empty() || to.write_all(&chunk).await.is_err() {
+                break; // EOF (or the receiver is gone)
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if tx
+            .send((Instant::now() + delay, buf[..n].to_vec()))
+            .is_err()
+            || n == 0
+        {
+            break;
+        }
+    }
+    let _ = writer.await;
+}
+
+/// Median time of an SMTP NOOP round trip to `addr` (blocking client).
+fn probe_rtt(addr: SocketAddr) -> Duration {
+    let s = std::net::TcpStream::connect(addr).expect("probe connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("greeting");
+    assert!(line.starts_with("220"), "greeting: {line}");
+    let mut times: Vec<Duration> = (0..21)
+        .map(|_| {
+            let t0 = Instant::now();
+            w.write_all(b"NOOP\r\n").expect("NOOP");
+            line.clear();
+            r.read_line(&mut line).expect("NOOP reply");
+            assert!(line.starts_with("250"), "NOOP reply: {line}");
+            t0.elapsed()
+        })
+        .collect();
+    let _ = w.write_all(b"QUIT\r\n");
+    times.sort();
+    times[times.len() / 2]
+}
+
+// ---------------------------------------------------------------- workload
+
+/// A ~`size`-byte plain-text message, dot-stuffed and terminated.
+fn message(size: usize) -> Vec<u8> {
+    let mut m = String::with_capacity(size + 128);
+    m.push_str(
+        "From: Bench <news@bench.test>\r\nTo: <list@bench.test>\r\nSubject: pipelining bench\r\n\
+         Date: Tue, 14 Nov 2023 22:13:20 +0000\r\nMessage-ID: <pipelining@bench.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+    );
+    let mut i = 0;
+    while m.len() < size {
+        // every 16th line starts with a dot, so stuffing is exercised
+        let lead = if i % 16 == 0 { "." } else { "" };
+        m.push_str(&format!(
+            "{lead}{i:05} The quick brown fox jumps over the lazy dog; pack my box.\r\n"
+        ));
+        i += 1;
+    }
+    let mut data = Vec::new();
+    dot_stuff(m.as_bytes(), &mut data);
+    data
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    secs: f64,
+    msgs: u64,
+}
+
+/// `conns` sessions to `addr`, each sending `per_conn` transactions of
+/// `rcpts` recipients; times the transactions only (not connect/EHLO/QUIT).
+/// Panics unless every recipient got a 250 end-of-data reply.
+async fn run(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    rcpts: usize,
+    pipelining: bool,
+    data: Arc<Vec<u8>>,
+) -> Run {
+    let opened = futures_join(
+        (0..conns)
+            .map(|_| {
+                tokio::spawn(async move {
+                    client::open(
+                        addr,
+                        "bench.test",
+                        &TlsSettings::disabled(),
+                        TlsMode::Disabled,
+                        "localhost",
+                        &Timeouts::default(),
+                    )
+                    .await
+                })
+            })
+            .collect(),
+    )
+    .await;
+    let sessions: Vec<Session> = opened
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|e| panic!("opening a session to {addr}: {e}")))
+        .collect();
+    for s in &sessions {
+        assert_eq!(
+            s.caps().pipelining,
+            pipelining,
+            "the server at {addr} did not offer what this run measures"
+        );
+    }
+    let start = Instant::now();
+    let tasks = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut session)| {
+            let data = Arc::clone(&data);
+            tokio::spawn(async move {
+                let to: Vec<String> = (0..rcpts)
+                    .map(|r| format!("user{r}@d{c}.bench.test"))
+                    .collect();
+                let to: Vec<&str> = to.iter().map(String::as_str).collect();
+                for m in 0..per_conn {
+                    let replies = session
+                        .send("bounces@bench.test", &to, &data)
+                        .await
+                        .unwrap_or_else(|e| panic!("session {c}, transaction {m}: {e}"));
+                    assert_eq!(replies.len(), rcpts, "one reply per recipient");
+                    for (phase, reply) in &replies {
+                        assert!(
+                            *phase == Phase::DataEnd && reply.code == 250,
+                            "session {c}, transaction {m}: {} {reply}",
+                            phase.name()
+                        );
+                    }
+                }
+                session
+            })
+        })
+        .collect();
+    let sessions = futures_join(tasks).await;
+    let secs = start.elapsed().as_secs_f64();
+    let quits = sessions
+        .into_iter()
+        .map(|s| tokio::spawn(s.quit()))
+        .collect();
+    futures_join(quits).await;
+    Run {
+        secs,
+        msgs: (conns * per_conn) as u64,
+    }
+}
+
+/// Awaits spawned tasks in order, propagating panics.
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(v) => out.push(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("task failed: {e}"),
+        }
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median, min and max of messages/s over the rounds.
+struct Cell {
+    med: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Cell {
+    fn of(runs: &[Run]) -> Cell {
+        let rates: Vec<f64> = runs.iter().map(|r| r.msgs as f64 / r.secs).collect();
+        Cell {
+            med: median(rates.clone()),
+            min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            max: rates.iter().copied().fold(0.0, f64::max),
+        }
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` probes benches with --list
+    }
+    let conns: usize = env_or("VOLLEY_BENCH_CONNS", 8);
+    let msgs: usize = env_or("VOLLEY_BENCH_MSGS", 1500);
+    let rtt_msgs: usize = env_or("VOLLEY_BENCH_RTT_MSGS", 100);
+    let rtt_ms: f64 = env_or("VOLLEY_BENCH_RTT_MS", 2.0);
+    let many: usize = env_or("VOLLEY_BENCH_RCPTS", 10);
+    let size: usize = env_or("VOLLEY_BENCH_SIZE", 10_240);
+    let rounds: usize = env_or::<usize>("VOLLEY_BENCH_ROUNDS", 5).max(1);
+    assert!(conns > 0 && many > 0, "CONNS and RCPTS must be positive");
+
+    let fx = Fixture::new();
+    let mut sink_p = Sink::start(&fx, "sink-pipelining", &[]);
+    let mut sink_l = Sink::start(&fx, "sink-lockstep", &["-p"]);
+    let data = Arc::new(message(size));
+
+    // the proxies run on their own runtime, so client load does not delay them
+    let proxy_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("delay-proxy")
+        .enable_all()
+        .build()
+        .expect("proxy runtime");
+    let one_way = Duration::from_secs_f64(rtt_ms.max(0.0) / 2000.0);
+    let proxied = |to: SocketAddr| -> SocketAddr {
+        let l = proxy_rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("proxy listen");
+        let at = l.local_addr().expect("proxy address");
+        proxy_rt.spawn(delay_proxy(l, to, one_way));
+        at
+    };
+    let mut paths = vec![(
+        "loopback".to_string(),
+        msgs,
+        sink_p.addr(),
+        sink_l.addr(),
+        probe_rtt(sink_p.addr()),
+    )];
+    if rtt_ms > 0.0 {
+        let (p, l) = (proxied(sink_p.addr()), proxied(sink_l.addr()));
+        paths.push((format!("+{rtt_ms} ms RTT"), rtt_msgs, p, l, probe_rtt(p)));
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let mut rows = Vec::new();
+    let t_all = Instant::now();
+    for (path, per_conn, addr_p, addr_l, rtt) in &paths {
+        for rcpts in [1, many] {
+            let (mut pipe, mut lock) = (Vec::new(), Vec::new());
+            for round in 0..rounds {
+                for pipelined in [round % 2 == 0, round % 2 == 1] {
+                    let (addr, sink) = if pipelined {
+                        (*addr_p, &mut sink_p)
+                    } else {
+                        (*addr_l, &mut sink_l)
+                    };
+                    let r = rt.block_on(run(
+                        addr,
+                        conns,
+                        *per_conn,
+                        rcpts,
+                        pipelined,
+                        Arc::clone(&data),
+                    ));
+                    sink.check(r.msgs, &format!("{path}, {rcpts} rcpt, round {round}"));
+                    if pipelined { &mut pipe } else { &mut lock }.push(r);
+                }
+            }
+            rows.push((path.clone(), *rtt, rcpts, Cell::of(&pipe), Cell::of(&lock)));
+        }
+    }
+    let total = t_all.elapsed().as_secs_f64();
+
+    println!(
+        "workload: {conns} sessions in parallel, {}-byte message (dot-stuffed), {} transactions per session on loopback, {} through the proxy; median of {rounds} rounds (min..max in brackets); rcpt/s = msg/s x rcpt/tx",
+        data.len(),
+        msgs,
+        rtt_msgs
+    );
+    println!(
+        "{:<16} {:>9} {:>6}  {:>24} {:>9}  {:>24} {:>9}  {:>7}",
+        "path",
+        "NOOP RTT",
+        "rcpt/tx",
+        "pipelined msg/s",
+        "rcpt/s",
+        "lock-step msg/s",
+        "rcpt/s",
+        "ratio"
+    );
+    for (path, rtt, rcpts, p, l) in &rows {
+        let cell = |c: &Cell| format!("{:.0} [{:.0}..{:.0}]", c.med, c.min, c.max);
+        println!(
+            "{:<16} {:>6.3} ms {:>6}  {:>24} {:>9.0}  {:>24} {:>9.0}  {:>6.2}x",
+            path,
+            rtt.as_secs_f64() * 1e3,
+            rcpts,
+            cell(p),
+            p.med * *rcpts as f64,
+            cell(l),
+            l.med * *rcpts as f64,
+            p.med / l.med
+        );
+    }
+    println!(
+        "all {} + {} transactions got 250 for every recipient; smtp-sink counted the same ({:.1} s in all)",
+        sink_p.expected, sink_l.expected, total
+    );
+    println!(
+        "note: messages/s of the engine's Session::send over {conns} pre-opened sessions (connect, EHLO and QUIT are not timed) to Postfix smtp-sink, which offers PIPELINING (the session then writes MAIL, all RCPTs and DATA in one write and reads the replies together: 2 round trips per transaction, the command group and the message) or, started with -p, does not (lock-step: one round trip each for MAIL, every RCPT, DATA and the message, 3 + rcpts). On loopback the round trip is microseconds, so the columns compare per-command CPU and syscall cost of client and sink; through the delay proxy (+{rtt_ms} ms RTT, measured by NOOP) the round trips dominate and the ratio approaches (3 + rcpts) / 2, i.e. {:.1}x for 1 and {:.1}x for {many} recipients. Throughput is whole transactions: every recipient got the 250 end-of-data reply, or the bench panics.",
+        4.0 / 2.0,
+        (3 + many) as f64 / 2.0
+    );
+}
