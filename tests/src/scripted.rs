@@ -212,9 +212,10 @@ impl ScriptedServer {
                         script: &*script,
                         shared: &sh,
                         conn: id,
+                        ended: std::cell::Cell::new(false),
                     };
                     let _ = serve(conn, &ctx);
-                    sh.lock().expect("lock").open -= 1;
+                    ctx.end();
                 });
             }
         });
@@ -288,9 +289,20 @@ struct Ctx<'a> {
     shared: &'a Mutex<Shared>,
     /// This connection's number.
     conn: usize,
+    /// No longer counted as open (QUIT was received).
+    ended: std::cell::Cell<bool>,
 }
 
 impl Ctx<'_> {
+    /// The session is over: no longer counted as open. Called on QUIT,
+    /// before the reply, so that a client that reconnects as soon as it has
+    /// the reply is not seen with two connections at once.
+    fn end(&self) {
+        if !self.ended.replace(true) {
+            self.shared.lock().expect("lock").open -= 1;
+        }
+    }
+
     /// Waits before replying at `stage` if a tarpit is set there; the
     /// replies already due (`out`) go out first.
     fn pause(&self, stage: Stage, w: &mut impl Write, out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -506,6 +518,7 @@ fn session<S: Read + Write>(
         } else if upper == "NOOP" {
             out.extend_from_slice(b"250 2.0.0 Ok\r\n");
         } else if upper == "QUIT" {
+            ctx.end();
             out.extend_from_slice(b"221 2.0.0 Bye\r\n");
             reader.get_mut().write_all(&out)?;
             reader.get_mut().flush()?;
