@@ -259,6 +259,11 @@ impl ScriptedServer {
         self.shared.lock().expect("lock").connections
     }
 
+    /// Connections open now (QUIT not yet received).
+    pub fn open_now(&self) -> usize {
+        self.shared.lock().expect("lock").open
+    }
+
     /// The most connections that were open at once.
     pub fn max_concurrent(&self) -> usize {
         self.shared.lock().expect("lock").max_open

@@ -1,0 +1,104 @@
+//! Connection life and its metrics against the scripted server: a
+//! connection with nothing to send closes with QUIT after the `idle`
+//! timeout while the service runs on; the site's connection gauge follows,
+//! and the latency histograms count each delivery and transaction.
+
+use std::time::Duration;
+
+use volley_tests::scripted::ScriptedServer;
+use volley_tests::*;
+
+/// The value of the sample `name` (with its label set, if any) in a
+/// Prometheus text body.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn idle_connections_close_with_quit_and_metrics_follow() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = Fixture::new();
+    let mut csv = String::from("email\n");
+    for i in 0..6 {
+        csv.push_str(&format!("r{i}@idle.test\n"));
+    }
+    fx.write("list.csv", csv);
+    fx.campaign("list.csv", "Hi", "Hello\n", "");
+    let site = server.addr.to_string();
+    fx.config(
+        &site,
+        "[delivery]\nconnections = 2\n[delivery.timeouts]\nidle = \"1s\"\n",
+    );
+    let out = run(
+        fx.path(),
+        &["enqueue", "campaign.toml", "--config", "config.toml"],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let http = fx.http_addr();
+    let mut service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(30), "all delivered", || {
+        per_recipient(&fx.events(), "Delivery").len() == 6
+    });
+    assert!(server.connections() >= 1);
+
+    // the service runs on; its connections go idle and close
+    wait_until(Duration::from_secs(10), "idle connections closed", || {
+        server.open_now() == 0
+    });
+    let last = server
+        .received()
+        .iter()
+        .map(|m| m.at)
+        .max()
+        .expect("received");
+    let closed_after = last.elapsed();
+    assert!(
+        service.try_wait().expect("try_wait").is_none(),
+        "the service is still running after the idle close"
+    );
+    let quits = server.command_log().iter().filter(|l| *l == "QUIT").count();
+    assert_eq!(
+        quits,
+        server.connections(),
+        "every connection ended with QUIT: {:?}",
+        server.command_log()
+    );
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed {closed_after:?} after the last delivery: not before the idle timeout"
+    );
+
+    let (code, body) = http_get(&http, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    let labels = format!("{{site=\"{site}\"}}");
+    assert_eq!(
+        sample(&body, &format!("volley_site_connections{labels}")),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, &format!("volley_site_attempts_total{labels}")),
+        Some(6.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "volley_delivery_latency_seconds_count"),
+        Some(6.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "volley_smtp_transaction_seconds_count"),
+        Some(6.0),
+        "one transaction per personalized message: {body}"
+    );
+    let latency = sample(&body, "volley_delivery_latency_seconds_sum").expect("latency sum");
+    assert!(latency > 0.0 && latency < 6.0 * 30.0, "{latency}");
+
+    terminate(&service);
+    let out = wait_output(service, Duration::from_secs(30));
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
