@@ -144,6 +144,22 @@ impl Index {
         true
     }
 
+    /// Applies a `SegmentRetired` entry (live or replayed): its recipients
+    /// leave the per-domain counts, then the segment goes.
+    pub(crate) fn apply_retired(&mut self, e: &Entry, pos: u64) {
+        if let Ok(counts) = crate::journal::decode_domain_counts(&e.detail) {
+            for (d, c) in counts {
+                if let Some(dc) = self.summary.domains.get_mut(d) {
+                    for s in State::ALL {
+                        dc.sub(s, c.get(s));
+                    }
+                }
+            }
+            self.summary.forget_empty_domains();
+        }
+        self.apply_mark(e, pos);
+    }
+
     /// Applies a spool-level entry during replay (appends, segments).
     pub(crate) fn apply_mark(&mut self, e: &Entry, pos: u64) {
         let no = e.id.segment();

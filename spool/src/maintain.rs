@@ -156,17 +156,7 @@ impl Spool {
             };
             self.journal_write(&mut entries, false, |index, es, ends| {
                 for (e, &pos) in es.iter().zip(ends) {
-                    if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
-                        for (d, c) in counts {
-                            if let Some(dc) = index.summary.domains.get_mut(d) {
-                                for s in State::ALL {
-                                    dc.sub(s, c.get(s));
-                                }
-                            }
-                        }
-                        index.summary.forget_empty_domains();
-                    }
-                    index.apply_mark(e, pos);
+                    index.apply_retired(e, pos);
                 }
             })?;
             let path = segment::path(&self.dir, no);

@@ -152,17 +152,7 @@ pub(crate) fn replay_entry(
             true
         }
         Kind::SegmentRetired => {
-            if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
-                for (d, c) in counts {
-                    if let Some(dc) = index.summary.domains.get_mut(d) {
-                        for s in State::ALL {
-                            dc.sub(s, c.get(s));
-                        }
-                    }
-                }
-                index.summary.forget_empty_domains();
-            }
-            index.apply_mark(e, pos);
+            index.apply_retired(e, pos);
             true
         }
         Kind::SegmentCreated | Kind::SegmentSealed => {
