@@ -1,0 +1,78 @@
+//! Validation of a parsed config: every error names its key (e.g.
+//! `domain[2].retry_factor`) and the reason.
+
+use std::path::Path;
+
+use super::delivery::{self, PolicyRule};
+use super::{Config, ConfigError, Route};
+
+impl Config {
+    pub(super) fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        let d = &self.delivery;
+        // the defaults are checked like a rule that sets everything
+        let defaults = PolicyRule {
+            messages_per_second: Some(d.messages_per_second),
+            connections: Some(d.connections),
+            messages_per_connection: Some(d.messages_per_connection),
+            recipients_per_transaction: Some(d.recipients_per_transaction),
+            retry_first: Some(d.retry_first),
+            retry_factor: Some(d.retry_factor),
+            retry_jitter: Some(d.retry_jitter),
+            ..PolicyRule::default()
+        };
+        delivery::check_rule(&defaults).map_err(|(k, r)| bad(&format!("delivery.{k}"), r))?;
+        if d.helo.is_empty() || d.helo.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(bad("delivery.helo", "must be a host name".into()));
+        }
+        if d.smtp_port == 0 {
+            return Err(bad("delivery.smtp_port", "must be a port number".into()));
+        }
+        self.http
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| bad("http.listen", format!("{:?}: {e}", self.http.listen)))?;
+        for (domain, target) in &self.routes {
+            Route::parse(target).map_err(|r| bad(&format!("routes.{domain}"), r))?;
+        }
+        for (i, ns) in self.dns.nameservers.iter().enumerate() {
+            ns.parse::<std::net::SocketAddr>().map_err(|e| {
+                bad(
+                    &format!("dns.nameservers[{i}]"),
+                    format!("{ns:?} is not ip:port: {e}"),
+                )
+            })?;
+        }
+        for (i, k) in self.dkim.iter().enumerate() {
+            if k.domain.is_empty() || k.selector.is_empty() {
+                return Err(bad(
+                    &format!("dkim[{i}]"),
+                    "domain and selector must be set".into(),
+                ));
+            }
+        }
+        for (i, r) in self.domain.iter().enumerate() {
+            if r.name.as_deref().is_none_or(str::is_empty) || r.suffix.is_some() {
+                return Err(bad(
+                    &format!("domain[{i}]"),
+                    "set `name` (the recipient domain), not `suffix`".into(),
+                ));
+            }
+            delivery::check_rule(r).map_err(|(k, e)| bad(&format!("domain[{i}].{k}"), e))?;
+        }
+        for (i, r) in self.mx.iter().enumerate() {
+            if r.suffix.as_deref().is_none_or(str::is_empty) || r.name.is_some() {
+                return Err(bad(
+                    &format!("mx[{i}]"),
+                    "set `suffix` (an MX host suffix such as \".google.com\"), not `name`".into(),
+                ));
+            }
+            delivery::check_rule(r).map_err(|(k, e)| bad(&format!("mx[{i}].{k}"), e))?;
+        }
+        Ok(())
+    }
+}
