@@ -144,6 +144,44 @@ impl Index {
         true
     }
 
+    /// Applies a replayed journal entry to the index and summary (campaign
+    /// seals go to `sealed`). Returns false if an outcome entry did not
+    /// apply (see [`Index::apply`]).
+    pub(crate) fn replay(
+        &mut self,
+        sealed: &mut std::collections::BTreeSet<u32>,
+        e: &Entry,
+        pos: u64,
+    ) -> bool {
+        match e.kind {
+            Kind::CampaignSealed => {
+                sealed.insert(e.campaign);
+                true
+            }
+            Kind::Appended => {
+                if let Ok(counts) = crate::journal::decode_domain_counts(&e.detail) {
+                    for (d, c) in counts {
+                        self.summary.add(e.campaign, d, State::Queued, c.queued);
+                    }
+                }
+                self.summary.saw_row(e.campaign, e.next_ms as u32);
+                self.apply_mark(e, pos);
+                true
+            }
+            Kind::SegmentRetired => {
+                self.apply_retired(e, pos);
+                true
+            }
+            Kind::SegmentCreated | Kind::SegmentSealed => {
+                self.apply_mark(e, pos);
+                true
+            }
+            Kind::Deferred | Kind::Delivered | Kind::Bounced | Kind::Failed => {
+                self.apply(e, pos, true)
+            }
+        }
+    }
+
     /// Applies a `SegmentRetired` entry (live or replayed): its recipients
     /// leave the per-domain counts, then the segment goes.
     pub(crate) fn apply_retired(&mut self, e: &Entry, pos: u64) {

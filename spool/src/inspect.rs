@@ -12,7 +12,7 @@ use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::journal::files;
-use crate::recover::{read_campaigns, read_meta, replay_entry};
+use crate::recover::{read_campaigns, read_meta};
 use crate::summary::Summary;
 
 /// A campaign as inspection sees it.
@@ -115,7 +115,7 @@ fn attempt(dir: &Path) -> Result<std::result::Result<Inspection, Inspection>> {
                     }
                 }
                 None => {
-                    replay_entry(&mut index, &mut sealed, e, *pos);
+                    index.replay(&mut sealed, e, *pos);
                 }
             }
         }

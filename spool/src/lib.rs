@@ -44,6 +44,7 @@
 //! Exposure: every byte read back from disk is treated as possibly damaged
 //! (CRC per frame, validated rkyv access, bounds-checked decoders).
 
+mod append;
 mod campaign;
 mod checkpoint;
 mod commit;
@@ -64,6 +65,7 @@ mod segment;
 mod spool;
 mod summary;
 
+pub use append::StartedAppend;
 pub use campaign::Campaign;
 pub use checkpoint::Run;
 pub use error::{Error, Result};
@@ -74,7 +76,7 @@ pub use ops::Cursor;
 pub use record::{ArchivedRecipient, Recipient, Vars};
 pub use report::{Damage, OpenReport, Pending};
 pub use segment::SEGMENT_BYTES;
-pub use spool::{CHECKPOINT_EVERY, Spool, StartedAppend};
+pub use spool::{CHECKPOINT_EVERY, Spool};
 pub use summary::{CampaignCounts, Counts, FastMap, Summary};
 
 /// Identifies one recipient: segment number (high 32 bits) and record index

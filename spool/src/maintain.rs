@@ -141,14 +141,14 @@ impl Spool {
                     entries.push(e);
                 };
                 for (d, c) in &by_domain {
-                    if size + crate::spool::domain_counts_size(d)
-                        > crate::spool::DOMAIN_COUNTS_LIMIT
+                    if size + crate::append::domain_counts_size(d)
+                        > crate::append::DOMAIN_COUNTS_LIMIT
                         && !chunk.is_empty()
                     {
                         flush(&mut chunk);
                         size = 0;
                     }
-                    size += crate::spool::domain_counts_size(d);
+                    size += crate::append::domain_counts_size(d);
                     chunk.push((d.as_str(), *c));
                 }
                 flush(&mut chunk);

@@ -25,7 +25,7 @@ use crate::checkpoint;
 use crate::commit::GroupCommit;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, Seg};
-use crate::journal::{self, Entry, Kind, files};
+use crate::journal::{Kind, files};
 use crate::report::{Damage, OpenReport, Pending};
 use crate::summary::{Counts, FastMap};
 use crate::{RecipientId, Spool, State};
@@ -127,42 +127,6 @@ pub(crate) fn read_campaigns(
         }
     }
     Ok(out)
-}
-
-/// Applies a replayed entry to the index and summary.
-pub(crate) fn replay_entry(
-    index: &mut Index,
-    sealed: &mut BTreeSet<u32>,
-    e: &Entry,
-    pos: u64,
-) -> bool {
-    match e.kind {
-        Kind::CampaignSealed => {
-            sealed.insert(e.campaign);
-            true
-        }
-        Kind::Appended => {
-            if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
-                for (d, c) in counts {
-                    index.summary.add(e.campaign, d, State::Queued, c.queued);
-                }
-            }
-            index.summary.saw_row(e.campaign, e.next_ms as u32);
-            index.apply_mark(e, pos);
-            true
-        }
-        Kind::SegmentRetired => {
-            index.apply_retired(e, pos);
-            true
-        }
-        Kind::SegmentCreated | Kind::SegmentSealed => {
-            index.apply_mark(e, pos);
-            true
-        }
-        Kind::Deferred | Kind::Delivered | Kind::Bounced | Kind::Failed => {
-            index.apply(e, pos, true)
-        }
-    }
 }
 
 fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
@@ -273,7 +237,7 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
             if e.kind == Kind::SegmentRetired {
                 retired.insert(e.id.segment());
             }
-            if !replay_entry(&mut index, &mut sealed, e, *pos) {
+            if !index.replay(&mut sealed, e, *pos) {
                 report.damage.push(Damage {
                     path: path.clone(),
                     what: format!("journal names recipient {} that no segment holds", e.id),
