@@ -196,6 +196,16 @@ pub fn terminate(child: &Running) {
     }
 }
 
+/// Stops a service with SIGTERM and checks that it exits 0 within 60 s
+/// without a panic; returns its output.
+pub fn stop(service: Running) -> Output {
+    terminate(&service);
+    let out = wait_output(service, Duration::from_secs(60));
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    out
+}
+
 /// Text of an output stream.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -302,6 +312,35 @@ impl Fixture {
 
     pub fn events(&self) -> Vec<serde_json::Value> {
         events(&self.path().join("events.jsonl"))
+    }
+
+    /// Runs `volley CMD campaign.toml --config config.toml` (`send` or
+    /// `enqueue`) here, within `limit`, and checks that it did not panic.
+    pub fn volley(&self, cmd: &str, limit: Duration) -> Output {
+        let out = run(
+            self.path(),
+            &[cmd, "campaign.toml", "--config", "config.toml"],
+            limit,
+        );
+        assert_no_panic(&out);
+        out
+    }
+
+    /// Spools the campaign (`volley enqueue`), checking exit 0.
+    pub fn enqueue(&self) {
+        let out = self.volley("enqueue", Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+
+    /// `volley status --json`, checking exit 0.
+    pub fn status(&self) -> serde_json::Value {
+        let out = run(
+            self.path(),
+            &["status", "--config", "config.toml", "--json"],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
     /// The `[http] listen` address written by [`Fixture::config`].

@@ -70,12 +70,7 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
         "everything was delivered before the last kill"
     );
 
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(600),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("send", Duration::from_secs(600));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -99,12 +94,7 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
     assert_eq!(copies.len(), N);
     let duplicates: usize = copies.values().map(|c| c - 1).sum();
 
-    let status = run(
-        fx.path(),
-        &["status", "--config", "config.toml", "--json"],
-        Duration::from_secs(60),
-    );
-    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let s = fx.status();
     assert_eq!(
         s["campaigns"][0]["total"], N as u64,
         "every row spooled exactly once"

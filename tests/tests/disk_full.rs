@@ -58,12 +58,7 @@ fn full_disk_refuses_new_recipients_and_delivers_the_accepted_ones() {
         "[delivery]\nmessages_per_second = 100000\n",
     );
 
-    let out = run(
-        fx.path(),
-        &["enqueue", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(120),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("enqueue", Duration::from_secs(120));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
@@ -75,16 +70,7 @@ fn full_disk_refuses_new_recipients_and_delivers_the_accepted_ones() {
         .unwrap_or_else(|| panic!("no accepted count in: {err}"));
     assert!((16_384..120_000).contains(&accepted), "{accepted} accepted");
 
-    let status = |fx: &Fixture| -> serde_json::Value {
-        let out = run(
-            fx.path(),
-            &["status", "--config", "config.toml", "--json"],
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let s = status(&fx);
+    let s = fx.status();
     assert_eq!(
         s["campaigns"][0]["total"], accepted,
         "exactly the accepted recipients are spooled"
@@ -94,9 +80,9 @@ fn full_disk_refuses_new_recipients_and_delivers_the_accepted_ones() {
     // the service delivers what was accepted, although the disk is full
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     let t0 = std::time::Instant::now();
-    while status(&fx)["campaigns"][0]["delivered"] != accepted {
+    while fx.status()["campaigns"][0]["delivered"] != accepted {
         if t0.elapsed() > Duration::from_secs(120) {
-            let s = status(&fx);
+            let s = fx.status();
             terminate(&service);
             let out = wait_output(service, Duration::from_secs(60));
             panic!(
@@ -106,10 +92,7 @@ fn full_disk_refuses_new_recipients_and_delivers_the_accepted_ones() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    terminate(&service);
-    let out = wait_output(service, Duration::from_secs(60));
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    stop(service);
 
     let mut copies: HashMap<String, usize> = HashMap::new();
     for m in server.received() {

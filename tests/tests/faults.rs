@@ -51,28 +51,6 @@ fn campaign(fx: &Fixture, n: usize) -> Vec<String> {
     rcpts
 }
 
-/// `volley send` to completion (a minute at most).
-fn send(fx: &Fixture) -> std::process::Output {
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert_no_panic(&out);
-    out
-}
-
-/// Spools the campaign (`volley enqueue`).
-fn enqueue(fx: &Fixture) {
-    let out = run(
-        fx.path(),
-        &["enqueue", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-}
-
 /// Runs the service until `done` holds for the events (within `limit`),
 /// stops it and checks a clean exit. Returns how long `done` took.
 fn serve_until(
@@ -85,10 +63,7 @@ fn serve_until(
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_until(limit, what, || done(&fx.events()));
     let took = started.elapsed();
-    terminate(&service);
-    let out = wait_output(service, Duration::from_secs(30));
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    stop(service);
     took
 }
 
@@ -158,18 +133,6 @@ fn assert_each_delivered_once(fx: &Fixture, s: &ScriptedServer, rcpts: &[String]
     assert_eq!(delivered.len(), rcpts.len());
 }
 
-/// `volley status --json` totals.
-fn status_totals(fx: &Fixture) -> serde_json::Value {
-    let out = run(
-        fx.path(),
-        &["status", "--config", "config.toml", "--json"],
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    s["totals"].clone()
-}
-
 const RETRY_FAST: &str = "retry_first = \"1s\"\n";
 
 #[test]
@@ -185,7 +148,7 @@ fn drop_in_data_is_deferred_then_delivered_once() {
         &server.addr.to_string(),
         &format!("[delivery]\nconnections = 1\n{RETRY_FAST}"),
     );
-    enqueue(&fx);
+    fx.enqueue();
     serve_until(&fx, Duration::from_secs(30), "all delivered", |ev| {
         per_recipient(ev, "Delivery").len() == 3
     });
@@ -221,7 +184,7 @@ fn tarpitted_rcpt_times_out_then_expires() {
         &format!("[delivery]\n{RETRY_FAST}max_age = \"4s\"\n[delivery.timeouts]\nrcpt = \"1s\"\n"),
     );
     // `send` ends once only deferred recipients remain (exit 3) ...
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let ev = fx.events();
     assert_eq!(per_recipient(&ev, "DeliveryDelay").len(), 2, "{ev:?}");
@@ -259,7 +222,7 @@ fn tarpitted_rcpt_times_out_then_expires() {
     for r in &rcpts {
         assert!(server.offered()[r] >= 2, "{r} retried before giving up");
     }
-    let totals = status_totals(&fx);
+    let totals = fx.status()["totals"].clone();
     assert_eq!(
         (totals["queued"].as_u64(), totals["deferred"].as_u64()),
         (Some(0), Some(0)),
@@ -281,7 +244,7 @@ fn greeting_421_is_deferred_then_delivered() {
         &server.addr.to_string(),
         &format!("[delivery]\nconnections = 1\n{RETRY_FAST}"),
     );
-    enqueue(&fx);
+    fx.enqueue();
     serve_until(&fx, Duration::from_secs(30), "all delivered", |ev| {
         per_recipient(ev, "Delivery").len() == 3
     });
@@ -317,7 +280,7 @@ fn broken_starttls_falls_back_to_plain_text_when_opportunistic() {
             &server.addr.to_string(),
             "[delivery]\ntls = \"opportunistic\"\n",
         );
-        let out = send(&fx);
+        let out = fx.volley("send", Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(0), "{how:?}: {}", text(&out.stderr));
         assert_each_delivered_once(&fx, &server, &rcpts);
         assert!(server.received().iter().all(|m| !m.tls));
@@ -342,7 +305,7 @@ fn broken_starttls_never_goes_plain_when_required() {
         &server.addr.to_string(),
         &format!("[delivery]\ntls = \"required\"\n{RETRY_FAST}max_age = \"3s\"\n"),
     );
-    enqueue(&fx);
+    fx.enqueue();
     serve_until(&fx, Duration::from_secs(30), "final bounces", |ev| {
         per_recipient(ev, "Bounce").len() == 2
     });
@@ -386,7 +349,7 @@ fn without_pipelining_commands_go_in_lockstep() {
         let fx = Fixture::new();
         let rcpts = campaign(&fx, 3);
         fx.config(&server.addr.to_string(), "[delivery]\nconnections = 1\n");
-        let out = send(&fx);
+        let out = fx.volley("send", Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert_each_delivered_once(&fx, &server, &rcpts);
         // every read carried exactly one command line (the message itself
@@ -422,7 +385,7 @@ fn message_too_large_bounces_without_retry() {
             &server.addr.to_string(),
             &format!("[delivery]\n{RETRY_FAST}"),
         );
-        let out = send(&fx);
+        let out = fx.volley("send", Duration::from_secs(60));
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -457,7 +420,7 @@ fn message_too_large_bounces_without_retry() {
             assert_eq!(datas, 2);
         }
         // final in the spool too: nothing left to retry
-        let totals = status_totals(&fx);
+        let totals = fx.status()["totals"].clone();
         assert_eq!(
             (totals["bounced"].as_u64(), totals["deferred"].as_u64()),
             (Some(2), Some(0)),
@@ -480,7 +443,7 @@ fn server_closing_after_n_messages_loses_nothing() {
             &server.addr.to_string(),
             &format!("[delivery]\nconnections = 2\n{RETRY_FAST}"),
         );
-        enqueue(&fx);
+        fx.enqueue();
         serve_until(&fx, Duration::from_secs(40), "all delivered", |ev| {
             per_recipient(ev, "Delivery").len() == rcpts.len()
         });
@@ -521,7 +484,7 @@ fn messages_per_connection_reconnects() {
         &server.addr.to_string(),
         "[delivery]\nconnections = 1\nmessages_per_connection = 5\n",
     );
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_each_delivered_once(&fx, &server, &rcpts);
     let mut per_conn = BTreeMap::<usize, usize>::new();
@@ -555,7 +518,7 @@ fn max_age_gives_up_with_a_transient_bounce() {
         &server.addr.to_string(),
         &format!("[delivery]\n{RETRY_FAST}max_age = \"3s\"\n"),
     );
-    enqueue(&fx);
+    fx.enqueue();
     let took = serve_until(&fx, Duration::from_secs(30), "final bounces", |ev| {
         per_recipient(ev, "Bounce").len() == 5
     });
@@ -597,7 +560,7 @@ fn max_age_gives_up_with_a_transient_bounce() {
     for r in &rcpts {
         assert!(offered[r] >= 2, "{r} retried before giving up: {offered:?}");
     }
-    let totals = status_totals(&fx);
+    let totals = fx.status()["totals"].clone();
     assert_eq!(totals["queued"], 0, "{totals}");
     assert_eq!(totals["deferred"], 0, "{totals}");
     assert_eq!(totals["bounced"], 5, "{totals}");

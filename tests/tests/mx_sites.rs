@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,17 +106,6 @@ fn rcpts(domain: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("user{i}@{domain}")).collect()
 }
 
-/// `volley send` (bounded), checked for panics.
-fn send(fx: &Fixture) -> Output {
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(30),
-    );
-    assert_no_panic(&out);
-    out
-}
-
 /// Every recipient a server accepted a message for, sorted.
 fn got(s: &ScriptedServer) -> Vec<String> {
     let mut v: Vec<String> = s.received().into_iter().flat_map(|m| m.rcpts).collect();
@@ -173,7 +161,7 @@ fn lowest_preference_is_used_first() {
     campaign(&fx, &list);
     config(&fx, &dns, port, "", "");
 
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(got(&s[0]), sorted(&list), "every message at MX 10");
     assert!(s[1].received().is_empty(), "nothing at MX 20");
@@ -208,7 +196,7 @@ fn next_mx_is_tried_when_one_refuses_connections() {
     campaign(&fx, &[fb.clone(), multi.clone()].concat());
     config(&fx, &dns, port, "", "");
 
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(got(&s[0]), sorted(&fb), "every fb.test message at MX 20");
     assert!(s[1].command_log().is_empty(), "MX 30 not used");
@@ -243,7 +231,7 @@ fn equal_preferences_share_the_load() {
     // a connection per message: 40 opens, each picking among the equals
     config(&fx, &dns, port, "messages_per_connection = 1", "");
 
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let (at_a, at_b) = (got(&s[0]), got(&s[1]));
     assert!(
@@ -273,7 +261,7 @@ fn domain_without_mx_is_reached_at_its_address() {
     campaign(&fx, &[plain.clone(), v6.clone()].concat());
     config(&fx, &dns, port, "", "");
 
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(got(&s[0]), sorted(&plain), "A fallback");
     assert_eq!(got(&s[1]), sorted(&v6), "AAAA fallback");
@@ -303,7 +291,7 @@ fn null_mx_and_nonexistent_domain_bounce_without_connecting() {
     campaign(&fx, &[null.clone(), gone.clone(), fine.clone()].concat());
     config(&fx, &dns, port, "", "");
 
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(30));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -383,7 +371,7 @@ fn servfail_and_missing_host_address_defer() {
     );
     config(&fx, &dns, port, "", "");
 
-    let out = send(&fx);
+    let out = fx.volley("send", Duration::from_secs(30));
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -661,13 +649,7 @@ fn domains_with_the_same_mx_hosts_share_one_site() {
         "[[mx]]\nsuffix = \".other.test\"\nmessages_per_second = 500\n",
     );
 
-    let out = run(
-        fx.path(),
-        &["enqueue", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(30),
-    );
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.enqueue();
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_until(Duration::from_secs(30), "every recipient delivered", || {
         per_recipient(&fx.events(), "Delivery").len() == all.len()
@@ -724,10 +706,7 @@ fn domains_with_the_same_mx_hosts_share_one_site() {
     );
     assert_eq!(gauge("volley_site_queued", shared_site), Some(0.0));
 
-    terminate(&service);
-    let out = wait_output(service, Duration::from_secs(30));
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    stop(service);
 
     // what arrived where
     let mut at_shared = census.rcpts.lock().unwrap().clone();

@@ -37,12 +37,7 @@ fn sighup_reloads_routes_and_policy_and_keeps_queued_mail() {
     }
     fx.write("list.csv", csv);
     fx.campaign("list.csv", "Hi", "Hello\n", "");
-    let out = run(
-        fx.path(),
-        &["enqueue", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    fx.enqueue();
 
     let mut service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_until(
@@ -75,10 +70,7 @@ fn sighup_reloads_routes_and_policy_and_keeps_queued_mail() {
         .unwrap_or_else(|| panic!("no rate gauge for {site} in:\n{metrics}"));
     assert!(rate.ends_with(" 7.0") || rate.ends_with(" 7"), "{rate}");
 
-    terminate(&service);
-    let out = wait_output(service, Duration::from_secs(60));
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = stop(service);
     let err = text(&out.stderr);
     assert!(err.contains("the configuration is invalid"), "{err}");
     assert!(err.contains("speed"), "the error names the bad key: {err}");

@@ -31,12 +31,7 @@ fn missing_variable_fails_only_those_recipients() {
         "",
     );
     fx.config(&server.addr.to_string(), "");
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("send", Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("render-failed 8"),

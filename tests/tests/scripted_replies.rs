@@ -48,12 +48,7 @@ fn bounces_deferrals_then_delivery() {
         "[delivery]\nretry_first = \"4s\"\nconnections = 2\n",
     );
 
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("send", Duration::from_secs(60));
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -130,10 +125,7 @@ fn bounces_deferrals_then_delivery() {
         "{metrics}"
     );
     assert!(metrics.contains("volley_smtp_attempts_total"), "{metrics}");
-    terminate(&service);
-    let out = wait_output(service, Duration::from_secs(60));
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    stop(service);
 
     let ev = fx.events();
     let delivered = per_recipient(&ev, "Delivery");
@@ -274,12 +266,7 @@ fn starttls_is_used_when_offered() {
     fx.write("list.csv", "email\na@tls.test\nb@tls.test\n");
     fx.campaign("list.csv", "Secret", "Over TLS\n", "");
     fx.config(&server.addr.to_string(), "");
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("send", Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let received = server.received();
     assert_eq!(received.len(), 2);

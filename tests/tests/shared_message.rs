@@ -46,12 +46,7 @@ fn recipients_share_transactions_and_get_their_own_outcomes() {
         &server.addr.to_string(),
         "[delivery]\nconnections = 2\nrecipients_per_transaction = 40\n",
     );
-    let out = run(
-        fx.path(),
-        &["send", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(120),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("send", Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let received = server.received();
@@ -125,12 +120,7 @@ fn templates_with_recipient_data_are_refused() {
         "personalized = false\n",
     );
     fx.config("127.0.0.1:9", "");
-    let out = run(
-        fx.path(),
-        &["enqueue", "campaign.toml", "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert_no_panic(&out);
+    let out = fx.volley("enqueue", Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
