@@ -31,6 +31,17 @@ pub struct Cursor {
 }
 
 impl Spool {
+    /// The campaign number of `id`, from the index (the record is not
+    /// read).
+    pub fn campaign_of(&self, id: RecipientId) -> Option<u32> {
+        let index = self.read_index();
+        let seg = index.segs.get(&id.segment())?;
+        if id.index() as usize >= seg.states.len() {
+            return None;
+        }
+        seg.campaign_of(id.index())
+    }
+
     /// Runs `f` on the archived record of `id`.
     pub fn with_record<R>(
         &self,

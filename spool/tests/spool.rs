@@ -621,3 +621,32 @@ fn damaged_segment_header_is_reported_and_new_segments_do_not_collide() {
         "the odd file is left alone"
     );
 }
+
+#[test]
+fn campaign_of_comes_from_the_index_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, ids_a, ids_b) = {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let a = spool.create_campaign("a", b"{}").unwrap().no;
+        let b = spool.create_campaign("b", b"{}").unwrap().no;
+        let ids_a = spool
+            .append(&(0..5).map(|i| rec(a, i)).collect::<Vec<_>>())
+            .unwrap();
+        let ids_b = spool
+            .append(&(0..5).map(|i| rec(b, i)).collect::<Vec<_>>())
+            .unwrap();
+        for id in &ids_a {
+            assert_eq!(spool.campaign_of(*id), Some(a));
+        }
+        (a, b, ids_a, ids_b)
+    };
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    for id in &ids_a {
+        assert_eq!(spool.campaign_of(*id), Some(a));
+    }
+    for id in &ids_b {
+        assert_eq!(spool.campaign_of(*id), Some(b));
+    }
+    let past = RecipientId::new(ids_b[4].segment(), ids_b[4].index() + 1);
+    assert_eq!(spool.campaign_of(past), None);
+}
