@@ -19,6 +19,7 @@
 pub mod backoff;
 pub mod connection;
 pub mod mx;
+mod queue;
 pub mod recorder;
 pub mod scheduler;
 pub mod shard;

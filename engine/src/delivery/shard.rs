@@ -10,8 +10,6 @@
 //! [`Throttle`]; a config reload (SIGHUP) re-reads the policy without
 //! touching the queue. Exposure: none (internal).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -19,15 +17,16 @@ use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc, watch};
-use volley_spool::{RecipientId, Spool};
+use volley_spool::Spool;
 
 use super::connection;
 use super::mx::Resolver;
+pub use super::queue::ShardIn;
+use super::queue::{Campaigns, Queue};
 use super::site::{Hosts, Site};
 use super::smtp::{Reply, TlsSettings};
 use super::throttle::{Change, Throttle};
-use super::{Report, Stats, Work};
-use crate::campaign::CampaignDef;
+use super::{Report, Stats};
 use crate::config::{Config, Policy};
 use crate::message::{Job, Producer};
 use crate::metrics::{Metrics, SiteMetrics};
@@ -89,98 +88,6 @@ impl ShardCtx {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
-    }
-}
-
-/// What a shard is given.
-pub enum ShardIn {
-    /// One recipient (new, or due for a retry).
-    One(Work),
-    /// Recipients found queued at start, compact until dispatched (all of
-    /// one domain).
-    Bulk(Arc<str>, Vec<RecipientId>),
-}
-
-/// A site's queue: single recipients first, then the bulk lists found in
-/// the spool at start, merged in spool order across their domains (so that
-/// segments finish, and are freed, in order).
-#[derive(Default)]
-struct Queue {
-    ones: VecDeque<Work>,
-    /// Each list reversed (its next id at the back).
-    bulk: Vec<(Arc<str>, Vec<RecipientId>)>,
-    /// The next id of each non-empty list, smallest first.
-    heads: BinaryHeap<Reverse<(RecipientId, usize)>>,
-    len: u64,
-}
-
-impl Queue {
-    fn push(&mut self, m: ShardIn) {
-        match m {
-            ShardIn::One(w) => {
-                self.len += 1;
-                self.ones.push_back(w);
-            }
-            ShardIn::Bulk(domain, mut ids) => {
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                if let Some(&next) = ids.last() {
-                    self.len += ids.len() as u64;
-                    self.heads.push(Reverse((next, self.bulk.len())));
-                    self.bulk.push((domain, ids));
-                }
-            }
-        }
-    }
-
-    /// The recipient [`Queue::pop`] would return next.
-    fn peek(&self) -> Option<RecipientId> {
-        if let Some(w) = self.ones.front() {
-            return Some(w.id);
-        }
-        self.heads.peek().map(|Reverse((id, _))| *id)
-    }
-
-    fn pop(&mut self) -> Option<Work> {
-        if let Some(w) = self.ones.pop_front() {
-            self.len -= 1;
-            return Some(w);
-        }
-        let Reverse((_, i)) = self.heads.pop()?;
-        let (domain, ids) = &mut self.bulk[i];
-        let id = ids.pop()?;
-        let domain = Arc::clone(domain);
-        match ids.last() {
-            Some(&next) => self.heads.push(Reverse((next, i))),
-            None => *ids = Vec::new(), // free the list's memory
-        }
-        if self.heads.is_empty() {
-            self.bulk.clear();
-        }
-        self.len -= 1;
-        Some(Work {
-            id,
-            domain,
-            attempts: 0,
-        })
-    }
-}
-
-/// Which campaigns are non-personalized (their recipients may share a
-/// transaction), by campaign number.
-#[derive(Default)]
-struct Campaigns(std::collections::HashMap<u32, bool>);
-
-impl Campaigns {
-    /// The campaign number of `id` when its campaign is non-personalized.
-    fn shared(&mut self, spool: &Spool, id: RecipientId) -> Option<u32> {
-        let no = spool.with_record(id, |r| r.campaign.to_native()).ok()?;
-        let personalized = *self.0.entry(no).or_insert_with(|| {
-            spool
-                .campaign(no)
-                .and_then(|c| CampaignDef::from_bytes(&c.body).ok())
-                .is_none_or(|d| d.personalized)
-        });
-        (!personalized).then_some(no)
     }
 }
 
