@@ -5,7 +5,9 @@
 //! Everything binds ephemeral loopback ports and every wait is bounded.
 
 pub mod dns;
+pub mod mx_rig;
 pub mod postfix;
+pub mod prom;
 pub mod scripted;
 
 pub use postfix::PostfixSink;

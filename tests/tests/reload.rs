@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use volley_tests::prom::site_value;
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
 
@@ -62,13 +63,13 @@ fn sighup_reloads_routes_and_policy_and_keeps_queued_mail() {
         "the deferred recipients delivered through the reloaded route",
         || per_recipient(&fx.events(), "Delivery").len() == 20,
     );
-    let site = format!("site=\"{}\"", server.addr);
     let (_, metrics) = http_get(&listen, "/metrics").expect("metrics");
-    let rate = metrics
-        .lines()
-        .find(|l| l.starts_with("volley_site_rate_limit{") && l.contains(&site))
-        .unwrap_or_else(|| panic!("no rate gauge for {site} in:\n{metrics}"));
-    assert!(rate.ends_with(" 7.0") || rate.ends_with(" 7"), "{rate}");
+    let site = server.addr.to_string();
+    assert_eq!(
+        site_value(&metrics, "volley_site_rate_limit", &site, &[]),
+        Some(7.0),
+        "{metrics}"
+    );
 
     let out = stop(service);
     let err = text(&out.stderr);

@@ -5,16 +5,9 @@
 
 use std::time::Duration;
 
+use volley_tests::prom::value;
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
-
-/// The value of the sample `name` (with its label set, if any) in a
-/// Prometheus text body.
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 #[test]
 fn idle_connections_close_with_quit_and_metrics_follow() {
@@ -70,26 +63,26 @@ fn idle_connections_close_with_quit_and_metrics_follow() {
     assert_eq!(code, 200);
     let labels = format!("{{site=\"{site}\"}}");
     assert_eq!(
-        sample(&body, &format!("volley_site_connections{labels}")),
+        value(&body, &format!("volley_site_connections{labels}")),
         Some(0.0),
         "{body}"
     );
     assert_eq!(
-        sample(&body, &format!("volley_site_attempts_total{labels}")),
+        value(&body, &format!("volley_site_attempts_total{labels}")),
         Some(6.0),
         "{body}"
     );
     assert_eq!(
-        sample(&body, "volley_delivery_latency_seconds_count"),
+        value(&body, "volley_delivery_latency_seconds_count"),
         Some(6.0),
         "{body}"
     );
     assert_eq!(
-        sample(&body, "volley_smtp_transaction_seconds_count"),
+        value(&body, "volley_smtp_transaction_seconds_count"),
         Some(6.0),
         "one transaction per personalized message: {body}"
     );
-    let latency = sample(&body, "volley_delivery_latency_seconds_sum").expect("latency sum");
+    let latency = value(&body, "volley_delivery_latency_seconds_sum").expect("latency sum");
     assert!(latency > 0.0 && latency < 6.0 * 30.0, "{latency}");
 
     stop(service);

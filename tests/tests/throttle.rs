@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use volley_tests::prom::site_value;
 use volley_tests::scripted::{Options, ScriptedServer};
 use volley_tests::*;
 
@@ -234,15 +235,10 @@ fn gauges(http: &str, site: &str) -> Option<(f64, f64)> {
     if code != 200 {
         return None;
     }
-    let value = |name: &str| -> Option<f64> {
-        let prefix = format!("{name}{{site=\"{site}\"}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let gauge = |name: &str| site_value(&body, name, site, &[]);
     Some((
-        value("volley_site_rate_limit")?,
-        value("volley_site_connection_limit")?,
+        gauge("volley_site_rate_limit")?,
+        gauge("volley_site_connection_limit")?,
     ))
 }
 
