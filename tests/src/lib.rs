@@ -5,6 +5,7 @@
 //! Everything binds ephemeral loopback ports and every wait is bounded.
 
 pub mod dns;
+pub mod fault_rig;
 pub mod mx_rig;
 pub mod postfix;
 pub mod prom;
