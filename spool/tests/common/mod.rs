@@ -1,0 +1,65 @@
+//! Helpers shared by the spool's integration tests.
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::path::Path;
+
+use volley_spool::{Entry, Kind, Recipient, RecipientId, Vars};
+
+pub fn rec(campaign: u32, i: u32) -> Recipient {
+    let mut vars = Vec::new();
+    Vars::encode_columns(
+        [
+            format!("Name {i}").as_str(),
+            "x".repeat((i % 13) as usize).as_str(),
+        ],
+        &mut vars,
+    );
+    Recipient {
+        campaign,
+        row: i + 1,
+        email: format!("user{i}@d{}.test", i % 7),
+        vars,
+    }
+}
+
+pub fn outcome(id: RecipientId, kind: Kind) -> Entry {
+    Entry::outcome(
+        kind,
+        id,
+        1,
+        1,
+        if kind == Kind::Deferred { 99 } else { 0 },
+        b"250 ok".to_vec(),
+    )
+}
+
+pub fn seg_path(dir: &Path, no: u32) -> std::path::PathBuf {
+    dir.join(format!("segments/{no:08}.seg"))
+}
+
+pub fn rec_at(campaign: u32, i: u32, domains: u32) -> Recipient {
+    let mut vars = Vec::new();
+    Vars::encode_columns([format!("Name {i}").as_str()], &mut vars);
+    Recipient {
+        campaign,
+        row: i + 1,
+        email: format!("user{i}@dom{}.example", i % domains),
+        vars,
+    }
+}
+
+pub fn big_records(campaign: u32, n: u32) -> Vec<Recipient> {
+    (0..n)
+        .map(|i| {
+            let mut vars = Vec::new();
+            Vars::encode_json(&format!("{{\"x\":\"{}\"}}", "x".repeat(40_000)), &mut vars);
+            Recipient {
+                campaign,
+                row: i + 1,
+                email: format!("u{i}@big.test"),
+                vars,
+            }
+        })
+        .collect()
+}
