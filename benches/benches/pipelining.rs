@@ -18,10 +18,8 @@
 //! VOLLEY_BENCH_ROUNDS (runs per cell, alternating which mode goes first;
 //! the median is reported, default 5).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use volley_engine::delivery::smtp::Phase;
 use volley_engine::delivery::smtp::client::{self, Timeouts, TlsMode, TlsSettings};
 use volley_engine::delivery::smtp::session::{Session, dot_stuff};
-use volley_tests::{Fixture, free_port};
+use volley_tests::PostfixSink;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -42,68 +40,23 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 // ---------------------------------------------------------------- smtp-sink
 
-/// One smtp-sink process; `-c` writes its running counters to `out`.
+/// A counting smtp-sink and how many messages this bench has had accepted
+/// by it so far.
 struct Sink {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-    /// Messages this bench has had accepted by this sink so far.
+    sink: PostfixSink,
     expected: u64,
 }
 
 impl Sink {
-    fn start(fx: &Fixture, name: &str, extra: &[&str]) -> Sink {
-        let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("Postfix smtp-sink not found (apt-get install postfix)");
-        let out = fx.path().join(format!("{name}.out"));
-        for _ in 0..5 {
-            let port = free_port();
-            let mut args = vec!["-c", "-u", "nobody", "-m", "1024"];
-            args.extend_from_slice(extra);
-            let listen = format!("127.0.0.1:{port}");
-            args.extend_from_slice(&[&listen, "1024"]);
-            let mut child = Command::new(bin)
-                .args(&args)
-                .stdout(std::fs::File::create(&out).expect("sink output"))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting smtp-sink");
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(5) {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Sink {
-                        child,
-                        port,
-                        out,
-                        expected: 0,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+    fn start(extra: &[&str]) -> Sink {
+        Sink {
+            sink: PostfixSink::counting(extra),
+            expected: 0,
         }
-        panic!("smtp-sink {name} did not start");
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// The sink's `mesg=` counter (messages whose "." it received).
-    fn counted(&self) -> u64 {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&self.out).and_then(|mut f| f.read_to_string(&mut s));
-        s.split(['\r', '\n', ' '])
-            .filter_map(|t| t.strip_prefix("mesg="))
-            .filter_map(|v| v.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0)
+        SocketAddr::from(([127, 0, 0, 1], self.sink.port))
     }
 
     /// Adds `n` accepted messages and checks the sink counted as many.
@@ -111,7 +64,7 @@ impl Sink {
         self.expected += n;
         let t0 = Instant::now();
         loop {
-            let got = self.counted();
+            let got = self.sink.counted();
             if got == self.expected {
                 return;
             }
@@ -122,13 +75,6 @@ impl Sink {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -381,9 +327,8 @@ fn main() {
     let rounds: usize = env_or::<usize>("VOLLEY_BENCH_ROUNDS", 5).max(1);
     assert!(conns > 0 && many > 0, "CONNS and RCPTS must be positive");
 
-    let fx = Fixture::new();
-    let mut sink_p = Sink::start(&fx, "sink-pipelining", &[]);
-    let mut sink_l = Sink::start(&fx, "sink-lockstep", &["-p"]);
+    let mut sink_p = Sink::start(&[]);
+    let mut sink_l = Sink::start(&["-p"]);
     let data = Arc::new(message(size));
 
     // the proxies run on their own runtime, so client load does not delay them

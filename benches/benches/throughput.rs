@@ -10,7 +10,6 @@
 //! site), VOLLEY_BENCH_ALG (rsa | ed25519, default rsa),
 //! VOLLEY_BENCH_SIGN_SECS (default 5).
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use volley_engine::message::dkim::Signers;
 use volley_engine::message::keygen::{KeyAlgorithm, make_key};
 use volley_engine::message::mime;
 use volley_engine::message::template::Templates;
-use volley_tests::{Fixture, free_port, volley};
+use volley_tests::{Fixture, PostfixSink, volley};
 
 const HTML: &str = include_str!("../../examples/templates/newsletter.html");
 const TEXT: &str = include_str!("../../examples/templates/newsletter.txt");
@@ -140,36 +139,14 @@ fn main() {
         "campaign.toml",
         "id = \"bench\"\nfrom = \"Bench <news@bench.test>\"\nsubject = \"{{first_name}}, your {{month}} update\"\nhtml = \"templates/newsletter.html\"\ntext = \"templates/newsletter.txt\"\nrecipients = \"recipients.csv\"\nlist_unsubscribe = \"https://bench.test/u?e={{email}}\"\n",
     );
-    let port = free_port();
+    let sink = PostfixSink::counting(&[]);
+    let port = sink.port;
     fx.write(
         "config.toml",
         format!(
             "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[delivery]\nhelo = \"bench.test\"\nmessages_per_second = 1000000\nconnections = {conns}\n[routes]\n\"*\" = \"127.0.0.1:{port}\"\n[[dkim]]\ndomain = \"bench.test\"\nselector = \"b\"\nkey = \"dkim.pem\"\nalgorithm = \"{alg_name}\"\n"
         ),
     );
-    let sink_out = fx.path().join("sink.out");
-    let mut sink = Command::new("/usr/sbin/smtp-sink")
-        .args([
-            "-c",
-            "-u",
-            "nobody",
-            "-m",
-            "1024",
-            &format!("127.0.0.1:{port}"),
-            "1024",
-        ])
-        .stdout(std::fs::File::create(&sink_out).expect("sink output"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("smtp-sink (apt-get install postfix)");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "smtp-sink did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let start = Instant::now();
     let out = Command::new(&bin)
         .args(["send", "campaign.toml", "--config", "config.toml"])
@@ -180,16 +157,8 @@ fn main() {
         .expect("running volley send");
     let secs = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
-    let _ = sink.kill();
-    let _ = sink.wait();
-    let mut counters = String::new();
-    let _ = std::fs::File::open(&sink_out).and_then(|mut f| f.read_to_string(&mut counters));
-    let at_sink = counters
-        .split(['\r', '\n', ' '])
-        .filter_map(|t| t.strip_prefix("mesg="))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let at_sink = sink.counted();
+    drop(sink);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "volley send failed: {summary}");
     let rate = n as f64 / secs;

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::free_port;
 
+/// The counter file of a counting sink, in its dump directory.
+const COUNTERS: &str = "counters.out";
+
 /// Postfix's `smtp-sink` on an ephemeral loopback port, dumping each
-/// transaction to a file (the independent receiving peer).
+/// transaction to a file (the independent receiving peer), or only counting.
 pub struct PostfixSink {
     child: Child,
     pub port: u16,
@@ -18,13 +21,29 @@ pub struct PostfixSink {
 }
 
 impl PostfixSink {
-    /// Starts smtp-sink; panics with a hint when Postfix is not installed.
+    /// Starts smtp-sink dumping every transaction into [`PostfixSink::dump`];
+    /// panics with a hint when Postfix is not installed.
     pub fn start() -> PostfixSink {
+        let dump = tempfile::tempdir().expect("temp dir");
+        let template = format!("{}/%M.", dump.path().display());
+        PostfixSink::launch(dump, &["-d", &template, "-m", "512"], false)
+    }
+
+    /// Starts smtp-sink keeping no messages, only its running counters
+    /// (`-c`, read by [`PostfixSink::counted`]); `extra` options such as
+    /// `-p` (no PIPELINING) go before the address.
+    pub fn counting(extra: &[&str]) -> PostfixSink {
+        let dump = tempfile::tempdir().expect("temp dir");
+        let mut args = vec!["-c", "-m", "1024"];
+        args.extend_from_slice(extra);
+        PostfixSink::launch(dump, &args, true)
+    }
+
+    fn launch(dump: tempfile::TempDir, args: &[&str], counters: bool) -> PostfixSink {
         let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("Postfix smtp-sink not found: run .ci/run (or apt-get install postfix)");
-        let dump = tempfile::tempdir().expect("temp dir");
         // smtp-sink drops to `nobody`, which must be able to write the dumps.
         std::fs::set_permissions(
             dump.path(),
@@ -33,20 +52,19 @@ impl PostfixSink {
         .expect("chmod");
         for _ in 0..5 {
             let port = free_port();
-            let template = format!("{}/%M.", dump.path().display());
+            let stdout = if counters {
+                Stdio::from(
+                    std::fs::File::create(dump.path().join(COUNTERS)).expect("counter file"),
+                )
+            } else {
+                Stdio::null()
+            };
             let mut child = Command::new(bin)
-                .args([
-                    "-u",
-                    "nobody",
-                    "-d",
-                    &template,
-                    "-m",
-                    "512",
-                    &format!("127.0.0.1:{port}"),
-                    "1024",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .args(["-u", "nobody"])
+                .args(args)
+                .args([&format!("127.0.0.1:{port}"), "1024"])
+                .stdout(stdout)
+                .stderr(Stdio::null())
                 .spawn()
                 .expect("starting smtp-sink");
             let start = Instant::now();
@@ -65,6 +83,17 @@ impl PostfixSink {
         panic!("smtp-sink did not start");
     }
 
+    /// Messages whose end of data a [`PostfixSink::counting`] sink received
+    /// so far (its `mesg=` counter).
+    pub fn counted(&self) -> u64 {
+        let s = std::fs::read_to_string(self.dump.path().join(COUNTERS)).unwrap_or_default();
+        s.split(['\r', '\n', ' '])
+            .filter_map(|t| t.strip_prefix("mesg="))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -72,7 +101,11 @@ impl PostfixSink {
     /// The dumped transactions so far.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.dump.path())
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| !p.ends_with(COUNTERS))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
