@@ -13,13 +13,7 @@ use volley_spool::{Kind, RecipientId, Spool, State, inspect};
 #[test]
 fn torn_segment_tail_is_cut_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let c = spool.create_campaign("c", b"{}").unwrap();
-        spool
-            .append(&(0..10).map(|i| rec(c.no, i)).collect::<Vec<_>>())
-            .unwrap()
-    };
+    let ids = spooled(dir.path(), |c| (0..10).map(|i| rec(c, i)).collect()).1;
     // an append cut short: half a frame after the last record
     let seg = seg_path(dir.path(), ids[0].segment());
     let bytes = std::fs::read(&seg).unwrap();
@@ -50,13 +44,7 @@ fn torn_segment_tail_is_cut_and_appends_continue() {
 #[test]
 fn flipped_record_is_reported_lost_by_id_and_campaign() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let c = spool.create_campaign("c", b"{}").unwrap();
-        spool
-            .append(&(0..5).map(|i| rec(c.no, i)).collect::<Vec<_>>())
-            .unwrap()
-    };
+    let ids = spooled(dir.path(), |c| (0..5).map(|i| rec(c, i)).collect()).1;
     let seg = seg_path(dir.path(), ids[0].segment());
     let f = OpenOptions::new()
         .write(true)
@@ -95,11 +83,7 @@ fn flipped_record_is_reported_lost_by_id_and_campaign() {
 fn missing_segment_file_loses_exactly_its_pending_recipients() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let c = spool.create_campaign("c", b"{}").unwrap();
-        let ids = spool
-            .append(&(0..20).map(|i| rec(c.no, i)).collect::<Vec<_>>())
-            .unwrap();
+        let (spool, ids) = spooled(dir.path(), |c| (0..20).map(|i| rec(c, i)).collect());
         spool
             .record(&[
                 outcome(ids[0], Kind::Delivered),
@@ -129,11 +113,7 @@ fn missing_segment_file_loses_exactly_its_pending_recipients() {
 fn torn_and_damaged_journal() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let c = spool.create_campaign("c", b"{}").unwrap();
-        let ids = spool
-            .append(&(0..3).map(|i| rec(c.no, i)).collect::<Vec<_>>())
-            .unwrap();
+        let (spool, ids) = spooled(dir.path(), |c| (0..3).map(|i| rec(c, i)).collect());
         spool.record(&[outcome(ids[0], Kind::Delivered)]).unwrap();
         ids
     };
@@ -207,11 +187,7 @@ fn appends_after_a_lost_tail_record_keep_ids_in_file_order() {
 fn segment_creation_cut_by_a_crash_is_removed_and_its_number_is_free() {
     for len in [0u64, 16, volley_spool::SEGMENT_BYTES] {
         let dir = tempfile::tempdir().unwrap();
-        let first = {
-            let (spool, _) = Spool::open(dir.path()).unwrap();
-            let c = spool.create_campaign("c", b"{}").unwrap();
-            spool.append(&big_records(c.no, 10)).unwrap()
-        };
+        let first = spooled(dir.path(), |c| big_records(c, 10)).1;
         // killed after creating the next file, before its header was synced
         let next = first[0].segment() + 1;
         let f = std::fs::File::create(seg_path(dir.path(), next)).unwrap();
@@ -234,11 +210,7 @@ fn segment_creation_cut_by_a_crash_is_removed_and_its_number_is_free() {
 #[test]
 fn damaged_segment_header_is_reported_and_new_segments_do_not_collide() {
     let dir = tempfile::tempdir().unwrap();
-    let first = {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let c = spool.create_campaign("c", b"{}").unwrap();
-        spool.append(&big_records(c.no, 10)).unwrap()
-    };
+    let first = spooled(dir.path(), |c| big_records(c, 10)).1;
     // garbage under the next segment's name, not a cut creation
     let next = first[0].segment() + 1;
     std::fs::write(seg_path(dir.path(), next), b"not a segment at all").unwrap();

@@ -87,11 +87,7 @@ fn records_states_and_counts_survive_reopen() {
 fn replay_uses_the_checkpoint_and_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {
-        let (spool, _) = Spool::open(dir.path()).unwrap();
-        let c = spool.create_campaign("c", b"{}").unwrap();
-        let ids = spool
-            .append(&(0..100).map(|i| rec(c.no, i)).collect::<Vec<_>>())
-            .unwrap();
+        let (spool, ids) = spooled(dir.path(), |c| (0..100).map(|i| rec(c, i)).collect());
         spool.record(&[outcome(ids[0], Kind::Delivered)]).unwrap();
         spool.checkpoint().unwrap();
         spool.record(&[outcome(ids[1], Kind::Deferred)]).unwrap();

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use volley_spool::{Entry, Kind, Recipient, RecipientId, Vars};
+use volley_spool::{Entry, Kind, Recipient, RecipientId, Spool, Vars};
 
 pub fn rec(campaign: u32, i: u32) -> Recipient {
     let mut vars = Vec::new();
@@ -62,4 +62,13 @@ pub fn big_records(campaign: u32, n: u32) -> Vec<Recipient> {
             }
         })
         .collect()
+}
+
+/// Opens the spool in `dir`, creates campaign "c" and appends the records
+/// `recs` makes for its number; returns the open spool and their ids.
+pub fn spooled(dir: &Path, recs: impl FnOnce(u32) -> Vec<Recipient>) -> (Spool, Vec<RecipientId>) {
+    let (spool, _) = Spool::open(dir).unwrap();
+    let c = spool.create_campaign("c", b"{}").unwrap();
+    let ids = spool.append(&recs(c.no)).unwrap();
+    (spool, ids)
 }
