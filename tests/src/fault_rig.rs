@@ -116,3 +116,35 @@ pub fn assert_each_delivered_once(fx: &Fixture, s: &ScriptedServer, rcpts: &[Str
     assert_eq!(got.len(), rcpts.len(), "{got:?}");
     assert_eq!(delivered.len(), rcpts.len());
 }
+
+/// A server with `opts`, a campaign of `n` recipients sent to it with the
+/// `[delivery]` lines `delivery` (plus fast retries), enqueued and served
+/// until every recipient has a Delivery event (within 40 s). Returns the
+/// server, the fixture and the recipients.
+pub fn deliver_all(
+    opts: Options,
+    n: usize,
+    delivery: &str,
+) -> (ScriptedServer, Fixture, Vec<String>) {
+    let server = server(opts);
+    let fx = Fixture::new();
+    let rcpts = campaign(&fx, n);
+    fx.config(
+        &server.addr.to_string(),
+        &format!("[delivery]\n{delivery}\n{RETRY_FAST}"),
+    );
+    fx.enqueue();
+    serve_until(&fx, Duration::from_secs(40), "all delivered", |ev| {
+        per_recipient(ev, "Delivery").len() == n
+    });
+    (server, fx, rcpts)
+}
+
+/// Messages received per connection (by connection number).
+pub fn per_connection(s: &ScriptedServer) -> BTreeMap<usize, usize> {
+    let mut per_conn = BTreeMap::new();
+    for m in s.received() {
+        *per_conn.entry(m.conn).or_default() += 1;
+    }
+    per_conn
+}

@@ -13,7 +13,6 @@
 //! Faults that end in a bounce are in `expiry.rs`; mixed per-RCPT replies
 //! in one pipelined transaction in `scripted_replies.rs`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use volley_tests::fault_rig::*;
@@ -22,21 +21,15 @@ use volley_tests::*;
 
 #[test]
 fn drop_in_data_is_deferred_then_delivered_once() {
-    let server = server(Options {
-        pipelining: true,
-        drop_in_data: 1,
-        ..Default::default()
-    });
-    let fx = Fixture::new();
-    let rcpts = campaign(&fx, 3);
-    fx.config(
-        &server.addr.to_string(),
-        &format!("[delivery]\nconnections = 1\n{RETRY_FAST}"),
+    let (server, fx, rcpts) = deliver_all(
+        Options {
+            pipelining: true,
+            drop_in_data: 1,
+            ..Default::default()
+        },
+        3,
+        "connections = 1",
     );
-    fx.enqueue();
-    serve_until(&fx, Duration::from_secs(30), "all delivered", |ev| {
-        per_recipient(ev, "Delivery").len() == 3
-    });
     let ev = fx.events();
     let delays = of_type(&ev, "DeliveryDelay");
     assert_eq!(delays.len(), 1, "one recipient was cut off: {delays:?}");
@@ -57,21 +50,15 @@ fn drop_in_data_is_deferred_then_delivered_once() {
 
 #[test]
 fn greeting_421_is_deferred_then_delivered() {
-    let server = server(Options {
-        pipelining: true,
-        greeting_421: 1,
-        ..Default::default()
-    });
-    let fx = Fixture::new();
-    let rcpts = campaign(&fx, 3);
-    fx.config(
-        &server.addr.to_string(),
-        &format!("[delivery]\nconnections = 1\n{RETRY_FAST}"),
+    let (server, fx, rcpts) = deliver_all(
+        Options {
+            pipelining: true,
+            greeting_421: 1,
+            ..Default::default()
+        },
+        3,
+        "connections = 1",
     );
-    fx.enqueue();
-    serve_until(&fx, Duration::from_secs(30), "all delivered", |ev| {
-        per_recipient(ev, "Delivery").len() == 3
-    });
     let ev = fx.events();
     let delays = of_type(&ev, "DeliveryDelay");
     assert!(
@@ -149,26 +136,17 @@ fn without_pipelining_commands_go_in_lockstep() {
 #[test]
 fn server_closing_after_n_messages_loses_nothing() {
     for how in [Close::Silently, Close::With421] {
-        let server = server(Options {
-            pipelining: true,
-            close_after: Some((3, how)),
-            ..Default::default()
-        });
-        let fx = Fixture::new();
-        let rcpts = campaign(&fx, 10);
-        fx.config(
-            &server.addr.to_string(),
-            &format!("[delivery]\nconnections = 2\n{RETRY_FAST}"),
+        let (server, fx, rcpts) = deliver_all(
+            Options {
+                pipelining: true,
+                close_after: Some((3, how)),
+                ..Default::default()
+            },
+            10,
+            "connections = 2",
         );
-        fx.enqueue();
-        serve_until(&fx, Duration::from_secs(40), "all delivered", |ev| {
-            per_recipient(ev, "Delivery").len() == rcpts.len()
-        });
         assert_each_delivered_once(&fx, &server, &rcpts);
-        let mut per_conn = BTreeMap::<usize, usize>::new();
-        for m in server.received() {
-            *per_conn.entry(m.conn).or_default() += 1;
-        }
+        let per_conn = per_connection(&server);
         assert!(per_conn.values().all(|n| *n <= 3), "{per_conn:?}");
         let ev = fx.events();
         for d in of_type(&ev, "DeliveryDelay") {
@@ -204,10 +182,7 @@ fn messages_per_connection_reconnects() {
     let out = fx.volley("send", Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_each_delivered_once(&fx, &server, &rcpts);
-    let mut per_conn = BTreeMap::<usize, usize>::new();
-    for m in server.received() {
-        *per_conn.entry(m.conn).or_default() += 1;
-    }
+    let per_conn = per_connection(&server);
     assert!(per_conn.values().all(|n| *n <= 5), "{per_conn:?}");
     assert!(
         per_conn.len() >= 3,
