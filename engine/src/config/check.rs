@@ -21,11 +21,16 @@ impl Config {
             messages_per_connection: Some(d.messages_per_connection),
             recipients_per_transaction: Some(d.recipients_per_transaction),
             retry_first: Some(d.retry_first),
+            retry_cap: Some(d.retry_cap),
+            max_age: Some(d.max_age),
             retry_factor: Some(d.retry_factor),
             retry_jitter: Some(d.retry_jitter),
             ..PolicyRule::default()
         };
         delivery::check_rule(&defaults).map_err(|(k, r)| bad(&format!("delivery.{k}"), r))?;
+        d.timeouts
+            .check()
+            .map_err(|(k, r)| bad(&format!("delivery.timeouts.{k}"), r))?;
         if d.helo.is_empty() || d.helo.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(bad("delivery.helo", "must be a host name".into()));
         }
@@ -37,6 +42,12 @@ impl Config {
             .parse::<std::net::SocketAddr>()
             .map_err(|e| bad("http.listen", format!("{:?}: {e}", self.http.listen)))?;
         for (domain, target) in &self.routes {
+            if domain != "*" && !dns_name(domain) {
+                return Err(bad(
+                    &format!("routes.{domain}"),
+                    "the key must be a domain or \"*\"".into(),
+                ));
+            }
             Route::parse(target).map_err(|r| bad(&format!("routes.{domain}"), r))?;
         }
         for (i, ns) in self.dns.nameservers.iter().enumerate() {
@@ -48,10 +59,11 @@ impl Config {
             })?;
         }
         for (i, k) in self.dkim.iter().enumerate() {
-            if k.domain.is_empty() || k.selector.is_empty() {
+            if !dns_name(&k.domain) || !dns_name(&k.selector) {
                 return Err(bad(
                     &format!("dkim[{i}]"),
-                    "domain and selector must be set".into(),
+                    "domain and selector must be set, as DNS names (letters, digits, '-', '_', '.')"
+                        .into(),
                 ));
             }
         }
@@ -75,4 +87,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A DNS name as the config may use it: 1 to 253 letters, digits, `-`,
+/// `_` and `.` (no spaces or line breaks that could reach a header).
+fn dns_name(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

@@ -65,6 +65,29 @@ fn d10m() -> Duration {
     Duration::from_secs(600)
 }
 
+impl TimeoutsConfig {
+    /// Every timeout between 1 ms and one hour; returns the offending key
+    /// (under `delivery.timeouts`) and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, d) in [
+            ("connect", self.connect),
+            ("greeting", self.greeting),
+            ("ehlo", self.ehlo),
+            ("starttls", self.starttls),
+            ("mail", self.mail),
+            ("rcpt", self.rcpt),
+            ("data", self.data),
+            ("data_end", self.data_end),
+            ("idle", self.idle),
+        ] {
+            if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
+                return Err((key, format!("{d:?} is not between 1ms and 1h")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         TimeoutsConfig {
@@ -173,6 +196,9 @@ pub fn default_throttle_patterns() -> Vec<String> {
 }
 
 /// Checks a rule's values; returns the problem and the key it is in.
+/// The longest retry delay or maximum age accepted.
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub fn check_rule(r: &PolicyRule) -> Result<(), (&'static str, String)> {
     if let Some(v) = r.messages_per_second {
         check_rate(v).map_err(|e| ("messages_per_second", e))?;
@@ -198,6 +224,15 @@ pub fn check_rule(r: &PolicyRule) -> Result<(), (&'static str, String)> {
     }
     if r.retry_first.is_some_and(|d| d.is_zero()) {
         return Err(("retry_first", "must be more than zero".into()));
+    }
+    for (key, d) in [
+        ("retry_first", r.retry_first),
+        ("retry_cap", r.retry_cap),
+        ("max_age", r.max_age),
+    ] {
+        if d.is_some_and(|d| d > LONGEST) {
+            return Err((key, "must be at most 365 days".into()));
+        }
     }
     Ok(())
 }

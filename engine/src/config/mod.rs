@@ -333,6 +333,11 @@ impl Config {
             abs(&mut d.key);
             d.domain = d.domain.to_ascii_lowercase();
         }
+        // route keys match lower-case recipient domains
+        c.routes = std::mem::take(&mut c.routes)
+            .into_iter()
+            .map(|(k, v)| (k.trim_end_matches('.').to_ascii_lowercase(), v))
+            .collect();
         c.check(path)?;
         Ok(c)
     }

@@ -42,6 +42,33 @@ fn bad_values_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("rsa-sha256"), "{e}");
+    for (text, key) in [
+        (
+            "[delivery.timeouts]\nrcpt = \"300000000000y\"\n",
+            "delivery.timeouts.rcpt",
+        ),
+        (
+            "[delivery.timeouts]\nidle = \"0s\"\n",
+            "delivery.timeouts.idle",
+        ),
+        (
+            "[delivery]\nretry_cap = \"500000000000y\"\n",
+            "delivery.retry_cap",
+        ),
+        ("[delivery]\nmax_age = \"400d\"\n", "delivery.max_age"),
+        (
+            "[[domain]]\nname = \"a.test\"\nretry_first = \"2y\"\n",
+            "domain[0].retry_first",
+        ),
+        ("[routes]\n\"a b\" = \"127.0.0.1:25\"\n", "routes.a b"),
+        (
+            "[[dkim]]\ndomain=\"a.test\"\nselector=\"s1\\r\\nBcc: x\"\nkey=\"k\"\nalgorithm=\"rsa-sha256\"\n",
+            "dkim[0]",
+        ),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains(key), "{text:?}: {e}");
+    }
 }
 
 #[test]
@@ -54,6 +81,9 @@ fn routes_and_limits() {
     assert_eq!(c.route_for("b.test").unwrap().host, "::1");
     assert_eq!(c.policy("A.test", &[]).connections, 2);
     assert_eq!(c.policy("c.test", &[]).connections, 4);
+    // route keys match whatever their case or trailing dot
+    let c = parse("[routes]\n\"B.Test.\" = \"[::1]:25\"\n").unwrap();
+    assert_eq!(c.route_for("b.test").unwrap().host, "::1");
 }
 
 #[test]

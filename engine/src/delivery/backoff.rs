@@ -39,9 +39,8 @@ impl Backoff {
     pub fn delay(&self, attempts: u32, jitter01: f64) -> Duration {
         let exp = self.factor.powi(attempts.saturating_sub(1).min(64) as i32);
         let base = (self.first.as_secs_f64() * exp).min(self.cap.as_secs_f64());
-        Duration::from_secs_f64(
-            (base * (1.0 - self.jitter + 2.0 * self.jitter * jitter01)).max(0.001),
-        )
+        let secs = (base * (1.0 - self.jitter + 2.0 * self.jitter * jitter01)).max(0.001);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
     /// Decides the next attempt for a recipient accepted at `created_ms`

@@ -10,8 +10,10 @@
 //! says QUIT and reopens; it reconnects after a session error; it closes
 //! when its site has nothing in flight for the idle period, when the site's
 //! connection limit was lowered below the connections open (throttling), or
-//! at shutdown. When a session cannot be opened, the message in hand and
-//! every message already ready get that failure's outcome. Every reply is
+//! at shutdown. When a session cannot be opened, the message in hand gets
+//! that failure's outcome, and so does every message already ready unless
+//! other sessions of the site are open (then this connection closes and
+//! leaves them the rest). Every reply is
 //! fed to the site's throttle. Exposure: talks to remote servers through
 //! [`super::smtp`]; all failures become outcomes.
 
@@ -180,7 +182,7 @@ async fn close(ctx: &ShardCtx, dest: &Dest, open: Open, quit: bool) {
     if quit {
         open.session.quit().await;
     }
-    ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    dest.sessions.fetch_sub(1, Ordering::AcqRel);
     ctx.metrics.connections.dec();
     dest.m.connections.dec();
 }
@@ -232,7 +234,7 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
             };
             match opened {
                 Ok(s) => {
-                    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    dest.sessions.fetch_add(1, Ordering::AcqRel);
                     ctx.metrics.connections.inc();
                     dest.m.connections.inc();
                     session = Some(Open {
@@ -242,10 +244,17 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                 }
                 Err(e) => {
                     observe_error(ctx, dest, &e);
-                    let outcome = outcome::from_session_error(&e);
-                    tracing::info!(site = %dest.key, error = %e, "cannot open a session; the ready messages get this outcome");
-                    let outcomes = [outcome];
+                    let outcomes = [outcome::from_session_error(&e)];
                     report(ctx, dest, msg, &outcomes);
+                    if dest.sessions.load(Ordering::Acquire) > 0 {
+                        // other sessions serve the site: leave the rest to
+                        // them (a refusal here is often "too many
+                        // connections")
+                        tracing::debug!(site = %dest.key, error = %e, "cannot open another session; this connection closes");
+                        dest.live.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                    tracing::info!(site = %dest.key, error = %e, "cannot open a session; the ready messages get this outcome");
                     while let Ok(r) = ready.try_recv() {
                         report(ctx, dest, r, &outcomes);
                     }
@@ -281,6 +290,14 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
                     ))];
                 }
                 report(ctx, dest, msg, &outcomes);
+                if let Some(e) = o.session.take_broken() {
+                    // the transaction was decided; the session is not reusable
+                    tracing::debug!(site = %dest.key, error = %e, "session ended after a decided transaction");
+                    observe_error(ctx, dest, &e);
+                    if let Some(o) = session.take() {
+                        close(ctx, dest, o, false).await;
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(site = %dest.key, error = %e, "session failed");

@@ -90,8 +90,6 @@ pub struct Stats {
     pub bounced: AtomicU64,
     pub failed: AtomicU64,
     pub deferrals: AtomicU64,
-    /// Open SMTP connections.
-    pub connections: AtomicI64,
     /// Running connection tasks (open or not).
     pub connection_tasks: AtomicI64,
 }

@@ -99,8 +99,10 @@ pub struct Dest {
     throttle: Mutex<Throttle>,
     pub permits: Arc<Semaphore>,
     window: AtomicUsize,
+    /// Connection tasks running (with a session open or not).
     pub live: AtomicUsize,
-    queued: AtomicU64,
+    /// Sessions open.
+    pub sessions: AtomicUsize,
     /// This site's metric handles.
     pub m: SiteMetrics,
 }
@@ -138,11 +140,6 @@ impl Dest {
     /// Current rate limit.
     pub fn rate(&self) -> f64 {
         self.throttle().rate()
-    }
-
-    /// Recipients waiting in the queue.
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
     }
 
     /// Feeds a reply to the throttle (`throttle` = it asked to slow down).
@@ -237,7 +234,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         permits: Arc::new(Semaphore::new(window)),
         window: AtomicUsize::new(window),
         live: AtomicUsize::new(0),
-        queued: AtomicU64::new(0),
+        sessions: AtomicUsize::new(0),
         m: ctx.metrics.site(&site.key),
     });
     dest.show_limits();
@@ -263,7 +260,6 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
             rate = dest.rate();
             limit = limiter(&ctx, rate, dest.max_conns() as u32);
         }
-        dest.queued.store(queue.len, Ordering::Relaxed);
         dest.m.queued.set(queue.len as i64);
         let work = match queue.pop() {
             Some(w) => w,
@@ -326,6 +322,5 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
             ));
         }
     }
-    dest.queued.store(0, Ordering::Relaxed);
     dest.m.queued.set(0);
 }

@@ -30,6 +30,9 @@ pub struct Caps {
     pub tls: bool,
 }
 
+/// The most a QUIT and close may take.
+pub const QUIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The reply that decided one recipient's fate, and where it came.
 pub type RcptReply = (Phase, Reply);
 
@@ -39,6 +42,9 @@ pub struct Session {
     reader: ReplyReader,
     caps: Caps,
     t: Timeouts,
+    /// Cleanup after a decided transaction (RSET, an empty message) failed:
+    /// the replies stand, but the session cannot carry another one.
+    broken: Option<SessionError>,
 }
 
 fn read_err(phase: Phase, e: ReadError) -> SessionError {
@@ -58,6 +64,21 @@ impl Session {
             reader: ReplyReader::default(),
             caps,
             t,
+            broken: None,
+        }
+    }
+
+    /// Why the session cannot carry another transaction although the last
+    /// one was decided (its RSET failed, e.g. `421` and closed), if so.
+    pub fn take_broken(&mut self) -> Option<SessionError> {
+        self.broken.take()
+    }
+
+    /// RSET after a decided transaction: a failure does not change the
+    /// replies, it only ends the session.
+    async fn reset(&mut self) {
+        if let Err(e) = self.rset().await {
+            self.broken = Some(e);
         }
     }
 
@@ -111,16 +132,16 @@ impl Session {
         }
     }
 
-    /// Says QUIT (best effort) and closes.
+    /// Says QUIT and closes, best effort and within [`QUIT_LIMIT`] in all
+    /// (a peer that stops reading cannot hold the connection).
     pub async fn quit(mut self) {
-        if self.write(Phase::Rset, b"QUIT\r\n").await.is_ok() {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                self.reader.read(&mut self.io, self.t.mail),
-            )
-            .await;
-        }
-        let _ = self.io.shutdown().await;
+        let bye = async {
+            if self.write(Phase::Rset, b"QUIT\r\n").await.is_ok() {
+                let _ = self.reader.read(&mut self.io, QUIT_LIMIT).await;
+            }
+            let _ = self.io.shutdown().await;
+        };
+        let _ = tokio::time::timeout(QUIT_LIMIT, bye).await;
     }
 
     fn mail_cmd(&self, from: &str, size: usize) -> String {
@@ -190,7 +211,7 @@ impl Session {
         self.write(Phase::Mail, cmd.as_bytes()).await?;
         let mail = self.read(Phase::Mail).await?;
         if !mail.is_positive() {
-            self.rset().await?;
+            self.reset().await;
             return Ok(rcpts.iter().map(|_| (Phase::Mail, mail.clone())).collect());
         }
         let mut rcpt_replies = Vec::with_capacity(rcpts.len());
@@ -200,7 +221,7 @@ impl Session {
             rcpt_replies.push(self.read(Phase::Rcpt).await?);
         }
         if !rcpt_replies.iter().any(Reply::is_positive) {
-            self.rset().await?;
+            self.reset().await;
             return Ok(rcpt_replies.into_iter().map(|r| (Phase::Rcpt, r)).collect());
         }
         self.write(Phase::Data, b"DATA\r\n").await?;
@@ -220,13 +241,18 @@ impl Session {
         let any_accepted = rcpt_replies.iter().any(Reply::is_positive);
         if data_reply.code == 354 && (!mail.is_positive() || !any_accepted) {
             // The server wants data although nobody can receive it: end the
-            // transaction with an empty message.
-            self.write(Phase::DataEnd, b".\r\n").await?;
-            self.read(Phase::DataEnd).await?;
+            // transaction with an empty message (its fate changes nothing).
+            let ended = match self.write(Phase::DataEnd, b".\r\n").await {
+                Ok(()) => self.read(Phase::DataEnd).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ended {
+                self.broken = Some(e);
+            }
         }
         if !mail.is_positive() {
             if data_reply.code != 354 {
-                self.rset().await?;
+                self.reset().await;
             }
             return Ok(rcpt_replies
                 .iter()
@@ -235,12 +261,12 @@ impl Session {
         }
         if !any_accepted {
             if data_reply.code != 354 {
-                self.rset().await?;
+                self.reset().await;
             }
             return Ok(rcpt_replies.into_iter().map(|r| (Phase::Rcpt, r)).collect());
         }
         if data_reply.code != 354 {
-            self.rset().await?;
+            self.reset().await;
             return Ok(rcpt_replies
                 .into_iter()
                 .map(|r| {
@@ -372,6 +398,29 @@ mod tests {
             matches!(e, SessionError::Refused(Phase::DataEnd, ref r) if r.code == 421),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_rset_keeps_the_decided_replies_and_ends_the_session() {
+        let (mut s, _server) = scripted(
+            true,
+            &[
+                b"250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n554 5.5.1 No valid recipients\r\n",
+                b"421 4.7.0 Closing\r\n",
+            ],
+        );
+        let replies = s
+            .send("a@x.test", &["b@y.test"], b"x\r\n.\r\n")
+            .await
+            .expect("the transaction was decided");
+        assert_eq!(
+            replies,
+            vec![(Phase::Rcpt, Reply::new(550, [5, 1, 1], "No such user"))]
+        );
+        assert!(
+            matches!(s.take_broken(), Some(SessionError::Refused(Phase::Rset, ref r)) if r.code == 421)
+        );
+        assert_eq!(s.take_broken(), None);
     }
 
     #[test]
