@@ -2,8 +2,10 @@
 //!
 //! `campaigns/NNNNNNNN.cmp` holds a 16-byte magic and one frame with the
 //! archived [`CampaignRecord`]. A campaign file is written to a temporary
-//! name, synced, renamed into place and the directory synced, so a campaign
-//! is either wholly present or absent after a crash. Exposure: file contents
+//! name, synced, linked into place and the directory synced, so a campaign
+//! is either wholly present or absent after a crash; an existing file is
+//! never replaced, and numbers are never reused (not even an unreadable
+//! file's). Exposure: file contents
 //! may be damaged; a damaged campaign file is reported, never trusted.
 
 use std::fs::{self, File};
@@ -11,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::frame;
 use crate::record::{CampaignRecord, decode_campaign, encode_campaign};
 
@@ -43,18 +45,47 @@ pub(crate) fn path(dir: &Path, no: u32) -> PathBuf {
     dir.join("campaigns").join(format!("{no:08}.cmp"))
 }
 
-/// Writes a campaign durably.
+/// Writes a campaign durably, never over an existing campaign file.
 pub(crate) fn write(dir: &Path, rec: &CampaignRecord) -> Result<()> {
     let final_path = path(dir, rec.no);
     let tmp = final_path.with_extension("tmp");
     let payload = encode_campaign(rec)?;
+    if payload.len() > MAX_CAMPAIGN {
+        return Err(Error::CampaignTooLarge {
+            id: rec.id.clone(),
+            size: payload.len(),
+            limit: MAX_CAMPAIGN,
+        });
+    }
     let mut bytes = MAGIC.to_vec();
     frame::encode(&mut bytes, &payload);
     let mut f = File::create(&tmp).ctx("create campaign file", &tmp)?;
     f.write_all(&bytes).ctx("write campaign file", &tmp)?;
     f.sync_all().ctx("sync campaign file", &tmp)?;
-    fs::rename(&tmp, &final_path).ctx("rename campaign file", &final_path)?;
+    // a link fails if the name exists: an unreadable campaign file is
+    // never replaced
+    let linked = fs::hard_link(&tmp, &final_path).ctx("install campaign file", &final_path);
+    let _ = fs::remove_file(&tmp);
+    linked?;
     crate::fsync_dir(&dir.join("campaigns"))
+}
+
+/// The highest campaign number with a file in the spool (readable or not).
+pub(crate) fn highest_file_no(dir: &Path) -> Result<u32> {
+    let d = dir.join("campaigns");
+    let mut max = 0;
+    for e in fs::read_dir(&d).ctx("list campaigns", &d)? {
+        let e = e.ctx("list campaigns", &d)?;
+        let name = e.file_name();
+        if let Some(no) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".cmp"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            max = max.max(no);
+        }
+    }
+    Ok(max)
 }
 
 /// Reads a campaign file (damage is an `Err` with the reason).

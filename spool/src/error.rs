@@ -32,6 +32,12 @@ pub enum Error {
         size: usize,
         limit: usize,
     },
+    #[error("campaign {id:?} is {size} bytes stored; the limit is {limit}")]
+    CampaignTooLarge {
+        id: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("spool is read-only (opened for inspection)")]
     ReadOnly,
     #[error("encoding a record failed: {0}")]

@@ -89,6 +89,16 @@ impl Spool {
     /// Stores a campaign durably; its id must be new.
     pub fn create_campaign(&self, id: &str, body: &[u8]) -> Result<Arc<Campaign>> {
         self.check_writable()?;
+        // numbers still counted in the index or held by an unreadable file
+        // are not free either
+        let counted = self
+            .read_index()
+            .summary
+            .campaigns
+            .keys()
+            .max()
+            .copied()
+            .unwrap_or(0);
         let mut campaigns = self
             .campaigns
             .write()
@@ -96,7 +106,15 @@ impl Spool {
         if campaigns.values().any(|c| c.id == id) {
             return Err(Error::DuplicateCampaign(id.to_string()));
         }
-        let no = campaigns.keys().next_back().map_or(1, |n| n + 1);
+        let no = campaigns
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(counted)
+            .max(campaign::highest_file_no(&self.dir)?)
+            .checked_add(1)
+            .ok_or_else(|| Error::Encode("campaign numbers exhausted".into()))?;
         let rec = CampaignRecord {
             no,
             id: id.to_string(),

@@ -224,3 +224,40 @@ fn damaged_segment_header_is_reported_and_new_segments_do_not_collide() {
         "the odd file is left alone"
     );
 }
+
+#[test]
+fn unreadable_campaign_file_keeps_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = spooled(dir.path(), |c| (0..3).map(|i| rec(c, i)).collect()).1;
+    let file = dir.path().join("campaigns/00000001.cmp");
+    std::fs::write(&file, b"bit rot").unwrap();
+    let (spool, report) = Spool::open(dir.path()).unwrap();
+    assert!(
+        report
+            .damage
+            .iter()
+            .any(|d| d.what.contains("campaign file unreadable")),
+        "{:?}",
+        report.damage
+    );
+    let b = spool.create_campaign("b", b"{}").unwrap();
+    assert_eq!(b.no, 2, "number 1 is still taken by the unreadable file");
+    assert_eq!(std::fs::read(&file).unwrap(), b"bit rot", "left alone");
+    assert_eq!(spool.campaign_of(ids[0]), Some(1));
+}
+
+#[test]
+fn oversized_campaign_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let e = spool
+        .create_campaign("huge", &vec![b'x'; 65 << 20])
+        .unwrap_err();
+    assert!(
+        matches!(e, volley_spool::Error::CampaignTooLarge { ref id, .. } if id == "huge"),
+        "{e}"
+    );
+    assert!(spool.campaigns().is_empty());
+    let c = spool.create_campaign("small", b"{}").unwrap();
+    assert_eq!(c.no, 1);
+}

@@ -91,7 +91,23 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
     let mut cache: HashMap<u32, Result<Arc<CampaignRt>, String>> = HashMap::new();
     while let Ok(job) = rx.recv() {
         let works: Vec<&Work> = job.works.iter().map(|(w, _)| w).collect();
-        match produce(ctx, &mut cache, &works) {
+        // a panic in a template, MIME or signing library must not take the
+        // job's recipients (and permits) with it
+        let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            produce(ctx, &mut cache, &works)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err((
+                String::new(),
+                format!("internal: producing the message panicked: {what}"),
+            ))
+        });
+        match produced {
             Ok(msg) => {
                 let ready = Ready {
                     works: job.works,
@@ -149,8 +165,8 @@ fn produce(
     let first = works.first().ok_or_else(|| fail("no recipient".into()))?;
     let campaign_no = ctx
         .spool
-        .with_record(first.id, |r| r.campaign.to_native())
-        .map_err(|e| fail(e.to_string()))?;
+        .campaign_of(first.id)
+        .ok_or_else(|| fail(format!("recipient {} is not in the spool", first.id)))?;
     let rt = campaign(ctx, cache, campaign_no).clone().map_err(fail)?;
     let mut rcpts = Vec::with_capacity(works.len());
     let mut vars = None;
