@@ -7,6 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::outcome::Outcome;
 
+/// Longest subject kept (bytes): a subject rendered from huge variables
+/// must not push the outcome fields out of the journal entry.
+pub const MAX_SUBJECT: usize = 2048;
+/// Longest reply, diagnostic or error kept (bytes).
+pub const MAX_TEXT: usize = 8192;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn capped(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Detail {
     #[serde(rename = "s", default, skip_serializing_if = "String::is_empty")]
@@ -36,18 +51,18 @@ impl Detail {
     /// The detail of an outcome.
     pub fn of(outcome: &Outcome, subject: &str, expires_ms: Option<u64>) -> Detail {
         let mut d = Detail {
-            subject: subject.to_string(),
+            subject: capped(subject, MAX_SUBJECT),
             ..Detail::default()
         };
         match outcome {
-            Outcome::Delivered { reply } => d.reply = Some(reply.clone()),
+            Outcome::Delivered { reply } => d.reply = Some(capped(reply, MAX_TEXT)),
             Outcome::Deferred {
                 status,
                 diagnostic,
                 delay_type,
             } => {
                 d.status = Some(status.clone());
-                d.diagnostic = Some(diagnostic.clone());
+                d.diagnostic = Some(capped(diagnostic, MAX_TEXT));
                 d.delay_type = Some((*delay_type).to_string());
                 d.expires_ms = expires_ms;
             }
@@ -58,11 +73,11 @@ impl Detail {
                 bounce_subtype,
             } => {
                 d.status = Some(status.clone());
-                d.diagnostic = Some(diagnostic.clone());
+                d.diagnostic = Some(capped(diagnostic, MAX_TEXT));
                 d.bounce_type = Some((*bounce_type).to_string());
                 d.bounce_subtype = Some((*bounce_subtype).to_string());
             }
-            Outcome::RenderFailed { message } => d.error = Some(message.clone()),
+            Outcome::RenderFailed { message } => d.error = Some(capped(message, MAX_TEXT)),
         }
         d
     }
@@ -73,5 +88,28 @@ impl Detail {
 
     pub fn decode(b: &[u8]) -> Detail {
         serde_json::from_slice(b).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_subject_leaves_the_outcome_fields_intact() {
+        let subject = "é".repeat(60_000);
+        let outcome = Outcome::Bounced {
+            status: "5.1.1".into(),
+            diagnostic: "smtp; 550 5.1.1 no such user".into(),
+            bounce_type: "Permanent",
+            bounce_subtype: "General",
+        };
+        let d = Detail::of(&outcome, &subject, None);
+        let bytes = d.encode();
+        assert!(bytes.len() < 16 * 1024, "{}", bytes.len());
+        let back = Detail::decode(&bytes);
+        assert_eq!(back.bounce_type.as_deref(), Some("Permanent"));
+        assert_eq!(back.status.as_deref(), Some("5.1.1"));
+        assert!(back.subject.len() <= MAX_SUBJECT && back.subject.starts_with('é'));
     }
 }
