@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use volley_engine::delivery::smtp::session::dot_stuff;
 use volley_engine::delivery::smtp::{Phase, Timeouts, TlsMode, TlsSettings, client};
 use volley_engine::outcome::{self, Outcome};
 use volley_tests::scripted::ScriptedServer;
@@ -162,6 +163,13 @@ fn mixed_transaction(pipelining: bool) {
         .build()
         .unwrap();
     let rcpts = ["ok1@a.test", "bad1@a.test", "slow1@a.test", "ok2@a.test"];
+    let mut data = Vec::new();
+    dot_stuff(b"Subject: x\r\n\r\n.leading dot\r\n", &mut data);
+    assert!(
+        data.ends_with(b"\r\n..leading dot\r\n.\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&data)
+    );
     let results = rt.block_on(async {
         let mut s = client::open(
             server.addr,
@@ -175,11 +183,7 @@ fn mixed_transaction(pipelining: bool) {
         .expect("session opens");
         assert_eq!(s.caps().pipelining, pipelining);
         let r = s
-            .send(
-                "from@example.com",
-                &rcpts,
-                b"Subject: x\r\n\r\n.leading dot\r\n.\r\n",
-            )
+            .send("from@example.com", &rcpts, &data)
             .await
             .expect("transaction completes");
         // the session is reusable afterwards
@@ -217,7 +221,7 @@ fn mixed_transaction(pipelining: bool) {
     assert_eq!(received[0].rcpts, vec!["ok1@a.test", "ok2@a.test"]);
     assert_eq!(
         received[0].data, b"Subject: x\r\n\r\n.leading dot\r\n",
-        "dot-stuffing undone by the server"
+        "the stuffed dot is removed again by the server"
     );
     let log = server.command_log();
     let mail = log.iter().position(|l| l.starts_with("MAIL FROM")).unwrap();
