@@ -148,7 +148,7 @@ impl Engine {
             Arc::clone(&stats),
             Arc::clone(&metrics),
             opts.tls,
-            Arc::new(Resolver::new(&nameservers)),
+            Arc::new(Resolver::new(&nameservers, config.dns.allow_internal)),
             shutdown_rx.clone(),
         ));
         tokio::spawn(scheduler::run(

@@ -71,7 +71,7 @@ pub fn config(fx: &Fixture, dns: &DnsServer, smtp_port: u16, delivery: &str, ext
         format!(
             "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n\
              [http]\nlisten = \"127.0.0.1:{http}\"\n\
-             [dns]\nnameservers = [\"{dns}\"]\n\
+             [dns]\nnameservers = [\"{dns}\"]\nallow_internal = true\n\
              [delivery]\nsmtp_port = {smtp_port}\nmessages_per_second = 1000\nconnections = 2\n\
              retry_first = \"60s\"\n{delivery}\n\
              [delivery.timeouts]\nconnect = \"2s\"\n{extra}\n",

@@ -286,3 +286,38 @@ fn servfail_and_missing_host_address_defer() {
         }
     }
 }
+
+#[test]
+fn mx_hosts_at_internal_addresses_are_refused_by_default() {
+    let a = ip(8, 2);
+    let (port, s) = servers(&[a]);
+    let dns = DnsServer::start(
+        Zones::new("test")
+            .mx("inside.test", 10, "mx.inside.test")
+            .a("mx.inside.test", v4(a)),
+    );
+    let fx = Fixture::new();
+    let r = rcpts("inside.test", 2);
+    campaign(&fx, &r);
+    config(&fx, &dns, port, "", "");
+    let cfg = std::fs::read_to_string(fx.path().join("config.toml")).unwrap();
+    fx.write(
+        "config.toml",
+        cfg.replace("allow_internal = true", "allow_internal = false"),
+    );
+
+    let out = fx.volley("send", Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(s[0].connections(), 0, "nothing connected to {a}");
+    let ev = fx.events();
+    let delays = per_recipient(&ev, "DeliveryDelay");
+    for rcpt in &r {
+        assert_eq!(delays.get(rcpt), Some(&1), "{rcpt} deferred");
+    }
+    for d in ev.iter().filter(|e| e["eventType"] == "DeliveryDelay") {
+        let dr = &d["deliveryDelay"]["delayedRecipients"][0];
+        assert_eq!(dr["status"], "4.4.4", "{d}");
+        let diag = dr["diagnosticCode"].as_str().unwrap();
+        assert!(diag.contains("only internal addresses"), "{diag}");
+    }
+}

@@ -70,6 +70,11 @@ pub struct DnsConfig {
     /// `ip:port` of nameservers to ask instead of the system's resolvers.
     #[serde(default)]
     pub nameservers: Vec<String>,
+    /// Accept MX hosts at loopback, link-local, unspecified or multicast
+    /// addresses (refused by default: a hostile domain could point the
+    /// engine at services on its own network).
+    #[serde(default)]
+    pub allow_internal: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,9 @@
 //! by hickory for their TTL; the MX answer's expiry is returned so that the
 //! domain-to-site mapping expires with it. The resolver can be pointed at
 //! given nameservers (`[dns] nameservers`). Exposure: DNS answers are
-//! untrusted input; names are only used for lookups and as TLS names.
+//! untrusted input; names are only used for lookups and as TLS names, and
+//! MX hosts at internal addresses (loopback, link-local, ...) are refused
+//! unless `[dns] allow_internal`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -32,6 +34,32 @@ pub struct MxAnswer {
 /// Resolves destinations.
 pub struct Resolver {
     dns: Option<TokioResolver>,
+    /// Accept MX host addresses that are loopback, link-local, unspecified
+    /// or multicast (`[dns] allow_internal`; for tests on loopback).
+    allow_internal: bool,
+}
+
+/// An address no mail host on the internet has: loopback, unspecified,
+/// link-local (including cloud metadata services), multicast, broadcast.
+/// A hostile domain's MX pointing here would make the engine talk to
+/// services on its own machine or network.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_link_local()
+                || a.is_multicast()
+                || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
 }
 
 fn fail(kind: DnsFailure, msg: String) -> SessionError {
@@ -40,8 +68,9 @@ fn fail(kind: DnsFailure, msg: String) -> SessionError {
 
 impl Resolver {
     /// Uses `nameservers` (`ip:port`), or the system's configuration when
-    /// the list is empty.
-    pub fn new(nameservers: &[SocketAddr]) -> Resolver {
+    /// the list is empty; `allow_internal` accepts MX hosts at internal
+    /// addresses ([`is_internal`]).
+    pub fn new(nameservers: &[SocketAddr], allow_internal: bool) -> Resolver {
         let dns = if nameservers.is_empty() {
             TokioResolver::builder_tokio()
                 .ok()
@@ -73,12 +102,15 @@ impl Resolver {
                 "no usable DNS resolver configuration; only [routes] destinations can be reached"
             );
         }
-        Resolver { dns }
+        Resolver {
+            dns,
+            allow_internal,
+        }
     }
 
     /// Uses the system's resolver configuration.
     pub fn system() -> Resolver {
-        Resolver::new(&[])
+        Resolver::new(&[], false)
     }
 
     fn dns(&self) -> Result<&TokioResolver, SessionError> {
@@ -145,14 +177,31 @@ impl Resolver {
         })
     }
 
-    /// Addresses of a host (an IP literal is its own address).
+    /// Addresses of a mail host (an IP literal is its own address), without
+    /// internal ones unless allowed.
     pub async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, SessionError> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self.lookup(host).await?,
+        };
+        let usable: Vec<SocketAddr> = ips
+            .iter()
+            .filter(|ip| self.allow_internal || !is_internal(**ip))
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        if usable.is_empty() {
+            return Err(fail(
+                DnsFailure::NoAddress,
+                format!("mail host {host} has only internal addresses ({ips:?})"),
+            ));
         }
+        Ok(usable)
+    }
+
+    async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, SessionError> {
         let dns = self.dns()?;
         match dns.lookup_ip(format!("{host}.")).await {
-            Ok(ips) => Ok(ips.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+            Ok(ips) => Ok(ips.iter().collect()),
             Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(fail(
                 DnsFailure::NoAddress,
                 format!("mail host {host} has no address"),
@@ -170,5 +219,32 @@ impl Resolver {
             .await
             .map(|a| a.collect())
             .map_err(|e| fail(DnsFailure::Temporary, format!("route {host}:{port}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "127.91.3.4",
+            "0.0.0.0",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.0.2.1", "10.1.2.3", "2001:db8::1", "::ffff:192.0.2.1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
     }
 }
