@@ -4,8 +4,10 @@
 //!
 //! Requests are parsed with smtp-proto's receivers; replies to pipelined
 //! commands are written together when the client stops sending. Bounded:
-//! command lines over 4 KiB get 500, messages over 50 MiB get 552, and no
-//! address is relayed anywhere (it only stores). Exposure: listens on the
+//! command lines over 4 KiB get 500, messages over 50 MiB get 552, more
+//! than [`MAX_RCPTS`] recipients get 452, a client silent for [`IDLE`] and
+//! connections beyond [`MAX_CONNECTIONS`] get 421; no address is relayed
+//! anywhere (it only stores). Exposure: listens on the
 //! network; every byte from clients is hostile input.
 
 use std::net::SocketAddr;
@@ -20,6 +22,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Largest message accepted.
 pub const MAX_MESSAGE: usize = 50 << 20;
+/// Most recipients of one transaction (more get `452 4.5.3`).
+pub const MAX_RCPTS: usize = 1000;
+/// Most connections served at once (more are refused with `421`).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// A connection that sends nothing for this long is closed with `421`.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Counters of a running sink.
 #[derive(Debug, Default)]
@@ -50,6 +58,7 @@ impl Capture {
         let counters = Arc::new(Counters::default());
         let c = Arc::clone(&counters);
         let maildir = maildir.map(Arc::new);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -62,8 +71,21 @@ impl Capture {
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    let mut stream = stream;
+                    tokio::spawn(async move {
+                        let _ = stream
+                            .write_all(b"421 4.3.2 Too many connections, try later\r\n")
+                            .await;
+                    });
+                    continue;
+                };
                 c.connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve(stream, Arc::clone(&c), maildir.clone()));
+                let (c, maildir) = (Arc::clone(&c), maildir.clone());
+                tokio::spawn(async move {
+                    serve(stream, c, maildir).await;
+                    drop(slot);
+                });
             }
         });
         Ok(Capture {
@@ -131,9 +153,15 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
             }
             out.clear();
         }
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk)).await {
+            Err(_) => {
+                let _ = stream
+                    .write_all(b"421 4.4.2 Idle too long, closing\r\n")
+                    .await;
+                return;
+            }
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => n,
         };
         let mut it = chunk[..n].iter();
         loop {
@@ -211,6 +239,8 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                         Request::Rcpt { to } => {
                             if tx.from.is_none() {
                                 b"503 5.5.1 MAIL first\r\n"
+                            } else if tx.rcpts.len() >= MAX_RCPTS {
+                                b"452 4.5.3 Too many recipients\r\n"
                             } else {
                                 tx.rcpts.push(to.address.to_string());
                                 b"250 2.1.5 Ok\r\n"
@@ -258,5 +288,34 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn recipients_beyond_the_limit_get_452() {
+        let cap = Capture::start("127.0.0.1:0".parse().unwrap(), None)
+            .await
+            .unwrap();
+        let mut s = TcpStream::connect(cap.addr).await.unwrap();
+        let mut cmds = String::from("EHLO t\r\nMAIL FROM:<a@x.test>\r\n");
+        for i in 0..MAX_RCPTS + 2 {
+            cmds.push_str(&format!("RCPT TO:<r{i}@y.test>\r\n"));
+        }
+        cmds.push_str("QUIT\r\n");
+        s.write_all(cmds.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(text.matches("250 2.1.5").count(), MAX_RCPTS);
+        assert_eq!(text.matches("452 4.5.3").count(), 2);
+        assert!(text.ends_with("221 2.0.0 Bye\r\n"), "{text}");
+        cap.stop();
     }
 }
