@@ -7,7 +7,7 @@
 //! without `email` stops the list. Exposure: list files are untrusted input.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use volley_spool::Vars;
@@ -16,6 +16,9 @@ use crate::address;
 
 /// Largest variables of one recipient, in bytes.
 pub const MAX_VARS: usize = 60 * 1024;
+/// Longest JSON line read (bytes, newline included); longer lines are
+/// rejected without being held in memory.
+pub const MAX_LINE: usize = 256 * 1024;
 
 /// An accepted row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +63,9 @@ enum Source {
         record: csv::StringRecord,
     },
     Jsonl {
-        lines: std::io::Lines<BufReader<File>>,
+        reader: BufReader<File>,
         line: u64,
+        buf: Vec<u8>,
     },
 }
 
@@ -94,8 +98,9 @@ impl ListReader {
             return Ok(ListReader {
                 path: path.to_path_buf(),
                 source: Source::Jsonl {
-                    lines: BufReader::with_capacity(1 << 20, file).lines(),
+                    reader: BufReader::with_capacity(1 << 20, file),
                     line: 0,
+                    buf: Vec::new(),
                 },
                 columns: Vec::new(),
                 row: 0,
@@ -202,29 +207,60 @@ impl ListReader {
                     }
                 }
             }
-            Source::Jsonl { lines, line } => loop {
-                let Some(next) = lines.next() else {
+            Source::Jsonl { reader, line, buf } => loop {
+                buf.clear();
+                let n = (&mut *reader)
+                    .take(MAX_LINE as u64 + 1)
+                    .read_until(b'\n', buf)
+                    .map_err(|e| read_err(&path, e))?;
+                if n == 0 {
                     return Ok(None);
-                };
+                }
                 *line += 1;
-                let text = match next {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        self.row += 1;
-                        return Ok(Some(Item::Rejected(Rejection {
-                            line: *line,
-                            row: self.row,
-                            reason: "invalid UTF-8".into(),
-                        })));
-                    }
-                    Err(e) => return Err(read_err(&path, e)),
+                if buf.len() > MAX_LINE {
+                    // never hold more than a line's worth: skip the rest
+                    skip_line(reader).map_err(|e| read_err(&path, e))?;
+                    self.row += 1;
+                    return Ok(Some(Item::Rejected(Rejection {
+                        line: *line,
+                        row: self.row,
+                        reason: format!("line is longer than {MAX_LINE} bytes"),
+                    })));
+                }
+                let Ok(text) = std::str::from_utf8(buf) else {
+                    self.row += 1;
+                    return Ok(Some(Item::Rejected(Rejection {
+                        line: *line,
+                        row: self.row,
+                        reason: "invalid UTF-8".into(),
+                    })));
                 };
                 if text.trim().is_empty() {
                     continue;
                 }
                 self.row += 1;
-                return Ok(Some(json_row(*line, self.row, &text)));
+                return Ok(Some(json_row(*line, self.row, text.trim_end())));
             },
+        }
+    }
+}
+
+/// Consumes input up to and including the next newline (or the end).
+fn skip_line(reader: &mut BufReader<File>) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(p) => {
+                reader.consume(p + 1);
+                return Ok(());
+            }
+            None => {
+                let n = chunk.len();
+                reader.consume(n);
+            }
         }
     }
 }
@@ -330,6 +366,24 @@ mod tests {
             ListReader::open(&p),
             Err(ListError::NoEmail { .. })
         ));
+    }
+
+    #[test]
+    fn overlong_json_line_is_rejected_and_reading_goes_on() {
+        let mut text = b"{\"email\":\"a@x.test\"}\r\n{\"email\":\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE * 3));
+        text.extend_from_slice(b"\"}\n{\"email\":\"b@y.test\"}\n{\"email\":\"c@z.test\"}");
+        let (_d, p) = write("r.jsonl", &text);
+        let mut r = ListReader::open(&p).unwrap();
+        let items = r.next_batch(100).unwrap();
+        assert_eq!(items.len(), 4, "{items:?}");
+        assert!(matches!(&items[0], Item::Row(r) if r.email == "a@x.test"));
+        assert!(
+            matches!(&items[1], Item::Rejected(r) if r.line == 2 && r.reason.contains("longer than"))
+        );
+        assert!(matches!(&items[2], Item::Row(r) if r.line == 3 && r.email == "b@y.test"));
+        // the last line has no newline
+        assert!(matches!(&items[3], Item::Row(r) if r.line == 4 && r.email == "c@z.test"));
     }
 
     #[test]
