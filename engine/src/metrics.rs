@@ -42,6 +42,10 @@ pub struct SiteMetrics {
     pub queued: Gauge,
     pub rate: Gauge<f64, AtomicU64>,
     pub connection_limit: Gauge,
+    /// Journaled outcomes of the site (no label lookup per recipient).
+    delivered: Counter,
+    deferred: Counter,
+    bounced: Counter,
 }
 
 /// Every metric the engine exports.
@@ -206,33 +210,37 @@ impl Metrics {
         let l = SiteLabels {
             site: site.to_string(),
         };
+        let outcome = |outcome| {
+            self.site_outcomes.get_or_create_owned(&SiteOutcomeLabels {
+                site: site.to_string(),
+                outcome,
+            })
+        };
         SiteMetrics {
             attempts: self.site_attempts.get_or_create_owned(&l),
             connections: self.site_connections.get_or_create_owned(&l),
             queued: self.site_queued.get_or_create_owned(&l),
             rate: self.site_rate.get_or_create_owned(&l),
             connection_limit: self.site_connection_limit.get_or_create_owned(&l),
+            delivered: outcome("delivered"),
+            deferred: outcome("deferred"),
+            bounced: outcome("bounced"),
         }
     }
 
     /// Counts one journaled outcome (per site when it was tried at one).
-    pub fn observe(&self, site: Option<&str>, outcome: &Outcome) {
-        let name = match outcome {
-            Outcome::Delivered { .. } => "delivered",
-            Outcome::Deferred { .. } => "deferred",
-            Outcome::Bounced { .. } => "bounced",
-            Outcome::RenderFailed { .. } => "render_failed",
+    pub fn observe(&self, site: Option<&SiteMetrics>, outcome: &Outcome) {
+        let (name, at_site) = match outcome {
+            Outcome::Delivered { .. } => ("delivered", site.map(|s| &s.delivered)),
+            Outcome::Deferred { .. } => ("deferred", site.map(|s| &s.deferred)),
+            Outcome::Bounced { .. } => ("bounced", site.map(|s| &s.bounced)),
+            Outcome::RenderFailed { .. } => ("render_failed", None),
         };
         self.outcomes
             .get_or_create(&OutcomeLabels { outcome: name })
             .inc();
-        if let Some(site) = site {
-            self.site_outcomes
-                .get_or_create(&SiteOutcomeLabels {
-                    site: site.to_string(),
-                    outcome: name,
-                })
-                .inc();
+        if let Some(c) = at_site {
+            c.inc();
         }
     }
 

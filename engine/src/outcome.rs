@@ -262,7 +262,8 @@ pub fn from_session_error(e: &SessionError) -> Outcome {
 }
 
 /// Whether a reply asks the sender to slow down: 421, any 4.7.x, or a
-/// temporary reply whose text matches a configured pattern (lower-case).
+/// temporary reply whose text contains one of `patterns` (given in lower
+/// case, as the config stores them; the text is compared in lower case).
 pub fn is_throttle(reply: &Reply, patterns: &[String]) -> bool {
     if reply.class() != 4 {
         return false;
@@ -270,10 +271,13 @@ pub fn is_throttle(reply: &Reply, patterns: &[String]) -> bool {
     if reply.code == 421 || (reply.esc[0] == 4 && reply.esc[1] == 7) {
         return true;
     }
+    if patterns.is_empty() {
+        return false;
+    }
     let text = reply.text.to_ascii_lowercase();
     patterns
         .iter()
-        .any(|p| !p.is_empty() && text.contains(&p.to_ascii_lowercase()))
+        .any(|p| !p.is_empty() && text.contains(p.as_str()))
 }
 
 /// The final bounce given when a recipient reaches the maximum age.

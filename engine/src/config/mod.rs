@@ -338,6 +338,9 @@ impl Config {
             abs(&mut d.key);
             d.domain = d.domain.to_ascii_lowercase();
         }
+        for p in &mut c.delivery.throttle_patterns {
+            *p = p.to_ascii_lowercase();
+        }
         // route keys match lower-case recipient domains
         c.routes = std::mem::take(&mut c.routes)
             .into_iter()

@@ -33,22 +33,29 @@ use crate::outcome::{self, Outcome};
 /// Most addresses one attempt to open a session tries.
 pub const MAX_ADDRESSES: usize = 8;
 
-/// Reports one outcome per recipient of `r` (`outcomes` in the order of
-/// `r.works`; the last one repeats when there are fewer).
+/// Reports one outcome per recipient of `r`: `outcomes` in the order of
+/// `r.works`, the last one repeating when there are fewer (one outcome for
+/// the whole transaction); `outcomes` is never empty.
 fn report(ctx: &ShardCtx, dest: &Dest, r: Ready, outcomes: &[Outcome]) {
     let retry = Some(Backoff::from(&dest.policy()));
     let at_ms = volley_spool::now_ms();
     for (i, (work, permit)) in r.works.into_iter().enumerate() {
-        let Some(outcome) = outcomes.get(i).or(outcomes.last()) else {
-            return;
+        let outcome = match outcomes.get(i).or(outcomes.last()) {
+            Some(o) => o.clone(),
+            // not reached; deferring keeps the recipient rather than losing it
+            None => Outcome::Deferred {
+                status: "4.3.0".into(),
+                diagnostic: "smtp; 451 4.3.0 internal: no outcome for this recipient".into(),
+                delay_type: "InternalFailure",
+            },
         };
         let _ = ctx.recorder.send(Report {
             work,
-            outcome: outcome.clone(),
+            outcome,
             subject: r.msg.subject.clone(),
             at_ms,
             permit: Some(permit),
-            site: Some(Arc::clone(&dest.key)),
+            site: Some(Arc::clone(&dest.m)),
             retry,
         });
     }
@@ -277,12 +284,25 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(replies) => {
-                let patterns = &ctx.config().delivery.throttle_patterns;
-                let mut outcomes = Vec::with_capacity(replies.len());
-                for (phase, reply) in &replies {
-                    dest.observe(Some(reply), outcome::is_throttle(reply, patterns));
-                    outcomes.push(outcome::from_reply(*phase, reply));
+                let config = ctx.config();
+                let patterns = &config.delivery.throttle_patterns;
+                let mut outcomes: Vec<Outcome> = Vec::with_capacity(replies.len());
+                // one throttle observation per transaction: its first
+                // throttling reply, else a clean one
+                let mut signal = None;
+                for (i, (phase, reply)) in replies.iter().enumerate() {
+                    if signal.is_none() && outcome::is_throttle(reply, patterns) {
+                        signal = Some(reply);
+                    }
+                    // accepted recipients share one reply: classify it once
+                    let same = i > 0 && replies[i - 1].0 == *phase && replies[i - 1].1 == *reply;
+                    let o = match outcomes.last() {
+                        Some(prev) if same => prev.clone(),
+                        _ => outcome::from_reply(*phase, reply),
+                    };
+                    outcomes.push(o);
                 }
+                dest.observe(signal.or(replies.last().map(|r| &r.1)), signal.is_some());
                 if outcomes.len() != msg.works.len() {
                     outcomes = vec![outcome::from_session_error(&SessionError::Protocol(
                         super::smtp::Phase::Rcpt,

@@ -72,8 +72,8 @@ pub struct Report {
     pub at_ms: u64,
     /// Released once the outcome is durable.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// The site that was tried (its metrics label), if any.
-    pub site: Option<Arc<str>>,
+    /// The metric handles of the site it was tried at, if any.
+    pub site: Option<Arc<crate::metrics::SiteMetrics>>,
     /// The retry schedule of the recipient's destination (the default
     /// schedule when `None`).
     pub retry: Option<backoff::Backoff>,

@@ -57,7 +57,8 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || a.is_unspecified()
                 || a.is_multicast()
                 || a.is_unicast_link_local()
-                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                || a.to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
         }
     }
 }

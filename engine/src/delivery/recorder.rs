@@ -41,8 +41,7 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
     let attempts = r.work.attempts + 1;
     let created = ctx
         .spool
-        .with_record(r.work.id, |rec| rec.campaign.to_native())
-        .ok()
+        .campaign_of(r.work.id)
         .and_then(|no| ctx.spool.campaign(no))
         .map_or(now_ms, |c| c.created_ms);
     let backoff = r.retry.unwrap_or(ctx.backoff);

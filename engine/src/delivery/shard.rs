@@ -99,12 +99,14 @@ pub struct Dest {
     throttle: Mutex<Throttle>,
     pub permits: Arc<Semaphore>,
     window: AtomicUsize,
+    /// What `window` should be (a reload may lower it while permits are out).
+    target: AtomicUsize,
     /// Connection tasks running (with a session open or not).
     pub live: AtomicUsize,
     /// Sessions open.
     pub sessions: AtomicUsize,
     /// This site's metric handles.
-    pub m: SiteMetrics,
+    pub m: Arc<SiteMetrics>,
 }
 
 /// The in-flight window of a site: four messages per connection (at least
@@ -132,14 +134,15 @@ impl Dest {
         self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Current connection limit.
+    /// Current connection limit (published by [`Dest::show_limits`] on
+    /// every change, so reading it takes no lock).
     pub fn max_conns(&self) -> usize {
-        self.throttle().connections() as usize
+        self.m.connection_limit.get().max(1) as usize
     }
 
-    /// Current rate limit.
+    /// Current rate limit (as published, like [`Dest::max_conns`]).
     pub fn rate(&self) -> f64 {
-        self.throttle().rate()
+        self.m.rate.get()
     }
 
     /// Feeds a reply to the throttle (`throttle` = it asked to slow down).
@@ -173,9 +176,15 @@ impl Dest {
         }
     }
 
+    /// Publishes the throttle's current limits (metrics, and what
+    /// [`Dest::rate`] and [`Dest::max_conns`] read).
     fn show_limits(&self) {
-        self.m.rate.set(self.rate());
-        self.m.connection_limit.set(self.max_conns() as i64);
+        let (rate, conns) = {
+            let t = self.throttle();
+            (t.rate(), t.connections())
+        };
+        self.m.rate.set(rate);
+        self.m.connection_limit.set(i64::from(conns));
     }
 
     /// Installs a new policy (config reload); queued mail is untouched.
@@ -184,13 +193,29 @@ impl Dest {
         self.throttle()
             .set_limits(p.messages_per_second, p.connections);
         let want = window_for(&p);
+        self.target.store(want, Ordering::Release);
         let have = self.window.load(Ordering::Acquire);
         if want > have {
             self.permits.add_permits(want - have);
             self.window.store(want, Ordering::Release);
-        } else if want < have {
+        } else {
+            self.shrink_window();
+        }
+    }
+
+    /// Moves the window toward a lower target: permits in use cannot be
+    /// taken back, so the surplus goes as they are released (called on
+    /// every dispatch).
+    fn shrink_window(&self) {
+        let (have, want) = (
+            self.window.load(Ordering::Acquire),
+            self.target.load(Ordering::Acquire),
+        );
+        if have > want {
             let gone = self.permits.forget_permits(have - want);
-            self.window.store(have - gone, Ordering::Release);
+            if gone > 0 {
+                self.window.fetch_sub(gone, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -233,9 +258,10 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         )),
         permits: Arc::new(Semaphore::new(window)),
         window: AtomicUsize::new(window),
+        target: AtomicUsize::new(window),
         live: AtomicUsize::new(0),
         sessions: AtomicUsize::new(0),
-        m: ctx.metrics.site(&site.key),
+        m: Arc::new(ctx.metrics.site(&site.key)),
     });
     dest.show_limits();
     let mut rate = dest.rate();
@@ -258,8 +284,15 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         }
         if dest.rate().to_bits() != rate.to_bits() {
             rate = dest.rate();
-            limit = limiter(&ctx, rate, dest.max_conns() as u32);
+            let burst = dest.max_conns() as u32;
+            limit = limiter(&ctx, rate, burst);
+            // a new limiter starts full: no fresh burst on a rate change
+            // (least of all right after a "slow down")
+            if let Some(n) = NonZeroU32::new(burst) {
+                let _ = limit.check_n(n);
+            }
         }
+        dest.shrink_window();
         dest.m.queued.set(queue.len as i64);
         let work = match queue.pop() {
             Some(w) => w,

@@ -88,11 +88,6 @@ impl Signers {
         Ok(s)
     }
 
-    /// True when `domain` has at least one key.
-    pub fn has(&self, domain: &str) -> bool {
-        self.by_domain.contains_key(domain)
-    }
-
     /// Returns the `DKIM-Signature` header lines (CRLF-terminated) for a
     /// message from `domain`; empty when the domain has no key.
     pub fn sign(&self, domain: &str, message: &[u8]) -> Result<Vec<u8>, String> {
