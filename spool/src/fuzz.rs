@@ -149,7 +149,9 @@ fn decode_all(b: &[u8]) {
     let _ = journal::decode_domain_counts(b);
     let _ = files::replay(b, 0, 0);
     let _ = files::replay(b, 1 << 40, (1 << 40) + 17);
-    let _ = segment::scan(b);
+    let scan = segment::scan(b);
+    let _ = segment::resync(b, scan.end);
+    let _ = segment::resync(b, b.len() / 2);
     let _ = Checkpoint::decode(b);
 }
 

@@ -113,12 +113,31 @@ pub(crate) fn segments(
         }
         found_files.insert(no);
         index.next_segment = index.next_segment.max(no.saturating_add(1));
-        let scan = segment::scan(&map);
+        let mut scan = segment::scan(&map);
         // the scan touched every page: drop them from this process's memory
         // (the page cache keeps them for the pass below)
         segment::release(&map);
+        let expected = index.segs.get(&no).map_or(0, |s| s.states.len());
         if scan.torn {
-            let what = if Some(no) == last_on_disk {
+            let before = scan.offsets.len();
+            let past =
+                segment::resync(&map, scan.end).filter(|r| before + r.offsets.len() <= expected);
+            let what = if let Some(r) = past {
+                // acknowledged records after the damage: the last ones the
+                // journal knows; only the records in between are lost
+                let what = format!(
+                    "unreadable data from offset {} to {}: {} record(s) lost, {} after it kept",
+                    scan.end,
+                    r.at,
+                    expected - before - r.offsets.len(),
+                    r.offsets.len()
+                );
+                scan.offsets.resize(expected - r.offsets.len(), LOST);
+                scan.offsets.extend(r.offsets);
+                scan.end = r.end;
+                what
+            } else if Some(no) == last_on_disk && before >= expected {
+                // every acknowledged record is before it: an append cut short
                 segment::cut_tail(&file, &path, scan.end)?;
                 drop(map);
                 map = segment::map(&file, &path)?;
@@ -137,7 +156,6 @@ pub(crate) fn segments(
             });
         }
         let seg = index.segs.entry(no).or_default();
-        let expected = seg.states.len();
         let found = scan.offsets.len();
         let mut offsets = scan.offsets;
         // records on disk the journal does not know: appended just before a

@@ -141,6 +141,49 @@ pub(crate) fn release(map: &memmap2::Mmap) {
     }
 }
 
+/// Records found past a damaged region: the first 8-aligned position after
+/// `from` where valid frames start and continue, every one intact, to the
+/// end of the written region.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Resync {
+    /// Where the damaged region ends (the first record found after it).
+    pub(crate) at: usize,
+    pub(crate) offsets: Vec<u32>,
+    /// End of the last frame.
+    pub(crate) end: usize,
+}
+
+/// Looks past damage at `from` for intact records (pure). `None` when no
+/// position after `from` starts an intact run of frames to the end.
+pub(crate) fn resync(bytes: &[u8], from: usize) -> Option<Resync> {
+    let mut at = from.next_multiple_of(frame::ALIGN) + frame::ALIGN;
+    while at + frame::HEADER <= bytes.len() {
+        if let frame::Read::Frame { .. } = frame::read(bytes, at, MAX_RECORD) {
+            let mut offsets = Vec::new();
+            let mut pos = at;
+            let whole = loop {
+                match frame::read(bytes, pos, MAX_RECORD) {
+                    frame::Read::Frame { next, .. } => {
+                        offsets.push(pos as u32);
+                        pos = next;
+                    }
+                    frame::Read::End => break true,
+                    _ => break false,
+                }
+            };
+            if whole {
+                return Some(Resync {
+                    at,
+                    offsets,
+                    end: pos,
+                });
+            }
+        }
+        at += frame::ALIGN;
+    }
+    None
+}
+
 /// Discards a torn tail: zero everything from `end` to the end of the file.
 pub(crate) fn cut_tail(file: &File, p: &Path, end: usize) -> Result<()> {
     let len = file.metadata().ctx("stat segment", p)?.len();

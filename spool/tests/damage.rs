@@ -261,3 +261,69 @@ fn oversized_campaign_is_refused_by_name() {
     let c = spool.create_campaign("small", b"{}").unwrap();
     assert_eq!(c.no, 1);
 }
+
+/// Offsets of the frames in a segment file's bytes.
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 16usize;
+    while bytes[pos..pos + 8] != [0u8; 8] {
+        out.push(pos);
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += (8 + len).div_ceil(8) * 8;
+    }
+    out
+}
+
+#[test]
+fn damage_in_the_middle_loses_only_the_damaged_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = spooled(dir.path(), |c| (0..10).map(|i| rec(c, i)).collect()).1;
+    let seg = seg_path(dir.path(), ids[0].segment());
+    let bytes = std::fs::read(&seg).unwrap();
+    let at = frame_offsets(&bytes);
+    assert_eq!(at.len(), 10);
+    // records 3 and 4 overwritten (length fields included): the chain of
+    // frames breaks there
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&vec![0xA5; at[5] - at[3]], at[3] as u64)
+        .unwrap();
+    drop(f);
+
+    for round in 0..2 {
+        let (spool, report) = Spool::open(dir.path()).unwrap();
+        // newly lost on the first open; known (and still lost) after
+        let newly = if round == 0 { 2 } else { 0 };
+        assert_eq!(report.lost(), newly, "round {round}: {:?}", report.damage);
+        assert!(
+            report
+                .damage
+                .iter()
+                .any(|d| d.what.contains("2 record(s) lost") && d.what.contains("kept")),
+            "{:?}",
+            report.damage
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let want = if i == 3 || i == 4 {
+                Some(State::Lost)
+            } else {
+                Some(State::Queued)
+            };
+            assert_eq!(spool.state(*id), want, "round {round}, record {i}");
+            if want == Some(State::Queued) {
+                let email = spool.with_record(*id, |r| r.email.to_string()).unwrap();
+                assert_eq!(email, rec(1, i as u32).email);
+            }
+        }
+        if round == 0 {
+            // appends go on after the kept records, in file order
+            let more = spool.append(&[rec(1, 10)]).unwrap();
+            assert_eq!(more[0].index(), 10);
+        }
+    }
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let next = RecipientId::new(ids[0].segment(), 10);
+    assert_eq!(
+        spool.with_record(next, |r| r.email.to_string()).unwrap(),
+        rec(1, 10).email
+    );
+}
