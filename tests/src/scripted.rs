@@ -17,8 +17,9 @@
 //! - `tarpit: Some((stage, d))`: every reply at `stage` (greeting, EHLO,
 //!   MAIL, RCPT, DATA, end of data) is delayed by `d`.
 //! - `broken_tls: Some(how)`: STARTTLS is offered and answered `220`, then
-//!   the server closes ([`BrokenTls::Close`]) or sends text instead of a TLS
-//!   handshake ([`BrokenTls::Garbage`]).
+//!   the server closes ([`BrokenTls::Close`]), answers the client's hello
+//!   with text instead of a TLS handshake ([`BrokenTls::Garbage`]), or
+//!   never answers it ([`BrokenTls::Silent`]).
 //! - `size_limit: Some(n)`: messages over `n` bytes get `552 5.3.4 Message
 //!   too big for system` at end of data (`advertise_size` also declares
 //!   `SIZE n` in EHLO).
@@ -78,8 +79,11 @@ pub enum Stage {
 pub enum BrokenTls {
     /// The server closes the connection.
     Close,
-    /// The server sends plain text instead of a TLS handshake.
+    /// The server reads the client's hello and answers with plain text
+    /// instead of a TLS handshake.
     Garbage,
+    /// The server reads the client's hello and never answers.
+    Silent,
 }
 
 /// How a connection is closed after `close_after` messages.

@@ -4,7 +4,8 @@
 //! - the connection drops in the middle of DATA: deferred, then delivered
 //!   once on retry;
 //! - `421` at greeting: deferred, then delivered;
-//! - STARTTLS offered but broken: plain text with `tls = "opportunistic"`;
+//! - STARTTLS offered but broken (closed, garbage, or no handshake within
+//!   the `starttls` timeout): plain text with `tls = "opportunistic"`;
 //! - no PIPELINING: delivered in lock-step (one command per read);
 //! - the server closes after N messages per connection (silently or with
 //!   `421`): everyone delivered exactly once; `messages_per_connection`
@@ -79,7 +80,7 @@ fn greeting_421_is_deferred_then_delivered() {
 
 #[test]
 fn broken_starttls_falls_back_to_plain_text_when_opportunistic() {
-    for how in [BrokenTls::Close, BrokenTls::Garbage] {
+    for how in [BrokenTls::Close, BrokenTls::Garbage, BrokenTls::Silent] {
         let server = server(Options {
             pipelining: true,
             broken_tls: Some(how),
@@ -89,7 +90,7 @@ fn broken_starttls_falls_back_to_plain_text_when_opportunistic() {
         let rcpts = campaign(&fx, 2);
         fx.config(
             &server.addr.to_string(),
-            "[delivery]\ntls = \"opportunistic\"\n",
+            "[delivery]\ntls = \"opportunistic\"\n[delivery.timeouts]\nstarttls = \"1s\"\n",
         );
         let out = fx.volley("send", Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(0), "{how:?}: {}", text(&out.stderr));

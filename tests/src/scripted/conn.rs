@@ -64,10 +64,16 @@ pub(super) fn serve(conn: TcpStream, ctx: &Ctx<'_>) -> std::io::Result<()> {
     };
     match opts.broken_tls {
         Some(BrokenTls::Close) => return Ok(()),
-        Some(BrokenTls::Garbage) => {
-            tcp.write_all(b"this is not a TLS handshake\r\n250 ok\r\n")?;
-            // wait (bounded) for the client to give up
+        Some(how @ (BrokenTls::Garbage | BrokenTls::Silent)) => {
+            // the client's hello first, so that the answer cannot arrive
+            // together with the 220 (a client discards bytes read past it)
             tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut hello = [0u8; 512];
+            let _ = tcp.read(&mut hello)?;
+            if how == BrokenTls::Garbage {
+                tcp.write_all(b"this is not a TLS handshake\r\n250 ok\r\n")?;
+            }
+            // wait (bounded) for the client to give up
             let _ = std::io::copy(&mut tcp, &mut std::io::sink());
             return Ok(());
         }

@@ -208,7 +208,10 @@ pub async fn open(
         .into_tls(connector, tls_name)
         .await
         .map_err(|e| match e {
-            mail_send::Error::Timeout => SessionError::Timeout(Phase::StartTls),
+            // the 220 came; the handshake itself did not finish in time
+            mail_send::Error::Timeout => {
+                SessionError::Tls(format!("no handshake within {:?}", t.starttls))
+            }
             e => SessionError::Tls(e.to_string()),
         })?;
     tls_client.timeout = t.ehlo;
