@@ -23,8 +23,6 @@ pub const MAX_LINE: usize = 256 * 1024;
 /// An accepted row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    /// Line in the file (1-based).
-    pub line: u64,
     /// Data row number (1-based, counting rejected rows too).
     pub row: u32,
     pub email: String,
@@ -160,12 +158,17 @@ impl ListReader {
                 email_col,
                 record,
             } => {
-                let line = reader.position().line();
-                match reader.read_record(record) {
-                    Ok(false) => Ok(None),
+                // where the record begins (by the parser's count; see
+                // `place_rejected`)
+                let mut start = reader.position().clone();
+                let mut item = match reader.read_record(record) {
+                    Ok(false) => return Ok(None),
                     Ok(true) => {
                         self.row += 1;
-                        let line = record.position().map_or(line, |p| p.line());
+                        if let Some(p) = record.position() {
+                            start = p.clone();
+                        }
+                        let line = start.line();
                         let email = record.get(*email_col).unwrap_or("");
                         let col = *email_col;
                         let mut vars = Vec::with_capacity(record.as_slice().len() + record.len());
@@ -177,35 +180,47 @@ impl ListReader {
                                 .map(|(_, v)| v),
                             &mut vars,
                         );
-                        Ok(Some(make_row(line, self.row, email, vars)))
+                        make_row(line, self.row, email, vars)
                     }
                     Err(e) => {
-                        let line = e.position().map_or(line, |p| p.line());
+                        if let Some(p) = e.position() {
+                            start = p.clone();
+                        }
+                        let line = start.line();
                         match e.kind() {
-                            csv::ErrorKind::Io(_) => Err(read_err(&path, e)),
+                            csv::ErrorKind::Io(_) => return Err(read_err(&path, e)),
                             csv::ErrorKind::UnequalLengths {
                                 expected_len, len, ..
                             } => {
                                 self.row += 1;
-                                Ok(Some(Item::Rejected(Rejection {
+                                Item::Rejected(Rejection {
                                     line,
                                     row: self.row,
                                     reason: format!(
                                         "row has {len} fields; the header has {expected_len}"
                                     ),
-                                })))
+                                })
                             }
                             _ => {
                                 self.row += 1;
-                                Ok(Some(Item::Rejected(Rejection {
+                                Item::Rejected(Rejection {
                                     line,
                                     row: self.row,
                                     reason: format!("malformed CSV row: {e}"),
-                                })))
+                                })
                             }
                         }
                     }
+                };
+                if let Item::Rejected(r) = &mut item
+                    && place_rejected(reader, &start, r).map_err(|e| read_err(&path, e))?
+                {
+                    tracing::debug!(
+                        line = r.line,
+                        "rejected CSV row ran over several lines; reading again from the next line"
+                    );
                 }
+                Ok(Some(item))
             }
             Source::Jsonl { reader, line, buf } => loop {
                 buf.clear();
@@ -245,6 +260,69 @@ impl ListReader {
     }
 }
 
+/// Finds where a rejected CSV record really begins and, when it ran over
+/// several lines, reads on from the line after its first one; returns
+/// whether it did. Only rejected rows get here (the record's bytes are read
+/// again from the file).
+///
+/// The parser's record position is taken before the line ends and blank
+/// lines in front of the record (with CRLF, the `\n` of the previous line
+/// end), so its line number can be short: the rejection's `line` is set from
+/// the bytes. A record running over several lines (a stray quote opens a
+/// field that goes on to the next quote, or to the end of the file) must not
+/// take the rows after it along.
+fn place_rejected(
+    reader: &mut csv::Reader<File>,
+    start: &csv::Position,
+    rejection: &mut Rejection,
+) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let end = reader.position().byte();
+    let file = reader.get_ref();
+    let mut line = start.line();
+    let mut off = start.byte();
+    // where the record's first line ends, once its first byte was seen
+    let mut in_record = false;
+    let mut buf = [0u8; 4096];
+    while off < end {
+        let want = usize::try_from(end - off).map_or(buf.len(), |n| n.min(buf.len()));
+        let n = file.read_at(&mut buf[..want], off)?;
+        if n == 0 {
+            break;
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let at = off + i as u64;
+            match (in_record, b) {
+                (false, b'\n') => line += 1,
+                (false, b'\r') => {}
+                (false, _) => in_record = true,
+                (true, b'\n' | b'\r') => {
+                    rejection.line = line;
+                    let mut next = at + 1;
+                    let mut lf = [0u8; 1];
+                    if b == b'\r' && file.read_at(&mut lf, next)? == 1 && lf[0] == b'\n' {
+                        next += 1;
+                    }
+                    if next >= end {
+                        // the record ended on its first line
+                        return Ok(false);
+                    }
+                    let mut pos = csv::Position::new();
+                    pos.set_byte(next)
+                        .set_line(line + 1)
+                        .set_record(start.record() + 1);
+                    reader.seek(pos).map_err(std::io::Error::other)?;
+                    return Ok(true);
+                }
+                (true, _) => {}
+            }
+        }
+        off += n as u64;
+    }
+    rejection.line = line;
+    Ok(false)
+}
+
 /// Consumes input up to and including the next newline (or the end).
 fn skip_line(reader: &mut BufReader<File>) -> std::io::Result<()> {
     loop {
@@ -276,7 +354,6 @@ fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
     }
     match address::parse(email) {
         Ok(a) => Item::Row(Row {
-            line,
             row,
             email: a.email,
             vars,
@@ -335,7 +412,7 @@ mod tests {
         let items = r.next_batch(100).unwrap();
         assert_eq!(items.len(), 5, "{items:?}");
         let Item::Row(a) = &items[0] else { panic!() };
-        assert_eq!((a.line, a.row, a.email.as_str()), (2, 1, "ada@x.test"));
+        assert_eq!((a.row, a.email.as_str()), (1, "ada@x.test"));
         assert_eq!(
             Vars::decode(&a.vars).unwrap(),
             Vars::Columns(vec!["Ada", "London"])
@@ -351,12 +428,95 @@ mod tests {
         assert_eq!(c.line, 4);
         assert!(c.reason.contains("2 fields"), "{}", c.reason);
         let Item::Row(m) = &items[3] else { panic!() };
-        assert_eq!(m.line, 5);
+        assert_eq!((m.row, m.email.as_str()), (4, "m@x.test"));
         let Item::Rejected(e) = &items[4] else {
             panic!("{:?}", items[4])
         };
         assert_eq!(e.line, 7);
         assert!(r.next_batch(10).unwrap().is_empty());
+    }
+
+    /// (row, email) of accepted rows and lines of rejected ones.
+    fn outline(items: &[Item]) -> (Vec<(u32, &str)>, Vec<u64>) {
+        let mut rows = Vec::new();
+        let mut rejected = Vec::new();
+        for i in items {
+            match i {
+                Item::Row(r) => rows.push((r.row, r.email.as_str())),
+                Item::Rejected(r) => rejected.push(r.line),
+            }
+        }
+        (rows, rejected)
+    }
+
+    #[test]
+    fn a_stray_quote_costs_its_own_row_only() {
+        // the quote opened on line 3 runs on to the one on line 5
+        let (_d, p) = write(
+            "r.csv",
+            b"name,email,city\nAda,ada@x.test,London\n\"Bob,bob@x.test,Paris\nCy,cy@x.test,Rome\nDi,di@x.test,\"Oslo\"\nEd,ed@x.test,Bern\n",
+        );
+        let mut r = ListReader::open(&p).unwrap();
+        let items = r.next_batch(100).unwrap();
+        let (rows, rejected) = outline(&items);
+        assert_eq!(
+            rows,
+            vec![
+                (1, "ada@x.test"),
+                (3, "cy@x.test"),
+                (4, "di@x.test"),
+                (5, "ed@x.test")
+            ],
+            "{items:?}"
+        );
+        assert_eq!(rejected, vec![3]);
+    }
+
+    #[test]
+    fn an_unterminated_quote_does_not_swallow_the_rest_of_the_file() {
+        // CRLF line ends, and a quote never closed: the field runs to the end
+        let (_d, p) = write(
+            "r.csv",
+            b"name,email\r\nAda,ada@x.test\r\n\"Bob,bob@x.test\r\nCy,cy@x.test\r\nDi,di@x.test\r\n",
+        );
+        let mut r = ListReader::open(&p).unwrap();
+        let items = r.next_batch(100).unwrap();
+        let (rows, rejected) = outline(&items);
+        assert_eq!(
+            rows,
+            vec![(1, "ada@x.test"), (3, "cy@x.test"), (4, "di@x.test")],
+            "{items:?}"
+        );
+        assert_eq!(rejected, vec![3]);
+        assert!(r.next_batch(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rejected_quoted_row_over_two_lines_loses_nothing_after_it() {
+        // a proper multi-line field, but one column short: its second line
+        // is read again as a row of its own (and rejected too)
+        let (_d, p) = write(
+            "r.csv",
+            b"name,email,city\n\"Multi\nline\",m@x.test\nAda,ada@x.test,London\n",
+        );
+        let mut r = ListReader::open(&p).unwrap();
+        let items = r.next_batch(100).unwrap();
+        let (rows, rejected) = outline(&items);
+        assert_eq!(rows, vec![(3, "ada@x.test")], "{items:?}");
+        assert_eq!(rejected, vec![2, 3]);
+    }
+
+    #[test]
+    fn rejections_name_the_right_line_with_crlf_and_blank_lines() {
+        let (_d, p) = write(
+            "r.csv",
+            b"email,n\r\na@x.test,1\r\nbad,2\r\n\r\n\r\nalso-bad,3\r\nb@x.test,4\r\nc@x.test\r\n",
+        );
+        let mut r = ListReader::open(&p).unwrap();
+        let items = r.next_batch(100).unwrap();
+        let (rows, rejected) = outline(&items);
+        assert_eq!(rows, vec![(1, "a@x.test"), (4, "b@x.test")], "{items:?}");
+        assert_eq!(rejected, vec![3, 6, 8], "{items:?}");
     }
 
     #[test]
@@ -381,9 +541,9 @@ mod tests {
         assert!(
             matches!(&items[1], Item::Rejected(r) if r.line == 2 && r.reason.contains("longer than"))
         );
-        assert!(matches!(&items[2], Item::Row(r) if r.line == 3 && r.email == "b@y.test"));
+        assert!(matches!(&items[2], Item::Row(r) if r.row == 3 && r.email == "b@y.test"));
         // the last line has no newline
-        assert!(matches!(&items[3], Item::Row(r) if r.line == 4 && r.email == "c@z.test"));
+        assert!(matches!(&items[3], Item::Row(r) if r.row == 4 && r.email == "c@z.test"));
     }
 
     #[test]
@@ -400,6 +560,6 @@ mod tests {
         );
         assert!(matches!(&items[1], Item::Rejected(r) if r.line == 3));
         assert!(matches!(&items[2], Item::Rejected(r) if r.line == 4));
-        assert!(matches!(&items[3], Item::Row(r) if r.line == 5 && r.row == 4));
+        assert!(matches!(&items[3], Item::Row(r) if r.row == 4 && r.email == "b@y.test"));
     }
 }
