@@ -1,0 +1,173 @@
+//! Unit tests of the recipient list reader: CSV and JSON-lines rows,
+//! rejections with their lines, and recovery after malformed rows.
+
+use super::*;
+
+fn write(name: &str, text: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    (d, p)
+}
+
+#[test]
+fn csv_rows_and_rejections_name_lines() {
+    let (_d, p) = write(
+        "r.csv",
+        b"name,email,city\nAda,ada@x.test,London\nBad,no-at-sign,Paris\nShort,s@x.test\n\"Multi\nline\",m@x.test,Rome\nEve,eve@y.test,\xff\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    assert_eq!(r.columns, vec!["name", "city"]);
+    let items = r.next_batch(100).unwrap();
+    assert_eq!(items.len(), 5, "{items:?}");
+    let Item::Row(a) = &items[0] else { panic!() };
+    assert_eq!((a.row, a.email.as_str()), (1, "ada@x.test"));
+    assert_eq!(
+        Vars::decode(&a.vars).unwrap(),
+        Vars::Columns(vec!["Ada", "London"])
+    );
+    let Item::Rejected(b) = &items[1] else {
+        panic!()
+    };
+    assert_eq!(b.line, 3);
+    assert!(b.reason.contains("invalid address"), "{}", b.reason);
+    let Item::Rejected(c) = &items[2] else {
+        panic!()
+    };
+    assert_eq!(c.line, 4);
+    assert!(c.reason.contains("2 fields"), "{}", c.reason);
+    let Item::Row(m) = &items[3] else { panic!() };
+    assert_eq!((m.row, m.email.as_str()), (4, "m@x.test"));
+    let Item::Rejected(e) = &items[4] else {
+        panic!("{:?}", items[4])
+    };
+    assert_eq!(e.line, 7);
+    assert!(r.next_batch(10).unwrap().is_empty());
+}
+
+/// (row, email) of accepted rows and lines of rejected ones.
+fn outline(items: &[Item]) -> (Vec<(u32, &str)>, Vec<u64>) {
+    let mut rows = Vec::new();
+    let mut rejected = Vec::new();
+    for i in items {
+        match i {
+            Item::Row(r) => rows.push((r.row, r.email.as_str())),
+            Item::Rejected(r) => rejected.push(r.line),
+        }
+    }
+    (rows, rejected)
+}
+
+#[test]
+fn a_stray_quote_costs_its_own_row_only() {
+    // the quote opened on line 3 runs on to the one on line 5
+    let (_d, p) = write(
+        "r.csv",
+        b"name,email,city\nAda,ada@x.test,London\n\"Bob,bob@x.test,Paris\nCy,cy@x.test,Rome\nDi,di@x.test,\"Oslo\"\nEd,ed@x.test,Bern\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(
+        rows,
+        vec![
+            (1, "ada@x.test"),
+            (3, "cy@x.test"),
+            (4, "di@x.test"),
+            (5, "ed@x.test")
+        ],
+        "{items:?}"
+    );
+    assert_eq!(rejected, vec![3]);
+}
+
+#[test]
+fn an_unterminated_quote_does_not_swallow_the_rest_of_the_file() {
+    // CRLF line ends, and a quote never closed: the field runs to the end
+    let (_d, p) = write(
+        "r.csv",
+        b"name,email\r\nAda,ada@x.test\r\n\"Bob,bob@x.test\r\nCy,cy@x.test\r\nDi,di@x.test\r\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(
+        rows,
+        vec![(1, "ada@x.test"), (3, "cy@x.test"), (4, "di@x.test")],
+        "{items:?}"
+    );
+    assert_eq!(rejected, vec![3]);
+    assert!(r.next_batch(10).unwrap().is_empty());
+}
+
+#[test]
+fn a_rejected_quoted_row_over_two_lines_loses_nothing_after_it() {
+    // a proper multi-line field, but one column short: its second line
+    // is read again as a row of its own (and rejected too)
+    let (_d, p) = write(
+        "r.csv",
+        b"name,email,city\n\"Multi\nline\",m@x.test\nAda,ada@x.test,London\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rows, vec![(3, "ada@x.test")], "{items:?}");
+    assert_eq!(rejected, vec![2, 3]);
+}
+
+#[test]
+fn rejections_name_the_right_line_with_crlf_and_blank_lines() {
+    let (_d, p) = write(
+        "r.csv",
+        b"email,n\r\na@x.test,1\r\nbad,2\r\n\r\n\r\nalso-bad,3\r\nb@x.test,4\r\nc@x.test\r\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rows, vec![(1, "a@x.test"), (4, "b@x.test")], "{items:?}");
+    assert_eq!(rejected, vec![3, 6, 8], "{items:?}");
+}
+
+#[test]
+fn csv_without_email_column() {
+    let (_d, p) = write("r.csv", b"name,mail\na,b@c.test\n");
+    assert!(matches!(
+        ListReader::open(&p),
+        Err(ListError::NoEmail { .. })
+    ));
+}
+
+#[test]
+fn overlong_json_line_is_rejected_and_reading_goes_on() {
+    let mut text = b"{\"email\":\"a@x.test\"}\r\n{\"email\":\"".to_vec();
+    text.extend(std::iter::repeat_n(b'x', MAX_LINE * 3));
+    text.extend_from_slice(b"\"}\n{\"email\":\"b@y.test\"}\n{\"email\":\"c@z.test\"}");
+    let (_d, p) = write("r.jsonl", &text);
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    assert_eq!(items.len(), 4, "{items:?}");
+    assert!(matches!(&items[0], Item::Row(r) if r.email == "a@x.test"));
+    assert!(
+        matches!(&items[1], Item::Rejected(r) if r.line == 2 && r.reason.contains("longer than"))
+    );
+    assert!(matches!(&items[2], Item::Row(r) if r.row == 3 && r.email == "b@y.test"));
+    // the last line has no newline
+    assert!(matches!(&items[3], Item::Row(r) if r.row == 4 && r.email == "c@z.test"));
+}
+
+#[test]
+fn jsonl_rows() {
+    let (_d, p) = write(
+        "r.jsonl",
+        b"{\"email\":\"a@x.test\",\"vars\":{\"n\":{\"first\":\"A\"}}}\n\n{\"mail\":\"x\"}\nnot json\n{\"email\":\"b@y.test\"}\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    assert_eq!(items.len(), 4);
+    assert!(
+        matches!(&items[0], Item::Row(r) if Vars::decode(&r.vars).unwrap() == Vars::Json("{\"n\":{\"first\":\"A\"}}"))
+    );
+    assert!(matches!(&items[1], Item::Rejected(r) if r.line == 3));
+    assert!(matches!(&items[2], Item::Rejected(r) if r.line == 4));
+    assert!(matches!(&items[3], Item::Row(r) if r.row == 4 && r.email == "b@y.test"));
+}
