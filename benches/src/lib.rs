@@ -1,1 +1,3 @@
 //! Benchmarks of Volley (see `benches/`): run with `cargo bench -p volley-benches`.
+
+pub mod delay;
