@@ -161,6 +161,8 @@ impl ListReader {
                 // where the record begins (by the parser's count; see
                 // `place_rejected`)
                 let mut start = reader.position().clone();
+                // the record's CSV structure is wrong (not its content)
+                let mut malformed = false;
                 let mut item = match reader.read_record(record) {
                     Ok(false) => return Ok(None),
                     Ok(true) => {
@@ -187,6 +189,7 @@ impl ListReader {
                             start = p.clone();
                         }
                         let line = start.line();
+                        malformed = true;
                         match e.kind() {
                             csv::ErrorKind::Io(_) => return Err(read_err(&path, e)),
                             csv::ErrorKind::UnequalLengths {
@@ -213,7 +216,8 @@ impl ListReader {
                     }
                 };
                 if let Item::Rejected(r) = &mut item
-                    && place_rejected(reader, &start, r).map_err(|e| read_err(&path, e))?
+                    && place_rejected(reader, &start, r, malformed)
+                        .map_err(|e| read_err(&path, e))?
                 {
                     tracing::debug!(
                         line = r.line,
@@ -260,21 +264,25 @@ impl ListReader {
     }
 }
 
-/// Finds where a rejected CSV record really begins and, when it ran over
-/// several lines, reads on from the line after its first one; returns
-/// whether it did. Only rejected rows get here (the record's bytes are read
-/// again from the file).
+/// Finds where a rejected CSV record really begins and, when it is
+/// `malformed` and ran over several lines, reads on from the line after its
+/// first one; returns whether it did. Only rejected rows get here (the
+/// record's bytes are read again from the file).
 ///
 /// The parser's record position is taken before the line ends and blank
 /// lines in front of the record (with CRLF, the `\n` of the previous line
 /// end), so its line number can be short: the rejection's `line` is set from
-/// the bytes. A record running over several lines (a stray quote opens a
-/// field that goes on to the next quote, or to the end of the file) must not
-/// take the rows after it along.
+/// the bytes. A malformed record (wrong field count, invalid UTF-8) running
+/// over several lines is most likely a stray quote opening a field that
+/// goes on to the next quote, or to the end of the file: it must not take
+/// the rows after it along. A well-formed record over several lines that is
+/// rejected for its content (an address with a line break in it) stays one
+/// row: its lines are not read as rows of their own.
 fn place_rejected(
     reader: &mut csv::Reader<File>,
     start: &csv::Position,
     rejection: &mut Rejection,
+    malformed: bool,
 ) -> std::io::Result<bool> {
     use std::os::unix::fs::FileExt;
     let end = reader.position().byte();
@@ -298,6 +306,9 @@ fn place_rejected(
                 (false, _) => in_record = true,
                 (true, b'\n' | b'\r') => {
                     rejection.line = line;
+                    if !malformed {
+                        return Ok(false);
+                    }
                     let mut next = at + 1;
                     let mut lf = [0u8; 1];
                     if b == b'\r' && file.read_at(&mut lf, next)? == 1 && lf[0] == b'\n' {

@@ -116,6 +116,21 @@ fn a_rejected_quoted_row_over_two_lines_loses_nothing_after_it() {
 }
 
 #[test]
+fn a_well_formed_row_over_two_lines_stays_one_row() {
+    // rejected for its content (a line break in the address): the address
+    // on its second line is part of the field, not a recipient
+    let (_d, p) = write(
+        "r.csv",
+        b"email,name\n\"bad@x.test\nvictim@x.test\",A\nok@x.test,B\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rows, vec![(2, "ok@x.test")], "{items:?}");
+    assert_eq!(rejected, vec![2]);
+}
+
+#[test]
 fn rejections_name_the_right_line_with_crlf_and_blank_lines() {
     let (_d, p) = write(
         "r.csv",
