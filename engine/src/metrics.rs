@@ -24,6 +24,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `invalid`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SiteLabels {
     pub site: String,
 }
@@ -70,6 +76,8 @@ pub struct Metrics {
     pub spool_lost: Gauge,
     pub ingested: Counter,
     pub rejected: Counter,
+    /// SIGHUP reloads, by result (`applied`, `invalid`).
+    pub reloads: Family<ReloadLabels, Counter>,
     active: Gauge,
     deferred_waiting: Gauge,
 }
@@ -103,6 +111,7 @@ impl Metrics {
             spool_lost: Gauge::default(),
             ingested: Counter::default(),
             rejected: Counter::default(),
+            reloads: Family::default(),
             active: Gauge::default(),
             deferred_waiting: Gauge::default(),
             registry: Registry::default(),
@@ -151,6 +160,11 @@ impl Metrics {
             "rejected_recipients",
             "Recipient rows rejected at ingest",
             m.rejected.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads on SIGHUP, by result (applied, invalid: the old one stays)",
+            m.reloads.clone(),
         );
         registry.register(
             "in_flight",

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use volley_tests::prom::site_value;
+use volley_tests::prom::{metrics_when, site_value};
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
 
@@ -50,7 +50,12 @@ fn sighup_reloads_routes_and_policy_and_keeps_queued_mail() {
     // an invalid config is refused; the service goes on
     fx.write("config.toml", "[delivery]\nspeed = 3\n");
     hup(&service);
-    std::thread::sleep(Duration::from_millis(500));
+    metrics_when(
+        &listen,
+        Duration::from_secs(10),
+        "the reload refused",
+        |m| m.contains("volley_config_reloads_total{result=\"invalid\"} 1"),
+    );
     assert!(service.try_wait().unwrap().is_none(), "still running");
     let (code, _) = http_get(&listen, "/healthz").expect("healthz answers");
     assert_eq!(code, 200);
@@ -64,6 +69,10 @@ fn sighup_reloads_routes_and_policy_and_keeps_queued_mail() {
         || per_recipient(&fx.events(), "Delivery").len() == 20,
     );
     let (_, metrics) = http_get(&listen, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("volley_config_reloads_total{result=\"applied\"} 1"),
+        "{metrics}"
+    );
     let site = server.addr.to_string();
     assert_eq!(
         site_value(&metrics, "volley_site_rate_limit", &site, &[]),

@@ -11,21 +11,40 @@ use volley_engine::capture::Capture;
 use volley_engine::config::Config;
 use volley_engine::engine::Options;
 use volley_engine::message::keygen::{self, KeyAlgorithm};
+use volley_engine::metrics::ReloadLabels;
 use volley_engine::status;
 
 use super::{CliResult, EXIT_OK, bad, fail, load_config, start_engine};
 
-async fn wait_for_signal() -> Result<&'static str, std::io::Error> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment this is made (a signal that
+/// comes during start-up then stops the process cleanly once it is up,
+/// rather than killing it).
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn catch() -> Result<Stop, std::io::Error> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the first signal to come.
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// `volley run`.
 pub async fn run(config_path: &Path) -> CliResult {
+    let mut stop = Stop::catch().map_err(fail)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
     let config = load_config(config_path)?;
     let listen: SocketAddr = config
         .http
@@ -34,23 +53,30 @@ pub async fn run(config_path: &Path) -> CliResult {
         .map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
     let (engine, metrics) = start_engine(&config, Options::default())?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
-    let addr = volley_engine::http::serve(listen, metrics, Arc::clone(&engine.stats), http_stop_rx)
-        .await
-        .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    let addr = volley_engine::http::serve(
+        listen,
+        Arc::clone(&metrics),
+        Arc::clone(&engine.stats),
+        http_stop_rx,
+    )
+    .await
+    .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
     let (queued, deferred) = engine.resume_spooled();
     tracing::info!(%addr, queued, deferred, spool = %config.spool.dir.display(), "volley is running");
-    let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
-    let stop = wait_for_signal();
-    tokio::pin!(stop);
     let mut current = config;
     let sig = loop {
         tokio::select! {
-            sig = &mut stop => break sig.map_err(fail)?,
+            sig = stop.wait() => break sig,
             _ = hup.recv() => {
-                if let Some(c) = reload(config_path, &current) {
-                    engine.reload(Arc::clone(&c));
-                    current = c;
-                }
+                let result = match reload(config_path, &current) {
+                    Some(c) => {
+                        engine.reload(Arc::clone(&c));
+                        current = c;
+                        "applied"
+                    }
+                    None => "invalid",
+                };
+                metrics.reloads.get_or_create(&ReloadLabels { result }).inc();
             }
         }
     };
@@ -114,6 +140,7 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
 
 /// `volley sink`.
 pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
+    let mut stop = Stop::catch().map_err(fail)?;
     let cap = Capture::start(listen, maildir.clone())
         .await
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
@@ -136,7 +163,7 @@ pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
             }
         }
     });
-    wait_for_signal().await.map_err(fail)?;
+    stop.wait().await;
     report.abort();
     cap.stop();
     println!(
