@@ -14,7 +14,6 @@ pub mod scripted;
 pub use postfix::PostfixSink;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -220,17 +219,27 @@ pub fn assert_no_panic(out: &Output) {
     assert!(!err.contains("panicked"), "volley panicked:\n{err}");
 }
 
-/// Reads the JSONL events file (missing file = no events).
+/// Reads the JSONL events file (missing file = no events). Only whole
+/// lines count: the service may be appending the last one right now (an
+/// event that never gets its newline is missing from every later read too).
 pub fn events(path: &Path) -> Vec<serde_json::Value> {
-    let Ok(f) = std::fs::File::open(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
-    std::io::BufReader::new(f)
-        .lines()
-        .map(|l| l.expect("reading events"))
+    let whole = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&bytes[..0], |end| &bytes[..end]);
+    whole
+        .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
-            serde_json::from_str(&l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}"))
+            serde_json::from_slice(l).unwrap_or_else(|e| {
+                panic!(
+                    "event line is not JSON ({e}): {}",
+                    String::from_utf8_lossy(l)
+                )
+            })
         })
         .collect()
 }

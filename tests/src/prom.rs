@@ -1,5 +1,5 @@
 //! Reading a Prometheus text exposition (`GET /metrics`): samples by name
-//! and labels.
+//! and labels, and waiting for a body that shows a state.
 
 use std::collections::BTreeMap;
 
@@ -73,4 +73,24 @@ pub fn value(metrics: &str, name: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `GET /metrics` from the service at `http` until `ready` holds for the
+/// body (the counters of an outcome may trail its event by a moment), then
+/// that body; panics naming `what` after `limit`.
+pub fn metrics_when(
+    http: &str,
+    limit: std::time::Duration,
+    what: &str,
+    mut ready: impl FnMut(&str) -> bool,
+) -> String {
+    let mut body = String::new();
+    crate::wait_until(limit, what, || {
+        body = match crate::http_get(http, "/metrics") {
+            Ok((200, b)) => b,
+            _ => return false,
+        };
+        ready(&body)
+    });
+    body
 }

@@ -90,7 +90,7 @@ fn broken_starttls_falls_back_to_plain_text_when_opportunistic() {
         let rcpts = campaign(&fx, 2);
         fx.config(
             &server.addr.to_string(),
-            "[delivery]\ntls = \"opportunistic\"\n[delivery.timeouts]\nstarttls = \"1s\"\n",
+            "[delivery]\ntls = \"opportunistic\"\n[delivery.timeouts]\nstarttls = \"3s\"\n",
         );
         let out = fx.volley("send", Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(0), "{how:?}: {}", text(&out.stderr));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use volley_engine::delivery::smtp::session::dot_stuff;
 use volley_engine::delivery::smtp::{Phase, Timeouts, TlsMode, TlsSettings, client};
 use volley_engine::outcome::{self, Outcome};
+use volley_tests::prom::metrics_when;
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
 
@@ -119,11 +120,11 @@ fn bounces_deferrals_then_delivery() {
     // the service's endpoints
     let (code, body) = http_get(&fx.http_addr(), "/healthz").expect("GET /healthz");
     assert_eq!((code, body.trim()), (200, "ok"));
-    let (code, metrics) = http_get(&fx.http_addr(), "/metrics").expect("GET /metrics");
-    assert_eq!(code, 200);
-    assert!(
-        metrics.contains("volley_outcomes_total{outcome=\"delivered\"} 10"),
-        "{metrics}"
+    let metrics = metrics_when(
+        &fx.http_addr(),
+        Duration::from_secs(10),
+        "10 deliveries counted",
+        |m| m.contains("volley_outcomes_total{outcome=\"delivered\"} 10"),
     );
     assert!(metrics.contains("volley_smtp_attempts_total"), "{metrics}");
     stop(service);

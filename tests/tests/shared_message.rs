@@ -44,7 +44,9 @@ fn recipients_share_transactions_and_get_their_own_outcomes() {
     );
     fx.config(
         &server.addr.to_string(),
-        "[delivery]\nconnections = 2\nrecipients_per_transaction = 40\n",
+        // a low rate: transactions wait for the limiter, so the ready
+        // recipients gather into them however the threads are scheduled
+        "[delivery]\nconnections = 2\nrecipients_per_transaction = 40\nmessages_per_second = 10\n",
     );
     let out = fx.volley("send", Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

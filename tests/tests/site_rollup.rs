@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use volley_tests::dns::{DnsServer, Zones};
 use volley_tests::mx_rig::*;
-use volley_tests::prom::{samples, site_value};
+use volley_tests::prom::{metrics_when, samples, site_value};
 use volley_tests::*;
 
 /// Counts a group of listeners' concurrent SMTP sessions.
@@ -193,10 +193,21 @@ fn domains_with_the_same_mx_hosts_share_one_site() {
     wait_until(Duration::from_secs(30), "every recipient delivered", || {
         per_recipient(&fx.events(), "Delivery").len() == all.len()
     });
-    let (code, metrics) = http_get(&fx.http_addr(), "/metrics").expect("GET /metrics");
-    assert_eq!(code, 200);
-
     let shared_site = "mx:mx1.shared.test,mx2.shared.test";
+    let metrics = metrics_when(
+        &fx.http_addr(),
+        Duration::from_secs(10),
+        "every delivery counted",
+        |m| {
+            samples(m, "volley_site_outcomes_total")
+                .iter()
+                .filter(|(l, _)| l.get("outcome").is_some_and(|o| o == "delivered"))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+                == all.len() as f64
+        },
+    );
+
     let sites: BTreeSet<String> = samples(&metrics, "volley_site_attempts_total")
         .into_iter()
         .filter_map(|(l, _)| l.get("site").cloned())

@@ -15,7 +15,7 @@
 //! Run with `--nocapture` to see the figures and the course second by
 //! second.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use volley_tests::prom::site_value;
@@ -34,6 +34,10 @@ const SETTLED_AT: f64 = 1.25;
 /// ... and then averages at most this many times R.
 const SETTLED_MEAN: f64 = 1.5;
 
+/// The scenarios run one at a time: each measures rates over seconds, and
+/// two services sharing two cores would measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// A receiver with a limit, and the service sending to it.
 struct Rig {
     server: ScriptedServer,
@@ -45,10 +49,13 @@ struct Rig {
     t0: Instant,
     /// (when, rate limit, connection limit) from `/metrics`.
     samples: Vec<(Instant, f64, f64)>,
+    /// Held until the rig is gone (dropped last).
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Rig {
     fn start() -> Rig {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let server = ScriptedServer::start_with(
             Options {
                 pipelining: true,
@@ -87,6 +94,7 @@ impl Rig {
             service: Some(service),
             t0: Instant::now(),
             samples: Vec::new(),
+            _turn: turn,
         }
     }
 
