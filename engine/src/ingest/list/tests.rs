@@ -2,6 +2,7 @@
 //! rejections with their lines, and recovery after malformed rows.
 
 use super::*;
+use volley_spool::Vars;
 
 fn write(name: &str, text: &[u8]) -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
