@@ -144,38 +144,23 @@ pub struct Policy {
 
 impl Policy {
     /// These values with a rule's overrides applied.
-    pub fn with(mut self, r: &PolicyRule) -> Policy {
-        if let Some(v) = r.messages_per_second {
-            self.messages_per_second = v;
+    pub fn with(self, r: &PolicyRule) -> Policy {
+        Policy {
+            messages_per_second: r.messages_per_second.unwrap_or(self.messages_per_second),
+            connections: r.connections.unwrap_or(self.connections),
+            messages_per_connection: r
+                .messages_per_connection
+                .unwrap_or(self.messages_per_connection),
+            recipients_per_transaction: r
+                .recipients_per_transaction
+                .unwrap_or(self.recipients_per_transaction),
+            tls: r.tls.unwrap_or(self.tls),
+            retry_first: r.retry_first.unwrap_or(self.retry_first),
+            retry_factor: r.retry_factor.unwrap_or(self.retry_factor),
+            retry_cap: r.retry_cap.unwrap_or(self.retry_cap),
+            retry_jitter: r.retry_jitter.unwrap_or(self.retry_jitter),
+            max_age: r.max_age.unwrap_or(self.max_age),
         }
-        if let Some(v) = r.connections {
-            self.connections = v;
-        }
-        if let Some(v) = r.messages_per_connection {
-            self.messages_per_connection = v;
-        }
-        if let Some(v) = r.recipients_per_transaction {
-            self.recipients_per_transaction = v;
-        }
-        if let Some(v) = r.tls {
-            self.tls = v;
-        }
-        if let Some(v) = r.retry_first {
-            self.retry_first = v;
-        }
-        if let Some(v) = r.retry_factor {
-            self.retry_factor = v;
-        }
-        if let Some(v) = r.retry_cap {
-            self.retry_cap = v;
-        }
-        if let Some(v) = r.retry_jitter {
-            self.retry_jitter = v;
-        }
-        if let Some(v) = r.max_age {
-            self.max_age = v;
-        }
-        self
     }
 }
 
