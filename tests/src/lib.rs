@@ -149,6 +149,14 @@ impl Fixture {
         out
     }
 
+    /// `volley send` within `limit`, checking exit 0 (nothing left
+    /// deferred).
+    pub fn send_ok(&self, limit: Duration) -> Output {
+        let out = self.volley("send", limit);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        out
+    }
+
     /// Spools the campaign (`volley enqueue`), checking exit 0.
     pub fn enqueue(&self) {
         let out = self.volley("enqueue", Duration::from_secs(60));

@@ -114,8 +114,7 @@ fn without_pipelining_commands_go_in_lockstep() {
         let fx = Fixture::new();
         let rcpts = campaign(&fx, 3);
         fx.config(&server.addr.to_string(), "[delivery]\nconnections = 1\n");
-        let out = fx.volley("send", Duration::from_secs(60));
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        fx.send_ok(Duration::from_secs(60));
         assert_each_delivered_once(&fx, &server, &rcpts);
         // every read carried exactly one command line (the message itself
         // is read after DATA and not counted here)
@@ -189,8 +188,7 @@ fn messages_per_connection_reconnects() {
         &server.addr.to_string(),
         "[delivery]\nconnections = 1\nmessages_per_connection = 5\n",
     );
-    let out = fx.volley("send", Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.send_ok(Duration::from_secs(60));
     assert_each_delivered_once(&fx, &server, &rcpts);
     let per_conn = per_connection(&server);
     assert!(per_conn.values().all(|n| *n <= 5), "{per_conn:?}");

@@ -34,8 +34,7 @@ fn lowest_preference_is_used_first() {
     campaign(&fx, &list);
     config(&fx, &dns, port, "", "");
 
-    let out = fx.volley("send", Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.send_ok(Duration::from_secs(30));
     assert_eq!(got(&s[0]), sorted(&list), "every message at MX 10");
     assert!(s[1].received().is_empty(), "nothing at MX 20");
     assert!(
@@ -69,8 +68,7 @@ fn next_mx_is_tried_when_one_refuses_connections() {
     campaign(&fx, &[fb.clone(), multi.clone()].concat());
     config(&fx, &dns, port, "", "");
 
-    let out = fx.volley("send", Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.send_ok(Duration::from_secs(30));
     assert_eq!(got(&s[0]), sorted(&fb), "every fb.test message at MX 20");
     assert!(s[1].command_log().is_empty(), "MX 30 not used");
     assert_eq!(got(&s[2]), sorted(&multi), "the MX host's live address");
@@ -104,8 +102,7 @@ fn equal_preferences_share_the_load() {
     // a connection per message: 40 opens, each picking among the equals
     config(&fx, &dns, port, "messages_per_connection = 1", "");
 
-    let out = fx.volley("send", Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.send_ok(Duration::from_secs(30));
     let (at_a, at_b) = (got(&s[0]), got(&s[1]));
     assert!(
         !at_a.is_empty() && !at_b.is_empty(),
@@ -134,8 +131,7 @@ fn domain_without_mx_is_reached_at_its_address() {
     campaign(&fx, &[plain.clone(), v6.clone()].concat());
     config(&fx, &dns, port, "", "");
 
-    let out = fx.volley("send", Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.send_ok(Duration::from_secs(30));
     assert_eq!(got(&s[0]), sorted(&plain), "A fallback");
     assert_eq!(got(&s[1]), sorted(&v6), "AAAA fallback");
     assert_delivered_once(&fx.events(), &[plain, v6].concat());

@@ -31,8 +31,7 @@ fn missing_variable_fails_only_those_recipients() {
         "",
     );
     fx.config(&server.addr.to_string(), "");
-    let out = fx.volley("send", Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = fx.send_ok(Duration::from_secs(60));
     assert!(
         text(&out.stdout).contains("render-failed 8"),
         "{}",

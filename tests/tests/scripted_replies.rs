@@ -271,8 +271,7 @@ fn starttls_is_used_when_offered() {
     fx.write("list.csv", "email\na@tls.test\nb@tls.test\n");
     fx.campaign("list.csv", "Secret", "Over TLS\n", "");
     fx.config(&server.addr.to_string(), "");
-    let out = fx.volley("send", Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fx.send_ok(Duration::from_secs(60));
     let received = server.received();
     assert_eq!(received.len(), 2);
     assert!(
