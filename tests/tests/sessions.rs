@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use volley_tests::prom::value;
+use volley_tests::prom::{metrics_when, value};
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
 
@@ -63,11 +63,12 @@ fn idle_connections_close_with_quit_and_metrics_follow() {
     // 221 is read: the gauge may lag a moment behind
     let labels = format!("{{site=\"{site}\"}}");
     let gauge = format!("volley_site_connections{labels}");
-    wait_until(Duration::from_secs(5), "the connection gauge at 0", || {
-        http_get(&http, "/metrics").is_ok_and(|(_, b)| value(&b, &gauge) == Some(0.0))
-    });
-    let (code, body) = http_get(&http, "/metrics").expect("metrics");
-    assert_eq!(code, 200);
+    let body = metrics_when(
+        &http,
+        Duration::from_secs(5),
+        "the connection gauge at 0",
+        |b| value(b, &gauge) == Some(0.0),
+    );
     assert_eq!(
         value(&body, &format!("volley_site_attempts_total{labels}")),
         Some(6.0),

@@ -132,6 +132,76 @@ fn a_well_formed_row_over_two_lines_stays_one_row() {
 }
 
 #[test]
+fn a_row_of_invalid_utf8_over_two_lines_stays_one_row() {
+    // the field count is right: the quoting is sound, and the address on
+    // the field's second line is text, not a recipient
+    let (_d, p) = write(
+        "r.csv",
+        b"name,email\n\"Ren\xe9\nx,victim@x.test\n\",ok@x.test\nB,b@x.test\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rows, vec![(2, "b@x.test")], "{items:?}");
+    assert_eq!(rejected, vec![2]);
+}
+
+#[test]
+fn an_overlong_record_is_cut_off_and_reading_goes_on() {
+    use super::csv_source::MAX_RECORD;
+    // an unterminated quote on line 3 before more than MAX_RECORD bytes of
+    // rows, then a single line longer than MAX_RECORD
+    let mut text = b"email,n\na@x.test,1\n\"b@x.test,2\n".to_vec();
+    let mut n = 0;
+    while (text.len() as u64) < 2 * MAX_RECORD {
+        text.extend_from_slice(format!("r{n}@x.test,{n}\n").as_bytes());
+        n += 1;
+    }
+    let long_line = 4 + n;
+    text.extend(std::iter::repeat_n(b'x', 2 * MAX_RECORD as usize));
+    text.extend_from_slice(b"@x.test,9\nz@x.test,10\n");
+    let (_d, p) = write("r.csv", &text);
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(1_000_000).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rejected, vec![3, long_line as u64], "{:?}", &items[..3]);
+    // cut off at the cap, not held in memory to the end of the file
+    let over = format!("over {MAX_RECORD} bytes");
+    for i in &items {
+        if let Item::Rejected(x) = i {
+            assert!(x.reason.contains(&over), "{x:?}");
+        }
+    }
+    assert_eq!(rows.len(), 1 + n + 1);
+    assert_eq!(rows[1], (3, "r0@x.test"));
+    assert_eq!(rows.last().unwrap().1, "z@x.test");
+    assert!(r.next_batch(10).unwrap().is_empty());
+}
+
+#[test]
+fn a_list_from_a_pipe_reads_past_rejected_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("r.csv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            std::fs::write(p, b"email,n\na@x.test,1\nbad,2\nshort\nb@x.test,4\n").unwrap()
+        })
+    };
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    writer.join().unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rows, vec![(1, "a@x.test"), (4, "b@x.test")], "{items:?}");
+    assert_eq!(rejected, vec![3, 4]);
+}
+
+#[test]
 fn rejections_name_the_right_line_with_crlf_and_blank_lines() {
     let (_d, p) = write(
         "r.csv",
