@@ -72,9 +72,10 @@ pub struct DnsConfig {
     /// `ip:port` of nameservers to ask instead of the system's resolvers.
     #[serde(default)]
     pub nameservers: Vec<String>,
-    /// Accept MX hosts at loopback, link-local, unspecified or multicast
-    /// addresses (refused by default: a hostile domain could point the
-    /// engine at services on its own network).
+    /// Accept MX hosts at internal addresses: loopback, private, shared,
+    /// link-local and the other special-purpose blocks (refused by
+    /// default: a hostile domain could point the engine at services on its
+    /// own machine or network).
     #[serde(default)]
     pub allow_internal: bool,
 }
