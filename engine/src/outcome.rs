@@ -121,7 +121,55 @@ fn transient(reply: &Reply) -> Outcome {
         .enhanced()
         .filter(|s| s.starts_with('4'))
         .unwrap_or_else(|| "4.0.0".into());
-    deferred(&status, format!("smtp; {reply}"), delay_kind(&reply.esc))
+    // greylisting (often `451 4.7.1 Greylisted`) is a policy delay of the
+    // receiving server that any sender gets once, not a spam verdict
+    let delay_type = if is_greylisting(reply) {
+        "RecipientServerError"
+    } else {
+        delay_kind(&reply.esc)
+    };
+    deferred(&status, format!("smtp; {reply}"), delay_type)
+}
+
+/// A `5xx` greeting or EHLO/HELO refusal: deferred with the reply's
+/// enhanced code made temporary (`5.7.1` becomes `4.7.1`). A policy code
+/// (`x.7.x`, typically the sending IP on a blocklist) is an `IPFailure`.
+fn connection_refused(phase: Phase, reply: &Reply) -> Outcome {
+    let status = match reply.esc {
+        [5, subject, detail] => format!("4.{subject}.{detail}"),
+        _ => "4.0.0".into(),
+    };
+    let delay_type = if reply.esc[1] == 7 {
+        "IPFailure"
+    } else {
+        "RecipientServerError"
+    };
+    deferred(
+        &status,
+        format!(
+            "smtp; {reply} (the server refused the connection at {})",
+            phase.name()
+        ),
+        delay_type,
+    )
+}
+
+/// Whether a temporary reply is greylisting (its text says so).
+pub fn is_greylisting(reply: &Reply) -> bool {
+    if reply.class() != 4 {
+        return false;
+    }
+    let text = reply.text.to_ascii_lowercase();
+    [
+        "greylist",
+        "graylist",
+        "grey-list",
+        "gray-list",
+        "grey list",
+        "gray list",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 fn permanent(reply: &Reply) -> Outcome {
@@ -158,18 +206,15 @@ pub fn from_reply(phase: Phase, reply: &Reply) -> Outcome {
             | Phase::Rset,
             Class::Transient,
         ) => transient(reply),
-        // permanent refusals of the session, the sender, the recipient or
-        // the message
+        // permanent refusals of the sender, the recipient or the message
         (
-            Phase::Connect
-            | Phase::Greeting
-            | Phase::Ehlo
-            | Phase::Mail
-            | Phase::Rcpt
-            | Phase::Data
-            | Phase::DataEnd,
+            Phase::Connect | Phase::Mail | Phase::Rcpt | Phase::Data | Phase::DataEnd,
             Class::Permanent,
         ) => permanent(reply),
+        // a refused greeting or EHLO/HELO speaks of the connection (our IP
+        // on a blocklist, our HELO name), never of a recipient: a site
+        // fault, deferred (as Postfix does with smtp_skip_5xx_greeting)
+        (Phase::Greeting | Phase::Ehlo, Class::Permanent) => connection_refused(phase, reply),
         // a refused STARTTLS or RSET says nothing about the recipient
         (Phase::StartTls | Phase::Rset, Class::Permanent) => deferred(
             "4.5.0",
@@ -264,8 +309,9 @@ pub fn from_session_error(e: &SessionError) -> Outcome {
 /// Whether a reply asks the sender to slow down: 421, any 4.7.x, or a
 /// temporary reply whose text contains one of `patterns` (given in lower
 /// case, as the config stores them; the text is compared in lower case).
+/// Greylisting is not (it delays each new sender once, whatever the rate).
 pub fn is_throttle(reply: &Reply, patterns: &[String]) -> bool {
-    if reply.class() != 4 {
+    if reply.class() != 4 || is_greylisting(reply) {
         return false;
     }
     if reply.code == 421 || (reply.esc[0] == 4 && reply.esc[1] == 7) {

@@ -104,6 +104,16 @@ fn replies() {
         (Rcpt, r(451, [4, 7, 1]), Deferred("4.7.1", "SpamDetected")),
         (
             Rcpt,
+            Reply::new(451, [4, 7, 1], "Greylisted, please try again later"),
+            Deferred("4.7.1", "RecipientServerError"),
+        ),
+        (
+            Rcpt,
+            Reply::new(450, [4, 2, 0], "Recipient address rejected: Greylisted"),
+            Deferred("4.2.0", "RecipientServerError"),
+        ),
+        (
+            Rcpt,
             r(421, [4, 4, 2]),
             Deferred("4.4.2", "TransientCommunicationFailure"),
         ),
@@ -152,10 +162,11 @@ fn replies() {
             r(421, [4, 3, 2]),
             Deferred("4.3.2", "RecipientServerError"),
         ),
+        (Greeting, r(554, [5, 7, 1]), Deferred("4.7.1", "IPFailure")),
         (
             Greeting,
-            r(554, [5, 7, 1]),
-            Bounced("5.7.1", "Permanent", "General"),
+            r(554, [0, 0, 0]),
+            Deferred("4.0.0", "RecipientServerError"),
         ),
         (
             Greeting,
@@ -165,8 +176,14 @@ fn replies() {
         (
             Ehlo,
             r(550, [0, 0, 0]),
-            Bounced("5.0.0", "Permanent", "General"),
+            Deferred("4.0.0", "RecipientServerError"),
         ),
+        (
+            Ehlo,
+            r(501, [5, 5, 4]),
+            Deferred("4.5.4", "RecipientServerError"),
+        ),
+        (Ehlo, r(550, [5, 7, 1]), Deferred("4.7.1", "IPFailure")),
         (
             Ehlo,
             r(421, [0, 0, 0]),
@@ -296,7 +313,11 @@ fn failures() {
         ),
         (
             SessionError::Refused(Phase::Greeting, r(554, [0, 0, 0])),
-            Bounced("5.0.0", "Permanent", "General"),
+            Deferred("4.0.0", "RecipientServerError"),
+        ),
+        (
+            SessionError::Refused(Phase::Ehlo, r(550, [5, 7, 1])),
+            Deferred("4.7.1", "IPFailure"),
         ),
     ];
     for (e, want) in &rows {
@@ -320,6 +341,8 @@ fn throttle_signals() {
     assert!(t(450, [0, 0, 0], "Too many connections from your IP"));
     assert!(t(452, [4, 3, 1], "Please SLOW DOWN"));
     assert!(!t(451, [4, 3, 0], "temporary lookup failure"));
+    assert!(!t(451, [4, 7, 1], "Greylisted, please try again later"));
+    assert!(!t(450, [4, 2, 0], "Recipient address rejected: Greylisted"));
     assert!(!t(550, [5, 7, 1], "too many connections"));
     assert!(!t(250, [2, 0, 0], "ok"));
 }
