@@ -48,6 +48,8 @@ pub struct SiteMetrics {
     pub queued: Gauge,
     pub rate: Gauge<f64, AtomicU64>,
     pub connection_limit: Gauge,
+    /// 1 while the site is up, 0 while it is down (see `delivery::health`).
+    pub up: Gauge,
     /// Journaled outcomes of the site (no label lookup per recipient).
     delivered: Counter,
     deferred: Counter,
@@ -64,6 +66,7 @@ pub struct Metrics {
     site_queued: Family<SiteLabels, Gauge>,
     site_rate: Family<SiteLabels, Gauge<f64, AtomicU64>>,
     site_connection_limit: Family<SiteLabels, Gauge>,
+    site_up: Family<SiteLabels, Gauge>,
     /// Seconds from acceptance into the spool to delivery.
     pub delivery_latency: Histogram,
     /// Seconds one SMTP transaction took.
@@ -99,6 +102,7 @@ impl Metrics {
             site_queued: Family::default(),
             site_rate: Family::default(),
             site_connection_limit: Family::default(),
+            site_up: Family::default(),
             // 0.05 s .. ~3.4 days
             delivery_latency: Histogram::new(exponential_buckets(0.05, 3.0, 16)),
             // 1 ms .. ~2 min
@@ -207,6 +211,11 @@ impl Metrics {
             m.site_connection_limit.clone(),
         );
         registry.register(
+            "site_up",
+            "1 while a site is up, 0 while it is down (its sessions failed to open site_down_after times in a row; it is probed on the retry schedule)",
+            m.site_up.clone(),
+        );
+        registry.register(
             "delivery_latency_seconds",
             "Time from acceptance into the spool to delivery",
             m.delivery_latency.clone(),
@@ -236,6 +245,7 @@ impl Metrics {
             queued: self.site_queued.get_or_create_owned(&l),
             rate: self.site_rate.get_or_create_owned(&l),
             connection_limit: self.site_connection_limit.get_or_create_owned(&l),
+            up: self.site_up.get_or_create_owned(&l),
             delivered: outcome("delivered"),
             deferred: outcome("deferred"),
             bounced: outcome("bounced"),

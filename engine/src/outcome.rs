@@ -269,7 +269,10 @@ pub fn from_session_error(e: &SessionError) -> Outcome {
             "TransientCommunicationFailure",
         ),
         SessionError::Connect(
-            ConnectKind::Refused | ConnectKind::Unreachable | ConnectKind::Other,
+            ConnectKind::Refused
+            | ConnectKind::Unreachable
+            | ConnectKind::Local
+            | ConnectKind::Other,
             _,
         )
         | SessionError::Timeout(Phase::Connect) => deferred(

@@ -12,6 +12,10 @@
 //!
 //! - `greeting_421: N`: the first N connections get `421 4.3.2` as their
 //!   greeting and are closed.
+//! - `refuse_greeting: Some((N, reply))`: the first N connections get
+//!   `reply` (e.g. `554 5.7.1 ...`) as their greeting and are closed.
+//! - `refuse_ehlo: Some((N, reply))`: on the first N connections, EHLO and
+//!   HELO get `reply`.
 //! - `drop_in_data: N`: the first N messages are cut off: the connection is
 //!   closed after the first line of the message (no end-of-data reply).
 //! - `tarpit: Some((stage, d))`: every reply at `stage` (greeting, EHLO,
@@ -107,6 +111,12 @@ pub struct Options {
     pub bind: Option<SocketAddr>,
     /// Greet the first this many connections with `421` and close them.
     pub greeting_421: u32,
+    /// Greet the first this many connections with this reply (no CRLF)
+    /// and close them.
+    pub refuse_greeting: Option<(u32, &'static str)>,
+    /// Answer EHLO and HELO on the first this many connections with this
+    /// reply (no CRLF).
+    pub refuse_ehlo: Option<(u32, &'static str)>,
     /// Close the connection in the middle of DATA for the first this many
     /// messages.
     pub drop_in_data: u32,

@@ -25,6 +25,7 @@ impl Config {
             max_age: Some(d.max_age),
             retry_factor: Some(d.retry_factor),
             retry_jitter: Some(d.retry_jitter),
+            site_down_after: Some(d.site_down_after),
             ..PolicyRule::default()
         };
         delivery::check_rule(&defaults).map_err(|(k, r)| bad(&format!("delivery.{k}"), r))?;

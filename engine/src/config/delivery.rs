@@ -125,6 +125,7 @@ pub struct PolicyRule {
     pub retry_jitter: Option<f64>,
     #[serde(default, with = "duration::option")]
     pub max_age: Option<Duration>,
+    pub site_down_after: Option<u32>,
 }
 
 /// The resolved policy of one destination.
@@ -140,6 +141,9 @@ pub struct Policy {
     pub retry_cap: Duration,
     pub retry_jitter: f64,
     pub max_age: Duration,
+    /// Failed attempts in a row to open a session (with none open) after
+    /// which the site is down (see `delivery::health`).
+    pub site_down_after: u32,
 }
 
 impl Policy {
@@ -160,6 +164,7 @@ impl Policy {
             retry_cap: r.retry_cap.unwrap_or(self.retry_cap),
             retry_jitter: r.retry_jitter.unwrap_or(self.retry_jitter),
             max_age: r.max_age.unwrap_or(self.max_age),
+            site_down_after: r.site_down_after.unwrap_or(self.site_down_after),
         }
     }
 }
@@ -196,6 +201,9 @@ pub fn check_rule(r: &PolicyRule) -> Result<(), (&'static str, String)> {
     }
     if let Some(v) = r.recipients_per_transaction {
         check_range(v, 1, 1000).map_err(|e| ("recipients_per_transaction", e))?;
+    }
+    if let Some(v) = r.site_down_after {
+        check_range(v, 1, 1000).map_err(|e| ("site_down_after", e))?;
     }
     if let Some(v) = r.retry_factor
         && !(1.0..=100.0).contains(&v)

@@ -138,6 +138,11 @@ pub struct DeliveryConfig {
     /// Random spread of each retry delay (0.1 = ±10%).
     #[serde(default = "default_retry_jitter")]
     pub retry_jitter: f64,
+    /// A site whose sessions fail to open this many times in a row is
+    /// down: its queue is deferred at once and it is probed on the retry
+    /// schedule.
+    #[serde(default = "default_site_down_after")]
+    pub site_down_after: u32,
     /// Port of MX hosts (25; other values are for test labs).
     #[serde(default = "default_smtp_port")]
     pub smtp_port: u16,
@@ -204,6 +209,9 @@ fn default_retry_cap() -> Duration {
 fn default_retry_jitter() -> f64 {
     0.1
 }
+fn default_site_down_after() -> u32 {
+    3
+}
 fn default_per_connection() -> u32 {
     1000
 }
@@ -249,6 +257,7 @@ impl Default for DeliveryConfig {
             retry_factor: default_retry_factor(),
             retry_cap: default_retry_cap(),
             retry_jitter: default_retry_jitter(),
+            site_down_after: default_site_down_after(),
             messages_per_connection: default_per_connection(),
             recipients_per_transaction: default_rcpts(),
             tls: default_tls(),

@@ -46,6 +46,7 @@ impl Config {
             retry_cap: d.retry_cap,
             retry_jitter: d.retry_jitter,
             max_age: d.max_age,
+            site_down_after: d.site_down_after,
         }
     }
 

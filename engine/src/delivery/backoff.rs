@@ -1,5 +1,12 @@
 //! Retry timing: exponential backoff with jitter, capped, and the maximum
 //! age after which a recipient is given up (pure, clock passed in).
+//!
+//! A recipient's clock starts when it was accepted into the spool. Retries
+//! follow the schedule, but never past its expiry (acceptance + `max_age`):
+//! the last retry comes at the expiry itself, and only a failure at or
+//! after the expiry gives up. So the final bounce comes at `max_age`, not
+//! up to a retry delay before it, and the `expirationTime` of every
+//! DeliveryDelay is when that happens.
 
 use std::time::Duration;
 
@@ -43,21 +50,30 @@ impl Backoff {
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
-    /// Decides the next attempt for a recipient accepted at `created_ms`
-    /// that has failed `attempts` times, now being `now_ms`.
-    pub fn next(&self, created_ms: u64, attempts: u32, now_ms: u64, jitter01: f64) -> Next {
-        let expires = created_ms.saturating_add(self.max_age.as_millis() as u64);
-        let at = now_ms.saturating_add(self.delay(attempts, jitter01).as_millis() as u64);
-        if now_ms >= expires || at > expires {
-            Next::GiveUp
-        } else {
-            Next::RetryAt(at)
+    /// Decides the next attempt for a recipient accepted at `accepted_ms`
+    /// that has failed `attempts` times, now being `now_ms`, and that must
+    /// not be retried before `not_before` (ms; 0 for no such bound).
+    pub fn next(
+        &self,
+        accepted_ms: u64,
+        attempts: u32,
+        now_ms: u64,
+        jitter01: f64,
+        not_before: u64,
+    ) -> Next {
+        let expires = self.expires(accepted_ms);
+        if now_ms >= expires {
+            return Next::GiveUp;
         }
+        let at = now_ms
+            .saturating_add(self.delay(attempts, jitter01).as_millis() as u64)
+            .max(not_before);
+        Next::RetryAt(at.min(expires))
     }
 
-    /// When a recipient accepted at `created_ms` expires.
-    pub fn expires(&self, created_ms: u64) -> u64 {
-        created_ms.saturating_add(self.max_age.as_millis() as u64)
+    /// When a recipient accepted at `accepted_ms` expires.
+    pub fn expires(&self, accepted_ms: u64) -> u64 {
+        accepted_ms.saturating_add(self.max_age.as_millis() as u64)
     }
 }
 
@@ -85,10 +101,29 @@ mod tests {
     }
 
     #[test]
-    fn gives_up_at_max_age() {
+    fn gives_up_at_max_age_not_before() {
         let day = 24 * 3600 * 1000;
-        assert_eq!(b().next(0, 1, 1000, 0.5), Next::RetryAt(61_000));
-        assert_eq!(b().next(0, 5, 3 * day, 0.5), Next::GiveUp);
-        assert_eq!(b().next(0, 5, 3 * day - 1000, 0.5), Next::GiveUp);
+        assert_eq!(b().next(0, 1, 1000, 0.5, 0), Next::RetryAt(61_000));
+        assert_eq!(b().next(0, 5, 3 * day, 0.5, 0), Next::GiveUp);
+        assert_eq!(b().next(0, 5, 3 * day + 1, 0.5, 0), Next::GiveUp);
+        // the next delay (1 h) would pass the expiry: the last retry comes
+        // at the expiry itself, not never
+        assert_eq!(
+            b().next(0, 30, 3 * day - 1000, 0.5, 0),
+            Next::RetryAt(3 * day)
+        );
+        // the clock is the recipient's acceptance, not anything earlier
+        assert_eq!(
+            b().next(10 * day, 1, 10 * day + 1000, 0.5, 0),
+            Next::RetryAt(10 * day + 61_000)
+        );
+    }
+
+    #[test]
+    fn not_before_holds_a_retry_back_but_not_past_the_expiry() {
+        let day = 24 * 3600 * 1000;
+        assert_eq!(b().next(0, 1, 1000, 0.5, 500_000), Next::RetryAt(500_000));
+        assert_eq!(b().next(0, 1, 1000, 0.5, 10), Next::RetryAt(61_000));
+        assert_eq!(b().next(0, 1, 1000, 0.5, 4 * day), Next::RetryAt(3 * day));
     }
 }

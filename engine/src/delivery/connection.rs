@@ -11,55 +11,29 @@
 //! when its site has nothing in flight for the idle period, when the site's
 //! connection limit was lowered below the connections open (throttling), or
 //! at shutdown. When a session cannot be opened, the message in hand gets
-//! that failure's outcome, and so does every message already ready unless
-//! other sessions of the site are open (then this connection closes and
-//! leaves them the rest). Every reply is
-//! fed to the site's throttle. Exposure: talks to remote servers through
-//! [`super::smtp`]; all failures become outcomes.
+//! that failure's outcome. If other sessions of the site are open, this
+//! connection closes and leaves them the rest; if none is, the failure
+//! counts toward the site being down (see [`super::health`]), and once it
+//! is, every ready message is deferred with that one decision and the
+//! connection closes. No session is opened for a down site except by a
+//! [`probe`]. Every reply is fed to the site's throttle. Exposure: talks to
+//! remote servers through [`super::smtp`]; all failures become outcomes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::backoff::Backoff;
-use super::shard::{Dest, ShardCtx};
+use super::Ready;
+use super::dest::Dest;
+use super::shard::ShardCtx;
 use super::site::Hosts;
 use super::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
-use super::{Ready, Report};
 use crate::config::{Config, TlsPolicy};
 use crate::outcome::{self, Outcome};
 
 /// Most addresses one attempt to open a session tries.
 pub const MAX_ADDRESSES: usize = 8;
-
-/// Reports one outcome per recipient of `r`: `outcomes` in the order of
-/// `r.works`, the last one repeating when there are fewer (one outcome for
-/// the whole transaction); `outcomes` is never empty.
-fn report(ctx: &ShardCtx, dest: &Dest, r: Ready, outcomes: &[Outcome]) {
-    let retry = Some(Backoff::from(&dest.policy()));
-    let at_ms = volley_spool::now_ms();
-    for (i, (work, permit)) in r.works.into_iter().enumerate() {
-        let outcome = match outcomes.get(i).or(outcomes.last()) {
-            Some(o) => o.clone(),
-            // not reached; deferring keeps the recipient rather than losing it
-            None => Outcome::Deferred {
-                status: "4.3.0".into(),
-                diagnostic: "smtp; 451 4.3.0 internal: no outcome for this recipient".into(),
-                delay_type: "InternalFailure",
-            },
-        };
-        let _ = ctx.recorder.send(Report {
-            work,
-            outcome,
-            subject: r.msg.subject.clone(),
-            at_ms,
-            permit: Some(permit),
-            site: Some(Arc::clone(&dest.m)),
-            retry,
-        });
-    }
-}
 
 fn tls_mode(p: TlsPolicy) -> TlsMode {
     match p {
@@ -165,18 +139,56 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready
 /// limit allows; true when this connection should close.
 fn surplus(dest: &Dest) -> bool {
     let max = dest.max_conns();
-    dest.live
+    dest.conn_tasks
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
             (l > max).then(|| l - 1)
         })
         .is_ok()
 }
 
+/// Leaves the pool (no message to serve); true when it must stay after
+/// all: work was dispatched while it decided and no other connection is
+/// left to serve it.
+fn leave_or_stay(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready>) -> bool {
+    dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
+    !*ctx.shutdown.borrow()
+        && !ready.is_closed()
+        && !dest.is_down()
+        && dest.in_flight() > 0
+        && dest
+            .conn_tasks
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
 /// Runs one connection until it is idle, closed or shut down. The caller
-/// has already counted it in `dest.live`.
+/// has already counted it in `dest.conn_tasks`.
 pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: async_channel::Receiver<Ready>) {
     serve(&ctx, &dest, &ready).await;
     ctx.stats.connection_tasks.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Probes a down site: opens a session and, when it opens, says QUIT at
+/// once. The verdict goes to the site's health (see [`super::health`]).
+pub async fn probe(ctx: Arc<ShardCtx>, dest: Arc<Dest>) {
+    let mut shutdown = ctx.shutdown.clone();
+    let opened = tokio::select! {
+        r = open(&ctx, &dest) => r,
+        _ = shutdown.wait_for(|stop| *stop) => {
+            dest.probe_abandoned();
+            return;
+        }
+    };
+    match opened {
+        Ok(session) => {
+            dest.opened();
+            session.quit().await;
+        }
+        Err(e) => {
+            observe_error(&ctx, &dest, &e);
+            dest.open_failed(&e, &outcome::from_session_error(&e));
+        }
+    }
 }
 
 /// An open session and how many transactions it has carried.
@@ -194,6 +206,73 @@ async fn close(ctx: &ShardCtx, dest: &Dest, open: Open, quit: bool) {
     dest.m.connections.dec();
 }
 
+/// What became of an attempt to open a session for a message.
+enum Opening {
+    /// The session is open; send the message on it.
+    Open(Box<(Open, Ready)>),
+    /// It failed and the message got the failure's outcome; try again with
+    /// the next message.
+    Again,
+    /// This connection leaves (it has left the site's count already).
+    Leave,
+    /// Shutting down while opening (the message stays queued in the spool).
+    Shutdown,
+}
+
+/// Opens a session for `msg`. A failure is the message's outcome and, when
+/// no other session of the site is open, counts toward the site being
+/// down; once the site is down, the ready messages are deferred with it
+/// and the connection leaves (the shard defers the rest of the queue).
+async fn open_for(
+    ctx: &ShardCtx,
+    dest: &Dest,
+    msg: Ready,
+    ready: &async_channel::Receiver<Ready>,
+) -> Opening {
+    if dest.is_down() {
+        dest.defer_ready(ctx, msg);
+        dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
+        return Opening::Leave;
+    }
+    // opening waits for the remote server; a shutdown does not
+    let mut shutdown = ctx.shutdown.clone();
+    let opened = tokio::select! {
+        r = open(ctx, dest) => r,
+        _ = shutdown.wait_for(|stop| *stop) => return Opening::Shutdown,
+    };
+    let e = match opened {
+        Ok(session) => {
+            dest.sessions.fetch_add(1, Ordering::AcqRel);
+            ctx.metrics.connections.inc();
+            dest.m.connections.inc();
+            dest.opened();
+            return Opening::Open(Box::new((Open { session, sent: 0 }, msg)));
+        }
+        Err(e) => e,
+    };
+    observe_error(ctx, dest, &e);
+    let outcome = outcome::from_session_error(&e);
+    dest.report(ctx, msg, std::slice::from_ref(&outcome));
+    if dest.sessions.load(Ordering::Acquire) > 0 {
+        // other sessions serve the site, so it is up: leave the rest to
+        // them (a refusal here is often "too many connections")
+        tracing::debug!(site = %dest.key, error = %e, "cannot open another session; this connection closes");
+        dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
+        return Opening::Leave;
+    }
+    dest.open_failed(&e, &outcome);
+    if !dest.is_down() {
+        tracing::debug!(site = %dest.key, error = %e, "cannot open a session");
+        return Opening::Again;
+    }
+    // the site is down: what is ready goes with this decision
+    while let Ok(r) = ready.try_recv() {
+        dest.defer_ready(ctx, r);
+    }
+    dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
+    Opening::Leave
+}
+
 async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Receiver<Ready>) {
     let (ctx, dest) = (&**ctx, &**dest);
     let mut session: Option<Open> = None;
@@ -207,131 +286,103 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
         }
         let msg = match next(ctx, dest, ready).await {
             Next::Msg(m) => m,
-            Next::Exit => {
-                // Leave; but if work was dispatched while deciding and no
-                // other connection is left to serve it, stay.
-                dest.live.fetch_sub(1, Ordering::AcqRel);
-                if !*ctx.shutdown.borrow()
-                    && !ready.is_closed()
-                    && dest.in_flight() > 0
-                    && dest
-                        .live
-                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                {
-                    continue;
-                }
-                break;
-            }
+            Next::Exit if leave_or_stay(ctx, dest, ready) => continue,
+            Next::Exit => break,
         };
         let per_connection = dest.policy().messages_per_connection;
         if let Some(o) = session.take_if(|o| o.sent >= per_connection) {
             close(ctx, dest, o, true).await;
         }
-        if session.is_none() {
-            // opening waits for the remote server; a shutdown does not
-            let mut shutdown = ctx.shutdown.clone();
-            let opened = tokio::select! {
-                r = open(ctx, dest) => Some(r),
-                _ = shutdown.wait_for(|stop| *stop) => None,
-            };
-            let Some(opened) = opened else {
-                drop(msg); // stays queued in the spool
-                break;
-            };
-            match opened {
-                Ok(s) => {
-                    dest.sessions.fetch_add(1, Ordering::AcqRel);
-                    ctx.metrics.connections.inc();
-                    dest.m.connections.inc();
-                    session = Some(Open {
-                        session: s,
-                        sent: 0,
-                    });
-                }
-                Err(e) => {
-                    observe_error(ctx, dest, &e);
-                    let outcomes = [outcome::from_session_error(&e)];
-                    report(ctx, dest, msg, &outcomes);
-                    if dest.sessions.load(Ordering::Acquire) > 0 {
-                        // other sessions serve the site: leave the rest to
-                        // them (a refusal here is often "too many
-                        // connections")
-                        tracing::debug!(site = %dest.key, error = %e, "cannot open another session; this connection closes");
-                        dest.live.fetch_sub(1, Ordering::AcqRel);
-                        return;
-                    }
-                    tracing::info!(site = %dest.key, error = %e, "cannot open a session; the ready messages get this outcome");
-                    while let Ok(r) = ready.try_recv() {
-                        report(ctx, dest, r, &outcomes);
-                    }
-                    continue;
-                }
-            }
-        }
-        let Some(o) = session.as_mut() else { continue };
-        ctx.metrics.attempts.inc();
-        dest.m.attempts.inc();
-        o.sent += 1;
-        let started = Instant::now();
-        let rcpts: Vec<&str> = msg.msg.rcpts.iter().map(String::as_str).collect();
-        let result = o
-            .session
-            .send(&msg.msg.mail_from, &rcpts, &msg.msg.data)
-            .await;
-        ctx.metrics
-            .transaction_latency
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(replies) => {
-                let config = ctx.config();
-                let patterns = &config.delivery.throttle_patterns;
-                let mut outcomes: Vec<Outcome> = Vec::with_capacity(replies.len());
-                // one throttle observation per transaction: its first
-                // throttling reply, else a clean one
-                let mut signal = None;
-                for (i, (phase, reply)) in replies.iter().enumerate() {
-                    if signal.is_none() && outcome::is_throttle(reply, patterns) {
-                        signal = Some(reply);
-                    }
-                    // accepted recipients share one reply: classify it once
-                    let same = i > 0 && replies[i - 1].0 == *phase && replies[i - 1].1 == *reply;
-                    let o = match outcomes.last() {
-                        Some(prev) if same => prev.clone(),
-                        _ => outcome::from_reply(*phase, reply),
-                    };
-                    outcomes.push(o);
-                }
-                dest.observe(signal.or(replies.last().map(|r| &r.1)), signal.is_some());
-                if outcomes.len() != msg.works.len() {
-                    outcomes = vec![outcome::from_session_error(&SessionError::Protocol(
-                        super::smtp::Phase::Rcpt,
-                        "no reply for a recipient".into(),
-                    ))];
-                }
-                report(ctx, dest, msg, &outcomes);
-                if let Some(e) = o.session.take_broken() {
-                    // the transaction was decided; the session is not reusable
-                    tracing::debug!(site = %dest.key, error = %e, "session ended after a decided transaction");
-                    observe_error(ctx, dest, &e);
-                    if let Some(o) = session.take() {
-                        close(ctx, dest, o, false).await;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(site = %dest.key, error = %e, "session failed");
-                observe_error(ctx, dest, &e);
-                report(ctx, dest, msg, &[outcome::from_session_error(&e)]);
-                if let Some(o) = session.take() {
-                    close(ctx, dest, o, false).await;
-                }
-            }
+        let (mut open, msg) = match session.take() {
+            Some(o) => (o, msg),
+            None => match open_for(ctx, dest, msg, ready).await {
+                Opening::Open(opened) => *opened,
+                Opening::Again => continue,
+                Opening::Leave => return,
+                Opening::Shutdown => break,
+            },
+        };
+        if transact(ctx, dest, &mut open, msg).await {
+            session = Some(open);
+        } else {
+            close(ctx, dest, open, false).await;
         }
     }
     if let Some(o) = session {
         close(ctx, dest, o, true).await;
     }
+}
+
+/// Sends one message on an open session and reports its outcomes; false
+/// when the session cannot carry another transaction.
+async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool {
+    ctx.metrics.attempts.inc();
+    dest.m.attempts.inc();
+    o.sent += 1;
+    let started = Instant::now();
+    let rcpts: Vec<&str> = msg.msg.rcpts.iter().map(String::as_str).collect();
+    let result = o
+        .session
+        .send(&msg.msg.mail_from, &rcpts, &msg.msg.data)
+        .await;
+    ctx.metrics
+        .transaction_latency
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(replies) => {
+            let outcomes = classify(ctx, dest, &replies, msg.works.len());
+            dest.report(ctx, msg, &outcomes);
+            match o.session.take_broken() {
+                Some(e) => {
+                    // the transaction was decided; the session is not reusable
+                    tracing::debug!(site = %dest.key, error = %e, "session ended after a decided transaction");
+                    observe_error(ctx, dest, &e);
+                    false
+                }
+                None => true,
+            }
+        }
+        Err(e) => {
+            tracing::debug!(site = %dest.key, error = %e, "session failed");
+            observe_error(ctx, dest, &e);
+            dest.report(ctx, msg, &[outcome::from_session_error(&e)]);
+            false
+        }
+    }
+}
+
+/// One outcome per recipient from a transaction's replies, feeding the
+/// site's throttle once: its first throttling reply, else a clean one.
+fn classify(
+    ctx: &ShardCtx,
+    dest: &Dest,
+    replies: &[super::smtp::session::RcptReply],
+    recipients: usize,
+) -> Vec<Outcome> {
+    let config = ctx.config();
+    let patterns = &config.delivery.throttle_patterns;
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(replies.len());
+    let mut signal = None;
+    for (i, (phase, reply)) in replies.iter().enumerate() {
+        if signal.is_none() && outcome::is_throttle(reply, patterns) {
+            signal = Some(reply);
+        }
+        // accepted recipients share one reply: classify it once
+        let same = i > 0 && replies[i - 1].0 == *phase && replies[i - 1].1 == *reply;
+        let o = match outcomes.last() {
+            Some(prev) if same => prev.clone(),
+            _ => outcome::from_reply(*phase, reply),
+        };
+        outcomes.push(o);
+    }
+    dest.observe(signal.or(replies.last().map(|r| &r.1)), signal.is_some());
+    if outcomes.len() != recipients {
+        outcomes = vec![outcome::from_session_error(&SessionError::Protocol(
+            super::smtp::Phase::Rcpt,
+            "no reply for a recipient".into(),
+        ))];
+    }
+    outcomes
 }
 
 /// Feeds a session failure that carries a reply (e.g. 421 at greeting) to

@@ -18,6 +18,8 @@
 
 pub mod backoff;
 pub mod connection;
+pub mod dest;
+pub mod health;
 pub mod mx;
 mod queue;
 pub mod recorder;
@@ -77,6 +79,9 @@ pub struct Report {
     /// The retry schedule of the recipient's destination (the default
     /// schedule when `None`).
     pub retry: Option<backoff::Backoff>,
+    /// A deferral is not retried before this (ms since the epoch): a down
+    /// site's next probe.
+    pub not_before: Option<u64>,
 }
 
 /// Live counters shared by the stages, the progress display and `send`.

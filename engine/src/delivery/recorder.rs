@@ -4,8 +4,9 @@
 //! Runs on its own thread and commits outcomes in batches (everything that
 //! arrived while the previous fdatasync ran), so one sync serves many
 //! messages. Deferrals become a retry time by the retry schedule of the
-//! recipient's destination, or a final Transient bounce once the recipient
-//! is older than that destination's `max_age`. If the
+//! recipient's destination (never before a down site's next probe, never
+//! after the recipient's expiry), or a final Transient bounce when the
+//! failure comes at or after the expiry: acceptance + `max_age`. If the
 //! journal cannot be written (disk full) it keeps retrying and holds the
 //! permits, which stops new sends to the affected shards rather than losing
 //! outcomes. Exposure: none (internal messages only).
@@ -36,19 +37,25 @@ pub struct RecorderCtx {
     pub stop: Arc<AtomicBool>,
 }
 
+/// When the recipient of `r` was accepted into the spool (its clock for
+/// `max_age`).
+fn accepted_ms(spool: &Spool, r: &Report, now_ms: u64) -> u64 {
+    spool
+        .campaign_of(r.work.id)
+        .and_then(|no| spool.campaign(no))
+        .map_or(now_ms, |c| c.created_ms)
+}
+
 /// Converts a report into its journal entry (and retry time, if any).
 fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome, u64) {
     let attempts = r.work.attempts + 1;
-    let created = ctx
-        .spool
-        .campaign_of(r.work.id)
-        .and_then(|no| ctx.spool.campaign(no))
-        .map_or(now_ms, |c| c.created_ms);
+    let created = accepted_ms(&ctx.spool, r, now_ms);
     let backoff = r.retry.unwrap_or(ctx.backoff);
     let mut outcome = r.outcome.clone();
     let mut next = None;
     if let Outcome::Deferred { diagnostic, .. } = &r.outcome {
-        match backoff.next(created, attempts, now_ms, fastrand::f64()) {
+        let not_before = r.not_before.unwrap_or(0);
+        match backoff.next(created, attempts, now_ms, fastrand::f64(), not_before) {
             Next::RetryAt(t) => next = Some(t),
             Next::GiveUp => outcome = outcome::expired(diagnostic),
         }

@@ -141,6 +141,7 @@ impl Scheduler {
                         permit: None,
                         site: None,
                         retry,
+                        not_before: None,
                     });
                 };
                 for m in waiting {

@@ -1,5 +1,6 @@
 //! A shard: the single owner of one site's queue, adaptive rate limit,
-//! in-flight window and connection pool (see [`super::site`]).
+//! in-flight window and connection pool (see [`super::site`]; what it
+//! shares with its connections is a [`Dest`]).
 //!
 //! For each recipient it takes a window permit (held until the outcome is
 //! journaled), waits for the governor rate limiter, and submits the message
@@ -7,29 +8,36 @@
 //! It starts connections while fewer than the current limit are open and
 //! there is more in flight than connections. The rate and connection limits
 //! come from the site's policy, lowered and raised again by the site's
-//! [`Throttle`]; a config reload (SIGHUP) re-reads the policy without
-//! touching the queue. Exposure: none (internal).
+//! throttle; a config reload (SIGHUP) re-reads the policy without touching
+//! the queue. While the site is down (see [`super::health`]) the shard
+//! defers its queue without connecting, in shares, until a probe is due;
+//! it then starts one probe and holds the queue until its verdict. Exposure:
+//! none (internal).
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use volley_spool::Spool;
 
 use super::connection;
+use super::dest::Dest;
+use super::health::Admit;
 use super::mx::Resolver;
 pub use super::queue::ShardIn;
 use super::queue::{Campaigns, Queue};
-use super::site::{Hosts, Site};
-use super::smtp::{Reply, TlsSettings};
-use super::throttle::{Change, Throttle};
-use super::{Report, Stats};
-use crate::config::{Config, Policy};
+use super::site::Site;
+use super::smtp::TlsSettings;
+use super::{Ready, Report, Stats};
+use crate::config::Config;
 use crate::message::{Job, Producer};
-use crate::metrics::{Metrics, SiteMetrics};
+use crate::metrics::Metrics;
+
+/// Recipients of a down site deferred per turn of the shard's loop.
+const DEFER_SHARE: usize = 256;
 
 /// Everything shards and their connections share.
 pub struct ShardCtx {
@@ -91,135 +99,6 @@ impl ShardCtx {
     }
 }
 
-/// One site as its connections see it.
-pub struct Dest {
-    pub key: Arc<str>,
-    pub hosts: Hosts,
-    policy: RwLock<Policy>,
-    throttle: Mutex<Throttle>,
-    pub permits: Arc<Semaphore>,
-    window: AtomicUsize,
-    /// What `window` should be (a reload may lower it while permits are out).
-    target: AtomicUsize,
-    /// Connection tasks running (with a session open or not).
-    pub live: AtomicUsize,
-    /// Sessions open.
-    pub sessions: AtomicUsize,
-    /// This site's metric handles.
-    pub m: Arc<SiteMetrics>,
-}
-
-/// The in-flight window of a site: four messages per connection (at least
-/// 8), and at least one full transaction of recipients.
-fn window_for(p: &Policy) -> usize {
-    (p.connections as usize * 4)
-        .max(8)
-        .max(p.recipients_per_transaction as usize)
-}
-
-impl Dest {
-    /// Messages of this site between dispatch and journaled outcome.
-    pub fn in_flight(&self) -> usize {
-        self.window
-            .load(Ordering::Acquire)
-            .saturating_sub(self.permits.available_permits())
-    }
-
-    /// The policy in force.
-    pub fn policy(&self) -> Policy {
-        *self.policy.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
-        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Current connection limit (published by [`Dest::show_limits`] on
-    /// every change, so reading it takes no lock).
-    pub fn max_conns(&self) -> usize {
-        self.m.connection_limit.get().max(1) as usize
-    }
-
-    /// Current rate limit (as published, like [`Dest::max_conns`]).
-    pub fn rate(&self) -> f64 {
-        self.m.rate.get()
-    }
-
-    /// Feeds a reply to the throttle (`throttle` = it asked to slow down).
-    pub fn observe(&self, reply: Option<&Reply>, throttle: bool) {
-        let now = Instant::now();
-        let change = {
-            let mut t = self.throttle();
-            if throttle {
-                t.signal(now)
-            } else {
-                t.clean(now)
-            }
-        };
-        if let Some(c) = change {
-            match c {
-                Change::SlowedDown { rate, connections } => tracing::info!(
-                    site = %self.key,
-                    rate = format!("{rate:.1}"),
-                    connections,
-                    reply = %reply.map(|r| r.to_string()).unwrap_or_default(),
-                    "destination asks to slow down: lowering the rate and connections"
-                ),
-                Change::SpedUp { rate, connections } => tracing::info!(
-                    site = %self.key,
-                    rate = format!("{rate:.1}"),
-                    connections,
-                    "destination accepts again: raising the rate and connections"
-                ),
-            }
-            self.show_limits();
-        }
-    }
-
-    /// Publishes the throttle's current limits (metrics, and what
-    /// [`Dest::rate`] and [`Dest::max_conns`] read).
-    fn show_limits(&self) {
-        let (rate, conns) = {
-            let t = self.throttle();
-            (t.rate(), t.connections())
-        };
-        self.m.rate.set(rate);
-        self.m.connection_limit.set(i64::from(conns));
-    }
-
-    /// Installs a new policy (config reload); queued mail is untouched.
-    fn set_policy(&self, p: Policy) {
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = p;
-        self.throttle()
-            .set_limits(p.messages_per_second, p.connections);
-        let want = window_for(&p);
-        self.target.store(want, Ordering::Release);
-        let have = self.window.load(Ordering::Acquire);
-        if want > have {
-            self.permits.add_permits(want - have);
-            self.window.store(want, Ordering::Release);
-        } else {
-            self.shrink_window();
-        }
-    }
-
-    /// Moves the window toward a lower target: permits in use cannot be
-    /// taken back, so the surplus goes as they are released (called on
-    /// every dispatch).
-    fn shrink_window(&self) {
-        let (have, want) = (
-            self.window.load(Ordering::Acquire),
-            self.target.load(Ordering::Acquire),
-        );
-        if have > want {
-            let gone = self.permits.forget_permits(have - want);
-            if gone > 0 {
-                self.window.fetch_sub(gone, Ordering::AcqRel);
-            }
-        }
-    }
-}
-
 /// Starts the shard of `site`; returns its input queue.
 pub fn spawn(ctx: Arc<ShardCtx>, site: Site) -> mpsc::UnboundedSender<ShardIn> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -243,117 +122,196 @@ fn limiter(ctx: &ShardCtx, rate: f64, burst: u32) -> Limiter {
     RateLimiter::direct_with_clock(quota, ctx.clock.clone())
 }
 
+/// What a shard keeps between turns of its loop.
+struct Shard {
+    ctx: Arc<ShardCtx>,
+    site: Site,
+    dest: Arc<Dest>,
+    queue: Queue,
+    campaigns: Campaigns,
+    generation: u64,
+    rate: f64,
+    limit: Limiter,
+    ready_tx: async_channel::Sender<Ready>,
+    ready_rx: async_channel::Receiver<Ready>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// How a turn of the loop ended.
+enum Turn {
+    Go,
+    Stop,
+}
+
 async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
-    let mut generation = ctx.generation();
     let policy = site.policy(&ctx.config());
-    let window = window_for(&policy);
-    let dest = Arc::new(Dest {
-        key: Arc::clone(&site.key),
-        hosts: site.hosts.clone(),
-        policy: RwLock::new(policy),
-        throttle: Mutex::new(Throttle::new(
-            policy.messages_per_second,
-            policy.connections,
-            Instant::now(),
-        )),
-        permits: Arc::new(Semaphore::new(window)),
-        window: AtomicUsize::new(window),
-        target: AtomicUsize::new(window),
-        live: AtomicUsize::new(0),
-        sessions: AtomicUsize::new(0),
-        m: Arc::new(ctx.metrics.site(&site.key)),
-    });
-    dest.show_limits();
-    let mut rate = dest.rate();
-    let mut limit = limiter(&ctx, rate, policy.connections);
+    let dest = Arc::new(Dest::new(&site, policy, ctx.metrics.site(&site.key)));
+    let rate = dest.rate();
     let (ready_tx, ready_rx) = async_channel::unbounded();
-    let mut shutdown = ctx.shutdown.clone();
     tracing::debug!(site = %site.key, rate, connections = policy.connections, "site started");
-    let mut queue = Queue::default();
-    let mut campaigns = Campaigns::default();
+    let mut s = Shard {
+        limit: limiter(&ctx, rate, policy.connections),
+        generation: ctx.generation(),
+        shutdown: ctx.shutdown.clone(),
+        ctx,
+        site,
+        dest,
+        queue: Queue::default(),
+        campaigns: Campaigns::default(),
+        rate,
+        ready_tx,
+        ready_rx,
+    };
     loop {
         while let Ok(m) = rx.try_recv() {
-            queue.push(m);
+            s.queue.push(m);
         }
-        if ctx.generation() != generation {
-            generation = ctx.generation();
-            let p = site.policy(&ctx.config());
+        s.refresh();
+        let turn = if s.queue.len == 0 {
+            s.wait(&mut rx).await
+        } else {
+            match s.dest.admit() {
+                Admit::Send => s.dispatch().await,
+                Admit::Probe => {
+                    tokio::spawn(connection::probe(Arc::clone(&s.ctx), Arc::clone(&s.dest)));
+                    Turn::Go
+                }
+                // a probe runs: its verdict decides what becomes of the queue
+                Admit::Hold => s.wait(&mut rx).await,
+                Admit::Defer { probe_at } => s.defer_some(probe_at).await,
+            }
+        };
+        if let Turn::Stop = turn {
+            break;
+        }
+    }
+    s.dest.m.queued.set(0);
+}
+
+impl Shard {
+    /// Applies a config reload and the throttle's rate to the limiter.
+    fn refresh(&mut self) {
+        let (ctx, dest) = (&self.ctx, &self.dest);
+        if ctx.generation() != self.generation {
+            self.generation = ctx.generation();
+            let p = self.site.policy(&ctx.config());
             dest.set_policy(p);
-            dest.show_limits();
-            tracing::info!(site = %site.key, rate = p.messages_per_second, connections = p.connections, "site policy reloaded");
+            tracing::info!(site = %self.site.key, rate = p.messages_per_second, connections = p.connections, "site policy reloaded");
         }
-        if dest.rate().to_bits() != rate.to_bits() {
-            rate = dest.rate();
+        if dest.rate().to_bits() != self.rate.to_bits() {
+            self.rate = dest.rate();
             let burst = dest.max_conns() as u32;
-            limit = limiter(&ctx, rate, burst);
+            self.limit = limiter(ctx, self.rate, burst);
             // a new limiter starts full: no fresh burst on a rate change
             // (least of all right after a "slow down")
             if let Some(n) = NonZeroU32::new(burst) {
-                let _ = limit.check_n(n);
+                let _ = self.limit.check_n(n);
             }
         }
         dest.shrink_window();
-        dest.m.queued.set(queue.len as i64);
-        let work = match queue.pop() {
-            Some(w) => w,
-            None => tokio::select! {
-                biased;
-                _ = shutdown.changed() => break,
-                m = rx.recv() => match m {
-                    Some(m) => {
-                        queue.push(m);
-                        continue;
-                    }
-                    None => break,
-                },
+        dest.m.queued.set(self.queue.len as i64);
+    }
+
+    /// Waits for new work or a change of the site's health. While the site
+    /// is down, messages produced before it went down are deferred as they
+    /// come out of production.
+    async fn wait(&mut self, rx: &mut mpsc::UnboundedReceiver<ShardIn>) -> Turn {
+        let down = self.dest.is_down();
+        tokio::select! {
+            biased;
+            _ = self.shutdown.changed() => return Turn::Stop,
+            m = rx.recv() => match m {
+                Some(m) => self.queue.push(m),
+                None => return Turn::Stop,
             },
+            r = self.ready_rx.recv(), if down => {
+                if let Ok(r) = r {
+                    self.dest.defer_ready(&self.ctx, r);
+                }
+            }
+            _ = self.dest.wake.notified() => {}
+        }
+        Turn::Go
+    }
+
+    /// The site is down: defers a share of the queue (one decision for the
+    /// whole queue; taken in shares so the loop stays responsive and the
+    /// deferrals in flight stay bounded).
+    async fn defer_some(&mut self, probe_at: Instant) -> Turn {
+        for _ in 0..DEFER_SHARE {
+            let Some(work) = self.queue.pop() else { break };
+            let slot = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return Turn::Stop,
+                p = self.dest.deferral_slot() => p,
+            };
+            let Some(slot) = slot else { return Turn::Stop };
+            self.dest
+                .defer_down(&self.ctx, work, slot, String::new(), Some(probe_at));
+        }
+        Turn::Go
+    }
+
+    /// Takes the next recipient (and, for a non-personalized campaign, the
+    /// ones that can share its transaction) through the window and the rate
+    /// limit to production, and starts a connection if one is needed.
+    async fn dispatch(&mut self) -> Turn {
+        let (ctx, dest) = (Arc::clone(&self.ctx), Arc::clone(&self.dest));
+        let Some(work) = self.queue.pop() else {
+            return Turn::Go;
         };
         let permit = tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
-            p = Arc::clone(&dest.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = self.shutdown.changed() => return Turn::Stop,
+            p = Arc::clone(&dest.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return Turn::Stop },
         };
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
-            () = limit.until_ready() => {}
+            _ = self.shutdown.changed() => return Turn::Stop,
+            () = self.limit.until_ready() => {}
+        }
+        if dest.is_down() {
+            // it went down while this recipient waited
+            dest.defer_down(&ctx, work, permit, String::new(), dest.probe_at());
+            return Turn::Go;
         }
         let mut works = vec![(work, permit)];
         let most = dest.policy().recipients_per_transaction as usize;
         if most > 1
-            && let Some(no) = campaigns.shared(&ctx.spool, works[0].0.id)
+            && let Some(no) = self.campaigns.shared(&ctx.spool, works[0].0.id)
         {
             // more recipients of this non-personalized campaign join the
             // transaction (one message: one rate-limit token), while the
             // window allows
             while works.len() < most {
-                let joins = queue
+                let joins = self
+                    .queue
                     .peek()
-                    .is_some_and(|id| campaigns.shared(&ctx.spool, id) == Some(no));
+                    .is_some_and(|id| self.campaigns.shared(&ctx.spool, id) == Some(no));
                 if !joins {
                     break;
                 }
                 let Ok(p) = Arc::clone(&dest.permits).try_acquire_owned() else {
                     break;
                 };
-                let Some(w) = queue.pop() else { break };
+                let Some(w) = self.queue.pop() else { break };
                 works.push((w, p));
             }
         }
         ctx.producer.submit(Job {
             works,
-            ready: ready_tx.clone(),
+            ready: self.ready_tx.clone(),
         });
-        let live = dest.live.load(Ordering::Acquire);
-        if live < dest.max_conns() && live < dest.in_flight() {
-            dest.live.fetch_add(1, Ordering::AcqRel);
+        let tasks = dest.conn_tasks.load(Ordering::Acquire);
+        if tasks < dest.max_conns() && tasks < dest.in_flight() {
+            dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
             ctx.stats.connection_tasks.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(connection::run(
                 Arc::clone(&ctx),
                 Arc::clone(&dest),
-                ready_rx.clone(),
+                self.ready_rx.clone(),
             ));
         }
+        Turn::Go
     }
-    dest.m.queued.set(0);
 }

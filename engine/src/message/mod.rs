@@ -129,6 +129,7 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
                         permit: Some(permit),
                         site: None,
                         retry: None,
+                        not_before: None,
                     });
                 }
             }

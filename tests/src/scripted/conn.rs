@@ -57,6 +57,12 @@ pub(super) fn serve(conn: TcpStream, ctx: &Ctx<'_>) -> std::io::Result<()> {
             .write_all(b"421 4.3.2 scripted: service not available, try again later\r\n")?;
         return Ok(());
     }
+    if let Some((n, reply)) = opts.refuse_greeting
+        && (ctx.conn as u64) < u64::from(n)
+    {
+        write!(reader.get_mut(), "{reply}\r\n")?;
+        return Ok(());
+    }
     reader.get_mut().write_all(b"220 scripted ESMTP\r\n")?;
     let offer_tls = opts.tls.is_some() || opts.broken_tls.is_some();
     let Some(mut tcp) = session(reader, offer_tls, false, ctx)? else {
@@ -133,7 +139,14 @@ fn session<S: Read + Write>(
             }
             return Ok(None);
         }
-        if upper.starts_with("EHLO") {
+        let refused_ehlo = opts
+            .refuse_ehlo
+            .filter(|(n, _)| (ctx.conn as u64) < u64::from(*n));
+        if let Some((_, reply)) = refused_ehlo
+            && (upper.starts_with("EHLO") || upper.starts_with("HELO"))
+        {
+            write!(out, "{reply}\r\n")?;
+        } else if upper.starts_with("EHLO") {
             ctx.pause(Stage::Ehlo, reader.get_mut(), &mut out)?;
             let p = if opts.pipelining {
                 "250-PIPELINING\r\n"

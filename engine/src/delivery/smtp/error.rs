@@ -40,12 +40,21 @@ pub enum ConnectKind {
     Refused,
     /// No route to the host or network.
     Unreachable,
-    /// Anything else (out of sockets, ...).
+    /// This machine ran out of something (file descriptors, buffers,
+    /// local ports): not the remote site's fault.
+    Local,
+    /// Anything else.
     Other,
 }
 
 impl ConnectKind {
     pub fn of(e: &std::io::Error) -> ConnectKind {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        ) {
+            return ConnectKind::Local;
+        }
         match e.kind() {
             std::io::ErrorKind::ConnectionRefused => ConnectKind::Refused,
             std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {

@@ -1,0 +1,375 @@
+//! One site as its shard and connections see it: its policy, adaptive
+//! throttle, in-flight window, health and counters.
+//!
+//! The shard owns the queue; a [`Dest`] is what it shares with the site's
+//! connection tasks and probes. Limits are published in the site's metrics
+//! on every change, so the hot path reads them without locks. Health (see
+//! [`super::health`]) turns failed session opens into one decision about
+//! the site: when it goes down, one log line, the `volley_site_up` gauge
+//! drops to 0 and the shard is woken to defer its queue. Exposure: none
+//! (internal).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::backoff::Backoff;
+use super::health::{Admit, Change, Health};
+use super::shard::ShardCtx;
+use super::site::{Hosts, Site};
+use super::smtp::{ConnectKind, Reply, SessionError};
+use super::throttle::{Change as RateChange, Throttle};
+use super::{Report, Work};
+use crate::config::Policy;
+use crate::metrics::SiteMetrics;
+use crate::outcome::Outcome;
+
+/// Most deferral reports of a down site on their way to the journal at
+/// once (bounds the memory of deferring a large queue).
+const DEFERRALS_IN_FLIGHT: usize = 1024;
+
+/// The in-flight window of a site: four messages per connection (at least
+/// 8), and at least one full transaction of recipients.
+pub(super) fn window_for(p: &Policy) -> usize {
+    (p.connections as usize * 4)
+        .max(8)
+        .max(p.recipients_per_transaction as usize)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One site as its connections see it.
+pub struct Dest {
+    pub key: Arc<str>,
+    pub hosts: Hosts,
+    policy: RwLock<Policy>,
+    throttle: Mutex<Throttle>,
+    health: Mutex<Health>,
+    /// Mirrors the health's down state, for reads without the lock.
+    down: AtomicBool,
+    /// What recipients deferred because the site is down are told: the
+    /// failure that took it down (or the latest failed probe).
+    fault: Mutex<Option<Outcome>>,
+    pub permits: Arc<Semaphore>,
+    window: AtomicUsize,
+    /// What `window` should be (a reload may lower it while permits are out).
+    target: AtomicUsize,
+    /// Bounds the deferrals of a down site in flight to the journal.
+    deferrals: Arc<Semaphore>,
+    /// Connection tasks running (with a session open or not).
+    pub conn_tasks: AtomicUsize,
+    /// Sessions open.
+    pub sessions: AtomicUsize,
+    /// Wakes the shard when the site's health changes.
+    pub wake: Notify,
+    /// This site's metric handles.
+    pub m: Arc<SiteMetrics>,
+}
+
+impl Dest {
+    pub(super) fn new(site: &Site, policy: Policy, m: SiteMetrics) -> Dest {
+        let window = window_for(&policy);
+        let dest = Dest {
+            key: Arc::clone(&site.key),
+            hosts: site.hosts.clone(),
+            policy: RwLock::new(policy),
+            throttle: Mutex::new(Throttle::new(
+                policy.messages_per_second,
+                policy.connections,
+                Instant::now(),
+            )),
+            health: Mutex::new(Health::new(policy.site_down_after)),
+            down: AtomicBool::new(false),
+            fault: Mutex::new(None),
+            permits: Arc::new(Semaphore::new(window)),
+            window: AtomicUsize::new(window),
+            target: AtomicUsize::new(window),
+            deferrals: Arc::new(Semaphore::new(DEFERRALS_IN_FLIGHT)),
+            conn_tasks: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+            wake: Notify::new(),
+            m: Arc::new(m),
+        };
+        dest.m.up.set(1);
+        dest.show_limits();
+        dest
+    }
+
+    /// Messages of this site between dispatch and journaled outcome.
+    pub fn in_flight(&self) -> usize {
+        self.window
+            .load(Ordering::Acquire)
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        *self.policy.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Current connection limit (published by [`Dest::show_limits`] on
+    /// every change, so reading it takes no lock).
+    pub fn max_conns(&self) -> usize {
+        self.m.connection_limit.get().max(1) as usize
+    }
+
+    /// Current rate limit (as published, like [`Dest::max_conns`]).
+    pub fn rate(&self) -> f64 {
+        self.m.rate.get()
+    }
+
+    /// Feeds a reply to the throttle (`throttle` = it asked to slow down).
+    pub fn observe(&self, reply: Option<&Reply>, throttle: bool) {
+        let now = Instant::now();
+        let change = {
+            let mut t = lock(&self.throttle);
+            if throttle {
+                t.signal(now)
+            } else {
+                t.clean(now)
+            }
+        };
+        if let Some(c) = change {
+            match c {
+                RateChange::SlowedDown { rate, connections } => tracing::info!(
+                    site = %self.key,
+                    rate = format!("{rate:.1}"),
+                    connections,
+                    reply = %reply.map(|r| r.to_string()).unwrap_or_default(),
+                    "destination asks to slow down: lowering the rate and connections"
+                ),
+                RateChange::SpedUp { rate, connections } => tracing::info!(
+                    site = %self.key,
+                    rate = format!("{rate:.1}"),
+                    connections,
+                    "destination accepts again: raising the rate and connections"
+                ),
+            }
+            self.show_limits();
+        }
+    }
+
+    /// Publishes the throttle's current limits (metrics, and what
+    /// [`Dest::rate`] and [`Dest::max_conns`] read).
+    pub(super) fn show_limits(&self) {
+        let (rate, conns) = {
+            let t = lock(&self.throttle);
+            (t.rate(), t.connections())
+        };
+        self.m.rate.set(rate);
+        self.m.connection_limit.set(i64::from(conns));
+    }
+
+    /// Installs a new policy (config reload); queued mail is untouched.
+    pub(super) fn set_policy(&self, p: Policy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = p;
+        lock(&self.throttle).set_limits(p.messages_per_second, p.connections);
+        lock(&self.health).set_down_after(p.site_down_after);
+        let want = window_for(&p);
+        self.target.store(want, Ordering::Release);
+        let have = self.window.load(Ordering::Acquire);
+        if want > have {
+            self.permits.add_permits(want - have);
+            self.window.store(want, Ordering::Release);
+        } else {
+            self.shrink_window();
+        }
+        self.show_limits();
+    }
+
+    /// Moves the window toward a lower target: permits in use cannot be
+    /// taken back, so the surplus goes as they are released (called on
+    /// every dispatch).
+    pub(super) fn shrink_window(&self) {
+        let (have, want) = (
+            self.window.load(Ordering::Acquire),
+            self.target.load(Ordering::Acquire),
+        );
+        if have > want {
+            let gone = self.permits.forget_permits(have - want);
+            if gone > 0 {
+                self.window.fetch_sub(gone, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Whether the site is down (no new session is tried but by a probe).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// When the next probe of a down site is due.
+    pub(super) fn probe_at(&self) -> Option<Instant> {
+        lock(&self.health).probe_at()
+    }
+
+    /// What the shard may do with its next recipient now.
+    pub(super) fn admit(&self) -> Admit {
+        lock(&self.health).admit(Instant::now())
+    }
+
+    /// A session failed to open and none of the site's sessions is open:
+    /// it counts toward the site being down, unless the failure is local
+    /// (out of file descriptors or ports: not the site's fault).
+    pub fn open_failed(&self, e: &SessionError, outcome: &Outcome) {
+        let local = matches!(e, SessionError::Connect(ConnectKind::Local, _));
+        let backoff = Backoff::from(&self.policy());
+        let change = {
+            let mut h = lock(&self.health);
+            if local && !h.is_down() {
+                return;
+            }
+            h.failed(Instant::now(), |n| backoff.delay(n, fastrand::f64()))
+        };
+        self.note(change, Some((e, outcome)));
+    }
+
+    /// A session opened.
+    pub fn opened(&self) {
+        let change = lock(&self.health).opened(Instant::now());
+        self.note(change, None);
+    }
+
+    /// A probe ended without a verdict (shutdown).
+    pub fn probe_abandoned(&self) {
+        lock(&self.health).probe_abandoned();
+        self.wake.notify_one();
+    }
+
+    /// Logs and publishes a health change, and wakes the shard.
+    fn note(&self, change: Change, failure: Option<(&SessionError, &Outcome)>) {
+        let now = Instant::now();
+        match change {
+            Change::None => return,
+            Change::WentDown { failures, probe_at } => {
+                if let Some((e, o)) = failure {
+                    *lock(&self.fault) = Some(o.clone());
+                    tracing::warn!(
+                        site = %self.key,
+                        failures,
+                        error = %e,
+                        next_probe_in = ?probe_at.saturating_duration_since(now),
+                        "site is down: its queued recipients are deferred without connecting until a probe opens a session"
+                    );
+                }
+                self.down.store(true, Ordering::Release);
+                self.m.up.set(0);
+            }
+            Change::ProbeFailed { probes, probe_at } => {
+                if let Some((e, o)) = failure {
+                    *lock(&self.fault) = Some(o.clone());
+                    tracing::info!(
+                        site = %self.key,
+                        probes,
+                        error = %e,
+                        next_probe_in = ?probe_at.saturating_duration_since(now),
+                        "site is still down"
+                    );
+                }
+            }
+            Change::CameUp { down_for } => {
+                self.down.store(false, Ordering::Release);
+                self.m.up.set(1);
+                tracing::info!(site = %self.key, ?down_for, "site is up again: delivery resumes");
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// The outcome of a recipient deferred because the site is down: the
+    /// site's fault, noting that this recipient was not tried.
+    fn down_outcome(&self) -> Outcome {
+        match lock(&self.fault).clone() {
+            Some(Outcome::Deferred {
+                status,
+                diagnostic,
+                delay_type,
+            }) => Outcome::Deferred {
+                status,
+                diagnostic: format!("{diagnostic} (the site is down; not tried this time)"),
+                delay_type,
+            },
+            _ => Outcome::Deferred {
+                status: "4.4.1".into(),
+                diagnostic: "smtp; 421 4.4.1 the site is down; not tried this time".into(),
+                delay_type: "TransientCommunicationFailure",
+            },
+        }
+    }
+
+    /// The earliest time (ms since the epoch) a recipient deferred now
+    /// should come back: when the next probe is due.
+    fn probe_ms(&self, probe_at: Option<Instant>) -> Option<u64> {
+        let wait = probe_at?.saturating_duration_since(Instant::now());
+        Some(volley_spool::now_ms().saturating_add(wait.as_millis() as u64))
+    }
+
+    /// A permit for one deferral report of a down site.
+    pub(super) async fn deferral_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.deferrals).acquire_owned().await.ok()
+    }
+
+    /// Defers `work` because the site is down, until `probe_at` at the
+    /// earliest; `permit` is released once the deferral is journaled.
+    pub(super) fn defer_down(
+        &self,
+        ctx: &ShardCtx,
+        work: Work,
+        permit: OwnedSemaphorePermit,
+        subject: String,
+        probe_at: Option<Instant>,
+    ) {
+        let _ = ctx.recorder.send(Report {
+            work,
+            outcome: self.down_outcome(),
+            subject,
+            at_ms: volley_spool::now_ms(),
+            permit: Some(permit),
+            site: Some(Arc::clone(&self.m)),
+            retry: Some(Backoff::from(&self.policy())),
+            not_before: self.probe_ms(probe_at),
+        });
+    }
+
+    /// Reports one outcome per recipient of a message: `outcomes` in the
+    /// order of its recipients, the last one repeating when there are fewer
+    /// (one outcome for the whole transaction); `outcomes` is never empty.
+    pub fn report(&self, ctx: &ShardCtx, r: super::Ready, outcomes: &[Outcome]) {
+        let retry = Some(Backoff::from(&self.policy()));
+        let at_ms = volley_spool::now_ms();
+        for (i, (work, permit)) in r.works.into_iter().enumerate() {
+            let outcome = match outcomes.get(i).or(outcomes.last()) {
+                Some(o) => o.clone(),
+                // not reached; deferring keeps the recipient rather than losing it
+                None => Outcome::Deferred {
+                    status: "4.3.0".into(),
+                    diagnostic: "smtp; 451 4.3.0 internal: no outcome for this recipient".into(),
+                    delay_type: "InternalFailure",
+                },
+            };
+            let _ = ctx.recorder.send(Report {
+                work,
+                outcome,
+                subject: r.msg.subject.clone(),
+                at_ms,
+                permit: Some(permit),
+                site: Some(Arc::clone(&self.m)),
+                retry,
+                not_before: None,
+            });
+        }
+    }
+
+    /// Defers a produced message because the site is down.
+    pub fn defer_ready(&self, ctx: &ShardCtx, r: super::Ready) {
+        let probe_at = self.probe_at();
+        let subject = r.msg.subject;
+        for (work, permit) in r.works {
+            self.defer_down(ctx, work, permit, subject.clone(), probe_at);
+        }
+    }
+}
