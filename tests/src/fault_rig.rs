@@ -12,9 +12,10 @@ use crate::{Fixture, per_recipient, spawn, stop, wait_until};
 /// Retries a second after a deferral (`[delivery]` lines).
 pub const RETRY_FAST: &str = "retry_first = \"1s\"\n";
 
-/// Exactly one retry, a second after the first deferral; the next would
-/// come 10 s later, so with a `max_age` under 11 s the second failure gives
-/// up (`[delivery]` lines). No jitter: the timing does not vary.
+/// One retry a second after the first deferral; the next would come 10 s
+/// later, so with a `max_age` under 11 s the last retry comes at `max_age`
+/// itself and its failure gives up (`[delivery]` lines). No jitter: the
+/// timing does not vary.
 pub const RETRY_ONCE: &str = "retry_first = \"1s\"\nretry_factor = 10.0\nretry_jitter = 0.0\n";
 
 /// Accepts every recipient.
