@@ -4,13 +4,16 @@
 //! ten times higher (400/s, 4 connections). The service (`volley run`) must
 //! settle just under the limit (accepted rate near R, few throttled
 //! replies, the site's `volley_site_rate_limit` gauge near R) and, once the
-//! receiver lifts its limit, raise the gauge back toward the configured
-//! rate and send the rest faster; also how fast it settles.
+//! receiver lifts its limit, raise the gauge back to the configured rate
+//! and send the rest faster.
 //!
-//! The algorithm (engine/src/delivery/throttle.rs): x0.7 on a signal at most
-//! once per second, +20%/s while clean, connections -1 per signal and +1
-//! per five clean seconds. From 400/s down to R = 40/s that is about seven
-//! signals, so about eight seconds.
+//! This proves the wiring on real sockets: replies reach the site's
+//! throttle, the throttle's limits reach the rate limiter and the
+//! connections. Its assertions are counts, shares and comparisons within
+//! the run, with generous time limits, so a slow or loaded machine does not
+//! fail it. How fast the algorithm (engine/src/delivery/throttle.rs)
+//! settles and recovers is measured on a simulated clock, deterministically,
+//! in engine/src/delivery/throttle/sim.rs.
 //!
 //! Run with `--nocapture` to see the figures and the course second by
 //! second.
@@ -34,8 +37,8 @@ const SETTLED_AT: f64 = 1.25;
 /// ... and then averages at most this many times R.
 const SETTLED_MEAN: f64 = 1.5;
 
-/// The scenarios run one at a time: each measures rates over seconds, and
-/// two services sharing two cores would measure each other.
+/// Scenarios run one at a time: each measures rates over seconds, and two
+/// services sharing two cores would measure each other.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A receiver with a limit, and the service sending to it.
@@ -255,14 +258,13 @@ fn within(ts: &[Instant], from: Instant, to: Instant) -> usize {
     ts.iter().filter(|t| **t >= from && **t < to).count()
 }
 
-/// Settles under the limit (however long that takes, up to 20 s), stays
-/// there, and recovers when the limit lifts.
+/// Settles under the limit, stays there, and recovers when it lifts.
 #[test]
 fn settles_under_the_receivers_limit_and_recovers_when_it_lifts() {
     let mut rig = Rig::start();
-    let settled_after = rig.settle(Duration::from_secs(20));
+    let settled_after = rig.settle(Duration::from_secs(60));
     let Some(settled_after) = settled_after else {
-        panic!("not settled within 20 s:\n{}", rig.course());
+        panic!("not settled within 60 s:\n{}", rig.course());
     };
     // measured from a second later (the step that settled it has passed)
     let from = Instant::now() + Duration::from_secs(1);
@@ -273,13 +275,10 @@ fn settles_under_the_receivers_limit_and_recovers_when_it_lifts() {
 
     rig.server.set_rcpt_rate(0);
     let lifted = Instant::now();
-    let mut half_way = None;
-    while lifted.elapsed() < Duration::from_secs(15) {
-        let rate = rig.sample().map_or(0.0, |g| g.0);
-        if half_way.is_none() && rate >= CONFIGURED / 2.0 {
-            half_way = Some(lifted.elapsed());
-        }
-        if rate >= CONFIGURED {
+    let mut recovered = None;
+    while lifted.elapsed() < Duration::from_secs(60) {
+        if rig.sample().is_some_and(|g| g.0 >= CONFIGURED) {
+            recovered = Some(lifted.elapsed());
             break;
         }
     }
@@ -291,9 +290,8 @@ fn settles_under_the_receivers_limit_and_recovers_when_it_lifts() {
         "R = {R}/s, configured {CONFIGURED}/s\n\
          warm-up: settled (gauge <= {SETTLED_AT} R) {settled_after:?} after the first RCPT; {warm_up:?}\n\
          settled (5 s): {settled:?}\n\
-         after the lift ({:?}): gauge at half the configured rate after {half_way:?}; {after:?}\n\
+         after the lift: gauge back at the configured rate after {recovered:?}; {after:?}\n\
          last 2 s: {last2:?}\n{}",
-        end - lifted,
         rig.course()
     );
     eprintln!("{figures}");
@@ -303,32 +301,12 @@ fn settles_under_the_receivers_limit_and_recovers_when_it_lifts() {
         "the limit was hit while warming up:\n{figures}"
     );
     settled.assert_settled(&figures);
-    // the limit lifts: the gauge climbs back toward the configured rate
-    // (+20%/s: from R to half of 400 in about 9 s) and the rest goes out
-    // faster
+    // the limit lifts: the gauge climbs back to the configured rate and,
+    // with nothing refused, more goes out than while it was limited
+    assert!(recovered.is_some(), "{figures}");
+    assert_eq!(after.throttled, 0, "{figures}");
     assert!(
-        half_way.is_some_and(|d| d < Duration::from_secs(14)),
+        last2.accepted_rate > 1.5 * settled.accepted_rate,
         "{figures}"
     );
-    assert!(last2.accepted_rate >= 3.0 * f64::from(R), "{figures}");
-}
-
-/// The documented speed: about seven x0.7 cuts bring 400/s down to R, so
-/// the engine is settled within 9 s, and calm in the seconds after.
-#[test]
-fn settles_within_nine_seconds() {
-    let mut rig = Rig::start();
-    let settled_after = rig.settle(Duration::from_secs(9));
-    let from = rig.t0 + Duration::from_secs(9);
-    let to = from + Duration::from_secs(5);
-    rig.sample_until(to);
-    let calm = rig.window(from, to);
-    rig.stop();
-    let figures = format!(
-        "settled (gauge <= {SETTLED_AT} R) after {settled_after:?}; seconds 9-14: {calm:?}\n{}",
-        rig.course()
-    );
-    eprintln!("{figures}");
-    assert!(settled_after.is_some(), "{figures}");
-    calm.assert_settled(&figures);
 }
