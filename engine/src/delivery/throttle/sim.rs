@@ -94,7 +94,7 @@ impl Sim {
                 self.t.signal(self.now);
             }
         }
-        if (self.now - self.start).as_millis() % 100 == 0 {
+        if (self.now - self.start).as_millis().is_multiple_of(100) {
             self.gauge.push((self.now, self.t.rate()));
         }
     }
