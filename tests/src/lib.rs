@@ -21,13 +21,47 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; used for peers that
-/// need a port number up front).
+/// A free TCP port on 127.0.0.1, for peers that need a port number up
+/// front (the service's `[http] listen`, smtp-sink). See [`port_free_on`].
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    port_free_on(&[std::net::IpAddr::from([127, 0, 0, 1])])
+}
+
+/// A TCP port free on every one of `ips` now, that no other caller in this
+/// process is given and that the kernel does not hand out by itself: ports
+/// come from a counter below the kernel's ephemeral range
+/// (`ip_local_port_range`), starting at an offset of this process's id, so
+/// an outgoing connection or a `bind(0)` elsewhere cannot take the port
+/// between this check and the peer binding it. (A port released by the
+/// kernel's own choice, as `bind(0)` gives, could be handed out again at
+/// once.)
+pub fn port_free_on(ips: &[std::net::IpAddr]) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
+    let span = high - low;
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7919) % span + 1,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..span {
+        let port = (low + NEXT.fetch_add(1, Ordering::AcqRel) % span) as u16;
+        let free = ips
+            .iter()
+            .map(|ip| TcpListener::bind((*ip, port)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port on {ips:?} between {low} and {high}");
 }
 
 /// Reads the JSONL events file (missing file = no events). Only whole

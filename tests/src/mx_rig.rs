@@ -4,7 +4,7 @@
 //! and checks on what arrived where.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::dns::DnsServer;
@@ -23,21 +23,10 @@ pub fn v4(ip: IpAddr) -> Ipv4Addr {
     }
 }
 
-/// A port free on every one of `ips` (probed by binding; the servers bind
-/// it right after).
+/// A port free on every one of `ips`, that nothing else takes before the
+/// servers bind it (see [`crate::port_free_on`]).
 pub fn common_port(ips: &[IpAddr]) -> u16 {
-    for _ in 0..50 {
-        let first = TcpListener::bind((ips[0], 0)).expect("binding a loopback address");
-        let port = first.local_addr().expect("local address").port();
-        let others: Vec<_> = ips[1..]
-            .iter()
-            .map(|ip| TcpListener::bind((*ip, port)))
-            .collect();
-        if others.iter().all(Result::is_ok) {
-            return port;
-        }
-    }
-    panic!("no port free on all of {ips:?}");
+    crate::port_free_on(ips)
 }
 
 /// An accept-all scripted server at `addr`.
