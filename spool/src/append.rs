@@ -116,10 +116,10 @@ impl Spool {
                         index.summary.add(e.campaign, d, State::Queued, c.queued);
                     }
                 }
-                index.summary.saw_row(e.campaign, e.next_ms as u32);
+                index.summary.saw_row(e.campaign, e.last_row);
                 if let Some(seg) = index.segs.get_mut(&e.id.segment()) {
                     seg.last_pos = seg.last_pos.max(pos);
-                    seg.journaled = seg.journaled.max(e.id.index().saturating_add(e.attempts));
+                    seg.journaled = seg.journaled.max(e.id.index().saturating_add(e.records));
                 }
             }
         })?;
@@ -166,7 +166,7 @@ impl Spool {
                     seg.states.push(State::Queued as u8);
                     ids.push(RecipientId::new(w.no, w.count + (k - i) as u32));
                 }
-                seg.live += (j - i) as u64;
+                seg.pending += (j - i) as u64;
             }
             drop(index);
             w.count += (j - i) as u32;
@@ -282,7 +282,7 @@ fn appended_entries(recs: &[Recipient], ids: &[RecipientId]) -> Vec<Entry> {
             )
         }));
         let mut e = Entry::mark(Kind::Appended, ids[i], recs[i].campaign, (j - i) as u32);
-        e.next_ms = u64::from(recs[i..j].iter().map(|r| r.row).max().unwrap_or(0));
+        e.last_row = recs[i..j].iter().map(|r| r.row).max().unwrap_or(0);
         e.detail = detail;
         entries.push(e);
         i = j;

@@ -1,7 +1,7 @@
 //! Checkpoints: a snapshot of every recipient's state at a journal position,
 //! so that opening the spool replays only the journal written since.
 //!
-//! Contents: the position, sealed campaigns, each live segment (sealed flag,
+//! Contents: the position, sealed campaigns, each segment (sealed flag,
 //! last journal position touching it, campaign runs, one state byte per
 //! recipient), deferred recipients' attempt counts and retry times, and the
 //! per-campaign and per-domain counts. One CRC covers the file. Written to a

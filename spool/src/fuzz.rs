@@ -48,7 +48,9 @@ fn seeds(rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
     for _ in 0..rng.usize(1..6) {
         frame::encode(&mut jfile, &payload);
     }
-    let mut appended = Entry::outcome(Kind::Appended, RecipientId::new(1, 0), 5, 0, 5, Vec::new());
+    let mut appended = Entry::outcome(Kind::Appended, RecipientId::new(1, 0), 0, 0, 0, Vec::new());
+    appended.records = 5;
+    appended.last_row = 5;
     appended.detail = journal::encode_domain_counts([(
         "a.test",
         Counts {

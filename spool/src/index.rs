@@ -2,7 +2,7 @@
 //! counts per campaign and domain.
 //!
 //! Per segment: the map, each record's frame offset, a one-byte state per
-//! recipient, how many recipients are not final (`live`), the last journal
+//! recipient, how many recipients are not final (`pending`), the last journal
 //! position that touched it, and its campaign runs. Plus attempt count and
 //! next-attempt time for deferred recipients. Rebuilt at open from the
 //! checkpoint, the journal tail and the segments; updated as appends and
@@ -33,7 +33,9 @@ pub(crate) struct Seg {
     pub(crate) offsets: Vec<u32>,
     pub(crate) states: Vec<u8>,
     pub(crate) sealed: bool,
-    pub(crate) live: u64,
+    /// Recipients not yet final (queued or deferred): the segment can be
+    /// reclaimed when none is left.
+    pub(crate) pending: u64,
     /// Records whose append is journaled (or that recovery adopted): a
     /// checkpoint includes only these, so it never holds records whose
     /// acknowledgement is still pending.
@@ -125,7 +127,7 @@ impl Index {
         }
         *slot = new as u8;
         if new.is_final() {
-            seg.live = seg.live.saturating_sub(1);
+            seg.pending = seg.pending.saturating_sub(1);
         }
         if count {
             self.summary.moved(e.campaign, e.domain(), old, new);
@@ -164,7 +166,7 @@ impl Index {
                         self.summary.add(e.campaign, d, State::Queued, c.queued);
                     }
                 }
-                self.summary.saw_row(e.campaign, e.next_ms as u32);
+                self.summary.saw_row(e.campaign, e.last_row);
                 self.apply_mark(e, pos);
                 true
             }
@@ -211,11 +213,11 @@ impl Index {
             Kind::Appended => {
                 let seg = self.segs.entry(no).or_default();
                 let first = e.id.index() as usize;
-                let end = first + e.attempts as usize;
+                let end = first + e.records as usize;
                 if seg.states.len() < end {
                     let from = seg.states.len().max(first);
                     seg.push_run(from as u32, e.campaign);
-                    seg.live += (end - seg.states.len()) as u64;
+                    seg.pending += (end - seg.states.len()) as u64;
                     seg.states.resize(end, State::Queued as u8);
                 }
                 seg.journaled = seg.journaled.max(end as u32);

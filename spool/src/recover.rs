@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -27,8 +27,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, Seg};
 use crate::journal::{Kind, files};
 use crate::report::{Damage, OpenReport, Pending};
+use crate::spool::SegWriter;
 use crate::summary::{Counts, FastMap};
-use crate::{RecipientId, Spool, State};
+use crate::{Spool, State};
 
 const META_MAGIC: &[u8; 8] = b"VLYSPOOL";
 
@@ -129,244 +130,58 @@ pub(crate) fn read_campaigns(
     Ok(out)
 }
 
+/// What the checkpoint and the journal since say the spool holds.
+struct Restored {
+    index: Index,
+    sealed: BTreeSet<u32>,
+    /// Journal position the checkpoint covers up to (replay starts here).
+    from: u64,
+}
+
+/// The journal files, as replay left them.
+struct JournalTail {
+    /// Every journal file, by base position.
+    files: Vec<(u64, PathBuf)>,
+    /// Position where the next entry goes (after any torn tail was cut).
+    end: u64,
+    /// Segments the journal says were deleted.
+    retired: BTreeSet<u32>,
+}
+
+/// Opens a spool in phases: directory, lock and identity; campaigns; the
+/// newest usable checkpoint; the journal since; the segment files; one pass
+/// over the records; the handle; a checkpoint of what was found.
 fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
     let started = std::time::Instant::now();
-    for sub in ["", "segments", "campaigns", "cursors", "journal"] {
-        fs::create_dir_all(dir.join(sub)).ctx("create directory", &dir.join(sub))?;
-    }
-    let lock = take_lock(dir)?;
-    let uid = match read_meta(dir)? {
-        Some(u) => u,
-        None => create_meta(dir)?,
-    };
+    let (lock, uid) = prepare(dir)?;
     let mut report = OpenReport::default();
     let campaigns = read_campaigns(dir, true, &mut report.damage)?;
-
-    // checkpoint
-    let (ckpt, problems) = checkpoint::read(dir);
-    for p in problems {
-        report.damage.push(Damage {
-            path: dir.join("checkpoint"),
-            what: format!("checkpoint unusable ({p}); using an older one or the whole journal"),
-            lost: Vec::new(),
-            campaigns: Vec::new(),
-        });
-    }
-    let mut index = Index::default();
-    let mut sealed: BTreeSet<u32> = BTreeSet::new();
-    let mut from = 0;
-    if let Some(c) = ckpt {
-        from = c.position;
-        sealed.extend(c.sealed_campaigns);
-        for s in c.segments {
-            let live = s
-                .states
-                .iter()
-                .filter(|&&b| !State::from_u8(b).is_final())
-                .count() as u64;
-            index.segs.insert(
-                s.no,
-                Seg {
-                    map: None,
-                    offsets: Vec::new(),
-                    journaled: s.states.len() as u32,
-                    states: s.states,
-                    sealed: s.sealed,
-                    live,
-                    last_pos: s.last_pos,
-                    runs: s.runs,
-                },
-            );
-        }
-        index.retries = c.retries.into_iter().collect();
-        index.summary = c.summary;
-        index.next_segment = c.next_segment;
-    }
-
-    // journal tail
-    let mut jfiles = files::list(dir)?;
-    if jfiles.is_empty() {
-        files::create(dir, from)?;
-        jfiles = files::list(dir)?;
-    }
-    if let Some((first, path)) = jfiles.first()
-        && *first > from
-    {
-        // the checkpoint in use is older than the journal kept (the newest
-        // one was unusable): changes in between are unknown
-        report.damage.push(Damage {
-            path: path.clone(),
-            what: format!(
-                "journal positions {from} to {first} are gone; recipients whose state changed there may be sent again"
-            ),
-            lost: Vec::new(),
-            campaigns: Vec::new(),
-        });
-    }
-    let last_base = jfiles.last().map_or(0, |(b, _)| *b);
-    let mut jend = last_base + files::MAGIC.len() as u64;
-    let mut retired: BTreeSet<u32> = BTreeSet::new();
-    for (k, (base, path)) in jfiles.iter().enumerate() {
-        let next = jfiles.get(k + 1).map(|(b, _)| *b);
-        if next.is_some_and(|n| n <= from) {
-            continue;
-        }
-        let bytes = fs::read(path).ctx("read journal", path)?;
-        if bytes.len() < files::MAGIC.len() || &bytes[..files::MAGIC.len()] != files::MAGIC {
-            report.damage.push(Damage {
-                path: path.clone(),
-                what: "journal file has a bad header; its entries are skipped".into(),
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-            continue;
-        }
-        let r = files::replay(&bytes, *base, from);
-        for d in &r.damage {
-            report.damage.push(Damage {
-                path: path.clone(),
-                what: format!(
-                    "journal entry at position {} skipped: {}",
-                    d.offset, d.reason
-                ),
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-        }
-        for (pos, e) in &r.entries {
-            if e.kind == Kind::SegmentRetired {
-                retired.insert(e.id.segment());
-            }
-            if !index.replay(&mut sealed, e, *pos) {
-                report.damage.push(Damage {
-                    path: path.clone(),
-                    what: format!("journal names recipient {} that no segment holds", e.id),
-                    lost: Vec::new(),
-                    campaigns: Vec::new(),
-                });
-            }
-        }
-        report.journal_entries += r.entries.len() as u64;
-        if r.torn_bytes > 0 {
-            let what = if next.is_none() {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .ctx("open journal", path)?;
-                f.set_len(r.end - base)
-                    .ctx("truncate torn journal tail", path)?;
-                f.sync_all().ctx("sync journal", path)?;
-                format!(
-                    "torn journal tail of {} bytes at position {} cut (an unacknowledged commit)",
-                    r.torn_bytes, r.end
-                )
-            } else {
-                format!(
-                    "{} unreadable bytes at the end of an older journal file (entries there are lost)",
-                    r.torn_bytes
-                )
-            };
-            report.damage.push(Damage {
-                path: path.clone(),
-                what,
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-        }
-        if next.is_none() {
-            jend = r.end;
-        }
-    }
-
-    let writer = crate::rescan::segments(dir, &mut index, &retired, &mut report)?;
-
-    // one pass over the records (in parallel over segments): per-domain
-    // counts, pending work, live counts
-    let segs: Vec<(u32, &Seg)> = index.segs.iter().map(|(&no, s)| (no, s)).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let chunk = segs.len().div_ceil(threads).max(1);
-    let parts: Vec<crate::rescan::RecordPass> = std::thread::scope(|scope| {
-        let handles: Vec<_> = segs
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| crate::rescan::record_pass(part, &index.retries)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut domains: FastMap<String, Counts> = FastMap::default();
-    let mut queued: FastMap<String, Vec<RecipientId>> = FastMap::default();
-    let mut deferred = Vec::new();
-    let mut recipients = 0u64;
-    let mut live: Vec<(u32, u64)> = Vec::new();
-    for part in parts {
-        recipients += part.recipients;
-        live.extend(part.live);
-        deferred.extend(part.deferred);
-        for (d, (c, ids)) in part.domains {
-            let total = domains.entry(d.clone()).or_default();
-            for s in State::ALL {
-                total.add(s, c.get(s));
-            }
-            if !ids.is_empty() {
-                queued.entry(d).or_default().extend(ids);
-            }
-        }
-    }
-    for (no, n) in live {
-        if let Some(seg) = index.segs.get_mut(&no) {
-            seg.live = n;
-        }
-    }
-    index.summary.domains = domains;
-    for c in &campaigns {
-        if sealed.contains(c.0) {
-            c.1.sealed.store(true, std::sync::atomic::Ordering::Release);
+    let mut restored = from_checkpoint(dir, &mut report);
+    let journal = replay_journal(dir, &mut restored, &mut report)?;
+    let writer = crate::rescan::segments(dir, &mut restored.index, &journal.retired, &mut report)?;
+    let pending = take_census(&mut restored.index, &mut report);
+    for (no, c) in &campaigns {
+        if restored.sealed.contains(no) {
+            c.sealed.store(true, std::sync::atomic::Ordering::Release);
         }
     }
     report.campaigns = campaigns.len();
-    report.segments = index.segs.len();
-    report.recipients = recipients;
+    report.segments = restored.index.segs.len();
     for d in &report.damage {
         tracing::warn!(path = %d.path.display(), lost = d.lost.len(), campaigns = ?d.campaigns, "{}", d.what);
     }
-
-    // writers
-    let (jbase, jpath) = jfiles.last().cloned().unwrap_or((0, files::path(dir, 0)));
-    let jfile = Arc::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&jpath)
-            .ctx("open journal", &jpath)?,
-    );
-    let seg_file = writer
-        .as_ref()
-        .map_or_else(|| Arc::clone(&jfile), |w| Arc::clone(&w.file));
-    let seg_end = writer
-        .as_ref()
-        .map_or(0, |w| (u64::from(w.no) << 32) | w.pos);
-    let spool = Spool {
-        dir: dir.to_path_buf(),
-        uid,
-        read_only: false,
-        _lock: Some(lock),
-        index: RwLock::new(index),
-        campaigns: RwLock::new(campaigns),
-        seg_writer: Mutex::new(writer),
-        seg_commit: GroupCommit::new(seg_file, seg_end),
-        journal: Mutex::new(files::Writer::new(dir, Arc::clone(&jfile), jbase, jend)),
-        journal_commit: GroupCommit::new(jfile, jend),
-        checkpoint_pos: AtomicU64::new(from),
-        checkpointing: Mutex::new(()),
-        pending: Mutex::new(Some(Pending {
-            queued: queued.into_iter().collect(),
-            deferred,
-        })),
-    };
+    let spool = assemble(
+        dir,
+        Recovered {
+            lock,
+            uid,
+            campaigns,
+            restored,
+            journal,
+            writer,
+            pending,
+        },
+    )?;
     let scanned = started.elapsed();
     // persist what recovery found (and start a fresh journal file); on a
     // full disk this can fail, and the spool works on without it
@@ -382,4 +197,268 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
         "spool opened"
     );
     Ok((spool, report))
+}
+
+/// Creates the directories, takes the lock, reads (or creates) the
+/// spool's identity.
+fn prepare(dir: &Path) -> Result<(File, u64)> {
+    for sub in ["", "segments", "campaigns", "cursors", "journal"] {
+        fs::create_dir_all(dir.join(sub)).ctx("create directory", &dir.join(sub))?;
+    }
+    let lock = take_lock(dir)?;
+    let uid = match read_meta(dir)? {
+        Some(u) => u,
+        None => create_meta(dir)?,
+    };
+    Ok((lock, uid))
+}
+
+/// The index as the newest usable checkpoint has it (empty without one);
+/// unusable checkpoints are reported.
+fn from_checkpoint(dir: &Path, report: &mut OpenReport) -> Restored {
+    let (ckpt, problems) = checkpoint::read(dir);
+    for p in problems {
+        report.damage.push(Damage::note(
+            &dir.join("checkpoint"),
+            format!("checkpoint unusable ({p}); using an older one or the whole journal"),
+        ));
+    }
+    let mut restored = Restored {
+        index: Index::default(),
+        sealed: BTreeSet::new(),
+        from: 0,
+    };
+    let Some(c) = ckpt else {
+        return restored;
+    };
+    restored.from = c.position;
+    restored.sealed.extend(c.sealed_campaigns);
+    let index = &mut restored.index;
+    for s in c.segments {
+        let pending = s
+            .states
+            .iter()
+            .filter(|&&b| !State::from_u8(b).is_final())
+            .count() as u64;
+        index.segs.insert(
+            s.no,
+            Seg {
+                map: None,
+                offsets: Vec::new(),
+                journaled: s.states.len() as u32,
+                states: s.states,
+                sealed: s.sealed,
+                pending,
+                last_pos: s.last_pos,
+                runs: s.runs,
+            },
+        );
+    }
+    index.retries = c.retries.into_iter().collect();
+    index.summary = c.summary;
+    index.next_segment = c.next_segment;
+    restored
+}
+
+/// Replays the journal written since the checkpoint into the index,
+/// reporting gaps and damage and cutting a torn tail of the newest file.
+fn replay_journal(
+    dir: &Path,
+    restored: &mut Restored,
+    report: &mut OpenReport,
+) -> Result<JournalTail> {
+    let from = restored.from;
+    let mut files = files::list(dir)?;
+    if files.is_empty() {
+        files::create(dir, from)?;
+        files = files::list(dir)?;
+    }
+    if let Some((first, path)) = files.first()
+        && *first > from
+    {
+        // the checkpoint in use is older than the journal kept (the newest
+        // one was unusable): changes in between are unknown
+        report.damage.push(Damage::note(
+            path,
+            format!(
+                "journal positions {from} to {first} are gone; recipients whose state changed there may be sent again"
+            ),
+        ));
+    }
+    let last_base = files.last().map_or(0, |(b, _)| *b);
+    let mut tail = JournalTail {
+        files: Vec::new(),
+        end: last_base + files::MAGIC.len() as u64,
+        retired: BTreeSet::new(),
+    };
+    for (k, (base, path)) in files.iter().enumerate() {
+        let next = files.get(k + 1).map(|(b, _)| *b);
+        if next.is_some_and(|n| n <= from) {
+            continue; // wholly before the checkpoint
+        }
+        if let Some(end) = replay_file(path, *base, next.is_none(), restored, &mut tail, report)?
+            && next.is_none()
+        {
+            tail.end = end;
+        }
+    }
+    tail.files = files;
+    Ok(tail)
+}
+
+/// Replays one journal file from the checkpoint's position on. Returns
+/// where its readable entries end (`None` when its header is bad).
+fn replay_file(
+    path: &Path,
+    base: u64,
+    newest: bool,
+    restored: &mut Restored,
+    tail: &mut JournalTail,
+    report: &mut OpenReport,
+) -> Result<Option<u64>> {
+    let bytes = fs::read(path).ctx("read journal", path)?;
+    if bytes.len() < files::MAGIC.len() || &bytes[..files::MAGIC.len()] != files::MAGIC {
+        report.damage.push(Damage::note(
+            path,
+            "journal file has a bad header; its entries are skipped",
+        ));
+        return Ok(None);
+    }
+    let r = files::replay(&bytes, base, restored.from);
+    for d in &r.damage {
+        report.damage.push(Damage::note(
+            path,
+            format!(
+                "journal entry at position {} skipped: {}",
+                d.offset, d.reason
+            ),
+        ));
+    }
+    for (pos, e) in &r.entries {
+        if e.kind == Kind::SegmentRetired {
+            tail.retired.insert(e.id.segment());
+        }
+        if !restored.index.replay(&mut restored.sealed, e, *pos) {
+            report.damage.push(Damage::note(
+                path,
+                format!("journal names recipient {} that no segment holds", e.id),
+            ));
+        }
+    }
+    report.journal_entries += r.entries.len() as u64;
+    if r.torn_bytes > 0 {
+        let what = if newest {
+            cut_torn_journal(path, r.end - base)?;
+            format!(
+                "torn journal tail of {} bytes at position {} cut (an unacknowledged commit)",
+                r.torn_bytes, r.end
+            )
+        } else {
+            format!(
+                "{} unreadable bytes at the end of an older journal file (entries there are lost)",
+                r.torn_bytes
+            )
+        };
+        report.damage.push(Damage::note(path, what));
+    }
+    Ok(Some(r.end))
+}
+
+/// Cuts the newest journal file to `len` bytes, durably.
+fn cut_torn_journal(path: &Path, len: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .ctx("open journal", path)?;
+    f.set_len(len).ctx("truncate torn journal tail", path)?;
+    f.sync_all().ctx("sync journal", path)
+}
+
+/// One pass over the records: per-domain counts and pending counts go into
+/// the index, the recipient total into the report; returns the work
+/// waiting for delivery.
+fn take_census(index: &mut Index, report: &mut OpenReport) -> Pending {
+    let census = crate::rescan::census(index);
+    for (no, n) in census.pending_per_segment {
+        if let Some(seg) = index.segs.get_mut(&no) {
+            seg.pending = n;
+        }
+    }
+    report.recipients = census.recipients;
+    let mut domains: FastMap<String, Counts> = FastMap::default();
+    let mut queued = Vec::new();
+    for (d, (counts, ids)) in census.domains {
+        if !ids.is_empty() {
+            queued.push((d.clone(), ids));
+        }
+        domains.insert(d, counts);
+    }
+    index.summary.domains = domains;
+    Pending {
+        queued,
+        deferred: census.deferred,
+    }
+}
+
+/// Everything recovery found, ready to become the handle.
+struct Recovered {
+    lock: File,
+    uid: u64,
+    campaigns: BTreeMap<u32, Arc<Campaign>>,
+    restored: Restored,
+    journal: JournalTail,
+    /// Where appends continue, when the newest segment can take more.
+    writer: Option<SegWriter>,
+    pending: Pending,
+}
+
+/// The spool handle, writing where the journal and the newest segment end.
+fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
+    let Recovered {
+        lock,
+        uid,
+        campaigns,
+        restored,
+        journal,
+        writer,
+        pending,
+    } = r;
+    let (jbase, jpath) = journal
+        .files
+        .last()
+        .cloned()
+        .unwrap_or((0, files::path(dir, 0)));
+    let jfile = Arc::new(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&jpath)
+            .ctx("open journal", &jpath)?,
+    );
+    let seg_file = writer
+        .as_ref()
+        .map_or_else(|| Arc::clone(&jfile), |w| Arc::clone(&w.file));
+    let seg_end = writer
+        .as_ref()
+        .map_or(0, |w| (u64::from(w.no) << 32) | w.pos);
+    Ok(Spool {
+        dir: dir.to_path_buf(),
+        uid,
+        read_only: false,
+        _lock: Some(lock),
+        index: RwLock::new(restored.index),
+        campaigns: RwLock::new(campaigns),
+        seg_writer: Mutex::new(writer),
+        seg_commit: GroupCommit::new(seg_file, seg_end),
+        journal: Mutex::new(files::Writer::new(
+            dir,
+            Arc::clone(&jfile),
+            jbase,
+            journal.end,
+        )),
+        journal_commit: GroupCommit::new(jfile, journal.end),
+        checkpoint_pos: AtomicU64::new(restored.from),
+        checkpointing: Mutex::new(()),
+        pending: Mutex::new(Some(pending)),
+    })
 }
