@@ -3,7 +3,8 @@
 //!
 //! Per segment: the map, each record's frame offset, a one-byte state per
 //! recipient, how many recipients are not final (`pending`), the last journal
-//! position that touched it, and its campaign runs. Plus attempt count and
+//! position that touched it, its campaign runs and the acceptance times of
+//! its records ([`crate::accepted`]). Plus attempt count and
 //! next-attempt time for deferred recipients. Rebuilt at open from the
 //! checkpoint, the journal tail and the segments; updated as appends and
 //! outcomes are written. A final state never reverts (a duplicate delivery
@@ -11,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::accepted::AcceptedTimes;
 use crate::checkpoint::Run;
 use crate::journal::{Entry, Kind};
 use crate::segment::LOST;
@@ -42,6 +44,8 @@ pub(crate) struct Seg {
     pub(crate) journaled: u32,
     pub(crate) last_pos: u64,
     pub(crate) runs: Vec<Run>,
+    /// When each record was accepted.
+    pub(crate) accepted: AcceptedTimes,
 }
 
 impl Seg {
@@ -161,13 +165,7 @@ impl Index {
                 true
             }
             Kind::Appended => {
-                if let Ok(counts) = crate::journal::decode_domain_counts(&e.detail) {
-                    for (d, c) in counts {
-                        self.summary.add(e.campaign, d, State::Queued, c.queued);
-                    }
-                }
-                self.summary.saw_row(e.campaign, e.last_row);
-                self.apply_mark(e, pos);
+                self.apply_appended(e, pos);
                 true
             }
             Kind::SegmentRetired => {
@@ -182,6 +180,18 @@ impl Index {
                 self.apply(e, pos, true)
             }
         }
+    }
+
+    /// Applies an `Appended` entry, live (its records are indexed already)
+    /// or replayed (they are added): counts, resume row, acceptance times.
+    pub(crate) fn apply_appended(&mut self, e: &Entry, pos: u64) {
+        if let Ok(counts) = crate::journal::decode_domain_counts(&e.detail) {
+            for (d, c) in counts {
+                self.summary.add(e.campaign, d, State::Queued, c.queued);
+            }
+        }
+        self.summary.saw_row(e.campaign, e.last_row);
+        self.apply_mark(e, pos);
     }
 
     /// Applies a `SegmentRetired` entry (live or replayed): its recipients
@@ -220,6 +230,7 @@ impl Index {
                     seg.pending += (end - seg.states.len()) as u64;
                     seg.states.resize(end, State::Queued as u8);
                 }
+                seg.accepted.set(first as u32, end as u32, e.at_ms);
                 seg.journaled = seg.journaled.max(end as u32);
                 seg.last_pos = seg.last_pos.max(pos);
             }

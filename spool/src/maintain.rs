@@ -54,6 +54,7 @@ impl Spool {
                         sealed: s.sealed,
                         last_pos: s.last_pos,
                         runs: s.runs.clone(),
+                        accepted: Some(s.accepted.truncated(s.journaled)),
                         states: s.states[..(s.journaled as usize).min(s.states.len())].to_vec(),
                     })
                     .collect(),

@@ -2,132 +2,55 @@
 //! checkpoint, replay the journal written since, scan the segments, repair
 //! torn tails, and account exactly for what is damaged or missing.
 //!
-//! A second process gets [`Error::Locked`]. Damage never stops the open: a
-//! torn tail is cut (it was never acknowledged); a record that fails its CRC,
-//! records a segment should hold but does not, and a missing segment file
-//! make their recipients `Lost`, reported by id and campaign in
+//! The phases, in order (each a function here): [`layout::prepare`],
+//! [`from_checkpoint`], [`replay_journal`] (per file [`replay_file`]), the
+//! segment scan ([`crate::rescan::segments`]), acceptance times still
+//! unknown, [`take_census`], [`assemble`], then a checkpoint.
+//!
+//! A second process gets [`crate::Error::Locked`]. Damage never stops the
+//! open: a torn tail is cut (it was never acknowledged); a record that fails
+//! its CRC, records a segment should hold but does not, and a missing
+//! segment file make their recipients `Lost`, reported by id and campaign in
 //! [`OpenReport`]; a damaged checkpoint falls back to the previous one.
 //! Segment files that appear with no trace in the journal are adopted when
 //! newer than every known segment (created just before a crash) and deleted
-//! when older (left over from reclamation). A checkpoint is written at the
-//! end so that what was found is persisted. Exposure: every file may be
-//! damaged or foreign; nothing here panics on content.
+//! when older (left over from reclamation). Records nobody acknowledged
+//! (adopted, or written before a crash cut their journal entry) are
+//! accepted at the time of the open. A checkpoint is written at the end so
+//! that what was found is persisted. Exposure: every file may be damaged or
+//! foreign; nothing here panics on content.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::campaign::{self, Campaign};
+use crate::accepted::AcceptedTimes;
+use crate::campaign::Campaign;
 use crate::checkpoint;
+use crate::checkpoint::Run;
 use crate::commit::GroupCommit;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::index::{Index, Seg};
 use crate::journal::{Kind, files};
+use crate::layout;
 use crate::report::{Damage, OpenReport, Pending};
 use crate::spool::SegWriter;
 use crate::summary::{Counts, FastMap};
-use crate::{Spool, State};
-
-const META_MAGIC: &[u8; 8] = b"VLYSPOOL";
+use crate::{Clock, Spool, State};
 
 impl Spool {
     /// Opens (creating if needed) the spool in `dir` for writing.
     pub fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
-        open(dir)
+        open(dir, Arc::new(crate::now_ms))
     }
-}
 
-pub(crate) fn read_meta(dir: &Path) -> Result<Option<u64>> {
-    let p = dir.join("meta");
-    match fs::read(&p) {
-        Ok(b) if b.len() == 16 && &b[..8] == META_MAGIC => {
-            let mut u = [0u8; 8];
-            u.copy_from_slice(&b[8..]);
-            Ok(Some(u64::from_le_bytes(u)))
-        }
-        Ok(_) => Err(Error::BadMagic { path: p }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).ctx("read meta", &p),
+    /// [`Spool::open`] with the clock that stamps campaign creation and
+    /// acceptance times (tests inject one to move time on).
+    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<(Spool, OpenReport)> {
+        open(dir, clock)
     }
-}
-
-fn create_meta(dir: &Path) -> Result<u64> {
-    let uid = fastrand::u64(..);
-    let tmp = dir.join("meta.tmp");
-    let mut f = File::create(&tmp).ctx("create meta", &tmp)?;
-    f.write_all(META_MAGIC).ctx("write meta", &tmp)?;
-    f.write_all(&uid.to_le_bytes()).ctx("write meta", &tmp)?;
-    f.sync_all().ctx("sync meta", &tmp)?;
-    fs::rename(&tmp, dir.join("meta")).ctx("rename meta", &dir.join("meta"))?;
-    crate::fsync_dir(dir)?;
-    Ok(uid)
-}
-
-fn take_lock(dir: &Path) -> Result<File> {
-    let p = dir.join("lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .ctx("open lock file", &p)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(e).ctx("lock spool", &p),
-    }
-}
-
-pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).ctx("list directory", dir)? {
-        let e = e.ctx("list directory", dir)?;
-        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
-    }
-    out.sort();
-    Ok(out)
-}
-
-pub(crate) fn read_campaigns(
-    dir: &Path,
-    cleanup: bool,
-    damage: &mut Vec<Damage>,
-) -> Result<BTreeMap<u32, Arc<Campaign>>> {
-    let mut out = BTreeMap::new();
-    for (name, path) in sorted_entries(&dir.join("campaigns"))? {
-        if name.ends_with(".tmp") {
-            if cleanup {
-                let _ = fs::remove_file(&path); // an unfinished create: never acknowledged
-            }
-            continue;
-        }
-        match campaign::read(&path) {
-            Ok(rec) => {
-                out.insert(
-                    rec.no,
-                    Arc::new(Campaign {
-                        no: rec.no,
-                        id: rec.id,
-                        created_ms: rec.created_ms,
-                        body: rec.body,
-                        sealed: AtomicBool::new(false),
-                    }),
-                );
-            }
-            Err(why) => damage.push(Damage {
-                path,
-                what: format!(
-                    "campaign file unreadable ({why}); its recipients cannot be rendered"
-                ),
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            }),
-        }
-    }
-    Ok(out)
 }
 
 /// What the checkpoint and the journal since say the spool holds.
@@ -149,16 +72,24 @@ struct JournalTail {
 }
 
 /// Opens a spool in phases: directory, lock and identity; campaigns; the
-/// newest usable checkpoint; the journal since; the segment files; one pass
-/// over the records; the handle; a checkpoint of what was found.
-fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
+/// newest usable checkpoint; the journal since; the segment files;
+/// acceptance times not known yet; one pass over the records; the handle;
+/// a checkpoint of what was found.
+fn open(dir: &Path, clock: Clock) -> Result<(Spool, OpenReport)> {
     let started = std::time::Instant::now();
-    let (lock, uid) = prepare(dir)?;
+    let opened_ms = clock();
+    let (lock, uid) = layout::prepare(dir)?;
     let mut report = OpenReport::default();
-    let campaigns = read_campaigns(dir, true, &mut report.damage)?;
-    let mut restored = from_checkpoint(dir, &mut report);
+    let campaigns = layout::read_campaigns(dir, true, &mut report.damage)?;
+    let mut restored = from_checkpoint(dir, &campaigns, opened_ms, &mut report);
     let journal = replay_journal(dir, &mut restored, &mut report)?;
     let writer = crate::rescan::segments(dir, &mut restored.index, &journal.retired, &mut report)?;
+    for seg in restored.index.segs.values_mut() {
+        // records adopted, or whose append never reached the journal: the
+        // spool takes them on now
+        seg.accepted
+            .fill_unknown(seg.states.len() as u32, opened_ms);
+    }
     let pending = take_census(&mut restored.index, &mut report);
     for (no, c) in &campaigns {
         if restored.sealed.contains(no) {
@@ -180,6 +111,7 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
             journal,
             writer,
             pending,
+            clock,
         },
     )?;
     let scanned = started.elapsed();
@@ -199,23 +131,14 @@ fn open(dir: &Path) -> Result<(Spool, OpenReport)> {
     Ok((spool, report))
 }
 
-/// Creates the directories, takes the lock, reads (or creates) the
-/// spool's identity.
-fn prepare(dir: &Path) -> Result<(File, u64)> {
-    for sub in ["", "segments", "campaigns", "cursors", "journal"] {
-        fs::create_dir_all(dir.join(sub)).ctx("create directory", &dir.join(sub))?;
-    }
-    let lock = take_lock(dir)?;
-    let uid = match read_meta(dir)? {
-        Some(u) => u,
-        None => create_meta(dir)?,
-    };
-    Ok((lock, uid))
-}
-
 /// The index as the newest usable checkpoint has it (empty without one);
 /// unusable checkpoints are reported.
-fn from_checkpoint(dir: &Path, report: &mut OpenReport) -> Restored {
+fn from_checkpoint(
+    dir: &Path,
+    campaigns: &BTreeMap<u32, Arc<Campaign>>,
+    opened_ms: u64,
+    report: &mut OpenReport,
+) -> Restored {
     let (ckpt, problems) = checkpoint::read(dir);
     for p in problems {
         report.damage.push(Damage::note(
@@ -240,6 +163,9 @@ fn from_checkpoint(dir: &Path, report: &mut OpenReport) -> Restored {
             .iter()
             .filter(|&&b| !State::from_u8(b).is_final())
             .count() as u64;
+        let accepted = s.accepted.unwrap_or_else(|| {
+            times_before_format_2(&s.runs, s.states.len() as u32, campaigns, opened_ms)
+        });
         index.segs.insert(
             s.no,
             Seg {
@@ -251,6 +177,7 @@ fn from_checkpoint(dir: &Path, report: &mut OpenReport) -> Restored {
                 pending,
                 last_pos: s.last_pos,
                 runs: s.runs,
+                accepted,
             },
         );
     }
@@ -258,6 +185,25 @@ fn from_checkpoint(dir: &Path, report: &mut OpenReport) -> Restored {
     index.summary = c.summary;
     index.next_segment = c.next_segment;
     restored
+}
+
+/// Acceptance times for a segment from a format 1 checkpoint, which did not
+/// store them: each record gets its campaign's creation time (what the
+/// engine counted from before), or the open's time when the campaign file
+/// is unreadable. `Appended` entries replayed after it set the real times.
+fn times_before_format_2(
+    runs: &[Run],
+    len: u32,
+    campaigns: &BTreeMap<u32, Arc<Campaign>>,
+    opened_ms: u64,
+) -> AcceptedTimes {
+    let mut times = AcceptedTimes::default();
+    for (k, run) in runs.iter().enumerate() {
+        let end = runs.get(k + 1).map_or(len, |next| next.first.min(len));
+        let created = campaigns.get(&run.campaign).map(|c| c.created_ms);
+        times.set(run.first, end, created.unwrap_or(opened_ms));
+    }
+    times
 }
 
 /// Replays the journal written since the checkpoint into the index,
@@ -378,7 +324,7 @@ fn cut_torn_journal(path: &Path, len: u64) -> Result<()> {
 /// the index, the recipient total into the report; returns the work
 /// waiting for delivery.
 fn take_census(index: &mut Index, report: &mut OpenReport) -> Pending {
-    let census = crate::rescan::census(index);
+    let census = crate::census::census(index);
     for (no, n) in census.pending_per_segment {
         if let Some(seg) = index.segs.get_mut(&no) {
             seg.pending = n;
@@ -410,6 +356,7 @@ struct Recovered {
     /// Where appends continue, when the newest segment can take more.
     writer: Option<SegWriter>,
     pending: Pending,
+    clock: Clock,
 }
 
 /// The spool handle, writing where the journal and the newest segment end.
@@ -422,6 +369,7 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
         journal,
         writer,
         pending,
+        clock,
     } = r;
     let (jbase, jpath) = journal
         .files
@@ -460,5 +408,9 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
         checkpoint_pos: AtomicU64::new(restored.from),
         checkpointing: Mutex::new(()),
         pending: Mutex::new(Some(pending)),
+        clock,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,5 @@
 //! The segment half of opening a spool: scan every segment file against
-//! what the checkpoint and journal say it holds, and one pass over the
-//! records that rebuilds per-domain counts and the pending work.
+//! what the checkpoint and journal say it holds.
 //!
 //! Records that fail their CRC, that the journal says exist but the file
 //! lacks, and whole missing files make their pending recipients `Lost`,
@@ -14,7 +13,7 @@
 //! (scan, repair or report a torn region), [`install`] (offsets and map into
 //! the index, adopt records the journal does not know, maybe resume
 //! appending), [`lose_unreadable`]; then [`lose_missing`] for files that are
-//! gone. [`census`] is the pass over the records that follows.
+//! gone. The pass over the records that follows is [`crate::census`].
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -24,13 +23,12 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use crate::error::{IoContext, Result};
-use crate::index::{Index, Seg};
-use crate::recover::sorted_entries;
+use crate::index::Index;
+use crate::layout::sorted_entries;
 use crate::report::{Damage, OpenReport};
 use crate::segment::{self, LOST, SEGMENT_BYTES, Scan};
 use crate::spool::SegWriter;
-use crate::summary::{Counts, FastMap};
-use crate::{RecipientId, Retry, State};
+use crate::{RecipientId, State};
 
 pub(crate) fn lose(
     index: &mut Index,
@@ -341,100 +339,4 @@ fn lose_missing(dir: &Path, index: &mut Index, found: &BTreeSet<u32>, report: &m
             });
         }
     }
-}
-
-/// What one pass over the records found: per-domain counts, the work
-/// waiting for delivery, and how many recipients each segment has pending.
-#[derive(Default)]
-pub(crate) struct Census {
-    pub(crate) recipients: u64,
-    /// Per domain: counts by state, and queued recipients in id order.
-    pub(crate) domains: FastMap<String, (Counts, Vec<RecipientId>)>,
-    pub(crate) deferred: Vec<(RecipientId, String, Retry)>,
-    /// Non-final recipients per segment.
-    pub(crate) pending_per_segment: Vec<(u32, u64)>,
-}
-
-impl Census {
-    fn merge(&mut self, part: Census) {
-        self.recipients += part.recipients;
-        self.pending_per_segment.extend(part.pending_per_segment);
-        self.deferred.extend(part.deferred);
-        for (d, (c, ids)) in part.domains {
-            let (total, queued) = self.domains.entry(d).or_default();
-            for s in State::ALL {
-                total.add(s, c.get(s));
-            }
-            queued.extend(ids);
-        }
-    }
-}
-
-/// One pass over every record, in parallel over segments (up to 8
-/// threads).
-pub(crate) fn census(index: &Index) -> Census {
-    let segs: Vec<(u32, &Seg)> = index.segs.iter().map(|(&no, s)| (no, s)).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let chunk = segs.len().div_ceil(threads).max(1);
-    let parts: Vec<Census> = std::thread::scope(|scope| {
-        let handles: Vec<_> = segs
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| census_of(part, &index.retries)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut total = Census::default();
-    for part in parts {
-        total.merge(part);
-    }
-    total
-}
-
-/// The census of some segments.
-fn census_of(
-    segs: &[(u32, &Seg)],
-    retries: &std::collections::HashMap<RecipientId, Retry>,
-) -> Census {
-    let mut out = Census::default();
-    for &(no, seg) in segs {
-        let mut pending = 0;
-        for (i, &st) in seg.states.iter().enumerate() {
-            let state = State::from_u8(st);
-            out.recipients += 1;
-            if !state.is_final() {
-                pending += 1;
-            }
-            let Some(r) = seg.record(i as u32) else {
-                continue;
-            };
-            let domain = r.domain();
-            let entry = match out.domains.get_mut(domain) {
-                Some(e) => e,
-                None => out.domains.entry(domain.to_string()).or_default(),
-            };
-            entry.0.add(state, 1);
-            let id = RecipientId::new(no, i as u32);
-            match state {
-                State::Queued => entry.1.push(id),
-                State::Deferred => {
-                    let retry = retries.get(&id).copied().unwrap_or(Retry {
-                        attempts: 0,
-                        next_ms: 0,
-                    });
-                    out.deferred.push((id, domain.to_string(), retry));
-                }
-                _ => {}
-            }
-        }
-        out.pending_per_segment.push((no, pending));
-        if let Some(m) = &seg.map {
-            segment::release(m);
-        }
-    }
-    out
 }
