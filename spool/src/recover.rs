@@ -77,16 +77,16 @@ struct JournalTail {
 /// a checkpoint of what was found.
 fn open(dir: &Path, clock: Clock) -> Result<(Spool, OpenReport)> {
     let started = std::time::Instant::now();
-    let opened_ms = clock();
     let (lock, uid) = layout::prepare(dir)?;
     let mut report = OpenReport::default();
     let campaigns = layout::read_campaigns(dir, true, &mut report.damage)?;
-    let mut restored = from_checkpoint(dir, &campaigns, opened_ms, &mut report);
+    let mut restored = from_checkpoint(dir, &campaigns, &mut report);
     let journal = replay_journal(dir, &mut restored, &mut report)?;
     let writer = crate::rescan::segments(dir, &mut restored.index, &journal.retired, &mut report)?;
+    // records adopted, or whose append never reached the journal: the
+    // spool takes them on now
+    let opened_ms = clock();
     for seg in restored.index.segs.values_mut() {
-        // records adopted, or whose append never reached the journal: the
-        // spool takes them on now
         seg.accepted
             .fill_unknown(seg.states.len() as u32, opened_ms);
     }
@@ -136,7 +136,6 @@ fn open(dir: &Path, clock: Clock) -> Result<(Spool, OpenReport)> {
 fn from_checkpoint(
     dir: &Path,
     campaigns: &BTreeMap<u32, Arc<Campaign>>,
-    opened_ms: u64,
     report: &mut OpenReport,
 ) -> Restored {
     let (ckpt, problems) = checkpoint::read(dir);
@@ -163,9 +162,9 @@ fn from_checkpoint(
             .iter()
             .filter(|&&b| !State::from_u8(b).is_final())
             .count() as u64;
-        let accepted = s.accepted.unwrap_or_else(|| {
-            times_before_format_2(&s.runs, s.states.len() as u32, campaigns, opened_ms)
-        });
+        let accepted = s
+            .accepted
+            .unwrap_or_else(|| times_before_format_2(&s.runs, s.states.len() as u32, campaigns));
         index.segs.insert(
             s.no,
             Seg {
@@ -189,19 +188,20 @@ fn from_checkpoint(
 
 /// Acceptance times for a segment from a format 1 checkpoint, which did not
 /// store them: each record gets its campaign's creation time (what the
-/// engine counted from before), or the open's time when the campaign file
-/// is unreadable. `Appended` entries replayed after it set the real times.
+/// engine counted from before); when the campaign file is unreadable they
+/// stay unknown (and get the open's time). `Appended` entries replayed
+/// after the checkpoint set the real times.
 fn times_before_format_2(
     runs: &[Run],
     len: u32,
     campaigns: &BTreeMap<u32, Arc<Campaign>>,
-    opened_ms: u64,
 ) -> AcceptedTimes {
     let mut times = AcceptedTimes::default();
     for (k, run) in runs.iter().enumerate() {
         let end = runs.get(k + 1).map_or(len, |next| next.first.min(len));
-        let created = campaigns.get(&run.campaign).map(|c| c.created_ms);
-        times.set(run.first, end, created.unwrap_or(opened_ms));
+        if let Some(c) = campaigns.get(&run.campaign) {
+            times.set(run.first, end, c.created_ms);
+        }
     }
     times
 }
