@@ -35,7 +35,9 @@ impl StartedAppend {
 
 impl Spool {
     /// Appends recipients; returns their ids once they are durable (records
-    /// and their journal entry fdatasync'd).
+    /// and their journal entry fdatasync'd). Their acceptance time
+    /// ([`Spool::accepted_ms`]) is taken when the records are on disk, just
+    /// before the journal entry is written.
     ///
     /// On an error nothing of the batch is acknowledged; records of it that
     /// reached the file may still be delivered (at-least-once), and the next
@@ -109,18 +111,14 @@ impl Spool {
         self.seg_commit
             .wait(end)
             .ctx("fdatasync segment", &self.dir.join("segments"))?;
+        // the records are on disk: this is when the spool accepts them
+        let accepted_ms = (self.clock)();
+        for e in &mut entries {
+            e.at_ms = accepted_ms;
+        }
         self.journal_write(&mut entries, false, |index, es, ends| {
             for (e, &pos) in es.iter().zip(ends) {
-                if let Ok(counts) = journal::decode_domain_counts(&e.detail) {
-                    for (d, c) in counts {
-                        index.summary.add(e.campaign, d, State::Queued, c.queued);
-                    }
-                }
-                index.summary.saw_row(e.campaign, e.next_ms as u32);
-                if let Some(seg) = index.segs.get_mut(&e.id.segment()) {
-                    seg.last_pos = seg.last_pos.max(pos);
-                    seg.journaled = seg.journaled.max(e.id.index().saturating_add(e.attempts));
-                }
+                index.apply_appended(e, pos);
             }
         })?;
         Ok(ids)
@@ -166,7 +164,7 @@ impl Spool {
                     seg.states.push(State::Queued as u8);
                     ids.push(RecipientId::new(w.no, w.count + (k - i) as u32));
                 }
-                seg.live += (j - i) as u64;
+                seg.pending += (j - i) as u64;
             }
             drop(index);
             w.count += (j - i) as u32;
@@ -282,10 +280,13 @@ fn appended_entries(recs: &[Recipient], ids: &[RecipientId]) -> Vec<Entry> {
             )
         }));
         let mut e = Entry::mark(Kind::Appended, ids[i], recs[i].campaign, (j - i) as u32);
-        e.next_ms = u64::from(recs[i..j].iter().map(|r| r.row).max().unwrap_or(0));
+        e.last_row = recs[i..j].iter().map(|r| r.row).max().unwrap_or(0);
         e.detail = detail;
         entries.push(e);
         i = j;
     }
     entries
 }
+
+#[cfg(test)]
+mod tests;

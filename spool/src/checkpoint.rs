@@ -1,10 +1,12 @@
 //! Checkpoints: a snapshot of every recipient's state at a journal position,
 //! so that opening the spool replays only the journal written since.
 //!
-//! Contents: the position, sealed campaigns, each live segment (sealed flag,
-//! last journal position touching it, campaign runs, one state byte per
-//! recipient), deferred recipients' attempt counts and retry times, and the
-//! per-campaign and per-domain counts. One CRC covers the file. Written to a
+//! Contents: the position, sealed campaigns, each segment (sealed flag,
+//! last journal position touching it, campaign runs, acceptance-time runs,
+//! one state byte per recipient), deferred recipients' attempt counts and
+//! retry times, and the per-campaign and per-domain counts. One CRC covers
+//! the file. Format 2 added the acceptance-time runs; format 1 is still
+//! read (its segments come without them, see [`SegState::accepted`]). Written to a
 //! temporary name, synced and renamed over `checkpoint`; the previous one is
 //! kept as `checkpoint.prev` (a fallback if the newest is damaged). Pure
 //! encoding plus thin file I/O. Exposure: file contents may be damaged;
@@ -15,11 +17,15 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::RecipientId;
+use crate::accepted::{AcceptedTimes, TimeRun};
 use crate::error::{IoContext, Result};
 use crate::index::Retry;
 use crate::summary::{CampaignCounts, Counts, Summary};
 
-const MAGIC: &[u8; 8] = b"VLYCKPT1";
+/// Magic of the format written; the last byte is the format version.
+const MAGIC: &[u8; 8] = b"VLYCKPT2";
+/// Magic of format 1 (no acceptance times).
+const MAGIC_1: &[u8; 8] = b"VLYCKPT1";
 
 /// Records `first..` of a segment belong to `campaign` (until the next run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +41,8 @@ pub(crate) struct SegState {
     pub(crate) sealed: bool,
     pub(crate) last_pos: u64,
     pub(crate) runs: Vec<Run>,
+    /// `None` from a format 1 checkpoint, which did not store them.
+    pub(crate) accepted: Option<AcceptedTimes>,
     pub(crate) states: Vec<u8>,
 }
 
@@ -121,6 +129,11 @@ impl<'a> R<'a> {
 impl Checkpoint {
     /// Encodes the checkpoint (pure).
     pub(crate) fn encode(&self) -> Vec<u8> {
+        self.encode_as(2)
+    }
+
+    /// Encodes in format `version` (1 leaves out acceptance times).
+    pub(crate) fn encode_as(&self, version: u8) -> Vec<u8> {
         let mut w = W(Vec::with_capacity(
             64 + self
                 .segments
@@ -128,7 +141,7 @@ impl Checkpoint {
                 .map(|s| s.states.len() + 32)
                 .sum::<usize>(),
         ));
-        w.0.extend_from_slice(MAGIC);
+        w.0.extend_from_slice(if version == 1 { MAGIC_1 } else { MAGIC });
         w.u64(self.position);
         w.u32(self.next_segment);
         w.u32(self.sealed_campaigns.len() as u32);
@@ -144,6 +157,14 @@ impl Checkpoint {
             for r in &s.runs {
                 w.u32(r.first);
                 w.u32(r.campaign);
+            }
+            if version >= 2 {
+                let times = s.accepted.as_ref().map_or(&[][..], |a| a.runs());
+                w.u32(times.len() as u32);
+                for t in times {
+                    w.u32(t.first);
+                    w.u64(t.ms);
+                }
             }
             w.bytes(&s.states);
         }
@@ -173,8 +194,13 @@ impl Checkpoint {
 
     /// Decodes a checkpoint (damage is an `Err` with the reason).
     pub(crate) fn decode(b: &[u8]) -> std::result::Result<Checkpoint, String> {
-        if b.len() < MAGIC.len() + 4 || &b[..MAGIC.len()] != MAGIC {
-            return Err("bad magic".into());
+        let version = match b.get(..MAGIC.len()) {
+            Some(m) if m == MAGIC => 2,
+            Some(m) if m == MAGIC_1 => 1,
+            _ => return Err("bad magic".into()),
+        };
+        if b.len() < MAGIC.len() + 4 {
+            return Err("checkpoint ends early".into());
         }
         let (body, crc) = b.split_at(b.len() - 4);
         if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
@@ -202,12 +228,27 @@ impl Checkpoint {
                     })
                 })
                 .collect::<std::result::Result<_, String>>()?;
+            let accepted = if version >= 2 {
+                let n = r.len(12)?;
+                let times = (0..n)
+                    .map(|_| {
+                        Ok(TimeRun {
+                            first: r.u32()?,
+                            ms: r.u64()?,
+                        })
+                    })
+                    .collect::<std::result::Result<_, String>>()?;
+                Some(AcceptedTimes::from_runs(times).map_err(|e| format!("segment {no}: {e}"))?)
+            } else {
+                None
+            };
             let states = r.bytes()?.to_vec();
             segments.push(SegState {
                 no,
                 sealed,
                 last_pos,
                 runs,
+                accepted,
                 states,
             });
         }
@@ -312,6 +353,14 @@ mod tests {
                     first: 0,
                     campaign: 1,
                 }],
+                accepted: Some(
+                    AcceptedTimes::from_runs(vec![
+                        TimeRun { first: 0, ms: 5000 },
+                        TimeRun { first: 2, ms: 9000 },
+                        TimeRun { first: 3, ms: 0 },
+                    ])
+                    .unwrap(),
+                ),
                 states: vec![0, 2, 1],
             }],
             retries: vec![(
@@ -323,6 +372,17 @@ mod tests {
             )],
             summary,
         }
+    }
+
+    #[test]
+    fn format_1_is_read_without_acceptance_times() {
+        let c = sample();
+        let old = c.encode_as(1);
+        assert_eq!(&old[..8], b"VLYCKPT1");
+        let mut expected = c.clone();
+        expected.segments[0].accepted = None;
+        assert_eq!(Checkpoint::decode(&old).unwrap(), expected);
+        assert_eq!(&c.encode()[..8], b"VLYCKPT2");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! covered. Older files are synced when they are sealed, before the writer
 //! moves on, so syncing the current file covers every earlier byte.
 //! Invariant: `synced <= written`, and `synced` only grows.
+//!
+//! Tests can hold the next sync in progress ([`GroupCommit::hold_next_sync`])
+//! and see how many writers queue behind it, to prove sharing without
+//! relying on timing.
 
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -19,12 +23,25 @@ struct State {
     current: Arc<File>,
     failed: Option<String>,
     syncs: u64,
+    /// Writers waiting for a sync in progress.
+    #[cfg(test)]
+    waiting: usize,
+}
+
+/// A sync held in progress by a test: `started` fires once the leader is
+/// inside it (its target taken), and it completes after `release`.
+#[cfg(test)]
+pub(crate) struct HeldSync {
+    pub(crate) started: std::sync::mpsc::Receiver<()>,
+    pub(crate) release: std::sync::mpsc::Sender<()>,
 }
 
 /// Shared durability point of one append-only stream of files.
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
     cv: Condvar,
+    #[cfg(test)]
+    hold: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 impl GroupCommit {
@@ -37,8 +54,12 @@ impl GroupCommit {
                 current,
                 failed: None,
                 syncs: 0,
+                #[cfg(test)]
+                waiting: 0,
             }),
             cv: Condvar::new(),
+            #[cfg(test)]
+            hold: Mutex::new(None),
         }
     }
 
@@ -94,13 +115,23 @@ impl GroupCommit {
                 return Ok(());
             }
             if s.syncing {
+                #[cfg(test)]
+                {
+                    s.waiting += 1;
+                }
                 s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+                #[cfg(test)]
+                {
+                    s.waiting -= 1;
+                }
                 continue;
             }
             s.syncing = true;
             let target = s.written;
             let file = Arc::clone(&s.current);
             drop(s);
+            #[cfg(test)]
+            self.pause_if_held();
             let res = file.sync_data();
             s = self.lock();
             s.syncing = false;
@@ -117,11 +148,92 @@ impl GroupCommit {
 }
 
 #[cfg(test)]
+impl GroupCommit {
+    /// Holds the next sync in progress until released.
+    pub(crate) fn hold_next_sync(&self) -> HeldSync {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        *self.hold.lock().unwrap_or_else(PoisonError::into_inner) = Some((started_tx, release_rx));
+        HeldSync { started, release }
+    }
+
+    fn pause_if_held(&self) {
+        let held = self
+            .hold
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((started, release)) = held {
+            let _ = started.send(());
+            let _ = release.recv();
+        }
+    }
+
+    /// Writers waiting for the sync in progress.
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+
+    /// Returns once `n` writers wait for the sync in progress. Panics if
+    /// they have not after a minute: writers that do not queue behind a
+    /// sync in progress are a broken group commit (a deadline only for a
+    /// failing test to end; a passing one never waits for it).
+    pub(crate) fn until_waiting(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.waiting() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} writers queued behind the sync in progress",
+                self.waiting()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn concurrent_writers_share_syncs() {
+    fn writers_queued_behind_a_sync_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(File::create(dir.path().join("f")).unwrap());
+        let gc = Arc::new(GroupCommit::new(Arc::clone(&f), 0));
+        let held = gc.hold_next_sync();
+        gc.written(10, &f);
+        let leader = {
+            let gc = Arc::clone(&gc);
+            std::thread::spawn(move || gc.wait(10).unwrap())
+        };
+        held.started.recv().unwrap(); // the first sync, of bytes up to 10
+        let writers: Vec<_> = (2..=8u64)
+            .map(|k| {
+                let gc = Arc::clone(&gc);
+                let f = Arc::clone(&f);
+                std::thread::spawn(move || {
+                    gc.written(10 * k, &f);
+                    gc.wait(10 * k).unwrap();
+                    // acknowledged only by a sync that started after the
+                    // write, never by the one in progress before it
+                    assert!(gc.synced() >= 10 * k);
+                    assert_eq!(gc.syncs(), 2);
+                })
+            })
+            .collect();
+        gc.until_waiting(7);
+        assert_eq!(gc.synced(), 0, "nothing is acknowledged during the sync");
+        held.release.send(()).unwrap();
+        leader.join().unwrap();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(gc.syncs(), 2, "8 acknowledgements, 2 fdatasyncs");
+        assert_eq!(gc.synced(), 80);
+    }
+
+    #[test]
+    fn concurrent_writers_are_all_covered() {
         let dir = tempfile::tempdir().unwrap();
         let f = Arc::new(File::create(dir.path().join("f")).unwrap());
         let gc = Arc::new(GroupCommit::new(Arc::clone(&f), 0));

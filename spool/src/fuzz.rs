@@ -1,6 +1,7 @@
 //! Randomized, structure-aware fuzzing of every decoder that reads spool
 //! files: frames, recipient records and their variables, journal entries,
-//! whole journal files, segment scans, domain counts and checkpoints.
+//! whole journal files, segment scans, domain counts and checkpoints (both
+//! formats, with acceptance-time runs).
 //!
 //! Each input starts as a valid encoding and is mutated (bit flips, byte
 //! overwrites, truncation, extension, splices, or pure noise); every decoder
@@ -9,6 +10,7 @@
 //! `cargo test -p volley-spool fuzz -- --nocapture`
 //! (`VOLLEY_FUZZ_ITERATIONS` and `VOLLEY_FUZZ_SEED` change the run).
 
+use crate::accepted::AcceptedTimes;
 use crate::checkpoint::{Checkpoint, Run, SegState};
 use crate::journal::{self, Entry, Kind, files};
 use crate::record::{self, Recipient, Vars};
@@ -48,7 +50,9 @@ fn seeds(rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
     for _ in 0..rng.usize(1..6) {
         frame::encode(&mut jfile, &payload);
     }
-    let mut appended = Entry::outcome(Kind::Appended, RecipientId::new(1, 0), 5, 0, 5, Vec::new());
+    let mut appended = Entry::outcome(Kind::Appended, RecipientId::new(1, 0), 0, 0, 0, Vec::new());
+    appended.records = 5;
+    appended.last_row = 5;
     appended.detail = journal::encode_domain_counts([(
         "a.test",
         Counts {
@@ -85,6 +89,12 @@ fn seeds(rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
                 first: 0,
                 campaign: 1,
             }],
+            accepted: Some({
+                let mut a = AcceptedTimes::default();
+                a.set(0, 1, rng.u64(..));
+                a.set(1, 2, rng.u64(..));
+                a
+            }),
             states: vec![0, 2],
         }],
         retries: vec![(
@@ -97,6 +107,7 @@ fn seeds(rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
         summary,
     };
     out.push(c.encode());
+    out.push(c.encode_as(1));
     out
 }
 

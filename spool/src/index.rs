@@ -2,8 +2,9 @@
 //! counts per campaign and domain.
 //!
 //! Per segment: the map, each record's frame offset, a one-byte state per
-//! recipient, how many recipients are not final (`live`), the last journal
-//! position that touched it, and its campaign runs. Plus attempt count and
+//! recipient, how many recipients are not final (`pending`), the last journal
+//! position that touched it, its campaign runs and the acceptance times of
+//! its records ([`crate::accepted`]). Plus attempt count and
 //! next-attempt time for deferred recipients. Rebuilt at open from the
 //! checkpoint, the journal tail and the segments; updated as appends and
 //! outcomes are written. A final state never reverts (a duplicate delivery
@@ -11,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::accepted::AcceptedTimes;
 use crate::checkpoint::Run;
 use crate::journal::{Entry, Kind};
 use crate::segment::LOST;
@@ -33,13 +35,17 @@ pub(crate) struct Seg {
     pub(crate) offsets: Vec<u32>,
     pub(crate) states: Vec<u8>,
     pub(crate) sealed: bool,
-    pub(crate) live: u64,
+    /// Recipients not yet final (queued or deferred): the segment can be
+    /// reclaimed when none is left.
+    pub(crate) pending: u64,
     /// Records whose append is journaled (or that recovery adopted): a
     /// checkpoint includes only these, so it never holds records whose
     /// acknowledgement is still pending.
     pub(crate) journaled: u32,
     pub(crate) last_pos: u64,
     pub(crate) runs: Vec<Run>,
+    /// When each record was accepted.
+    pub(crate) accepted: AcceptedTimes,
 }
 
 impl Seg {
@@ -125,7 +131,7 @@ impl Index {
         }
         *slot = new as u8;
         if new.is_final() {
-            seg.live = seg.live.saturating_sub(1);
+            seg.pending = seg.pending.saturating_sub(1);
         }
         if count {
             self.summary.moved(e.campaign, e.domain(), old, new);
@@ -159,13 +165,7 @@ impl Index {
                 true
             }
             Kind::Appended => {
-                if let Ok(counts) = crate::journal::decode_domain_counts(&e.detail) {
-                    for (d, c) in counts {
-                        self.summary.add(e.campaign, d, State::Queued, c.queued);
-                    }
-                }
-                self.summary.saw_row(e.campaign, e.next_ms as u32);
-                self.apply_mark(e, pos);
+                self.apply_appended(e, pos);
                 true
             }
             Kind::SegmentRetired => {
@@ -180,6 +180,18 @@ impl Index {
                 self.apply(e, pos, true)
             }
         }
+    }
+
+    /// Applies an `Appended` entry, live (its records are indexed already)
+    /// or replayed (they are added): counts, resume row, acceptance times.
+    pub(crate) fn apply_appended(&mut self, e: &Entry, pos: u64) {
+        if let Ok(counts) = crate::journal::decode_domain_counts(&e.detail) {
+            for (d, c) in counts {
+                self.summary.add(e.campaign, d, State::Queued, c.queued);
+            }
+        }
+        self.summary.saw_row(e.campaign, e.last_row);
+        self.apply_mark(e, pos);
     }
 
     /// Applies a `SegmentRetired` entry (live or replayed): its recipients
@@ -211,13 +223,14 @@ impl Index {
             Kind::Appended => {
                 let seg = self.segs.entry(no).or_default();
                 let first = e.id.index() as usize;
-                let end = first + e.attempts as usize;
+                let end = first + e.records as usize;
                 if seg.states.len() < end {
                     let from = seg.states.len().max(first);
                     seg.push_run(from as u32, e.campaign);
-                    seg.live += (end - seg.states.len()) as u64;
+                    seg.pending += (end - seg.states.len()) as u64;
                     seg.states.resize(end, State::Queued as u8);
                 }
+                seg.accepted.set(first as u32, end as u32, e.at_ms);
                 seg.journaled = seg.journaled.max(end as u32);
                 seg.last_pos = seg.last_pos.max(pos);
             }

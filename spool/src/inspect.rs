@@ -12,7 +12,7 @@ use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::journal::files;
-use crate::recover::{read_campaigns, read_meta};
+use crate::layout::{read_campaigns, read_meta};
 use crate::summary::Summary;
 
 /// A campaign as inspection sees it.

@@ -31,6 +31,10 @@
 //! - Recipient state, attempt count and next-attempt time are persisted
 //!   exactly (journal entries and checkpoints), never inferred. Opening
 //!   replays only the journal written since the newest checkpoint.
+//! - Each recipient's acceptance time ([`Spool::accepted_ms`]: when its
+//!   own append was accepted, not when its campaign was created) is
+//!   persisted the same way, to the second and never earlier
+//!   ([`ACCEPTED_GRANULE_MS`]); appends within one second share one.
 //! - On open, a torn tail (an append cut short by a crash) is truncated and
 //!   logged; damaged records and missing segment files are reported by
 //!   recipient id and campaign ([`OpenReport`]) and those recipients become
@@ -44,8 +48,10 @@
 //! Exposure: every byte read back from disk is treated as possibly damaged
 //! (CRC per frame, validated rkyv access, bounds-checked decoders).
 
+mod accepted;
 mod append;
 mod campaign;
+mod census;
 mod checkpoint;
 mod commit;
 mod error;
@@ -55,6 +61,7 @@ mod fuzz;
 mod index;
 mod inspect;
 pub mod journal;
+mod layout;
 mod maintain;
 mod ops;
 pub mod record;
@@ -65,6 +72,7 @@ mod segment;
 mod spool;
 mod summary;
 
+pub use accepted::ACCEPTED_GRANULE_MS;
 pub use append::StartedAppend;
 pub use campaign::Campaign;
 pub use checkpoint::Run;
@@ -160,6 +168,10 @@ impl State {
         }
     }
 }
+
+/// Where the spool reads the time (ms since the Unix epoch): [`now_ms`],
+/// unless a test injects another with [`Spool::open_with_clock`].
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {

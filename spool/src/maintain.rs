@@ -54,6 +54,7 @@ impl Spool {
                         sealed: s.sealed,
                         last_pos: s.last_pos,
                         runs: s.runs.clone(),
+                        accepted: Some(s.accepted.truncated(s.journaled)),
                         states: s.states[..(s.journaled as usize).min(s.states.len())].to_vec(),
                     })
                     .collect(),
@@ -97,7 +98,7 @@ impl Spool {
             .read_index()
             .segs
             .iter()
-            .filter(|(_, s)| s.live == 0 && !s.states.is_empty())
+            .filter(|(_, s)| s.pending == 0 && !s.states.is_empty())
             .map(|(&no, _)| no)
             .collect();
         if candidates.is_empty() {
@@ -108,8 +109,12 @@ impl Spool {
             {
                 let mut w = lock(&self.seg_writer);
                 if w.as_ref().is_some_and(|w| w.no == no) {
-                    let live = self.read_index().segs.get(&no).is_none_or(|s| s.live > 0);
-                    if live {
+                    let pending = self
+                        .read_index()
+                        .segs
+                        .get(&no)
+                        .is_none_or(|s| s.pending > 0);
+                    if pending {
                         continue;
                     }
                     *w = None; // the next append starts a new segment

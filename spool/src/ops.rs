@@ -42,6 +42,28 @@ impl Spool {
         seg.campaign_of(id.index())
     }
 
+    /// When the spool accepted recipient `id`, in ms since the Unix epoch:
+    /// the clock's time once the append's records were on disk, just before
+    /// the journal entry acknowledging them was written (the append returns
+    /// after that entry's fdatasync), rounded UP to a whole second
+    /// ([`crate::ACCEPTED_GRANULE_MS`]). So it is never earlier than that
+    /// moment and less than 1 s later; appends within one second share a
+    /// time. It survives reopen, checkpoints, journal replay and the
+    /// reclamation of other segments. Records adopted at open (written but
+    /// never acknowledged before a crash) were accepted when the spool was
+    /// opened; records from a spool whose checkpoint predates acceptance
+    /// times (format 1) and whose append is no longer in the journal get
+    /// their campaign's creation time. `None` for an unknown id or while
+    /// its append is not yet acknowledged.
+    pub fn accepted_ms(&self, id: RecipientId) -> Option<u64> {
+        let index = self.read_index();
+        let seg = index.segs.get(&id.segment())?;
+        if id.index() as usize >= seg.states.len() {
+            return None;
+        }
+        seg.accepted.at(id.index())
+    }
+
     /// Runs `f` on the archived record of `id`.
     pub fn with_record<R>(
         &self,

@@ -42,3 +42,15 @@ pub struct Pending {
     /// Deferred recipients with their domain and retry bookkeeping.
     pub deferred: Vec<(RecipientId, String, crate::Retry)>,
 }
+
+impl Damage {
+    /// Damage that cost no recipient (repaired, skipped or ignored).
+    pub(crate) fn note(path: &std::path::Path, what: impl Into<String>) -> Damage {
+        Damage {
+            path: path.to_path_buf(),
+            what: what.into(),
+            lost: Vec::new(),
+            campaigns: Vec::new(),
+        }
+    }
+}

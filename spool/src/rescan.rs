@@ -1,6 +1,5 @@
 //! The segment half of opening a spool: scan every segment file against
-//! what the checkpoint and journal say it holds, and one pass over the
-//! records that rebuilds per-domain counts and the pending work.
+//! what the checkpoint and journal say it holds.
 //!
 //! Records that fail their CRC, that the journal says exist but the file
 //! lacks, and whole missing files make their pending recipients `Lost`,
@@ -8,19 +7,27 @@
 //! are adopted (appended just before a crash), older ones deleted (left over
 //! from reclamation). A torn tail of the newest segment is cut. Exposure:
 //! file contents may be damaged; nothing here panics on them.
+//!
+//! [`segments`] runs these phases per file, in order: [`leftover`] (delete
+//! what reclamation left), [`open_checked`] (header), [`read_records`]
+//! (scan, repair or report a torn region), [`install`] (offsets and map into
+//! the index, adopt records the journal does not know, maybe resume
+//! appending), [`lose_unreadable`]; then [`lose_missing`] for files that are
+//! gone. The pass over the records that follows is [`crate::census`].
 
 use std::collections::BTreeSet;
-use std::fs::{self, OpenOptions};
-use std::path::Path;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use memmap2::Mmap;
+
 use crate::error::{IoContext, Result};
-use crate::index::{Index, Seg};
-use crate::recover::sorted_entries;
+use crate::index::Index;
+use crate::layout::sorted_entries;
 use crate::report::{Damage, OpenReport};
-use crate::segment::{self, LOST, SEGMENT_BYTES};
+use crate::segment::{self, LOST, SEGMENT_BYTES, Scan};
 use crate::spool::SegWriter;
-use crate::summary::{Counts, FastMap};
 use crate::{RecipientId, State};
 
 pub(crate) fn lose(
@@ -51,6 +58,15 @@ pub(crate) fn lose(
     campaigns.insert(campaign);
 }
 
+/// A segment file found on disk.
+struct SegFile {
+    no: u32,
+    path: PathBuf,
+    /// The highest-numbered file: the only one an append can have been
+    /// cut short in.
+    newest: bool,
+}
+
 /// Scans the segment files; returns the writer for the newest one when it
 /// can take more records.
 pub(crate) fn segments(
@@ -59,171 +75,248 @@ pub(crate) fn segments(
     retired: &BTreeSet<u32>,
     report: &mut OpenReport,
 ) -> Result<Option<SegWriter>> {
-    // segments on disk
-    let max_known = index
+    let max_known = highest_known(index, retired);
+    let files = segment_files(dir)?;
+    let mut found = BTreeSet::new();
+    let mut writer = None;
+    for f in files {
+        if retired.contains(&f.no) || (!index.segs.contains_key(&f.no) && f.no <= max_known) {
+            leftover(&f);
+            continue;
+        }
+        let Some((file, map)) = open_checked(dir, index, &f, report)? else {
+            continue;
+        };
+        found.insert(f.no);
+        index.next_segment = index.next_segment.max(f.no.saturating_add(1));
+        let (scan, map) = read_records(index, &f, &file, map, report)?;
+        if let Some(w) = install(index, &f, file, map, scan) {
+            writer = Some(w);
+        }
+        lose_unreadable(index, &f, report);
+    }
+    lose_missing(dir, index, &found, report);
+    Ok(writer)
+}
+
+/// The highest segment number the checkpoint and journal know of (files
+/// numbered up to it that they do not hold were reclaimed).
+fn highest_known(index: &Index, retired: &BTreeSet<u32>) -> u32 {
+    index
         .segs
         .keys()
         .next_back()
         .copied()
         .unwrap_or(0)
         .max(retired.iter().next_back().copied().unwrap_or(0))
-        .max(index.next_segment.saturating_sub(1));
-    let on_disk: Vec<(u32, std::path::PathBuf)> = sorted_entries(&dir.join("segments"))?
+        .max(index.next_segment.saturating_sub(1))
+}
+
+/// The segment files on disk, by number.
+fn segment_files(dir: &Path) -> Result<Vec<SegFile>> {
+    let mut files: Vec<SegFile> = sorted_entries(&dir.join("segments"))?
         .into_iter()
-        .filter_map(|(n, p)| segment::parse_name(&n).map(|no| (no, p)))
-        .collect();
-    let last_on_disk = on_disk.last().map(|(no, _)| *no);
-    let mut found_files = BTreeSet::new();
-    let mut writer = None;
-    for (no, path) in on_disk {
-        if retired.contains(&no) || (!index.segs.contains_key(&no) && no <= max_known) {
-            tracing::info!(path = %path.display(), "deleting a reclaimed segment left behind by a crash");
-            let _ = fs::remove_file(&path);
-            continue;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .ctx("open segment", &path)?;
-        let mut map = segment::map(&file, &path)?;
-        if let Err(e) = segment::check_header(&map, no, &path) {
-            // a new segment's number is never reused, whatever its file holds
-            index.next_segment = index.next_segment.max(no.saturating_add(1));
-            if Some(no) == last_on_disk
-                && !index.segs.contains_key(&no)
-                && map.iter().all(|b| *b == 0)
-            {
-                // killed between creating the file and syncing its header:
-                // no record was ever acknowledged in it
-                tracing::info!(path = %path.display(), "removing a segment whose creation a crash cut short");
-                drop(map);
-                drop(file);
-                fs::remove_file(&path).ctx("remove unfinished segment", &path)?;
-                crate::fsync_dir(&dir.join("segments"))?;
-                continue;
-            }
-            report.damage.push(Damage {
-                path: path.clone(),
-                what: format!("{e}; segment ignored"),
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-            continue;
-        }
-        found_files.insert(no);
-        index.next_segment = index.next_segment.max(no.saturating_add(1));
-        let mut scan = segment::scan(&map);
-        // the scan touched every page: drop them from this process's memory
-        // (the page cache keeps them for the pass below)
-        segment::release(&map);
-        let expected = index.segs.get(&no).map_or(0, |s| s.states.len());
-        if scan.torn {
-            let before = scan.offsets.len();
-            let past =
-                segment::resync(&map, scan.end).filter(|r| before + r.offsets.len() <= expected);
-            let what = if let Some(r) = past {
-                // acknowledged records after the damage: the last ones the
-                // journal knows; only the records in between are lost
-                let what = format!(
-                    "unreadable data from offset {} to {}: {} record(s) lost, {} after it kept",
-                    scan.end,
-                    r.at,
-                    expected - before - r.offsets.len(),
-                    r.offsets.len()
-                );
-                scan.offsets.resize(expected - r.offsets.len(), LOST);
-                scan.offsets.extend(r.offsets);
-                scan.end = r.end;
-                what
-            } else if Some(no) == last_on_disk && before >= expected {
-                // every acknowledged record is before it: an append cut short
-                segment::cut_tail(&file, &path, scan.end)?;
-                drop(map);
-                map = segment::map(&file, &path)?;
-                format!(
-                    "torn tail at offset {} cut (an unacknowledged append)",
-                    scan.end
-                )
-            } else {
-                format!("unreadable data after offset {}", scan.end)
-            };
-            report.damage.push(Damage {
-                path: path.clone(),
-                what,
-                lost: Vec::new(),
-                campaigns: Vec::new(),
-            });
-        }
-        let seg = index.segs.entry(no).or_default();
-        let found = scan.offsets.len();
-        let mut offsets = scan.offsets;
-        // records on disk the journal does not know: appended just before a
-        // crash; adopted (delivered at least once)
-        let mut adopted = Vec::new();
-        if found > expected {
-            seg.states.resize(found, State::Queued as u8);
-            seg.live += (found - expected) as u64;
-            adopted.extend(expected as u32..found as u32);
-            seg.journaled = found as u32;
-        }
-        offsets.resize(offsets.len().max(expected), LOST);
-        seg.offsets = offsets;
-        seg.map = Some(map);
-        let end = scan.end as u64;
-        // Appending continues in this segment only when its file holds every
-        // record the index knows: a record index must always equal the
-        // record's position in the file.
-        if Some(no) == last_on_disk && !seg.sealed && end < SEGMENT_BYTES && found >= expected {
-            writer = Some(SegWriter {
+        .filter_map(|(n, path)| {
+            segment::parse_name(&n).map(|no| SegFile {
                 no,
-                file: Arc::new(file),
-                pos: end,
-                count: seg.offsets.len() as u32,
-            });
-        }
-        for i in adopted {
-            if let Some(r) = seg.record(i) {
-                let (c, row) = (r.campaign.to_native(), r.row.to_native());
-                seg.push_run(i, c);
-                index
-                    .summary
-                    .campaigns
-                    .entry(c)
-                    .or_default()
-                    .counts
-                    .add(State::Queued, 1);
-                index.summary.saw_row(c, row);
-            }
-        }
-        // records that fail their CRC, or that the journal says exist but
-        // the file does not hold
-        let mut lost = Vec::new();
-        let mut lost_campaigns = BTreeSet::new();
-        let bad: Vec<u32> = index.segs[&no]
-            .offsets
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| **o == LOST)
-            .map(|(i, _)| i as u32)
-            .collect();
-        for i in bad {
-            lose(index, no, i, &mut lost, &mut lost_campaigns);
-        }
-        if !lost.is_empty() {
-            report.damage.push(Damage {
-                path: path.clone(),
-                what: format!("{} recipient record(s) damaged or missing", lost.len()),
-                lost,
-                campaigns: lost_campaigns.into_iter().collect(),
-            });
+                path,
+                newest: false,
+            })
+        })
+        .collect();
+    files.sort_by_key(|f| f.no);
+    if let Some(last) = files.last_mut() {
+        last.newest = true;
+    }
+    Ok(files)
+}
+
+/// Deletes a segment file that reclamation had retired (or that the index
+/// no longer holds) when a crash stopped it.
+fn leftover(f: &SegFile) {
+    tracing::info!(path = %f.path.display(), "deleting a reclaimed segment left behind by a crash");
+    let _ = fs::remove_file(&f.path);
+}
+
+/// Opens and maps a segment file and checks its header. `None` when the
+/// file cannot be used: a creation that a crash cut short (removed) or a
+/// damaged header (reported; the file is left alone).
+fn open_checked(
+    dir: &Path,
+    index: &mut Index,
+    f: &SegFile,
+    report: &mut OpenReport,
+) -> Result<Option<(File, Mmap)>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f.path)
+        .ctx("open segment", &f.path)?;
+    let map = segment::map(&file, &f.path)?;
+    let Err(e) = segment::check_header(&map, f.no, &f.path) else {
+        return Ok(Some((file, map)));
+    };
+    // a new segment's number is never reused, whatever its file holds
+    index.next_segment = index.next_segment.max(f.no.saturating_add(1));
+    if f.newest && !index.segs.contains_key(&f.no) && map.iter().all(|b| *b == 0) {
+        // killed between creating the file and syncing its header: no
+        // record was ever acknowledged in it
+        tracing::info!(path = %f.path.display(), "removing a segment whose creation a crash cut short");
+        drop(map);
+        drop(file);
+        fs::remove_file(&f.path).ctx("remove unfinished segment", &f.path)?;
+        crate::fsync_dir(&dir.join("segments"))?;
+    } else {
+        report
+            .damage
+            .push(Damage::note(&f.path, format!("{e}; segment ignored")));
+    }
+    Ok(None)
+}
+
+/// Scans a segment's records. A torn region is resolved here: intact
+/// records the journal knows past it are found again, or a torn tail of
+/// the newest file is cut (when every acknowledged record lies before it),
+/// or it is reported. Returns the scan and the map (remapped after a cut).
+fn read_records(
+    index: &Index,
+    f: &SegFile,
+    file: &File,
+    map: Mmap,
+    report: &mut OpenReport,
+) -> Result<(Scan, Mmap)> {
+    let mut scan = segment::scan(&map);
+    // the scan touched every page: drop them from this process's memory
+    // (the page cache keeps them for the pass below)
+    segment::release(&map);
+    if !scan.torn {
+        return Ok((scan, map));
+    }
+    let expected = expected_records(index, f.no);
+    let before = scan.offsets.len();
+    let past = segment::resync(&map, scan.end).filter(|r| before + r.offsets.len() <= expected);
+    let mut map = map;
+    let what = if let Some(r) = past {
+        // acknowledged records after the damage: the last ones the journal
+        // knows; only the records in between are lost
+        let what = format!(
+            "unreadable data from offset {} to {}: {} record(s) lost, {} after it kept",
+            scan.end,
+            r.at,
+            expected - before - r.offsets.len(),
+            r.offsets.len()
+        );
+        scan.offsets.resize(expected - r.offsets.len(), LOST);
+        scan.offsets.extend(r.offsets);
+        scan.end = r.end;
+        what
+    } else if f.newest && before >= expected {
+        // every acknowledged record is before it: an append cut short
+        segment::cut_tail(file, &f.path, scan.end)?;
+        drop(map);
+        map = segment::map(file, &f.path)?;
+        format!(
+            "torn tail at offset {} cut (an unacknowledged append)",
+            scan.end
+        )
+    } else {
+        format!("unreadable data after offset {}", scan.end)
+    };
+    report.damage.push(Damage::note(&f.path, what));
+    Ok((scan, map))
+}
+
+/// Records the checkpoint and journal say segment `no` holds.
+fn expected_records(index: &Index, no: u32) -> usize {
+    index.segs.get(&no).map_or(0, |s| s.states.len())
+}
+
+/// Puts a scanned segment into the index: its record offsets (records the
+/// index expects but the file lacks are marked lost) and map, and the
+/// records on disk the journal does not know (appended just before a
+/// crash), which are adopted: delivered at least once. Returns a writer
+/// when appending continues in this segment.
+fn install(index: &mut Index, f: &SegFile, file: File, map: Mmap, scan: Scan) -> Option<SegWriter> {
+    let seg = index.segs.entry(f.no).or_default();
+    let expected = seg.states.len();
+    let found = scan.offsets.len();
+    let mut offsets = scan.offsets;
+    offsets.resize(found.max(expected), LOST);
+    seg.offsets = offsets;
+    seg.map = Some(map);
+    if found > expected {
+        seg.states.resize(found, State::Queued as u8);
+        seg.pending += (found - expected) as u64;
+        seg.journaled = found as u32;
+        adopt(index, f.no, expected as u32..found as u32);
+    }
+    // Appending continues in this segment only when its file holds every
+    // record the index knows: a record index must always equal the
+    // record's position in the file.
+    let seg = index.segs.get(&f.no)?;
+    let end = scan.end as u64;
+    (f.newest && !seg.sealed && end < SEGMENT_BYTES && found >= expected).then(|| SegWriter {
+        no: f.no,
+        file: Arc::new(file),
+        pos: end,
+        count: seg.offsets.len() as u32,
+    })
+}
+
+/// Counts adopted records (already in the segment's states) in their
+/// campaigns and campaign runs.
+fn adopt(index: &mut Index, no: u32, records: std::ops::Range<u32>) {
+    let Some(seg) = index.segs.get_mut(&no) else {
+        return;
+    };
+    for i in records {
+        if let Some(r) = seg.record(i) {
+            let (c, row) = (r.campaign.to_native(), r.row.to_native());
+            seg.push_run(i, c);
+            index
+                .summary
+                .campaigns
+                .entry(c)
+                .or_default()
+                .counts
+                .add(State::Queued, 1);
+            index.summary.saw_row(c, row);
         }
     }
-    // segments the journal knows but whose file is gone
+}
+
+/// Makes lost the records of a segment that fail their CRC or that the
+/// journal says exist but the file does not hold, and reports them.
+fn lose_unreadable(index: &mut Index, f: &SegFile, report: &mut OpenReport) {
+    let bad: Vec<u32> = index.segs[&f.no]
+        .offsets
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| **o == LOST)
+        .map(|(i, _)| i as u32)
+        .collect();
+    let mut lost = Vec::new();
+    let mut lost_campaigns = BTreeSet::new();
+    for i in bad {
+        lose(index, f.no, i, &mut lost, &mut lost_campaigns);
+    }
+    if !lost.is_empty() {
+        report.damage.push(Damage {
+            path: f.path.clone(),
+            what: format!("{} recipient record(s) damaged or missing", lost.len()),
+            lost,
+            campaigns: lost_campaigns.into_iter().collect(),
+        });
+    }
+}
+
+/// Makes lost the pending recipients of segments the journal knows but
+/// whose file is gone, and reports them.
+fn lose_missing(dir: &Path, index: &mut Index, found: &BTreeSet<u32>, report: &mut OpenReport) {
     let missing: Vec<u32> = index
         .segs
         .keys()
-        .filter(|no| !found_files.contains(no))
+        .filter(|no| !found.contains(no))
         .copied()
         .collect();
     for no in missing {
@@ -235,7 +328,7 @@ pub(crate) fn segments(
         }
         if let Some(seg) = index.segs.get_mut(&no) {
             seg.offsets = vec![LOST; n as usize];
-            seg.live = 0;
+            seg.pending = 0;
         }
         if !lost.is_empty() {
             report.damage.push(Damage {
@@ -246,60 +339,4 @@ pub(crate) fn segments(
             });
         }
     }
-
-    Ok(writer)
-}
-
-/// What one pass over some segments' records found.
-#[derive(Default)]
-pub(crate) struct RecordPass {
-    pub(crate) recipients: u64,
-    /// Per domain: counts by state, and queued recipients in id order.
-    pub(crate) domains: FastMap<String, (Counts, Vec<RecipientId>)>,
-    pub(crate) deferred: Vec<(RecipientId, String, crate::Retry)>,
-    /// Non-final recipients per segment.
-    pub(crate) live: Vec<(u32, u64)>,
-}
-
-pub(crate) fn record_pass(
-    segs: &[(u32, &Seg)],
-    retries: &std::collections::HashMap<RecipientId, crate::Retry>,
-) -> RecordPass {
-    let mut out = RecordPass::default();
-    for &(no, seg) in segs {
-        let mut live = 0;
-        for (i, &st) in seg.states.iter().enumerate() {
-            let state = State::from_u8(st);
-            out.recipients += 1;
-            if !state.is_final() {
-                live += 1;
-            }
-            let Some(r) = seg.record(i as u32) else {
-                continue;
-            };
-            let domain = r.domain();
-            let entry = match out.domains.get_mut(domain) {
-                Some(e) => e,
-                None => out.domains.entry(domain.to_string()).or_default(),
-            };
-            entry.0.add(state, 1);
-            let id = RecipientId::new(no, i as u32);
-            match state {
-                State::Queued => entry.1.push(id),
-                State::Deferred => {
-                    let retry = retries.get(&id).copied().unwrap_or(crate::Retry {
-                        attempts: 0,
-                        next_ms: 0,
-                    });
-                    out.deferred.push((id, domain.to_string(), retry));
-                }
-                _ => {}
-            }
-        }
-        out.live.push((no, live));
-        if let Some(m) = &seg.map {
-            segment::release(m);
-        }
-    }
-    out
 }

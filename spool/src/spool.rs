@@ -48,6 +48,8 @@ pub struct Spool {
     pub(crate) checkpoint_pos: AtomicU64,
     pub(crate) checkpointing: Mutex<()>,
     pub(crate) pending: Mutex<Option<Pending>>,
+    /// Stamps campaign creation and acceptance times.
+    pub(crate) clock: crate::Clock,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,7 +120,7 @@ impl Spool {
         let rec = CampaignRecord {
             no,
             id: id.to_string(),
-            created_ms: crate::now_ms(),
+            created_ms: (self.clock)(),
             body: body.to_vec(),
         };
         campaign::write(&self.dir, &rec)?;

@@ -35,12 +35,13 @@ pub enum Kind {
     /// The campaign's recipient list is completely in the spool
     /// (`campaign`).
     CampaignSealed = 16,
-    /// `attempts` records were appended from `id` on, for `campaign`, with
-    /// rows up to `next_ms`; `detail` holds the per-domain counts.
+    /// `records` records were appended from `id` on, for `campaign`, with
+    /// list rows up to `last_row`, accepted at `at_ms`; `detail` holds the
+    /// per-domain counts.
     Appended = 17,
     /// Segment `id.segment()` was created.
     SegmentCreated = 18,
-    /// Segment `id.segment()` is complete with `attempts` records.
+    /// Segment `id.segment()` is complete with `records` records.
     SegmentSealed = 19,
     /// Segment `id.segment()` was deleted: every recipient in it was final
     /// and published; `detail` holds the per-domain counts it took away.
@@ -63,6 +64,11 @@ impl Kind {
         })
     }
 
+    /// A recipient outcome (as opposed to a spool-level mark).
+    pub fn is_outcome(self) -> bool {
+        self.outcome_state().is_some()
+    }
+
     /// The state a recipient outcome puts its recipient in.
     pub fn outcome_state(self) -> Option<State> {
         Some(match self {
@@ -76,17 +82,27 @@ impl Kind {
 }
 
 /// One journal entry.
+///
+/// Each field has one meaning; fields that do not apply to the entry's kind
+/// are 0. On disk, `records` shares the slot of `attempts` and `last_row`
+/// that of `next_ms` (the kind says which one a slot holds), so the format
+/// is the same as when one field served both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub kind: Kind,
     pub id: RecipientId,
-    /// Delivery attempts made so far (including the one this entry
-    /// reports); a record count for `Appended` and `SegmentSealed`.
+    /// Outcomes: delivery attempts made so far (including the one this
+    /// entry reports).
     pub attempts: u32,
-    /// When the change happened (ms since the Unix epoch).
+    /// When the change happened (ms since the Unix epoch); for `Appended`,
+    /// when the spool accepted the records.
     pub at_ms: u64,
     /// For `Deferred`: when to try again (ms since the Unix epoch).
     pub next_ms: u64,
+    /// `Appended` and `SegmentSealed`: how many records.
+    pub records: u32,
+    /// `Appended`: the highest list row among the records.
+    pub last_row: u32,
     /// Opaque data for notification sinks (outcomes), or domain counts.
     pub detail: Vec<u8>,
     /// Stamped by the spool: the recipient's state before this entry.
@@ -114,6 +130,8 @@ impl Entry {
             attempts,
             at_ms,
             next_ms,
+            records: 0,
+            last_row: 0,
             detail,
             prev: State::Queued,
             campaign: 0,
@@ -126,11 +144,23 @@ impl Entry {
         self.email.rsplit_once('@').map_or("", |(_, d)| d)
     }
 
-    /// A spool-level mark (campaign or segment entries).
-    pub(crate) fn mark(kind: Kind, id: RecipientId, campaign: u32, count: u32) -> Entry {
-        let mut e = Entry::outcome(kind, id, count, crate::now_ms(), 0, Vec::new());
+    /// A spool-level mark (campaign or segment entries) about `records`
+    /// records (0 where the kind has none).
+    pub(crate) fn mark(kind: Kind, id: RecipientId, campaign: u32, records: u32) -> Entry {
+        let mut e = Entry::outcome(kind, id, 0, crate::now_ms(), 0, Vec::new());
         e.campaign = campaign;
+        e.records = records;
         e
+    }
+
+    /// The two slots whose meaning depends on the kind: (attempts or
+    /// records, next-attempt time or last row).
+    fn slots(&self) -> (u32, u64) {
+        if self.kind.is_outcome() {
+            (self.attempts, self.next_ms)
+        } else {
+            (self.records, u64::from(self.last_row))
+        }
     }
 
     /// Appends the encoded payload of this entry to `out`.
@@ -139,13 +169,14 @@ impl Entry {
         let email = if email.len() <= 1024 { email } else { &[][..] };
         let room = MAX_ENTRY - FIXED - email.len();
         let detail = &self.detail[..self.detail.len().min(room)];
+        let (count, time_or_row) = self.slots();
         out.push(self.kind as u8);
         out.push(self.prev as u8);
         out.extend_from_slice(&(email.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.attempts.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(&self.id.0.to_le_bytes());
         out.extend_from_slice(&self.at_ms.to_le_bytes());
-        out.extend_from_slice(&self.next_ms.to_le_bytes());
+        out.extend_from_slice(&time_or_row.to_le_bytes());
         out.extend_from_slice(&self.campaign.to_le_bytes());
         out.extend_from_slice(&[0u8; 4]);
         out.extend_from_slice(email);
@@ -173,13 +204,21 @@ impl Entry {
             .get(FIXED..FIXED + dlen)
             .ok_or("address runs past the entry")
             .and_then(|d| std::str::from_utf8(d).map_err(|_| "address is not UTF-8"))?;
+        let (count, time_or_row) = (u32_at(4), u64_at(24));
+        let outcome = kind.is_outcome();
         Ok(Entry {
             kind,
             prev,
-            attempts: u32_at(4),
+            attempts: if outcome { count } else { 0 },
             id: RecipientId(u64_at(8)),
             at_ms: u64_at(16),
-            next_ms: u64_at(24),
+            next_ms: if outcome { time_or_row } else { 0 },
+            records: if outcome { 0 } else { count },
+            last_row: if outcome {
+                0
+            } else {
+                u32::try_from(time_or_row).unwrap_or(u32::MAX)
+            },
             campaign: u32_at(32),
             email: email.to_string(),
             detail: p[FIXED + dlen..].to_vec(),
@@ -261,6 +300,30 @@ mod tests {
         let mut bad = p.clone();
         bad[2] = 200;
         assert!(Entry::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn marks_keep_their_counts_in_the_outcome_slots() {
+        let mut e = Entry::mark(Kind::Appended, RecipientId::new(3, 10), 7, 5);
+        e.last_row = 9;
+        let mut p = Vec::new();
+        e.encode(&mut p);
+        // the layout written before the fields had names of their own
+        assert_eq!(p[4..8], 5u32.to_le_bytes());
+        assert_eq!(p[24..32], 9u64.to_le_bytes());
+        let d = Entry::decode(&p).unwrap();
+        assert_eq!(d, e);
+        assert_eq!((d.records, d.last_row, d.attempts, d.next_ms), (5, 9, 0, 0));
+        // an outcome's slots are its attempts and next-attempt time
+        let o = entry(1);
+        let mut p = Vec::new();
+        o.encode(&mut p);
+        assert_eq!(p[4..8], 2u32.to_le_bytes());
+        let d = Entry::decode(&p).unwrap();
+        assert_eq!(
+            (d.attempts, d.next_ms, d.records, d.last_row),
+            (2, 2001, 0, 0)
+        );
     }
 
     #[test]

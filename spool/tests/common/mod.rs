@@ -72,3 +72,27 @@ pub fn spooled(dir: &Path, recs: impl FnOnce(u32) -> Vec<Recipient>) -> (Spool, 
     let ids = spool.append(&recs(c.no)).unwrap();
     (spool, ids)
 }
+
+/// A clock tests move by hand.
+#[derive(Clone)]
+pub struct TestClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl TestClock {
+    pub fn at(ms: u64) -> TestClock {
+        TestClock(std::sync::Arc::new(ms.into()))
+    }
+
+    pub fn set(&self, ms: u64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn clock(&self) -> volley_spool::Clock {
+        let t = std::sync::Arc::clone(&self.0);
+        std::sync::Arc::new(move || t.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Opens the spool in `dir` on this clock.
+    pub fn open(&self, dir: &Path) -> (Spool, volley_spool::OpenReport) {
+        Spool::open_with_clock(dir, self.clock()).unwrap()
+    }
+}
