@@ -37,13 +37,16 @@ pub struct RecorderCtx {
     pub stop: Arc<AtomicBool>,
 }
 
-/// When the recipient of `r` was accepted into the spool (its clock for
-/// `max_age`).
+/// When the recipient of `r` was accepted into the spool: its clock for
+/// `max_age` (its campaign's creation when the spool does not know, now
+/// when neither is known).
 fn accepted_ms(spool: &Spool, r: &Report, now_ms: u64) -> u64 {
-    spool
-        .campaign_of(r.work.id)
-        .and_then(|no| spool.campaign(no))
-        .map_or(now_ms, |c| c.created_ms)
+    spool.accepted_ms(r.work.id).unwrap_or_else(|| {
+        spool
+            .campaign_of(r.work.id)
+            .and_then(|no| spool.campaign(no))
+            .map_or(now_ms, |c| c.created_ms)
+    })
 }
 
 /// Converts a report into its journal entry (and retry time, if any).
