@@ -241,6 +241,7 @@ async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Rec
             };
             match opened {
                 Ok(s) => {
+                    dest.m.session_opened(s.caps().tls);
                     dest.sessions.fetch_add(1, Ordering::AcqRel);
                     ctx.metrics.connections.inc();
                     dest.m.connections.inc();
