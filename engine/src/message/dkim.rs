@@ -73,8 +73,6 @@ impl Signers {
             let pem = std::fs::read(&k.key).map_err(|e| err(e.to_string()))?;
             if let Some(mode) = loose_mode(&k.key) {
                 tracing::warn!(
-                    key = %k.key.display(),
-                    mode = format!("{mode:04o}"),
                     "DKIM key file {} is readable by group or others (mode {mode:04o}): anyone who can read it can sign as {}; chmod 600 it",
                     k.key.display(),
                     k.domain
