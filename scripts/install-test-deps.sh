@@ -4,10 +4,13 @@
 #   python3-dkim   -> dkimpy, the independent DKIM verifier (tests/peers/verify_dkim.py)
 #   python3-nacl   -> Ed25519 support in dkimpy
 #   openssl        -> self-signed certificates for the STARTTLS test server
+#   prometheus     -> promtool: `promtool check metrics` on a /metrics scrape
+#   python3-prometheus-client -> its OpenMetrics parser checks the
+#                     OpenMetrics scrape (promtool reads only the text format)
 # Postfix is installed with debconf "No configuration": nothing is started.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-PKGS="postfix python3-dkim python3-nacl openssl"
+PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -26,4 +29,6 @@ if [ -n "$missing" ]; then
 fi
 test -x /usr/sbin/smtp-sink || { echo "smtp-sink missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import dkim, nacl' || { echo "dkimpy/pynacl missing after install" >&2; exit 1; }
+command -v promtool >/dev/null || { echo "promtool missing after install" >&2; exit 1; }
+/usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' || { echo "prometheus_client missing after install" >&2; exit 1; }
 echo "test peers ready: $(dpkg-query -W -f='${Package} ${Version}  ' $PKGS)"

@@ -5,25 +5,41 @@
 //! Requests are parsed with smtp-proto's receivers; replies to pipelined
 //! commands are written together when the client stops sending. Bounded:
 //! command lines over 4 KiB get 500, messages over 50 MiB get 552, more
-//! than [`MAX_RCPTS`] recipients get 452, a client silent for [`IDLE`] and
-//! connections beyond [`MAX_CONNECTIONS`] get 421; no address is relayed
-//! anywhere (it only stores). Exposure: listens on the
-//! network; every byte from clients is hostile input.
+//! than [`MAX_RCPTS`] recipients get 452 and addresses over [`MAX_ADDRESS`]
+//! bytes 501, a client silent for [`IDLE`] and connections beyond
+//! [`MAX_CONNECTIONS`] get 421; no address is relayed anywhere (it only
+//! stores).
+//!
+//! Memory is bounded whatever clients send: a message is streamed to its
+//! Maildir file, or only counted, as it arrives ([`store`]), so a
+//! connection holds its 64 KiB read buffer, at most one read of message
+//! bytes, at most about 64 KiB of replies not yet written and its
+//! recipients (at most 1,000 addresses of at most 256 bytes): under
+//! 0.5 MiB each, about 0.5 GiB for 1,024 connections at worst. Exposure:
+//! listens on the network; every byte from clients is hostile input.
+
+pub mod store;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use smtp_proto::Request;
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::RequestReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use store::{Finished, Incoming};
 
 /// Largest message accepted.
 pub const MAX_MESSAGE: usize = 50 << 20;
 /// Most recipients of one transaction (more get `452 4.5.3`).
 pub const MAX_RCPTS: usize = 1000;
+/// Longest address accepted (RFC 5321 §4.5.3.1.3: a path of 256 octets).
+pub const MAX_ADDRESS: usize = 256;
+/// Bytes read from a connection at a time.
+const READ: usize = 64 * 1024;
 /// Most connections served at once (more are refused with `421`).
 pub const MAX_CONNECTIONS: usize = 1024;
 /// A connection that sends nothing for this long is closed with `421`.
@@ -38,6 +54,21 @@ pub struct Counters {
     pub connections: AtomicU64,
 }
 
+/// Why a sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the Maildir {path}: {error}")]
+    Maildir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
 /// A running capture server.
 pub struct Capture {
     pub addr: SocketAddr,
@@ -46,15 +77,25 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Binds `listen` and serves until dropped/stopped.
-    pub async fn start(listen: SocketAddr, maildir: Option<PathBuf>) -> std::io::Result<Capture> {
+    /// Creates the Maildir (if any), binds `listen` and serves until
+    /// dropped/stopped.
+    pub async fn start(
+        listen: SocketAddr,
+        maildir: Option<PathBuf>,
+    ) -> Result<Capture, StartError> {
         if let Some(dir) = &maildir {
             for sub in ["tmp", "new", "cur"] {
-                std::fs::create_dir_all(dir.join(sub))?;
+                let path = dir.join(sub);
+                std::fs::create_dir_all(&path)
+                    .map_err(|error| StartError::Maildir { path, error })?;
             }
         }
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+        let listening = |error| StartError::Listen {
+            addr: listen,
+            error,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(listening)?;
+        let addr = listener.local_addr().map_err(listening)?;
         let counters = Arc::new(Counters::default());
         let c = Arc::clone(&counters);
         let maildir = maildir.map(Arc::new);
@@ -112,40 +153,46 @@ struct Tx {
     rcpts: Vec<String>,
 }
 
-fn store(dir: &Path, counters: &Counters, tx: &Tx, body: &[u8]) -> std::io::Result<()> {
-    let n = counters.messages.load(Ordering::Relaxed);
-    let name = format!(
+/// A unique file name for a message in the Maildir.
+fn file_name(counters: &Counters) -> String {
+    format!(
         "{}.{}_{}_{}.volley-sink",
         volley_spool::now_ms(),
         std::process::id(),
-        n,
+        counters.messages.load(Ordering::Relaxed),
         fastrand::u32(..)
-    );
-    let mut out = Vec::with_capacity(body.len() + 256);
-    out.extend_from_slice(
-        format!("Return-Path: <{}>\r\n", tx.from.as_deref().unwrap_or("")).as_bytes(),
-    );
-    for r in &tx.rcpts {
-        out.extend_from_slice(format!("Delivered-To: {r}\r\n").as_bytes());
+    )
+}
+
+/// The reply to the end of a message's data.
+fn finished(counters: &Counters, tx: &Tx, done: Finished) -> Vec<u8> {
+    match done {
+        Finished::TooBig => b"552 5.3.4 Message too big\r\n".to_vec(),
+        Finished::Failed(e) => {
+            tracing::warn!(error = %e, "sink cannot store a message");
+            b"451 4.3.0 Cannot store the message\r\n".to_vec()
+        }
+        Finished::Stored(size) => {
+            let n = counters.messages.fetch_add(1, Ordering::Relaxed) + 1;
+            counters
+                .recipients
+                .fetch_add(tx.rcpts.len() as u64, Ordering::Relaxed);
+            counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+            format!("250 2.0.0 Ok: queued as {n}\r\n").into_bytes()
+        }
     }
-    out.extend_from_slice(body);
-    let tmp = dir.join("tmp").join(&name);
-    std::fs::write(&tmp, &out)?;
-    std::fs::rename(&tmp, dir.join("new").join(&name))
 }
 
 async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<Arc<PathBuf>>) {
     let mut out: Vec<u8> = b"220 volley-sink ESMTP ready\r\n".to_vec();
     let mut requests = RequestReceiver::default();
-    let mut data: Option<DataReceiver> = None;
-    let mut body = Vec::new();
-    let mut too_big = false;
+    let mut data: Option<Incoming> = None;
     let mut skip_line = false;
     let mut tx = Tx {
         from: None,
         rcpts: Vec::new(),
     };
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ];
     loop {
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -165,46 +212,20 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
         };
         let mut it = chunk[..n].iter();
         loop {
-            if let Some(d) = data.as_mut() {
-                let done = d.ingest(&mut it, &mut body);
-                if body.len() > MAX_MESSAGE {
-                    too_big = true;
-                    body.clear();
+            // replies to a long pipelined burst go out as they pile up
+            if out.len() >= READ {
+                if stream.write_all(&out).await.is_err() {
+                    return;
                 }
-                if !done {
+                out.clear();
+            }
+            if let Some(m) = data.as_mut() {
+                if !m.feed(&mut it) {
                     break;
                 }
-                data = None;
-                if too_big {
-                    out.extend_from_slice(b"552 5.3.4 Message too big\r\n");
-                } else {
-                    counters.messages.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .recipients
-                        .fetch_add(tx.rcpts.len() as u64, Ordering::Relaxed);
-                    counters
-                        .bytes
-                        .fetch_add(body.len() as u64, Ordering::Relaxed);
-                    let stored = match &maildir {
-                        Some(dir) => store(dir, &counters, &tx, &body),
-                        None => Ok(()),
-                    };
-                    match stored {
-                        Ok(()) => out.extend_from_slice(
-                            format!(
-                                "250 2.0.0 Ok: queued as {}\r\n",
-                                counters.messages.load(Ordering::Relaxed)
-                            )
-                            .as_bytes(),
-                        ),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "sink cannot store a message");
-                            out.extend_from_slice(b"451 4.3.0 Cannot store the message\r\n");
-                        }
-                    }
+                if let Some(m) = data.take() {
+                    out.extend_from_slice(&finished(&counters, &tx, m.finish()));
                 }
-                body.clear();
-                too_big = false;
                 tx = Tx {
                     from: None,
                     rcpts: Vec::new(),
@@ -232,6 +253,9 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                             b"250-volley-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 52428800\r\n250 ENHANCEDSTATUSCODES\r\n"
                         }
                         Request::Helo { .. } => b"250 volley-sink\r\n",
+                        Request::Mail { from } if from.address.len() > MAX_ADDRESS => {
+                            b"501 5.1.7 Address too long\r\n"
+                        }
                         Request::Mail { from } => {
                             tx = Tx { from: Some(from.address.to_string()), rcpts: Vec::new() };
                             b"250 2.1.0 Ok\r\n"
@@ -239,6 +263,8 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                         Request::Rcpt { to } => {
                             if tx.from.is_none() {
                                 b"503 5.5.1 MAIL first\r\n"
+                            } else if to.address.len() > MAX_ADDRESS {
+                                b"501 5.1.3 Address too long\r\n"
                             } else if tx.rcpts.len() >= MAX_RCPTS {
                                 b"452 4.5.3 Too many recipients\r\n"
                             } else {
@@ -250,8 +276,18 @@ async fn serve(mut stream: TcpStream, counters: Arc<Counters>, maildir: Option<A
                             if tx.rcpts.is_empty() {
                                 b"503 5.5.1 No valid recipients\r\n"
                             } else {
-                                data = Some(DataReceiver::new());
-                                b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                                let dir = maildir.as_deref().map(PathBuf::as_path);
+                                let from = tx.from.as_deref().unwrap_or("");
+                                match Incoming::start(dir, &file_name(&counters), from, &tx.rcpts) {
+                                    Ok(m) => {
+                                        data = Some(m);
+                                        b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "sink cannot create a message file");
+                                        b"451 4.3.0 Cannot store the message\r\n"
+                                    }
+                                }
                             }
                         }
                         Request::Rset => {

@@ -7,7 +7,9 @@
 //! pump thread. Shutdown: stop dispatching, let open transactions finish
 //! (bounded by a grace period), journal their outcomes, publish every
 //! journaled event, then return. Whatever was not journaled stays queued in
-//! the spool and is sent again by the next run (at-least-once).
+//! the spool and is sent again by the next run (at-least-once). When the
+//! spool fails for good (a failed fdatasync) the recorder stops dispatching
+//! through the same signal; the engine then waits for `shutdown`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,6 +120,7 @@ impl Engine {
             metrics: Arc::clone(&metrics),
             wake_pump: wake_tx,
             stop: Arc::clone(&recorder_stop),
+            halt: shutdown.clone(),
         };
         let recorder = std::thread::Builder::new()
             .name("recorder".into())
@@ -264,8 +267,11 @@ impl Engine {
         })
         .await;
         tracing::debug!("recorder and event pump stopped");
-        // a clean stop leaves a checkpoint, so the next start replays nothing
-        if let Err(e) = self.spool.checkpoint() {
+        // a clean stop leaves a checkpoint, so the next start replays
+        // nothing (a failed spool refuses it: reopening replays instead)
+        if self.spool.healthy()
+            && let Err(e) = self.spool.checkpoint()
+        {
             tracing::warn!(error = %e, "cannot write a checkpoint at shutdown");
         }
     }

@@ -80,6 +80,9 @@ enum Cmd {
         selector: String,
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Replace an existing key and TXT file (otherwise refused).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -137,7 +140,8 @@ fn main() -> ExitCode {
                 domain,
                 selector,
                 out,
-            } => cli::run::keygen(algorithm, &domain, &selector, &out),
+                force,
+            } => cli::run::keygen(algorithm, &domain, &selector, &out, force),
         }
     });
     match result {

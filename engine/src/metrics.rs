@@ -1,19 +1,34 @@
-//! Prometheus metrics: one registry per engine (no globals), exposed as text
-//! on `GET /metrics`.
+//! Prometheus metrics: one registry per engine (no globals), exposed on
+//! `GET /metrics` in the Prometheus text format 0.0.4 or OpenMetrics
+//! ([`expose`]: the scraper's `Accept` header picks).
 //!
 //! Counters and gauges are updated by the stages as they work; queue gauges
-//! are refreshed from [`Stats`] when scraped. Per-site families carry a
-//! `site` label (the site key: `host:port` for a route, `mx:<hosts>` for an
-//! MX site, see `delivery::site`); [`SiteMetrics`] holds one site's handles so
-//! the hot path does not look labels up. Exposure: none (output only).
+//! are refreshed from [`Stats`] and the spool ([`spool_view`]) when scraped.
+//! Every family with a fixed label set has its series from the start, at
+//! zero (outcomes, reload results, the SES bounce type/subtype pairs), so a
+//! rate or an alert works before the first event. Per-site families carry a
+//! `site` label; [`SiteMetrics`] holds one site's handles ([`site`]).
+//! Histogram bounds are written out (no float drift such as
+//! `0.15000000000000003`). Exposure: none (output only).
+
+mod expose;
+mod site;
+mod spool_view;
+
+pub use expose::{Format, negotiate};
+pub use site::{SiteLabels, SiteMetrics, SiteOutcomeLabels, SiteTlsLabels};
+pub use spool_view::{CAMPAIGN_SERIES, CampaignLabels, DOMAIN_SERIES, DomainLabels, OTHER};
+
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use volley_spool::Spool;
 
 use crate::delivery::Stats;
 use crate::outcome::Outcome;
@@ -23,6 +38,9 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Every outcome label, in the order of [`Outcome`]'s variants.
+pub const OUTCOMES: [&str; 4] = ["delivered", "deferred", "bounced", "render_failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `applied` or `invalid`.
@@ -30,43 +48,55 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SiteLabels {
-    pub site: String,
+pub struct BounceLabels {
+    /// SES `bounceType`.
+    pub r#type: &'static str,
+    /// SES `bounceSubType`.
+    pub subtype: &'static str,
 }
+
+/// The SES bounce type/subtype pairs (`shared` SES reference, §3): each
+/// has its `volley_bounces_total` series from the start.
+pub const BOUNCE_KINDS: [(&str, &str); 10] = [
+    ("Undetermined", "Undetermined"),
+    ("Permanent", "General"),
+    ("Permanent", "NoEmail"),
+    ("Permanent", "Suppressed"),
+    ("Permanent", "OnAccountSuppressionList"),
+    ("Transient", "General"),
+    ("Transient", "MailboxFull"),
+    ("Transient", "MessageTooLarge"),
+    ("Transient", "ContentRejected"),
+    ("Transient", "AttachmentRejected"),
+];
+
+/// Upper bounds of `volley_delivery_latency_seconds`: 50 ms to 3 days.
+const DELIVERY_BUCKETS: [f64; 20] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    7200.0, 14400.0, 43200.0, 86400.0, 259200.0,
+];
+
+/// Upper bounds of `volley_smtp_transaction_seconds`: 1 ms to 2 min.
+const TRANSACTION_BUCKETS: [f64; 17] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SiteOutcomeLabels {
-    pub site: String,
-    pub outcome: &'static str,
-}
-
-/// One site's metric handles.
-#[derive(Clone, Default)]
-pub struct SiteMetrics {
-    pub attempts: Counter,
-    pub connections: Gauge,
-    pub queued: Gauge,
-    pub rate: Gauge<f64, AtomicU64>,
-    pub connection_limit: Gauge,
-    /// 1 while the site is up, 0 while it is down (see `delivery::health`).
-    pub up: Gauge,
-    /// Journaled outcomes of the site (no label lookup per recipient).
-    delivered: Counter,
-    deferred: Counter,
-    bounced: Counter,
+struct BuildLabels {
+    version: &'static str,
 }
 
 /// Every metric the engine exports.
 pub struct Metrics {
     registry: Registry,
+    /// One scrape at a time (the spool's families are rebuilt per scrape).
+    scraping: Mutex<()>,
     pub outcomes: Family<OutcomeLabels, Counter>,
-    site_outcomes: Family<SiteOutcomeLabels, Counter>,
-    site_attempts: Family<SiteLabels, Counter>,
-    site_connections: Family<SiteLabels, Gauge>,
-    site_queued: Family<SiteLabels, Gauge>,
-    site_rate: Family<SiteLabels, Gauge<f64, AtomicU64>>,
-    site_connection_limit: Family<SiteLabels, Gauge>,
-    site_up: Family<SiteLabels, Gauge>,
+    /// Bounces by SES type and subtype.
+    bounces: Family<BounceLabels, Counter>,
+    sites: site::SiteFamilies,
+    spool: spool_view::SpoolGauges,
     /// Seconds from acceptance into the spool to delivery.
     pub delivery_latency: Histogram,
     /// Seconds one SMTP transaction took.
@@ -95,18 +125,13 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("volley");
         let m = Metrics {
+            scraping: Mutex::new(()),
             outcomes: Family::default(),
-            site_outcomes: Family::default(),
-            site_attempts: Family::default(),
-            site_connections: Family::default(),
-            site_queued: Family::default(),
-            site_rate: Family::default(),
-            site_connection_limit: Family::default(),
-            site_up: Family::default(),
-            // 0.05 s .. ~3.4 days
-            delivery_latency: Histogram::new(exponential_buckets(0.05, 3.0, 16)),
-            // 1 ms .. ~2 min
-            transaction_latency: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            bounces: Family::default(),
+            sites: site::SiteFamilies::default(),
+            spool: spool_view::SpoolGauges::default(),
+            delivery_latency: Histogram::new(DELIVERY_BUCKETS),
+            transaction_latency: Histogram::new(TRANSACTION_BUCKETS),
             attempts: Counter::default(),
             connections: Gauge::default(),
             journal_errors: Counter::default(),
@@ -121,9 +146,28 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register(
+            "build",
+            "The version of volley running (the value is always 1)",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        for outcome in OUTCOMES {
+            m.outcomes.get_or_create_owned(&OutcomeLabels { outcome });
+        }
+        registry.register(
             "outcomes",
             "Recipient outcomes journaled, by outcome",
             m.outcomes.clone(),
+        );
+        for (r#type, subtype) in BOUNCE_KINDS {
+            m.bounces
+                .get_or_create_owned(&BounceLabels { r#type, subtype });
+        }
+        registry.register(
+            "bounces",
+            "Bounces journaled, by SES bounce type and subtype",
+            m.bounces.clone(),
         );
         registry.register(
             "smtp_attempts",
@@ -165,6 +209,9 @@ impl Metrics {
             "Recipient rows rejected at ingest",
             m.rejected.clone(),
         );
+        for result in ["applied", "invalid"] {
+            m.reloads.get_or_create_owned(&ReloadLabels { result });
+        }
         registry.register(
             "config_reloads",
             "Configuration reloads on SIGHUP, by result (applied, invalid: the old one stays)",
@@ -180,41 +227,8 @@ impl Metrics {
             "Deferred recipients waiting for their retry time",
             m.deferred_waiting.clone(),
         );
-        registry.register(
-            "site_outcomes",
-            "Recipient outcomes journaled, by site and outcome",
-            m.site_outcomes.clone(),
-        );
-        registry.register(
-            "site_attempts",
-            "Mail transactions attempted, by site",
-            m.site_attempts.clone(),
-        );
-        registry.register(
-            "site_connections",
-            "Open SMTP connections, by site",
-            m.site_connections.clone(),
-        );
-        registry.register(
-            "site_queued",
-            "Recipients waiting in a site's queue",
-            m.site_queued.clone(),
-        );
-        registry.register(
-            "site_rate_limit",
-            "Current effective rate limit of a site (messages per second; lowered while the site throttles)",
-            m.site_rate.clone(),
-        );
-        registry.register(
-            "site_connection_limit",
-            "Current connection limit of a site (lowered while the site throttles)",
-            m.site_connection_limit.clone(),
-        );
-        registry.register(
-            "site_up",
-            "1 while a site is up, 0 while it is down (its sessions failed to open site_down_after times in a row; it is probed on the retry schedule)",
-            m.site_up.clone(),
-        );
+        m.spool.register(&mut registry);
+        m.sites.register(&mut registry);
         registry.register(
             "delivery_latency_seconds",
             "Time from acceptance into the spool to delivery",
@@ -230,35 +244,28 @@ impl Metrics {
 
     /// The metric handles of one site.
     pub fn site(&self, site: &str) -> SiteMetrics {
-        let l = SiteLabels {
-            site: site.to_string(),
-        };
-        let outcome = |outcome| {
-            self.site_outcomes.get_or_create_owned(&SiteOutcomeLabels {
-                site: site.to_string(),
-                outcome,
-            })
-        };
-        SiteMetrics {
-            attempts: self.site_attempts.get_or_create_owned(&l),
-            connections: self.site_connections.get_or_create_owned(&l),
-            queued: self.site_queued.get_or_create_owned(&l),
-            rate: self.site_rate.get_or_create_owned(&l),
-            connection_limit: self.site_connection_limit.get_or_create_owned(&l),
-            up: self.site_up.get_or_create_owned(&l),
-            delivered: outcome("delivered"),
-            deferred: outcome("deferred"),
-            bounced: outcome("bounced"),
-        }
+        self.sites.handles(site)
     }
 
     /// Counts one journaled outcome (per site when it was tried at one).
     pub fn observe(&self, site: Option<&SiteMetrics>, outcome: &Outcome) {
         let (name, at_site) = match outcome {
-            Outcome::Delivered { .. } => ("delivered", site.map(|s| &s.delivered)),
-            Outcome::Deferred { .. } => ("deferred", site.map(|s| &s.deferred)),
-            Outcome::Bounced { .. } => ("bounced", site.map(|s| &s.bounced)),
-            Outcome::RenderFailed { .. } => ("render_failed", None),
+            Outcome::Delivered { .. } => (OUTCOMES[0], site.map(|s| &s.delivered)),
+            Outcome::Deferred { .. } => (OUTCOMES[1], site.map(|s| &s.deferred)),
+            Outcome::Bounced {
+                bounce_type,
+                bounce_subtype,
+                ..
+            } => {
+                self.bounces
+                    .get_or_create(&BounceLabels {
+                        r#type: bounce_type,
+                        subtype: bounce_subtype,
+                    })
+                    .inc();
+                (OUTCOMES[2], site.map(|s| &s.bounced))
+            }
+            Outcome::RenderFailed { .. } => (OUTCOMES[3], None),
         };
         self.outcomes
             .get_or_create(&OutcomeLabels { outcome: name })
@@ -268,13 +275,21 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition, with queue gauges refreshed from `stats`.
-    pub fn render(&self, stats: &Stats) -> String {
+    /// The exposition in `format`, with the queue gauges refreshed from
+    /// `stats` and `spool` (reads the spool's counts and walks its
+    /// directory: call it off the async threads).
+    pub fn render(&self, stats: &Stats, spool: &Spool, format: Format) -> String {
         use std::sync::atomic::Ordering::Relaxed;
+        let _one = self
+            .scraping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.active.set(stats.active.load(Relaxed));
         self.deferred_waiting.set(stats.waiting.load(Relaxed));
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        self.spool.refresh(spool, volley_spool::now_ms());
+        format.encode(&self.registry)
     }
 }
+
+#[cfg(test)]
+mod tests;

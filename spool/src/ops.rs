@@ -64,6 +64,18 @@ impl Spool {
         seg.accepted.at(id.index())
     }
 
+    /// The acceptance time ([`Spool::accepted_ms`]) of the deferred
+    /// recipient that has waited longest, if any is deferred. Walks the
+    /// deferred recipients (one lookup each, under the index's read lock).
+    pub fn oldest_deferred_ms(&self) -> Option<u64> {
+        let index = self.read_index();
+        index
+            .retries
+            .keys()
+            .filter_map(|id| index.segs.get(&id.segment())?.accepted.at(id.index()))
+            .min()
+    }
+
     /// Runs `f` on the archived record of `id`.
     pub fn with_record<R>(
         &self,
@@ -224,6 +236,32 @@ impl Spool {
     pub fn sync_counts(&self) -> (u64, u64) {
         (self.seg_commit.syncs(), self.journal_commit.syncs())
     }
+
+    /// Bytes of disk the spool's files occupy: their allocated blocks, so
+    /// preallocated segments and the journal's reserve count in full. Files
+    /// that go away while they are counted (a reclaimed segment) are
+    /// skipped; symbolic links are not followed.
+    pub fn disk_usage(&self) -> u64 {
+        disk_usage(&self.dir)
+    }
+}
+
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut bytes = 0;
+    for e in entries.filter_map(|e| e.ok()) {
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        bytes += meta.blocks() * 512;
+        if meta.is_dir() {
+            bytes += disk_usage(&e.path());
+        }
+    }
+    bytes
 }
 
 const SLOT: usize = 28;

@@ -80,7 +80,23 @@ impl Spool {
     /// False once an fdatasync failed: the spool then refuses to acknowledge
     /// anything more, and the process should be restarted to reopen it.
     pub fn healthy(&self) -> bool {
-        self.seg_commit.failed().is_none() && self.journal_commit.failed().is_none()
+        self.failure().is_none()
+    }
+
+    /// Why the spool refuses to acknowledge anything more (a failed
+    /// fdatasync, naming what failed and the OS error), or `None` while it
+    /// is healthy. Sticky: only reopening the spool clears it.
+    pub fn failure(&self) -> Option<String> {
+        let failed = |what: &str, why: String| {
+            format!(
+                "fdatasync of the spool's {what} failed ({why}); the spool {} refuses writes until it is reopened",
+                self.dir.display()
+            )
+        };
+        if let Some(why) = self.journal_commit.failed() {
+            return Some(failed("journal", why));
+        }
+        self.seg_commit.failed().map(|why| failed("segments", why))
     }
 
     /// Random identifier of this spool, fixed at creation.

@@ -1,5 +1,8 @@
 //! Reading a Prometheus text exposition (`GET /metrics`): samples by name
-//! and labels, and waiting for a body that shows a state.
+//! and labels, waiting for a body that shows a state, scraping with an
+//! `Accept` header, and checking a body with independent tools: `promtool
+//! check metrics` (Prometheus text format) and the Prometheus Python
+//! client's OpenMetrics parser.
 
 use std::collections::BTreeMap;
 
@@ -93,4 +96,105 @@ pub fn metrics_when(
         ready(&body)
     });
     body
+}
+
+/// One `GET /metrics`: status, `Content-Type` and body.
+#[derive(Debug)]
+pub struct Scrape {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// `GET /metrics` from the service at `http`, with `Accept: <accept>` when
+/// given.
+pub fn scrape(http: &str, accept: Option<&str>) -> Scrape {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).expect("connect to the service");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("read timeout");
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Scrape {
+        status,
+        content_type,
+        body: body.to_string(),
+    }
+}
+
+/// Runs `program args` with `input` on stdin; (success, stdout + stderr).
+fn check_with(program: &str, args: &[&str], input: &str, install: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("waiting for the checker");
+    let _ = writer.join();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `promtool check metrics` on a Prometheus text exposition: panics with
+/// promtool's findings unless it passes without any.
+pub fn promtool_check(body: &str) {
+    let (ok, said) = check_with(
+        "promtool",
+        &["check", "metrics"],
+        body,
+        "install Debian's prometheus package (scripts/install-test-deps.sh does)",
+    );
+    assert!(
+        ok && said.trim().is_empty(),
+        "promtool check metrics failed:\n{said}\non:\n{body}"
+    );
+}
+
+/// Parses an OpenMetrics exposition with the Prometheus Python client's
+/// OpenMetrics parser (strict: `# EOF`, names and suffixes, label and
+/// value syntax, histogram buckets): panics with its error unless it parses.
+pub fn openmetrics_check(body: &str) {
+    let (ok, said) = check_with(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\nprint(len(list(parse(sys.stdin.read()))), 'families')",
+        ],
+        body,
+        "install Debian's python3-prometheus-client (scripts/install-test-deps.sh does)",
+    );
+    assert!(ok, "not valid OpenMetrics:\n{said}\non:\n{body}");
 }

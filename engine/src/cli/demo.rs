@@ -15,7 +15,7 @@ use volley_engine::campaign;
 use volley_engine::capture::Capture;
 use volley_engine::config::Config;
 use volley_engine::engine::Options;
-use volley_engine::message::keygen::{self, KeyAlgorithm};
+use volley_engine::message::keygen::{self, KeyAlgorithm, Replace};
 
 use super::send::{deliver, print_summary};
 use super::{CliResult, EXIT_OK, fail};
@@ -71,13 +71,15 @@ campaign = "demo"
 "#,
     )
     .map_err(io)?;
+    // a throwaway key: a kept directory's old one is replaced
     let key = keygen::generate(
         KeyAlgorithm::Rsa,
         "volley-demo.test",
         "demo",
         &dir.join("dkim"),
+        Replace::Existing,
     )
-    .map_err(|e| fail(anyhow::anyhow!(e)))?;
+    .map_err(fail)?;
     std::fs::write(
         dir.join("config.toml"),
         format!(
@@ -134,7 +136,7 @@ pub async fn run(recipients: u32, domains: u32, keep: Option<PathBuf>) -> CliRes
     };
     let sink = Capture::start("127.0.0.1:0".parse().map_err(fail)?, None)
         .await
-        .map_err(io)?;
+        .map_err(fail)?;
     let campaign_path = write_files(&dir, recipients, domains, sink.addr)?;
     let config = Arc::new(Config::load(&dir.join("config.toml")).map_err(fail)?);
     let loaded = campaign::load(&campaign_path).map_err(fail)?;

@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use volley_engine::capture::Capture;
 use volley_engine::config::Config;
 use volley_engine::engine::Options;
-use volley_engine::message::keygen::{self, KeyAlgorithm};
+use volley_engine::message::keygen::{self, KeyAlgorithm, KeygenError, Replace};
 use volley_engine::metrics::ReloadLabels;
 use volley_engine::status;
 
@@ -53,14 +53,15 @@ pub async fn run(config_path: &Path) -> CliResult {
         .map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
     let (engine, metrics) = start_engine(&config, Options::default())?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
-    let addr = volley_engine::http::serve(
-        listen,
-        Arc::clone(&metrics),
-        Arc::clone(&engine.stats),
-        http_stop_rx,
-    )
-    .await
-    .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    let spool = Arc::clone(&engine.spool);
+    let service = volley_engine::http::Service {
+        metrics: Arc::clone(&metrics),
+        stats: Arc::clone(&engine.stats),
+        spool: Arc::clone(&spool),
+    };
+    let addr = volley_engine::http::serve(listen, service, http_stop_rx)
+        .await
+        .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
     let (queued, deferred) = engine.resume_spooled();
     tracing::info!(%addr, queued, deferred, spool = %config.spool.dir.display(), "volley is running");
     let mut current = config;
@@ -83,6 +84,11 @@ pub async fn run(config_path: &Path) -> CliResult {
     tracing::info!(signal = sig, "shutting down: finishing open transactions");
     engine.shutdown(Duration::from_secs(30)).await;
     let _ = http_stop.send(true);
+    if let Some(why) = spool.failure() {
+        return Err(fail(anyhow::anyhow!(
+            "stopped after the spool failed: {why}; outcomes that were not journaled are delivered again at the next start"
+        )));
+    }
     tracing::info!("stopped");
     Ok(EXIT_OK)
 }
@@ -143,7 +149,7 @@ pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
     let mut stop = Stop::catch().map_err(fail)?;
     let cap = Capture::start(listen, maildir.clone())
         .await
-        .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+        .map_err(fail)?;
     eprintln!(
         "volley sink listening on {}{}",
         cap.addr,
@@ -178,9 +184,23 @@ pub async fn sink(listen: SocketAddr, maildir: Option<PathBuf>) -> CliResult {
     Ok(EXIT_OK)
 }
 
-/// `volley keygen`.
-pub fn keygen(alg: KeyAlgorithm, domain: &str, selector: &str, out: &Path) -> CliResult {
-    let g = keygen::generate(alg, domain, selector, out).map_err(|e| bad(anyhow::anyhow!(e)))?;
+/// `volley keygen`; replaces existing files only with `force`.
+pub fn keygen(
+    alg: KeyAlgorithm,
+    domain: &str,
+    selector: &str,
+    out: &Path,
+    force: bool,
+) -> CliResult {
+    let replace = if force {
+        Replace::Existing
+    } else {
+        Replace::Never
+    };
+    let g = keygen::generate(alg, domain, selector, out, replace).map_err(|e| match e {
+        KeygenError::Invalid(_) | KeygenError::Exists { .. } => bad(e),
+        KeygenError::Io { .. } | KeygenError::Crypto(_) => fail(e),
+    })?;
     println!("private key: {}", g.private_key.display());
     println!("TXT record:  {}", g.txt_file.display());
     // DNS strings hold at most 255 bytes: split the value into several.

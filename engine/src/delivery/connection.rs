@@ -245,6 +245,7 @@ async fn open_for(
             dest.sessions.fetch_add(1, Ordering::AcqRel);
             ctx.metrics.connections.inc();
             dest.m.connections.inc();
+            dest.m.session_opened(session.caps().tls);
             dest.opened();
             return Opening::Open(Box::new((Open { session, sent: 0 }, msg)));
         }

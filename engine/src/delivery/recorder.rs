@@ -7,13 +7,18 @@
 //! recipient's destination (never before a down site's next probe, never
 //! after the recipient's expiry), or a final Transient bounce when the
 //! failure comes at or after the expiry: acceptance + `max_age`. If the
-//! journal cannot be written (disk full) it keeps retrying and holds the
-//! permits, which stops new sends to the affected shards rather than losing
-//! outcomes. Exposure: none (internal messages only).
+//! journal cannot be written for a while (disk full) it keeps retrying with
+//! a growing pause (logging when it starts and at most once a minute after)
+//! and holds the permits, which stops new sends to the affected shards
+//! rather than losing outcomes. If the spool fails for good (a failed
+//! fdatasync: it then refuses every write until reopened) it says so once,
+//! halts dispatching through the engine's stop signal and waits for the
+//! engine to stop; `/healthz` and `volley_healthy` report it from the
+//! spool. Exposure: none (internal messages only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use volley_spool::{Entry, Kind, Spool};
 
@@ -35,6 +40,62 @@ pub struct RecorderCtx {
     pub wake_pump: crossbeam_channel::Sender<()>,
     /// Set at shutdown: stop retrying a failing journal.
     pub stop: Arc<AtomicBool>,
+    /// The engine's stop signal for dispatching, sent when the spool fails
+    /// for good (no transaction starts after it).
+    pub halt: tokio::sync::watch::Sender<bool>,
+}
+
+/// Least time between two log lines about a journal that keeps failing.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Journals `entries`, retrying while the failure may pass (e.g. a full
+/// disk). Returns false when they cannot be journaled: the spool failed for
+/// good (see [`halt`]) or the engine is stopping.
+fn journal(ctx: &RecorderCtx, entries: &[Entry]) -> bool {
+    let mut pause = Duration::from_millis(100);
+    let mut failures = 0u64;
+    let mut logged: Option<Instant> = None;
+    loop {
+        let e = match ctx.spool.record(entries) {
+            Ok(_) => {
+                if failures > 0 {
+                    tracing::info!(failures, "outcomes are journaled again");
+                }
+                return true;
+            }
+            Err(e) => e,
+        };
+        ctx.metrics.journal_errors.inc();
+        failures += 1;
+        if let Some(why) = ctx.spool.failure() {
+            halt(ctx, &why);
+            return false;
+        }
+        if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+            tracing::error!(error = %e, outcomes = entries.len(), failures, "cannot journal outcomes; retrying (delivery to these destinations is paused)");
+            logged = Some(Instant::now());
+        }
+        if ctx.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The spool refuses writes for good: says so once, stops dispatching (open
+/// transactions finish, none starts) and waits, without work, until the
+/// engine stops. What was not journaled stays queued in the spool and is
+/// delivered again after a restart (at-least-once).
+fn halt(ctx: &RecorderCtx, why: &str) {
+    tracing::error!(
+        reason = why,
+        "the spool failed: delivery is halted and /healthz reports 503; restart volley to reopen the spool"
+    );
+    let _ = ctx.halt.send(true);
+    while !ctx.stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// When the recipient of `r` was accepted into the spool: its clock for
@@ -110,20 +171,8 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
             entries.push(e);
             decided.push((next, outcome, created));
         }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match ctx.spool.record(&entries) {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, outcomes = entries.len(), "cannot journal outcomes; retrying (delivery to these destinations is paused)");
-                    ctx.metrics.journal_errors.inc();
-                    if ctx.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        if !journal(ctx, &entries) {
+            return;
         }
         for (r, (next, outcome, created)) in batch.into_iter().zip(decided) {
             ctx.metrics.observe(r.site.as_deref(), &outcome);
@@ -150,6 +199,10 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
         let _ = ctx.wake_pump.try_send(());
         // segments whose recipients are now all final go (freeing disk)
         if let Err(e) = ctx.spool.reclaim() {
+            if let Some(why) = ctx.spool.failure() {
+                halt(ctx, &why);
+                return;
+            }
             tracing::warn!(error = %e, "reclaiming finished segments failed (retried later)");
         }
     }

@@ -5,7 +5,8 @@
 //! header list covers what receivers and RFC 8058 require, including
 //! `List-Unsubscribe` and `List-Unsubscribe-Post`. Signing is pure CPU work
 //! done on the message production pool. Exposure: key files are operator
-//! input; errors name the file.
+//! input; errors name the file, and a key file readable by group or others
+//! gets a warning naming it and its mode.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,6 +44,14 @@ pub struct KeyError {
     pub reason: String,
 }
 
+/// The permission bits of the file at `path` when group or others may
+/// read or write it (a private key should be 0600 or 0400).
+pub fn loose_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 /// Signers per From domain.
 #[derive(Default)]
 pub struct Signers {
@@ -50,7 +59,8 @@ pub struct Signers {
 }
 
 impl Signers {
-    /// Loads every configured key.
+    /// Loads every configured key, warning (with the file and its mode)
+    /// about a key file that group or others can read.
     pub fn load(keys: &[DkimConfig]) -> Result<Signers, KeyError> {
         let mut s = Signers::default();
         for k in keys {
@@ -61,6 +71,13 @@ impl Signers {
                 reason,
             };
             let pem = std::fs::read(&k.key).map_err(|e| err(e.to_string()))?;
+            if let Some(mode) = loose_mode(&k.key) {
+                tracing::warn!(
+                    "DKIM key file {} is readable by group or others (mode {mode:04o}): anyone who can read it can sign as {}; chmod 600 it",
+                    k.key.display(),
+                    k.domain
+                );
+            }
             let der = PrivateKeyDer::from_pem_slice(&pem)
                 .map_err(|e| err(format!("not a PEM private key: {e}")))?;
             let key: DkimKey = match k.algorithm {
