@@ -53,6 +53,7 @@ fn report(ctx: &ShardCtx, dest: &Dest, r: Ready, outcomes: &[Outcome]) {
             work,
             outcome,
             subject: r.msg.subject.clone(),
+            headers: Some(Arc::clone(&r.msg.headers)),
             at_ms,
             permit: Some(permit),
             site: Some(Arc::clone(&dest.m)),
