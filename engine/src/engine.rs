@@ -130,6 +130,7 @@ impl Engine {
             spool: Arc::clone(&spool),
             metrics: Arc::clone(&metrics),
             reporting_mta: d.helo.clone(),
+            identity: (&config.events).into(),
             stop: Arc::clone(&pump_stop),
             position: Arc::clone(&pump_pos),
         };

@@ -20,6 +20,7 @@ pub use site::{SiteLabels, SiteMetrics, SiteOutcomeLabels, SiteTlsLabels};
 pub use spool_view::{CAMPAIGN_SERIES, CampaignLabels, DOMAIN_SERIES, DomainLabels, OTHER};
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -106,6 +107,10 @@ pub struct Metrics {
     pub journal_errors: Counter,
     pub events_published: Counter,
     pub event_errors: Counter,
+    /// Journal entries the event sink has not published yet.
+    pub event_sink_lag_entries: Gauge,
+    /// How long the oldest unpublished outcome has waited (0 when caught up).
+    pub event_sink_lag_seconds: Gauge<f64, AtomicU64>,
     pub spool_lost: Gauge,
     pub ingested: Counter,
     pub rejected: Counter,
@@ -137,6 +142,8 @@ impl Metrics {
             journal_errors: Counter::default(),
             events_published: Counter::default(),
             event_errors: Counter::default(),
+            event_sink_lag_entries: Gauge::default(),
+            event_sink_lag_seconds: Gauge::default(),
             spool_lost: Gauge::default(),
             ingested: Counter::default(),
             rejected: Counter::default(),
@@ -193,6 +200,16 @@ impl Metrics {
             "event_errors",
             "Journal entries that could not become events",
             m.event_errors.clone(),
+        );
+        registry.register(
+            "event_sink_lag_entries",
+            "Journal entries not yet published to the event sink",
+            m.event_sink_lag_entries.clone(),
+        );
+        registry.register(
+            "event_sink_lag_seconds",
+            "How long the oldest outcome not yet published to the event sink has waited (0 when caught up)",
+            m.event_sink_lag_seconds.clone(),
         );
         registry.register(
             "spool_lost_recipients",

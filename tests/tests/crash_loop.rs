@@ -1,8 +1,9 @@
 //! Crash loop: `volley send` of a 200,000-recipient campaign to Postfix's
 //! smtp-sink is killed with SIGKILL at random moments, 24 times, during
 //! ingest and delivery, and started again each time. In the end no
-//! recipient is lost, each has exactly one final event in the JSONL file,
-//! and duplicate deliveries (printed) stay within the in-flight window per
+//! recipient is lost, each has exactly one final event in the JSONL file
+//! and no event at all appears twice (per recipient and event type), and
+//! duplicate deliveries (printed) stay within the in-flight window per
 //! kill.
 
 use std::collections::HashMap;
@@ -102,19 +103,24 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
     assert_eq!(s["campaigns"][0]["delivered"], N as u64);
     assert_eq!(s["totals"]["lost"], 0);
 
-    // exactly one final event per recipient
+    // exactly one final event per recipient, and no event twice
     let ev = fx.events();
     let mut finals: HashMap<String, usize> = HashMap::with_capacity(N);
+    let mut each: HashMap<(String, String), usize> = HashMap::with_capacity(2 * N);
     for e in &ev {
-        if matches!(
-            e["eventType"].as_str(),
-            Some("Delivery" | "Bounce" | "Rendering Failure")
-        ) {
-            *finals
-                .entry(e["mail"]["destination"][0].as_str().unwrap().to_string())
-                .or_default() += 1;
+        let to = e["mail"]["destination"][0].as_str().unwrap().to_string();
+        let kind = e["eventType"].as_str().unwrap().to_string();
+        if matches!(kind.as_str(), "Delivery" | "Bounce" | "Rendering Failure") {
+            *finals.entry(to.clone()).or_default() += 1;
         }
+        *each.entry((to, kind)).or_default() += 1;
     }
+    let twice: Vec<_> = each.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    let twice_count = each.values().filter(|n| **n > 1).count();
+    assert!(
+        twice.is_empty(),
+        "{twice_count} (recipient, event type) pairs published more than once, e.g. {twice:?}"
+    );
     assert_eq!(finals.len(), N, "a final event for every recipient");
     let repeated: Vec<_> = finals.iter().filter(|(_, n)| **n != 1).take(5).collect();
     assert!(
@@ -123,7 +129,7 @@ fn sigkill_loop_loses_nothing_and_publishes_each_final_event_once() {
     );
 
     println!(
-        "{KILLS} SIGKILLs: 0 lost, {duplicates} duplicate deliveries (bound {} = {KILLS} kills x {WINDOW} in flight), each recipient one final event",
+        "{KILLS} SIGKILLs: 0 lost, {duplicates} duplicate deliveries (bound {} = {KILLS} kills x {WINDOW} in flight), each recipient one final event, no event twice",
         KILLS * WINDOW
     );
     assert!(duplicates <= KILLS * WINDOW);

@@ -100,6 +100,36 @@ pub struct EventsConfig {
     /// JSONL file receiving one SES-format event per line.
     #[serde(default = "default_jsonl")]
     pub jsonl: PathBuf,
+    /// Events' `mail.sendingAccountId`: 12 digits, as an AWS account id.
+    #[serde(default = "default_account_id", deserialize_with = "account_id")]
+    pub account_id: String,
+    /// Events' `mail.sourceArn`: an ARN in which `{account_id}`, `{domain}`
+    /// (the From domain) and `{address}` (the From address) are filled in.
+    #[serde(default = "default_identity_arn", deserialize_with = "identity_arn")]
+    pub identity_arn: String,
+}
+
+fn account_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.len() != 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(serde::de::Error::custom(format!(
+            "account_id {s:?} must be 12 digits (like an AWS account id)"
+        )));
+    }
+    Ok(s)
+}
+
+fn identity_arn<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.starts_with("arn:")
+        || s.split(':').count() < 6
+        || !s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(serde::de::Error::custom(format!(
+            "identity_arn {s:?} must be an ARN (arn:partition:service:region:account:resource), e.g. \"arn:aws:ses:us-east-1:{{account_id}}:identity/{{domain}}\""
+        )));
+    }
+    Ok(s)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +211,12 @@ fn default_listen() -> String {
 fn default_jsonl() -> PathBuf {
     "var/events.jsonl".into()
 }
+fn default_account_id() -> String {
+    "000000000000".into()
+}
+fn default_identity_arn() -> String {
+    "arn:aws:ses:us-east-1:{account_id}:identity/{domain}".into()
+}
 fn default_helo() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -243,6 +279,8 @@ impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
             jsonl: default_jsonl(),
+            account_id: default_account_id(),
+            identity_arn: default_identity_arn(),
         }
     }
 }

@@ -23,6 +23,7 @@ use super::smtp::{ConnectKind, Reply, SessionError};
 use super::throttle::{Change as RateChange, Throttle};
 use super::{Report, Work};
 use crate::config::Policy;
+use crate::message::headers::SentHeaders;
 use crate::metrics::SiteMetrics;
 use crate::outcome::Outcome;
 
@@ -320,13 +321,14 @@ impl Dest {
         ctx: &ShardCtx,
         work: Work,
         permit: OwnedSemaphorePermit,
-        subject: String,
+        produced: Option<(&str, &Arc<SentHeaders>)>,
         probe_at: Option<Instant>,
     ) {
         let _ = ctx.recorder.send(Report {
             work,
             outcome: self.down_outcome(),
-            subject,
+            subject: produced.map(|(s, _)| s.to_string()).unwrap_or_default(),
+            headers: produced.map(|(_, h)| Arc::clone(h)),
             at_ms: volley_spool::now_ms(),
             permit: Some(permit),
             site: Some(Arc::clone(&self.m)),
@@ -355,6 +357,7 @@ impl Dest {
                 work,
                 outcome,
                 subject: r.msg.subject.clone(),
+                headers: Some(Arc::clone(&r.msg.headers)),
                 at_ms,
                 permit: Some(permit),
                 site: Some(Arc::clone(&self.m)),
@@ -367,9 +370,9 @@ impl Dest {
     /// Defers a produced message because the site is down.
     pub fn defer_ready(&self, ctx: &ShardCtx, r: super::Ready) {
         let probe_at = self.probe_at();
-        let subject = r.msg.subject;
+        let produced = Some((r.msg.subject.as_str(), &r.msg.headers));
         for (work, permit) in r.works {
-            self.defer_down(ctx, work, permit, subject.clone(), probe_at);
+            self.defer_down(ctx, work, permit, produced, probe_at);
         }
     }
 }

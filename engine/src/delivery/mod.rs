@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use volley_spool::RecipientId;
 
+use crate::message::headers::SentHeaders;
 use crate::outcome::Outcome;
 
 /// A recipient on its way through delivery.
@@ -54,6 +55,9 @@ pub struct Outgoing {
     /// Dot-stuffed message ending in `CRLF.CRLF`.
     pub data: Vec<u8>,
     pub subject: String,
+    /// The headers it is sent with, for its events (shared by the
+    /// recipients of one transaction).
+    pub headers: Arc<SentHeaders>,
 }
 
 /// A recipient in flight and its window permit.
@@ -71,6 +75,8 @@ pub struct Report {
     pub work: Work,
     pub outcome: Outcome,
     pub subject: String,
+    /// The headers of the message tried, when one was produced.
+    pub headers: Option<Arc<SentHeaders>>,
     pub at_ms: u64,
     /// Released once the outcome is durable.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,

@@ -130,7 +130,12 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         Outcome::Bounced { .. } => Kind::Bounced,
         Outcome::RenderFailed { .. } => Kind::Failed,
     };
-    let detail = Detail::of(&outcome, &r.subject, Some(backoff.expires(created)));
+    let detail = Detail::of(
+        &outcome,
+        &r.subject,
+        Some(backoff.expires(created)),
+        r.headers.as_deref(),
+    );
     let e = Entry::outcome(
         kind,
         r.work.id,

@@ -137,6 +137,7 @@ impl Scheduler {
                         work,
                         outcome: outcome.clone(),
                         subject: String::new(),
+                        headers: None,
                         at_ms: volley_spool::now_ms(),
                         permit: None,
                         site: None,

@@ -247,7 +247,7 @@ impl Shard {
             };
             let Some(slot) = slot else { return Turn::Stop };
             self.dest
-                .defer_down(&self.ctx, work, slot, String::new(), Some(probe_at));
+                .defer_down(&self.ctx, work, slot, None, Some(probe_at));
         }
         Turn::Go
     }
@@ -272,7 +272,7 @@ impl Shard {
         }
         if dest.is_down() {
             // it went down while this recipient waited
-            dest.defer_down(&ctx, work, permit, String::new(), dest.probe_at());
+            dest.defer_down(&ctx, work, permit, None, dest.probe_at());
             return Turn::Go;
         }
         let mut works = vec![(work, permit)];

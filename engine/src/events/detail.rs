@@ -1,10 +1,18 @@
 //! What a journal entry carries for notification sinks (the entry's opaque
-//! `detail` bytes): the rendered subject and the reply/diagnostic fields an
-//! SES event needs. Compact JSON with short keys; decoding never fails hard
-//! (damaged detail yields an event with the fields it could read).
+//! `detail` bytes): the rendered subject, the headers the message went out
+//! with, and the reply/diagnostic fields an SES event needs. Compact JSON
+//! with short keys; decoding never fails hard (damaged detail yields an
+//! event with the fields it could read).
+//!
+//! Size: a journal entry holds at most 64 KiB. The texts are capped (subject
+//! 2 KiB, reply and diagnostics 8 KiB, headers 10 KiB); should the encoded
+//! detail still pass [`MAX_DETAIL`] (JSON escapes), the headers are left out
+//! (`headersTruncated`) and then the texts cut further, so the outcome
+//! fields always fit.
 
 use serde::{Deserialize, Serialize};
 
+use crate::message::headers::SentHeaders;
 use crate::outcome::Outcome;
 
 /// Longest subject kept (bytes): a subject rendered from huge variables
@@ -12,6 +20,9 @@ use crate::outcome::Outcome;
 pub const MAX_SUBJECT: usize = 2048;
 /// Longest reply, diagnostic or error kept (bytes).
 pub const MAX_TEXT: usize = 8192;
+/// Most bytes of encoded detail: a journal entry's 64 KiB less its fixed
+/// part and the longest address it stores.
+pub const MAX_DETAIL: usize = 62 * 1024;
 
 /// `s` cut to at most `max` bytes at a character boundary.
 fn capped(s: &str, max: usize) -> String {
@@ -45,15 +56,32 @@ pub struct Detail {
     /// For deferrals: when the recipient will be given up (ms).
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// The headers the message went out with ([`SentHeaders::text`]);
+    /// empty when no message was produced (rendering or lookup failures).
+    #[serde(rename = "h", default, skip_serializing_if = "String::is_empty")]
+    pub headers: String,
+    /// Headers were left out (SES `headersTruncated`).
+    #[serde(rename = "ht", default, skip_serializing_if = "std::ops::Not::not")]
+    pub headers_truncated: bool,
 }
 
 impl Detail {
-    /// The detail of an outcome.
-    pub fn of(outcome: &Outcome, subject: &str, expires_ms: Option<u64>) -> Detail {
+    /// The detail of an outcome of a message sent with `headers` (if one
+    /// was produced).
+    pub fn of(
+        outcome: &Outcome,
+        subject: &str,
+        expires_ms: Option<u64>,
+        headers: Option<&SentHeaders>,
+    ) -> Detail {
         let mut d = Detail {
             subject: capped(subject, MAX_SUBJECT),
             ..Detail::default()
         };
+        if let Some(h) = headers {
+            d.headers = h.text.clone();
+            d.headers_truncated = h.truncated;
+        }
         match outcome {
             Outcome::Delivered { reply } => d.reply = Some(capped(reply, MAX_TEXT)),
             Outcome::Deferred {
@@ -82,8 +110,39 @@ impl Detail {
         d
     }
 
+    /// The headers as [`SentHeaders`].
+    pub fn sent_headers(&self) -> SentHeaders {
+        SentHeaders {
+            text: self.headers.clone(),
+            truncated: self.headers_truncated,
+        }
+    }
+
+    /// The JSON bytes, at most [`MAX_DETAIL`] long.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        if bytes.len() <= MAX_DETAIL {
+            return bytes;
+        }
+        // escapes made it too long (rare): headers go first, then text
+        let mut d = self.clone();
+        if !d.headers.is_empty() {
+            d.headers.clear();
+            d.headers_truncated = true;
+            let bytes = serde_json::to_vec(&d).unwrap_or_default();
+            if bytes.len() <= MAX_DETAIL {
+                return bytes;
+            }
+        }
+        // each text at most 1 KiB, 6 KiB escaped: well within the limit
+        d.subject = capped(&d.subject, 1024);
+        for t in [&mut d.reply, &mut d.diagnostic, &mut d.error]
+            .into_iter()
+            .flatten()
+        {
+            *t = capped(t, 1024);
+        }
+        serde_json::to_vec(&d).unwrap_or_default()
     }
 
     pub fn decode(b: &[u8]) -> Detail {
@@ -104,12 +163,42 @@ mod tests {
             bounce_type: "Permanent",
             bounce_subtype: "General",
         };
-        let d = Detail::of(&outcome, &subject, None);
+        let d = Detail::of(&outcome, &subject, None, None);
         let bytes = d.encode();
         assert!(bytes.len() < 16 * 1024, "{}", bytes.len());
         let back = Detail::decode(&bytes);
         assert_eq!(back.bounce_type.as_deref(), Some("Permanent"));
         assert_eq!(back.status.as_deref(), Some("5.1.1"));
         assert!(back.subject.len() <= MAX_SUBJECT && back.subject.starts_with('é'));
+    }
+
+    #[test]
+    fn headers_travel_and_escapes_never_push_the_detail_past_its_cap() {
+        let headers = SentHeaders {
+            text: "From: a@x.test\nSubject: \"quoted\"".into(),
+            truncated: false,
+        };
+        let o = Outcome::Delivered {
+            reply: "250 ok".into(),
+        };
+        let back = Detail::decode(&Detail::of(&o, "s", None, Some(&headers)).encode());
+        assert_eq!(back.sent_headers(), headers);
+        // control characters escape to six bytes each in JSON
+        let worst = SentHeaders {
+            text: "\u{1}".repeat(crate::message::headers::MAX_HEADERS),
+            truncated: false,
+        };
+        let o = Outcome::Bounced {
+            status: "5.1.1".into(),
+            diagnostic: "\u{1}".repeat(MAX_TEXT),
+            bounce_type: "Permanent",
+            bounce_subtype: "General",
+        };
+        let bytes = Detail::of(&o, &"\u{1}".repeat(MAX_SUBJECT), None, Some(&worst)).encode();
+        assert!(bytes.len() <= MAX_DETAIL, "{}", bytes.len());
+        let back = Detail::decode(&bytes);
+        assert!(back.headers_truncated);
+        assert_eq!(back.bounce_type.as_deref(), Some("Permanent"));
+        assert!(back.diagnostic.unwrap().starts_with('\u{1}'));
     }
 }

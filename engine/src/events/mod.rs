@@ -2,6 +2,7 @@
 //! trait with its JSONL sink, and the pump that connects them.
 
 pub mod detail;
+mod lag;
 pub mod model;
 pub mod pump;
 pub mod sink;

@@ -4,8 +4,19 @@
 //! Each event has `eventType`, `mail` and exactly one type object (`send`,
 //! `delivery`, `bounce`, `deliveryDelay`, `failure`). A recipient's first
 //! attempt (delivered, bounced or deferred) is preceded by a `Send` event.
-//! `mail.timestamp` is when the campaign was accepted, `mail.messageId` the
-//! stable id also used in the Message-ID header. Pure.
+//! `mail.timestamp` is when the message was accepted into the spool (with
+//! its recipient; the one message of a non-personalized campaign, with the
+//! campaign), `mail.messageId` the stable id also used in the Message-ID
+//! header.
+//!
+//! `mail.headers` are the headers the message went out with, captured when
+//! it was produced and carried in the entry's detail (DKIM-Signature
+//! included, in order, unfolded); `commonHeaders.date` is its Date header.
+//! When no message was produced for the attempt (a rendering failure, a
+//! failed destination lookup), they are the headers it would have started
+//! with (From, To, Subject, Date of the attempt, Message-ID, Reply-To).
+//! `mail.sendingAccountId` and `mail.sourceArn` come from [`Identity`]
+//! (config `[events]`). Pure.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +25,8 @@ use volley_spool::{Entry, Kind};
 
 use super::detail::Detail;
 use crate::campaign::CampaignDef;
+use crate::config::EventsConfig;
+use crate::message::headers;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Header {
@@ -25,6 +38,9 @@ pub struct Header {
 #[serde(rename_all = "camelCase")]
 pub struct CommonHeaders {
     pub from: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Vec<String>>,
+    pub date: String,
     pub to: Vec<String>,
     pub message_id: String,
     pub subject: String,
@@ -36,6 +52,8 @@ pub struct Mail {
     pub timestamp: String,
     pub message_id: String,
     pub source: String,
+    pub source_arn: String,
+    pub sending_account_id: String,
     pub destination: Vec<String>,
     pub headers_truncated: bool,
     pub headers: Vec<Header>,
@@ -135,6 +153,35 @@ pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The sending account and identity events name (SES
+/// `mail.sendingAccountId` and `mail.sourceArn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account_id: String,
+    /// ARN with `{account_id}`, `{domain}` (the From domain) and
+    /// `{address}` (the From address) filled in per campaign.
+    pub arn_template: String,
+}
+
+impl Identity {
+    /// The identity ARN of a campaign's sender.
+    pub fn source_arn(&self, def: &CampaignDef) -> String {
+        self.arn_template
+            .replace("{account_id}", &self.account_id)
+            .replace("{domain}", def.from_domain())
+            .replace("{address}", &def.from_addr)
+    }
+}
+
+impl From<&EventsConfig> for Identity {
+    fn from(c: &EventsConfig) -> Identity {
+        Identity {
+            account_id: c.account_id.clone(),
+            arn_template: c.identity_arn.clone(),
+        }
+    }
+}
+
 /// What the event builder knows about the recipient and its message.
 pub struct Context<'a> {
     pub campaign: &'a CampaignDef,
@@ -142,41 +189,57 @@ pub struct Context<'a> {
     pub email: &'a str,
     pub message_id: &'a str,
     pub reporting_mta: &'a str,
+    /// The campaign's [`Identity::source_arn`].
+    pub source_arn: &'a str,
+    pub account_id: &'a str,
 }
 
-fn mail(c: &Context<'_>, subject: &str) -> Mail {
+fn header(name: &str, value: &str) -> Header {
+    Header {
+        name: name.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// `mail.headers` and the Date value: the headers sent, or those the
+/// message would have started with when none was produced.
+fn headers(c: &Context<'_>, d: &Detail, to: &str, at_ms: u64) -> (Vec<Header>, String) {
+    if !d.headers.is_empty() {
+        let sent: Vec<Header> = headers::fields(&d.headers)
+            .map(|(n, v)| header(n, v))
+            .collect();
+        if let Some(date) = sent.iter().find(|h| h.name.eq_ignore_ascii_case("Date")) {
+            let date = date.value.clone();
+            return (sent, date);
+        }
+    }
     let def = c.campaign;
-    let header_id = format!("<{}@{}>", c.message_id, def.from_domain());
+    let date = mail_builder::headers::date::Date::new((at_ms / 1000) as i64).to_rfc822();
+    let mut h = vec![
+        header("From", &def.from),
+        header("To", to),
+        header("Subject", &d.subject),
+        header("Date", &date),
+        header(
+            "Message-ID",
+            &format!("<{}@{}>", c.message_id, def.from_domain()),
+        ),
+    ];
+    if let Some(r) = &def.reply_to {
+        h.push(header("Reply-To", r));
+    }
+    (h, date)
+}
+
+fn mail(c: &Context<'_>, d: &Detail, at_ms: u64) -> Mail {
+    let def = c.campaign;
     // the To header: the recipient, or a non-personalized message's `to`
     let to = match (&def.to, def.personalized) {
         (_, true) => c.email.to_string(),
         (Some(t), false) => t.clone(),
         (None, false) => crate::campaign::UNDISCLOSED.to_string(),
     };
-    let mut headers = vec![
-        Header {
-            name: "From".into(),
-            value: def.from.clone(),
-        },
-        Header {
-            name: "To".into(),
-            value: to.clone(),
-        },
-        Header {
-            name: "Subject".into(),
-            value: subject.to_string(),
-        },
-        Header {
-            name: "Message-ID".into(),
-            value: header_id,
-        },
-    ];
-    if let Some(r) = &def.reply_to {
-        headers.push(Header {
-            name: "Reply-To".into(),
-            value: r.clone(),
-        });
-    }
+    let (headers, date) = headers(c, d, &to, at_ms);
     let mut tags: BTreeMap<String, Vec<String>> = def
         .tags
         .iter()
@@ -191,14 +254,18 @@ fn mail(c: &Context<'_>, subject: &str) -> Mail {
         timestamp: timestamp(c.accepted_ms),
         message_id: c.message_id.to_string(),
         source: def.from_addr.clone(),
+        source_arn: c.source_arn.to_string(),
+        sending_account_id: c.account_id.to_string(),
         destination: vec![c.email.to_string()],
-        headers_truncated: false,
+        headers_truncated: d.headers_truncated,
         headers,
         common_headers: CommonHeaders {
             from: vec![def.from.clone()],
+            reply_to: def.reply_to.clone().map(|r| vec![r]),
+            date,
             to: vec![to],
             message_id: c.message_id.to_string(),
-            subject: subject.to_string(),
+            subject: d.subject.clone(),
         },
         tags,
     }
@@ -207,7 +274,7 @@ fn mail(c: &Context<'_>, subject: &str) -> Mail {
 /// The events one journal entry stands for (empty for campaign marks).
 pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
     let d = Detail::decode(&e.detail);
-    let m = mail(c, &d.subject);
+    let m = mail(c, &d, e.at_ms);
     let at = timestamp(e.at_ms);
     let unknown = || "unknown".to_string();
     let body = match e.kind {
@@ -283,70 +350,4 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outcome::Outcome;
-    use volley_spool::RecipientId;
-
-    fn def() -> CampaignDef {
-        CampaignDef {
-            id: "spring".into(),
-            from: "News <news@example.com>".into(),
-            from_name: Some("News".into()),
-            from_addr: "news@example.com".into(),
-            reply_to: None,
-            subject: "Hi".into(),
-            html: None,
-            text: Some("x".into()),
-            list_unsubscribe: None,
-            tags: [("kind".to_string(), "promo".to_string())].into(),
-            columns: vec![],
-            personalized: true,
-            to: None,
-        }
-    }
-
-    #[test]
-    fn bounce_event_shape() {
-        let d = def();
-        let c = Context {
-            campaign: &d,
-            accepted_ms: 1_000,
-            email: "r@x.test",
-            message_id: "abc-000000",
-            reporting_mta: "mta.test",
-        };
-        let o = Outcome::Bounced {
-            status: "5.1.1".into(),
-            diagnostic: "smtp; 550 5.1.1 unknown".into(),
-            bounce_type: "Permanent",
-            bounce_subtype: "NoEmail",
-        };
-        let e = Entry::outcome(
-            Kind::Bounced,
-            RecipientId(1),
-            1,
-            2_000,
-            0,
-            Detail::of(&o, "Hi r", None).encode(),
-        );
-        let evs = events(&c, &e);
-        assert_eq!(evs.len(), 2);
-        let v = serde_json::to_value(&evs[1]).unwrap();
-        assert_eq!(v["eventType"], "Bounce");
-        assert_eq!(v["bounce"]["bounceType"], "Permanent");
-        assert_eq!(v["bounce"]["bounceSubType"], "NoEmail");
-        assert_eq!(v["bounce"]["bouncedRecipients"][0]["status"], "5.1.1");
-        assert_eq!(
-            v["bounce"]["bouncedRecipients"][0]["diagnosticCode"],
-            "smtp; 550 5.1.1 unknown"
-        );
-        assert_eq!(v["mail"]["destination"][0], "r@x.test");
-        assert_eq!(v["mail"]["commonHeaders"]["subject"], "Hi r");
-        assert_eq!(v["mail"]["tags"]["kind"][0], "promo");
-        assert_eq!(v["mail"]["timestamp"], "1970-01-01T00:00:01.000Z");
-        let s = serde_json::to_value(&evs[0]).unwrap();
-        assert_eq!(s["eventType"], "Send");
-        assert_eq!(s["send"], serde_json::json!({}));
-    }
-}
+mod tests;

@@ -1,10 +1,19 @@
 //! The event pump: reads the durable journal from the sink's cursor, turns
 //! entries into SES events and hands them to the sink; advances the cursor
-//! only after the sink accepted them (at-least-once: after a crash, events
-//! since the last cursor are published again).
+//! only after the sink accepted them.
+//!
+//! Exactly once, from the first event: the pump never publishes without a
+//! stored cursor. On a first start (no cursor yet, or one that does not
+//! belong to this journal) it stores one before anything else: the journal
+//! position it starts from and the sink's state then. After a crash the
+//! sink goes back to the state stored with the cursor (the JSONL sink cuts
+//! lines written after it) and the entries since are published again, so
+//! a sink that can undo output publishes each event once; others get
+//! at-least-once.
 //!
 //! Runs on its own thread, woken by the recorder after each commit (and
 //! every 200 ms). A slow or failing sink delays only events, never delivery.
+//! Keeps `volley_event_sink_lag_entries` and `_seconds` current ([`Lag`]).
 //! Exposure: journal bytes (disk); damage is logged and counted, never
 //! fatal.
 
@@ -13,165 +22,325 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use volley_spool::{Cursor, Spool};
+use volley_spool::journal::files::Reader;
+use volley_spool::{Cursor, Entry, Spool};
 
-use super::model::{self, Context, Event};
+use super::lag::Lag;
+use super::model::{self, Context, Event, Identity};
 use super::sink::NotificationSink;
 use crate::campaign::CampaignDef;
 use crate::message::{campaign_message_id, message_id};
 use crate::metrics::Metrics;
+
+/// Most journal entries turned into events and published at once.
+const BATCH: usize = 4096;
+/// The longest pause between tries of a failing sink or cursor.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the pump needs.
 pub struct PumpCtx {
     pub spool: Arc<Spool>,
     pub metrics: Arc<Metrics>,
     pub reporting_mta: String,
+    /// The account and identity ARN events name.
+    pub identity: Identity,
     /// Set to finish: the pump drains what is journaled, then returns.
     pub stop: Arc<AtomicBool>,
     /// Journal offset up to which events are published.
     pub position: Arc<AtomicU64>,
 }
 
-type Campaigns = HashMap<u32, Option<(Arc<CampaignDef>, u64)>>;
+impl PumpCtx {
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
 
-fn campaign(spool: &Spool, cache: &mut Campaigns, no: u32) -> Option<(Arc<CampaignDef>, u64)> {
-    cache
-        .entry(no)
-        .or_insert_with(|| {
-            let c = spool.campaign(no)?;
-            CampaignDef::from_bytes(&c.body)
-                .ok()
-                .map(|d| (Arc::new(d), c.created_ms))
-        })
-        .clone()
+/// What events need of a campaign.
+struct CampaignInfo {
+    def: CampaignDef,
+    accepted_ms: u64,
+    source_arn: String,
 }
 
 /// Runs until `stop` is set and everything journaled is published.
-pub fn run(
-    ctx: &PumpCtx,
-    mut sink: Box<dyn NotificationSink>,
-    wake: &crossbeam_channel::Receiver<()>,
-) {
-    let spool = &ctx.spool;
-    let mut stored = spool.cursor(sink.name());
-    let mut position = stored.map_or(0, |c| c.position);
-    if position > spool.journal_end() {
-        // not a cursor of this journal: append, do not cut the sink back
-        stored = None;
-        tracing::warn!(
-            cursor = position,
-            end = spool.journal_end(),
-            "sink cursor is past the journal end; publishing from the oldest entry kept"
-        );
-        position = 0;
-    }
-    // With a stored cursor the sink goes back to its state at that cursor
-    // (undoing output written after it); without one it only appends.
-    if let Some(c) = stored {
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = sink.resume(c.sink_state) {
-            tracing::error!(error = %e, "sink cannot resume; retrying");
-            if ctx.stop.load(Ordering::Acquire) {
-                return;
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-    }
-    let mut reader = match spool.journal_reader(position) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "event pump cannot read the journal; no events will be published");
-            return;
-        }
+pub fn run(ctx: &PumpCtx, sink: Box<dyn NotificationSink>, wake: &crossbeam_channel::Receiver<()>) {
+    let Some(mut pump) = Pump::start(ctx, sink) else {
+        return;
     };
-    let mut campaigns = Campaigns::new();
-    let mut damage = Vec::new();
-    let mut cursor_failing = false;
     loop {
-        let end = spool.journal_end();
-        if reader.position() >= end {
-            ctx.position.store(reader.position(), Ordering::Release);
-            if ctx.stop.load(Ordering::Acquire) && reader.position() >= spool.journal_end() {
+        let end = ctx.spool.journal_end();
+        if pump.reader.position() >= end {
+            pump.caught_up();
+            if ctx.stopping() && pump.reader.position() >= ctx.spool.journal_end() {
                 return;
             }
-            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-                wake.recv_timeout(Duration::from_millis(200))
-            {
-                // the recorder is gone (shutting down): poll instead of spinning
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            wait(wake);
             continue;
         }
-        let batch = match reader.read(end, 4096, &mut damage) {
+        let Some(batch) = pump.read(end) else {
+            if ctx.stopping() {
+                return;
+            }
+            continue;
+        };
+        let events = pump.events(&batch);
+        if !pump.publish(&events, batch.len()) {
+            return;
+        }
+        pump.store_cursor();
+    }
+}
+
+/// Waits for the recorder's next commit, at most 200 ms.
+fn wait(wake: &crossbeam_channel::Receiver<()>) {
+    if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+        wake.recv_timeout(Duration::from_millis(200))
+    {
+        // the recorder is gone (shutting down): poll instead of spinning
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Calls `f` until it succeeds, pausing 100 ms, then twice as long each
+/// time up to [`MAX_BACKOFF`], and calling `waiting` about once a second
+/// while it pauses. Gives up (false) when the pump is stopping and a pause
+/// has reached the longest.
+fn retry<E: std::fmt::Display>(
+    ctx: &PumpCtx,
+    what: &str,
+    mut f: impl FnMut() -> Result<(), E>,
+    mut waiting: impl FnMut(),
+) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(error = %e, "{what}; retrying"),
+        }
+        if ctx.stopping() && delay >= MAX_BACKOFF {
+            return false;
+        }
+        let mut left = delay;
+        while !left.is_zero() {
+            let step = left.min(Duration::from_secs(1));
+            std::thread::sleep(step);
+            left -= step;
+            waiting();
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The position to publish from, with a stored cursor for it: the stored
+/// cursor (the sink resumed at its state), or a first one stored now.
+/// `None` when the pump is stopping before it has one.
+fn starting_cursor(ctx: &PumpCtx, sink: &mut dyn NotificationSink) -> Option<u64> {
+    let spool = &ctx.spool;
+    let stored = spool.cursor(sink.name()).filter(|c| {
+        let ours = c.position <= spool.journal_end();
+        if !ours {
+            // not a cursor of this journal: append, do not cut the sink back
+            tracing::warn!(
+                cursor = c.position,
+                end = spool.journal_end(),
+                "sink cursor is past the journal end; publishing from the oldest entry kept"
+            );
+        }
+        ours
+    });
+    if let Some(c) = stored {
+        // the sink goes back to its state at the cursor (undoing output
+        // written after it)
+        let resumed = retry(
+            ctx,
+            "sink cannot resume",
+            || sink.resume(c.sink_state),
+            || {},
+        );
+        return resumed.then_some(c.position);
+    }
+    // no cursor yet: store one before the first publish, so that a crash
+    // right after it finds where the sink stood
+    let first = Cursor {
+        position: 0,
+        sink_state: sink.state(),
+    };
+    let name = sink.name().to_string();
+    let stored = retry(
+        ctx,
+        "cannot store the first sink cursor (no event is published before it is)",
+        || spool.set_cursor(&name, first),
+        || {},
+    );
+    stored.then_some(first.position)
+}
+
+/// A running pump's state.
+struct Pump<'a> {
+    ctx: &'a PumpCtx,
+    sink: Box<dyn NotificationSink>,
+    reader: Reader,
+    campaigns: HashMap<u32, Option<Arc<CampaignInfo>>>,
+    damage: Vec<volley_spool::journal::files::ReadDamage>,
+    cursor_failing: bool,
+    lag: Lag,
+}
+
+impl<'a> Pump<'a> {
+    /// Resumes the sink (or stores its first cursor) and opens the journal
+    /// at the cursor; `None` when there is nothing it can do.
+    fn start(ctx: &'a PumpCtx, mut sink: Box<dyn NotificationSink>) -> Option<Pump<'a>> {
+        let position = starting_cursor(ctx, sink.as_mut())?;
+        let reader = match ctx.spool.journal_reader(position) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "event pump cannot read the journal; no events will be published");
+                return None;
+            }
+        };
+        Some(Pump {
+            ctx,
+            sink,
+            reader,
+            campaigns: HashMap::new(),
+            damage: Vec::new(),
+            cursor_failing: false,
+            lag: Lag::default(),
+        })
+    }
+
+    /// Everything journaled is published.
+    fn caught_up(&mut self) {
+        let at = self.reader.position();
+        self.ctx.position.store(at, Ordering::Release);
+        self.lag.update(self.ctx, at, at);
+    }
+
+    /// Reads the next batch of entries (up to `end`); `None` after a read
+    /// error (logged; the caller tries again).
+    fn read(&mut self, end: u64) -> Option<Vec<(u64, Entry)>> {
+        let batch = match self.reader.read(end, BATCH, &mut self.damage) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "reading the journal failed; retrying");
-                if ctx.stop.load(Ordering::Acquire) {
-                    return;
-                }
                 std::thread::sleep(Duration::from_secs(1));
-                continue;
+                return None;
             }
         };
-        for d in damage.drain(..) {
+        for d in self.damage.drain(..) {
             tracing::warn!(offset = d.offset, reason = %d.reason, "damaged journal entry skipped by the event pump");
-            ctx.metrics.event_errors.inc();
+            self.ctx.metrics.event_errors.inc();
         }
-        let mut events: Vec<Event> = Vec::with_capacity(batch.len() * 2);
-        for (_, e) in &batch {
+        self.lag.read(&batch);
+        self.lag.update(self.ctx, self.reader.position(), end);
+        Some(batch)
+    }
+
+    /// The events of a batch of entries (campaign marks have none).
+    fn events(&mut self, batch: &[(u64, Entry)]) -> Vec<Event> {
+        let mut events = Vec::with_capacity(batch.len() * 2);
+        for (_, e) in batch {
             if e.kind.outcome_state().is_none() {
                 continue;
             }
             // the entry carries the address and campaign: the recipient's
             // record may already be reclaimed
-            let (no, email) = (e.campaign, e.email.as_str());
-            let Some((def, accepted_ms)) = campaign(spool, &mut campaigns, no) else {
-                tracing::warn!(recipient = %e.id, campaign = no, "campaign unreadable; event skipped");
-                ctx.metrics.event_errors.inc();
+            let Some(info) = self.campaign(e.campaign) else {
+                tracing::warn!(recipient = %e.id, campaign = e.campaign, "campaign unreadable; event skipped");
+                self.ctx.metrics.event_errors.inc();
                 continue;
             };
-            let mid = if def.personalized {
+            let spool = &self.ctx.spool;
+            let mid = if info.def.personalized {
                 message_id(spool.uid(), e.id)
             } else {
-                campaign_message_id(spool.uid(), no)
+                campaign_message_id(spool.uid(), e.campaign)
+            };
+            // a recipient's message was accepted with the recipient (the
+            // one message of a non-personalized campaign, with the campaign)
+            let accepted_ms = if info.def.personalized {
+                spool.accepted_ms(e.id).unwrap_or(info.accepted_ms)
+            } else {
+                info.accepted_ms
             };
             let c = Context {
-                campaign: &def,
+                campaign: &info.def,
                 accepted_ms,
-                email,
+                email: &e.email,
                 message_id: &mid,
-                reporting_mta: &ctx.reporting_mta,
+                reporting_mta: &self.ctx.reporting_mta,
+                source_arn: &info.source_arn,
+                account_id: &self.ctx.identity.account_id,
             };
             events.extend(model::events(&c, e));
         }
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = sink.publish(&events) {
-            tracing::error!(error = %e, "sink refused events; retrying");
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(10));
-            if ctx.stop.load(Ordering::Acquire) && delay >= Duration::from_secs(10) {
-                return;
+        events
+    }
+
+    fn campaign(&mut self, no: u32) -> Option<Arc<CampaignInfo>> {
+        let (spool, identity) = (&self.ctx.spool, &self.ctx.identity);
+        self.campaigns
+            .entry(no)
+            .or_insert_with(|| {
+                let c = spool.campaign(no)?;
+                let def = CampaignDef::from_bytes(&c.body).ok()?;
+                Some(Arc::new(CampaignInfo {
+                    source_arn: identity.source_arn(&def),
+                    def,
+                    accepted_ms: c.created_ms,
+                }))
+            })
+            .clone()
+    }
+
+    /// Hands the events of `entries` journal entries to the sink, retrying
+    /// until it takes them; false when the pump is stopping and gave up.
+    fn publish(&mut self, events: &[Event], entries: usize) -> bool {
+        if !events.is_empty() {
+            let (ctx, sink, lag) = (self.ctx, &mut self.sink, &self.lag);
+            let published = retry(
+                ctx,
+                "sink refused events",
+                || sink.publish(events),
+                || lag.refresh_seconds(ctx),
+            );
+            if !published {
+                return false;
             }
+            self.ctx
+                .metrics
+                .events_published
+                .inc_by(events.len() as u64);
         }
-        ctx.metrics.events_published.inc_by(events.len() as u64);
+        self.lag.published(self.ctx, entries);
+        true
+    }
+
+    /// Stores where the sink now stands; a failure is logged once per
+    /// failing stretch and retried with the next batch.
+    fn store_cursor(&mut self) {
         let published = Cursor {
-            position: reader.position(),
-            sink_state: sink.state(),
+            position: self.reader.position(),
+            sink_state: self.sink.state(),
         };
-        match spool.set_cursor(sink.name(), published) {
-            Ok(()) if cursor_failing => {
-                cursor_failing = false;
+        match self.ctx.spool.set_cursor(self.sink.name(), published) {
+            Ok(()) if self.cursor_failing => {
+                self.cursor_failing = false;
                 tracing::warn!("the sink cursor is stored again");
             }
             Ok(()) => {}
-            // logged once per failing stretch, not once per batch
-            Err(e) if !cursor_failing => {
-                cursor_failing = true;
+            Err(e) if !self.cursor_failing => {
+                self.cursor_failing = true;
                 tracing::error!(error = %e, "cannot store the sink cursor (events may be published twice after a restart; retried with every batch)");
             }
             Err(_) => {}
         }
-        ctx.position.store(reader.position(), Ordering::Release);
+        self.ctx
+            .position
+            .store(self.reader.position(), Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests;

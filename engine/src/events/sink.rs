@@ -3,10 +3,13 @@
 //!
 //! The pump calls `publish` with a batch and advances its journal cursor
 //! only after `publish` returns Ok, so a sink must make the batch durable
-//! before returning (at-least-once). Exposure: none (output only).
+//! before returning (at-least-once). The JSONL sink makes a file it creates
+//! (and any directory it creates for it) durable in its directory before it
+//! writes to it, so a crash cannot lose the file its cursor counts on.
+//! Exposure: none (output only).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::model::Event;
@@ -53,20 +56,61 @@ pub struct JsonlSink {
     len: u64,
 }
 
+/// Makes a directory's entries durable (fsync of the directory).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Creates `dir` and its missing ancestors, each made durable in its
+/// parent with `sync`.
+fn create_dirs(dir: &Path, sync: &dyn Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(up) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dirs(up, sync)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync(parent(dir)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl JsonlSink {
     pub fn open(path: &Path) -> Result<JsonlSink, SinkError> {
+        JsonlSink::open_syncing(path, &sync_dir)
+    }
+
+    /// [`JsonlSink::open`], making new directory entries durable with
+    /// `sync` (the tests watch it).
+    fn open_syncing(
+        path: &Path,
+        sync: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> Result<JsonlSink, SinkError> {
         let err = |e: std::io::Error| SinkError {
             sink: "jsonl".into(),
             message: format!("{}: {e}", path.display()),
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        create_dirs(parent(path), sync).map_err(err)?;
+        let f = match OpenOptions::new().create_new(true).append(true).open(path) {
+            // a new file: durable in its directory before any event is in it
+            Ok(f) => {
+                sync(parent(path)).map_err(err)?;
+                f
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(path).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
         let len = f.metadata().map_err(err)?.len();
         Ok(JsonlSink {
             path: path.to_path_buf(),
@@ -154,5 +198,39 @@ impl NotificationSink for JsonlSink {
         }
         self.len = len.min(state);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[test]
+    fn a_created_file_and_its_directories_are_made_durable() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("new/sub/events.jsonl");
+        let synced = RefCell::new(Vec::new());
+        let sync = |dir: &Path| {
+            synced.borrow_mut().push(dir.to_path_buf());
+            sync_dir(dir)
+        };
+        let mut sink = JsonlSink::open_syncing(&path, &sync).unwrap();
+        // the directory of each new entry: `new`, `sub`, then the file
+        // (before any event is in it)
+        assert_eq!(
+            *synced.borrow(),
+            vec![
+                d.path().to_path_buf(),
+                d.path().join("new"),
+                d.path().join("new/sub"),
+            ]
+        );
+        sink.publish(&[]).unwrap();
+        drop(sink);
+        // an existing file: nothing new to make durable
+        synced.borrow_mut().clear();
+        JsonlSink::open_syncing(&path, &sync).unwrap();
+        assert!(synced.borrow().is_empty());
     }
 }

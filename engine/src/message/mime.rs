@@ -4,17 +4,28 @@
 //! Headers: From, To, Reply-To, Subject, Date, Message-ID, and for campaigns
 //! with an unsubscribe URL the RFC 8058 pair `List-Unsubscribe` +
 //! `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. Bodies: text and/or
-//! HTML (multipart/alternative when both). Pure. Exposure: rendered values
-//! derive from recipient data; the unsubscribe URL is checked so that it
-//! cannot break out of its header.
+//! HTML (multipart/alternative when both), each in the transfer encoding
+//! [`transfer::encode`] picks (mail-builder's own choice would send NUL,
+//! bare CR and other control characters as `7bit`). Pure.
+//!
+//! Exposure: rendered values derive from recipient data. Whatever they hold,
+//! the message is 7-bit with CRLF line ends only: bodies go through
+//! [`transfer::encode`], every text header value through [`header_text`]
+//! (control characters become spaces, so no value can end its header line or
+//! add one), addresses are checked, and the unsubscribe URL is checked so
+//! that it cannot break out of its header.
+
+use std::borrow::Cow;
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MbAddress;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::url::URL;
+use mail_builder::mime::{BodyPart, MimePart};
 
 use crate::campaign::CampaignDef;
 use crate::message::template::Rendered;
+use crate::message::transfer;
 
 /// Checks a rendered unsubscribe URL (RFC 8058 wants one HTTPS URI).
 pub fn check_unsubscribe(url: &str) -> Result<(), String> {
@@ -32,12 +43,50 @@ pub fn check_unsubscribe(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A text header value as it may be written: ASCII control characters (CR,
+/// LF, NUL, TAB, ...) replaced by spaces. Borrowed when there are none.
+pub fn header_text(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_control()) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_ascii_control() { ' ' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// An address as it may be written into a header or an SMTP command.
+fn wire_address(a: &str) -> Result<&str, String> {
+    if a.is_empty()
+        || !a
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+    {
+        return Err(format!("address {a:?} cannot be written into a message"));
+    }
+    Ok(a)
+}
+
+fn named<'a>(name: Option<&'a str>, addr: &'a str) -> Result<MbAddress<'a>, String> {
+    let addr = wire_address(addr)?;
+    Ok(MbAddress::new_address(name.map(header_text), addr))
+}
+
 fn mailbox(s: &str) -> Result<MbAddress<'static>, String> {
     let m = crate::address::parse_mailbox(s)?;
+    let email = wire_address(&m.address.email)?.to_string();
     Ok(match m.name {
-        Some(n) => (n, m.address.email).into(),
-        None => m.address.email.into(),
+        Some(n) => (header_text(&n).into_owned(), email).into(),
+        None => email.into(),
     })
+}
+
+/// A text body part in the transfer encoding its content needs.
+fn text_part<'a>(content_type: &'static str, text: &'a str) -> MimePart<'a> {
+    let e = transfer::encode(text);
+    MimePart::new(content_type, BodyPart::Text(e.text)).transfer_encoding(e.cte.name())
 }
 
 /// Builds the message (CRLF line ends, without DKIM signatures). `To` is
@@ -50,21 +99,18 @@ pub fn build(
     message_id: &str,
     date_secs: i64,
 ) -> Result<Vec<u8>, String> {
-    let from: MbAddress = match &def.from_name {
-        Some(n) => (n.as_str(), def.from_addr.as_str()).into(),
-        None => def.from_addr.as_str().into(),
-    };
+    let from = named(def.from_name.as_deref(), &def.from_addr)?;
     let to: MbAddress = match (&def.to, def.personalized) {
-        (_, true) => rcpt.into(),
+        (_, true) => wire_address(rcpt)?.into(),
         (Some(t), false) => mailbox(t)?,
         (None, false) => MbAddress::new_group(Some("undisclosed-recipients"), vec![]),
     };
     let mut b = MessageBuilder::new()
         .from(from)
         .to(to)
-        .subject(r.subject.as_str())
+        .subject(header_text(&r.subject))
         .date(date_secs)
-        .message_id(message_id);
+        .message_id(wire_address(message_id)?);
     if let Some(reply_to) = &def.reply_to {
         b = b.reply_to(mailbox(reply_to)?);
     }
@@ -75,12 +121,17 @@ pub fn build(
             Raw::new("List-Unsubscribe=One-Click"),
         );
     }
-    if let Some(t) = &r.text {
-        b = b.text_body(t.as_str());
-    }
-    if let Some(h) = &r.html {
-        b = b.html_body(h.as_str());
-    }
-    b.write_to_vec()
+    let text = r.text.as_deref().map(|t| text_part("text/plain", t));
+    let html = r.html.as_deref().map(|h| text_part("text/html", h));
+    let body = match (text, html) {
+        (Some(t), Some(h)) => MimePart::new("multipart/alternative", vec![t, h]),
+        (Some(part), None) | (None, Some(part)) => part,
+        (None, None) => text_part("text/plain", ""),
+    };
+    b.body(body)
+        .write_to_vec()
         .map_err(|e| format!("building the message failed: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

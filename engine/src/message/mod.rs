@@ -1,6 +1,9 @@
 //! Message production: render → MIME → DKIM → dot-stuffed DATA payload, on a
 //! fixed pool of CPU threads fed through a crossbeam channel.
 //!
+//! The headers the message goes out with are captured here, once per
+//! message, for its events ([`headers::SentHeaders`]).
+//!
 //! Each worker reads the recipient record from the spool (memory map), keeps
 //! its own cache of compiled campaign templates, and sends the finished
 //! message to the destination shard's ready queue, or a `RenderFailed`
@@ -8,9 +11,11 @@
 //! work. Exposure: records and campaign bodies come from the spool (disk).
 
 pub mod dkim;
+pub mod headers;
 pub mod keygen;
 pub mod mime;
 pub mod template;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,6 +130,7 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
                             message: message.clone(),
                         },
                         subject: subject.clone(),
+                        headers: None,
                         at_ms: volley_spool::now_ms(),
                         permit: Some(permit),
                         site: None,
@@ -200,10 +206,18 @@ fn produce(
             campaign_message_id(ctx.spool.uid(), campaign_no),
         ),
     };
-    let rendered = rt
-        .templates
-        .render(context)
-        .map_err(|e| (rt.def.subject.clone(), e.message))?;
+    let mut rendered = rt.templates.render(context).map_err(|e| {
+        // the rendered subject when it rendered (another part failed)
+        let subject = match e.subject {
+            Some(s) => mime::header_text(&s).into_owned(),
+            None => rt.def.subject.clone(),
+        };
+        (subject, e.message)
+    })?;
+    // the subject as the header carries it (and its events report it)
+    if let std::borrow::Cow::Owned(s) = mime::header_text(&rendered.subject) {
+        rendered.subject = s;
+    }
     let header_id = format!("{mid}@{}", rt.def.from_domain());
     let date = (volley_spool::now_ms() / 1000) as i64;
     let body = mime::build(&rt.def, &rcpts[0], &rendered, &header_id, date)
@@ -212,13 +226,16 @@ fn produce(
         .signers
         .sign(rt.def.from_domain(), &body)
         .map_err(|e| (rendered.subject.clone(), e))?;
+    let parts = [sigs.as_slice(), body.as_slice()];
+    let headers = Arc::new(headers::SentHeaders::capture(&parts));
     let mut data = Vec::with_capacity(sigs.len() + body.len() + 64);
-    crate::delivery::smtp::session::dot_stuff_parts(&[sigs.as_slice(), body.as_slice()], &mut data);
+    crate::delivery::smtp::session::dot_stuff_parts(&parts, &mut data);
     Ok(Outgoing {
         mail_from: rt.def.from_addr.clone(),
         rcpts,
         data,
         subject: rendered.subject,
+        headers,
     })
 }
 

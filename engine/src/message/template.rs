@@ -25,6 +25,9 @@ pub struct TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderFailure {
     pub message: String,
+    /// The rendered subject, when the subject rendered and another part
+    /// failed.
+    pub subject: Option<String>,
 }
 
 /// The rendered parts of one recipient's message.
@@ -84,7 +87,10 @@ impl Templates {
                 }
                 other => format!("{other}{place}"),
             };
-            RenderFailure { message }
+            RenderFailure {
+                message,
+                subject: None,
+            }
         })
     }
 
@@ -98,12 +104,19 @@ impl Templates {
                 Ok(None)
             }
         };
-        let subject = self.one("subject", &ctx)?;
+        let subject = self.one("subject", &ctx)?.replace(['\r', '\n'], " ");
+        let with_subject = |e: RenderFailure| RenderFailure {
+            subject: Some(subject.clone()),
+            ..e
+        };
+        let html = opt("html").map_err(with_subject)?;
+        let text = opt("text").map_err(with_subject)?;
+        let list_unsubscribe = opt("list_unsubscribe").map_err(with_subject)?;
         Ok(Rendered {
-            subject: subject.replace(['\r', '\n'], " "),
-            html: opt("html")?,
-            text: opt("text")?,
-            list_unsubscribe: opt("list_unsubscribe")?,
+            subject,
+            html,
+            text,
+            list_unsubscribe,
         })
     }
 }
@@ -157,6 +170,11 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("html template, line 2"), "{}", e.message);
+        // the subject rendered: the failure carries it
+        assert_eq!(e.subject.as_deref(), Some("Hi"));
+        let t = Templates::compile(&def("Hi {{first_name}}", "x")).unwrap();
+        let e = t.render(json!({"email": "a@x.test"})).unwrap_err();
+        assert_eq!(e.subject, None);
     }
 
     #[test]

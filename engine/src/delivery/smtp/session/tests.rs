@@ -111,3 +111,27 @@ fn dot_stuffing() {
         assert_eq!(whole, parted, "split at {split}");
     }
 }
+
+#[test]
+fn every_line_end_goes_out_as_crlf_and_is_stuffed() {
+    // a bare CR or LF is a line end: no bare one reaches the wire, and a dot
+    // after it is doubled, so it can never end the data early
+    let mut out = Vec::new();
+    dot_stuff(b"a\r.\rMAIL FROM:<x@e.test>\n.\n.\r\nz", &mut out);
+    assert_eq!(
+        out,
+        b"a\r\n..\r\nMAIL FROM:<x@e.test>\r\n..\r\n..\r\nz\r\n.\r\n"
+    );
+    let msg = b"x\ry\r\n.\r\r\n\n.z\r";
+    let mut whole = Vec::new();
+    dot_stuff(msg, &mut whole);
+    assert_eq!(whole, b"x\r\ny\r\n..\r\n\r\n\r\n..z\r\n.\r\n");
+    // the same across part boundaries (a CRLF split between two parts
+    // stays one line end), with empty parts in between
+    for split in 0..=msg.len() {
+        let (a, b) = msg.split_at(split);
+        let mut parted = Vec::new();
+        dot_stuff_parts(&[a, b"", b], &mut parted);
+        assert_eq!(whole, parted, "split at {split}");
+    }
+}

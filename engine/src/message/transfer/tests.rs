@@ -1,0 +1,173 @@
+//! Unit tests of the transfer encoding: the wire invariants hold and the
+//! text decodes back, for clean, hostile and random bodies.
+
+use super::*;
+
+/// Checks the wire invariants; `max_line` is the encoding's line limit.
+fn wire_ok(s: &str, max_line: usize) -> Result<(), String> {
+    let b = s.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\r' if b.get(i + 1) != Some(&b'\n') => return Err(format!("bare CR at {i}")),
+            b'\n' if i == 0 || b[i - 1] != b'\r' => return Err(format!("bare LF at {i}")),
+            b'\r' | b'\n' | b'\t' | 0x20..=0x7E => {}
+            _ => return Err(format!("byte {c:#04x} at {i}")),
+        }
+    }
+    if let Some(l) = s.split("\r\n").find(|l| l.len() > max_line) {
+        return Err(format!("line of {} octets", l.len()));
+    }
+    Ok(())
+}
+
+fn qp_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'=' if b[i + 1..].starts_with(b"\r\n") => i += 3,
+            b'=' => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn decode(e: &Encoded<'_>) -> Vec<u8> {
+    match e.cte {
+        Cte::SevenBit => e.text.as_bytes().to_vec(),
+        Cte::QuotedPrintable => qp_decode(&e.text),
+        Cte::Base64 => B64.decode(e.text.replace("\r\n", "")).unwrap(),
+    }
+}
+
+/// Encodes, checks the invariants and that it decodes to the text with CRLF
+/// line breaks.
+fn round_trip(text: &str) -> Encoded<'_> {
+    let e = encode(text);
+    let limit = if e.cte == Cte::SevenBit {
+        MAX_LINE
+    } else {
+        QP_LINE
+    };
+    if let Err(why) = wire_ok(&e.text, limit) {
+        panic!("{:?} of {text:?}: {why}\n{:?}", e.cte, e.text);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&decode(&e)),
+        crlf(text),
+        "{:?}: {:?}",
+        e.cte,
+        e.text
+    );
+    e
+}
+
+#[test]
+fn clean_text_with_crlf_is_borrowed_7bit() {
+    let t = "Hello Ada,\r\n\tnews.\r\n.a dot line\r\n";
+    let e = round_trip(t);
+    assert_eq!(e.cte, Cte::SevenBit);
+    assert!(matches!(e.text, Cow::Borrowed(_)));
+}
+
+#[test]
+fn lf_line_ends_become_crlf_and_stay_7bit() {
+    let e = round_trip("one\ntwo\r\nthree\n");
+    assert_eq!(e.cte, Cte::SevenBit);
+    assert_eq!(e.text, "one\r\ntwo\r\nthree\r\n");
+    // long lines up to 998 octets are still 7bit
+    let line = "x".repeat(MAX_LINE);
+    assert_eq!(encode(&format!("{line}\n{line}")).cte, Cte::SevenBit);
+}
+
+#[test]
+fn a_bare_cr_is_data_not_a_line_break() {
+    let e = round_trip("a\r.\rMAIL FROM:<x@e.test>\r\n");
+    assert_eq!(e.cte, Cte::QuotedPrintable);
+    assert_eq!(e.text, "a=0D.=0DMAIL FROM:<x@e.test>\r\n");
+}
+
+#[test]
+fn nul_and_control_characters_are_escaped() {
+    let e = round_trip("nul\0 bell\u{7} del\u{7f} esc\u{1b}\n");
+    assert_eq!(e.cte, Cte::QuotedPrintable);
+    assert_eq!(e.text, "nul=00 bell=07 del=7F esc=1B\r\n");
+}
+
+#[test]
+fn lines_over_998_octets_are_broken() {
+    let long = "y".repeat(2500);
+    let text = format!("short\n{long}\nend");
+    assert_eq!(round_trip(&text).cte, Cte::QuotedPrintable);
+    // ... also when the long line has no line end after it
+    assert_eq!(round_trip(&long).cte, Cte::QuotedPrintable);
+    assert_eq!(
+        round_trip(&"z".repeat(MAX_LINE + 1)).cte,
+        Cte::QuotedPrintable
+    );
+}
+
+#[test]
+fn white_space_before_a_line_break_is_kept_in_qp() {
+    let e = round_trip("caf\u{e9} \nend\t");
+    assert_eq!(e.cte, Cte::QuotedPrintable);
+    assert_eq!(e.text, "caf=C3=A9=20\r\nend=09");
+}
+
+#[test]
+fn mostly_non_ascii_text_is_base64() {
+    let text = "Привет, мир!\n".repeat(40);
+    assert_eq!(round_trip(&text).cte, Cte::Base64);
+}
+
+#[test]
+fn random_bodies_keep_the_invariants() {
+    let alphabet: Vec<char> = vec![
+        'a', 'b', ' ', '\t', '\r', '\n', '\0', '=', '.', '\u{7f}', '\u{1}', 'é', 'я', '😀',
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..3000 {
+        let len = rng.usize(0..200);
+        let mut s = String::new();
+        for _ in 0..len {
+            let c = alphabet[rng.usize(..alphabet.len())];
+            // sometimes a long run, to cross the line limits
+            let n = if rng.u8(..) == 0 {
+                rng.usize(900..1100)
+            } else {
+                1
+            };
+            s.extend(std::iter::repeat_n(c, n));
+        }
+        round_trip(&s);
+    }
+}
+
+#[test]
+fn the_scan_sees_every_lane() {
+    // a special byte in each position of an 8-byte word and in the tail
+    for at in 0..19 {
+        let mut s = vec![b'a'; 19];
+        s[at] = b'\r';
+        let text = String::from_utf8(s).unwrap();
+        assert_eq!(encode(&text).cte, Cte::QuotedPrintable, "CR at {at}");
+        let mut s = vec![b'a'; 19];
+        s[at] = 0x7F;
+        let text = String::from_utf8(s).unwrap();
+        assert_eq!(encode(&text).cte, Cte::QuotedPrintable, "DEL at {at}");
+        let mut s = vec![b'a'; 19];
+        s[at] = b'~';
+        s[(at + 1) % 19] = b' ';
+        let text = String::from_utf8(s).unwrap();
+        assert_eq!(encode(&text).cte, Cte::SevenBit, "~ at {at}");
+    }
+}
