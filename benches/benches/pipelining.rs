@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use volley_benches::delay::{delay_proxy, probe_rtt};
-use volley_engine::delivery::smtp::Phase;
-use volley_engine::delivery::smtp::client::{self, Timeouts, TlsMode, TlsSettings};
-use volley_engine::delivery::smtp::session::{Session, dot_stuff};
+use volley_engine::smtp::Phase;
+use volley_engine::smtp::client::{self, Timeouts, TlsMode, TlsSettings};
+use volley_engine::smtp::session::{Session, dot_stuff};
 use volley_tests::PostfixSink;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

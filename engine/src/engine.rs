@@ -21,17 +21,17 @@ use volley_spool::Spool;
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
 use crate::delivery::mx::Resolver;
+use crate::delivery::produce::{ProduceCtx, Producer};
 use crate::delivery::recorder::{self, RecorderCtx};
 use crate::delivery::scheduler::{self, SchedMsg};
 use crate::delivery::shard::ShardCtx;
-use crate::delivery::smtp::TlsSettings;
 use crate::delivery::{Stats, Work};
 use crate::events::NotificationSink;
 use crate::events::pump::{self, PumpCtx};
 use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
-use crate::message::{ProduceCtx, Producer};
 use crate::metrics::Metrics;
+use crate::smtp::TlsSettings;
 
 /// Options that are not in the config file.
 #[derive(Clone)]

@@ -41,7 +41,7 @@ async fn metrics(service: Service, headers: HeaderMap) -> Response {
     let body = tokio::task::spawn_blocking(move || {
         service
             .metrics
-            .render(&service.stats, &service.spool, format)
+            .render(service.stats.queues(), &service.spool, format)
     })
     .await;
     match body {

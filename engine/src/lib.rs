@@ -4,8 +4,11 @@
 //! - [`config`]: the service configuration.
 //! - [`campaign`], [`address`], [`ingest`]: campaign files and recipient lists
 //!   into the spool (producers).
-//! - [`delivery`]: scheduler, per-destination shards, SMTP connections
-//!   ([`delivery::smtp`]), the recorder that journals outcomes.
+//! - [`delivery`]: scheduler, per-destination shards, their SMTP
+//!   connections and the production pool, the recorder that journals
+//!   outcomes.
+//! - [`smtp`]: the SMTP client protocol (opening a session, pipelined
+//!   transactions, replies) that connections use.
 //! - [`message`]: rendering, MIME, DKIM on the CPU pool.
 //! - [`outcome`]: the one classifier of replies and failures.
 //! - [`events`]: SES-format events from the journal to notification sinks.
@@ -26,4 +29,5 @@ pub mod ingest;
 pub mod message;
 pub mod metrics;
 pub mod outcome;
+pub mod smtp;
 pub mod status;

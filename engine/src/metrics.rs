@@ -3,7 +3,7 @@
 //! ([`expose`]: the scraper's `Accept` header picks).
 //!
 //! Counters and gauges are updated by the stages as they work; queue gauges
-//! are refreshed from [`Stats`] and the spool ([`spool_view`]) when scraped.
+//! are refreshed from delivery's [`Queues`] and the spool ([`spool_view`]) when scraped.
 //! Every family with a fixed label set has its series from the start, at
 //! zero (outcomes, reload results, the SES bounce type/subtype pairs), so a
 //! rate or an alert works before the first event. Per-site families carry a
@@ -31,7 +31,6 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use volley_spool::Spool;
 
-use crate::delivery::Stats;
 use crate::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +85,15 @@ const TRANSACTION_BUCKETS: [f64; 17] = [
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+}
+
+/// Delivery's queue counts at the time of a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Queues {
+    /// Recipients handed to delivery whose outcome is not yet journaled.
+    pub in_flight: i64,
+    /// Deferred recipients waiting for their retry time.
+    pub waiting: i64,
 }
 
 /// Every metric the engine exports.
@@ -293,16 +301,15 @@ impl Metrics {
     }
 
     /// The exposition in `format`, with the queue gauges refreshed from
-    /// `stats` and `spool` (reads the spool's counts and walks its
-    /// directory: call it off the async threads).
-    pub fn render(&self, stats: &Stats, spool: &Spool, format: Format) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// the delivery's `queues` and the `spool` (reads the spool's counts
+    /// and walks its directory: call it off the async threads).
+    pub fn render(&self, queues: Queues, spool: &Spool, format: Format) -> String {
         let _one = self
             .scraping
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.active.set(stats.active.load(Relaxed));
-        self.deferred_waiting.set(stats.waiting.load(Relaxed));
+        self.active.set(queues.in_flight);
+        self.deferred_waiting.set(queues.waiting);
         self.spool.refresh(spool, volley_spool::now_ms());
         format.encode(&self.registry)
     }

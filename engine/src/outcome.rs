@@ -10,7 +10,7 @@
 //! Exposure: reply text comes from remote servers; it is only copied into
 //! the diagnostic and matched against the configured throttle patterns.
 
-use crate::delivery::smtp::{ConnectKind, DnsFailure, Phase, Reply, SessionError};
+use crate::smtp::{ConnectKind, DnsFailure, Phase, Reply, SessionError};
 
 /// What happened to one recipient on one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

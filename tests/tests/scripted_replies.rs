@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use volley_engine::delivery::smtp::session::dot_stuff;
-use volley_engine::delivery::smtp::{Phase, Timeouts, TlsMode, TlsSettings, client};
 use volley_engine::outcome::{self, Outcome};
+use volley_engine::smtp::session::dot_stuff;
+use volley_engine::smtp::{Phase, Timeouts, TlsMode, TlsSettings, client};
 use volley_tests::prom::metrics_when;
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;

@@ -17,7 +17,7 @@
 //! is, every ready message is deferred with that one decision and the
 //! connection closes. No session is opened for a down site except by a
 //! [`probe`]. Every reply is fed to the site's throttle. Exposure: talks to
-//! remote servers through [`super::smtp`]; all failures become outcomes.
+//! remote servers through [`crate::smtp`]; all failures become outcomes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ use super::Ready;
 use super::dest::Dest;
 use super::shard::ShardCtx;
 use super::site::Hosts;
-use super::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
 use crate::config::{Config, TlsPolicy};
 use crate::outcome::{self, Outcome};
+use crate::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
 
 /// Most addresses one attempt to open a session tries.
 pub const MAX_ADDRESSES: usize = 8;
@@ -357,7 +357,7 @@ async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool
 fn classify(
     ctx: &ShardCtx,
     dest: &Dest,
-    replies: &[super::smtp::session::RcptReply],
+    replies: &[crate::smtp::session::RcptReply],
     recipients: usize,
 ) -> Vec<Outcome> {
     let config = ctx.config();
@@ -379,7 +379,7 @@ fn classify(
     dest.observe(signal.or(replies.last().map(|r| &r.1)), signal.is_some());
     if outcomes.len() != recipients {
         outcomes = vec![outcome::from_session_error(&SessionError::Protocol(
-            super::smtp::Phase::Rcpt,
+            crate::smtp::Phase::Rcpt,
             "no reply for a recipient".into(),
         ))];
     }

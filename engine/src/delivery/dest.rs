@@ -19,13 +19,13 @@ use super::backoff::Backoff;
 use super::health::{Admit, Change, Health};
 use super::shard::ShardCtx;
 use super::site::{Hosts, Site};
-use super::smtp::{ConnectKind, Reply, SessionError};
 use super::throttle::{Change as RateChange, Throttle};
 use super::{Report, Work};
 use crate::config::Policy;
 use crate::message::headers::SentHeaders;
 use crate::metrics::SiteMetrics;
 use crate::outcome::Outcome;
+use crate::smtp::{ConnectKind, Reply, SessionError};
 
 /// Most deferral reports of a down site on their way to the journal at
 /// once (bounds the memory of deferring a large queue).

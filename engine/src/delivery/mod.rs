@@ -21,12 +21,12 @@ pub mod connection;
 pub mod dest;
 pub mod health;
 pub mod mx;
+pub mod produce;
 mod queue;
 pub mod recorder;
 pub mod scheduler;
 pub mod shard;
 pub mod site;
-pub mod smtp;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -46,20 +46,6 @@ pub struct Work {
     pub attempts: u32,
 }
 
-/// A produced message, ready for SMTP.
-#[derive(Debug)]
-pub struct Outgoing {
-    pub mail_from: String,
-    /// Envelope recipients, in the order of [`Ready::works`].
-    pub rcpts: Vec<String>,
-    /// Dot-stuffed message ending in `CRLF.CRLF`.
-    pub data: Vec<u8>,
-    pub subject: String,
-    /// The headers it is sent with, for its events (shared by the
-    /// recipients of one transaction).
-    pub headers: Arc<SentHeaders>,
-}
-
 /// A recipient in flight and its window permit.
 pub type Held = (Work, tokio::sync::OwnedSemaphorePermit);
 
@@ -67,7 +53,7 @@ pub type Held = (Work, tokio::sync::OwnedSemaphorePermit);
 /// recipients of a non-personalized campaign sharing one transaction.
 pub struct Ready {
     pub works: Vec<Held>,
-    pub msg: Outgoing,
+    pub msg: crate::message::Outgoing,
 }
 
 /// The outcome of one attempt, on its way to the recorder.
@@ -106,6 +92,14 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The queue counts metrics show.
+    pub fn queues(&self) -> crate::metrics::Queues {
+        crate::metrics::Queues {
+            in_flight: self.active.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn finals(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
             + self.bounced.load(Ordering::Relaxed)

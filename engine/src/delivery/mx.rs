@@ -20,7 +20,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver as HickoryResolver, TokioResolver};
 
-use super::smtp::{DnsFailure, SessionError};
+use crate::smtp::{DnsFailure, SessionError};
 
 /// An MX answer: hosts by preference (already ordered for trying).
 #[derive(Debug, Clone, PartialEq, Eq)]

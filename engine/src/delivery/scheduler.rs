@@ -22,9 +22,9 @@ use volley_spool::RecipientId;
 use super::backoff::Backoff;
 use super::shard::{self, ShardCtx, ShardIn};
 use super::site::{self, Site};
-use super::smtp::SessionError;
 use super::{Report, Work};
 use crate::outcome;
+use crate::smtp::SessionError;
 
 /// Messages to the scheduler.
 pub enum SchedMsg {

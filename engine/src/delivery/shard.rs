@@ -27,14 +27,14 @@ use super::connection;
 use super::dest::Dest;
 use super::health::Admit;
 use super::mx::Resolver;
+use super::produce::{Job, Producer};
 pub use super::queue::ShardIn;
 use super::queue::{Campaigns, Queue};
 use super::site::Site;
-use super::smtp::TlsSettings;
 use super::{Ready, Report, Stats};
 use crate::config::Config;
-use crate::message::{Job, Producer};
 use crate::metrics::Metrics;
+use crate::smtp::TlsSettings;
 
 /// Recipients of a down site deferred per turn of the shard's loop.
 const DEFER_SHARE: usize = 256;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::mx::Resolver;
-use super::smtp::SessionError;
 use crate::config::{Config, Policy};
+use crate::smtp::SessionError;
 
 /// Where a site's connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,12 @@
-//! Message production: render → MIME → DKIM → dot-stuffed DATA payload, on a
-//! fixed pool of CPU threads fed through a crossbeam channel.
+//! Message production: recipient records → render → MIME → DKIM →
+//! dot-stuffed DATA payload ([`Outgoing`]). Pure CPU work on data read from
+//! the spool; the pool of threads that runs it is `delivery::produce`.
 //!
 //! The headers the message goes out with are captured here, once per
-//! message, for its events ([`headers::SentHeaders`]).
-//!
-//! Each worker reads the recipient record from the spool (memory map), keeps
-//! its own cache of compiled campaign templates, and sends the finished
-//! message to the destination shard's ready queue, or a `RenderFailed`
-//! report straight to the recorder. The async I/O threads never do this CPU
-//! work. Exposure: records and campaign bodies come from the spool (disk).
+//! message, for its events ([`headers::SentHeaders`]). A [`Campaigns`]
+//! cache (one per production thread) keeps each campaign's definition and
+//! compiled templates. Exposure: records and campaign bodies come from the
+//! spool (disk); they can only produce errors, never panics.
 
 pub mod dkim;
 pub mod headers;
@@ -23,8 +21,6 @@ use std::sync::Arc;
 use volley_spool::{RecipientId, Spool, Vars};
 
 use crate::campaign::CampaignDef;
-use crate::delivery::{Held, Outgoing, Ready, Report, Work};
-use crate::outcome::Outcome;
 use dkim::Signers;
 use template::Templates;
 
@@ -40,18 +36,26 @@ pub fn campaign_message_id(uid: u64, campaign: u32) -> String {
     format!("{uid:016x}{campaign:016x}-000001")
 }
 
-/// One production request: one recipient, or several recipients of one
-/// non-personalized campaign (one message for all of them).
-pub struct Job {
-    pub works: Vec<Held>,
-    pub ready: async_channel::Sender<Ready>,
+/// A produced message, ready for SMTP.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub mail_from: String,
+    /// Envelope recipients, in the order they were given.
+    pub rcpts: Vec<String>,
+    /// Dot-stuffed message ending in `CRLF.CRLF`.
+    pub data: Vec<u8>,
+    pub subject: String,
+    /// The headers it is sent with, for its events (shared by the
+    /// recipients of one transaction).
+    pub headers: Arc<headers::SentHeaders>,
 }
 
-/// What workers share.
-pub struct ProduceCtx {
-    pub spool: Arc<Spool>,
-    pub signers: Arc<Signers>,
-    pub recorder: crossbeam_channel::Sender<Report>,
+/// Why a message could not be produced: the reason, and the subject to
+/// report with it (the rendered one when it rendered, else the template).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub subject: String,
+    pub reason: String,
 }
 
 struct CampaignRt {
@@ -59,128 +63,55 @@ struct CampaignRt {
     templates: Templates,
 }
 
-/// Handle to the production pool.
-#[derive(Clone)]
-pub struct Producer {
-    tx: crossbeam_channel::Sender<Job>,
-}
+/// Campaigns as production needs them (definition and compiled
+/// templates), loaded from the spool once.
+#[derive(Default)]
+pub struct Campaigns(HashMap<u32, Result<Arc<CampaignRt>, String>>);
 
-impl Producer {
-    /// Starts `threads` workers; they stop when every handle is dropped.
-    pub fn start(
-        threads: usize,
-        ctx: Arc<ProduceCtx>,
-    ) -> (Producer, Vec<std::thread::JoinHandle<()>>) {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let handles = (0..threads.max(1))
-            .map(|i| {
-                let rx = rx.clone();
-                let ctx = Arc::clone(&ctx);
-                std::thread::Builder::new()
-                    .name(format!("produce-{i}"))
-                    .spawn(move || worker(&ctx, &rx))
-                    .expect("spawning a production thread")
+impl Campaigns {
+    fn get(&mut self, spool: &Spool, no: u32) -> Result<Arc<CampaignRt>, String> {
+        self.0
+            .entry(no)
+            .or_insert_with(|| {
+                let c = spool
+                    .campaign(no)
+                    .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
+                let def = CampaignDef::from_bytes(&c.body)
+                    .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
+                let templates = Templates::compile(&def)
+                    .map_err(|e| format!("{} template: {}", e.part, e.message))?;
+                Ok(Arc::new(CampaignRt { def, templates }))
             })
-            .collect();
-        (Producer { tx }, handles)
-    }
-
-    /// Queues a job (never blocks; in-flight work is bounded by the shards'
-    /// permits).
-    pub fn submit(&self, job: Job) {
-        let _ = self.tx.send(job);
+            .clone()
     }
 }
 
-fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
-    let mut cache: HashMap<u32, Result<Arc<CampaignRt>, String>> = HashMap::new();
-    while let Ok(job) = rx.recv() {
-        let works: Vec<&Work> = job.works.iter().map(|(w, _)| w).collect();
-        // a panic in a template, MIME or signing library must not take the
-        // job's recipients (and permits) with it
-        let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            produce(ctx, &mut cache, &works)
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err((
-                String::new(),
-                format!("internal: producing the message panicked: {what}"),
-            ))
-        });
-        match produced {
-            Ok(msg) => {
-                let ready = Ready {
-                    works: job.works,
-                    msg,
-                };
-                // A closed queue means the shard stopped (shutdown): the
-                // recipients stay queued in the spool.
-                let _ = job.ready.try_send(ready);
-            }
-            Err((subject, message)) => {
-                for (work, permit) in job.works {
-                    let _ = ctx.recorder.send(Report {
-                        work,
-                        outcome: Outcome::RenderFailed {
-                            message: message.clone(),
-                        },
-                        subject: subject.clone(),
-                        headers: None,
-                        at_ms: volley_spool::now_ms(),
-                        permit: Some(permit),
-                        site: None,
-                        retry: None,
-                        not_before: None,
-                    });
-                }
-            }
-        }
-    }
-}
-
-fn campaign<'c>(
-    ctx: &ProduceCtx,
-    cache: &'c mut HashMap<u32, Result<Arc<CampaignRt>, String>>,
-    no: u32,
-) -> &'c Result<Arc<CampaignRt>, String> {
-    cache.entry(no).or_insert_with(|| {
-        let c = ctx
-            .spool
-            .campaign(no)
-            .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
-        let def = CampaignDef::from_bytes(&c.body)
-            .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
-        let templates =
-            Templates::compile(&def).map_err(|e| format!("{} template: {}", e.part, e.message))?;
-        Ok(Arc::new(CampaignRt { def, templates }))
-    })
-}
-
-/// Produces the message of `works` (one recipient, or several of one
-/// non-personalized campaign); on failure returns (subject, reason).
-fn produce(
-    ctx: &ProduceCtx,
-    cache: &mut HashMap<u32, Result<Arc<CampaignRt>, String>>,
-    works: &[&Work],
-) -> Result<Outgoing, (String, String)> {
-    let fail = |m: String| (String::new(), m);
-    let first = works.first().ok_or_else(|| fail("no recipient".into()))?;
-    let campaign_no = ctx
-        .spool
-        .campaign_of(first.id)
-        .ok_or_else(|| fail(format!("recipient {} is not in the spool", first.id)))?;
-    let rt = campaign(ctx, cache, campaign_no).clone().map_err(fail)?;
-    let mut rcpts = Vec::with_capacity(works.len());
+/// Produces the message of `ids` (one recipient, or several of one
+/// non-personalized campaign), signed with `signers`.
+pub fn produce(
+    spool: &Spool,
+    signers: &Signers,
+    cache: &mut Campaigns,
+    ids: &[RecipientId],
+) -> Result<Outgoing, Failure> {
+    let fail = |reason: String| Failure {
+        subject: String::new(),
+        reason,
+    };
+    let first = *ids.first().ok_or_else(|| fail("no recipient".into()))?;
+    let campaign_no = spool
+        .campaign_of(first)
+        .ok_or_else(|| fail(format!("recipient {first} is not in the spool")))?;
+    let rt = cache.get(spool, campaign_no).map_err(fail)?;
+    let with_subject = |subject: &str| {
+        let subject = subject.to_string();
+        move |reason: String| Failure { subject, reason }
+    };
+    let mut rcpts = Vec::with_capacity(ids.len());
     let mut vars = None;
-    for w in works {
-        let (no, email, v) = ctx
-            .spool
-            .with_record(w.id, |r| {
+    for &id in ids {
+        let (no, email, v) = spool
+            .with_record(id, |r| {
                 let v = rt
                     .def
                     .personalized
@@ -188,7 +119,7 @@ fn produce(
                 (r.campaign.to_native(), r.email.to_string(), v)
             })
             .map_err(|e| fail(e.to_string()))?;
-        if no != campaign_no || (rt.def.personalized && works.len() > 1) {
+        if no != campaign_no || (rt.def.personalized && ids.len() > 1) {
             return Err(fail(
                 "internal: one message for recipients that cannot share it".into(),
             ));
@@ -198,12 +129,12 @@ fn produce(
     }
     let (context, mid) = match vars {
         Some(v) => (
-            v.map_err(|e| (rt.def.subject.clone(), e))?,
-            message_id(ctx.spool.uid(), first.id),
+            v.map_err(with_subject(&rt.def.subject))?,
+            message_id(spool.uid(), first),
         ),
         None => (
             serde_json::Value::Object(serde_json::Map::new()),
-            campaign_message_id(ctx.spool.uid(), campaign_no),
+            campaign_message_id(spool.uid(), campaign_no),
         ),
     };
     let mut rendered = rt.templates.render(context).map_err(|e| {
@@ -212,7 +143,10 @@ fn produce(
             Some(s) => mime::header_text(&s).into_owned(),
             None => rt.def.subject.clone(),
         };
-        (subject, e.message)
+        Failure {
+            subject,
+            reason: e.message,
+        }
     })?;
     // the subject as the header carries it (and its events report it)
     if let std::borrow::Cow::Owned(s) = mime::header_text(&rendered.subject) {
@@ -221,15 +155,14 @@ fn produce(
     let header_id = format!("{mid}@{}", rt.def.from_domain());
     let date = (volley_spool::now_ms() / 1000) as i64;
     let body = mime::build(&rt.def, &rcpts[0], &rendered, &header_id, date)
-        .map_err(|e| (rendered.subject.clone(), e))?;
-    let sigs = ctx
-        .signers
+        .map_err(with_subject(&rendered.subject))?;
+    let sigs = signers
         .sign(rt.def.from_domain(), &body)
-        .map_err(|e| (rendered.subject.clone(), e))?;
+        .map_err(with_subject(&rendered.subject))?;
     let parts = [sigs.as_slice(), body.as_slice()];
     let headers = Arc::new(headers::SentHeaders::capture(&parts));
     let mut data = Vec::with_capacity(sigs.len() + body.len() + 64);
-    crate::delivery::smtp::session::dot_stuff_parts(&parts, &mut data);
+    crate::smtp::session::dot_stuff_parts(&parts, &mut data);
     Ok(Outgoing {
         mail_from: rt.def.from_addr.clone(),
         rcpts,

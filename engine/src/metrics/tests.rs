@@ -6,7 +6,7 @@ use super::*;
 fn scrape(m: &Metrics, format: Format) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
-    m.render(&Stats::default(), &spool, format)
+    m.render(Queues::default(), &spool, format)
 }
 
 /// Names declared by `# HELP` and `# TYPE` lines, and the names of samples.

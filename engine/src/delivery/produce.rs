@@ -1,0 +1,117 @@
+//! The production pool: a fixed set of CPU threads, fed through a
+//! crossbeam channel, that turn dispatched recipients into messages
+//! ([`crate::message::produce`]: render, MIME, DKIM, DATA payload).
+//!
+//! Each thread keeps its own cache of campaigns and sends the finished
+//! message to the destination shard's ready queue, or a `RenderFailed`
+//! report straight to the recorder. A panic in template, MIME or signing
+//! code becomes a render failure of the job's recipients (their permits
+//! are released with it). The async I/O threads never do this CPU work.
+//! Exposure: none beyond `message` (records and campaigns from the spool).
+
+use std::sync::Arc;
+
+use volley_spool::{RecipientId, Spool};
+
+use super::{Held, Ready, Report};
+use crate::message::dkim::Signers;
+use crate::message::{self, Campaigns, Failure};
+use crate::outcome::Outcome;
+
+/// One production request: one recipient, or several recipients of one
+/// non-personalized campaign (one message for all of them).
+pub struct Job {
+    pub works: Vec<Held>,
+    pub ready: async_channel::Sender<Ready>,
+}
+
+/// What workers share.
+pub struct ProduceCtx {
+    pub spool: Arc<Spool>,
+    pub signers: Arc<Signers>,
+    pub recorder: crossbeam_channel::Sender<Report>,
+}
+
+/// Handle to the production pool.
+#[derive(Clone)]
+pub struct Producer {
+    tx: crossbeam_channel::Sender<Job>,
+}
+
+impl Producer {
+    /// Starts `threads` workers; they stop when every handle is dropped.
+    pub fn start(
+        threads: usize,
+        ctx: Arc<ProduceCtx>,
+    ) -> (Producer, Vec<std::thread::JoinHandle<()>>) {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let handles = (0..threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                let ctx = Arc::clone(&ctx);
+                std::thread::Builder::new()
+                    .name(format!("produce-{i}"))
+                    .spawn(move || worker(&ctx, &rx))
+                    .expect("spawning a production thread")
+            })
+            .collect();
+        (Producer { tx }, handles)
+    }
+
+    /// Queues a job (never blocks; in-flight work is bounded by the shards'
+    /// permits).
+    pub fn submit(&self, job: Job) {
+        let _ = self.tx.send(job);
+    }
+}
+
+fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
+    let mut cache = Campaigns::default();
+    while let Ok(job) = rx.recv() {
+        let ids: Vec<RecipientId> = job.works.iter().map(|(w, _)| w.id).collect();
+        // a panic in a template, MIME or signing library must not take the
+        // job's recipients (and permits) with it
+        let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            message::produce(&ctx.spool, &ctx.signers, &mut cache, &ids)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Failure {
+                subject: String::new(),
+                reason: format!("internal: producing the message panicked: {what}"),
+            })
+        });
+        match produced {
+            Ok(msg) => {
+                let ready = Ready {
+                    works: job.works,
+                    msg,
+                };
+                // A closed queue means the shard stopped (shutdown): the
+                // recipients stay queued in the spool.
+                let _ = job.ready.try_send(ready);
+            }
+            Err(Failure { subject, reason }) => {
+                for (work, permit) in job.works {
+                    let _ = ctx.recorder.send(Report {
+                        work,
+                        outcome: Outcome::RenderFailed {
+                            message: reason.clone(),
+                        },
+                        subject: subject.clone(),
+                        headers: None,
+                        at_ms: volley_spool::now_ms(),
+                        permit: Some(permit),
+                        site: None,
+                        retry: None,
+                        not_before: None,
+                    });
+                }
+            }
+        }
+    }
+}
