@@ -20,6 +20,7 @@ use volley_spool::Spool;
 
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
+use crate::delivery::budget::{self, Budget};
 use crate::delivery::mx::Resolver;
 use crate::delivery::produce::{ProduceCtx, Producer};
 use crate::delivery::recorder::{self, RecorderCtx};
@@ -32,6 +33,22 @@ use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
 use crate::metrics::Metrics;
 use crate::smtp::TlsSettings;
+
+/// The size of the global connection budget: `[delivery] max_connections`,
+/// or derived from the open-file limit when that is 0.
+fn connection_budget(config: &Config) -> usize {
+    let nofile = budget::nofile_limit();
+    let size = match config.delivery.max_connections {
+        0 => budget::auto_size(nofile),
+        n => n as usize,
+    };
+    tracing::info!(
+        connections = size,
+        open_file_limit = nofile,
+        "outbound connection budget"
+    );
+    size
+}
 
 /// Options that are not in the config file.
 #[derive(Clone)]
@@ -154,6 +171,7 @@ impl Engine {
             opts.tls,
             Arc::new(Resolver::new(&nameservers, config.dns.allow_internal)),
             shutdown_rx.clone(),
+            Arc::new(Budget::new(connection_budget(&config))),
         ));
         tokio::spawn(scheduler::run(
             Arc::clone(&sctx),

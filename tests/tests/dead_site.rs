@@ -137,11 +137,12 @@ fn a_refused_ehlo_defers_and_the_mail_is_delivered_later() {
     let (server, fx, rcpts) = deliver_all(
         Options {
             pipelining: true,
-            refuse_ehlo: Some((1, "550 5.7.1 scripted: HELO name rejected")),
+            // as often as it takes the site down (site_down_after = 3)
+            refuse_ehlo: Some((3, "550 5.7.1 scripted: HELO name rejected")),
             ..Default::default()
         },
         3,
-        "connections = 1",
+        "connections = 1\nsite_down_after = 3",
     );
     let ev = fx.events();
     assert!(of_type(&ev, "Bounce").is_empty(), "EHLO refusal bounced");

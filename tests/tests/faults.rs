@@ -3,7 +3,8 @@
 //!
 //! - the connection drops in the middle of DATA: deferred, then delivered
 //!   once on retry;
-//! - `421` at greeting: deferred, then delivered;
+//! - `421` at greeting: tried again at once (nobody deferred); as often as
+//!   it takes the site down: deferred, then delivered after a probe;
 //! - STARTTLS offered but broken (closed, garbage, or no handshake within
 //!   the `starttls` timeout): plain text with `tls = "opportunistic"`;
 //! - no PIPELINING: delivered in lock-step (one command per read);
@@ -50,7 +51,7 @@ fn drop_in_data_is_deferred_then_delivered_once() {
 }
 
 #[test]
-fn greeting_421_is_deferred_then_delivered() {
+fn one_refused_greeting_is_tried_again_at_once() {
     let (server, fx, rcpts) = deliver_all(
         Options {
             pipelining: true,
@@ -60,12 +61,30 @@ fn greeting_421_is_deferred_then_delivered() {
         3,
         "connections = 1",
     );
+    // a refused connection is no verdict about a recipient: the next
+    // connection delivers, and nobody was deferred for it
+    assert!(of_type(&fx.events(), "DeliveryDelay").is_empty());
+    assert_eq!(server.connections(), 2);
+    assert_each_delivered_once(&fx, &server, &rcpts);
+}
+
+#[test]
+fn greeting_421_takes_the_site_down_then_it_is_delivered() {
+    // refused as often as it takes to be down (site_down_after = 3): the
+    // recipients are deferred with that reply, then a probe finds the
+    // site up again
+    let (server, fx, rcpts) = deliver_all(
+        Options {
+            pipelining: true,
+            greeting_421: 3,
+            ..Default::default()
+        },
+        3,
+        "connections = 1\nsite_down_after = 3",
+    );
     let ev = fx.events();
     let delays = of_type(&ev, "DeliveryDelay");
-    assert!(
-        !delays.is_empty(),
-        "the refused connection deferred its mail"
-    );
+    assert!(!delays.is_empty(), "the down site deferred its mail");
     for d in &delays {
         let diag = delay_diag(d);
         assert!(diag.starts_with("smtp; 421 4.3.2"), "{diag}");
@@ -74,7 +93,7 @@ fn greeting_421_is_deferred_then_delivered() {
             "4.3.2"
         );
     }
-    assert!(server.connections() >= 2);
+    assert!(server.connections() >= 4);
     assert_each_delivered_once(&fx, &server, &rcpts);
 }
 

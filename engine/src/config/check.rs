@@ -38,6 +38,12 @@ impl Config {
         if d.smtp_port == 0 {
             return Err(bad("delivery.smtp_port", "must be a port number".into()));
         }
+        if d.max_connections > 1_000_000 {
+            return Err(bad(
+                "delivery.max_connections",
+                "must be at most 1000000 (0: derived from the open-file limit)".into(),
+            ));
+        }
         self.http
             .listen
             .parse::<std::net::SocketAddr>()

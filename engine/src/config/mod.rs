@@ -173,6 +173,10 @@ pub struct DeliveryConfig {
     /// schedule.
     #[serde(default = "default_site_down_after")]
     pub site_down_after: u32,
+    /// Outbound connections of all sites together (each costs a file
+    /// descriptor); 0: derived from the open-file limit.
+    #[serde(default)]
+    pub max_connections: u32,
     /// Port of MX hosts (25; other values are for test labs).
     #[serde(default = "default_smtp_port")]
     pub smtp_port: u16,
@@ -300,6 +304,7 @@ impl Default for DeliveryConfig {
             recipients_per_transaction: default_rcpts(),
             tls: default_tls(),
             smtp_port: default_smtp_port(),
+            max_connections: 0,
             throttle_patterns: delivery::default_throttle_patterns(),
             timeouts: TimeoutsConfig::default(),
         }

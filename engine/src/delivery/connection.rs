@@ -1,114 +1,42 @@
-//! One SMTP connection of a site: take ready messages, open (or reopen) a
-//! session, send each message as a (pipelined) transaction, report outcomes.
+//! One SMTP connection of a site: with a slot of the global connection
+//! budget, open a session (see [`super::open`]), then take ready messages
+//! and send each as a (pipelined) transaction, reporting outcomes.
 //!
-//! A connection opens lazily when it has a message: to the route, or to the
-//! site's MX hosts by preference, equal preferences in random order (each
-//! host's addresses in turn, the next on any failure, at most
-//! [`MAX_ADDRESSES`] tries). With `tls = "opportunistic"` a
-//! failed TLS handshake is retried once in plain text on the same address.
-//! It sends up to `messages_per_connection` transactions per session, then
-//! says QUIT and reopens; it reconnects after a session error; it closes
-//! when its site has nothing in flight for the idle period, when the site's
-//! connection limit was lowered below the connections open (throttling), or
-//! at shutdown. When a session cannot be opened, the message in hand gets
-//! that failure's outcome. If other sessions of the site are open, this
-//! connection closes and leaves them the rest; if none is, the failure
-//! counts toward the site being down (see [`super::health`]), and once it
-//! is, every ready message is deferred with that one decision and the
-//! connection closes. No session is opened for a down site except by a
-//! [`probe`]. Every reply is fed to the site's throttle. Exposure: talks to
-//! remote servers through [`crate::smtp`]; all failures become outcomes.
+//! A connection task starts when its site has work (see the shard). It
+//! waits for a budget slot first: while it holds one, the shard has up to
+//! [`super::dest::READY_PER_CONNECTION`] messages produced for it, so
+//! rendered mail exists only shortly before a connection can take it. It
+//! sends up to `messages_per_connection` transactions per session, then
+//! says QUIT and reopens on the same slot; it reopens after a broken
+//! session while its site has work. It ends when its site has nothing in
+//! flight for the idle period, when the site's connection limit was lowered
+//! below the connections it has (throttling), when other sites wait for
+//! slots and this site holds more than its fair share, at shutdown, or
+//! when a session cannot be opened and either other sessions of the site
+//! are open (they serve it) or the failure took the site down (every ready
+//! message is then deferred with that one decision, see
+//! [`super::health`]). A failure to open below that threshold is tried
+//! again at once; no recipient is deferred for it. Running out of a local
+//! resource (file descriptors, buffers, ports) while connecting takes the
+//! slot out of the budget and waits for another: never an outcome. Every
+//! reply is fed to the site's throttle. Exposure: talks to remote servers
+//! through [`crate::smtp`]; all failures become outcomes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Ready;
+use super::budget::Slot;
 use super::dest::Dest;
+use super::open::open;
 use super::shard::ShardCtx;
-use super::site::Hosts;
-use crate::config::{Config, TlsPolicy};
 use crate::outcome::{self, Outcome};
-use crate::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
+use crate::smtp::{ConnectKind, Session, SessionError};
 
-/// Most addresses one attempt to open a session tries.
-pub const MAX_ADDRESSES: usize = 8;
-
-fn tls_mode(p: TlsPolicy) -> TlsMode {
-    match p {
-        TlsPolicy::Required => TlsMode::Required,
-        TlsPolicy::Opportunistic => TlsMode::Opportunistic,
-        TlsPolicy::Disabled => TlsMode::Disabled,
-    }
-}
-
-/// Opens a session at one address (plain-text retry for opportunistic TLS).
-async fn open_at(
-    ctx: &ShardCtx,
-    config: &Config,
-    mode: TlsMode,
-    addr: SocketAddr,
-    name: &str,
-) -> Result<Session, SessionError> {
-    let t = Timeouts::from(&config.delivery.timeouts);
-    let helo = &config.delivery.helo;
-    match client::open(addr, helo, &ctx.tls, mode, name, &t).await {
-        Err(SessionError::Tls(e)) if mode == TlsMode::Opportunistic => {
-            tracing::info!(%addr, error = %e, "TLS handshake failed; retrying in plain text (tls = \"opportunistic\")");
-            client::open(addr, helo, &ctx.tls, TlsMode::Disabled, name, &t).await
-        }
-        r => r,
-    }
-}
-
-/// Opens a session to the first destination address that answers.
-async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, SessionError> {
-    let config = ctx.config();
-    let mode = tls_mode(dest.policy().tls);
-    let mut last =
-        SessionError::Connect(ConnectKind::Other, format!("no address for {}", dest.key));
-    let mut tries = 0;
-    let hosts: Vec<(String, u16)> = match &dest.hosts {
-        Hosts::Route { host, port } => vec![(host.clone(), *port)],
-        Hosts::Mx { hosts, port } => {
-            // equal preferences in a fresh random order on every open, so
-            // that a site's connections spread over them
-            let mut hosts = hosts.clone();
-            fastrand::shuffle(&mut hosts);
-            hosts.sort_by_key(|(p, _)| *p);
-            hosts.into_iter().map(|(_, h)| (h, *port)).collect()
-        }
-    };
-    for (host, port) in hosts {
-        let addrs = match &dest.hosts {
-            Hosts::Route { .. } => ctx.resolver.route(&host, port).await,
-            Hosts::Mx { .. } => ctx.resolver.addresses(&host, port).await,
-        };
-        let addrs = match addrs {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(site = %dest.key, %host, error = %e, "mail host lookup failed");
-                last = e;
-                continue;
-            }
-        };
-        for addr in addrs {
-            if tries == MAX_ADDRESSES {
-                return Err(last);
-            }
-            tries += 1;
-            match open_at(ctx, &config, mode, addr, &host).await {
-                Ok(s) => return Ok(s),
-                Err(e) => {
-                    tracing::debug!(site = %dest.key, %host, %addr, error = %e, "session failed to open; trying the next address");
-                    last = e;
-                }
-            }
-        }
-    }
-    Err(last)
-}
+/// How long a connection waits after running out of a local resource
+/// before it asks for a slot again.
+pub const LOCAL_BACKOFF: Duration = Duration::from_millis(200);
 
 enum Next {
     Msg(Ready),
@@ -135,8 +63,9 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready
     }
 }
 
-/// Leaves the pool if more connections are open than the site's current
-/// limit allows; true when this connection should close.
+/// Leaves the pool if more connections run than the site's current limit
+/// allows; true when this connection should close (it is then no longer
+/// counted).
 fn surplus(dest: &Dest) -> bool {
     let max = dest.max_conns();
     dest.conn_tasks
@@ -146,49 +75,18 @@ fn surplus(dest: &Dest) -> bool {
         .is_ok()
 }
 
-/// Leaves the pool (no message to serve); true when it must stay after
-/// all: work was dispatched while it decided and no other connection is
-/// left to serve it.
-fn leave_or_stay(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready>) -> bool {
-    dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
-    !*ctx.shutdown.borrow()
-        && !ready.is_closed()
-        && !dest.is_down()
-        && dest.in_flight() > 0
-        && dest
-            .conn_tasks
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-}
-
-/// Runs one connection until it is idle, closed or shut down. The caller
-/// has already counted it in `dest.conn_tasks`.
+/// Runs one connection task until it ends. The caller has already counted
+/// it in `dest.conn_tasks`.
 pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: async_channel::Receiver<Ready>) {
-    serve(&ctx, &dest, &ready).await;
-    ctx.stats.connection_tasks.fetch_sub(1, Ordering::AcqRel);
-}
-
-/// Probes a down site: opens a session and, when it opens, says QUIT at
-/// once. The verdict goes to the site's health (see [`super::health`]).
-pub async fn probe(ctx: Arc<ShardCtx>, dest: Arc<Dest>) {
-    let mut shutdown = ctx.shutdown.clone();
-    let opened = tokio::select! {
-        r = open(&ctx, &dest) => r,
-        _ = shutdown.wait_for(|stop| *stop) => {
-            dest.probe_abandoned();
-            return;
-        }
-    };
-    match opened {
-        Ok(session) => {
-            dest.opened();
-            session.quit().await;
-        }
-        Err(e) => {
-            observe_error(&ctx, &dest, &e);
-            dest.open_failed(&e, &outcome::from_session_error(&e));
-        }
+    dest.want_slot(&ctx.budget);
+    let counted = serve(&ctx, &dest, &ready).await;
+    dest.unwant_slot(&ctx.budget);
+    if counted {
+        dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
     }
+    ctx.stats.connection_tasks.fetch_sub(1, Ordering::AcqRel);
+    // the shard starts another if its site still has work
+    dest.wake.notify_one();
 }
 
 /// An open session and how many transactions it has carried.
@@ -206,39 +104,35 @@ async fn close(ctx: &ShardCtx, dest: &Dest, open: Open, quit: bool) {
     dest.m.connections.dec();
 }
 
-/// What became of an attempt to open a session for a message.
+/// What became of an attempt to open a session.
 enum Opening {
-    /// The session is open; send the message on it.
-    Open(Box<(Open, Ready)>),
-    /// It failed and the message got the failure's outcome; try again with
-    /// the next message.
+    Open(Box<Session>),
+    /// Failed below the site's down threshold: try again.
     Again,
-    /// This connection leaves (it has left the site's count already).
-    Leave,
-    /// Shutting down while opening (the message stays queued in the spool).
-    Shutdown,
+    /// Out of a local resource: give the slot back and wait for another.
+    Local(String),
+    /// The task ends: shutdown, the site is down, or other sessions serve
+    /// it.
+    End,
 }
 
-/// Opens a session for `msg`. A failure is the message's outcome and, when
-/// no other session of the site is open, counts toward the site being
-/// down; once the site is down, the ready messages are deferred with it
-/// and the connection leaves (the shard defers the rest of the queue).
-async fn open_for(
+/// Opens a session. A failure counts toward the site being down when no
+/// other session of the site is open; once the site is down, the ready
+/// messages are deferred with that decision (the shard defers the rest of
+/// its queue).
+async fn open_session(
     ctx: &ShardCtx,
     dest: &Dest,
-    msg: Ready,
     ready: &async_channel::Receiver<Ready>,
 ) -> Opening {
     if dest.is_down() {
-        dest.defer_ready(ctx, msg);
-        dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
-        return Opening::Leave;
+        return Opening::End;
     }
     // opening waits for the remote server; a shutdown does not
     let mut shutdown = ctx.shutdown.clone();
     let opened = tokio::select! {
         r = open(ctx, dest) => r,
-        _ = shutdown.wait_for(|stop| *stop) => return Opening::Shutdown,
+        _ = shutdown.wait_for(|stop| *stop) => return Opening::End,
     };
     let e = match opened {
         Ok(session) => {
@@ -247,76 +141,145 @@ async fn open_for(
             dest.m.connections.inc();
             dest.m.session_opened(session.caps().tls);
             dest.opened();
-            return Opening::Open(Box::new((Open { session, sent: 0 }, msg)));
+            return Opening::Open(Box::new(session));
         }
+        Err(SessionError::Connect(ConnectKind::Local, e)) => return Opening::Local(e),
         Err(e) => e,
     };
     observe_error(ctx, dest, &e);
-    let outcome = outcome::from_session_error(&e);
-    dest.report(ctx, msg, std::slice::from_ref(&outcome));
     if dest.sessions.load(Ordering::Acquire) > 0 {
         // other sessions serve the site, so it is up: leave the rest to
         // them (a refusal here is often "too many connections")
         tracing::debug!(site = %dest.key, error = %e, "cannot open another session; this connection closes");
-        dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
-        return Opening::Leave;
+        return Opening::End;
     }
-    dest.open_failed(&e, &outcome);
+    dest.open_failed(&e, &outcome::from_session_error(&e));
     if !dest.is_down() {
-        tracing::debug!(site = %dest.key, error = %e, "cannot open a session");
+        tracing::debug!(site = %dest.key, error = %e, "cannot open a session; trying again");
         return Opening::Again;
     }
     // the site is down: what is ready goes with this decision
     while let Ok(r) = ready.try_recv() {
         dest.defer_ready(ctx, r);
     }
-    dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
-    Opening::Leave
+    Opening::End
 }
 
-async fn serve(ctx: &Arc<ShardCtx>, dest: &Arc<Dest>, ready: &async_channel::Receiver<Ready>) {
-    let (ctx, dest) = (&**ctx, &**dest);
-    let mut session: Option<Open> = None;
+/// Serves the site with budget slots until the task ends; returns whether
+/// the task is still counted in `dest.conn_tasks` (a surplus connection
+/// took itself out).
+async fn serve(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready>) -> bool {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let slot = tokio::select! {
+            s = ctx.budget.acquire() => s,
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        };
+        let Some(slot) = slot else { return true };
+        let held = dest.hold_slot();
+        let ended = on_slot(ctx, dest, ready, slot).await;
+        drop(held);
+        match ended {
+            SlotEnd::Wait => tokio::time::sleep(LOCAL_BACKOFF).await,
+            SlotEnd::Task(counted) => return counted,
+        }
+    }
+}
+
+/// How serving with one slot ended.
+enum SlotEnd {
+    /// The slot left the budget (out of a local resource): wait, then ask
+    /// for another.
+    Wait,
+    /// The task ends (still counted or not).
+    Task(bool),
+}
+
+/// Opens sessions on `slot` and serves them until the task ends or the
+/// slot is lost.
+async fn on_slot(
+    ctx: &ShardCtx,
+    dest: &Dest,
+    ready: &async_channel::Receiver<Ready>,
+    slot: Slot,
+) -> SlotEnd {
+    loop {
+        let session = match open_session(ctx, dest, ready).await {
+            Opening::Open(s) => *s,
+            Opening::Again => continue,
+            Opening::Local(e) => {
+                ctx.budget.lower(slot, &e);
+                return SlotEnd::Wait;
+            }
+            Opening::End => return SlotEnd::Task(true),
+        };
+        match serve_session(ctx, dest, ready, session).await {
+            Ended::Reopen => {}
+            Ended::Done { counted } => return SlotEnd::Task(counted),
+        }
+    }
+}
+
+/// How a session ended.
+enum Ended {
+    /// Open another on the same slot (the per-connection limit was reached
+    /// or the session broke while the site has work).
+    Reopen,
+    Done {
+        counted: bool,
+    },
+}
+
+/// Sends ready messages on an open session until it ends.
+async fn serve_session(
+    ctx: &ShardCtx,
+    dest: &Dest,
+    ready: &async_channel::Receiver<Ready>,
+    session: Session,
+) -> Ended {
+    let mut open = Open { session, sent: 0 };
     loop {
         if surplus(dest) {
             tracing::debug!(site = %dest.key, "closing a connection: the site's connection limit was lowered");
-            if let Some(o) = session.take() {
-                close(ctx, dest, o, true).await;
-            }
-            return;
+            close(ctx, dest, open, true).await;
+            return Ended::Done { counted: false };
         }
         let msg = match next(ctx, dest, ready).await {
             Next::Msg(m) => m,
-            Next::Exit if leave_or_stay(ctx, dest, ready) => continue,
-            Next::Exit => break,
+            Next::Exit => {
+                close(ctx, dest, open, true).await;
+                return Ended::Done { counted: true };
+            }
         };
-        let per_connection = dest.policy().messages_per_connection;
-        if let Some(o) = session.take_if(|o| o.sent >= per_connection) {
-            close(ctx, dest, o, true).await;
-        }
-        let (mut open, msg) = match session.take() {
-            Some(o) => (o, msg),
-            None => match open_for(ctx, dest, msg, ready).await {
-                Opening::Open(opened) => *opened,
-                Opening::Again => continue,
-                Opening::Leave => return,
-                Opening::Shutdown => break,
-            },
-        };
-        if transact(ctx, dest, &mut open, msg).await {
-            session = Some(open);
-        } else {
+        if !transact(ctx, dest, &mut open, msg).await {
             close(ctx, dest, open, false).await;
+            return if dest.in_flight() > 0 {
+                Ended::Reopen
+            } else {
+                Ended::Done { counted: true }
+            };
         }
-    }
-    if let Some(o) = session {
-        close(ctx, dest, o, true).await;
+        if open.sent >= dest.policy().messages_per_connection {
+            close(ctx, dest, open, true).await;
+            return Ended::Reopen;
+        }
+        if ctx
+            .budget
+            .should_yield(dest.slotted.load(Ordering::Acquire))
+        {
+            tracing::debug!(site = %dest.key, "closing a connection: other sites wait for the connection budget");
+            close(ctx, dest, open, true).await;
+            return Ended::Done { counted: true };
+        }
     }
 }
 
 /// Sends one message on an open session and reports its outcomes; false
 /// when the session cannot carry another transaction.
 async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool {
+    // taken: the shard may produce the next message for this connection
+    let mut msg = msg;
+    drop(msg.ticket.take());
     ctx.metrics.attempts.inc();
     dest.m.attempts.inc();
     o.sent += 1;
@@ -388,7 +351,7 @@ fn classify(
 
 /// Feeds a session failure that carries a reply (e.g. 421 at greeting) to
 /// the site's throttle.
-fn observe_error(ctx: &ShardCtx, dest: &Dest, e: &SessionError) {
+pub(super) fn observe_error(ctx: &ShardCtx, dest: &Dest, e: &SessionError) {
     if let SessionError::Refused(_, reply) = e {
         let patterns = &ctx.config().delivery.throttle_patterns;
         dest.observe(Some(reply), outcome::is_throttle(reply, patterns));

@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::backoff::Backoff;
+use super::budget::Budget;
 use super::health::{Admit, Change, Health};
 use super::shard::ShardCtx;
 use super::site::{Hosts, Site};
@@ -30,6 +31,12 @@ use crate::smtp::{ConnectKind, Reply, SessionError};
 /// Most deferral reports of a down site on their way to the journal at
 /// once (bounds the memory of deferring a large queue).
 const DEFERRALS_IN_FLIGHT: usize = 1024;
+
+/// Messages produced ahead (in production, or ready and not yet taken)
+/// per connection that holds a budget slot: one to take when its
+/// transaction ends, one being rendered meanwhile. Rendered mail exists
+/// only shortly before a connection can take it.
+pub const READY_PER_CONNECTION: usize = 2;
 
 /// The in-flight window of a site: four messages per connection (at least
 /// 8), and at least one full transaction of recipients.
@@ -65,7 +72,14 @@ pub struct Dest {
     pub conn_tasks: AtomicUsize,
     /// Sessions open.
     pub sessions: AtomicUsize,
-    /// Wakes the shard when the site's health changes.
+    /// Connection tasks holding a slot of the connection budget.
+    pub slotted: AtomicUsize,
+    /// Connection tasks holding or waiting for a budget slot.
+    wanting: AtomicUsize,
+    /// Messages produced ahead and not yet taken by a connection.
+    produced: AtomicUsize,
+    /// Wakes the shard: the site's health changed, a connection took a
+    /// message or got a slot, or a connection task ended.
     pub wake: Notify,
     /// This site's metric handles.
     pub m: Arc<SiteMetrics>,
@@ -92,6 +106,9 @@ impl Dest {
             deferrals: Arc::new(Semaphore::new(DEFERRALS_IN_FLIGHT)),
             conn_tasks: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
+            slotted: AtomicUsize::new(0),
+            wanting: AtomicUsize::new(0),
+            produced: AtomicUsize::new(0),
             wake: Notify::new(),
             m: Arc::new(m),
         };
@@ -196,6 +213,37 @@ impl Dest {
                 self.window.fetch_sub(gone, Ordering::AcqRel);
             }
         }
+    }
+
+    /// A connection task starts wanting a budget slot.
+    pub(super) fn want_slot(&self, budget: &Budget) {
+        budget.site_wants(self.wanting.fetch_add(1, Ordering::AcqRel));
+    }
+
+    /// A connection task no longer holds or wants a budget slot.
+    pub(super) fn unwant_slot(&self, budget: &Budget) {
+        budget.site_wants_less(self.wanting.fetch_sub(1, Ordering::AcqRel) - 1);
+    }
+
+    /// A connection task holds a budget slot until the guard is dropped
+    /// (messages may be produced for it meanwhile).
+    pub(super) fn hold_slot(&self) -> SlotHold<'_> {
+        self.slotted.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+        SlotHold(self)
+    }
+
+    /// Whether another message may be produced: fewer are produced ahead
+    /// than [`READY_PER_CONNECTION`] per connection holding a slot.
+    pub(super) fn has_room(&self) -> bool {
+        self.produced.load(Ordering::Acquire)
+            < READY_PER_CONNECTION * self.slotted.load(Ordering::Acquire)
+    }
+
+    /// A place for one more message produced ahead.
+    pub(super) fn ticket(self: &Arc<Self>) -> ReadyTicket {
+        self.produced.fetch_add(1, Ordering::AcqRel);
+        ReadyTicket(Arc::clone(self))
     }
 
     /// Whether the site is down (no new session is tried but by a probe).
@@ -374,5 +422,26 @@ impl Dest {
         for (work, permit) in r.works {
             self.defer_down(ctx, work, permit, produced, probe_at);
         }
+    }
+}
+
+/// A connection task's hold on a budget slot (see [`Dest::hold_slot`]).
+pub(super) struct SlotHold<'a>(&'a Dest);
+
+impl Drop for SlotHold<'_> {
+    fn drop(&mut self) {
+        self.0.slotted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A message's place among those produced ahead for a site's connections
+/// (see [`Dest::has_room`]): given back when dropped, which happens when a
+/// connection takes the message, or when it is not produced after all.
+pub struct ReadyTicket(Arc<Dest>);
+
+impl Drop for ReadyTicket {
+    fn drop(&mut self) {
+        self.0.produced.fetch_sub(1, Ordering::AcqRel);
+        self.0.wake.notify_one();
     }
 }

@@ -17,10 +17,12 @@
 //! bound on duplicates after a crash.
 
 pub mod backoff;
+pub mod budget;
 pub mod connection;
 pub mod dest;
 pub mod health;
 pub mod mx;
+pub mod open;
 pub mod produce;
 mod queue;
 pub mod recorder;
@@ -54,6 +56,9 @@ pub type Held = (Work, tokio::sync::OwnedSemaphorePermit);
 pub struct Ready {
     pub works: Vec<Held>,
     pub msg: crate::message::Outgoing,
+    /// Its place among the messages produced ahead for the site's
+    /// connections; given back when a connection takes it.
+    pub ticket: Option<dest::ReadyTicket>,
 }
 
 /// The outcome of one attempt, on its way to the recorder.

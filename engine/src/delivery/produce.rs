@@ -23,6 +23,9 @@ use crate::outcome::Outcome;
 pub struct Job {
     pub works: Vec<Held>,
     pub ready: async_channel::Sender<Ready>,
+    /// Its place among the messages produced ahead for the site (given
+    /// back when the message is taken, or when it fails).
+    pub ticket: super::dest::ReadyTicket,
 }
 
 /// What workers share.
@@ -90,6 +93,7 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
                 let ready = Ready {
                     works: job.works,
                     msg,
+                    ticket: Some(job.ticket),
                 };
                 // A closed queue means the shard stopped (shutdown): the
                 // recipients stay queued in the spool.

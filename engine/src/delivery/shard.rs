@@ -23,10 +23,12 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use volley_spool::Spool;
 
+use super::budget::Budget;
 use super::connection;
 use super::dest::Dest;
 use super::health::Admit;
 use super::mx::Resolver;
+use super::open;
 use super::produce::{Job, Producer};
 pub use super::queue::ShardIn;
 use super::queue::{Campaigns, Queue};
@@ -51,6 +53,8 @@ pub struct ShardCtx {
     pub tls: TlsSettings,
     pub resolver: Arc<Resolver>,
     pub shutdown: watch::Receiver<bool>,
+    /// The global budget of outbound connections.
+    pub budget: Arc<Budget>,
     /// One clock for every shard's rate limiter (making one calibrates it).
     pub clock: governor::clock::DefaultClock,
 }
@@ -67,6 +71,7 @@ impl ShardCtx {
         tls: TlsSettings,
         resolver: Arc<Resolver>,
         shutdown: watch::Receiver<bool>,
+        budget: Arc<Budget>,
     ) -> ShardCtx {
         ShardCtx {
             config: RwLock::new(config),
@@ -79,6 +84,7 @@ impl ShardCtx {
             tls,
             resolver,
             shutdown,
+            budget,
             clock: governor::clock::DefaultClock::default(),
         }
     }
@@ -168,12 +174,26 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         }
         s.refresh();
         let turn = if s.queue.len == 0 {
+            if !s.dest.is_down() {
+                // messages in flight need a connection to take them
+                s.ensure_connections();
+            }
             s.wait(&mut rx).await
         } else {
             match s.dest.admit() {
-                Admit::Send => s.dispatch().await,
+                Admit::Send => {
+                    s.ensure_connections();
+                    if s.dest.has_room() {
+                        s.dispatch().await
+                    } else {
+                        // as many produced ahead as its connections can
+                        // take: wait for one to take a message (or get a
+                        // budget slot)
+                        s.wait(&mut rx).await
+                    }
+                }
                 Admit::Probe => {
-                    tokio::spawn(connection::probe(Arc::clone(&s.ctx), Arc::clone(&s.dest)));
+                    tokio::spawn(open::probe(Arc::clone(&s.ctx), Arc::clone(&s.dest)));
                     Turn::Go
                 }
                 // a probe runs: its verdict decides what becomes of the queue
@@ -301,17 +321,35 @@ impl Shard {
         ctx.producer.submit(Job {
             works,
             ready: self.ready_tx.clone(),
+            ticket: dest.ticket(),
         });
-        let tasks = dest.conn_tasks.load(Ordering::Acquire);
-        if tasks < dest.max_conns() && tasks < dest.in_flight() {
+        Turn::Go
+    }
+
+    /// Starts connection tasks while the site has work for more: one when
+    /// anything is queued or in flight, more as the messages in flight
+    /// grow, up to the site's connection limit. (Each waits for a slot of
+    /// the global connection budget before it connects.)
+    fn ensure_connections(&self) {
+        let dest = &self.dest;
+        let in_flight = dest.in_flight();
+        let wanted = if self.queue.len > 0 {
+            in_flight.max(1)
+        } else {
+            in_flight.min(1)
+        }
+        .min(dest.max_conns());
+        while dest.conn_tasks.load(Ordering::Acquire) < wanted {
             dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
-            ctx.stats.connection_tasks.fetch_add(1, Ordering::AcqRel);
+            self.ctx
+                .stats
+                .connection_tasks
+                .fetch_add(1, Ordering::AcqRel);
             tokio::spawn(connection::run(
-                Arc::clone(&ctx),
-                Arc::clone(&dest),
+                Arc::clone(&self.ctx),
+                Arc::clone(dest),
                 self.ready_rx.clone(),
             ));
         }
-        Turn::Go
     }
 }

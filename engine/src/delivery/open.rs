@@ -1,0 +1,136 @@
+//! Opening a session to a site: to its route, or to its MX hosts by
+//! preference, equal preferences in a fresh random order on every open (so
+//! a site's connections spread over them), each host's addresses in turn,
+//! the next on any failure but a local one, at most [`MAX_ADDRESSES`]
+//! tries. With `tls = "opportunistic"` a failed TLS handshake is retried
+//! once in plain text on the same address. Also the [`probe`] of a down
+//! site. Exposure: talks to remote servers through [`crate::smtp`]; every
+//! failure is a [`SessionError`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::dest::Dest;
+use super::shard::ShardCtx;
+use super::site::Hosts;
+use crate::config::{Config, TlsPolicy};
+use crate::outcome;
+use crate::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
+
+/// Most addresses one attempt to open a session tries.
+pub const MAX_ADDRESSES: usize = 8;
+
+fn tls_mode(p: TlsPolicy) -> TlsMode {
+    match p {
+        TlsPolicy::Required => TlsMode::Required,
+        TlsPolicy::Opportunistic => TlsMode::Opportunistic,
+        TlsPolicy::Disabled => TlsMode::Disabled,
+    }
+}
+
+/// Opens a session at one address (plain-text retry for opportunistic TLS).
+async fn open_at(
+    ctx: &ShardCtx,
+    config: &Config,
+    mode: TlsMode,
+    addr: SocketAddr,
+    name: &str,
+) -> Result<Session, SessionError> {
+    let t = Timeouts::from(&config.delivery.timeouts);
+    let helo = &config.delivery.helo;
+    match client::open(addr, helo, &ctx.tls, mode, name, &t).await {
+        Err(SessionError::Tls(e)) if mode == TlsMode::Opportunistic => {
+            tracing::info!(%addr, error = %e, "TLS handshake failed; retrying in plain text (tls = \"opportunistic\")");
+            client::open(addr, helo, &ctx.tls, TlsMode::Disabled, name, &t).await
+        }
+        r => r,
+    }
+}
+
+/// Opens a session to the first destination address that answers.
+pub(super) async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, SessionError> {
+    let config = ctx.config();
+    let mode = tls_mode(dest.policy().tls);
+    let mut last =
+        SessionError::Connect(ConnectKind::Other, format!("no address for {}", dest.key));
+    let mut tries = 0;
+    let hosts: Vec<(String, u16)> = match &dest.hosts {
+        Hosts::Route { host, port } => vec![(host.clone(), *port)],
+        Hosts::Mx { hosts, port } => {
+            // equal preferences in a fresh random order on every open, so
+            // that a site's connections spread over them
+            let mut hosts = hosts.clone();
+            fastrand::shuffle(&mut hosts);
+            hosts.sort_by_key(|(p, _)| *p);
+            hosts.into_iter().map(|(_, h)| (h, *port)).collect()
+        }
+    };
+    for (host, port) in hosts {
+        let addrs = match &dest.hosts {
+            Hosts::Route { .. } => ctx.resolver.route(&host, port).await,
+            Hosts::Mx { .. } => ctx.resolver.addresses(&host, port).await,
+        };
+        let addrs = match addrs {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(site = %dest.key, %host, error = %e, "mail host lookup failed");
+                last = e;
+                continue;
+            }
+        };
+        for addr in addrs {
+            if tries == MAX_ADDRESSES {
+                return Err(last);
+            }
+            tries += 1;
+            match open_at(ctx, &config, mode, addr, &host).await {
+                Ok(s) => return Ok(s),
+                // out of sockets here: the next address would fail the same
+                Err(e @ SessionError::Connect(ConnectKind::Local, _)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(site = %dest.key, %host, %addr, error = %e, "session failed to open; trying the next address");
+                    last = e;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Probes a down site: with a slot of the connection budget, opens a
+/// session and, when it opens, says QUIT at once. The verdict goes to the
+/// site's health (see [`super::health`]); running out of a local resource
+/// is no verdict (the slot leaves the budget and the probe comes again).
+pub async fn probe(ctx: Arc<ShardCtx>, dest: Arc<Dest>) {
+    let mut shutdown = ctx.shutdown.clone();
+    let slot = tokio::select! {
+        s = ctx.budget.acquire() => s,
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    };
+    let Some(slot) = slot else {
+        dest.probe_abandoned();
+        return;
+    };
+    let opened = tokio::select! {
+        r = open(&ctx, &dest) => r,
+        _ = shutdown.wait_for(|stop| *stop) => {
+            dest.probe_abandoned();
+            return;
+        }
+    };
+    match opened {
+        Ok(session) => {
+            dest.opened();
+            session.quit().await;
+        }
+        Err(SessionError::Connect(ConnectKind::Local, e)) => {
+            ctx.budget.lower(slot, &e);
+            tokio::time::sleep(super::connection::LOCAL_BACKOFF).await;
+            dest.probe_abandoned();
+        }
+        Err(e) => {
+            super::connection::observe_error(&ctx, &dest, &e);
+            dest.open_failed(&e, &outcome::from_session_error(&e));
+        }
+    }
+}
