@@ -130,7 +130,33 @@ impl Drop for Running {
 
 /// Starts `volley` with `args` in `dir` (stdout/stderr captured).
 pub fn spawn(dir: &Path, args: &[&str]) -> Running {
-    let mut child = Command::new(volley())
+    spawn_cmd(Command::new(volley()), dir, args)
+}
+
+/// [`spawn`] with the open-file limit (soft and hard) set to `nofile`, as
+/// `ulimit -n` in a shell would.
+pub fn spawn_with_nofile(dir: &Path, args: &[&str], nofile: u64) -> Running {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(volley());
+    // SAFETY: setrlimit(2) only, between fork and exec; no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    spawn_cmd(cmd, dir, args)
+}
+
+fn spawn_cmd(mut cmd: Command, dir: &Path, args: &[&str]) -> Running {
+    let mut child = cmd
         .args(args)
         .current_dir(dir)
         .env(

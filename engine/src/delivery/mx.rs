@@ -6,7 +6,10 @@
 //! other lookup failure (SERVFAIL, timeout) is temporary. Answers are cached
 //! by hickory for their TTL; the MX answer's expiry is returned so that the
 //! domain-to-site mapping expires with it. The resolver can be pointed at
-//! given nameservers (`[dns] nameservers`). Exposure: DNS answers are
+//! given nameservers (`[dns] nameservers`). At the scale of a real
+//! campaign (tens of thousands of domains) the cache holds [`DNS_CACHE`]
+//! answers and at most [`DNS_CONCURRENCY`] lookups are in flight; each
+//! lookup is its own task, so a slow one delays only its own domain. Exposure: DNS answers are
 //! untrusted input; names are only used for lookups and as TLS names, and
 //! MX hosts at internal addresses (loopback, private, link-local, the
 //! special-purpose blocks of RFC 6890, ...) are refused unless
@@ -32,9 +35,19 @@ pub struct MxAnswer {
     pub valid_until: Instant,
 }
 
+/// Lookups in flight at once: each may hold a socket (file descriptors
+/// are budgeted: see `delivery::budget::RESERVED_FDS`), and the resolver
+/// answers "busy" past its own per-connection limit, which is set to this.
+pub const DNS_CONCURRENCY: usize = 64;
+/// Answers the resolver caches (MX answers and mail hosts' addresses of
+/// tens of thousands of domains in one campaign).
+pub const DNS_CACHE: u64 = 100_000;
+
 /// Resolves destinations.
 pub struct Resolver {
     dns: Option<TokioResolver>,
+    /// Bounds lookups in flight (see [`DNS_CONCURRENCY`]).
+    slots: tokio::sync::Semaphore,
     /// Accept MX host addresses that are internal ([`is_internal`]):
     /// `[dns] allow_internal`, for tests on loopback and private networks.
     allow_internal: bool,
@@ -130,10 +143,15 @@ impl Resolver {
     /// the list is empty; `allow_internal` accepts MX hosts at internal
     /// addresses ([`is_internal`]).
     pub fn new(nameservers: &[SocketAddr], allow_internal: bool) -> Resolver {
+        let scale = |o: &mut hickory_resolver::config::ResolverOpts| {
+            o.cache_size = DNS_CACHE;
+            o.max_active_requests = DNS_CONCURRENCY;
+        };
         let dns = if nameservers.is_empty() {
-            TokioResolver::builder_tokio()
-                .ok()
-                .and_then(|b| b.build().ok())
+            TokioResolver::builder_tokio().ok().and_then(|mut b| {
+                scale(b.options_mut());
+                b.build().ok()
+            })
         } else {
             let servers = nameservers
                 .iter()
@@ -154,6 +172,7 @@ impl Resolver {
             );
             b.options_mut().timeout = Duration::from_secs(2);
             b.options_mut().attempts = 2;
+            scale(b.options_mut());
             b.build().ok()
         };
         if dns.is_none() {
@@ -163,6 +182,7 @@ impl Resolver {
         }
         Resolver {
             dns,
+            slots: tokio::sync::Semaphore::new(DNS_CONCURRENCY),
             allow_internal,
         }
     }
@@ -183,7 +203,10 @@ impl Resolver {
         let dns = self.dns()?;
         let mut hosts: Vec<(u16, String)> = Vec::new();
         let mut valid_until = Instant::now() + Duration::from_secs(300);
-        match dns.mx_lookup(format!("{domain}.")).await {
+        let slot = self.slots.acquire().await;
+        let answer = dns.mx_lookup(format!("{domain}.")).await;
+        drop(slot);
+        match answer {
             Ok(lookup) => {
                 valid_until = lookup.valid_until();
                 for rec in lookup.answers() {
@@ -259,7 +282,10 @@ impl Resolver {
 
     async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, SessionError> {
         let dns = self.dns()?;
-        match dns.lookup_ip(format!("{host}.")).await {
+        let slot = self.slots.acquire().await;
+        let answer = dns.lookup_ip(format!("{host}.")).await;
+        drop(slot);
+        match answer {
             Ok(ips) => Ok(ips.iter().collect()),
             Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(fail(
                 DnsFailure::NoAddress,
