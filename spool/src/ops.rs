@@ -185,6 +185,7 @@ impl Spool {
         };
         let positions: Vec<u64> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| read_cursor(&e.path()).map(|(_, c)| c.position))
             .collect();
         positions.into_iter().min().unwrap_or(0)
@@ -195,8 +196,26 @@ impl Spool {
     /// The cursor file has two slots in different disk sectors, written in
     /// turn in place (no new blocks are needed, so this works on a full
     /// disk); a torn write spoils one slot and the other is still valid.
+    /// A sink's first cursor needs a new file: when the disk is full, the
+    /// spool's cursor reserve (`cursors/.reserve`) gives its space up for it.
     pub fn set_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         self.check_writable()?;
+        match self.write_cursor(name, c) {
+            Err(Error::Io { error, .. })
+                if error.raw_os_error() == Some(libc::ENOSPC)
+                    && std::fs::remove_file(crate::layout::cursor_reserve(&self.dir)).is_ok() =>
+            {
+                tracing::warn!(
+                    sink = name,
+                    "the disk is full: the cursor reserve makes room for this sink's first cursor"
+                );
+                self.write_cursor(name, c)
+            }
+            r => r,
+        }
+    }
+
+    fn write_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         let dir = self.dir.join("cursors");
         let p = dir.join(name);
         let (seq, _) = read_cursor_slots(&p)
@@ -219,9 +238,15 @@ impl Spool {
             .open(&p)
             .ctx("open cursor", &p)?;
         if !existed {
-            f.set_len(2 * SLOT_STRIDE).ctx("size cursor", &p)?;
-            f.write_all_at(&[0u8; 2 * SLOT_STRIDE as usize], 0)
-                .ctx("write cursor", &p)?;
+            let sized = f
+                .set_len(2 * SLOT_STRIDE)
+                .and_then(|()| f.write_all_at(&[0u8; 2 * SLOT_STRIDE as usize], 0))
+                .and_then(|()| f.sync_all());
+            if let Err(e) = sized {
+                // no half-made cursor file is left behind
+                let _ = fs::remove_file(&p);
+                return Err(e).ctx("write cursor", &p);
+            }
         }
         f.write_all_at(&slot, (seq % 2) * SLOT_STRIDE)
             .ctx("write cursor", &p)?;

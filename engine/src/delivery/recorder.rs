@@ -130,12 +130,13 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         Outcome::Bounced { .. } => Kind::Bounced,
         Outcome::RenderFailed { .. } => Kind::Failed,
     };
-    let detail = Detail::of(
+    let mut detail = Detail::of(
         &outcome,
         &r.subject,
         Some(backoff.expires(created)),
         r.headers.as_deref(),
     );
+    detail.accepted_ms = Some(created);
     let e = Entry::outcome(
         kind,
         r.work.id,
