@@ -45,10 +45,12 @@ impl Spool {
     /// When the spool accepted recipient `id`, in ms since the Unix epoch:
     /// the clock's time once the append's records were on disk, just before
     /// the journal entry acknowledging them was written (the append returns
-    /// after that entry's fdatasync), rounded UP to a whole second
-    /// ([`crate::ACCEPTED_GRANULE_MS`]). So it is never earlier than that
-    /// moment and less than 1 s later; appends within one second share a
-    /// time. It survives reopen, checkpoints, journal replay and the
+    /// after that entry's fdatasync). An append that follows the records
+    /// before it within [`crate::ACCEPTED_GRANULE_MS`] (1 s) of their time
+    /// shares it, so the time is never later than that moment and less
+    /// than 1 s earlier (exact for the first append of such a run, as for
+    /// every batch of an ingest). A clock that must not start early (the
+    /// `max_age` of a recipient) adds the granule. It survives reopen, checkpoints, journal replay and the
     /// reclamation of other segments. Records adopted at open (written but
     /// never acknowledged before a crash) were accepted when the spool was
     /// opened; records from a spool whose checkpoint predates acceptance
