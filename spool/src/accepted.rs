@@ -1,11 +1,12 @@
 //! When the spool accepted each recipient of a segment, kept compactly.
 //!
 //! A recipient's acceptance time is the time of the `Appended` journal
-//! entry that acknowledged its record, rounded UP to a whole
-//! [`ACCEPTED_GRANULE_MS`]: never earlier than that entry was written, less
-//! than one granule later. Rounding lets the appends of one second share one
-//! run however small they are (producers that append one recipient at a
-//! time cost one run per second, not one per recipient).
+//! entry that acknowledged its record. An append that follows the records
+//! before it within [`ACCEPTED_GRANULE_MS`] of their time shares it, so
+//! producers that append one recipient at a time cost one run per granule,
+//! not one per recipient: a time is never later than the entry was
+//! written, and less than one granule earlier (exact for the first append
+//! of a run, such as every batch of an ingest).
 //!
 //! [`AcceptedTimes`] maps record indexes to times as runs `(first, ms)`:
 //! records `first..` (up to the next run) were accepted at `ms`; 0 means
@@ -16,8 +17,9 @@
 //! it). Pure. Exposure: runs decoded from a checkpoint are validated by
 //! [`AcceptedTimes::from_runs`].
 
-/// Acceptance times are kept to this granule, rounded up (a recipient's
-/// acceptance time is at most this much later than its journal entry).
+/// Appends within this span of the records before them share their time
+/// (a recipient's acceptance time is at most this much earlier than its
+/// journal entry, never later).
 pub const ACCEPTED_GRANULE_MS: u64 = 1000;
 
 /// Records `first..` (until the next run) were accepted at `ms` (0: not
@@ -34,10 +36,15 @@ pub(crate) struct AcceptedTimes {
     runs: Vec<TimeRun>,
 }
 
-/// `ms` rounded up to the granule (0 stays 0, "not known").
-pub(crate) fn round_up(ms: u64) -> u64 {
-    ms.div_ceil(ACCEPTED_GRANULE_MS)
-        .saturating_mul(ACCEPTED_GRANULE_MS)
+/// The time records starting at `first` are given when accepted at `ms`:
+/// the time of the record before them (`prev`, 0 when not known) when
+/// that is at most one granule earlier, else `ms`.
+fn coalesced(prev: u64, ms: u64) -> u64 {
+    if prev != 0 && ms >= prev && ms - prev < ACCEPTED_GRANULE_MS {
+        prev
+    } else {
+        ms
+    }
 }
 
 impl AcceptedTimes {
@@ -71,13 +78,15 @@ impl AcceptedTimes {
         i.checked_sub(1).map_or(0, |i| self.runs[i].ms)
     }
 
-    /// Records `first..end` were accepted at `ms` (rounded up to the
-    /// granule). Appends at the end, the usual case, cost O(1).
+    /// Records `first..end` were accepted at `ms` (or at the time of the
+    /// records before them, up to a granule earlier). Appends at the end,
+    /// the usual case, cost O(1).
     pub(crate) fn set(&mut self, first: u32, end: u32, ms: u64) {
         if first >= end {
             return;
         }
-        let ms = round_up(ms);
+        let prev = first.checked_sub(1).map_or(0, |i| self.raw(i));
+        let ms = coalesced(prev, ms);
         let after = self.raw(end);
         let lo = self.runs.partition_point(|r| r.first < first);
         let hi = self.runs.partition_point(|r| r.first <= end);
@@ -146,8 +155,9 @@ mod tests {
         if m.len() < end as usize {
             m.resize(end as usize, 0);
         }
+        let prev = (first as usize).checked_sub(1).map_or(0, |i| m[i]);
         for v in &mut m[first as usize..end as usize] {
-            *v = round_up(ms);
+            *v = coalesced(prev, ms);
         }
     }
 
@@ -167,20 +177,21 @@ mod tests {
             t.set(i, i + 1, 5_000_001 + u64::from(i % 999));
         }
         assert_eq!(t.runs().len(), 2, "{:?}", t.runs());
-        assert_eq!(t.at(0), Some(5_001_000));
-        assert_eq!(t.at(999), Some(5_001_000));
+        // the first append's exact time; the others at most a granule later
+        assert_eq!(t.at(0), Some(5_000_001));
+        assert_eq!(t.at(999), Some(5_000_001));
         assert_eq!(t.at(1000), None);
         t.set(1000, 1001, 5_001_001);
         assert_eq!(t.runs().len(), 3);
-        assert_eq!(t.at(1000), Some(5_002_000));
+        assert_eq!(t.at(1000), Some(5_001_001));
     }
 
     #[test]
-    fn never_earlier_and_at_most_a_granule_later() {
-        for ms in [1, 999, 1000, 1001, 1_700_000_000_123, u64::MAX - 5] {
-            let r = round_up(ms);
-            assert!(r >= ms);
-            assert!(r - ms < ACCEPTED_GRANULE_MS || r == u64::MAX);
+    fn never_later_and_at_most_a_granule_earlier() {
+        for (prev, ms) in [(0, 7), (1000, 1000), (1000, 1999), (1000, 2000), (5, 3)] {
+            let t = coalesced(prev, ms);
+            assert!(t <= ms);
+            assert!(ms - t < ACCEPTED_GRANULE_MS);
         }
     }
 

@@ -30,7 +30,32 @@ pub(crate) fn prepare(dir: &Path) -> Result<(File, u64)> {
         Some(u) => u,
         None => create_meta(dir)?,
     };
+    keep_cursor_reserve(dir);
     Ok((lock, uid))
+}
+
+/// Space kept for the first cursor files of sinks: a new cursor needs a
+/// block, and the disk may be full by the time a sink first publishes
+/// (see [`CURSOR_RESERVE`]).
+pub(crate) fn cursor_reserve(dir: &Path) -> std::path::PathBuf {
+    dir.join("cursors").join(".reserve")
+}
+
+/// Bytes kept in `cursors/.reserve`: the blocks of a dozen first cursors.
+pub(crate) const CURSOR_RESERVE: usize = 64 * 1024;
+
+/// Creates the cursor reserve if it is missing (best effort: on a full
+/// disk it is simply not there).
+fn keep_cursor_reserve(dir: &Path) {
+    let p = cursor_reserve(dir);
+    if p.exists() {
+        return;
+    }
+    let made =
+        fs::write(&p, vec![0u8; CURSOR_RESERVE]).and_then(|()| fs::File::open(&p)?.sync_all());
+    if made.is_err() {
+        let _ = fs::remove_file(&p);
+    }
 }
 
 /// The spool's uid from `meta`; `None` when there is no spool here yet.

@@ -33,8 +33,9 @@
 //!   replays only the journal written since the newest checkpoint.
 //! - Each recipient's acceptance time ([`Spool::accepted_ms`]: when its
 //!   own append was accepted, not when its campaign was created) is
-//!   persisted the same way, to the second and never earlier
-//!   ([`ACCEPTED_GRANULE_MS`]); appends within one second share one.
+//!   persisted the same way, never later and less than a second earlier
+//!   ([`ACCEPTED_GRANULE_MS`]): appends within a second of the records
+//!   before them share their time.
 //! - On open, a torn tail (an append cut short by a crash) is truncated and
 //!   logged; damaged records and missing segment files are reported by
 //!   recipient id and campaign ([`OpenReport`]) and those recipients become

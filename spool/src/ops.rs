@@ -45,10 +45,12 @@ impl Spool {
     /// When the spool accepted recipient `id`, in ms since the Unix epoch:
     /// the clock's time once the append's records were on disk, just before
     /// the journal entry acknowledging them was written (the append returns
-    /// after that entry's fdatasync), rounded UP to a whole second
-    /// ([`crate::ACCEPTED_GRANULE_MS`]). So it is never earlier than that
-    /// moment and less than 1 s later; appends within one second share a
-    /// time. It survives reopen, checkpoints, journal replay and the
+    /// after that entry's fdatasync). An append that follows the records
+    /// before it within [`crate::ACCEPTED_GRANULE_MS`] (1 s) of their time
+    /// shares it, so the time is never later than that moment and less
+    /// than 1 s earlier (exact for the first append of such a run, as for
+    /// every batch of an ingest). A clock that must not start early (the
+    /// `max_age` of a recipient) adds the granule. It survives reopen, checkpoints, journal replay and the
     /// reclamation of other segments. Records adopted at open (written but
     /// never acknowledged before a crash) were accepted when the spool was
     /// opened; records from a spool whose checkpoint predates acceptance
@@ -185,6 +187,7 @@ impl Spool {
         };
         let positions: Vec<u64> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| read_cursor(&e.path()).map(|(_, c)| c.position))
             .collect();
         positions.into_iter().min().unwrap_or(0)
@@ -195,8 +198,26 @@ impl Spool {
     /// The cursor file has two slots in different disk sectors, written in
     /// turn in place (no new blocks are needed, so this works on a full
     /// disk); a torn write spoils one slot and the other is still valid.
+    /// A sink's first cursor needs a new file: when the disk is full, the
+    /// spool's cursor reserve (`cursors/.reserve`) gives its space up for it.
     pub fn set_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         self.check_writable()?;
+        match self.write_cursor(name, c) {
+            Err(Error::Io { error, .. })
+                if error.raw_os_error() == Some(libc::ENOSPC)
+                    && std::fs::remove_file(crate::layout::cursor_reserve(&self.dir)).is_ok() =>
+            {
+                tracing::warn!(
+                    sink = name,
+                    "the disk is full: the cursor reserve makes room for this sink's first cursor"
+                );
+                self.write_cursor(name, c)
+            }
+            r => r,
+        }
+    }
+
+    fn write_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         let dir = self.dir.join("cursors");
         let p = dir.join(name);
         let (seq, _) = read_cursor_slots(&p)
@@ -219,9 +240,15 @@ impl Spool {
             .open(&p)
             .ctx("open cursor", &p)?;
         if !existed {
-            f.set_len(2 * SLOT_STRIDE).ctx("size cursor", &p)?;
-            f.write_all_at(&[0u8; 2 * SLOT_STRIDE as usize], 0)
-                .ctx("write cursor", &p)?;
+            let sized = f
+                .set_len(2 * SLOT_STRIDE)
+                .and_then(|()| f.write_all_at(&[0u8; 2 * SLOT_STRIDE as usize], 0))
+                .and_then(|()| f.sync_all());
+            if let Err(e) = sized {
+                // no half-made cursor file is left behind
+                let _ = fs::remove_file(&p);
+                return Err(e).ctx("write cursor", &p);
+            }
         }
         f.write_all_at(&slot, (seq % 2) * SLOT_STRIDE)
             .ctx("write cursor", &p)?;

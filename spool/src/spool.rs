@@ -23,6 +23,9 @@ use crate::report::Pending;
 
 /// Journal bytes after which a checkpoint is taken.
 pub const CHECKPOINT_EVERY: u64 = 16 << 20;
+/// Journal bytes between checkpoints while the disk is full (the journal
+/// then lives on its reserve, `journal::files::RESERVE`).
+pub const PRESSED_CHECKPOINT_EVERY: u64 = 512 << 10;
 
 pub(crate) struct SegWriter {
     pub(crate) no: u32,
@@ -242,7 +245,12 @@ impl Spool {
                 }
             }
         })?;
-        if end.saturating_sub(self.checkpoint_pos.load(Ordering::Acquire)) > CHECKPOINT_EVERY
+        let since = end.saturating_sub(self.checkpoint_pos.load(Ordering::Acquire));
+        // on a full disk the journal lives on its reserve: checkpoint early,
+        // so that the files behind the checkpoint and the sink cursors go
+        // before the reserve runs out
+        let pressed = since > PRESSED_CHECKPOINT_EVERY && lock(&self.journal).starved();
+        if (since > CHECKPOINT_EVERY || pressed)
             && let Err(e) = self.checkpoint()
         {
             // the entries are durable; only replay gets longer

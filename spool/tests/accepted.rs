@@ -1,6 +1,7 @@
 //! Acceptance times: each recipient's is when its own append was accepted
-//! (to the second, never earlier), not when its campaign was created, and
-//! it survives journal replay, checkpoints, recovery and reclamation.
+//! (exact for a batch; never later and less than a second earlier for
+//! appends that share a run), not when its campaign was created, and it
+//! survives journal replay, checkpoints, recovery and reclamation.
 
 mod common;
 
@@ -11,18 +12,12 @@ const DAY: u64 = 24 * 3600 * 1000;
 /// A time that is not on a whole second.
 const T0: u64 = 1_700_000_000_250;
 
-/// `ms` as the spool keeps it: rounded up to the granule.
-fn kept(ms: u64) -> u64 {
-    ms.div_ceil(ACCEPTED_GRANULE_MS) * ACCEPTED_GRANULE_MS
-}
-
 fn assert_accepted(spool: &Spool, ids: &[RecipientId], at: u64) {
     for &id in ids {
         let got = spool
             .accepted_ms(id)
             .unwrap_or_else(|| panic!("{id} has no time"));
-        assert_eq!(got, kept(at), "{id}");
-        assert!(got >= at && got - at < ACCEPTED_GRANULE_MS, "{id}");
+        assert_eq!(got, at, "{id}");
     }
 }
 
@@ -84,7 +79,7 @@ fn acceptance_survives_a_checkpoint_and_reopen() {
 }
 
 #[test]
-fn small_appends_close_together_share_a_time_that_is_never_earlier() {
+fn small_appends_close_together_share_a_time_that_is_never_later() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::at(T0);
     let (spool, _) = clock.open(dir.path());
@@ -94,13 +89,22 @@ fn small_appends_close_together_share_a_time_that_is_never_earlier() {
         let at = T0 + u64::from(i) * 7; // 700 ms in all, within one second
         clock.set(at);
         let id = spool.append(&[rec(c.no, i)]).unwrap()[0];
-        assert!(spool.accepted_ms(id).unwrap() >= at);
+        let got = spool.accepted_ms(id).unwrap();
+        assert!(
+            got <= at && at - got < ACCEPTED_GRANULE_MS,
+            "{got} for {at}"
+        );
         ids.push(id);
     }
+    // one run: the first append's exact time
     assert_accepted(&spool, &ids, T0);
-    clock.set(T0 + 750);
+    clock.set(T0 + 999);
     let next = spool.append(&[rec(c.no, 100)]).unwrap();
-    assert_eq!(spool.accepted_ms(next[0]), Some(kept(T0 + 750)));
+    assert_eq!(spool.accepted_ms(next[0]), Some(T0));
+    // a second after the run began: a run of its own, exact
+    clock.set(T0 + 1000);
+    let next = spool.append(&[rec(c.no, 101)]).unwrap();
+    assert_eq!(spool.accepted_ms(next[0]), Some(T0 + 1000));
 }
 
 #[test]

@@ -89,6 +89,47 @@ pub fn events(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The event type and first destination of every whole line of the JSONL
+/// events file, read as a stream (for files too large to hold as JSON
+/// values: a crash loop's hundreds of thousands of events).
+pub fn event_keys(path: &Path) -> Vec<(String, String)> {
+    use std::io::BufRead;
+    #[derive(serde::Deserialize)]
+    struct Mail {
+        destination: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Brief {
+        #[serde(rename = "eventType")]
+        event_type: String,
+        mail: Mail,
+    }
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            // a last line without its newline may be half written
+            Ok(_) if line.last() != Some(&b'\n') => break,
+            Ok(_) => {}
+        }
+        let b: Brief = serde_json::from_slice(&line).unwrap_or_else(|e| {
+            panic!(
+                "event line is not JSON ({e}): {}",
+                String::from_utf8_lossy(&line)
+            )
+        });
+        let to = b.mail.destination.into_iter().next().unwrap_or_default();
+        out.push((b.event_type, to));
+    }
+    out
+}
+
 /// Counts events of `event_type` per destination address.
 pub fn per_recipient(events: &[serde_json::Value], event_type: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();

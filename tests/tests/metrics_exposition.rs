@@ -141,8 +141,7 @@ fn both_formats_pass_their_checkers_before_and_during_traffic() {
                 && value(b, "volley_outcomes_total{outcome=\"delivered\"}") == Some(8.0)
                 && value(b, "volley_outcomes_total{outcome=\"bounced\"}") == Some(3.0)
                 && value(b, "volley_outcomes_total{outcome=\"deferred\"}") == Some(2.0)
-                // acceptance times are whole seconds rounded up: the
-                // oldest deferred recipient's age shows once it is past
+                // the oldest deferred recipient's age
                 && value(b, "volley_oldest_deferred_age_seconds").is_some_and(|a| a > 0.0)
         },
     );

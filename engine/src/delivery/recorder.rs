@@ -98,9 +98,8 @@ fn halt(ctx: &RecorderCtx, why: &str) {
     }
 }
 
-/// When the recipient of `r` was accepted into the spool: its clock for
-/// `max_age` (its campaign's creation when the spool does not know, now
-/// when neither is known).
+/// When the recipient of `r` was accepted into the spool (its campaign's
+/// creation when the spool does not know, now when neither is known).
 fn accepted_ms(spool: &Spool, r: &Report, now_ms: u64) -> u64 {
     spool.accepted_ms(r.work.id).unwrap_or_else(|| {
         spool
@@ -114,12 +113,15 @@ fn accepted_ms(spool: &Spool, r: &Report, now_ms: u64) -> u64 {
 fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome, u64) {
     let attempts = r.work.attempts + 1;
     let created = accepted_ms(&ctx.spool, r, now_ms);
+    // the spool's time may be up to a granule early (appends that came
+    // close together share one): max_age must not start early
+    let clock = created.saturating_add(volley_spool::ACCEPTED_GRANULE_MS);
     let backoff = r.retry.unwrap_or(ctx.backoff);
     let mut outcome = r.outcome.clone();
     let mut next = None;
     if let Outcome::Deferred { diagnostic, .. } = &r.outcome {
         let not_before = r.not_before.unwrap_or(0);
-        match backoff.next(created, attempts, now_ms, fastrand::f64(), not_before) {
+        match backoff.next(clock, attempts, now_ms, fastrand::f64(), not_before) {
             Next::RetryAt(t) => next = Some(t),
             Next::GiveUp => outcome = outcome::expired(diagnostic),
         }
@@ -130,12 +132,13 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
         Outcome::Bounced { .. } => Kind::Bounced,
         Outcome::RenderFailed { .. } => Kind::Failed,
     };
-    let detail = Detail::of(
+    let mut detail = Detail::of(
         &outcome,
         &r.subject,
-        Some(backoff.expires(created)),
+        Some(backoff.expires(clock)),
         r.headers.as_deref(),
     );
+    detail.accepted_ms = Some(created);
     let e = Entry::outcome(
         kind,
         r.work.id,

@@ -63,6 +63,11 @@ pub struct Detail {
     /// Headers were left out (SES `headersTruncated`).
     #[serde(rename = "ht", default, skip_serializing_if = "std::ops::Not::not")]
     pub headers_truncated: bool,
+    /// When the recipient was accepted into the spool (ms): its events'
+    /// `mail.timestamp`, kept here because its record may be gone by the
+    /// time they are published.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub accepted_ms: Option<u64>,
 }
 
 impl Detail {

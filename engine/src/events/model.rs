@@ -183,8 +183,11 @@ impl From<&EventsConfig> for Identity {
 }
 
 /// What the event builder knows about the recipient and its message.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub campaign: &'a CampaignDef,
+    /// When the campaign was accepted (the entry's own acceptance time,
+    /// when it carries one, wins for a personalized campaign).
     pub accepted_ms: u64,
     pub email: &'a str,
     pub message_id: &'a str,
@@ -274,6 +277,13 @@ fn mail(c: &Context<'_>, d: &Detail, at_ms: u64) -> Mail {
 /// The events one journal entry stands for (empty for campaign marks).
 pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
     let d = Detail::decode(&e.detail);
+    // a recipient's message was accepted with the recipient; the one
+    // message of a non-personalized campaign, with the campaign
+    let accepted_ms = match d.accepted_ms {
+        Some(a) if c.campaign.personalized => a,
+        _ => c.accepted_ms,
+    };
+    let c = &Context { accepted_ms, ..*c };
     let m = mail(c, &d, e.at_ms);
     let at = timestamp(e.at_ms);
     let unknown = || "unknown".to_string();

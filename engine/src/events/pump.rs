@@ -257,16 +257,9 @@ impl<'a> Pump<'a> {
             } else {
                 campaign_message_id(spool.uid(), e.campaign)
             };
-            // a recipient's message was accepted with the recipient (the
-            // one message of a non-personalized campaign, with the campaign)
-            let accepted_ms = if info.def.personalized {
-                spool.accepted_ms(e.id).unwrap_or(info.accepted_ms)
-            } else {
-                info.accepted_ms
-            };
             let c = Context {
                 campaign: &info.def,
-                accepted_ms,
+                accepted_ms: info.accepted_ms,
                 email: &e.email,
                 message_id: &mid,
                 reporting_mta: &self.ctx.reporting_mta,

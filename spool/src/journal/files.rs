@@ -79,7 +79,8 @@ pub(crate) fn create(spool: &Path, base: u64) -> Result<Arc<File>> {
 
 /// Preallocates `len` bytes at `offset` without changing the file size.
 /// Filesystems that cannot do it are fine: the reserve is best effort.
-pub(crate) fn reserve(file: &File, offset: u64, len: u64) {
+/// Returns false when the disk had no room for it.
+pub(crate) fn reserve(file: &File, offset: u64, len: u64) -> bool {
     // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
     let r = unsafe {
         libc::fallocate(
@@ -90,8 +91,11 @@ pub(crate) fn reserve(file: &File, offset: u64, len: u64) {
         )
     };
     if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "journal space could not be reserved");
+        let e = std::io::Error::last_os_error();
+        tracing::debug!(error = %e, "journal space could not be reserved");
+        return e.raw_os_error() != Some(libc::ENOSPC);
     }
+    true
 }
 
 /// Appends to the current journal file.
@@ -102,6 +106,9 @@ pub(crate) struct Writer {
     /// Global position of the end of the written entries.
     pub(crate) end: u64,
     reserved_to: u64,
+    /// The reserve could not be topped up: the disk is full and the
+    /// journal is eating into what is left of it.
+    starved: bool,
     buf: Vec<u8>,
     payload: Vec<u8>,
 }
@@ -114,6 +121,7 @@ impl Writer {
             base,
             end,
             reserved_to: 0,
+            starved: false,
             buf: Vec::new(),
             payload: Vec::with_capacity(256),
         };
@@ -124,9 +132,17 @@ impl Writer {
     fn top_up(&mut self) {
         let local = self.end - self.base;
         if self.reserved_to < local + RESERVE / 2 {
-            reserve(&self.file, local, RESERVE);
-            self.reserved_to = local + RESERVE;
+            self.starved = !reserve(&self.file, local, RESERVE);
+            if !self.starved {
+                self.reserved_to = local + RESERVE;
+            }
         }
+    }
+
+    /// Whether the disk is full and the journal lives on its reserve (a
+    /// checkpoint then lets older journal files go sooner).
+    pub(crate) fn starved(&self) -> bool {
+        self.starved
     }
 
     pub(crate) fn path(&self) -> PathBuf {
