@@ -1,9 +1,11 @@
 //! Recipient lists: CSV with a header row that includes `email` (every other
 //! column is a template variable), or JSON lines `{"email": ..., "vars": {...}}`.
 //!
-//! Yields rows in batches; a bad row (wrong field count, invalid UTF-8 or
-//! JSON, invalid address, too large) is a [`Rejection`] naming its line and
-//! the reason, and reading goes on. Only an unreadable file or a header
+//! Yields rows in batches; a bad row (wrong field count, a stray quote,
+//! invalid UTF-8 or JSON, invalid address, too large) is a [`Rejection`]
+//! naming its line and the reason, and reading goes on. A row whose address
+//! an earlier row of the list had (ignoring ASCII case, see [`seen`]) is a
+//! [`Item::Duplicate`] naming its line. Only an unreadable file or a header
 //! without `email` stops the list. Exposure: list files are untrusted input.
 
 use std::fs::File;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::address;
 use csv_source::CsvSource;
 use jsonl_source::JsonlSource;
+use seen::AddressSet;
 
 /// Largest variables of one recipient, in bytes.
 pub const MAX_VARS: usize = 60 * 1024;
@@ -37,11 +40,21 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// A row whose address an earlier row had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub line: u64,
+    pub row: u32,
+    /// The address as this row has it.
+    pub email: String,
+}
+
 /// One item of a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Row(Row),
     Rejected(Rejection),
+    Duplicate(Duplicate),
 }
 
 /// A list that cannot be read at all.
@@ -65,6 +78,9 @@ pub struct ListReader {
     /// Variable column names, in record order (CSV only).
     pub columns: Vec<String>,
     row: u32,
+    /// Addresses of the rows so far (`None`: duplicates are not looked
+    /// for).
+    seen: Option<AddressSet>,
 }
 
 fn read_err(path: &Path, e: impl std::fmt::Display) -> ListError {
@@ -94,7 +110,20 @@ impl ListReader {
             source,
             columns,
             row: 0,
+            seen: Some(AddressSet::new()),
         })
+    }
+
+    /// Yields duplicates as rows (only for measuring what looking for them
+    /// costs: a campaign sends once per address).
+    pub fn keep_duplicates(mut self) -> ListReader {
+        self.seen = None;
+        self
+    }
+
+    /// Heap bytes held to find duplicates.
+    pub fn seen_bytes(&self) -> usize {
+        self.seen.as_ref().map_or(0, AddressSet::heap_bytes)
     }
 
     /// Reads up to `max` items; an empty batch means the end of the list.
@@ -110,10 +139,25 @@ impl ListReader {
     }
 
     fn next_item(&mut self) -> Result<Option<Item>, ListError> {
-        match &mut self.source {
-            Source::Csv(s) => s.next(&mut self.row, &self.path),
-            Source::Jsonl(s) => s.next(&mut self.row, &self.path),
+        let item = match &mut self.source {
+            Source::Csv(s) => s.next(&mut self.row, &self.path)?,
+            Source::Jsonl(s) => s.next(&mut self.row, &self.path)?,
+        };
+        let Some(Item::Row(r)) = item else {
+            return Ok(item);
+        };
+        if self.seen.as_mut().is_none_or(|seen| seen.insert(&r.email)) {
+            return Ok(Some(Item::Row(r)));
         }
+        let line = match &mut self.source {
+            Source::Csv(s) => s.last_line().map_err(|e| read_err(&self.path, e))?,
+            Source::Jsonl(s) => s.last_line(),
+        };
+        Ok(Some(Item::Duplicate(Duplicate {
+            line,
+            row: r.row,
+            email: r.email,
+        })))
     }
 }
 
@@ -142,5 +186,7 @@ fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
 
 mod csv_source;
 mod jsonl_source;
+mod quotes;
+pub mod seen;
 #[cfg(test)]
 mod tests;

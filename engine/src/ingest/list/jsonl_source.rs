@@ -25,6 +25,11 @@ impl JsonlSource {
         }
     }
 
+    /// The line of the last item.
+    pub(super) fn last_line(&self) -> u64 {
+        self.line
+    }
+
     /// The next item; `row` counts data rows.
     pub(super) fn next(&mut self, row: &mut u32, path: &Path) -> Result<Option<Item>, ListError> {
         loop {
