@@ -329,18 +329,29 @@ async fn deliver_until(
     })
 }
 
+/// `, N rows rejected, M duplicates skipped` (the parts that are not 0).
+fn not_spooled(rejected: u64, duplicates: u64) -> String {
+    let mut s = String::new();
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    if rejected > 0 {
+        s += &format!(", {rejected} row{} rejected", plural(rejected));
+    }
+    if duplicates > 0 {
+        s += &format!(", {duplicates} duplicate{} skipped", plural(duplicates));
+    }
+    s
+}
+
 /// Prints the summary of a job: a line about its campaign, and one about
 /// other campaigns when the spool held any.
 pub fn print_summary(job: &Job) {
     let c = &job.counts;
     let secs = job.elapsed.as_secs_f64().max(0.001);
-    let mut spooled = format!("{} recipients spooled", c.total());
-    if job.rejected > 0 {
-        spooled += &format!(", {} rows rejected", job.rejected);
-    }
-    if job.duplicates > 0 {
-        spooled += &format!(", {} duplicates skipped", job.duplicates);
-    }
+    let spooled = format!(
+        "{} recipients spooled{}",
+        c.total(),
+        not_spooled(job.rejected, job.duplicates)
+    );
     let mut left = format!("deferred {}", c.deferred);
     if c.queued > 0 {
         left += &format!(", queued {}", c.queued);
@@ -432,13 +443,7 @@ pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
     let summary = result
         .map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?
         .map_err(ingest_error)?;
-    let mut skipped = String::new();
-    if summary.rejected > 0 {
-        skipped += &format!(", {} rows rejected", summary.rejected);
-    }
-    if summary.duplicates > 0 {
-        skipped += &format!(", {} duplicates skipped", summary.duplicates);
-    }
+    let skipped = not_spooled(summary.rejected, summary.duplicates);
     let id = &summary.def.id;
     let spooled = summary.accepted + summary.earlier;
     if summary.already_complete {
