@@ -134,7 +134,8 @@ impl SkipReport {
             Skipped::Rejected(r) => eprintln!("{list}: line {}: rejected: {}", r.line, r.reason),
             Skipped::Duplicate(d) => eprintln!(
                 "{list}: line {}: skipped: {} is a duplicate of an earlier row's address",
-                d.line, d.email
+                d.line(),
+                d.email
             ),
         }
     }

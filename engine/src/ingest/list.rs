@@ -3,10 +3,10 @@
 //!
 //! Yields rows in batches; a bad row (wrong field count, a stray quote,
 //! invalid UTF-8 or JSON, invalid address, too large) is a [`Rejection`]
-//! naming its line and the reason, and reading goes on. A row whose address
-//! an earlier row of the list had (ignoring ASCII case, see [`seen`]) is a
-//! [`Item::Duplicate`] naming its line. Only an unreadable file or a header
-//! without `email` stops the list. Exposure: list files are untrusted input.
+//! naming its line and the reason, and reading goes on. Only an unreadable
+//! file or a header without `email` stops the list. A row's exact line is
+//! found only when asked for ([`Locator`]: the CSV parser's count can be
+//! short). Exposure: list files are untrusted input.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use crate::address;
 use csv_source::CsvSource;
 use jsonl_source::JsonlSource;
-use seen::AddressSet;
 
 /// Largest variables of one recipient, in bytes.
 pub const MAX_VARS: usize = 60 * 1024;
@@ -30,6 +29,35 @@ pub struct Row {
     pub email: String,
     /// Variables, encoded for the spool (see `volley_spool::Vars`).
     pub vars: Vec<u8>,
+    /// Where reading the row began; its line: [`Locator::line`].
+    pub start: Start,
+}
+
+/// Where reading a row began: the byte, and the line by the parser's count
+/// (exact for JSON lines; for CSV it can be short by the line ends and
+/// blank lines before the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub byte: u64,
+    pub line: u64,
+}
+
+/// Finds the exact line of a row (reading a few bytes of a CSV file again).
+pub struct Locator {
+    /// The CSV file (`None`: JSON lines, whose lines are exact, or a list
+    /// that cannot be read twice).
+    file: Option<File>,
+}
+
+impl Locator {
+    /// The line `start` really is on (the parser's count if the file cannot
+    /// be read again).
+    pub fn line(&self, start: Start) -> u64 {
+        match &self.file {
+            Some(file) => csv_source::line_at(file, start).unwrap_or(start.line),
+            None => start.line,
+        }
+    }
 }
 
 /// A row that was not accepted.
@@ -40,21 +68,11 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// A row whose address an earlier row had.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Duplicate {
-    pub line: u64,
-    pub row: u32,
-    /// The address as this row has it.
-    pub email: String,
-}
-
 /// One item of a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Row(Row),
     Rejected(Rejection),
-    Duplicate(Duplicate),
 }
 
 /// A list that cannot be read at all.
@@ -78,9 +96,6 @@ pub struct ListReader {
     /// Variable column names, in record order (CSV only).
     pub columns: Vec<String>,
     row: u32,
-    /// Addresses of the rows so far (`None`: duplicates are not looked
-    /// for).
-    seen: Option<AddressSet>,
 }
 
 fn read_err(path: &Path, e: impl std::fmt::Display) -> ListError {
@@ -110,58 +125,37 @@ impl ListReader {
             source,
             columns,
             row: 0,
-            seen: Some(AddressSet::new()),
         })
     }
 
-    /// Yields duplicates as rows (only for measuring what looking for them
-    /// costs: a campaign sends once per address).
-    pub fn keep_duplicates(mut self) -> ListReader {
-        self.seen = None;
-        self
-    }
-
-    /// Heap bytes held to find duplicates.
-    pub fn seen_bytes(&self) -> usize {
-        self.seen.as_ref().map_or(0, AddressSet::heap_bytes)
+    /// Finds the exact lines of this list's rows.
+    pub fn locator(&self) -> Result<Locator, ListError> {
+        let file = match &self.source {
+            Source::Csv(s) => s.file().map_err(|e| read_err(&self.path, e))?,
+            Source::Jsonl(_) => None,
+        };
+        Ok(Locator { file })
     }
 
     /// Reads up to `max` items; an empty batch means the end of the list.
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<Item>, ListError> {
         let mut out = Vec::with_capacity(max.min(65536));
         while out.len() < max {
-            match self.next_item()? {
+            let item = match &mut self.source {
+                Source::Csv(s) => s.next(&mut self.row, &self.path)?,
+                Source::Jsonl(s) => s.next(&mut self.row, &self.path)?,
+            };
+            match item {
                 Some(item) => out.push(item),
                 None => break,
             }
         }
         Ok(out)
     }
-
-    fn next_item(&mut self) -> Result<Option<Item>, ListError> {
-        let item = match &mut self.source {
-            Source::Csv(s) => s.next(&mut self.row, &self.path)?,
-            Source::Jsonl(s) => s.next(&mut self.row, &self.path)?,
-        };
-        let Some(Item::Row(r)) = item else {
-            return Ok(item);
-        };
-        if self.seen.as_mut().is_none_or(|seen| seen.insert(&r.email)) {
-            return Ok(Some(Item::Row(r)));
-        }
-        let line = match &mut self.source {
-            Source::Csv(s) => s.last_line().map_err(|e| read_err(&self.path, e))?,
-            Source::Jsonl(s) => s.last_line(),
-        };
-        Ok(Some(Item::Duplicate(Duplicate {
-            line,
-            row: r.row,
-            email: r.email,
-        })))
-    }
 }
 
-fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
+fn make_row(start: Start, row: u32, email: &str, vars: Vec<u8>) -> Item {
+    let line = start.line;
     let vars_size = vars.len();
     if vars_size > MAX_VARS {
         return Item::Rejected(Rejection {
@@ -175,6 +169,7 @@ fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
             row,
             email: a.email,
             vars,
+            start,
         }),
         Err(reason) => Item::Rejected(Rejection {
             line,
@@ -187,6 +182,5 @@ fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
 mod csv_source;
 mod jsonl_source;
 mod quotes;
-pub mod seen;
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,9 @@
 //! batch to delivery.
 //!
 //! A campaign sends once per address: a row whose address an earlier row
-//! of the list had (ignoring ASCII case) is skipped and reported as a
-//! duplicate, as a bad row is reported as rejected (see [`list`]).
+//! of the list had (ignoring ASCII case, see [`seen`]) is skipped and
+//! reported as a duplicate with its line, as a bad row is reported as
+//! rejected (see [`list`]).
 //!
 //! Resuming: if the campaign id is already in the spool but its list was not
 //! completely spooled (the job was killed or stopped), the list is read
@@ -16,6 +17,7 @@
 
 pub mod list;
 mod pipeline;
+pub mod seen;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,7 +26,7 @@ use volley_spool::{Campaign, Recipient, RecipientId, Spool};
 
 use crate::campaign::{CampaignDef, LoadedCampaign};
 use crate::delivery::Work;
-use list::{Duplicate, ListError, ListReader, Rejection};
+use list::{ListError, ListReader, Locator, Rejection, Start};
 
 /// Recipients per durable batch.
 pub const BATCH: usize = 16384;
@@ -64,11 +66,37 @@ pub struct Options<'a> {
     pub keep_duplicates: bool,
 }
 
+/// A row whose address an earlier row of the list had.
+#[derive(Clone, Copy)]
+pub struct Duplicate<'a> {
+    pub row: u32,
+    /// The address as this row has it.
+    pub email: &'a str,
+    start: Start,
+    locator: &'a Locator,
+}
+
+impl Duplicate<'_> {
+    /// Its line (found when asked for: that reads the list file again).
+    pub fn line(&self) -> u64 {
+        self.locator.line(self.start)
+    }
+}
+
+impl std::fmt::Debug for Duplicate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Duplicate")
+            .field("row", &self.row)
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
 /// A row of the list that was not spooled.
 #[derive(Debug, Clone, Copy)]
 pub enum Skipped<'a> {
     Rejected(&'a Rejection),
-    Duplicate(&'a Duplicate),
+    Duplicate(Duplicate<'a>),
 }
 
 /// What an ingest did.
@@ -119,8 +147,8 @@ impl Domains {
     }
 }
 
-/// Where an ingest starts.
-enum Start {
+/// Where an ingest begins.
+enum Begin {
     /// The campaign's list was completely spooled before.
     Complete(Summary),
     /// Spool the rows after `skip_to` (0 for a new campaign).
@@ -141,13 +169,10 @@ pub fn run(
     accepted: impl FnMut(&[RecipientId], &[Recipient]) + Send,
     skipped: impl FnMut(Skipped<'_>),
 ) -> Result<Summary, IngestError> {
-    let mut reader = ListReader::open(&loaded.recipients)?;
-    if opts.keep_duplicates {
-        reader = reader.keep_duplicates();
-    }
-    let (campaign, def, skip_to, earlier) = match start(spool, loaded, &reader.columns)? {
-        Start::Complete(summary) => return Ok(summary),
-        Start::Rows {
+    let reader = ListReader::open(&loaded.recipients)?;
+    let (campaign, def, skip_to, earlier) = match begin(spool, loaded, &reader.columns)? {
+        Begin::Complete(summary) => return Ok(summary),
+        Begin::Rows {
             campaign,
             def,
             skip_to,
@@ -159,6 +184,9 @@ pub fn run(
         id: &def.id,
         skip_to,
         earlier,
+        seen: (!opts.keep_duplicates).then(seen::AddressSet::new),
+        locator: reader.locator()?,
+        list_bytes: std::fs::metadata(&loaded.recipients).map_or(0, |m| m.len()),
     };
     let done = pipeline::spool_list(spool, reader, admit, opts.stop, accepted, skipped)?;
     if !done.interrupted {
@@ -178,12 +206,12 @@ pub fn run(
 
 /// Creates the campaign, or finds where an earlier ingest of it stopped.
 /// `columns` are the list's variable columns.
-fn start(spool: &Spool, loaded: &LoadedCampaign, columns: &[String]) -> Result<Start, IngestError> {
+fn begin(spool: &Spool, loaded: &LoadedCampaign, columns: &[String]) -> Result<Begin, IngestError> {
     let mut def = loaded.def.clone();
     def.columns = columns.to_vec();
     let Some(c) = spool.campaign_by_id(&def.id) else {
         let c = spool.create_campaign(&def.id, &def.to_bytes())?;
-        return Ok(Start::Rows {
+        return Ok(Begin::Rows {
             campaign: c,
             def,
             skip_to: 0,
@@ -203,7 +231,7 @@ fn start(spool: &Spool, loaded: &LoadedCampaign, columns: &[String]) -> Result<S
         .unwrap_or_default();
     let (last_row, n) = (counts.last_row, counts.counts.total());
     if c.is_sealed() {
-        return Ok(Start::Complete(Summary {
+        return Ok(Begin::Complete(Summary {
             campaign: c,
             def: stored,
             accepted: 0,
@@ -224,7 +252,7 @@ fn start(spool: &Spool, loaded: &LoadedCampaign, columns: &[String]) -> Result<S
         });
     }
     tracing::info!(campaign = %def.id, spooled = n, after_row = last_row, "resuming an interrupted ingest");
-    Ok(Start::Rows {
+    Ok(Begin::Rows {
         campaign: c,
         def: stored,
         skip_to: last_row,

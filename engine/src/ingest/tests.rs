@@ -45,7 +45,7 @@ fn each_address_is_spooled_once() {
         |sk| {
             reported.push(match sk {
                 Skipped::Rejected(r) => (r.line, "rejected"),
-                Skipped::Duplicate(d) => (d.line, "duplicate"),
+                Skipped::Duplicate(d) => (d.line(), "duplicate"),
             })
         },
     )
@@ -61,6 +61,47 @@ fn each_address_is_spooled_once() {
         ]
     );
     assert_eq!(spooled(&spool), vec!["dup@a.test", "other@a.test"]);
+}
+
+#[test]
+fn duplicates_name_their_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let loaded = campaign_in(
+        d.path(),
+        "email,n\r\ndup@a.test,1\r\n\r\ndup@a.test,2\r\nDUP@A.TEST,3\r\nother@a.test,4\r\n\"dup@a.test\",5\r\n",
+    );
+    let (spool, _) = Spool::open(&d.path().join("spool")).unwrap();
+    let mut dups = Vec::new();
+    run(
+        &spool,
+        &loaded,
+        Options::default(),
+        |_, _| {},
+        |sk| {
+            if let Skipped::Duplicate(d) = sk {
+                dups.push((d.line(), d.row, d.email.to_string()));
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        dups,
+        vec![
+            (4, 2, "dup@a.test".to_string()),
+            (5, 3, "DUP@a.test".to_string()),
+            (7, 5, "dup@a.test".to_string())
+        ]
+    );
+    // and kept when asked (for measuring)
+    let loaded = campaign_in(d.path(), "email\na@x.test\nA@x.test\n");
+    std::fs::remove_dir_all(d.path().join("spool")).unwrap();
+    let (spool, _) = Spool::open(&d.path().join("spool")).unwrap();
+    let opts = Options {
+        keep_duplicates: true,
+        ..Options::default()
+    };
+    let s = run(&spool, &loaded, opts, |_, _| {}, |_| {}).unwrap();
+    assert_eq!((s.accepted, s.duplicates), (2, 0));
 }
 
 #[test]

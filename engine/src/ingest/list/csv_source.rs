@@ -20,7 +20,7 @@ use std::path::Path;
 use volley_spool::Vars;
 
 use super::quotes::{Quotes, Stray, StreamQuotes};
-use super::{Item, ListError, Rejection, make_row, read_err};
+use super::{Item, ListError, Rejection, Start, make_row, read_err};
 
 /// Largest CSV record read, in bytes (far above any acceptable row: the
 /// variables alone are capped at `MAX_VARS`).
@@ -167,7 +167,7 @@ impl CsvSource {
                 *row += 1;
                 match self.stray_quote().map_err(|e| read_err(path, e))? {
                     Some(stray) => (reject(line, *row, stray.reason()), Some(Bad::Malformed)),
-                    None => (self.make_row(line, *row), None),
+                    None => (self.make_row(*row), None),
                 }
             }
             Err(e) => {
@@ -220,22 +220,16 @@ impl CsvSource {
         Ok(Some(Item::Rejected(r)))
     }
 
-    /// The line the last record began on (the parser's count can be short
-    /// by line ends and blank lines before it; see [`place_rejected`]).
-    pub(super) fn last_line(&mut self) -> Result<u64, std::io::Error> {
+    /// The list file, to find rows' lines in ([`line_at`]); `None` when
+    /// it cannot be read twice.
+    pub(super) fn file(&self) -> std::io::Result<Option<File>> {
         if !self.seekable {
-            return Ok(self.start.line());
+            return Ok(None);
         }
-        let mut r = Rejection {
-            line: self.start.line(),
-            row: 0,
-            reason: String::new(),
-        };
-        place_rejected(&mut self.reader, &self.start, &mut r, Bad::Content)?;
-        Ok(r.line)
+        self.reader.get_ref().file.try_clone().map(Some)
     }
 
-    fn make_row(&self, line: u64, row: u32) -> Item {
+    fn make_row(&self, row: u32) -> Item {
         let email = self.record.get(self.email_col).unwrap_or("");
         let col = self.email_col;
         let mut vars = Vec::with_capacity(self.record.as_slice().len() + self.record.len());
@@ -247,7 +241,11 @@ impl CsvSource {
                 .map(|(_, v)| v),
             &mut vars,
         );
-        make_row(line, row, email, vars)
+        let start = Start {
+            byte: self.start.byte(),
+            line: self.start.line(),
+        };
+        make_row(start, row, email, vars)
     }
 
     /// Whether a stray quote spoiled the record just parsed (with the right
@@ -267,6 +265,28 @@ impl CsvSource {
         self.raw.resize(len.min(2 * MAX_RECORD as usize), 0);
         let n = read_full_at(&capped.file, &mut self.raw, start)?;
         Ok(Quotes::check_record(&self.raw[..n]))
+    }
+}
+
+/// The line a record really begins on, given where the parser began
+/// reading it: past the line ends and blank lines the parser had not
+/// counted yet (see [`place_rejected`]).
+pub(super) fn line_at(file: &File, start: Start) -> std::io::Result<u64> {
+    let lf = |b: &[u8]| b.iter().filter(|&&b| b == b'\n').count() as u64;
+    let (mut off, mut line) = (start.byte, start.line);
+    let mut buf = [0u8; 512];
+    loop {
+        let n = file.read_at(&mut buf, off)?;
+        if n == 0 {
+            return Ok(line);
+        }
+        match buf[..n].iter().position(|&b| b != b'\n' && b != b'\r') {
+            Some(p) => return Ok(line + lf(&buf[..p])),
+            None => {
+                line += lf(&buf[..n]);
+                off += n as u64;
+            }
+        }
     }
 }
 
