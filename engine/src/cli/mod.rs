@@ -4,6 +4,7 @@ pub mod demo;
 pub mod progress;
 pub mod run;
 pub mod send;
+pub mod summary;
 
 use std::path::Path;
 use std::sync::Arc;
