@@ -1,6 +1,9 @@
 //! Campaign templates: Handlebars with SES semantics, compiled once.
 //!
-//! Strict mode (a missing `{{var}}` is an error naming the attribute, as SES
+//! Compiling also checks what can be known before any recipient (see
+//! [`check`]): a template that would fail for every recipient who reaches
+//! it (a partial never defined, a helper missing its parameters, an unknown
+//! helper) is a [`TemplateError`], as a syntax error is. Strict mode (a missing `{{var}}` is an error naming the attribute, as SES
 //! reports it), no HTML escaping (SES does not escape), inline partials
 //! supported. `render` takes the recipient's variables and yields the subject,
 //! bodies and unsubscribe URL, or a [`RenderFailure`] whose message becomes
@@ -9,16 +12,31 @@
 //! produce errors, never panics, and rendered header values are checked for
 //! line breaks by the MIME builder.
 
+mod check;
+
 use handlebars::{Context, Handlebars, RenderErrorReason};
 
 use crate::campaign::CampaignDef;
 
-/// A template that does not compile.
+/// A template that does not compile, or can never render.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError {
     /// Which campaign key holds it (`subject`, `html`, `text`, `list_unsubscribe`).
     pub part: &'static str,
+    /// What is wrong, and where in the part (`line L, column C: ...`,
+    /// counted from 1).
     pub message: String,
+}
+
+/// `line L, column C: what (at "...")`, quoting the start of the line.
+fn located(src: &str, at: Option<(usize, usize)>, what: impl std::fmt::Display) -> String {
+    let Some((line, column)) = at else {
+        return what.to_string();
+    };
+    let text = src.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
+    let shown: String = text.chars().take(60).collect();
+    let more = if shown.len() < text.len() { "..." } else { "" };
+    format!("line {line}, column {column}: {what} (at \"{shown}{more}\")")
 }
 
 /// Why a recipient's message could not be rendered.
@@ -63,8 +81,14 @@ impl Templates {
                 hb.register_template_string(part, src)
                     .map_err(|e| TemplateError {
                         part,
-                        message: e.to_string(),
+                        message: located(src, e.pos(), e.reason()),
                     })?;
+                if let Some(t) = hb.get_template(part) {
+                    check::check(t).map_err(|p| TemplateError {
+                        part,
+                        message: located(src, p.at, p.what),
+                    })?;
+                }
                 parts.push(part);
             }
         }
@@ -181,6 +205,113 @@ mod tests {
     fn syntax_errors_name_the_part() {
         let e = Templates::compile(&def("Hi {{name", "x")).err().unwrap();
         assert_eq!(e.part, "subject");
+    }
+
+    #[test]
+    fn errors_count_lines_from_1() {
+        let e = Templates::compile(&def("Hi", "line1\n{{#if x}}\n{{/iff}}"))
+            .err()
+            .unwrap();
+        assert_eq!(e.part, "html");
+        assert!(
+            e.message.starts_with("line 3, column 1: ")
+                && e.message
+                    .contains("\"if\" was opened, but \"iff\" is closing")
+                && e.message.ends_with("(at \"{{/iff}}\")"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("0 |"), "{}", e.message);
+        let e = Templates::compile(&def("Hi", "one\ntwo {{> footer}}"))
+            .err()
+            .unwrap();
+        assert!(e.message.starts_with("line 2, column 5: "), "{}", e.message);
+    }
+
+    fn data() -> serde_json::Value {
+        json!({"email": "a@x.test", "x": 1, "b": 1, "name": "N", "items": [1, 2], "contact": {"first": "A"}})
+    }
+
+    /// Renders `src` as Handlebars does without the load check.
+    fn render_unchecked(src: &str) -> Result<String, String> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_template_string("t", src)
+            .map_err(|e| e.to_string())?;
+        hb.render("t", &data()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn templates_that_can_never_render_are_refused_at_load() {
+        for (src, says) in [
+            ("a {{> missing}} b", "partial `missing` is not defined"),
+            ("{{#each}}x{{/each}}", "`{{#each}}` needs 1 parameter"),
+            ("{{#if}}x{{/if}}", "`{{#if}}` needs 1 parameter"),
+            ("{{#with}}x{{/with}}", "needs 1 parameter"),
+            ("{{#unless}}x{{/unless}}", "needs 1 parameter"),
+            ("{{#foo}}x{{/foo}}", "`foo` is not a block helper"),
+            ("{{#foo x}}x{{/foo}}", "`foo` is not a block helper"),
+            ("{{foo x}}", "unknown helper `foo`"),
+            ("{{foo k=1}}", "unknown helper `foo`"),
+            ("{{eq x}}", "needs 2 parameters"),
+            ("{{lookup contact}}", "needs 2 parameters"),
+            ("{{len}}", "needs 1 parameter"),
+            ("{{#if (eq x)}}y{{/if}}", "needs 2 parameters"),
+            ("{{#if (foo)}}y{{/if}}", "unknown helper `foo`"),
+            (
+                "{{#unless x}}{{else}}{{#each}}{{/each}}{{/unless}}",
+                "`{{#each}}`",
+            ),
+            (
+                "{{> p}}{{#*inline \"p\"}}P{{/inline}}",
+                "used before its definition",
+            ),
+            (
+                "{{#*inline \"p\"}}{{> q}}{{/inline}}{{> p}}",
+                "partial `q` is not defined",
+            ),
+            ("{{#*inline}}x{{/inline}}", "needs the partial's name"),
+            ("{{*foo}}", "unknown decorator `foo`"),
+        ] {
+            assert!(
+                render_unchecked(src).is_err(),
+                "{src} renders: not a template to refuse"
+            );
+            let e = Templates::compile(&def("Hi", src))
+                .err()
+                .unwrap_or_else(|| panic!("{src} passed the check"));
+            assert_eq!(e.part, "html");
+            assert!(
+                e.message.starts_with("line 1, column ") && e.message.contains(says),
+                "{src}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn valid_ses_templates_pass_the_check() {
+        for src in [
+            "Hi {{name}}",
+            "{{contact.first}} {{contact/first}} {{{name}}}",
+            "{{#if x}}a{{else if b}}b{{else}}c{{/if}}",
+            "{{#unless x}}a{{else}}b{{/unless}}",
+            "{{#each items}}{{this}}{{@index}}{{@first}}{{../name}}{{else}}none{{/each}}",
+            "{{#each items as |it i|}}{{it}}{{i}}{{/each}}",
+            "{{#with contact}}{{first}}{{/with}}",
+            "{{#*inline \"p\"}}P{{/inline}}{{> p}}{{#each items}}{{> p}}{{/each}}",
+            "{{#*inline \"p\"}}P{{> q}}{{/inline}}{{#*inline \"q\"}}Q{{/inline}}{{> p}}",
+            "{{#*inline \"p\"}}[{{> @partial-block}}]{{/inline}}{{#> p}}in{{/p}}",
+            "{{#> layout}}fallback{{/layout}}",
+            "{{#if x}}{{#*inline \"p\"}}P{{/inline}}{{/if}}{{> p}}",
+            "{{#if (eq x 1)}}one{{/if}} {{lookup contact \"first\"}} {{#if (and x b)}}y{{/if}}",
+            "{{!-- a comment --}}{{! another }}{{log name}}",
+        ] {
+            render_unchecked(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+            let t = Templates::compile(&def("Hi {{name}}", src))
+                .unwrap_or_else(|e| panic!("{src}: {}", e.message));
+            t.render(data()).unwrap();
+        }
     }
 
     #[test]
