@@ -98,6 +98,16 @@ fn personalized_default() -> bool {
 pub const UNDISCLOSED: &str = "undisclosed-recipients:;";
 
 impl CampaignDef {
+    /// Its templates, to compile ([`crate::template::Templates::compile`]).
+    pub fn template_sources(&self) -> crate::template::Sources<'_> {
+        crate::template::Sources {
+            subject: &self.subject,
+            html: self.html.as_deref(),
+            text: self.text.as_deref(),
+            list_unsubscribe: self.list_unsubscribe.as_deref(),
+        }
+    }
+
     /// Domain of the sender address (selects DKIM keys).
     pub fn from_domain(&self) -> &str {
         self.from_addr.rsplit_once('@').map_or("", |(_, d)| d)
@@ -213,7 +223,7 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         personalized,
         to: f.to.map(|t| t.trim().to_string()),
     };
-    let templates = crate::message::template::Templates::compile(&def).map_err(|e| {
+    let templates = crate::template::Templates::compile(def.template_sources()).map_err(|e| {
         let file = match e.part {
             "html" => f.html.clone(),
             "text" => f.text.clone(),

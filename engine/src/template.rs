@@ -16,8 +16,6 @@ mod check;
 
 use handlebars::{Context, Handlebars, RenderErrorReason};
 
-use crate::campaign::CampaignDef;
-
 /// A template that does not compile, or can never render.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError {
@@ -57,6 +55,16 @@ pub struct Rendered {
     pub list_unsubscribe: Option<String>,
 }
 
+/// The template sources of one campaign, by the campaign key that holds
+/// each (`subject`, `html`, `text`, `list_unsubscribe`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub subject: &'a str,
+    pub html: Option<&'a str>,
+    pub text: Option<&'a str>,
+    pub list_unsubscribe: Option<&'a str>,
+}
+
 /// The compiled templates of one campaign.
 pub struct Templates {
     hb: Handlebars<'static>,
@@ -64,17 +72,17 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Compiles every template of the campaign.
-    pub fn compile(def: &CampaignDef) -> Result<Templates, TemplateError> {
+    /// Compiles every template of a campaign.
+    pub fn compile(src: Sources<'_>) -> Result<Templates, TemplateError> {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
         let mut parts = Vec::new();
         let sources = [
-            ("subject", Some(&def.subject)),
-            ("html", def.html.as_ref()),
-            ("text", def.text.as_ref()),
-            ("list_unsubscribe", def.list_unsubscribe.as_ref()),
+            ("subject", Some(src.subject)),
+            ("html", src.html),
+            ("text", src.text),
+            ("list_unsubscribe", src.list_unsubscribe),
         ];
         for (part, src) in sources {
             if let Some(src) = src {
@@ -150,27 +158,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn def(subject: &str, html: &str) -> CampaignDef {
-        CampaignDef {
-            id: "t".into(),
-            from: "a@b.test".into(),
-            from_name: None,
-            from_addr: "a@b.test".into(),
-            reply_to: None,
-            subject: subject.into(),
-            html: Some(html.into()),
+    fn def<'a>(subject: &'a str, html: &'a str) -> Sources<'a> {
+        Sources {
+            subject,
+            html: Some(html),
             text: None,
-            list_unsubscribe: Some("https://u.test/{{email}}".into()),
-            tags: Default::default(),
-            columns: vec![],
-            personalized: true,
-            to: None,
+            list_unsubscribe: Some("https://u.test/{{email}}"),
         }
     }
 
     #[test]
     fn renders_ses_style() {
-        let t = Templates::compile(&def(
+        let t = Templates::compile(def(
             "Hi {{name}}",
             "{{#* inline \"sig\"}}-- {{team}}{{/inline}}<p>{{name}} & {{#each items}}{{this}},{{/each}}</p>{{> sig}}{{#if vip}}VIP{{/if}}",
         ))
@@ -185,7 +184,7 @@ mod tests {
 
     #[test]
     fn missing_variable_is_named() {
-        let t = Templates::compile(&def("Hi", "<p>\n{{first_name}}</p>")).unwrap();
+        let t = Templates::compile(def("Hi", "<p>\n{{first_name}}</p>")).unwrap();
         let e = t.render(json!({"email": "a@x.test"})).unwrap_err();
         assert!(
             e.message
@@ -196,20 +195,20 @@ mod tests {
         assert!(e.message.contains("html template, line 2"), "{}", e.message);
         // the subject rendered: the failure carries it
         assert_eq!(e.subject.as_deref(), Some("Hi"));
-        let t = Templates::compile(&def("Hi {{first_name}}", "x")).unwrap();
+        let t = Templates::compile(def("Hi {{first_name}}", "x")).unwrap();
         let e = t.render(json!({"email": "a@x.test"})).unwrap_err();
         assert_eq!(e.subject, None);
     }
 
     #[test]
     fn syntax_errors_name_the_part() {
-        let e = Templates::compile(&def("Hi {{name", "x")).err().unwrap();
+        let e = Templates::compile(def("Hi {{name", "x")).err().unwrap();
         assert_eq!(e.part, "subject");
     }
 
     #[test]
     fn errors_count_lines_from_1() {
-        let e = Templates::compile(&def("Hi", "line1\n{{#if x}}\n{{/iff}}"))
+        let e = Templates::compile(def("Hi", "line1\n{{#if x}}\n{{/iff}}"))
             .err()
             .unwrap();
         assert_eq!(e.part, "html");
@@ -222,7 +221,7 @@ mod tests {
             e.message
         );
         assert!(!e.message.contains("0 |"), "{}", e.message);
-        let e = Templates::compile(&def("Hi", "one\ntwo {{> footer}}"))
+        let e = Templates::compile(def("Hi", "one\ntwo {{> footer}}"))
             .err()
             .unwrap();
         assert!(e.message.starts_with("line 2, column 5: "), "{}", e.message);
@@ -277,7 +276,7 @@ mod tests {
                 render_unchecked(src).is_err(),
                 "{src} renders: not a template to refuse"
             );
-            let e = Templates::compile(&def("Hi", src))
+            let e = Templates::compile(def("Hi", src))
                 .err()
                 .unwrap_or_else(|| panic!("{src} passed the check"));
             assert_eq!(e.part, "html");
@@ -308,7 +307,7 @@ mod tests {
             "{{!-- a comment --}}{{! another }}{{log name}}",
         ] {
             render_unchecked(src).unwrap_or_else(|e| panic!("{src}: {e}"));
-            let t = Templates::compile(&def("Hi {{name}}", src))
+            let t = Templates::compile(def("Hi {{name}}", src))
                 .unwrap_or_else(|e| panic!("{src}: {}", e.message));
             t.render(data()).unwrap();
         }
@@ -316,7 +315,7 @@ mod tests {
 
     #[test]
     fn subject_line_breaks_are_flattened() {
-        let t = Templates::compile(&def("{{s}}", "x")).unwrap();
+        let t = Templates::compile(def("{{s}}", "x")).unwrap();
         let r = t
             .render(json!({"s": "a\r\nBcc: x@y.test", "email": "e"}))
             .unwrap();
