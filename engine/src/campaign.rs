@@ -110,7 +110,7 @@ impl CampaignDef {
 
     /// Domain of the sender address (selects DKIM keys).
     pub fn from_domain(&self) -> &str {
-        self.from_addr.rsplit_once('@').map_or("", |(_, d)| d)
+        volley_spool::domain_of(&self.from_addr)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

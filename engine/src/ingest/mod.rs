@@ -126,7 +126,7 @@ pub fn works(domains: &mut Domains, ids: &[RecipientId], recs: &[Recipient]) -> 
         .zip(recs)
         .map(|(&id, r)| Work {
             id,
-            domain: domains.get(r.email.rsplit_once('@').map_or("", |(_, d)| d)),
+            domain: domains.get(volley_spool::domain_of(&r.email)),
             attempts: 0,
         })
         .collect()
