@@ -21,7 +21,7 @@ use volley_engine::config::{DkimAlgorithm, DkimConfig};
 use volley_engine::message::dkim::Signers;
 use volley_engine::message::keygen::{KeyAlgorithm, make_key};
 use volley_engine::message::mime;
-use volley_engine::message::template::Templates;
+use volley_engine::template::Templates;
 use volley_tests::{Fixture, PostfixSink, volley};
 
 const HTML: &str = include_str!("../../examples/templates/newsletter.html");
@@ -64,7 +64,7 @@ fn sign_rate(key: &Path, alg: DkimAlgorithm, secs: u64) -> (f64, usize, usize) {
         .expect("key loads"),
     );
     let d = def();
-    let t = Templates::compile(&d).expect("templates");
+    let t = Templates::compile(d.template_sources()).expect("templates");
     let r = t
         .render(serde_json::json!({"first_name": "Ada", "month": "June", "plan": "team", "city": "Lisbon", "email": "ada@x.test"}))
         .expect("render");

@@ -17,7 +17,7 @@ pub struct Address {
 
 impl Address {
     pub fn domain(&self) -> &str {
-        self.email.rsplit_once('@').map_or("", |(_, d)| d)
+        volley_spool::domain_of(&self.email)
     }
 }
 

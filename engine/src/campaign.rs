@@ -3,10 +3,12 @@
 //! A campaign file names the sender, the Handlebars templates (inline subject,
 //! file paths for HTML/text bodies), the recipient list and optional tags and
 //! unsubscribe URL template. Loading reads the template files, compiles every
-//! template once (so syntax errors are reported before anything is spooled)
-//! and produces a [`CampaignDef`], which is what the spool stores once per
-//! campaign. Exposure: campaign files and templates are operator input; every
-//! problem is a [`CampaignError`] naming the file and key.
+//! template once (so syntax errors, and templates that could never render,
+//! are reported before anything is spooled) and produces a [`CampaignDef`],
+//! which is what the spool stores once per campaign. Exposure: campaign
+//! files and templates are operator input; every problem is a
+//! [`CampaignError`] naming the file (a template file as the campaign file
+//! names it), the key and the line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,15 @@ pub enum CampaignError {
     Invalid {
         path: PathBuf,
         key: &'static str,
+        reason: String,
+    },
+    /// A template file (`html`, `text`) that does not compile or can never
+    /// render; `file` is the path as the campaign file gives it.
+    #[error("template {file} (`{key}` of campaign {path}): {reason}")]
+    Template {
+        path: PathBuf,
+        key: &'static str,
+        file: PathBuf,
         reason: String,
     },
 }
@@ -87,9 +98,19 @@ fn personalized_default() -> bool {
 pub const UNDISCLOSED: &str = "undisclosed-recipients:;";
 
 impl CampaignDef {
+    /// Its templates, to compile ([`crate::template::Templates::compile`]).
+    pub fn template_sources(&self) -> crate::template::Sources<'_> {
+        crate::template::Sources {
+            subject: &self.subject,
+            html: self.html.as_deref(),
+            text: self.text.as_deref(),
+            list_unsubscribe: self.list_unsubscribe.as_deref(),
+        }
+    }
+
     /// Domain of the sender address (selects DKIM keys).
     pub fn from_domain(&self) -> &str {
-        self.from_addr.rsplit_once('@').map_or("", |(_, d)| d)
+        volley_spool::domain_of(&self.from_addr)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -202,12 +223,22 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         personalized,
         to: f.to.map(|t| t.trim().to_string()),
     };
-    let templates =
-        crate::message::template::Templates::compile(&def).map_err(|e| CampaignError::Invalid {
-            path: path.to_path_buf(),
-            key: e.part,
-            reason: e.message,
-        })?;
+    let templates = crate::template::Templates::compile(def.template_sources()).map_err(|e| {
+        let file = match e.part {
+            "html" => f.html.clone(),
+            "text" => f.text.clone(),
+            _ => None,
+        };
+        match file {
+            Some(file) => CampaignError::Template {
+                path: path.to_path_buf(),
+                key: e.part,
+                file,
+                reason: e.message,
+            },
+            None => invalid(e.part, e.message),
+        }
+    })?;
     if !personalized {
         // one message for everyone: it must render without recipient data
         templates
@@ -227,4 +258,50 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         recipients: base.join(f.recipients),
         path: path.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_errors_name_the_file_as_written_and_count_lines_from_1() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("templates")).unwrap();
+        std::fs::write(
+            d.path().join("templates/news.html"),
+            "<p>\n{{#each}}x{{/each}}\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("list.csv"), "email\n").unwrap();
+        let campaign = d.path().join("c.toml");
+        let write = |subject: &str| {
+            std::fs::write(
+                &campaign,
+                format!(
+                    "id = \"c\"\nfrom = \"a@b.test\"\nsubject = {subject:?}\nhtml = \"templates/news.html\"\nrecipients = \"list.csv\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        write("Hi");
+        let e = load(&campaign).unwrap_err().to_string();
+        assert!(
+            e.starts_with("template templates/news.html (`html` of campaign ")
+                && e.contains(": line 2, column 1: `{{#each}}` needs 1 parameter"),
+            "{e}"
+        );
+        write("Hi {{> sig}}");
+        let e = load(&campaign).unwrap_err().to_string();
+        assert!(
+            e.contains("`subject`: line 1, column 4: partial `sig` is not defined"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_campaign_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/campaign.toml");
+        load(&p).unwrap();
+    }
 }

@@ -9,7 +9,9 @@
 //!   outcomes.
 //! - [`smtp`]: the SMTP client protocol (opening a session, pipelined
 //!   transactions, replies) that connections use.
-//! - [`message`]: rendering, MIME, DKIM on the CPU pool.
+//! - [`template`]: campaign templates (Handlebars, SES semantics), checked
+//!   when a campaign is loaded and rendered per recipient.
+//! - [`message`]: one message: rendering, MIME, DKIM, the DATA payload.
 //! - [`outcome`]: the one classifier of replies and failures.
 //! - [`events`]: SES-format events from the journal to notification sinks.
 //! - [`engine`]: wires the stages together and shuts them down.
@@ -31,3 +33,4 @@ pub mod metrics;
 pub mod outcome;
 pub mod smtp;
 pub mod status;
+pub mod template;

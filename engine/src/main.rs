@@ -1,7 +1,9 @@
 //! `volley`: the command line. Parses arguments, sets up logging and the
 //! tokio runtime, runs one command and maps its result to an exit code:
-//! 0 success, 1 failure, 2 bad input (config, campaign, files, usage),
-//! 3 recipients remain deferred (`send`). The only user of anyhow.
+//! 0 success, 1 failure, 2 bad input (config, campaign, files, usage);
+//! for `send`: 3 recipients remain deferred, 4 rows were rejected, 5 both,
+//! 128 + the signal when stopped by SIGINT or SIGTERM (see `cli`). The only
+//! user of anyhow.
 
 mod cli;
 

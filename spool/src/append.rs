@@ -260,7 +260,7 @@ fn appended_entries(recs: &[Recipient], ids: &[RecipientId]) -> Vec<Entry> {
             && ids[j].segment() == ids[i].segment()
             && recs[j].campaign == recs[i].campaign
         {
-            let d = recs[j].email.rsplit_once('@').map_or("", |(_, d)| d);
+            let d = crate::record::domain_of(&recs[j].email);
             if !domains.contains_key(d) {
                 if size + domain_counts_size(d) > DOMAIN_COUNTS_LIMIT && j > i {
                     break;

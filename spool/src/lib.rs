@@ -82,7 +82,7 @@ pub use index::Retry;
 pub use inspect::{CampaignInfo, Inspection, inspect};
 pub use journal::{Entry, Kind};
 pub use ops::Cursor;
-pub use record::{ArchivedRecipient, Recipient, Vars};
+pub use record::{ArchivedRecipient, Recipient, Vars, domain_of};
 pub use report::{Damage, OpenReport, Pending};
 pub use segment::SEGMENT_BYTES;
 pub use spool::{CHECKPOINT_EVERY, Spool};

@@ -116,11 +116,16 @@ impl<'a> Vars<'a> {
     }
 }
 
+/// The domain part of an address: everything after its last `@` (empty
+/// when there is none). The one place that knows where a domain starts.
+pub fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
 impl ArchivedRecipient {
-    /// The domain part of the address (everything after the last `@`).
+    /// The domain part of the address.
     pub fn domain(&self) -> &str {
-        let email = self.email.as_str();
-        email.rsplit_once('@').map_or("", |(_, d)| d)
+        domain_of(self.email.as_str())
     }
 
     /// The decoded template variables.

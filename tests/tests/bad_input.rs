@@ -1,7 +1,8 @@
 //! Bad input never panics: missing files, malformed CSV rows, invalid
-//! addresses, broken templates and unknown config keys each give a clear
-//! error naming what and where, with the documented exit code (2 for bad
-//! input), and everything else goes on.
+//! addresses, duplicate addresses, broken templates and unknown config keys
+//! each give a clear error naming what and where, with the documented exit
+//! code (2 for bad input, 4 when rows of the list were rejected), and
+//! everything else goes on.
 
 use std::time::Duration;
 
@@ -129,7 +130,7 @@ fn bad_rows_are_rejected_by_line_and_the_rest_delivered() {
     );
     fx.campaign("list.csv", "Hi", "Hello {{#if name}}{{name}}{{/if}}\n", "");
     let out = send(&fx);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
         err.contains("line 3: rejected: invalid address \"not-an-address\""),
@@ -153,6 +154,105 @@ fn bad_rows_are_rejected_by_line_and_the_rest_delivered() {
     got.sort();
     assert_eq!(got, vec!["ok1@x.test", "ok3@z.test", "ok4@x.test"]);
     assert!(!server.command_log().iter().any(|l| l.contains("evil")));
+}
+
+/// Addresses the server accepted messages for, sorted.
+fn received(server: &ScriptedServer) -> Vec<String> {
+    let mut got: Vec<String> = server
+        .received()
+        .into_iter()
+        .flat_map(|m| m.rcpts)
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn an_unterminated_quote_in_the_last_column_costs_its_own_row_only() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    fx.write(
+        "list.csv",
+        "email,name,note\nq1@a.test,Q1,n1\nq3@a.test,Q3,\"unterminated\nq4@a.test,Q4,n4\nq5@a.test,Q5,n5\n",
+    );
+    fx.campaign("list.csv", "Hi {{name}}", "Hello {{name}}: {{note}}\n", "");
+    let out = send(&fx);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("list.csv: line 3: rejected: a quoted field is never closed"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("3 recipients spooled, 1 row rejected;"),
+        "{stdout}"
+    );
+    assert_eq!(
+        received(&server),
+        vec!["q1@a.test", "q4@a.test", "q5@a.test"]
+    );
+    // no row became another's text
+    for m in server.received() {
+        assert!(!text(&m.data).contains("q4@a.test,Q4"), "{}", text(&m.data));
+    }
+}
+
+#[test]
+fn each_address_is_sent_once() {
+    let server = ScriptedServer::accept_all(true);
+    let fx = fixture(&server);
+    fx.write(
+        "list.csv",
+        "email,name\ndup@a.test,A\ndup@a.test,B\nother@a.test,C\ndup@a.test,D\nDUP@A.TEST,E\n",
+    );
+    let out = send(&fx);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(received(&server), vec!["dup@a.test", "other@a.test"]);
+    for (line, email) in [(3, "dup@a.test"), (5, "dup@a.test"), (6, "DUP@a.test")] {
+        assert!(
+            stderr.contains(&format!(
+                "list.csv: line {line}: skipped: {email} is a duplicate of an earlier row's address"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stdout.contains("2 recipients spooled, 3 duplicates skipped;"),
+        "{stdout}"
+    );
+    // sending the campaign again adds no one
+    let out = send(&fx);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(received(&server).len(), 2);
+}
+
+#[test]
+fn templates_that_can_never_render_exit_2_before_anything_is_spooled() {
+    let server = ScriptedServer::accept_all(true);
+    for (body, says) in [
+        (
+            "Hello\n{{> missing}}\n",
+            "line 2, column 1: partial `missing` is not defined",
+        ),
+        (
+            "Hello\n{{#each}}x{{/each}}\n",
+            "line 2, column 1: `{{#each}}` needs 1 parameter",
+        ),
+    ] {
+        let fx = fixture(&server);
+        fx.campaign("list.csv", "Hi", body, "");
+        let out = send(&fx);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("template body.txt (`text` of campaign"),
+            "{err}"
+        );
+        assert!(err.contains(says), "{err}");
+        assert!(!fx.path().join("spool").exists(), "something was spooled");
+    }
+    assert!(server.received().is_empty());
 }
 
 #[test]

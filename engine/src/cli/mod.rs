@@ -4,6 +4,7 @@ pub mod demo;
 pub mod progress;
 pub mod run;
 pub mod send;
+pub mod summary;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +12,32 @@ use std::sync::Arc;
 use volley_engine::config::Config;
 use volley_spool::{OpenReport, Spool};
 
+// Exit codes (the README's table). A job that ran to its end says with
+// 3, 4 or 5 what is left to look at; one stopped by a signal exits with
+// 128 + the signal's number, as a shell reports a process killed by it
+// (its summary says what was done), whatever else happened.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// `send`: recipients of the job's campaign are still deferred.
 pub const EXIT_DEFERRED: u8 = 3;
+/// `send`/`enqueue`: rows of the list were rejected (all else done).
+pub const EXIT_REJECTED: u8 = 4;
+/// `send`: both 3 and 4.
+pub const EXIT_DEFERRED_AND_REJECTED: u8 = 5;
+
+/// The exit code of a batch job that was not stopped by a failure:
+/// `interrupted` names the signal that stopped it.
+pub fn job_exit_code(interrupted: Option<&str>, deferred: u64, rejected: u64) -> u8 {
+    match (interrupted, deferred > 0, rejected > 0) {
+        (Some("SIGINT"), ..) => 128 + 2,
+        (Some(_), ..) => 128 + 15,
+        (None, true, true) => EXIT_DEFERRED_AND_REJECTED,
+        (None, true, false) => EXIT_DEFERRED,
+        (None, false, true) => EXIT_REJECTED,
+        (None, false, false) => EXIT_OK,
+    }
+}
 
 /// An error with the exit code it maps to.
 #[derive(Debug)]

@@ -19,13 +19,13 @@ use super::{CliResult, EXIT_OK, bad, fail, load_config, start_engine};
 /// SIGTERM and SIGINT, caught from the moment this is made (a signal that
 /// comes during start-up then stops the process cleanly once it is up,
 /// rather than killing it).
-struct Stop {
+pub(super) struct Stop {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Stop {
-    fn catch() -> Result<Stop, std::io::Error> {
+    pub(super) fn catch() -> Result<Stop, std::io::Error> {
         Ok(Stop {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -33,7 +33,7 @@ impl Stop {
     }
 
     /// The name of the first signal to come.
-    async fn wait(&mut self) -> &'static str {
+    pub(super) async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",

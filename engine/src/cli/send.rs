@@ -3,62 +3,126 @@
 //! `send` spools the campaign in durable batches while delivering them (and
 //! anything else the spool holds), and returns once every recipient is final
 //! or waits for a retry, after every outcome is published as an event.
+//! SIGINT and SIGTERM stop it as they stop `volley run`: the list is read no
+//! further (what was read is made durable), open transactions finish and
+//! are journaled, their events are published; then it prints the summary
+//! and how to resume. The summary and the exit code are about the job's own
+//! campaign (its counts in the spool); what the spool held of other
+//! campaigns is reported apart. Exit codes: see `super::job_exit_code`.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use volley_engine::campaign::{self, LoadedCampaign};
 use volley_engine::config::Config;
-use volley_engine::delivery::Stats;
-use volley_engine::engine::Options;
-use volley_engine::ingest::{self, IngestError};
-use volley_spool::Spool;
+use volley_engine::engine::{Engine, Options};
+use volley_engine::ingest::{self, IngestError, Skipped};
+use volley_engine::metrics::Metrics;
+use volley_spool::Counts;
 
 use super::progress::Progress;
-use super::{
-    CliError, CliResult, EXIT_DEFERRED, EXIT_OK, bad, fail, load_config, open_spool, start_engine,
-};
+use super::run::Stop;
+pub use super::summary::{Job, print_summary};
+use super::summary::{Others, SkipReport, not_spooled};
+use super::{CliError, CliResult, bad, fail, job_exit_code, load_config, open_spool, start_engine};
 
-/// What a delivery job did.
-pub struct Job {
-    pub campaign: String,
-    /// Recipients of the campaign in the spool.
-    pub spooled: u64,
-    pub rejected: u64,
-    pub stats: Arc<Stats>,
-    pub elapsed: Duration,
-    pub deferred_left: u64,
-    /// The spool refused part of the list (what it accepted was delivered).
-    pub failure: Option<CliError>,
-}
-
+/// How long open transactions get to finish when the job stops.
+const GRACE: Duration = Duration::from_secs(30);
 fn ingest_error(e: IngestError) -> CliError {
     match e {
         IngestError::List(e) => bad(e),
         IngestError::StoredCampaign { .. } => bad(e),
         IngestError::Spool(e) => fail(anyhow::anyhow!("spool: {e}")),
-        e @ IngestError::Append { .. } => fail(e),
+        e @ (IngestError::Append { .. } | IngestError::Thread(_)) => fail(e),
     }
 }
 
-fn report_rejection(list: &Path, shown: &AtomicU64, r: &ingest::list::Rejection) {
-    let n = shown.fetch_add(1, Ordering::Relaxed);
-    if n < 100 {
-        eprintln!(
-            "{}: line {}: rejected: {}",
-            list.display(),
-            r.line,
-            r.reason
-        );
-    } else if n == 100 {
-        eprintln!("{}: more rejected rows (see the summary)", list.display());
+/// Starts spooling the campaign's list; each durable batch is handed to
+/// delivery. `halt` stops it.
+fn spawn_ingest(
+    engine: &Engine,
+    metrics: Arc<Metrics>,
+    loaded: LoadedCampaign,
+    total: Arc<AtomicU64>,
+    halt: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<ingest::Summary, IngestError>> {
+    let handle = engine.handle();
+    let spool = Arc::clone(&engine.spool);
+    tokio::task::spawn_blocking(move || {
+        let mut report = SkipReport::new(&loaded.recipients);
+        let mut domains = ingest::Domains::default();
+        let opts = ingest::Options {
+            stop: Some(&halt),
+            ..Default::default()
+        };
+        ingest::run(
+            &spool,
+            &loaded,
+            opts,
+            |ids, recs| {
+                total.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                metrics.ingested.inc_by(ids.len() as u64);
+                handle.enqueue(ingest::works(&mut domains, ids, recs));
+            },
+            |s| {
+                if let Skipped::Rejected(_) = s {
+                    metrics.rejected.inc();
+                }
+                report.report(s);
+            },
+        )
+    })
+}
+
+/// What the job learned from its ingest.
+#[derive(Default)]
+struct Ingested {
+    rejected: u64,
+    duplicates: u64,
+    unfinished: bool,
+    /// The spool refused part of the list.
+    failure: Option<CliError>,
+}
+
+impl Ingested {
+    /// Takes the ingest's result; an error that ends the job is returned.
+    fn take(
+        &mut self,
+        r: Result<Result<ingest::Summary, IngestError>, tokio::task::JoinError>,
+    ) -> Result<(), CliError> {
+        match r.map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))? {
+            Ok(s) => {
+                if s.already_complete {
+                    eprintln!(
+                        "campaign {} is already spooled ({} recipients); delivering what remains",
+                        s.def.id, s.earlier
+                    );
+                }
+                self.rejected = s.rejected;
+                self.duplicates = s.duplicates;
+                self.unfinished = s.interrupted;
+                Ok(())
+            }
+            Err(e @ IngestError::Append { .. }) => {
+                // what was accepted is delivered; the job then fails
+                eprintln!("error: {e}");
+                self.unfinished = true;
+                self.failure = Some(ingest_error(e));
+                Ok(())
+            }
+            Err(e) => Err(ingest_error(e)),
+        }
     }
 }
 
-fn count_deferred(spool: &Spool) -> u64 {
-    spool.summary().totals().deferred
+/// The first SIGINT/SIGTERM, if signals are caught; never otherwise.
+async fn signalled(stop: &mut Option<&mut Stop>) -> &'static str {
+    match stop {
+        Some(s) => s.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Spools and delivers a campaign with `opts`.
@@ -67,176 +131,182 @@ pub async fn deliver(
     loaded: LoadedCampaign,
     opts: Options,
 ) -> Result<Job, CliError> {
+    deliver_until(config, loaded, opts, None).await
+}
+
+/// Spools and delivers a campaign with `opts`, until done or `stop` (when
+/// given) catches a signal.
+async fn deliver_until(
+    config: Arc<Config>,
+    loaded: LoadedCampaign,
+    opts: Options,
+    mut stop: Option<&mut Stop>,
+) -> Result<Job, CliError> {
     let from_domain = loaded.def.from_domain().to_string();
     if !config.dkim.iter().any(|k| k.domain == from_domain) {
         tracing::warn!(domain = %from_domain, "no [[dkim]] key for the From domain: messages go out unsigned");
     }
     let (engine, metrics) = start_engine(&config, opts)?;
     let spool = Arc::clone(&engine.spool);
+    let before = spool.summary();
     let (queued, deferred) = engine.resume_spooled();
     if queued + deferred > 0 {
         tracing::info!(queued, deferred, "resuming recipients already in the spool");
     }
+    let campaign = loaded.def.id.clone();
     let total = Arc::new(AtomicU64::new(queued + deferred));
-    let handle = engine.handle();
-    let ingest_spool = Arc::clone(&spool);
-    let ingest_total = Arc::clone(&total);
-    let list = loaded.recipients.clone();
-    let loaded_id = loaded.def.id.clone();
-    let mut ingest = tokio::task::spawn_blocking(move || {
-        let shown = AtomicU64::new(0);
-        let mut domains = ingest::Domains::default();
-        ingest::run(
-            &ingest_spool,
-            &loaded,
-            |ids, recs| {
-                ingest_total.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                metrics.ingested.inc_by(ids.len() as u64);
-                handle.enqueue(ingest::works(&mut domains, ids, recs));
-            },
-            |r| {
-                metrics.rejected.inc();
-                report_rejection(&list, &shown, r);
-            },
-        )
-    });
+    let halt = Arc::new(AtomicBool::new(false));
+    let mut ingest = spawn_ingest(
+        &engine,
+        metrics,
+        loaded,
+        Arc::clone(&total),
+        Arc::clone(&halt),
+    );
     let mut progress = Progress::new();
-    let campaign = loaded_id;
+    let mut ingested = Ingested::default();
     let mut ingest_done = false;
-    let (mut spooled, mut rejected) = (0u64, 0u64);
-    let mut failure = None;
+    let mut interrupted = None;
+    let mut ended = Ok(());
     loop {
         tokio::select! {
             r = &mut ingest, if !ingest_done => {
                 ingest_done = true;
-                match r.map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))? {
-                    Ok(s) => {
-                        if s.already_complete {
-                            eprintln!("campaign {} is already spooled ({} recipients); delivering what remains", s.def.id, s.earlier);
-                        }
-                        spooled = s.accepted + s.earlier;
-                        rejected = s.rejected;
-                    }
-                    Err(IngestError::Append { campaign, accepted, error }) => {
-                        // what was accepted is delivered; the job then fails
-                        let e = IngestError::Append { campaign, accepted, error };
-                        eprintln!("error: {e}");
-                        spooled = accepted;
-                        failure = Some(ingest_error(e));
-                    }
-                    Err(e) => {
-                        progress.finish();
-                        engine.shutdown(Duration::from_secs(30)).await;
-                        return Err(ingest_error(e));
-                    }
-                }
+                ended = ingested.take(r);
+            }
+            sig = signalled(&mut stop) => {
+                interrupted = Some(sig);
+                break;
             }
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         progress.update(total.load(Ordering::Relaxed), &engine.stats);
         if !engine.spool.healthy() {
-            progress.finish();
-            engine.shutdown(Duration::from_secs(30)).await;
-            return Err(fail(anyhow::anyhow!(
+            ended = Err(fail(anyhow::anyhow!(
                 "the spool's storage failed (an fdatasync error), so outcomes can no longer be recorded; \
                  restart volley to reopen the spool (nothing acknowledged is lost)"
             )));
         }
-        if ingest_done && engine.in_flight() == 0 && engine.events_caught_up() {
+        if ended.is_err() || (ingest_done && engine.in_flight() == 0 && engine.events_caught_up()) {
             break;
         }
     }
     progress.finish();
+    if let Some(sig) = interrupted {
+        tracing::info!(
+            signal = sig,
+            "stopping: reading no more of the list; finishing open transactions"
+        );
+        halt.store(true, Ordering::Release);
+        if !ingest_done {
+            ended = ingested.take(ingest.await);
+        }
+    }
     let elapsed = progress.elapsed();
-    let stats = Arc::clone(&engine.stats);
-    engine.shutdown(Duration::from_secs(30)).await;
+    engine.shutdown(GRACE).await;
+    ended?;
+    let after = spool.summary();
+    let no = spool.campaign_by_id(&campaign).map(|c| c.no);
+    let counts_of = |s: &volley_spool::Summary| {
+        no.and_then(|n| s.campaigns.get(&n))
+            .map(|c| c.counts)
+            .unwrap_or_default()
+    };
+    let (c_before, counts) = (counts_of(&before), counts_of(&after));
+    let finals = |c: &Counts| c.delivered + c.bounced + c.failed;
     Ok(Job {
         campaign,
-        spooled,
-        rejected,
-        stats,
+        counts,
+        finals: finals(&counts).saturating_sub(finals(&c_before)),
+        rejected: ingested.rejected,
+        duplicates: ingested.duplicates,
+        others: Others::between(&before, &after, no.unwrap_or(u32::MAX)),
         elapsed,
-        deferred_left: count_deferred(&spool),
-        failure,
+        interrupted,
+        list_unfinished: ingested.unfinished,
+        failure: ingested.failure,
     })
-}
-
-/// Prints the one-line summary of a job.
-pub fn print_summary(job: &Job) {
-    let s = &job.stats;
-    let finals = s.finals();
-    let secs = job.elapsed.as_secs_f64().max(0.001);
-    let rejected = if job.rejected > 0 {
-        format!(", {} rows rejected", job.rejected)
-    } else {
-        String::new()
-    };
-    println!(
-        "campaign {}: {} recipients spooled{rejected}; delivered {}, bounced {}, render-failed {}, deferred {} in {:.1}s ({:.0} messages/s)",
-        job.campaign,
-        job.spooled,
-        s.delivered.load(Ordering::Relaxed),
-        s.bounced.load(Ordering::Relaxed),
-        s.failed.load(Ordering::Relaxed),
-        job.deferred_left,
-        secs,
-        finals as f64 / secs,
-    );
 }
 
 /// `volley send`.
 pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
+    let mut stop = Stop::catch().map_err(fail)?;
     let config = load_config(config_path)?;
     let loaded = campaign::load(campaign_path).map_err(bad)?;
-    let mut job = deliver(config, loaded, Options::default()).await?;
+    let mut job = deliver_until(config, loaded, Options::default(), Some(&mut stop)).await?;
     print_summary(&job);
     if let Some(f) = job.failure.take() {
         return Err(f);
     }
-    if job.deferred_left > 0 {
+    let pending = job.counts.pending();
+    if let Some(sig) = job.interrupted {
+        let list = if job.list_unfinished {
+            "; the list was spooled only in part"
+        } else {
+            ""
+        };
+        eprintln!(
+            "stopped by {sig}: {pending} recipients of campaign {} are not final and stay spooled{list}; \
+             `volley send {}` again resumes (after the last spooled row), or `volley run` delivers them",
+            job.campaign,
+            campaign_path.display()
+        );
+    } else if job.counts.deferred > 0 {
         eprintln!(
             "{} recipients are deferred and stay spooled; `volley run` retries them",
-            job.deferred_left
+            job.counts.deferred
         );
-        return Ok(EXIT_DEFERRED);
     }
-    Ok(EXIT_OK)
+    Ok(job_exit_code(
+        job.interrupted,
+        job.counts.deferred,
+        job.rejected,
+    ))
 }
 
 /// `volley enqueue`.
 pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
+    let mut stop = Stop::catch().map_err(fail)?;
     let config = load_config(config_path)?;
     let loaded = campaign::load(campaign_path).map_err(bad)?;
     let (spool, _) = open_spool(&config)?;
-    let list = loaded.recipients.clone();
-    let summary = tokio::task::spawn_blocking(move || {
-        let shown = AtomicU64::new(0);
-        ingest::run(
-            &spool,
-            &loaded,
-            |_, _| {},
-            |r| report_rejection(&list, &shown, r),
-        )
-    })
-    .await
-    .map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?
-    .map_err(ingest_error)?;
-    let rejected = if summary.rejected > 0 {
-        format!(" ({} rows rejected)", summary.rejected)
-    } else {
-        String::new()
+    let halt = Arc::new(AtomicBool::new(false));
+    let stop_ingest = Arc::clone(&halt);
+    let mut task = tokio::task::spawn_blocking(move || {
+        let mut report = SkipReport::new(&loaded.recipients);
+        let opts = ingest::Options {
+            stop: Some(&stop_ingest),
+            ..Default::default()
+        };
+        ingest::run(&spool, &loaded, opts, |_, _| {}, |s| report.report(s))
+    });
+    let (result, signal) = tokio::select! {
+        r = &mut task => (r, None),
+        sig = stop.wait() => {
+            halt.store(true, Ordering::Release);
+            (task.await, Some(sig))
+        }
     };
+    let summary = result
+        .map_err(|e| fail(anyhow::anyhow!("ingest task failed: {e}")))?
+        .map_err(ingest_error)?;
+    let skipped = not_spooled(summary.rejected, summary.duplicates);
+    let id = &summary.def.id;
+    let spooled = summary.accepted + summary.earlier;
     if summary.already_complete {
+        println!("campaign {id} was already spooled: {spooled} recipients");
+    } else if summary.interrupted {
         println!(
-            "campaign {} was already spooled: {} recipients",
-            summary.def.id, summary.earlier
+            "campaign {id} (stopped by {}): {spooled} recipients spooled{skipped}; the list was spooled only in part",
+            signal.unwrap_or("a signal")
+        );
+        eprintln!(
+            "`volley enqueue {}` (or `send`) again resumes after the last spooled row",
+            campaign_path.display()
         );
     } else {
-        println!(
-            "campaign {}: {} recipients spooled{rejected}",
-            summary.def.id,
-            summary.accepted + summary.earlier
-        );
+        println!("campaign {id}: {spooled} recipients spooled{skipped}");
     }
-    Ok(EXIT_OK)
+    let interrupted = signal.filter(|_| summary.interrupted);
+    Ok(job_exit_code(interrupted, 0, summary.rejected))
 }

@@ -1,10 +1,12 @@
 //! Recipient lists: CSV with a header row that includes `email` (every other
 //! column is a template variable), or JSON lines `{"email": ..., "vars": {...}}`.
 //!
-//! Yields rows in batches; a bad row (wrong field count, invalid UTF-8 or
-//! JSON, invalid address, too large) is a [`Rejection`] naming its line and
-//! the reason, and reading goes on. Only an unreadable file or a header
-//! without `email` stops the list. Exposure: list files are untrusted input.
+//! Yields rows in batches; a bad row (wrong field count, a stray quote,
+//! invalid UTF-8 or JSON, invalid address, too large) is a [`Rejection`]
+//! naming its line and the reason, and reading goes on. Only an unreadable
+//! file or a header without `email` stops the list. A row's exact line is
+//! found only when asked for ([`Locator`]: the CSV parser's count can be
+//! short). Exposure: list files are untrusted input.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,35 @@ pub struct Row {
     pub email: String,
     /// Variables, encoded for the spool (see `volley_spool::Vars`).
     pub vars: Vec<u8>,
+    /// Where reading the row began; its line: [`Locator::line`].
+    pub start: Start,
+}
+
+/// Where reading a row began: the byte, and the line by the parser's count
+/// (exact for JSON lines; for CSV it can be short by the line ends and
+/// blank lines before the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub byte: u64,
+    pub line: u64,
+}
+
+/// Finds the exact line of a row (reading a few bytes of a CSV file again).
+pub struct Locator {
+    /// The CSV file (`None`: JSON lines, whose lines are exact, or a list
+    /// that cannot be read twice).
+    file: Option<File>,
+}
+
+impl Locator {
+    /// The line `start` really is on (the parser's count if the file cannot
+    /// be read again).
+    pub fn line(&self, start: Start) -> u64 {
+        match &self.file {
+            Some(file) => csv_source::line_at(file, start).unwrap_or(start.line),
+            None => start.line,
+        }
+    }
 }
 
 /// A row that was not accepted.
@@ -97,27 +128,34 @@ impl ListReader {
         })
     }
 
+    /// Finds the exact lines of this list's rows.
+    pub fn locator(&self) -> Result<Locator, ListError> {
+        let file = match &self.source {
+            Source::Csv(s) => s.file().map_err(|e| read_err(&self.path, e))?,
+            Source::Jsonl(_) => None,
+        };
+        Ok(Locator { file })
+    }
+
     /// Reads up to `max` items; an empty batch means the end of the list.
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<Item>, ListError> {
         let mut out = Vec::with_capacity(max.min(65536));
         while out.len() < max {
-            match self.next_item()? {
+            let item = match &mut self.source {
+                Source::Csv(s) => s.next(&mut self.row, &self.path)?,
+                Source::Jsonl(s) => s.next(&mut self.row, &self.path)?,
+            };
+            match item {
                 Some(item) => out.push(item),
                 None => break,
             }
         }
         Ok(out)
     }
-
-    fn next_item(&mut self) -> Result<Option<Item>, ListError> {
-        match &mut self.source {
-            Source::Csv(s) => s.next(&mut self.row, &self.path),
-            Source::Jsonl(s) => s.next(&mut self.row, &self.path),
-        }
-    }
 }
 
-fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
+fn make_row(start: Start, row: u32, email: &str, vars: Vec<u8>) -> Item {
+    let line = start.line;
     let vars_size = vars.len();
     if vars_size > MAX_VARS {
         return Item::Rejected(Rejection {
@@ -131,6 +169,7 @@ fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
             row,
             email: a.email,
             vars,
+            start,
         }),
         Err(reason) => Item::Rejected(Rejection {
             line,
@@ -142,5 +181,6 @@ fn make_row(line: u64, row: u32, email: &str, vars: Vec<u8>) -> Item {
 
 mod csv_source;
 mod jsonl_source;
+mod quotes;
 #[cfg(test)]
 mod tests;

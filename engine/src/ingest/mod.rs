@@ -2,21 +2,31 @@
 //! recipient list into the spool in durable batches, and hand each accepted
 //! batch to delivery.
 //!
+//! A campaign sends once per address: a row whose address an earlier row
+//! of the list had (ignoring ASCII case, see [`seen`]) is skipped and
+//! reported as a duplicate with its line, as a bad row is reported as
+//! rejected (see [`list`]).
+//!
 //! Resuming: if the campaign id is already in the spool but its list was not
-//! completely spooled (the job was killed), rows up to the last spooled one
-//! are skipped, so no recipient is added twice. A completely spooled
+//! completely spooled (the job was killed or stopped), the list is read
+//! again from its first row; rows up to the last spooled one are not spooled
+//! again (nor reported again) but still count as seen, so a duplicate of a
+//! recipient spooled by the earlier run is skipped too. A completely spooled
 //! campaign is not ingested again. Exposure: list files are untrusted;
 //! rejected rows are reported with line and reason and the rest go on.
 
 pub mod list;
+mod pipeline;
+pub mod seen;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use volley_spool::{Campaign, Recipient, RecipientId, Spool};
 
 use crate::campaign::{CampaignDef, LoadedCampaign};
 use crate::delivery::Work;
-use list::{Item, ListError, ListReader, Rejection};
+use list::{ListError, ListReader, Locator, Rejection, Start};
 
 /// Recipients per durable batch.
 pub const BATCH: usize = 16384;
@@ -40,6 +50,53 @@ pub enum IngestError {
     },
     #[error("campaign {id:?} in the spool is unreadable: {reason}")]
     StoredCampaign { id: String, reason: String },
+    /// A thread of the ingest pipeline ended without its result.
+    #[error("ingest: the {0} thread failed")]
+    Thread(&'static str),
+}
+
+/// How an ingest runs.
+#[derive(Default, Clone, Copy)]
+pub struct Options<'a> {
+    /// Set (from any thread) to stop reading the list: the batches already
+    /// read are made durable, the campaign is left unsealed, and a later
+    /// ingest of it resumes after its last spooled row.
+    pub stop: Option<&'a AtomicBool>,
+    /// Spool duplicates too (only for measuring what finding them costs).
+    pub keep_duplicates: bool,
+}
+
+/// A row whose address an earlier row of the list had.
+#[derive(Clone, Copy)]
+pub struct Duplicate<'a> {
+    pub row: u32,
+    /// The address as this row has it.
+    pub email: &'a str,
+    start: Start,
+    locator: &'a Locator,
+}
+
+impl Duplicate<'_> {
+    /// Its line (found when asked for: that reads the list file again).
+    pub fn line(&self) -> u64 {
+        self.locator.line(self.start)
+    }
+}
+
+impl std::fmt::Debug for Duplicate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Duplicate")
+            .field("row", &self.row)
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
+/// A row of the list that was not spooled.
+#[derive(Debug, Clone, Copy)]
+pub enum Skipped<'a> {
+    Rejected(&'a Rejection),
+    Duplicate(Duplicate<'a>),
 }
 
 /// What an ingest did.
@@ -51,9 +108,16 @@ pub struct Summary {
     pub accepted: u64,
     /// Recipients of this campaign spooled by earlier runs.
     pub earlier: u64,
+    /// Rows of the list rejected (all of them: a resumed run reads the
+    /// list from its start, but reports only rows after the resume point).
     pub rejected: u64,
+    /// Rows of the list skipped because an earlier row had their address
+    /// (counted as `rejected` is).
+    pub duplicates: u64,
     /// The campaign was already completely spooled; nothing was read.
     pub already_complete: bool,
+    /// Stopped (see [`Options::stop`]) before the end of the list.
+    pub interrupted: bool,
 }
 
 /// Delivery work for a durable batch.
@@ -62,7 +126,7 @@ pub fn works(domains: &mut Domains, ids: &[RecipientId], recs: &[Recipient]) -> 
         .zip(recs)
         .map(|(&id, r)| Work {
             id,
-            domain: domains.get(r.email.rsplit_once('@').map_or("", |(_, d)| d)),
+            domain: domains.get(volley_spool::domain_of(&r.email)),
             attempts: 0,
         })
         .collect()
@@ -83,166 +147,118 @@ impl Domains {
     }
 }
 
+/// Where an ingest begins.
+enum Begin {
+    /// The campaign's list was completely spooled before.
+    Complete(Summary),
+    /// Spool the rows after `skip_to` (0 for a new campaign).
+    Rows {
+        campaign: Arc<Campaign>,
+        def: CampaignDef,
+        skip_to: u32,
+        earlier: u64,
+    },
+}
+
 /// Spools a campaign and its list. `accepted` receives each durable batch
-/// (ids and their records, see [`works`]); `rejected` each refused row.
+/// (ids and their records, see [`works`]); `skipped` each row not spooled.
 pub fn run(
     spool: &Spool,
     loaded: &LoadedCampaign,
-    mut accepted: impl FnMut(&[RecipientId], &[Recipient]) + Send,
-    mut rejected: impl FnMut(&Rejection),
+    opts: Options<'_>,
+    accepted: impl FnMut(&[RecipientId], &[Recipient]) + Send,
+    skipped: impl FnMut(Skipped<'_>),
 ) -> Result<Summary, IngestError> {
-    let mut reader = ListReader::open(&loaded.recipients)?;
-    let mut def = loaded.def.clone();
-    def.columns = reader.columns.clone();
-    let (campaign, def, skip_to, earlier) = match spool.campaign_by_id(&def.id) {
-        Some(c) => {
-            let stored =
-                CampaignDef::from_bytes(&c.body).map_err(|reason| IngestError::StoredCampaign {
-                    id: def.id.clone(),
-                    reason,
-                })?;
-            let counts = spool
-                .summary()
-                .campaigns
-                .get(&c.no)
-                .copied()
-                .unwrap_or_default();
-            let (max_row, n) = (counts.last_row, counts.counts.total());
-            if c.is_sealed() {
-                return Ok(Summary {
-                    campaign: c,
-                    def: stored,
-                    accepted: 0,
-                    earlier: n,
-                    rejected: 0,
-                    already_complete: true,
-                });
-            }
-            if stored.columns != def.columns {
-                return Err(IngestError::StoredCampaign {
-                    id: def.id.clone(),
-                    reason: format!(
-                        "the recipient list's columns changed since it was first spooled ({:?} then, {:?} now)",
-                        stored.columns, def.columns
-                    ),
-                });
-            }
-            tracing::info!(campaign = %def.id, spooled = n, after_row = max_row, "resuming an interrupted ingest");
-            (c, stored, max_row, n)
-        }
-        None => {
-            let c = spool.create_campaign(&def.id, &def.to_bytes())?;
-            (c, def, 0, 0)
-        }
+    let reader = ListReader::open(&loaded.recipients)?;
+    let (campaign, def, skip_to, earlier) = match begin(spool, loaded, &reader.columns)? {
+        Begin::Complete(summary) => return Ok(summary),
+        Begin::Rows {
+            campaign,
+            def,
+            skip_to,
+            earlier,
+        } => (campaign, def, skip_to, earlier),
     };
-    let mut n_bad = 0u64;
-    // Three stages overlap: parsing (its own thread), writing batches into
-    // the spool (this thread), and waiting for them to be durable and
-    // acknowledging them (a finishing thread, in order). Spent batches go
-    // back to the parsing thread to be freed where they were allocated
-    // (much cheaper for the allocator than freeing across threads).
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Item>, ListError>>(2);
-    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<Recipient>>();
-    let (fin_tx, fin_rx) =
-        std::sync::mpsc::sync_channel::<(volley_spool::StartedAppend, Vec<Recipient>)>(2);
-    let n_ok = std::thread::scope(|scope| -> Result<u64, IngestError> {
-        scope.spawn(move || {
-            loop {
-                while let Ok(spent) = spent_rx.try_recv() {
-                    drop(spent);
-                }
-                let batch = reader.next_batch(BATCH);
-                let done = matches!(&batch, Ok(b) if b.is_empty()) || batch.is_err();
-                if tx.send(batch).is_err() || done {
-                    break;
-                }
-            }
-        });
-        let id = &def.id;
-        let finisher = scope.spawn(move || -> Result<u64, IngestError> {
-            let mut n_ok = 0u64;
-            for (started, recs) in fin_rx {
-                let ids = spool
-                    .append_finish(started)
-                    .map_err(|error| IngestError::Append {
-                        campaign: id.clone(),
-                        accepted: earlier + n_ok,
-                        error,
-                    })?;
-                n_ok += ids.len() as u64;
-                accepted(&ids, &recs);
-                let _ = spent_tx.send(recs);
-            }
-            Ok(n_ok)
-        });
-        let mut failed = None;
-        for batch in rx {
-            let items = match batch {
-                Ok(items) => items,
-                Err(e) => {
-                    failed = Some(IngestError::List(e));
-                    break;
-                }
-            };
-            if items.is_empty() {
-                break;
-            }
-            let mut recs = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Item::Row(r) if r.row <= skip_to => {}
-                    Item::Rejected(r) if r.row <= skip_to => {}
-                    Item::Row(r) => recs.push(Recipient {
-                        campaign: campaign.no,
-                        row: r.row,
-                        email: r.email,
-                        vars: r.vars,
-                    }),
-                    Item::Rejected(r) => {
-                        n_bad += 1;
-                        rejected(&r);
-                    }
-                }
-            }
-            if recs.is_empty() {
-                continue;
-            }
-            match spool.append_start(&recs) {
-                Ok(started) => {
-                    if fin_tx.send((started, recs)).is_err() {
-                        break; // the finisher failed: its error is reported
-                    }
-                }
-                Err(error) => {
-                    failed = Some(IngestError::Spool(error));
-                    break;
-                }
-            }
-        }
-        drop(fin_tx);
-        let finished = finisher.join().unwrap_or_else(|_| {
-            Err(IngestError::Spool(volley_spool::Error::Encode(
-                "the ingest finishing thread failed".into(),
-            )))
-        });
-        match (finished, failed) {
-            (Err(e), _) => Err(e),
-            (Ok(n), Some(IngestError::Spool(error))) => Err(IngestError::Append {
-                campaign: def.id.clone(),
-                accepted: earlier + n,
-                error,
-            }),
-            (Ok(_), Some(e)) => Err(e),
-            (Ok(n), None) => Ok(n),
-        }
-    })?;
-    spool.seal_campaign(campaign.no)?;
+    let admit = pipeline::Admit {
+        campaign: campaign.no,
+        id: &def.id,
+        skip_to,
+        earlier,
+        seen: (!opts.keep_duplicates).then(seen::AddressSet::new),
+        locator: reader.locator()?,
+        list_bytes: std::fs::metadata(&loaded.recipients).map_or(0, |m| m.len()),
+    };
+    let done = pipeline::spool_list(spool, reader, admit, opts.stop, accepted, skipped)?;
+    if !done.interrupted {
+        spool.seal_campaign(campaign.no)?;
+    }
     Ok(Summary {
         campaign,
         def,
-        accepted: n_ok,
+        accepted: done.accepted,
         earlier,
-        rejected: n_bad,
+        rejected: done.rejected,
+        duplicates: done.duplicates,
         already_complete: false,
+        interrupted: done.interrupted,
     })
 }
+
+/// Creates the campaign, or finds where an earlier ingest of it stopped.
+/// `columns` are the list's variable columns.
+fn begin(spool: &Spool, loaded: &LoadedCampaign, columns: &[String]) -> Result<Begin, IngestError> {
+    let mut def = loaded.def.clone();
+    def.columns = columns.to_vec();
+    let Some(c) = spool.campaign_by_id(&def.id) else {
+        let c = spool.create_campaign(&def.id, &def.to_bytes())?;
+        return Ok(Begin::Rows {
+            campaign: c,
+            def,
+            skip_to: 0,
+            earlier: 0,
+        });
+    };
+    let stored =
+        CampaignDef::from_bytes(&c.body).map_err(|reason| IngestError::StoredCampaign {
+            id: def.id.clone(),
+            reason,
+        })?;
+    let counts = spool
+        .summary()
+        .campaigns
+        .get(&c.no)
+        .copied()
+        .unwrap_or_default();
+    let (last_row, n) = (counts.last_row, counts.counts.total());
+    if c.is_sealed() {
+        return Ok(Begin::Complete(Summary {
+            campaign: c,
+            def: stored,
+            accepted: 0,
+            earlier: n,
+            rejected: 0,
+            duplicates: 0,
+            already_complete: true,
+            interrupted: false,
+        }));
+    }
+    if stored.columns != def.columns {
+        return Err(IngestError::StoredCampaign {
+            id: def.id.clone(),
+            reason: format!(
+                "the recipient list's columns changed since it was first spooled ({:?} then, {:?} now)",
+                stored.columns, def.columns
+            ),
+        });
+    }
+    tracing::info!(campaign = %def.id, spooled = n, after_row = last_row, "resuming an interrupted ingest");
+    Ok(Begin::Rows {
+        campaign: c,
+        def: stored,
+        skip_to: last_row,
+        earlier: n,
+    })
+}
+
+#[cfg(test)]
+mod tests;

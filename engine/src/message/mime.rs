@@ -24,8 +24,8 @@ use mail_builder::headers::url::URL;
 use mail_builder::mime::{BodyPart, MimePart};
 
 use crate::campaign::CampaignDef;
-use crate::message::template::Rendered;
 use crate::message::transfer;
+use crate::template::Rendered;
 
 /// Checks a rendered unsubscribe URL (RFC 8058 wants one HTTPS URI).
 pub fn check_unsubscribe(url: &str) -> Result<(), String> {

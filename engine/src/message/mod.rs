@@ -12,7 +12,6 @@ pub mod dkim;
 pub mod headers;
 pub mod keygen;
 pub mod mime;
-pub mod template;
 pub mod transfer;
 
 use std::collections::HashMap;
@@ -21,8 +20,8 @@ use std::sync::Arc;
 use volley_spool::{RecipientId, Spool, Vars};
 
 use crate::campaign::CampaignDef;
+use crate::template::Templates;
 use dkim::Signers;
-use template::Templates;
 
 /// The SES-style message id of a recipient's message (stable across retries).
 pub fn message_id(uid: u64, id: RecipientId) -> String {
@@ -78,7 +77,7 @@ impl Campaigns {
                     .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
                 let def = CampaignDef::from_bytes(&c.body)
                     .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
-                let templates = Templates::compile(&def)
+                let templates = Templates::compile(def.template_sources())
                     .map_err(|e| format!("{} template: {}", e.part, e.message))?;
                 Ok(Arc::new(CampaignRt { def, templates }))
             })

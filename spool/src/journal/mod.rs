@@ -141,7 +141,7 @@ impl Entry {
 
     /// The domain of the recipient's address.
     pub fn domain(&self) -> &str {
-        self.email.rsplit_once('@').map_or("", |(_, d)| d)
+        crate::record::domain_of(&self.email)
     }
 
     /// A spool-level mark (campaign or segment entries) about `records`

@@ -1,12 +1,16 @@
 //! CSV recipient lists: a header row that includes `email`, every other
 //! column a variable.
 //!
-//! From a regular file, a record with the wrong field count that ran over
-//! several lines (most likely a stray quote) costs only its own row:
-//! reading goes on from its second line (see [`place_rejected`]), and a
-//! record over [`MAX_RECORD`] bytes (an unterminated quote) is rejected
-//! without being held in memory. From a pipe, neither is possible: such a
-//! record takes the lines it ran over with it.
+//! A stray quote must not take the rows after it along. From a regular
+//! file, a record that ran over several lines and is malformed costs only
+//! its own row: reading goes on from its second line (see
+//! [`place_rejected`]). Malformed means a wrong field count, a quoted field
+//! never closed before the end of the file, or a quoted field over several
+//! lines closed by a quote with text after it (see [`super::quotes`]; the
+//! parser accepts the last two when the field count comes out right). A
+//! record over [`MAX_RECORD`] bytes is rejected without being held in
+//! memory. From a pipe, which cannot be read twice, such a record is still
+//! rejected, naming its line, but takes the lines it ran over with it.
 
 use std::fs::File;
 use std::io::Read;
@@ -14,18 +18,23 @@ use std::path::Path;
 
 use volley_spool::Vars;
 
-use super::{Item, ListError, Rejection, make_row, read_err};
+use super::quotes::{Quotes, Stray, StreamQuotes};
+use super::{Item, ListError, Rejection, Start, make_row, read_err};
+pub(super) use place::line_at;
+use place::{Bad, Placed, place_rejected, read_full_at};
 
 /// Largest CSV record read, in bytes (far above any acceptable row: the
 /// variables alone are capped at `MAX_VARS`).
 pub const MAX_RECORD: u64 = 1 << 20;
 
 /// The list file, counting the bytes handed to the parser since the
-/// current record began; past `cap` it fails with [`RecordTooLong`].
+/// current record began; past `cap` it fails with [`RecordTooLong`]. A
+/// list that cannot be read twice has its quotes followed as it is read.
 struct Capped {
     file: File,
     since: u64,
     cap: u64,
+    stream: Option<StreamQuotes>,
 }
 
 #[derive(Debug)]
@@ -53,6 +62,9 @@ impl Read for Capped {
         }
         let n = self.file.read(buf)?;
         self.since += n as u64;
+        if let Some(s) = &mut self.stream {
+            s.feed(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -64,17 +76,25 @@ pub(super) struct CsvSource {
     record: csv::StringRecord,
     /// The list is a regular file: rejected records can be read again.
     seekable: bool,
+    /// Its length when opened (a record reaching it ended with the file).
+    len: u64,
+    /// Where the last record began (by the parser's count).
+    start: csv::Position,
+    /// Raw bytes of a record being checked.
+    raw: Vec<u8>,
 }
 
 impl CsvSource {
     /// Reads the header of `file`; returns the source and the variable
     /// column names, in record order.
     pub(super) fn open(file: File, path: &Path) -> Result<(CsvSource, Vec<String>), ListError> {
-        let seekable = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let meta = file.metadata().ok();
+        let seekable = meta.as_ref().is_some_and(|m| m.file_type().is_file());
         let capped = Capped {
             file,
             since: 0,
             cap: if seekable { MAX_RECORD } else { u64::MAX },
+            stream: (!seekable).then(StreamQuotes::default),
         };
         // a re-read (`place_rejected`) refills the whole buffer: keep it small
         let mut reader = csv::ReaderBuilder::new()
@@ -104,6 +124,9 @@ impl CsvSource {
             email_col,
             record: csv::StringRecord::new(),
             seekable,
+            len: meta.map_or(0, |m| m.len()),
+            start: csv::Position::new(),
+            raw: Vec::new(),
         };
         Ok((source, columns))
     }
@@ -112,150 +135,122 @@ impl CsvSource {
     pub(super) fn next(&mut self, row: &mut u32, path: &Path) -> Result<Option<Item>, ListError> {
         // where the record begins (by the parser's count; see
         // `place_rejected`)
-        let start = self.reader.position().clone();
-        let line = start.line();
+        self.start = self.reader.position().clone();
+        let line = self.start.line();
         self.reader.get_mut().since = 0;
-        // the field count is wrong (perhaps a stray quote), or the record
-        // was cut off at MAX_RECORD
-        let mut stray = false;
-        let mut too_long = false;
-        let mut item = match self.reader.read_record(&mut self.record) {
+        let (item, bad) = match self.reader.read_record(&mut self.record) {
             Ok(false) => return Ok(None),
             Ok(true) => {
                 *row += 1;
-                let email = self.record.get(self.email_col).unwrap_or("");
-                let col = self.email_col;
-                let mut vars = Vec::with_capacity(self.record.as_slice().len() + self.record.len());
-                Vars::encode_columns(
-                    self.record
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| *i != col)
-                        .map(|(_, v)| v),
-                    &mut vars,
-                );
-                make_row(line, *row, email, vars)
+                match self.stray_quote().map_err(|e| read_err(path, e))? {
+                    Some(stray) => (reject(line, *row, stray.reason()), Some(Bad::Malformed)),
+                    None => (self.make_row(*row), None),
+                }
             }
             Err(e) => {
                 *row += 1;
-                let reason = match e.kind() {
+                let (reason, bad) = match e.kind() {
                     csv::ErrorKind::Io(io)
                         if io.get_ref().is_some_and(|x| x.is::<RecordTooLong>()) =>
                     {
-                        (stray, too_long) = (true, true);
-                        format!("row is over {MAX_RECORD} bytes (an unterminated quote?)")
+                        (String::new(), Bad::TooLong)
                     }
                     csv::ErrorKind::Io(_) => return Err(read_err(path, e)),
                     csv::ErrorKind::UnequalLengths {
                         expected_len, len, ..
-                    } => {
-                        stray = true;
-                        format!("row has {len} fields; the header has {expected_len}")
-                    }
-                    _ => format!("malformed CSV row: {e}"),
+                    } => (
+                        format!("row has {len} fields; the header has {expected_len}"),
+                        Bad::Malformed,
+                    ),
+                    _ => (format!("malformed CSV row: {e}"), Bad::Content),
                 };
-                Item::Rejected(Rejection {
-                    line,
-                    row: *row,
-                    reason,
-                })
+                (reject(line, *row, &reason), Some(bad))
             }
         };
-        if let Item::Rejected(r) = &mut item
-            && self.seekable
-            && place_rejected(&mut self.reader, &start, r, stray, too_long)
+        let Item::Rejected(mut r) = item else {
+            return Ok(Some(item));
+        };
+        let bad = bad.unwrap_or(Bad::Content);
+        let placed = if self.seekable {
+            place_rejected(&mut self.reader, &self.start, &mut r, bad)
                 .map_err(|e| read_err(path, e))?
-        {
-            r.reason.push_str(
-                "; it ran over several lines: the lines after its first are read as rows",
-            );
-        }
-        Ok(Some(item))
-    }
-}
-
-/// Finds where a rejected CSV record really begins and, when it is a
-/// `stray` (wrong field count, or too long) and ran over several lines,
-/// reads on from the line after its first one; returns whether it did. Only rejected rows get here (the
-/// record's bytes are read again from the file).
-///
-/// The parser's record position is taken before the line ends and blank
-/// lines in front of the record (with CRLF, the `\n` of the previous line
-/// end), so its line number can be short: the rejection's `line` is set from
-/// the bytes (line ends are `\n` or `\r\n`). A record with the wrong field
-/// count running over several lines is most likely a stray quote opening a
-/// field that goes on to the next quote, or to the end of the file: it must
-/// not take the rows after it along. (A well-formed quoted field over
-/// several lines in a row that is one field short is read the same way.) A
-/// record with the right field count rejected for its content (an address
-/// with a line break in it, invalid UTF-8) stays one row: its lines are not
-/// read as rows of their own.
-fn place_rejected(
-    reader: &mut csv::Reader<Capped>,
-    start: &csv::Position,
-    rejection: &mut Rejection,
-    stray: bool,
-    too_long: bool,
-) -> std::io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    // where the parser stopped; a record cut off there goes on past it
-    let end = reader.position().byte();
-    let limit = if too_long { u64::MAX } else { end };
-    let file = &reader.get_ref().file;
-    let mut line = start.line();
-    let mut off = start.byte();
-    // where the record's first line ends, once its first byte was seen
-    let mut in_record = false;
-    let mut buf = [0u8; 4096];
-    while off < limit {
-        let want = usize::try_from(limit - off).map_or(buf.len(), |n| n.min(buf.len()));
-        let n = file.read_at(&mut buf[..want], off)?;
-        if n == 0 {
-            break;
-        }
-        for (i, &b) in buf[..n].iter().enumerate() {
-            let at = off + i as u64;
-            match (in_record, b) {
-                (false, b'\n') => line += 1,
-                (false, b'\r') => {}
-                (false, _) => in_record = true,
-                (true, b'\n' | b'\r') => {
-                    rejection.line = line;
-                    if !stray {
-                        return Ok(false);
-                    }
-                    let mut next = at + 1;
-                    let mut lf = [0u8; 1];
-                    if b == b'\r' && file.read_at(&mut lf, next)? == 1 && lf[0] == b'\n' {
-                        next += 1;
-                    }
-                    if next >= end && !too_long {
-                        // the record ended on its first line
-                        return Ok(false);
-                    }
-                    seek(reader, next, line + 1, start.record() + 1)?;
-                    return Ok(true);
-                }
-                (true, _) => {}
+        } else {
+            Placed::AsParsed
+        };
+        match (bad, placed) {
+            (Bad::TooLong, Placed::LongLine) => {
+                r.reason = format!("line is over {MAX_RECORD} bytes, the limit for a row")
             }
+            (Bad::TooLong, _) => {
+                r.reason = format!(
+                    "row runs over several lines past {MAX_RECORD} bytes, the limit for a row (a quoted field never closed?); the lines after its first are read as rows"
+                )
+            }
+            (_, Placed::ReadOn) => r.reason.push_str(
+                "; it ran over several lines: the lines after its first are read as rows",
+            ),
+            (Bad::Malformed, _) if !self.seekable => r.reason.push_str(
+                "; the list is not a regular file, so lines it ran over cannot be read again",
+            ),
+            _ => {}
         }
-        off += n as u64;
+        Ok(Some(Item::Rejected(r)))
     }
-    rejection.line = line;
-    if too_long {
-        // one line to the end of the file: nothing after it
-        seek(reader, off, line + 1, start.record() + 1)?;
+
+    /// The list file, to find rows' lines in ([`line_at`]); `None` when
+    /// it cannot be read twice.
+    pub(super) fn file(&self) -> std::io::Result<Option<File>> {
+        if !self.seekable {
+            return Ok(None);
+        }
+        self.reader.get_ref().file.try_clone().map(Some)
     }
-    Ok(false)
+
+    fn make_row(&self, row: u32) -> Item {
+        let email = self.record.get(self.email_col).unwrap_or("");
+        let col = self.email_col;
+        let mut vars = Vec::with_capacity(self.record.as_slice().len() + self.record.len());
+        Vars::encode_columns(
+            self.record
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != col)
+                .map(|(_, v)| v),
+            &mut vars,
+        );
+        let start = Start {
+            byte: self.start.byte(),
+            line: self.start.line(),
+        };
+        make_row(start, row, email, vars)
+    }
+
+    /// Whether a stray quote spoiled the record just parsed (with the right
+    /// field count): only a record with a line end in a field, or one that
+    /// ended with the file, can be spoiled, and only those are checked.
+    fn stray_quote(&mut self) -> std::io::Result<Option<Stray>> {
+        let (start, end) = (self.start.byte(), self.reader.position().byte());
+        let capped = self.reader.get_mut();
+        if let Some(stream) = &mut capped.stream {
+            return Ok(stream.check_record(start, end));
+        }
+        let fields = self.record.as_slice().as_bytes();
+        if memchr::memchr2(b'\n', b'\r', fields).is_none() && end < self.len {
+            return Ok(None);
+        }
+        let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
+        self.raw.resize(len.min(2 * MAX_RECORD as usize), 0);
+        let n = read_full_at(&capped.file, &mut self.raw, start)?;
+        Ok(Quotes::check_record(&self.raw[..n]))
+    }
 }
 
-fn seek(
-    reader: &mut csv::Reader<Capped>,
-    byte: u64,
-    line: u64,
-    record: u64,
-) -> std::io::Result<()> {
-    let mut pos = csv::Position::new();
-    pos.set_byte(byte).set_line(line).set_record(record);
-    reader.seek(pos).map_err(std::io::Error::other)
+fn reject(line: u64, row: u32, reason: &str) -> Item {
+    Item::Rejected(Rejection {
+        line,
+        row,
+        reason: reason.to_string(),
+    })
 }
+
+mod place;

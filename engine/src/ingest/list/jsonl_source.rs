@@ -7,12 +7,14 @@ use std::path::Path;
 
 use volley_spool::Vars;
 
-use super::{Item, ListError, MAX_LINE, Rejection, make_row, read_err};
+use super::{Item, ListError, MAX_LINE, Rejection, Start, make_row, read_err};
 
 /// An open JSON-lines list.
 pub(super) struct JsonlSource {
     reader: BufReader<File>,
     line: u64,
+    /// Bytes read so far.
+    offset: u64,
     buf: Vec<u8>,
 }
 
@@ -21,6 +23,7 @@ impl JsonlSource {
         JsonlSource {
             reader: BufReader::with_capacity(1 << 20, file),
             line: 0,
+            offset: 0,
             buf: Vec::new(),
         }
     }
@@ -36,10 +39,15 @@ impl JsonlSource {
             if n == 0 {
                 return Ok(None);
             }
+            let start = Start {
+                byte: self.offset,
+                line: self.line + 1,
+            };
+            self.offset += n as u64;
             self.line += 1;
             if self.buf.len() > MAX_LINE {
                 // never hold more than a line's worth: skip the rest
-                skip_line(&mut self.reader).map_err(|e| read_err(path, e))?;
+                self.offset += skip_line(&mut self.reader).map_err(|e| read_err(path, e))?;
                 *row += 1;
                 return Ok(Some(Item::Rejected(Rejection {
                     line: self.line,
@@ -59,32 +67,35 @@ impl JsonlSource {
                 continue;
             }
             *row += 1;
-            return Ok(Some(json_row(self.line, *row, text.trim_end())));
+            return Ok(Some(json_row(start, *row, text.trim_end())));
         }
     }
 }
 
-/// Consumes input up to and including the next newline (or the end).
-fn skip_line(reader: &mut BufReader<File>) -> std::io::Result<()> {
+/// Consumes input up to and including the next newline (or the end);
+/// returns how many bytes.
+fn skip_line(reader: &mut BufReader<File>) -> std::io::Result<u64> {
+    let mut skipped = 0u64;
     loop {
         let chunk = reader.fill_buf()?;
         if chunk.is_empty() {
-            return Ok(());
+            return Ok(skipped);
         }
         match chunk.iter().position(|&b| b == b'\n') {
             Some(p) => {
                 reader.consume(p + 1);
-                return Ok(());
+                return Ok(skipped + p as u64 + 1);
             }
             None => {
                 let n = chunk.len();
                 reader.consume(n);
+                skipped += n as u64;
             }
         }
     }
 }
 
-fn json_row(line: u64, row: u32, text: &str) -> Item {
+fn json_row(start: Start, row: u32, text: &str) -> Item {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct JsonRow {
@@ -98,10 +109,10 @@ fn json_row(line: u64, row: u32, text: &str) -> Item {
                 serde_json::to_string(&r.vars.unwrap_or_default()).unwrap_or_else(|_| "{}".into());
             let mut vars = Vec::with_capacity(json.len() + 1);
             Vars::encode_json(&json, &mut vars);
-            make_row(line, row, &r.email, vars)
+            make_row(start, row, &r.email, vars)
         }
         Err(e) => Item::Rejected(Rejection {
-            line,
+            line: start.line,
             row,
             reason: format!("not a recipient object {{\"email\": ..., \"vars\": {{...}}}}: {e}"),
         }),

@@ -165,17 +165,162 @@ fn an_overlong_record_is_cut_off_and_reading_goes_on() {
     let items = r.next_batch(1_000_000).unwrap();
     let (rows, rejected) = outline(&items);
     assert_eq!(rejected, vec![3, long_line as u64], "{:?}", &items[..3]);
-    // cut off at the cap, not held in memory to the end of the file
-    let over = format!("over {MAX_RECORD} bytes");
-    for i in &items {
-        if let Item::Rejected(x) = i {
-            assert!(x.reason.contains(&over), "{x:?}");
-        }
-    }
+    // cut off at the cap, not held in memory to the end of the file; each
+    // rejection says what happened
+    let reasons: Vec<&str> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rejected(x) => Some(x.reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    let limit = format!("{MAX_RECORD} bytes, the limit for a row");
+    assert!(
+        reasons[0].contains("runs over several lines past"),
+        "{}",
+        reasons[0]
+    );
+    assert!(reasons[0].contains(&limit), "{}", reasons[0]);
+    assert!(reasons[1].starts_with("line is over"), "{}", reasons[1]);
+    assert!(reasons[1].contains(&limit), "{}", reasons[1]);
+    assert!(!reasons[1].contains("several lines"), "{}", reasons[1]);
     assert_eq!(rows.len(), 1 + n + 1);
     assert_eq!(rows[1], (3, "r0@x.test"));
     assert_eq!(rows.last().unwrap().1, "z@x.test");
     assert!(r.next_batch(10).unwrap().is_empty());
+}
+
+/// The lines of `items`' rejections, with their reasons.
+fn rejections(items: &[Item]) -> Vec<(u64, &str)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rejected(r) => Some((r.line, r.reason.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_unterminated_quote_in_the_last_column_costs_its_own_row_only() {
+    // the field count comes out right: the parser accepts the quoted field
+    // running to the end of the file
+    for eol in ["\n", "\r\n"] {
+        let text = "email,name,note\nq1@a.test,Q1,n1\nq3@a.test,Q3,\"unterminated\nq4@a.test,Q4,n4\nq5@a.test,Q5,n5\n"
+            .replace('\n', eol);
+        let (_d, p) = write("r.csv", text.as_bytes());
+        let mut r = ListReader::open(&p).unwrap();
+        let items = r.next_batch(100).unwrap();
+        let (rows, _) = outline(&items);
+        assert_eq!(
+            rows,
+            vec![(1, "q1@a.test"), (3, "q4@a.test"), (4, "q5@a.test")],
+            "{items:?}"
+        );
+        let rej = rejections(&items);
+        assert_eq!(rej.len(), 1, "{items:?}");
+        assert_eq!(rej[0].0, 3);
+        assert!(rej[0].1.contains("never closed"), "{}", rej[0].1);
+        assert!(r.next_batch(10).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_stray_quote_in_the_last_column_closed_by_a_later_quote_costs_its_own_row_only() {
+    let (_d, p) = write(
+        "r.csv",
+        b"email,name,city\nq3@a.test,Q3,\"Rome\nq4@a.test,Q4,Paris\nq5@a.test,Q5,\"Oslo\"\nq6@a.test,Q6,Bern\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(
+        rows,
+        vec![(2, "q4@a.test"), (3, "q5@a.test"), (4, "q6@a.test")],
+        "{items:?}"
+    );
+    assert_eq!(rejected, vec![2]);
+}
+
+#[test]
+fn a_quote_left_open_on_the_last_line_is_rejected() {
+    let (_d, p) = write("r.csv", b"email,name\na@x.test,A\nb@x.test,\"B");
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let (rows, rejected) = outline(&items);
+    assert_eq!(rows, vec![(1, "a@x.test")], "{items:?}");
+    assert_eq!(rejected, vec![3]);
+}
+
+/// Writes `text` into a FIFO at `name` from another thread.
+fn fifo(
+    name: &str,
+    text: &'static [u8],
+) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<()>) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(name);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || std::fs::write(p, text).unwrap())
+    };
+    (d, p, writer)
+}
+
+#[test]
+fn an_unterminated_quote_in_a_pipe_is_rejected_naming_its_line() {
+    // a pipe cannot be read twice: the lines the field ran over are lost,
+    // but not without a word
+    let (_d, p, writer) = fifo(
+        "r.csv",
+        b"email,name,note\nq1@a.test,Q1,n1\nq3@a.test,Q3,\"unterminated\nq4@a.test,Q4,n4\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    writer.join().unwrap();
+    let (rows, _) = outline(&items);
+    assert_eq!(rows, vec![(1, "q1@a.test")], "{items:?}");
+    let rej = rejections(&items);
+    assert_eq!(rej.len(), 1, "{items:?}");
+    assert_eq!(rej[0].0, 3);
+    assert!(rej[0].1.contains("never closed"), "{}", rej[0].1);
+    assert!(rej[0].1.contains("cannot be read again"), "{}", rej[0].1);
+}
+
+#[test]
+fn a_locator_finds_rows_lines() {
+    // the parser's count is short after CRLF line ends and blank lines
+    let (_d, p) = write(
+        "r.csv",
+        b"email,n\r\na@x.test,1\r\n\r\nb@x.test,2\r\n\"c@x.test\",\"3\r\n3\"\r\nd@x.test,4\r\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let loc = r.locator().unwrap();
+    let lines: Vec<u64> = items
+        .iter()
+        .map(|i| match i {
+            Item::Row(r) => loc.line(r.start),
+            Item::Rejected(r) => panic!("{r:?}"),
+        })
+        .collect();
+    assert_eq!(lines, vec![2, 4, 5, 7]);
+    // JSON lines: exact as read
+    let (_d, p) = write(
+        "r.jsonl",
+        b"{\"email\":\"a@x.test\"}\n\n{\"email\":\"b@x.test\"}\n",
+    );
+    let mut r = ListReader::open(&p).unwrap();
+    let items = r.next_batch(100).unwrap();
+    let loc = r.locator().unwrap();
+    assert!(
+        matches!(&items[1], Item::Row(r) if loc.line(r.start) == 3),
+        "{items:?}"
+    );
 }
 
 #[test]
