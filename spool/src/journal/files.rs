@@ -173,9 +173,18 @@ impl Writer {
 
     /// Starts a new file at the current end; returns the new file.
     pub(crate) fn rotate(&mut self) -> Result<Arc<File>> {
-        let file = create(&self.spool, self.end)?;
-        // give back the old file's unused reserve
+        // give back the old file's unused reserve first: on a full disk
+        // that is where the new file's first blocks come from
         let _ = self.file.set_len(self.end - self.base);
+        let file = match create(&self.spool, self.end) {
+            Ok(f) => f,
+            Err(e) => {
+                // the old file goes on: take its reserve back
+                self.reserved_to = 0;
+                self.top_up();
+                return Err(e);
+            }
+        };
         self.base = self.end;
         self.end += MAGIC.len() as u64;
         self.file = Arc::clone(&file);
