@@ -44,6 +44,13 @@ pub enum Error {
     Encode(String),
 }
 
+impl Error {
+    /// The disk (or the filesystem's quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { error, .. } if error.raw_os_error() == Some(libc::ENOSPC))
+    }
+}
+
 /// Result alias of the spool.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -203,8 +203,8 @@ impl Spool {
     pub fn set_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         self.check_writable()?;
         match self.write_cursor(name, c) {
-            Err(Error::Io { error, .. })
-                if error.raw_os_error() == Some(libc::ENOSPC)
+            Err(e)
+                if e.is_no_space()
                     && std::fs::remove_file(crate::layout::cursor_reserve(&self.dir)).is_ok() =>
             {
                 tracing::warn!(

@@ -26,6 +26,9 @@ pub const CHECKPOINT_EVERY: u64 = 16 << 20;
 /// Journal bytes between checkpoints while the disk is full (the journal
 /// then lives on its reserve, `journal::files::RESERVE`).
 pub const PRESSED_CHECKPOINT_EVERY: u64 = 512 << 10;
+/// Journal bytes since the last checkpoint after which a journal write
+/// that found the disk full takes another.
+const RELIEF_CHECKPOINT_AFTER: u64 = 64 << 10;
 
 pub(crate) struct SegWriter {
     pub(crate) no: u32,
@@ -231,12 +234,31 @@ impl Spool {
         })
     }
 
+    /// The journal could not be written for lack of space: deletes the
+    /// journal files nothing needs any more (the sink cursors may have
+    /// passed them since the last checkpoint) and, when the journal has
+    /// grown since that checkpoint, takes one, so that the files before it
+    /// go too as the cursors pass.
+    fn relieve(&self) {
+        self.drop_old_journal_files();
+        let since = self
+            .journal_end()
+            .saturating_sub(self.checkpoint_pos.load(Ordering::Acquire));
+        if since > RELIEF_CHECKPOINT_AFTER
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::debug!(error = %e, "cannot write a checkpoint on a full disk");
+        }
+    }
+
     /// Journals outcomes durably and applies them to the in-memory state.
     /// Each entry is stamped with the recipient's previous state, campaign
     /// and domain. Returns the journal position just after them.
+    /// On a full disk the error is returned after room was made where it
+    /// could be (see [`Spool::relieve`]): the caller's retry may then pass.
     pub fn record(&self, entries: &[Entry]) -> Result<u64> {
         let mut entries = entries.to_vec();
-        let end = self.journal_write(&mut entries, true, |index, es, ends| {
+        let written = self.journal_write(&mut entries, true, |index, es, ends| {
             for (e, &pos) in es.iter().zip(ends) {
                 if e.kind.outcome_state().is_some() {
                     index.apply(e, pos, true);
@@ -244,7 +266,14 @@ impl Spool {
                     index.apply_mark(e, pos);
                 }
             }
-        })?;
+        });
+        let end = match written {
+            Err(e) if e.is_no_space() => {
+                self.relieve();
+                return Err(e);
+            }
+            r => r?,
+        };
         let since = end.saturating_sub(self.checkpoint_pos.load(Ordering::Acquire));
         // on a full disk the journal lives on its reserve: checkpoint early,
         // so that the files behind the checkpoint and the sink cursors go
