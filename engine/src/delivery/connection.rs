@@ -43,14 +43,38 @@ enum Next {
     Exit,
 }
 
-/// Waits for the next ready message, or decides to close.
+/// While other sites wait for budget slots, how often a connection without
+/// work checks whether its site has any left (it then gives its slot back
+/// at once rather than after the idle period).
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// Waits for the next ready message, or decides to close: the site has had
+/// nothing in flight for the idle period, or has nothing in flight while
+/// other sites wait for a slot of the connection budget.
 async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready>) -> Next {
     let mut shutdown = ctx.shutdown.clone();
+    let mut idle_for = Duration::ZERO;
     loop {
         if *shutdown.borrow() {
             return Next::Exit;
         }
         let idle = ctx.config().delivery.timeouts.idle;
+        if ctx.budget.waiting() > 0 {
+            if dest.in_flight() == 0 && ready.is_empty() {
+                return Next::Exit;
+            }
+            tokio::select! {
+                r = ready.recv() => return match r { Ok(r) => Next::Msg(r), Err(_) => Next::Exit },
+                _ = tokio::time::sleep(IDLE_CHECK) => {
+                    idle_for += IDLE_CHECK;
+                    if idle_for >= idle && dest.in_flight() == 0 {
+                        return Next::Exit;
+                    }
+                }
+                _ = shutdown.changed() => return Next::Exit,
+            }
+            continue;
+        }
         tokio::select! {
             r = ready.recv() => return match r { Ok(r) => Next::Msg(r), Err(_) => Next::Exit },
             _ = tokio::time::sleep(idle) => {
