@@ -26,6 +26,9 @@
 //!   (no message arriving for this long ends a run, default 60),
 //!   VOLLEY_BENCH_MAX_RSS_MB (a run is killed past it; default the smaller
 //!   of 4096 and 3/4 of the memory available at start)
+//! - VOLLEY_BENCH_QUIET_WAIT_SECS: before each run, wait at most this long
+//!   for the machine to be at most 25% busy with other work (default 120;
+//!   0 does not wait)
 //! - VOLLEY_BENCH_KEEP: set to keep each run's directory (config, spool,
 //!   events, `send.out`, `send.err`) for inspection
 
@@ -44,6 +47,10 @@ use volley_benches::sites::{self, Layout, SINKS, Sinks};
 use volley_benches::sites_report::{Run, delay_reasons, detail, table};
 use volley_tests::{Fixture, volley};
 
+/// Busy share of the machine (other work) below which a run starts
+/// without waiting.
+const QUIET: f64 = 0.25;
+
 /// What the environment asks for.
 struct Settings {
     n: usize,
@@ -52,6 +59,8 @@ struct Settings {
     conns_all: Option<usize>,
     alg: Alg,
     limits: Limits,
+    /// Longest wait for the machine to be quiet before a run.
+    quiet_wait: Duration,
     bins: Vec<(&'static str, PathBuf)>,
 }
 
@@ -94,6 +103,7 @@ impl Settings {
             conns_all,
             alg: Alg::from_env(Alg::Ed25519),
             limits,
+            quiet_wait: Duration::from_secs(env_or("VOLLEY_BENCH_QUIET_WAIT_SECS", 120)),
             bins,
         }
     }
@@ -155,6 +165,12 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// CPU seconds this process (the DNS server, the probe, the watcher) has
+/// used so far.
+fn own_cpu_secs() -> f64 {
+    measure::proc_cpu_secs(std::process::id()).unwrap_or(0.0)
+}
+
 /// Runs `bin` once on `layout`.
 fn run_once(
     s: &Settings,
@@ -177,10 +193,11 @@ fn run_once(
         .stdin(Stdio::null())
         .stdout(File::create(fx.path().join("send.out")).expect("send.out"))
         .stderr(File::create(fx.path().join("send.err")).expect("send.err"));
-    let (cpu0, load) = (CpuTimes::now(), measure::load1());
+    let (cpu0, own0) = (CpuTimes::now(), own_cpu_secs());
     let probe = dns.map(|addr| Probe::start(addr, &Layout::host(0)));
     let m = measure::run(cmd, s.limits, || sinks.total());
     let busy = CpuTimes::now().busy_since(&cpu0);
+    let own_cpu = own_cpu_secs() - own0;
     let dns_probe = probe.map(Probe::stop);
     // the sinks write their counters as each message ends: wait (bounded)
     // for the last ones to land
@@ -233,7 +250,7 @@ fn run_once(
         sinks_cpu,
         m,
         busy,
-        load,
+        own_cpu,
         summary,
     }
 }
@@ -263,6 +280,7 @@ fn main() {
     for (l, b) in &s.bins {
         println!("{l}: {}", b.display());
     }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut runs = Vec::new();
     for (j, &sites) in s.sites.iter().enumerate() {
         let layout = Layout::new(sites);
@@ -280,8 +298,16 @@ fn main() {
             order.reverse();
         }
         for (label, bin) in order {
+            let busy = measure::wait_quiet(QUIET, s.quiet_wait);
+            if busy > QUIET {
+                println!(
+                    "  machine still {:.0}% busy with other work after {} s: measuring anyway",
+                    100.0 * busy,
+                    s.quiet_wait.as_secs()
+                );
+            }
             let r = run_once(&s, label, bin, layout, dns.as_ref().map(|d| d.addr));
-            detail(&r, s.n);
+            detail(&r, s.n, cpus);
             runs.push(r);
         }
     }

@@ -240,6 +240,21 @@ impl CpuTimes {
     }
 }
 
+/// Waits, at most `limit`, for the machine to be at most `max_busy` (0..=1)
+/// busy over a second; returns the last busy share seen.
+pub fn wait_quiet(max_busy: f64, limit: Duration) -> f64 {
+    let start = Instant::now();
+    loop {
+        let before = CpuTimes::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let busy = CpuTimes::now().busy_since(&before);
+        if busy <= max_busy || start.elapsed() >= limit {
+            return busy;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// The 1-minute load average (`/proc/loadavg`).
 pub fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

@@ -25,9 +25,13 @@ pub struct Run {
     /// Sinks whose count differs from the layout's share: (sink, counted,
     /// expected).
     pub misrouted: Vec<(usize, u64, u64)>,
+    /// CPU seconds of the sinks over the run.
     pub sinks_cpu: f64,
+    /// Busy share (0..=1) of all the machine's CPUs over the run.
     pub busy: f64,
-    pub load: f64,
+    /// CPU seconds of the bench process itself (test DNS server, probe,
+    /// watcher) over the run.
+    pub own_cpu: f64,
     pub summary: String,
     /// For a run that left recipients deferred: the commonest reasons.
     pub deferrals: Vec<(String, usize)>,
@@ -55,6 +59,14 @@ impl Run {
     /// sensitive than msg/s to what else runs on the machine.
     pub fn cpu_ms_per_msg(&self) -> f64 {
         1e3 * self.m.cpu.as_secs_f64() / self.delivered.max(1) as f64
+    }
+
+    /// CPU seconds that others (other programs on the machine, and kernel
+    /// work charged to no process) used during the run: the machine's busy
+    /// time less the engine's, the sinks' and the bench's own.
+    pub fn others_cpu(&self, cpus: usize) -> f64 {
+        let busy = self.busy * cpus as f64 * self.m.wall.as_secs_f64();
+        (busy - self.m.cpu.as_secs_f64() - self.sinks_cpu - self.own_cpu).max(0.0)
     }
 
     /// How the run ended, when it did not end well.
@@ -114,12 +126,13 @@ pub fn delay_reasons(events: &Path, top: usize) -> Vec<(String, usize)> {
     v
 }
 
-/// The line printed after run `r` (of `n` recipients).
-pub fn detail(r: &Run, n: usize) {
+/// The line printed after run `r` (of `n` recipients, on a machine with
+/// `cpus` CPUs). CPU shares are in % of one CPU.
+pub fn detail(r: &Run, n: usize, cpus: usize) {
     let wall = r.m.wall.as_secs_f64();
     println!(
         "  {:>6} sites, {:>2} conn/site, {:<7}: {:>6} msgs in {:>7.2} s = {:>6.0} msg/s, peak RSS {:>5} MB, \
-         volley CPU {:>3.0}% ({:.2} ms/msg), sinks CPU {:>3.0}%, machine busy {:>3.0}% (load {:.1} before){}",
+         volley CPU {:>3.0}% ({:.2} ms/msg), sinks {:>3.0}%, bench {:>2.0}%, others {:>3.0}%; machine busy {:>3.0}%{}",
         r.sites,
         r.conns,
         r.label,
@@ -130,8 +143,9 @@ pub fn detail(r: &Run, n: usize) {
         100.0 * r.m.cpu.as_secs_f64() / wall,
         r.cpu_ms_per_msg(),
         100.0 * r.sinks_cpu / wall,
+        100.0 * r.own_cpu / wall,
+        100.0 * r.others_cpu(cpus) / wall,
         100.0 * r.busy,
-        r.load,
         r.failure(n)
             .map(|f| format!(" -- FAILED: {f}"))
             .unwrap_or_default(),
@@ -273,7 +287,7 @@ mod tests {
             misrouted: vec![],
             sinks_cpu: 0.0,
             busy: 0.0,
-            load: 0.0,
+            own_cpu: 0.0,
             summary: String::new(),
             deferrals: vec![],
             dns_probe: None,
@@ -339,6 +353,16 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn others_cpu_is_the_busy_time_nobody_measured_used() {
+        let mut r = run("current", 1, 1000, 10);
+        // 2 CPUs 75% busy for 10 s = 15 CPU seconds: 1 engine, 4 sinks, 2 bench
+        (r.busy, r.sinks_cpu, r.own_cpu) = (0.75, 4.0, 2.0);
+        assert!((r.others_cpu(2) - 8.0).abs() < 1e-9);
+        r.busy = 0.1;
+        assert_eq!(r.others_cpu(2), 0.0);
     }
 
     #[test]
