@@ -16,47 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use volley_engine::campaign::CampaignDef;
+use volley_benches::env_or;
+use volley_benches::newsletter::{self, Alg, def};
 use volley_engine::config::{DkimAlgorithm, DkimConfig};
 use volley_engine::message::dkim::Signers;
-use volley_engine::message::keygen::{KeyAlgorithm, make_key};
 use volley_engine::message::mime;
 use volley_engine::template::Templates;
 use volley_tests::{Fixture, PostfixSink, volley};
-
-const HTML: &str = include_str!("../../examples/templates/newsletter.html");
-const TEXT: &str = include_str!("../../examples/templates/newsletter.txt");
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn def() -> CampaignDef {
-    CampaignDef {
-        id: "bench".into(),
-        from: "Bench <news@bench.test>".into(),
-        from_name: Some("Bench".into()),
-        from_addr: "news@bench.test".into(),
-        reply_to: None,
-        subject: "{{first_name}}, your {{month}} update".into(),
-        html: Some(HTML.into()),
-        text: Some(TEXT.into()),
-        list_unsubscribe: Some("https://bench.test/u?e={{email}}".into()),
-        tags: Default::default(),
-        columns: vec![],
-        personalized: true,
-        to: None,
-    }
-}
 
 /// Signatures per second over all cores, signing a rendered message.
 fn sign_rate(key: &Path, alg: DkimAlgorithm, secs: u64) -> (f64, usize, usize) {
     let signers = Arc::new(
         Signers::load(&[DkimConfig {
-            domain: "bench.test".into(),
+            domain: newsletter::FROM_DOMAIN.into(),
             selector: "b".into(),
             key: key.to_path_buf(),
             algorithm: alg,
@@ -103,48 +75,24 @@ fn main() {
     let domains: usize = env_or("VOLLEY_BENCH_DOMAINS", 100);
     let conns: usize = env_or("VOLLEY_BENCH_CONNS", 32);
     let sign_secs: u64 = env_or("VOLLEY_BENCH_SIGN_SECS", 5);
-    let ed = std::env::var("VOLLEY_BENCH_ALG").is_ok_and(|a| a == "ed25519");
-    let (kalg, alg, alg_name) = if ed {
-        (
-            KeyAlgorithm::Ed25519,
-            DkimAlgorithm::Ed25519Sha256,
-            "ed25519-sha256",
-        )
-    } else {
-        (KeyAlgorithm::Rsa, DkimAlgorithm::RsaSha256, "rsa-sha256")
-    };
+    let alg = Alg::from_env(Alg::Rsa);
 
     let fx = Fixture::new();
-    let (pem, _) = make_key(kalg).expect("key");
-    let key = fx.write("dkim.pem", pem);
+    let key = newsletter::write_key(&fx, alg);
     let bin = volley();
 
     // 1. the signing ceiling
-    let (sign, threads, size) = sign_rate(&key, alg, sign_secs);
+    let (sign, threads, size) = sign_rate(&key, alg.dkim(), sign_secs);
 
     // 2. end to end
-    fx.write("templates/newsletter.html", HTML);
-    fx.write("templates/newsletter.txt", TEXT);
-    let mut csv = String::with_capacity(n * 60);
-    csv.push_str("email,first_name,month,plan,city\n");
-    for i in 0..n {
-        csv.push_str(&format!(
-            "user{i}@d{}.bench.test,Name{i},June,team,City{}\n",
-            i % domains,
-            i % 13
-        ));
-    }
-    fx.write("recipients.csv", csv);
-    fx.write(
-        "campaign.toml",
-        "id = \"bench\"\nfrom = \"Bench <news@bench.test>\"\nsubject = \"{{first_name}}, your {{month}} update\"\nhtml = \"templates/newsletter.html\"\ntext = \"templates/newsletter.txt\"\nrecipients = \"recipients.csv\"\nlist_unsubscribe = \"https://bench.test/u?e={{email}}\"\n",
-    );
+    newsletter::write_campaign(&fx, n, |i| format!("d{}.bench.test", i % domains));
     let sink = PostfixSink::counting(&[]);
     let port = sink.port;
     fx.write(
         "config.toml",
         format!(
-            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[delivery]\nhelo = \"bench.test\"\nmessages_per_second = 1000000\nconnections = {conns}\n[routes]\n\"*\" = \"127.0.0.1:{port}\"\n[[dkim]]\ndomain = \"bench.test\"\nselector = \"b\"\nkey = \"dkim.pem\"\nalgorithm = \"{alg_name}\"\n"
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[delivery]\nhelo = \"bench.test\"\nmessages_per_second = 1000000\nconnections = {conns}\n[routes]\n\"*\" = \"127.0.0.1:{port}\"\n{}",
+            newsletter::dkim_config(alg)
         ),
     );
     let start = Instant::now();
@@ -163,7 +111,8 @@ fn main() {
     assert!(out.status.success(), "volley send failed: {summary}");
     let rate = n as f64 / secs;
     println!(
-        "workload: {n} recipients over {domains} domains, {conns} connections to the sink, {size}-byte messages, {alg_name}"
+        "workload: {n} recipients over {domains} domains, {conns} connections to the sink, {size}-byte messages, {}",
+        alg.name()
     );
     println!("volley send: {}", summary.trim());
     println!(

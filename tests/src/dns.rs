@@ -11,6 +11,12 @@
 //! [`RequestHandler`] in front of the catalog). Names under no served origin
 //! answer REFUSED (the catalog's answer); declare an origin for them.
 //!
+//! The server answers thousands of names at once: zones of tens of
+//! thousands of records (negative answers from an index, [`negative`],
+//! instead of the in-memory zone's scan of every record), and a UDP receive
+//! buffer that queues a burst of some ten thousand queries instead of
+//! dropping them.
+//!
 //! The server stops when [`DnsServer`] is dropped.
 
 use std::collections::HashSet;
@@ -31,6 +37,9 @@ use hickory_server::zone_handler::{
     AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
 };
 
+mod negative;
+use negative::{Negatives, send_negative};
+
 /// TTL of declared records (seconds).
 pub const TTL: u32 = 300;
 /// Negative-caching TTL (the SOA minimum; seconds).
@@ -44,6 +53,20 @@ fn fqdn(name: &str) -> Name {
     let mut n = Name::from_ascii(name).unwrap_or_else(|e| panic!("bad DNS name {name:?}: {e}"));
     n.set_fqdn(true);
     n
+}
+
+/// The SOA record of `origin`.
+fn soa_record(origin: &Name) -> Record {
+    let soa = SOA::new(
+        fqdn(&format!("ns.{origin}")),
+        fqdn(&format!("hostmaster.{origin}")),
+        SERIAL,
+        3600,
+        600,
+        86400,
+        NEGATIVE_TTL,
+    );
+    Record::from_rdata(origin.clone(), TTL, RData::SOA(soa))
 }
 
 /// The zones a [`DnsServer`] serves.
@@ -143,19 +166,7 @@ impl Zones {
         let mut catalog = Catalog::new();
         for origin in &self.origins {
             let mut zone = Zone::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-            let soa = SOA::new(
-                fqdn(&format!("ns.{origin}")),
-                fqdn(&format!("hostmaster.{origin}")),
-                SERIAL,
-                3600,
-                600,
-                86400,
-                NEGATIVE_TTL,
-            );
-            assert!(zone.upsert_mut(
-                Record::from_rdata(origin.clone(), TTL, RData::SOA(soa)),
-                SERIAL
-            ));
+            assert!(zone.upsert_mut(soa_record(origin), SERIAL));
             for r in self
                 .records
                 .iter()
@@ -179,12 +190,21 @@ impl Zones {
         }
         catalog
     }
+
+    /// The index of negative answers over the records and the SOAs.
+    fn negatives(&self) -> Negatives {
+        let soas: Vec<Record> = self.origins.iter().map(soa_record).collect();
+        let all: Vec<Record> = self.records.iter().cloned().chain(soas).collect();
+        Negatives::new(&self.origins, &all)
+    }
 }
 
-/// The catalog, with SERVFAIL for chosen names in front of it.
+/// The catalog, with SERVFAIL for chosen names and the index of negative
+/// answers in front of it.
 struct Handler {
     catalog: Catalog,
     servfail: HashSet<LowerName>,
+    negatives: Negatives,
 }
 
 impl Handler {
@@ -193,30 +213,44 @@ impl Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
-        let fail = request
-            .request_info()
+        let info = request.request_info();
+        let fail = info
+            .as_ref()
             .is_ok_and(|info| self.servfail.contains(info.query.name()));
-        if !fail {
-            return self.catalog.handle_request::<R, T>(request, response).await;
+        if fail {
+            let msg = MessageResponseBuilder::from_message_request(request)
+                .error_msg(&request.metadata, ResponseCode::ServFail);
+            return match response.send_response(msg).await {
+                Ok(info) => info,
+                Err(_) => unsent(request, ResponseCode::ServFail),
+            };
         }
-        let msg = MessageResponseBuilder::from_message_request(request)
-            .error_msg(&request.metadata, ResponseCode::ServFail);
-        match response.send_response(msg).await {
-            Ok(info) => info,
-            Err(_) => {
-                let mut metadata = Metadata::new(
-                    request.metadata.id,
-                    MessageType::Response,
-                    request.metadata.op_code,
-                );
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
+        // EDNS versions other than 0 get the catalog's BADVERS
+        let edns_v0 = request.edns.as_ref().is_none_or(|e| e.version() == 0);
+        let negative = info.ok().filter(|_| edns_v0).and_then(|info| {
+            let q = &info.query;
+            self.negatives
+                .answer(q.name(), q.query_type(), q.query_class())
+        });
+        match negative {
+            Some((rcode, soa)) => send_negative(request, rcode, soa, response).await,
+            None => self.catalog.handle_request::<R, T>(request, response).await,
         }
     }
+}
+
+/// What a response with `rcode` would have said, when sending it failed.
+fn unsent(request: &Request, rcode: ResponseCode) -> ResponseInfo {
+    let mut metadata = Metadata::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    metadata.response_code = rcode;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
 // `RequestHandler` is an `#[async_trait]`; this is its expanded form.
@@ -257,15 +291,46 @@ fn bind_pair() -> (std::net::UdpSocket, std::net::TcpListener) {
     panic!("no port free for both UDP and TCP on 127.0.0.1");
 }
 
+/// Receive buffer of the UDP socket: room for a burst of some ten thousand
+/// queries (a datagram takes about a kilobyte of buffer, whatever its
+/// size), so that the engine's lookups for thousands of domains at once are
+/// queued rather than dropped while the server works through them.
+const UDP_RECEIVE_BUFFER: libc::c_int = 32 << 20;
+
+/// Gives `sock` a receive buffer of [`UDP_RECEIVE_BUFFER`]: beyond the
+/// system's `net.core.rmem_max` where permitted (SO_RCVBUFFORCE, with
+/// CAP_NET_ADMIN), else as much as `rmem_max` allows.
+pub(crate) fn large_receive_buffer(sock: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = UDP_RECEIVE_BUFFER;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: the option value is a c_int of the given length.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+    }
+}
+
 impl DnsServer {
     /// Starts serving `zones`.
     pub fn start(zones: Zones) -> DnsServer {
         let handler = Handler {
             catalog: zones.catalog(),
             servfail: zones.servfail.iter().map(LowerName::new).collect(),
+            negatives: zones.negatives(),
         };
         let (udp, tcp) = bind_pair();
         let addr = udp.local_addr().expect("UDP local address");
+        large_receive_buffer(&udp);
         udp.set_nonblocking(true).expect("non-blocking UDP socket");
         tcp.set_nonblocking(true)
             .expect("non-blocking TCP listener");

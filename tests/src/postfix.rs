@@ -1,8 +1,10 @@
 //! Postfix's `smtp-sink`, the independent receiving peer of the end-to-end
-//! tests: started on an ephemeral loopback port, dumping each transaction to
-//! a file whose recipients the tests read back.
+//! tests: started on an ephemeral loopback port (or a given loopback
+//! address and port), dumping each transaction to a file whose recipients
+//! the tests read back, or only counting them.
 
 use std::io::BufRead;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ const COUNTERS: &str = "counters.out";
 /// transaction to a file (the independent receiving peer), or only counting.
 pub struct PostfixSink {
     child: Child,
+    ip: IpAddr,
     pub port: u16,
     pub dump: tempfile::TempDir,
 }
@@ -26,20 +29,38 @@ impl PostfixSink {
     pub fn start() -> PostfixSink {
         let dump = tempfile::tempdir().expect("temp dir");
         let template = format!("{}/%M.", dump.path().display());
-        PostfixSink::launch(dump, &["-d", &template, "-m", "512"], false)
+        PostfixSink::launch(dump, &["-d", &template, "-m", "512"], false, None)
     }
 
     /// Starts smtp-sink keeping no messages, only its running counters
     /// (`-c`, read by [`PostfixSink::counted`]); `extra` options such as
     /// `-p` (no PIPELINING) go before the address.
     pub fn counting(extra: &[&str]) -> PostfixSink {
+        PostfixSink::counting_on(None, extra)
+    }
+
+    /// A [`PostfixSink::counting`] sink listening on `addr` (e.g. one of
+    /// several loopback addresses that share one port); panics when it
+    /// cannot listen there.
+    pub fn counting_at(addr: SocketAddr, extra: &[&str]) -> PostfixSink {
+        PostfixSink::counting_on(Some(addr), extra)
+    }
+
+    fn counting_on(at: Option<SocketAddr>, extra: &[&str]) -> PostfixSink {
         let dump = tempfile::tempdir().expect("temp dir");
         let mut args = vec!["-c", "-m", "1024"];
         args.extend_from_slice(extra);
-        PostfixSink::launch(dump, &args, true)
+        PostfixSink::launch(dump, &args, true, at)
     }
 
-    fn launch(dump: tempfile::TempDir, args: &[&str], counters: bool) -> PostfixSink {
+    /// Starts smtp-sink on `at`, or on a free port of 127.0.0.1 (trying
+    /// another when the port was taken meanwhile).
+    fn launch(
+        dump: tempfile::TempDir,
+        args: &[&str],
+        counters: bool,
+        at: Option<SocketAddr>,
+    ) -> PostfixSink {
         let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -50,8 +71,8 @@ impl PostfixSink {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .expect("chmod");
-        for _ in 0..5 {
-            let port = free_port();
+        for _ in 0..if at.is_some() { 1 } else { 5 } {
+            let addr = at.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
             let stdout = if counters {
                 Stdio::from(
                     std::fs::File::create(dump.path().join(COUNTERS)).expect("counter file"),
@@ -62,15 +83,20 @@ impl PostfixSink {
             let mut child = Command::new(bin)
                 .args(["-u", "nobody"])
                 .args(args)
-                .args([&format!("127.0.0.1:{port}"), "1024"])
+                .args([&addr.to_string(), "1024"])
                 .stdout(stdout)
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("starting smtp-sink");
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return PostfixSink { child, port, dump };
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return PostfixSink {
+                        child,
+                        ip: addr.ip(),
+                        port: addr.port(),
+                        dump,
+                    };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // port taken: try another
@@ -80,7 +106,10 @@ impl PostfixSink {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("smtp-sink did not start");
+        match at {
+            Some(addr) => panic!("smtp-sink did not start on {addr}"),
+            None => panic!("smtp-sink did not start"),
+        }
     }
 
     /// Messages whose end of data a [`PostfixSink::counting`] sink received
@@ -95,7 +124,12 @@ impl PostfixSink {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        SocketAddr::new(self.ip, self.port).to_string()
+    }
+
+    /// The smtp-sink process's id (for reading its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The dumped transactions so far.
