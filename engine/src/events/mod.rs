@@ -1,7 +1,8 @@
 //! Events: the SES event model, what the journal carries for it, the sink
-//! trait with its JSONL sink, and the pump that connects them.
+//! trait with its JSONL sink (lines written by `json`), and the pump that connects them.
 
 pub mod detail;
+mod json;
 mod lag;
 pub mod model;
 pub mod pump;

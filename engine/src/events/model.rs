@@ -19,8 +19,10 @@
 //! (config `[events]`). Pure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
 use volley_spool::{Entry, Kind};
 
 use super::detail::Detail;
@@ -32,6 +34,37 @@ use crate::message::headers;
 pub struct Header {
     pub name: String,
     pub value: String,
+}
+
+/// `mail.headers`, written as SES's list of `{name, value}`: the headers
+/// sent, kept as their compact text (one `Name: value` per line, see
+/// [`headers::fields`]) and split only while written, or the headers a
+/// message would have started with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MailHeaders {
+    Sent(String),
+    Built(Vec<Header>),
+}
+
+impl Serialize for MailHeaders {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MailHeaders::Built(list) => list.serialize(s),
+            MailHeaders::Sent(text) => {
+                let mut seq = s.serialize_seq(None)?;
+                for (name, value) in headers::fields(text) {
+                    seq.serialize_element(&HeaderRef { name, value })?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HeaderRef<'a> {
+    name: &'a str,
+    value: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,7 +89,7 @@ pub struct Mail {
     pub sending_account_id: String,
     pub destination: Vec<String>,
     pub headers_truncated: bool,
-    pub headers: Vec<Header>,
+    pub headers: MailHeaders,
     pub common_headers: CommonHeaders,
     pub tags: BTreeMap<String, Vec<String>>,
 }
@@ -137,14 +170,21 @@ pub enum Body {
     Failure(Failure),
 }
 
-/// One SES-format event.
+/// One SES-format event. The events of one journal entry share their
+/// `mail` (see [`super::json`], which writes it once for them).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     #[serde(rename = "eventType")]
     pub event_type: &'static str,
-    pub mail: Mail,
+    #[serde(serialize_with = "shared")]
+    pub mail: Arc<Mail>,
     #[serde(flatten)]
     pub body: Body,
+}
+
+/// Serializes a shared value as the value.
+fn shared<T: Serialize, S: Serializer>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+    T::serialize(v, s)
 }
 
 /// RFC 3339 UTC with milliseconds, as SES writes timestamps.
@@ -206,14 +246,13 @@ fn header(name: &str, value: &str) -> Header {
 
 /// `mail.headers` and the Date value: the headers sent, or those the
 /// message would have started with when none was produced.
-fn headers(c: &Context<'_>, d: &Detail, to: &str, at_ms: u64) -> (Vec<Header>, String) {
+fn headers(c: &Context<'_>, d: &mut Detail, to: &str, at_ms: u64) -> (MailHeaders, String) {
     if !d.headers.is_empty() {
-        let sent: Vec<Header> = headers::fields(&d.headers)
-            .map(|(n, v)| header(n, v))
-            .collect();
-        if let Some(date) = sent.iter().find(|h| h.name.eq_ignore_ascii_case("Date")) {
-            let date = date.value.clone();
-            return (sent, date);
+        let date = headers::fields(&d.headers)
+            .find(|(n, _)| n.eq_ignore_ascii_case("Date"))
+            .map(|(_, v)| v.to_string());
+        if let Some(date) = date {
+            return (MailHeaders::Sent(std::mem::take(&mut d.headers)), date);
         }
     }
     let def = c.campaign;
@@ -231,10 +270,10 @@ fn headers(c: &Context<'_>, d: &Detail, to: &str, at_ms: u64) -> (Vec<Header>, S
     if let Some(r) = &def.reply_to {
         h.push(header("Reply-To", r));
     }
-    (h, date)
+    (MailHeaders::Built(h), date)
 }
 
-fn mail(c: &Context<'_>, d: &Detail, at_ms: u64) -> Mail {
+fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64) -> Mail {
     let def = c.campaign;
     // the To header: the recipient, or a non-personalized message's `to`
     let to = match (&def.to, def.personalized) {
@@ -276,7 +315,7 @@ fn mail(c: &Context<'_>, d: &Detail, at_ms: u64) -> Mail {
 
 /// The events one journal entry stands for (empty for campaign marks).
 pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
-    let d = Detail::decode(&e.detail);
+    let mut d = Detail::decode(&e.detail);
     // a recipient's message was accepted with the recipient; the one
     // message of a non-personalized campaign, with the campaign
     let accepted_ms = match d.accepted_ms {
@@ -284,7 +323,7 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
         _ => c.accepted_ms,
     };
     let c = &Context { accepted_ms, ..*c };
-    let m = mail(c, &d, e.at_ms);
+    let m = Arc::new(mail(c, &mut d, e.at_ms));
     let at = timestamp(e.at_ms);
     let unknown = || "unknown".to_string();
     let body = match e.kind {
@@ -347,7 +386,7 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
     if e.attempts == 1 && e.kind != Kind::Failed {
         out.push(Event {
             event_type: "Send",
-            mail: m.clone(),
+            mail: Arc::clone(&m),
             body: Body::Send(Empty {}),
         });
     }
@@ -360,4 +399,4 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use super::json::Lines;
 use super::model::Event;
 
 /// A sink failed to take a batch.
@@ -54,6 +55,7 @@ pub struct JsonlSink {
     path: PathBuf,
     out: BufWriter<File>,
     len: u64,
+    lines: Lines,
 }
 
 /// Makes a directory's entries durable (fsync of the directory).
@@ -116,6 +118,7 @@ impl JsonlSink {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, f),
             len,
+            lines: Lines::default(),
         })
     }
 
@@ -123,8 +126,7 @@ impl JsonlSink {
         let mut line = Vec::with_capacity(2048);
         for e in events {
             line.clear();
-            serde_json::to_writer(&mut line, e).map_err(|e| self.err(e))?;
-            line.push(b'\n');
+            self.lines.write(e, &mut line).map_err(|e| self.err(e))?;
             self.out.write_all(&line).map_err(|e| self.err(e))?;
             self.len += line.len() as u64;
         }

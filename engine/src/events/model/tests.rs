@@ -215,3 +215,56 @@ fn identity_comes_from_the_config_with_well_formed_defaults() {
     let bad = parse("[events]\nidentity_arn = \"ses:identity\"\n").unwrap_err();
     assert!(bad.to_string().contains("must be an ARN"), "{bad}");
 }
+
+/// The events of every kind of outcome, first attempts and later ones,
+/// with the headers sent and without (for the JSON writer's tests).
+pub(crate) fn sample_events() -> Vec<Event> {
+    let d = def();
+    let c = context(&d);
+    let sent = SentHeaders::capture(&[
+        b"DKIM-Signature: v=1; a=ed25519-sha256;\r\n\tb=AbC=\r\n",
+        b"From: \"News\" <news@example.com>\r\nTo: <r@x.test>\r\nSubject: Hi \"r\"\\\r\n\tnext\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\nbody\r\n",
+    ]);
+    let outcomes = [
+        (
+            Kind::Delivered,
+            Outcome::Delivered {
+                reply: "250 ok".into(),
+            },
+        ),
+        (
+            Kind::Bounced,
+            Outcome::Bounced {
+                status: "5.1.1".into(),
+                diagnostic: "smtp; 550 5.1.1 unknown".into(),
+                bounce_type: "Permanent",
+                bounce_subtype: "NoEmail",
+            },
+        ),
+        (
+            Kind::Deferred,
+            Outcome::Deferred {
+                status: "4.2.0".into(),
+                diagnostic: "smtp; 451 later".into(),
+                delay_type: "TransientCommunicationFailure",
+            },
+        ),
+        (
+            Kind::Failed,
+            Outcome::RenderFailed {
+                message: "no such variable".into(),
+            },
+        ),
+    ];
+    let mut out = Vec::new();
+    for attempts in [1, 2] {
+        for (kind, o) in &outcomes {
+            for headers in [Some(&sent), None] {
+                let detail = Detail::of(o, "Hi r", Some(9_000), headers).encode();
+                let e = Entry::outcome(*kind, RecipientId(1), attempts, 2_000, 0, detail);
+                out.extend(events(&c, &e));
+            }
+        }
+    }
+    out
+}
