@@ -51,7 +51,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(50);
 /// Waits for the next ready message, or decides to close: the site has had
 /// nothing in flight for the idle period, or has nothing in flight while
 /// other sites wait for a slot of the connection budget.
-async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready>) -> Next {
+async fn next(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Next {
     let mut shutdown = ctx.shutdown.clone();
     let mut idle_for = Duration::ZERO;
     loop {
@@ -64,7 +64,7 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready
                 return Next::Exit;
             }
             tokio::select! {
-                r = ready.recv() => return match r { Ok(r) => Next::Msg(r), Err(_) => Next::Exit },
+                r = ready.recv() => return match r { Ok(r) => Next::Msg(*r), Err(_) => Next::Exit },
                 _ = tokio::time::sleep(IDLE_CHECK) => {
                     idle_for += IDLE_CHECK;
                     if idle_for >= idle && dest.in_flight() == 0 {
@@ -76,7 +76,7 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready
             continue;
         }
         tokio::select! {
-            r = ready.recv() => return match r { Ok(r) => Next::Msg(r), Err(_) => Next::Exit },
+            r = ready.recv() => return match r { Ok(r) => Next::Msg(*r), Err(_) => Next::Exit },
             _ = tokio::time::sleep(idle) => {
                 if dest.in_flight() == 0 {
                     return Next::Exit;
@@ -101,7 +101,7 @@ fn surplus(dest: &Dest) -> bool {
 
 /// Runs one connection task until it ends. The caller has already counted
 /// it in `dest.conn_tasks`.
-pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: async_channel::Receiver<Ready>) {
+pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: super::ReadyRx) {
     dest.want_slot(&ctx.budget);
     let counted = serve(&ctx, &dest, &ready).await;
     dest.unwant_slot(&ctx.budget);
@@ -144,11 +144,7 @@ enum Opening {
 /// other session of the site is open; once the site is down, the ready
 /// messages are deferred with that decision (the shard defers the rest of
 /// its queue).
-async fn open_session(
-    ctx: &ShardCtx,
-    dest: &Dest,
-    ready: &async_channel::Receiver<Ready>,
-) -> Opening {
+async fn open_session(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Opening {
     if dest.is_down() {
         return Opening::End;
     }
@@ -184,7 +180,7 @@ async fn open_session(
     }
     // the site is down: what is ready goes with this decision
     while let Ok(r) = ready.try_recv() {
-        dest.defer_ready(ctx, r);
+        dest.defer_ready(ctx, *r);
     }
     Opening::End
 }
@@ -192,7 +188,7 @@ async fn open_session(
 /// Serves the site with budget slots until the task ends; returns whether
 /// the task is still counted in `dest.conn_tasks` (a surplus connection
 /// took itself out).
-async fn serve(ctx: &ShardCtx, dest: &Dest, ready: &async_channel::Receiver<Ready>) -> bool {
+async fn serve(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> bool {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let slot = tokio::select! {
@@ -221,12 +217,7 @@ enum SlotEnd {
 
 /// Opens sessions on `slot` and serves them until the task ends or the
 /// slot is lost.
-async fn on_slot(
-    ctx: &ShardCtx,
-    dest: &Dest,
-    ready: &async_channel::Receiver<Ready>,
-    slot: Slot,
-) -> SlotEnd {
+async fn on_slot(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx, slot: Slot) -> SlotEnd {
     loop {
         let session = match open_session(ctx, dest, ready).await {
             Opening::Open(s) => *s,
@@ -258,7 +249,7 @@ enum Ended {
 async fn serve_session(
     ctx: &ShardCtx,
     dest: &Dest,
-    ready: &async_channel::Receiver<Ready>,
+    ready: &super::ReadyRx,
     session: Session,
 ) -> Ended {
     let mut open = Open { session, sent: 0 };

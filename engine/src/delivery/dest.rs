@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::backoff::Backoff;
 use super::budget::Budget;
@@ -239,10 +239,11 @@ impl Dest {
             < READY_PER_CONNECTION * self.slotted.load(Ordering::Acquire)
     }
 
-    /// A place for one more message produced ahead.
-    pub(super) fn ticket(self: &Arc<Self>) -> ReadyTicket {
+    /// A place for one more message produced ahead, with its `place`
+    /// among those of all sites ([`super::produce::Producer::place`]).
+    pub(super) fn ticket(self: &Arc<Self>, place: OwnedSemaphorePermit) -> ReadyTicket {
         self.produced.fetch_add(1, Ordering::AcqRel);
-        ReadyTicket(Arc::clone(self))
+        ReadyTicket(Arc::clone(self), place)
     }
 
     /// Whether the site is down (no new session is tried but by a probe).
@@ -341,7 +342,9 @@ impl Drop for SlotHold<'_> {
 /// A message's place among those produced ahead for a site's connections
 /// (see [`Dest::has_room`]): given back when dropped, which happens when a
 /// connection takes the message, or when it is not produced after all.
-pub struct ReadyTicket(Arc<Dest>);
+/// Its place among the messages produced ahead for all sites goes back
+/// with it.
+pub struct ReadyTicket(Arc<Dest>, #[allow(dead_code)] OwnedSemaphorePermit);
 
 impl Drop for ReadyTicket {
     fn drop(&mut self) {

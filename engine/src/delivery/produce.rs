@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use volley_spool::{RecipientId, Spool};
 
 use super::{Held, Ready, Report};
@@ -22,7 +23,7 @@ use crate::outcome::Outcome;
 /// non-personalized campaign (one message for all of them).
 pub struct Job {
     pub works: Vec<Held>,
-    pub ready: async_channel::Sender<Ready>,
+    pub ready: super::ReadyTx,
     /// Its place among the messages produced ahead for the site (given
     /// back when the message is taken, or when it fails).
     pub ticket: super::dest::ReadyTicket,
@@ -35,10 +36,22 @@ pub struct ProduceCtx {
     pub recorder: crossbeam_channel::Sender<Report>,
 }
 
+/// Messages produced ahead of the connections (in production, or ready
+/// and not yet taken by a connection) of all sites together, per
+/// production thread: enough to keep the threads busy, and a bound on
+/// rendered mail waiting in memory however many sites and connections
+/// there are (each site has its own bound too, see
+/// [`super::dest::READY_PER_CONNECTION`]).
+pub const AHEAD_PER_THREAD: usize = 16;
+/// The least of that bound, whatever the number of threads.
+pub const AHEAD_MIN: usize = 64;
+
 /// Handle to the production pool.
 #[derive(Clone)]
 pub struct Producer {
     tx: crossbeam_channel::Sender<Job>,
+    /// Places for messages produced ahead (see [`AHEAD_PER_THREAD`]).
+    ahead: Arc<Semaphore>,
 }
 
 impl Producer {
@@ -58,7 +71,16 @@ impl Producer {
                     .expect("spawning a production thread")
             })
             .collect();
-        (Producer { tx }, handles)
+        let ahead = (threads.max(1) * AHEAD_PER_THREAD).max(AHEAD_MIN);
+        let ahead = Arc::new(Semaphore::new(ahead));
+        (Producer { tx, ahead }, handles)
+    }
+
+    /// Waits for a place for one more message produced ahead; held by the
+    /// job's ticket until a connection takes the message (or it is not
+    /// produced). Places go in the order asked for.
+    pub async fn place(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.ahead).acquire_owned().await.ok()
     }
 
     /// Queues a job (never blocks; in-flight work is bounded by the shards'
@@ -97,7 +119,7 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
                 };
                 // A closed queue means the shard stopped (shutdown): the
                 // recipients stay queued in the spool.
-                let _ = job.ready.try_send(ready);
+                let _ = job.ready.try_send(Box::new(ready));
             }
             Err(Failure { subject, reason }) => {
                 for (work, permit) in job.works {

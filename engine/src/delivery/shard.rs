@@ -33,7 +33,7 @@ use super::produce::{Job, Producer};
 pub use super::queue::ShardIn;
 use super::queue::{Campaigns, Queue};
 use super::site::Site;
-use super::{Ready, Report, Stats};
+use super::{Report, Stats};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::smtp::TlsSettings;
@@ -138,8 +138,8 @@ struct Shard {
     generation: u64,
     rate: f64,
     limit: Limiter,
-    ready_tx: async_channel::Sender<Ready>,
-    ready_rx: async_channel::Receiver<Ready>,
+    ready_tx: super::ReadyTx,
+    ready_rx: super::ReadyRx,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -246,7 +246,7 @@ impl Shard {
             },
             r = self.ready_rx.recv(), if down => {
                 if let Ok(r) = r {
-                    self.dest.defer_ready(&self.ctx, r);
+                    self.dest.defer_ready(&self.ctx, *r);
                 }
             }
             _ = self.dest.wake.notified() => {}
@@ -290,6 +290,13 @@ impl Shard {
             _ = self.shutdown.changed() => return Turn::Stop,
             () = self.limit.until_ready() => {}
         }
+        // a place among the messages produced ahead of all sites'
+        // connections (first come, first served)
+        let place = tokio::select! {
+            biased;
+            _ = self.shutdown.changed() => return Turn::Stop,
+            p = ctx.producer.place() => match p { Some(p) => p, None => return Turn::Stop },
+        };
         if dest.is_down() {
             // it went down while this recipient waited
             dest.defer_down(&ctx, work, permit, None, dest.probe_at());
@@ -321,7 +328,7 @@ impl Shard {
         ctx.producer.submit(Job {
             works,
             ready: self.ready_tx.clone(),
-            ticket: dest.ticket(),
+            ticket: dest.ticket(place),
         });
         Turn::Go
     }

@@ -68,6 +68,10 @@ pub enum ReadError {
     Protocol(String),
 }
 
+/// Free room made in the reply buffer before each read (a reply's lines
+/// are short; a long one takes several reads).
+const READ_ROOM: usize = 512;
+
 /// Reads replies from a stream, keeping bytes that belong to later replies.
 #[derive(Default)]
 pub struct ReplyReader {
@@ -105,14 +109,15 @@ impl ReplyReader {
                     }
                 }
             }
-            let mut chunk = [0u8; 4096];
-            let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            // read into the buffer's spare room: no read buffer lives in
+            // the waiting connection's future (thousands of them wait)
+            self.buf.reserve(READ_ROOM);
+            match tokio::time::timeout_at(deadline, stream.read_buf(&mut self.buf)).await {
                 Err(_) => return Err(ReadError::Timeout),
                 Ok(Err(e)) => return Err(ReadError::Io(e.to_string())),
                 Ok(Ok(0)) => return Err(ReadError::Closed),
-                Ok(Ok(n)) => n,
-            };
-            self.buf.extend_from_slice(&chunk[..n]);
+                Ok(Ok(_)) => {}
+            }
         }
     }
 }
