@@ -94,6 +94,8 @@ pub struct Queues {
     pub in_flight: i64,
     /// Deferred recipients waiting for their retry time.
     pub waiting: i64,
+    /// Sites with a running shard (work, connections or recent activity).
+    pub sites: i64,
 }
 
 /// Every metric the engine exports.
@@ -126,6 +128,7 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     active: Gauge,
     deferred_waiting: Gauge,
+    sites_active: Gauge,
 }
 
 impl Default for Metrics {
@@ -158,6 +161,7 @@ impl Metrics {
             reloads: Family::default(),
             active: Gauge::default(),
             deferred_waiting: Gauge::default(),
+            sites_active: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -252,6 +256,11 @@ impl Metrics {
             "Deferred recipients waiting for their retry time",
             m.deferred_waiting.clone(),
         );
+        registry.register(
+            "sites_active",
+            "Sites with a running shard (an idle site's shard ends after the idle timeout)",
+            m.sites_active.clone(),
+        );
         m.spool.register(&mut registry);
         m.sites.register(&mut registry);
         registry.register(
@@ -310,6 +319,7 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.active.set(queues.in_flight);
         self.deferred_waiting.set(queues.waiting);
+        self.sites_active.set(queues.sites);
         self.spool.refresh(spool, volley_spool::now_ms());
         format.encode(&self.registry)
     }

@@ -232,6 +232,18 @@ impl Dest {
         SlotHold(self)
     }
 
+    /// Whether the site holds nothing that a fresh shard would not: no
+    /// recipient in flight, no connection task, nothing produced ahead, not
+    /// down, and not slowed by its throttle.
+    pub(super) fn is_idle(&self) -> bool {
+        self.in_flight() == 0
+            && self.conn_tasks.load(Ordering::Acquire) == 0
+            && self.produced.load(Ordering::Acquire) == 0
+            && !self.is_down()
+            && self.rate() >= self.policy().messages_per_second
+            && self.max_conns() >= self.policy().connections as usize
+    }
+
     /// Whether another message may be produced: fewer are produced ahead
     /// than [`READY_PER_CONNECTION`] per connection holding a slot.
     pub(super) fn has_room(&self) -> bool {

@@ -101,6 +101,8 @@ pub struct Stats {
     pub deferrals: AtomicU64,
     /// Running connection tasks (open or not).
     pub connection_tasks: AtomicI64,
+    /// Running site shards.
+    pub shards: AtomicI64,
 }
 
 impl Stats {
@@ -109,6 +111,7 @@ impl Stats {
         crate::metrics::Queues {
             in_flight: self.active.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
+            sites: self.shards.load(Ordering::Relaxed),
         }
     }
 

@@ -8,7 +8,10 @@
 //! defers them. Deferred recipients wait in a min-heap keyed by retry time;
 //! the task sleeps until the earliest is due (no polling). A config reload
 //! forgets the mappings, so routes and policies apply to new work at once.
-//! Exposure: none (internal).
+//! A site's shard ends when the site has been idle for the connections'
+//! idle period; its next recipient starts a new one (a send to an ended
+//! shard gives the recipient back), and ended shards are swept from the
+//! map every few seconds. Exposure: none (internal).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -25,6 +28,9 @@ use super::site::{self, Site};
 use super::{Report, Work};
 use crate::outcome;
 use crate::smtp::SessionError;
+
+/// How often the map of shards is cleared of those that ended.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Messages to the scheduler.
 pub enum SchedMsg {
@@ -80,13 +86,43 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn dispatch(&mut self, domain: &Arc<str>, msg: ShardIn) {
+    /// Sends `m` to the shard of `site`, starting one when there is none or
+    /// when its shard ended (idle) and gives `m` back.
+    fn send_to_site(&mut self, site: &Site, mut m: ShardIn) {
+        loop {
+            let tx = self
+                .sites
+                .entry(Arc::clone(&site.key))
+                .or_insert_with(|| shard::spawn(Arc::clone(&self.ctx), site.clone()));
+            match tx.send(m) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    m = back;
+                    self.sites.remove(&site.key);
+                }
+            }
+        }
+    }
+
+    /// Forgets the shards that ended (idle sites): what an idle site costs
+    /// is then its DNS mapping and its metrics.
+    fn sweep(&mut self) {
+        self.sites.retain(|_, tx| !tx.is_closed());
+    }
+
+    fn dispatch(&mut self, domain: &Arc<str>, mut msg: ShardIn) {
         let now = Instant::now();
         match self.domains.get_mut(domain) {
             Some(Domain::Mapped(site, until)) if *until > now => {
                 if let Some(tx) = self.sites.get(site) {
-                    let _ = tx.send(msg);
-                    return;
+                    match tx.send(msg) {
+                        Ok(()) => return,
+                        // the site's shard ended (idle): looked up again
+                        // (from the resolver's cache), a new one starts
+                        Err(mpsc::error::SendError(back)) => msg = back,
+                    }
+                    let site = Arc::clone(site);
+                    self.sites.remove(&site);
                 }
                 self.domains.remove(domain);
             }
@@ -118,12 +154,8 @@ impl Scheduler {
         match r {
             Ok((site, until)) => {
                 let key = Arc::clone(&site.key);
-                let tx = self
-                    .sites
-                    .entry(Arc::clone(&key))
-                    .or_insert_with(|| shard::spawn(Arc::clone(&self.ctx), site));
                 for m in waiting {
-                    let _ = tx.send(m);
+                    self.send_to_site(&site, m);
                 }
                 self.domains.insert(domain, Domain::Mapped(key, until));
             }
@@ -180,6 +212,7 @@ pub async fn run(
     };
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut seq = 0u64;
+    let mut last_sweep = Instant::now();
     loop {
         let now = volley_spool::now_ms();
         while timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
@@ -191,9 +224,14 @@ pub async fn run(
             let domain = Arc::clone(&d.work.domain);
             s.dispatch(&domain, ShardIn::One(d.work));
         }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            s.sweep();
+            last_sweep = Instant::now();
+        }
         let sleep_ms = timers
             .peek()
-            .map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now));
+            .map_or(3_600_000, |Reverse(d)| d.at.saturating_sub(now))
+            .min(SWEEP_EVERY.as_millis() as u64);
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {

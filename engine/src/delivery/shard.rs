@@ -108,6 +108,7 @@ impl ShardCtx {
 /// Starts the shard of `site`; returns its input queue.
 pub fn spawn(ctx: Arc<ShardCtx>, site: Site) -> mpsc::UnboundedSender<ShardIn> {
     let (tx, rx) = mpsc::unbounded_channel();
+    ctx.stats.shards.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(run(ctx, site, rx));
     tx
 }
@@ -147,6 +148,8 @@ struct Shard {
 enum Turn {
     Go,
     Stop,
+    /// Nothing to do for the idle period: the shard may end.
+    Idle,
 }
 
 async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
@@ -201,11 +204,26 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
                 Admit::Defer { probe_at } => s.defer_some(probe_at).await,
             }
         };
-        if let Turn::Stop = turn {
-            break;
+        match turn {
+            Turn::Go => {}
+            Turn::Stop => break,
+            Turn::Idle => {
+                // no more input: the scheduler starts a new shard for the
+                // site's next recipient (its send here fails and gives the
+                // recipient back); what arrived before the close is served
+                rx.close();
+                while let Ok(m) = rx.try_recv() {
+                    s.queue.push(m);
+                }
+                if s.queue.len == 0 {
+                    tracing::debug!(site = %s.site.key, "site idle: its shard ends");
+                    break;
+                }
+            }
         }
     }
     s.dest.m.queued.set(0);
+    s.ctx.stats.shards.fetch_sub(1, Ordering::AcqRel);
 }
 
 impl Shard {
@@ -237,6 +255,10 @@ impl Shard {
     /// come out of production.
     async fn wait(&mut self, rx: &mut mpsc::UnboundedReceiver<ShardIn>) -> Turn {
         let down = self.dest.is_down();
+        // an idle site ends its shard after the connections' idle period
+        // (an idle site then costs only its metrics and DNS mapping)
+        let idle = self.queue.len == 0 && !rx.is_closed() && self.dest.is_idle();
+        let idle_after = self.ctx.config().delivery.timeouts.idle;
         tokio::select! {
             biased;
             _ = self.shutdown.changed() => return Turn::Stop,
@@ -250,6 +272,7 @@ impl Shard {
                 }
             }
             _ = self.dest.wake.notified() => {}
+            _ = tokio::time::sleep(idle_after), if idle => return Turn::Idle,
         }
         Turn::Go
     }
