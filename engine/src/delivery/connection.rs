@@ -100,10 +100,12 @@ fn surplus(dest: &Dest) -> bool {
 }
 
 /// Runs one connection task until it ends. The caller has already counted
-/// it in `dest.conn_tasks`.
-pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: super::ReadyRx) {
+/// it in `dest.conn_tasks`; `first` is a budget slot the caller already
+/// holds for it (the shard waits for its site's first connection's slot
+/// itself, so a site waiting for one costs no task).
+pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: super::ReadyRx, first: Option<Slot>) {
     dest.want_slot(&ctx.budget);
-    let counted = serve(&ctx, &dest, &ready).await;
+    let counted = serve(&ctx, &dest, &ready, first).await;
     dest.unwant_slot(&ctx.budget);
     if counted {
         dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
@@ -188,12 +190,21 @@ async fn open_session(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Op
 /// Serves the site with budget slots until the task ends; returns whether
 /// the task is still counted in `dest.conn_tasks` (a surplus connection
 /// took itself out).
-async fn serve(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> bool {
+async fn serve(
+    ctx: &ShardCtx,
+    dest: &Dest,
+    ready: &super::ReadyRx,
+    mut first: Option<Slot>,
+) -> bool {
     let mut shutdown = ctx.shutdown.clone();
     loop {
-        let slot = tokio::select! {
-            s = ctx.budget.acquire() => s,
-            _ = shutdown.wait_for(|stop| *stop) => None,
+        let slot = match first.take() {
+            // the shard waited for it (a site's first connection)
+            Some(s) => Some(s),
+            None => tokio::select! {
+                s = ctx.budget.acquire() => s,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            },
         };
         let Some(slot) = slot else { return true };
         let held = dest.hold_slot();

@@ -23,7 +23,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use volley_spool::Spool;
 
-use super::budget::Budget;
+use super::budget::{Budget, Slot};
 use super::connection;
 use super::dest::Dest;
 use super::health::Admit;
@@ -142,7 +142,13 @@ struct Shard {
     ready_tx: super::ReadyTx,
     ready_rx: super::ReadyRx,
     shutdown: watch::Receiver<bool>,
+    /// The wait for the budget slot of the site's first connection: the
+    /// shard waits itself (its place in the budget's queue kept across
+    /// turns), so a site waiting for a slot costs no connection task.
+    acquiring: Option<SlotWait>,
 }
+
+type SlotWait = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Slot>> + Send>>;
 
 /// How a turn of the loop ended.
 enum Turn {
@@ -170,6 +176,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         rate,
         ready_tx,
         ready_rx,
+        acquiring: None,
     };
     loop {
         while let Ok(m) = rx.try_recv() {
@@ -222,6 +229,9 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
             }
         }
     }
+    if s.acquiring.take().is_some() {
+        s.dest.unwant_slot(&s.ctx.budget);
+    }
     s.dest.m.queued.set(0);
     s.ctx.stats.shards.fetch_sub(1, Ordering::AcqRel);
 }
@@ -259,6 +269,9 @@ impl Shard {
         // (an idle site then costs only its metrics and DNS mapping)
         let idle = self.queue.len == 0 && !rx.is_closed() && self.dest.is_idle();
         let idle_after = self.ctx.config().delivery.timeouts.idle;
+        let acquiring = self.acquiring.is_some();
+        let acq = &mut self.acquiring;
+        let mut first_slot = None;
         tokio::select! {
             biased;
             _ = self.shutdown.changed() => return Turn::Stop,
@@ -273,8 +286,38 @@ impl Shard {
             }
             _ = self.dest.wake.notified() => {}
             _ = tokio::time::sleep(idle_after), if idle => return Turn::Idle,
+            slot = async {
+                match acq.as_mut() {
+                    Some(wait) => wait.await,
+                    None => std::future::pending().await,
+                }
+            }, if acquiring => first_slot = Some(slot),
+        }
+        if let Some(slot) = first_slot {
+            self.acquiring = None;
+            self.first_connection(slot);
         }
         Turn::Go
+    }
+
+    /// The slot for the site's first connection came: its task starts on
+    /// it (the shard's own "wanting" ends; the task's begins).
+    fn first_connection(&mut self, slot: Option<Slot>) {
+        let dest = &self.dest;
+        if let Some(slot) = slot {
+            dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
+            self.ctx
+                .stats
+                .connection_tasks
+                .fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(connection::run(
+                Arc::clone(&self.ctx),
+                Arc::clone(dest),
+                self.ready_rx.clone(),
+                Some(slot),
+            ));
+        }
+        dest.unwant_slot(&self.ctx.budget);
     }
 
     /// The site is down: defers a share of the queue (one decision for the
@@ -359,8 +402,9 @@ impl Shard {
     /// Starts connection tasks while the site has work for more: one when
     /// anything is queued or in flight, more as the messages in flight
     /// grow, up to the site's connection limit. (Each waits for a slot of
-    /// the global connection budget before it connects.)
-    fn ensure_connections(&self) {
+    /// the global connection budget before it connects; the first one's
+    /// slot is waited for by the shard itself.)
+    fn ensure_connections(&mut self) {
         let dest = &self.dest;
         let in_flight = dest.in_flight();
         let wanted = if self.queue.len > 0 {
@@ -369,6 +413,14 @@ impl Shard {
             in_flight.min(1)
         }
         .min(dest.max_conns());
+        if wanted > 0 && dest.conn_tasks.load(Ordering::Acquire) == 0 {
+            if self.acquiring.is_none() {
+                dest.want_slot(&self.ctx.budget);
+                let budget = Arc::clone(&self.ctx.budget);
+                self.acquiring = Some(Box::pin(async move { budget.acquire().await }));
+            }
+            return;
+        }
         while dest.conn_tasks.load(Ordering::Acquire) < wanted {
             dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
             self.ctx
@@ -379,6 +431,7 @@ impl Shard {
                 Arc::clone(&self.ctx),
                 Arc::clone(dest),
                 self.ready_rx.clone(),
+                None,
             ));
         }
     }
