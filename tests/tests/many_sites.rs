@@ -25,14 +25,7 @@ const HOSTS: u8 = 4;
 fn hundreds_of_sites_under_a_low_file_limit_all_delivered_none_deferred() {
     let ips: Vec<IpAddr> = (1..=HOSTS).map(|h| ip(40, h)).collect();
     let (port, servers) = servers(&ips);
-    let mut zones = Zones::new("sites.test");
-    let mut rcpts = Vec::new();
-    for d in 0..DOMAINS {
-        let domain = format!("d{d}.sites.test");
-        let mx = format!("mx{d}.sites.test");
-        zones = zones.mx(&domain, 10, &mx).addr(&mx, ips[d % ips.len()]);
-        rcpts.extend((0..PER_DOMAIN).map(|i| format!("user{i}@{domain}")));
-    }
+    let (zones, rcpts) = own_mx_sites(DOMAINS, PER_DOMAIN, &ips);
     let dns = DnsServer::start(zones);
     let fx = Fixture::new();
     campaign(&fx, &rcpts);
@@ -72,6 +65,21 @@ fn hundreds_of_sites_under_a_low_file_limit_all_delivered_none_deferred() {
     assert!(!log.contains("site is down"), "{log}");
 }
 
+/// `domains` domains `d<d>.sites.test`, each with its own MX host on one
+/// of `ips` (so each is a site of its own), and `per_domain` recipients
+/// at each.
+fn own_mx_sites(domains: usize, per_domain: usize, ips: &[IpAddr]) -> (Zones, Vec<String>) {
+    let mut zones = Zones::new("sites.test");
+    let mut rcpts = Vec::new();
+    for d in 0..domains {
+        let domain = format!("d{d}.sites.test");
+        let mx = format!("mx{d}.sites.test");
+        zones = zones.mx(&domain, 10, &mx).addr(&mx, ips[d % ips.len()]);
+        rcpts.extend((0..per_domain).map(|i| format!("user{i}@{domain}")));
+    }
+    (zones, rcpts)
+}
+
 fn of_kind(ev: &[serde_json::Value], kind: &str) -> usize {
     ev.iter().filter(|e| e["eventType"] == kind).count()
 }
@@ -105,14 +113,7 @@ fn idle_sites_end_their_shards_and_their_retries_start_new_ones() {
             )
         })
         .collect();
-    let mut zones = Zones::new("sites.test");
-    let mut rcpts = Vec::new();
-    for d in 0..SITES {
-        let domain = format!("d{d}.sites.test");
-        let mx = format!("mx{d}.sites.test");
-        zones = zones.mx(&domain, 10, &mx).addr(&mx, ips[d % ips.len()]);
-        rcpts.extend((0..2).map(|i| format!("user{i}@{domain}")));
-    }
+    let (zones, rcpts) = own_mx_sites(SITES, 2, &ips);
     let dns = DnsServer::start(zones);
     let fx = Fixture::new();
     campaign(&fx, &rcpts);

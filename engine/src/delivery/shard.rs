@@ -14,6 +14,8 @@
 //! it then starts one probe and holds the queue until its verdict. Exposure:
 //! none (internal).
 
+mod conns;
+
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -24,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use volley_spool::Spool;
 
 use super::budget::{Budget, Slot};
-use super::connection;
 use super::dest::Dest;
 use super::health::Admit;
 use super::mx::Resolver;
@@ -300,26 +301,6 @@ impl Shard {
         Turn::Go
     }
 
-    /// The slot for the site's first connection came: its task starts on
-    /// it (the shard's own "wanting" ends; the task's begins).
-    fn first_connection(&mut self, slot: Option<Slot>) {
-        let dest = &self.dest;
-        if let Some(slot) = slot {
-            dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
-            self.ctx
-                .stats
-                .connection_tasks
-                .fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(connection::run(
-                Arc::clone(&self.ctx),
-                Arc::clone(dest),
-                self.ready_rx.clone(),
-                Some(slot),
-            ));
-        }
-        dest.unwant_slot(&self.ctx.budget);
-    }
-
     /// The site is down: defers a share of the queue (one decision for the
     /// whole queue; taken in shares so the loop stays responsive and the
     /// deferrals in flight stay bounded).
@@ -397,42 +378,5 @@ impl Shard {
             ticket: dest.ticket(place),
         });
         Turn::Go
-    }
-
-    /// Starts connection tasks while the site has work for more: one when
-    /// anything is queued or in flight, more as the messages in flight
-    /// grow, up to the site's connection limit. (Each waits for a slot of
-    /// the global connection budget before it connects; the first one's
-    /// slot is waited for by the shard itself.)
-    fn ensure_connections(&mut self) {
-        let dest = &self.dest;
-        let in_flight = dest.in_flight();
-        let wanted = if self.queue.len > 0 {
-            in_flight.max(1)
-        } else {
-            in_flight.min(1)
-        }
-        .min(dest.max_conns());
-        if wanted > 0 && dest.conn_tasks.load(Ordering::Acquire) == 0 {
-            if self.acquiring.is_none() {
-                dest.want_slot(&self.ctx.budget);
-                let budget = Arc::clone(&self.ctx.budget);
-                self.acquiring = Some(Box::pin(async move { budget.acquire().await }));
-            }
-            return;
-        }
-        while dest.conn_tasks.load(Ordering::Acquire) < wanted {
-            dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
-            self.ctx
-                .stats
-                .connection_tasks
-                .fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(connection::run(
-                Arc::clone(&self.ctx),
-                Arc::clone(dest),
-                self.ready_rx.clone(),
-                None,
-            ));
-        }
     }
 }

@@ -1,0 +1,62 @@
+//! A shard's connections: how many its site's work wants, and starting
+//! their tasks. The first connection's budget slot is waited for by the
+//! shard itself (a site waiting for a slot costs no task); further ones
+//! wait for their slots in their own tasks. Exposure: none (internal).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::super::budget::Slot;
+use super::super::connection;
+use super::Shard;
+
+impl Shard {
+    /// Starts connection tasks while the site has work for more: one when
+    /// anything is queued or in flight, more as the messages in flight
+    /// grow, up to the site's connection limit.
+    pub(super) fn ensure_connections(&mut self) {
+        let dest = &self.dest;
+        let in_flight = dest.in_flight();
+        let wanted = if self.queue.len > 0 {
+            in_flight.max(1)
+        } else {
+            in_flight.min(1)
+        }
+        .min(dest.max_conns());
+        if wanted > 0 && dest.conn_tasks.load(Ordering::Acquire) == 0 {
+            if self.acquiring.is_none() {
+                dest.want_slot(&self.ctx.budget);
+                let budget = Arc::clone(&self.ctx.budget);
+                self.acquiring = Some(Box::pin(async move { budget.acquire().await }));
+            }
+            return;
+        }
+        while self.dest.conn_tasks.load(Ordering::Acquire) < wanted {
+            self.start_connection(None);
+        }
+    }
+
+    /// The slot for the site's first connection came: its task starts on
+    /// it (the shard's own "wanting" ends; the task's begins).
+    pub(super) fn first_connection(&mut self, slot: Option<Slot>) {
+        if let Some(slot) = slot {
+            self.start_connection(Some(slot));
+        }
+        self.dest.unwant_slot(&self.ctx.budget);
+    }
+
+    /// Starts one connection task (on `slot`, or waiting for one).
+    fn start_connection(&self, slot: Option<Slot>) {
+        self.dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
+        self.ctx
+            .stats
+            .connection_tasks
+            .fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(connection::run(
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.dest),
+            self.ready_rx.clone(),
+            slot,
+        ));
+    }
+}
