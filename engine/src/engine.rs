@@ -169,7 +169,11 @@ impl Engine {
             Arc::clone(&stats),
             Arc::clone(&metrics),
             opts.tls,
-            Arc::new(Resolver::new(&nameservers, config.dns.allow_internal)),
+            Arc::new(Resolver::new(
+                &nameservers,
+                config.dns.allow_internal,
+                config.dns.timeout,
+            )),
             shutdown_rx.clone(),
             Arc::new(Budget::new(connection_budget(&config))),
         ));

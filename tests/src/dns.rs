@@ -8,7 +8,9 @@
 //! at all answers NXDOMAIN, a name with records but none of the asked type
 //! answers NOERROR with no answers (NODATA). Names declared with
 //! [`Zones::servfail`] answer SERVFAIL to every query (a wrapper
-//! [`RequestHandler`] in front of the catalog). Names under no served origin
+//! [`RequestHandler`] in front of the catalog); names declared with
+//! [`Zones::silent`] are never answered (a nameserver that cannot reach
+//! their authoritative servers). Names under no served origin
 //! answer REFUSED (the catalog's answer); declare an origin for them.
 //!
 //! The server answers thousands of names at once: zones of tens of
@@ -75,6 +77,7 @@ pub struct Zones {
     origins: Vec<Name>,
     records: Vec<Record>,
     servfail: Vec<Name>,
+    silent: Vec<Name>,
     nxdomain: Vec<Name>,
 }
 
@@ -85,6 +88,7 @@ impl Zones {
             origins: vec![fqdn(origin)],
             records: Vec::new(),
             servfail: Vec::new(),
+            silent: Vec::new(),
             nxdomain: Vec::new(),
         }
     }
@@ -132,6 +136,13 @@ impl Zones {
     /// Every query for exactly `name` (any type) answers SERVFAIL.
     pub fn servfail(mut self, name: &str) -> Zones {
         self.servfail.push(fqdn(name));
+        self
+    }
+
+    /// No query for exactly `name` (any type) is ever answered: the
+    /// client's lookup times out.
+    pub fn silent(mut self, name: &str) -> Zones {
+        self.silent.push(fqdn(name));
         self
     }
 
@@ -199,11 +210,12 @@ impl Zones {
     }
 }
 
-/// The catalog, with SERVFAIL for chosen names and the index of negative
-/// answers in front of it.
+/// The catalog, with SERVFAIL or silence for chosen names and the index of
+/// negative answers in front of it.
 struct Handler {
     catalog: Catalog,
     servfail: HashSet<LowerName>,
+    silent: HashSet<LowerName>,
     negatives: Negatives,
 }
 
@@ -214,6 +226,11 @@ impl Handler {
         mut response: R,
     ) -> ResponseInfo {
         let info = request.request_info();
+        if let Ok(i) = &info
+            && self.silent.contains(i.query.name())
+        {
+            return unsent(request, ResponseCode::NoError);
+        }
         let fail = info
             .as_ref()
             .is_ok_and(|info| self.servfail.contains(info.query.name()));
@@ -326,6 +343,7 @@ impl DnsServer {
         let handler = Handler {
             catalog: zones.catalog(),
             servfail: zones.servfail.iter().map(LowerName::new).collect(),
+            silent: zones.silent.iter().map(LowerName::new).collect(),
             negatives: zones.negatives(),
         };
         let (udp, tcp) = bind_pair();

@@ -78,6 +78,11 @@ pub struct DnsConfig {
     /// own machine or network).
     #[serde(default)]
     pub allow_internal: bool,
+    /// How long one attempt at a lookup waits for an answer (two attempts
+    /// per lookup); default 2 s with `nameservers`, else the system's
+    /// (`options timeout:` in resolv.conf, 5 s by default).
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// File descriptors kept back from the budget for everything else: the
-/// spool's files, the event sink, listeners and their clients, DNS
-/// sockets, logging.
-pub const RESERVED_FDS: u64 = 128;
+/// File descriptors kept back from the budget for everything else: DNS
+/// lookups in flight (a socket each at most), and 64 for the spool's files,
+/// the event sink, listeners and their clients, logging.
+pub const RESERVED_FDS: u64 = 64 + super::mx::DNS_CONCURRENCY as u64;
 /// The largest budget derived from the open-file limit (each connection
 /// also costs memory: buffers, TLS state).
 pub const AUTO_MAX: usize = 10_000;
@@ -161,7 +161,8 @@ mod tests {
 
     #[test]
     fn auto_size_keeps_a_reserve_and_a_ceiling() {
-        assert_eq!(auto_size(1024), 896);
+        assert_eq!(auto_size(1024), 704);
+        assert_eq!(auto_size(4096), 4096 - RESERVED_FDS as usize);
         assert_eq!(auto_size(256), 128);
         assert_eq!(auto_size(100), 50);
         assert_eq!(auto_size(1 << 20), AUTO_MAX);

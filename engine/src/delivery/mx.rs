@@ -8,8 +8,10 @@
 //! domain-to-site mapping expires with it. The resolver can be pointed at
 //! given nameservers (`[dns] nameservers`). At the scale of a real
 //! campaign (tens of thousands of domains) the cache holds [`DNS_CACHE`]
-//! answers and at most [`DNS_CONCURRENCY`] lookups are in flight; each
-//! lookup is its own task, so a slow one delays only its own domain. Exposure: DNS answers are
+//! answers and lookups in flight are bounded in two lanes ([`lanes`]): a
+//! lookup that turns out slow gives its place to the next, so a slow
+//! nameserver does not stall unrelated domains. Each domain's lookup is
+//! its own task. Exposure: DNS answers are
 //! untrusted input; names are only used for lookups and as TLS names, and
 //! MX hosts at internal addresses (loopback, private, link-local, the
 //! special-purpose blocks of RFC 6890, ...) are refused unless
@@ -35,10 +37,14 @@ pub struct MxAnswer {
     pub valid_until: Instant,
 }
 
-/// Lookups in flight at once: each may hold a socket (file descriptors
-/// are budgeted: see `delivery::budget::RESERVED_FDS`), and the resolver
-/// answers "busy" past its own per-connection limit, which is set to this.
-pub const DNS_CONCURRENCY: usize = 64;
+mod lanes;
+pub use lanes::Lanes;
+
+/// Lookups in flight at once, both lanes ([`lanes`]): each may hold a
+/// socket (file descriptors are budgeted: see
+/// `delivery::budget::RESERVED_FDS`), and the resolver answers "busy" past
+/// its own per-connection limit, which is set to this.
+pub const DNS_CONCURRENCY: usize = lanes::FAST + lanes::SLOW;
 /// Answers the resolver caches (MX answers and mail hosts' addresses of
 /// tens of thousands of domains in one campaign).
 pub const DNS_CACHE: u64 = 100_000;
@@ -46,8 +52,8 @@ pub const DNS_CACHE: u64 = 100_000;
 /// Resolves destinations.
 pub struct Resolver {
     dns: Option<TokioResolver>,
-    /// Bounds lookups in flight (see [`DNS_CONCURRENCY`]).
-    slots: tokio::sync::Semaphore,
+    /// Bounds lookups in flight (see [`lanes`]).
+    lanes: Lanes,
     /// Accept MX host addresses that are internal ([`is_internal`]):
     /// `[dns] allow_internal`, for tests on loopback and private networks.
     allow_internal: bool,
@@ -141,11 +147,19 @@ fn fail(kind: DnsFailure, msg: String) -> SessionError {
 impl Resolver {
     /// Uses `nameservers` (`ip:port`), or the system's configuration when
     /// the list is empty; `allow_internal` accepts MX hosts at internal
-    /// addresses ([`is_internal`]).
-    pub fn new(nameservers: &[SocketAddr], allow_internal: bool) -> Resolver {
+    /// addresses ([`is_internal`]); `timeout`: how long one attempt waits
+    /// for an answer (`None`: 2 s with `nameservers`, else the system's).
+    pub fn new(
+        nameservers: &[SocketAddr],
+        allow_internal: bool,
+        timeout: Option<Duration>,
+    ) -> Resolver {
         let scale = |o: &mut hickory_resolver::config::ResolverOpts| {
             o.cache_size = DNS_CACHE;
             o.max_active_requests = DNS_CONCURRENCY;
+            if let Some(t) = timeout {
+                o.timeout = t;
+            }
         };
         let dns = if nameservers.is_empty() {
             TokioResolver::builder_tokio().ok().and_then(|mut b| {
@@ -182,14 +196,14 @@ impl Resolver {
         }
         Resolver {
             dns,
-            slots: tokio::sync::Semaphore::new(DNS_CONCURRENCY),
+            lanes: Lanes::default(),
             allow_internal,
         }
     }
 
     /// Uses the system's resolver configuration.
     pub fn system() -> Resolver {
-        Resolver::new(&[], false)
+        Resolver::new(&[], false, None)
     }
 
     fn dns(&self) -> Result<&TokioResolver, SessionError> {
@@ -203,9 +217,7 @@ impl Resolver {
         let dns = self.dns()?;
         let mut hosts: Vec<(u16, String)> = Vec::new();
         let mut valid_until = Instant::now() + Duration::from_secs(300);
-        let slot = self.slots.acquire().await;
-        let answer = dns.mx_lookup(format!("{domain}.")).await;
-        drop(slot);
+        let answer = self.lanes.run(dns.mx_lookup(format!("{domain}."))).await;
         match answer {
             Ok(lookup) => {
                 valid_until = lookup.valid_until();
@@ -282,9 +294,7 @@ impl Resolver {
 
     async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, SessionError> {
         let dns = self.dns()?;
-        let slot = self.slots.acquire().await;
-        let answer = dns.lookup_ip(format!("{host}.")).await;
-        drop(slot);
+        let answer = self.lanes.run(dns.lookup_ip(format!("{host}."))).await;
         match answer {
             Ok(ips) => Ok(ips.iter().collect()),
             Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(fail(
