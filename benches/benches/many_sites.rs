@@ -5,8 +5,8 @@
 //! 16 Postfix `smtp-sink`s on 127.0.0.2–127.0.0.17 (see
 //! `volley_benches::sites`). One site is the reference: a `[routes] "*"`
 //! entry to one sink. Per site count it measures `volley send` from start
-//! to exit (msg/s) and the process's peak resident set (the kernel's
-//! `ru_maxrss`), checks that it exited 0 and that each sink counted the
+//! to exit (msg/s) and the process's peak resident set (see
+//! `volley_benches::measure::Measured::max_rss_kib`), checks that it exited 0 and that each sink counted the
 //! messages of its sites, and tells what else was busy (the sinks' CPU,
 //! the machine's). With `VOLLEY_BIN_BEFORE` each site count runs with both
 //! binaries, alternating which goes first, and the table has both columns.
