@@ -12,7 +12,12 @@
 //! 4. **finish** (its own thread): waits, in order, until each append is
 //!    durable, acknowledges it to the caller, and sends the spent records
 //!    back to the read thread to be freed where they were allocated (much
-//!    cheaper for the allocator than freeing across threads).
+//!    cheaper for the allocator than freeing across threads). The
+//!    duplicates go back with them, behind the admitted records: freed on
+//!    the write thread instead, they slowed the read thread (the busiest
+//!    stage) by about a tenth at 10 M rows with 1% duplicates (the
+//!    allocator's work on chunks handed back across threads; see
+//!    `benches/ingest_dedup.rs`).
 //!
 //! Stopping (the `stop` flag) ends the write stage at the next batch: what
 //! was started is still made durable. The read and dedup threads are not
@@ -61,7 +66,13 @@ type Batch = Result<Vec<Item>, ListError>;
 /// A batch, and for each of its rows whether its address is new (empty
 /// when duplicates are not looked for).
 type Marked = Result<(Vec<Item>, Vec<bool>), ListError>;
-type Started = (StartedAppend, Vec<Recipient>);
+/// A started append: `recs[..admitted]` are being appended; the rest
+/// (duplicates) only go back with them to be freed.
+struct Started {
+    append: StartedAppend,
+    recs: Vec<Recipient>,
+    admitted: usize,
+}
 
 /// Runs the three stages until the list ends, `stop` is set, or a stage
 /// fails; returns once every started append is durable and acknowledged.
@@ -186,12 +197,20 @@ fn write_stage(
         if items.is_empty() {
             return Ok(());
         }
-        let recs = admit.items(items, &fresh, done, &mut skipped);
+        let (recs, admitted) = admit.items(items, &fresh, done, &mut skipped);
         if recs.is_empty() {
             continue;
         }
-        let s = spool.append_start(&recs)?;
-        if started.send((s, recs)).is_err() {
+        let append = match admitted {
+            0 => StartedAppend::default(),
+            n => spool.append_start(&recs[..n])?,
+        };
+        let s = Started {
+            append,
+            recs,
+            admitted,
+        };
+        if started.send(s).is_err() {
             return Ok(());
         }
     }
@@ -199,18 +218,21 @@ fn write_stage(
 
 impl Admit<'_> {
     /// The records to spool from a batch (`fresh`: which rows have new
-    /// addresses, see [`dedup_stage`]); counts the rest, and reports those
-    /// after the resume point (the earlier run reported the others). Rows
-    /// an earlier run spooled went into the set of addresses seen too.
+    /// addresses, see [`dedup_stage`]) and how many they are: they come
+    /// first, then the duplicates (to be freed on the read thread, see the
+    /// module's header). Counts the rest, and reports those after the
+    /// resume point (the earlier run reported the others). Rows an earlier
+    /// run spooled went into the set of addresses seen too.
     fn items(
         &self,
         items: Vec<Item>,
         fresh: &[bool],
         done: &mut Done,
         skipped: &mut impl FnMut(Skipped<'_>),
-    ) -> Vec<Recipient> {
+    ) -> (Vec<Recipient>, usize) {
         let mut fresh = fresh.iter().copied();
         let mut recs = Vec::with_capacity(items.len());
+        let mut duplicates = Vec::new();
         for item in items {
             match item {
                 Item::Row(r) if !fresh.next().unwrap_or(true) => {
@@ -223,6 +245,12 @@ impl Admit<'_> {
                             locator: &self.locator,
                         }));
                     }
+                    duplicates.push(Recipient {
+                        campaign: self.campaign,
+                        row: r.row,
+                        email: r.email,
+                        vars: r.vars,
+                    });
                 }
                 Item::Row(r) if r.row > self.skip_to => recs.push(Recipient {
                     campaign: self.campaign,
@@ -240,7 +268,9 @@ impl Admit<'_> {
                 }
             }
         }
-        recs
+        let admitted = recs.len();
+        recs.append(&mut duplicates);
+        (recs, admitted)
     }
 }
 
@@ -277,16 +307,23 @@ fn finish_stage(
     spent: Sender<Vec<Recipient>>,
 ) -> Result<u64, IngestError> {
     let mut n = 0u64;
-    for (s, recs) in started {
+    for Started {
+        append,
+        recs,
+        admitted,
+    } in started
+    {
         let ids = spool
-            .append_finish(s)
+            .append_finish(append)
             .map_err(|error| IngestError::Append {
                 campaign: id.to_string(),
                 accepted: earlier + n,
                 error,
             })?;
         n += ids.len() as u64;
-        accepted(&ids, &recs);
+        if admitted > 0 {
+            accepted(&ids, &recs[..admitted]);
+        }
         let _ = spent.send(recs);
     }
     Ok(n)
