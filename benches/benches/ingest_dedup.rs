@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p volley-benches --bench ingest_dedup`
 //! Environment: VOLLEY_BENCH_DEDUP_N (rows, default 10,000,000),
-//! VOLLEY_BENCH_DEDUP_ROUNDS (rounds of each mode, default 2),
+//! VOLLEY_BENCH_DEDUP_ROUNDS (rounds of each mode, default 8; best and
+//! median are reported),
 //! VOLLEY_BENCH_DEDUP_EVERY (every Nth row repeats an earlier address in
 //! capitals, default 100: 1% duplicates), VOLLEY_BENCH_DEDUP_ONLY
 //! (`skipped` or `kept`: run only that mode, e.g. under a profiler).
@@ -89,7 +90,7 @@ fn main() {
         return;
     }
     let n: u64 = env_or("VOLLEY_BENCH_DEDUP_N", 10_000_000);
-    let rounds: u32 = env_or("VOLLEY_BENCH_DEDUP_ROUNDS", 2);
+    let rounds: u32 = env_or("VOLLEY_BENCH_DEDUP_ROUNDS", 8);
     let every: u64 = env_or("VOLLEY_BENCH_DEDUP_EVERY", 100);
     let fx = Fixture::new();
     let list = fx.path().join("list.csv");
