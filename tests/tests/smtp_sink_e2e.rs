@@ -140,6 +140,12 @@ fn campaign_with_keys(keys: &[(&str, &str)]) {
             .collect();
         assert_eq!(signed.len(), keys.len());
         for sig in signed {
+            // headers relaxed, body simple (as Amazon SES signs)
+            let c = sig
+                .split(';')
+                .find_map(|t| t.trim().strip_prefix("c="))
+                .expect("c= tag");
+            assert_eq!(c, "relaxed/simple", "{sig}");
             let h = sig
                 .split(';')
                 .find_map(|t| t.trim().strip_prefix("h="))

@@ -3,7 +3,13 @@
 //! Keys come from `[[dkim]]` config entries (PEM, PKCS#1 or PKCS#8); a domain
 //! with two entries gets two signatures (e.g. RSA and Ed25519). The signed
 //! header list covers what receivers and RFC 8058 require, including
-//! `List-Unsubscribe` and `List-Unsubscribe-Post`. Signing is pure CPU work
+//! `List-Unsubscribe` and `List-Unsubscribe-Post`. Canonicalization is
+//! `relaxed/simple`, as Amazon SES signs: headers relaxed (receivers and
+//! relays refold them), the body simple (it leaves the engine already in
+//! its final form: 7bit or quoted-printable, CRLF line ends, no line over
+//! 998 octets, so relays have no reason to touch it; and the relaxed body
+//! pass was the largest single item of the signing work outside the
+//! signature itself). Signing is pure CPU work
 //! done on the message production pool. Exposure: key files are operator
 //! input; errors name the file, and a key file readable by group or others
 //! gets a warning naming it and its mode.
@@ -13,7 +19,7 @@ use std::path::PathBuf;
 
 use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::{DkimSigner, Done};
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -96,7 +102,9 @@ impl Signers {
             let signer = DkimSigner::from_key(key)
                 .domain(k.domain.clone())
                 .selector(k.selector.clone())
-                .headers(SIGNED_HEADERS);
+                .headers(SIGNED_HEADERS)
+                .header_canonicalization(Canonicalization::Relaxed)
+                .body_canonicalization(Canonicalization::Simple);
             s.by_domain
                 .entry(k.domain.clone())
                 .or_default()
