@@ -8,7 +8,7 @@
 //! domain-to-site mapping expires with it. The resolver can be pointed at
 //! given nameservers (`[dns] nameservers`). At the scale of a real
 //! campaign (tens of thousands of domains) the cache holds [`DNS_CACHE`]
-//! answers and lookups in flight are bounded in two lanes ([`lanes`]): a
+//! answers and lookups in flight are bounded in two lanes (`mx/lanes.rs`): a
 //! lookup that turns out slow gives its place to the next, so a slow
 //! nameserver does not stall unrelated domains. Each domain's lookup is
 //! its own task. Exposure: DNS answers are
@@ -38,9 +38,9 @@ pub struct MxAnswer {
 }
 
 mod lanes;
-pub use lanes::Lanes;
+use lanes::Lanes;
 
-/// Lookups in flight at once, both lanes ([`lanes`]): each may hold a
+/// Lookups in flight at once, both lanes (`mx/lanes.rs`): each may hold a
 /// socket (file descriptors are budgeted: see
 /// `delivery::budget::RESERVED_FDS`), and the resolver answers "busy" past
 /// its own per-connection limit, which is set to this.
@@ -52,7 +52,7 @@ pub const DNS_CACHE: u64 = 100_000;
 /// Resolves destinations.
 pub struct Resolver {
     dns: Option<TokioResolver>,
-    /// Bounds lookups in flight (see [`lanes`]).
+    /// Bounds lookups in flight (see `mx/lanes.rs`).
     lanes: Lanes,
     /// Accept MX host addresses that are internal ([`is_internal`]):
     /// `[dns] allow_internal`, for tests on loopback and private networks.

@@ -4,7 +4,7 @@
 //! place while unrelated domains wait.
 //!
 //! A lookup starts in the *fast* lane ([`FAST`] places). One that has not
-//! finished after [`Lanes::slow_after`] moves to the *slow* lane ([`SLOW`]
+//! finished after [`SLOW_AFTER`] moves to the *slow* lane ([`SLOW`]
 //! places) as soon as a place there is free, giving its fast place to the
 //! next lookup; it keeps running meanwhile. So unrelated lookups wait for
 //! slow ones only when more than [`SLOW`] of them are slow at once. Both
@@ -67,7 +67,8 @@ impl Lanes {
     }
 
     /// Free places in the fast lane.
-    pub fn fast_free(&self) -> usize {
+    #[cfg(test)]
+    fn fast_free(&self) -> usize {
         self.fast.available_permits()
     }
 }
@@ -98,6 +99,14 @@ mod tests {
             .collect()
     }
 
+    /// Lets the hanging lookups answer, and waits for them.
+    async fn answer(gate: &Notify, held: Vec<tokio::task::JoinHandle<&'static str>>) {
+        gate.notify_waiters();
+        for h in held {
+            assert_eq!(h.await.unwrap(), "answered");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn slow_lookups_give_their_fast_place_to_others() {
         let lanes = Arc::new(Lanes::new(2, 3, Duration::from_secs(1)));
@@ -111,10 +120,7 @@ mod tests {
         for i in 0..10 {
             assert_eq!(lanes.run(async move { i }).await, i, "quick lookups pass");
         }
-        gate.notify_waiters();
-        for h in held {
-            assert_eq!(h.await.unwrap(), "answered");
-        }
+        answer(&gate, held).await;
         assert_eq!(lanes.fast_free(), 2);
     }
 
@@ -129,11 +135,8 @@ mod tests {
         let quick = tokio::spawn(async move { l.run(async { 7 }).await });
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(!quick.is_finished(), "every place is held");
-        gate.notify_waiters();
+        answer(&gate, held).await;
         assert_eq!(quick.await.unwrap(), 7);
-        for h in held {
-            assert_eq!(h.await.unwrap(), "answered");
-        }
     }
 
     #[tokio::test(start_paused = true)]
