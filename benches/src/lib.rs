@@ -4,8 +4,9 @@
 //! workload), [`sites`] (the many-sites rig of DNS and sinks) and
 //! [`sites_report`] (its results and table), [`measure`]
 //! (running a process under watch: wall time, peak memory, bounds),
-//! [`dns_probe`] (a nameserver's responsiveness during a run) and
-//! [`delay`] (a latency-adding proxy).
+//! [`dns_probe`] (a nameserver's responsiveness during a run),
+//! [`delay`] (a latency-adding proxy), [`workloads`] (the per-message
+//! bench's campaigns) and [`stages`] (its in-process stage timings).
 
 pub mod delay;
 pub mod dns_probe;
@@ -13,6 +14,8 @@ pub mod measure;
 pub mod newsletter;
 pub mod sites;
 pub mod sites_report;
+pub mod stages;
+pub mod workloads;
 
 /// The environment variable `name` parsed, or `default` when it is unset;
 /// panics naming the variable when it is set but does not parse.

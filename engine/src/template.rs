@@ -13,6 +13,7 @@
 //! line breaks by the MIME builder.
 
 mod check;
+mod plan;
 
 use handlebars::{Context, Handlebars, RenderErrorReason};
 
@@ -65,10 +66,36 @@ pub struct Sources<'a> {
     pub list_unsubscribe: Option<&'a str>,
 }
 
+/// A recipient's variables, wrapped in a Handlebars context only if a part
+/// needs Handlebars.
+struct Vars {
+    value: serde_json::Value,
+    context: std::cell::OnceCell<Context>,
+}
+
+impl Vars {
+    fn new(value: serde_json::Value) -> Vars {
+        Vars {
+            value,
+            context: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn map(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.value.as_object()
+    }
+
+    fn context(&self) -> &Context {
+        self.context
+            .get_or_init(|| Context::from(self.value.clone()))
+    }
+}
+
 /// The compiled templates of one campaign.
 pub struct Templates {
     hb: Handlebars<'static>,
-    parts: Vec<&'static str>,
+    /// The parts present, each with its render plan when it has one.
+    parts: Vec<(&'static str, Option<plan::Plan>)>,
 }
 
 impl Templates {
@@ -91,52 +118,69 @@ impl Templates {
                         part,
                         message: located(src, e.pos(), e.reason()),
                     })?;
+                let mut fast = None;
                 if let Some(t) = hb.get_template(part) {
                     check::check(t).map_err(|p| TemplateError {
                         part,
                         message: located(src, p.at, p.what),
                     })?;
+                    fast = plan::plan(t, &check::is_helper);
                 }
-                parts.push(part);
+                parts.push((part, fast));
             }
         }
         Ok(Templates { hb, parts })
     }
 
-    fn has(&self, part: &str) -> bool {
-        self.parts.contains(&part)
+    /// Whether the campaign has `part`, and its plan if it has one.
+    fn part(&self, part: &str) -> Option<Option<&plan::Plan>> {
+        self.parts
+            .iter()
+            .find(|(p, _)| *p == part)
+            .map(|(_, plan)| plan.as_ref())
     }
 
-    fn one(&self, part: &'static str, ctx: &Context) -> Result<String, RenderFailure> {
-        self.hb.render_with_context(part, ctx).map_err(|e| {
-            let place = match (e.line_no, e.column_no) {
-                (Some(l), Some(c)) => format!(" ({part} template, line {l}, column {c})"),
-                _ => format!(" ({part} template)"),
-            };
-            let message = match e.reason() {
-                RenderErrorReason::MissingVariable(Some(name)) => {
-                    format!("Attribute '{name}' is not present in the rendering data.{place}")
+    /// Renders `part` by its plan, or by Handlebars when it has none or
+    /// the plan gives up on these variables.
+    fn one(&self, part: &'static str, vars: &Vars) -> Result<String, RenderFailure> {
+        if let Some(s) = self
+            .part(part)
+            .flatten()
+            .zip(vars.map())
+            .and_then(|(p, m)| p.render(m))
+        {
+            return Ok(s);
+        }
+        self.hb
+            .render_with_context(part, vars.context())
+            .map_err(|e| {
+                let place = match (e.line_no, e.column_no) {
+                    (Some(l), Some(c)) => format!(" ({part} template, line {l}, column {c})"),
+                    _ => format!(" ({part} template)"),
+                };
+                let message = match e.reason() {
+                    RenderErrorReason::MissingVariable(Some(name)) => {
+                        format!("Attribute '{name}' is not present in the rendering data.{place}")
+                    }
+                    other => format!("{other}{place}"),
+                };
+                RenderFailure {
+                    message,
+                    subject: None,
                 }
-                other => format!("{other}{place}"),
-            };
-            RenderFailure {
-                message,
-                subject: None,
-            }
-        })
+            })
     }
 
     /// Renders every part for one recipient's variables.
     pub fn render(&self, vars: serde_json::Value) -> Result<Rendered, RenderFailure> {
-        let ctx = Context::from(vars);
+        let vars = Vars::new(vars);
         let opt = |part: &'static str| -> Result<Option<String>, RenderFailure> {
-            if self.has(part) {
-                self.one(part, &ctx).map(Some)
-            } else {
-                Ok(None)
+            match self.part(part) {
+                Some(_) => self.one(part, &vars).map(Some),
+                None => Ok(None),
             }
         };
-        let subject = self.one("subject", &ctx)?.replace(['\r', '\n'], " ");
+        let subject = self.one("subject", &vars)?.replace(['\r', '\n'], " ");
         let with_subject = |e: RenderFailure| RenderFailure {
             subject: Some(subject.clone()),
             ..e

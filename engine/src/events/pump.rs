@@ -12,7 +12,8 @@
 //! at-least-once.
 //!
 //! Runs on its own thread, woken by the recorder after each commit (and
-//! every 200 ms). A slow or failing sink delays only events, never delivery.
+//! every 200 ms), publishing at most one batch per [`GATHER`] while
+//! outcomes trickle in. A slow or failing sink delays only events, never delivery.
 //! Keeps `volley_event_sink_lag_entries` and `_seconds` current ([`Lag`]).
 //! Exposure: journal bytes (disk); damage is logged and counted, never
 //! fatal.
@@ -34,6 +35,11 @@ use crate::metrics::Metrics;
 
 /// Most journal entries turned into events and published at once.
 const BATCH: usize = 4096;
+/// The least time between two batches while entries trickle in: one
+/// sink sync and one cursor write then serve every outcome of that time
+/// rather than one recorder commit's (events are seconds behind delivery
+/// in SES too).
+const GATHER: Duration = Duration::from_millis(100);
 /// The longest pause between tries of a failing sink or cursor.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -68,6 +74,7 @@ pub fn run(ctx: &PumpCtx, sink: Box<dyn NotificationSink>, wake: &crossbeam_chan
     let Some(mut pump) = Pump::start(ctx, sink) else {
         return;
     };
+    let mut published_at = std::time::Instant::now();
     loop {
         let end = ctx.spool.journal_end();
         if pump.reader.position() >= end {
@@ -76,8 +83,10 @@ pub fn run(ctx: &PumpCtx, sink: Box<dyn NotificationSink>, wake: &crossbeam_chan
                 return;
             }
             wait(wake);
+            gather(ctx, published_at);
             continue;
         }
+        published_at = std::time::Instant::now();
         let Some(batch) = pump.read(end) else {
             if ctx.stopping() {
                 return;
@@ -99,6 +108,15 @@ fn wait(wake: &crossbeam_channel::Receiver<()>) {
     {
         // the recorder is gone (shutting down): poll instead of spinning
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Lets outcomes gather until [`GATHER`] after the last batch began (not
+/// when stopping).
+fn gather(ctx: &PumpCtx, published_at: std::time::Instant) {
+    let left = GATHER.saturating_sub(published_at.elapsed());
+    if !left.is_zero() && !ctx.stopping() {
+        std::thread::sleep(left);
     }
 }
 

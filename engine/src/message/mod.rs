@@ -174,7 +174,7 @@ pub fn produce(
 /// The template context of a recipient: its variables plus `email`. Empty
 /// CSV cells are left out, so `{{#if var}}` sees them as absent and a bare
 /// `{{var}}` fails to render, as SES does for missing attributes.
-fn variables(
+pub fn variables(
     def: &CampaignDef,
     email: &str,
     vars: Result<Vars<'_>, String>,

@@ -45,6 +45,12 @@ const HELPERS: &[(&str, usize)] = &[
     ("len", 1),
 ];
 
+/// Whether Handlebars calls `name` as a helper (so `{{name}}` is a
+/// helper call, not a variable).
+pub(super) fn is_helper(name: &str) -> bool {
+    HELPERS.iter().any(|(n, _)| *n == name)
+}
+
 /// A mistake and where it is (line and column from 1, when known).
 pub(super) struct Problem {
     pub at: Option<(usize, usize)>,
