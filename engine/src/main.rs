@@ -4,8 +4,16 @@
 //! for `send`: 3 recipients remain deferred, 4 rows were rejected, 5 both,
 //! 128 + the signal when stopped by SIGINT or SIGTERM (see `cli`). The only
 //! user of anyhow.
+//!
+//! The process allocates with mimalloc: a message's buffers are made on a
+//! production thread and freed on an I/O thread, a pattern glibc's malloc
+//! serves with arena locks and consolidation (about a tenth of the CPU of
+//! a send, measured with `perf`); the one process-wide static there is.
 
 mod cli;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
