@@ -14,6 +14,7 @@ use volley_engine::events::sink::{JsonlSink, NotificationSink};
 use volley_engine::ingest;
 use volley_engine::message::dkim::Signers;
 use volley_engine::message::headers::SentHeaders;
+use volley_engine::message::payload::Payload;
 use volley_engine::message::{self, Campaigns, mime};
 use volley_engine::outcome::Outcome;
 use volley_engine::smtp::client::{self, Timeouts, TlsMode, TlsSettings};
@@ -124,11 +125,8 @@ pub fn measure(w: Workload, n: usize, alg: Alg, sink_port: u16) -> Vec<(&'static
         });
         t[3] += whole;
         thread_timed(&mut t[5], || {
-            let parts = [sigs.as_slice(), body.as_slice()];
-            let headers = SentHeaders::capture(&parts);
-            let mut out = Vec::with_capacity(sigs.len() + body.len() + 64);
-            volley_engine::smtp::session::dot_stuff_parts(&parts, &mut out);
-            (out, headers)
+            let headers = SentHeaders::capture(&[&sigs, &body]);
+            (Payload::new(sigs, body), headers)
         });
     }
     // the body hash: signing the message less signing its headers alone
@@ -141,7 +139,7 @@ pub fn measure(w: Workload, n: usize, alg: Alg, sink_port: u16) -> Vec<(&'static
         });
     }
     // the messages for SMTP, the journal and the events (not timed)
-    let data: Vec<(Vec<u8>, SentHeaders)> = groups
+    let data: Vec<(Payload, SentHeaders)> = groups
         .iter()
         .map(|g| {
             let o = message::produce(&spool, &signers, &mut cache, g).expect("produces");
@@ -184,7 +182,7 @@ pub fn measure(w: Workload, n: usize, alg: Alg, sink_port: u16) -> Vec<(&'static
 }
 
 /// Sends every message over one session (a shared message to its group).
-fn smtp(addr: SocketAddr, from: &str, all: &[String], per: usize, data: &[(Vec<u8>, SentHeaders)]) {
+fn smtp(addr: SocketAddr, from: &str, all: &[String], per: usize, data: &[(Payload, SentHeaders)]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -197,7 +195,7 @@ fn smtp(addr: SocketAddr, from: &str, all: &[String], per: usize, data: &[(Vec<u
             .expect("session opens");
         for (rcpts, (d, _)) in all.chunks(per).zip(data) {
             let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-            s.send(from, &rcpts, d).await.expect("sent");
+            s.send_parts(from, &rcpts, &d.parts()).await.expect("sent");
         }
         s.quit().await;
     });
@@ -208,7 +206,7 @@ fn journal(
     spool: &Spool,
     ids: &[RecipientId],
     per: usize,
-    data: &[(Vec<u8>, SentHeaders)],
+    data: &[(Payload, SentHeaders)],
     subject: &str,
 ) {
     let outcome = Outcome::Delivered {

@@ -313,7 +313,7 @@ async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool
     let rcpts: Vec<&str> = msg.msg.rcpts.iter().map(String::as_str).collect();
     let result = o
         .session
-        .send(&msg.msg.mail_from, &rcpts, &msg.msg.data)
+        .send_parts(&msg.msg.mail_from, &rcpts, &msg.msg.data.parts())
         .await;
     ctx.metrics
         .transaction_latency

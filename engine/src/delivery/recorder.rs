@@ -156,25 +156,37 @@ const MAX_BATCH: usize = 8192;
 /// fdatasync then serves every outcome of that time, not the one or two
 /// that came while the previous sync ran (at thousands of messages a
 /// second that was a sync per message or two, the recorder's main cost).
-/// The in-flight window holds these few milliseconds of outcomes.
+/// The in-flight window holds these few milliseconds of outcomes; a batch
+/// of [`ENOUGH`] outcomes commits at once (a transaction of many
+/// recipients reports them together, and its site's window is about one
+/// transaction: waiting would idle it).
 const GATHER: Duration = Duration::from_millis(4);
+/// Outcomes that make a batch worth its sync without waiting longer.
+const ENOUGH: usize = 32;
 
 /// The batch that starts with `first`: what arrives within [`GATHER`] of
-/// it (up to [`MAX_BATCH`]).
+/// it (up to [`MAX_BATCH`]), or at once when that is [`ENOUGH`]. The thread sleeps out the gathering time
+/// rather than being woken by each report.
 fn gather(rx: &crossbeam_channel::Receiver<Report>, first: Report) -> Vec<Report> {
-    let deadline = Instant::now() + GATHER;
+    let start = Instant::now();
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(r) => batch.push(r),
-            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-            Err(crossbeam_channel::TryRecvError::Empty) => match rx.recv_deadline(deadline) {
+    loop {
+        let mut gone = false;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
                 Ok(r) => batch.push(r),
-                Err(_) => break,
-            },
+                Err(e) => {
+                    gone = e.is_disconnected();
+                    break;
+                }
+            }
         }
+        let left = GATHER.saturating_sub(start.elapsed());
+        if batch.len() >= ENOUGH || left.is_zero() || gone {
+            return batch;
+        }
+        std::thread::sleep(left);
     }
-    batch
 }
 
 /// Runs until every sender of `rx` is dropped, or `stop` is set and nothing

@@ -128,9 +128,13 @@ pub fn build(
         (Some(part), None) | (None, Some(part)) => part,
         (None, None) => text_part("text/plain", ""),
     };
+    // sized once: the bodies, their line ends made CRLF, and the headers
+    let parts = r.html.as_ref().map_or(0, String::len) + r.text.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(parts + parts / 16 + 2048);
     b.body(body)
-        .write_to_vec()
-        .map_err(|e| format!("building the message failed: {e}"))
+        .write_to(&mut out)
+        .map_err(|e| format!("building the message failed: {e}"))?;
+    Ok(out)
 }
 
 #[cfg(test)]

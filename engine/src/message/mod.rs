@@ -12,6 +12,7 @@ pub mod dkim;
 pub mod headers;
 pub mod keygen;
 pub mod mime;
+pub mod payload;
 pub mod transfer;
 
 use std::collections::HashMap;
@@ -41,8 +42,8 @@ pub struct Outgoing {
     pub mail_from: String,
     /// Envelope recipients, in the order they were given.
     pub rcpts: Vec<String>,
-    /// Dot-stuffed message ending in `CRLF.CRLF`.
-    pub data: Vec<u8>,
+    /// The DATA payload: dot-stuffed, ending in `CRLF.CRLF`.
+    pub data: payload::Payload,
     pub subject: String,
     /// The headers it is sent with, for its events (shared by the
     /// recipients of one transaction).
@@ -158,10 +159,8 @@ pub fn produce(
     let sigs = signers
         .sign(rt.def.from_domain(), &body)
         .map_err(with_subject(&rendered.subject))?;
-    let parts = [sigs.as_slice(), body.as_slice()];
-    let headers = Arc::new(headers::SentHeaders::capture(&parts));
-    let mut data = Vec::with_capacity(sigs.len() + body.len() + 64);
-    crate::smtp::session::dot_stuff_parts(&parts, &mut data);
+    let headers = Arc::new(headers::SentHeaders::capture(&[&sigs, &body]));
+    let data = payload::Payload::new(sigs, body);
     Ok(Outgoing {
         mail_from: rt.def.from_addr.clone(),
         rcpts,

@@ -87,9 +87,27 @@ impl Session {
     }
 
     async fn write(&mut self, phase: Phase, bytes: &[u8]) -> Result<(), SessionError> {
+        self.write_parts(phase, &[bytes]).await
+    }
+
+    /// Writes `parts` back to back (vectored) and flushes, within the
+    /// phase's time limit.
+    async fn write_parts(&mut self, phase: Phase, parts: &[&[u8]]) -> Result<(), SessionError> {
         let limit = self.t.data_end.max(self.t.mail);
         let w = async {
-            self.io.write_all(bytes).await?;
+            let mut slices: Vec<std::io::IoSlice<'_>> = parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| std::io::IoSlice::new(p))
+                .collect();
+            let mut left = slices.as_mut_slice();
+            while !left.is_empty() {
+                let n = self.io.write_vectored(left).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                std::io::IoSlice::advance_slices(&mut left, n);
+            }
             self.io.flush().await
         };
         match tokio::time::timeout(limit, w).await {
@@ -162,21 +180,30 @@ impl Session {
         rcpts: &[&str],
         data: &[u8],
     ) -> Result<Vec<RcptReply>, SessionError> {
-        if let Some(limit) = self.caps.size.filter(|l| *l > 0 && data.len() > *l) {
+        self.send_parts(from, rcpts, &[data]).await
+    }
+
+    /// [`Session::send`] with the payload in consecutive parts, written
+    /// back to back (one `writev` where the socket takes them).
+    pub async fn send_parts(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        data: &[&[u8]],
+    ) -> Result<Vec<RcptReply>, SessionError> {
+        let len: usize = data.iter().map(|p| p.len()).sum();
+        if let Some(limit) = self.caps.size.filter(|l| *l > 0 && len > *l) {
             let r = Reply::new(
                 552,
                 [5, 3, 4],
-                format!(
-                    "message of {} bytes exceeds the server's SIZE limit of {limit}",
-                    data.len()
-                ),
+                format!("message of {len} bytes exceeds the server's SIZE limit of {limit}"),
             );
             return Ok(rcpts.iter().map(|_| (Phase::Mail, r.clone())).collect());
         }
         if self.caps.pipelining {
-            self.send_pipelined(from, rcpts, data).await
+            self.send_pipelined(from, rcpts, data, len).await
         } else {
-            self.send_lockstep(from, rcpts, data).await
+            self.send_lockstep(from, rcpts, data, len).await
         }
     }
 
@@ -184,9 +211,10 @@ impl Session {
         &mut self,
         from: &str,
         rcpts: &[&str],
-        data: &[u8],
+        data: &[&[u8]],
+        len: usize,
     ) -> Result<Vec<RcptReply>, SessionError> {
-        let mut cmds = self.mail_cmd(from, data.len());
+        let mut cmds = self.mail_cmd(from, len);
         for r in rcpts {
             cmds.push_str(&format!("RCPT TO:<{r}>\r\n"));
         }
@@ -205,9 +233,10 @@ impl Session {
         &mut self,
         from: &str,
         rcpts: &[&str],
-        data: &[u8],
+        data: &[&[u8]],
+        len: usize,
     ) -> Result<Vec<RcptReply>, SessionError> {
-        let cmd = self.mail_cmd(from, data.len());
+        let cmd = self.mail_cmd(from, len);
         self.write(Phase::Mail, cmd.as_bytes()).await?;
         let mail = self.read(Phase::Mail).await?;
         if !mail.is_positive() {
@@ -236,7 +265,7 @@ impl Session {
         mail: Reply,
         rcpt_replies: Vec<Reply>,
         data_reply: Reply,
-        data: &[u8],
+        data: &[&[u8]],
     ) -> Result<Vec<RcptReply>, SessionError> {
         let any_accepted = rcpt_replies.iter().any(Reply::is_positive);
         if data_reply.code == 354 && (!mail.is_positive() || !any_accepted) {
@@ -278,7 +307,7 @@ impl Session {
                 })
                 .collect());
         }
-        self.write(Phase::DataEnd, data).await?;
+        self.write_parts(Phase::DataEnd, data).await?;
         let end = self.read(Phase::DataEnd).await?;
         Ok(rcpt_replies
             .into_iter()
