@@ -154,20 +154,41 @@ fn random_bodies_keep_the_invariants() {
 
 #[test]
 fn the_scan_sees_every_lane() {
-    // a special byte in each position of an 8-byte word and in the tail
-    for at in 0..19 {
-        let mut s = vec![b'a'; 19];
-        s[at] = b'\r';
-        let text = String::from_utf8(s).unwrap();
-        assert_eq!(encode(&text).cte, Cte::QuotedPrintable, "CR at {at}");
-        let mut s = vec![b'a'; 19];
-        s[at] = 0x7F;
-        let text = String::from_utf8(s).unwrap();
-        assert_eq!(encode(&text).cte, Cte::QuotedPrintable, "DEL at {at}");
-        let mut s = vec![b'a'; 19];
-        s[at] = b'~';
-        s[(at + 1) % 19] = b' ';
-        let text = String::from_utf8(s).unwrap();
-        assert_eq!(encode(&text).cte, Cte::SevenBit, "~ at {at}");
+    // a special byte in each position of the 64-byte blocks and the tail
+    for at in 0..150 {
+        for (c, cte) in [
+            (b'\r', Cte::QuotedPrintable),
+            (0x7F, Cte::QuotedPrintable),
+            (0x00, Cte::QuotedPrintable),
+            (0x1F, Cte::QuotedPrintable),
+            (b'~', Cte::SevenBit),
+            (b'\t', Cte::SevenBit),
+        ] {
+            let mut s = vec![b'a'; 150];
+            s[at] = c;
+            let text = String::from_utf8(s).unwrap();
+            assert_eq!(encode(&text).cte, cte, "{c:#x} at {at}");
+        }
+        let mut s = "a".repeat(150);
+        s.insert(at, '\u{e9}');
+        assert_ne!(encode(&s).cte, Cte::SevenBit, "8-bit at {at}");
+    }
+}
+
+#[test]
+fn line_length_counts_octets_before_the_line_break() {
+    for (len, cte) in [
+        (MAX_LINE, Cte::SevenBit),
+        (MAX_LINE + 1, Cte::QuotedPrintable),
+    ] {
+        let line = "x".repeat(len);
+        for text in [
+            format!("{line}\r\nend"),
+            format!("{line}\nend"),
+            format!("a\r\n{line}"),
+            format!("a\n{line}\r\n"),
+        ] {
+            assert_eq!(encode(&text).cte, cte, "{len} octets in {:?}", &text[..4]);
+        }
     }
 }
