@@ -160,7 +160,7 @@ const MAX_BATCH: usize = 8192;
 /// of [`ENOUGH`] outcomes commits at once (a transaction of many
 /// recipients reports them together, and its site's window is about one
 /// transaction: waiting would idle it).
-const GATHER: Duration = Duration::from_millis(4);
+const GATHER: Duration = Duration::from_millis(8);
 /// Outcomes that make a batch worth its sync without waiting longer.
 const ENOUGH: usize = 32;
 
