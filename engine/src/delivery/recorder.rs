@@ -152,40 +152,52 @@ fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Out
 
 /// Most outcomes in one commit.
 const MAX_BATCH: usize = 8192;
-/// How long the first outcome of a commit waits for others: one
+/// How long the first outcome of a commit may wait for others: one
 /// fdatasync then serves every outcome of that time, not the one or two
 /// that came while the previous sync ran (at thousands of messages a
 /// second that was a sync per message or two, the recorder's main cost).
-/// The in-flight window holds these few milliseconds of outcomes; a batch
-/// of [`ENOUGH`] outcomes commits at once (a transaction of many
-/// recipients reports them together, and its site's window is about one
-/// transaction: waiting would idle it).
+/// The in-flight window holds these few milliseconds of outcomes.
 const GATHER: Duration = Duration::from_millis(8);
-/// Outcomes that make a batch worth its sync without waiting longer.
+/// The recorder looks for more outcomes this often while gathering; a
+/// look that finds none ends the gathering (outcomes stopped coming:
+/// waiting longer would only delay them).
+const STEP: Duration = Duration::from_millis(1);
+/// Outcomes that make a batch worth its sync without waiting longer (a
+/// transaction of many recipients reports them together, and its site's
+/// window is about one transaction: waiting would idle it).
 const ENOUGH: usize = 32;
 
-/// The batch that starts with `first`: what arrives within [`GATHER`] of
-/// it (up to [`MAX_BATCH`]), or at once when that is [`ENOUGH`]. The thread sleeps out the gathering time
-/// rather than being woken by each report.
+/// Takes what `rx` holds into `batch` (up to [`MAX_BATCH`]); true when
+/// every sender is gone.
+fn drain(rx: &crossbeam_channel::Receiver<Report>, batch: &mut Vec<Report>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(e) => return e.is_disconnected(),
+        }
+    }
+    false
+}
+
+/// The batch that starts with `first`: the outcomes that follow it within
+/// [`GATHER`] while they keep coming, up to [`ENOUGH`] (or what is
+/// already there, up to [`MAX_BATCH`]). The thread sleeps in steps rather
+/// than being woken by each report.
 fn gather(rx: &crossbeam_channel::Receiver<Report>, first: Report) -> Vec<Report> {
     let start = Instant::now();
     let mut batch = vec![first];
+    let mut gone = drain(rx, &mut batch);
     loop {
-        let mut gone = false;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(e) => {
-                    gone = e.is_disconnected();
-                    break;
-                }
-            }
-        }
         let left = GATHER.saturating_sub(start.elapsed());
         if batch.len() >= ENOUGH || left.is_zero() || gone {
             return batch;
         }
-        std::thread::sleep(left);
+        let had = batch.len();
+        std::thread::sleep(left.min(STEP));
+        gone = drain(rx, &mut batch);
+        if batch.len() == had {
+            return batch;
+        }
     }
 }
 
