@@ -61,7 +61,7 @@ fn paragraph(i: usize, p: usize) -> String {
     let mut k = i.wrapping_mul(2_654_435_761).wrapping_add(p * 97);
     while s.len() < 600 {
         s.push_str(WORDS[k % WORDS.len()]);
-        s.push(if k % 11 == 0 { '.' } else { ' ' });
+        s.push(if k.is_multiple_of(11) { '.' } else { ' ' });
         k = k / 3 + i + s.len();
     }
     s
