@@ -22,6 +22,8 @@
 //!    run alternately in the same rounds (`VOLLEY_BENCH_ROUNDS`, default 2)
 //!    when given.
 //!
+//! This process allocates with mimalloc, as the `volley` binary does.
+//!
 //! `cargo bench -p volley-benches --bench per_message`
 //! (`VOLLEY_BENCH_WORKLOADS=newsletter,variables,shared` picks campaigns).
 
@@ -34,6 +36,9 @@ use volley_benches::newsletter::{self, Alg};
 use volley_benches::workloads::Workload;
 use volley_benches::{env_or, stages};
 use volley_tests::{Fixture, PostfixSink, volley};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One `volley send` run: recipients/s, CPU µs per recipient, the sink's
 /// CPU µs per recipient.
