@@ -169,7 +169,7 @@ const ENOUGH: usize = 32;
 
 /// Takes what `rx` holds into `batch` (up to [`MAX_BATCH`]); true when
 /// every sender is gone.
-fn drain(rx: &crossbeam_channel::Receiver<Report>, batch: &mut Vec<Report>) -> bool {
+fn drain<T>(rx: &crossbeam_channel::Receiver<T>, batch: &mut Vec<T>) -> bool {
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(r) => batch.push(r),
@@ -183,7 +183,7 @@ fn drain(rx: &crossbeam_channel::Receiver<Report>, batch: &mut Vec<Report>) -> b
 /// [`GATHER`] while they keep coming, up to [`ENOUGH`] (or what is
 /// already there, up to [`MAX_BATCH`]). The thread sleeps in steps rather
 /// than being woken by each report.
-fn gather(rx: &crossbeam_channel::Receiver<Report>, first: Report) -> Vec<Report> {
+fn gather<T>(rx: &crossbeam_channel::Receiver<T>, first: T) -> Vec<T> {
     let start = Instant::now();
     let mut batch = vec![first];
     let mut gone = drain(rx, &mut batch);
@@ -258,5 +258,49 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
             }
             tracing::warn!(error = %e, "reclaiming finished segments failed (retried later)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_commits_at_once_and_whole() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for i in 1..100 {
+            tx.send(i).unwrap();
+        }
+        // what is waiting is taken, however much more than ENOUGH
+        let batch = gather(&rx, 0);
+        assert_eq!(batch, (0..100).collect::<Vec<_>>());
+        assert!(rx.is_empty());
+    }
+
+    #[test]
+    fn a_lone_outcome_is_not_held_for_others() {
+        let (tx, rx) = crossbeam_channel::unbounded::<u32>();
+        // nothing follows: the first quiet step ends the gathering
+        assert_eq!(gather(&rx, 7), vec![7]);
+        drop(tx);
+        assert_eq!(gather(&rx, 8), vec![8]);
+    }
+
+    #[test]
+    fn outcomes_that_keep_coming_share_a_commit() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let feeder = std::thread::spawn(move || {
+            for i in 1..=ENOUGH as u32 {
+                tx.send(i).unwrap();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        let mut got = gather(&rx, 0);
+        feeder.join().unwrap();
+        // a batch never loses or reorders what it took; the rest comes next
+        while let Ok(x) = rx.try_recv() {
+            got.push(x);
+        }
+        assert_eq!(got, (0..=ENOUGH as u32).collect::<Vec<_>>());
     }
 }
