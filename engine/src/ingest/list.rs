@@ -139,14 +139,31 @@ impl ListReader {
 
     /// Reads up to `max` items; an empty batch means the end of the list.
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<Item>, ListError> {
+        self.next_batch_within(max, usize::MAX)
+    }
+
+    /// Reads up to `max` items, ending the batch early once its rows hold
+    /// `max_bytes` of addresses and variables (at least one item is read):
+    /// a list of long rows is handed on in batches of bounded memory.
+    pub fn next_batch_within(
+        &mut self,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Item>, ListError> {
         let mut out = Vec::with_capacity(max.min(65536));
-        while out.len() < max {
+        let mut bytes = 0usize;
+        while out.len() < max && bytes < max_bytes {
             let item = match &mut self.source {
                 Source::Csv(s) => s.next(&mut self.row, &self.path)?,
                 Source::Jsonl(s) => s.next(&mut self.row, &self.path)?,
             };
             match item {
-                Some(item) => out.push(item),
+                Some(item) => {
+                    if let Item::Row(r) = &item {
+                        bytes += r.email.len() + r.vars.len();
+                    }
+                    out.push(item)
+                }
                 None => break,
             }
         }

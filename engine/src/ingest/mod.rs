@@ -30,6 +30,11 @@ use list::{ListError, ListReader, Locator, Rejection, Start};
 
 /// Recipients per durable batch.
 pub const BATCH: usize = 16384;
+/// Most bytes of addresses and variables in one batch: rows of long
+/// variables (KBs each) come in smaller batches, so the batches in flight
+/// (a few per stage) stay a few MiB and their memory is reused rather
+/// than freshly faulted in (16,384 rows of 4 KB would be 64 MiB a batch).
+pub const BATCH_BYTES: usize = 4 << 20;
 
 /// Why ingest stopped.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,9 @@
 //! overlap, joined by bounded channels (two batches in flight each):
 //!
 //! 1. **read** (its own thread): parses the list in batches of
-//!    [`BATCH`](super::BATCH) items (rows and rejections);
+//!    [`BATCH`](super::BATCH) items (rows and rejections), fewer when
+//!    the rows' addresses and variables reach
+//!    [`BATCH_BYTES`](super::BATCH_BYTES);
 //! 2. **dedup** (its own thread): finds the rows whose address an earlier
 //!    row had (parsing is the busiest stage: this work stays off it);
 //! 3. **write** (the calling thread): admits each batch's rows (not the
@@ -32,7 +34,7 @@ use volley_spool::{Recipient, RecipientId, Spool, StartedAppend};
 
 use super::list::{Item, ListError, ListReader, Locator};
 use super::seen::AddressSet;
-use super::{BATCH, Duplicate, IngestError, Skipped};
+use super::{BATCH, BATCH_BYTES, Duplicate, IngestError, Skipped};
 
 /// What the write stage admits, and what the dedup stage knows.
 pub(super) struct Admit<'a> {
@@ -129,7 +131,7 @@ fn read_stage(mut reader: ListReader, batches: SyncSender<Batch>, spent: Receive
         while let Ok(s) = spent.try_recv() {
             drop(s);
         }
-        let batch = reader.next_batch(BATCH);
+        let batch = reader.next_batch_within(BATCH, BATCH_BYTES);
         let last = !matches!(&batch, Ok(b) if !b.is_empty());
         if batches.send(batch).is_err() || last {
             break;

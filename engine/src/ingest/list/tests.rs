@@ -402,3 +402,39 @@ fn jsonl_rows() {
     assert!(matches!(&items[2], Item::Rejected(r) if r.line == 4));
     assert!(matches!(&items[3], Item::Row(r) if r.row == 4 && r.email == "b@y.test"));
 }
+
+#[test]
+fn batches_of_long_rows_are_bounded_in_bytes_and_lose_nothing() {
+    let note = "x".repeat(1000);
+    let mut csv = String::from("email,note\n");
+    for i in 0..25 {
+        csv.push_str(&format!("u{i}@x.test,{note}\n"));
+        if i == 3 {
+            csv.push_str("bad-address,short\n");
+        }
+    }
+    let (_d, p) = write("long.csv", csv.as_bytes());
+    let mut r = ListReader::open(&p).unwrap();
+    let mut rows = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let batch = r.next_batch_within(100, 4_500).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        sizes.push(batch.len());
+        for item in batch {
+            if let Item::Row(row) = item {
+                rows.push(row.email);
+            }
+        }
+    }
+    // ~1,012 bytes a row: a batch ends with the row that reaches 4,500
+    // bytes (five rows; the rejection counts for nothing)
+    assert_eq!(sizes, vec![6, 5, 5, 5, 5]);
+    let want: Vec<String> = (0..25).map(|i| format!("u{i}@x.test")).collect();
+    assert_eq!(rows, want);
+    // one row over the bound is still a batch of its own
+    let mut r = ListReader::open(&p).unwrap();
+    assert_eq!(r.next_batch_within(100, 1).unwrap().len(), 1);
+}
