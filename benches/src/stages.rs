@@ -234,6 +234,7 @@ fn events(spool: &Spool, def: &CampaignDef, path: &std::path::Path) {
     let mut reader = spool.journal_reader(0).expect("reader");
     let end = spool.journal_end();
     let mut damage = Vec::new();
+    let mut headers = model::HeadersCache::default();
     loop {
         let batch = reader.read(end, EVENT_BATCH, &mut damage).expect("read");
         if batch.is_empty() {
@@ -254,7 +255,7 @@ fn events(spool: &Spool, def: &CampaignDef, path: &std::path::Path) {
                 source_arn: "arn:aws:ses:local:000000000000:identity/bench.test",
                 account_id: "000000000000",
             };
-            events.extend(model::events(&c, e));
+            events.extend(model::events_with(&c, e, &mut headers));
         }
         sink.publish(&events).expect("published");
         let c = Cursor {

@@ -27,7 +27,7 @@ use volley_spool::{Entry, Kind};
 
 mod mail_headers;
 
-pub use mail_headers::{Header, MailHeaders};
+pub use mail_headers::{Header, HeadersCache, MailHeaders};
 
 use super::detail::Detail;
 use crate::campaign::CampaignDef;
@@ -203,7 +203,7 @@ pub struct Context<'a> {
     pub account_id: &'a str,
 }
 
-fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64) -> Mail {
+fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64, cache: &mut HeadersCache) -> Mail {
     let def = c.campaign;
     // the To header: the recipient, or a non-personalized message's `to`
     let to = match (&def.to, def.personalized) {
@@ -211,7 +211,7 @@ fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64) -> Mail {
         (Some(t), false) => t.clone(),
         (None, false) => crate::campaign::UNDISCLOSED.to_string(),
     };
-    let (headers, date) = mail_headers::of(c, d, &to, at_ms);
+    let (headers, date) = mail_headers::of(c, d, &to, at_ms, cache);
     let mut tags: BTreeMap<String, Vec<String>> = def
         .tags
         .iter()
@@ -245,6 +245,12 @@ fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64) -> Mail {
 
 /// The events one journal entry stands for (empty for campaign marks).
 pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
+    events_with(c, e, &mut HeadersCache::default())
+}
+
+/// [`events`], the headers sent written as JSON once for a run of entries
+/// that carry the same ones (the recipients of a shared message).
+pub fn events_with(c: &Context<'_>, e: &Entry, cache: &mut HeadersCache) -> Vec<Event> {
     let mut d = Detail::decode(&e.detail);
     // a recipient's message was accepted with the recipient; the one
     // message of a non-personalized campaign, with the campaign
@@ -253,7 +259,7 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
         _ => c.accepted_ms,
     };
     let c = &Context { accepted_ms, ..*c };
-    let m = Arc::new(mail(c, &mut d, e.at_ms));
+    let m = Arc::new(mail(c, &mut d, e.at_ms, cache));
     let at = timestamp(e.at_ms);
     let unknown = || "unknown".to_string();
     let body = match e.kind {

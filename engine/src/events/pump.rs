@@ -27,7 +27,7 @@ use volley_spool::journal::files::Reader;
 use volley_spool::{Cursor, Entry, Spool};
 
 use super::lag::Lag;
-use super::model::{self, Context, Event, Identity};
+use super::model::{self, Context, Event, HeadersCache, Identity};
 use super::sink::NotificationSink;
 use crate::campaign::CampaignDef;
 use crate::message::{campaign_message_id, message_id};
@@ -203,6 +203,7 @@ struct Pump<'a> {
     damage: Vec<volley_spool::journal::files::ReadDamage>,
     cursor_failing: bool,
     lag: Lag,
+    headers: HeadersCache,
 }
 
 impl<'a> Pump<'a> {
@@ -225,6 +226,7 @@ impl<'a> Pump<'a> {
             damage: Vec::new(),
             cursor_failing: false,
             lag: Lag::default(),
+            headers: HeadersCache::default(),
         })
     }
 
@@ -284,7 +286,7 @@ impl<'a> Pump<'a> {
                 source_arn: &info.source_arn,
                 account_id: &self.ctx.identity.account_id,
             };
-            events.extend(model::events(&c, e));
+            events.extend(model::events_with(&c, e, &mut self.headers));
         }
         events
     }

@@ -1,10 +1,18 @@
 //! `mail.headers` of an event: the headers sent, kept as the compact text
 //! the journal carries and split into SES's `{name, value}` list only while
 //! written, or, when no message was produced, the headers it would have
-//! started with; and the Date among them (`commonHeaders.date`). Pure.
+//! started with; and the Date among them (`commonHeaders.date`).
+//!
+//! The recipients of one shared message (a non-personalized transaction)
+//! carry the same headers sent: [`HeadersCache`] keeps the JSON of the last
+//! headers written, so a run of such entries splits and escapes them once.
+//! Pure.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 
 use super::Context;
 use crate::events::detail::Detail;
@@ -20,16 +28,33 @@ pub struct Header {
 /// sent, kept as their compact text (one `Name: value` per line, see
 /// [`headers::fields`]) and split only while written, or the headers a
 /// message would have started with.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Json` is the headers sent already written as that list (from
+/// [`HeadersCache`]).
+#[derive(Debug, Clone)]
 pub enum MailHeaders {
     Sent(String),
     Built(Vec<Header>),
+    Json(Arc<Box<RawValue>>),
+}
+
+impl PartialEq for MailHeaders {
+    fn eq(&self, other: &MailHeaders) -> bool {
+        match (self, other) {
+            (MailHeaders::Sent(a), MailHeaders::Sent(b)) => a == b,
+            (MailHeaders::Built(a), MailHeaders::Built(b)) => a == b,
+            (MailHeaders::Json(a), MailHeaders::Json(b)) => a.get() == b.get(),
+            // the same list written two ways
+            (a, b) => serde_json::to_string(a).ok() == serde_json::to_string(b).ok(),
+        }
+    }
 }
 
 impl Serialize for MailHeaders {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             MailHeaders::Built(list) => list.serialize(s),
+            MailHeaders::Json(raw) => raw.serialize(s),
             MailHeaders::Sent(text) => {
                 let mut seq = s.serialize_seq(None)?;
                 for (name, value) in headers::fields(text) {
@@ -54,16 +79,56 @@ fn header(name: &str, value: &str) -> Header {
     }
 }
 
+/// The last headers sent written as JSON, with their Date.
+#[derive(Default)]
+pub struct HeadersCache {
+    text: String,
+    json: Option<Arc<Box<RawValue>>>,
+    date: String,
+}
+
+impl HeadersCache {
+    /// `mail.headers` and the Date of the headers sent `text` (`None`
+    /// when they have no Date): from the cache when `text` is the last
+    /// headers seen.
+    fn sent(&mut self, text: &mut String) -> Option<(MailHeaders, String)> {
+        if let Some(json) = self.json.as_ref().filter(|_| self.text == *text) {
+            return Some((MailHeaders::Json(Arc::clone(json)), self.date.clone()));
+        }
+        let date = headers::fields(text)
+            .find(|(n, _)| n.eq_ignore_ascii_case("Date"))
+            .map(|(_, v)| v.to_string())?;
+        let sent = MailHeaders::Sent(std::mem::take(text));
+        let Some(json) = serde_json::to_string(&sent)
+            .ok()
+            .and_then(|j| RawValue::from_string(j).ok())
+        else {
+            return Some((sent, date));
+        };
+        let MailHeaders::Sent(text) = sent else {
+            unreachable!("built as Sent above")
+        };
+        let json = Arc::new(json);
+        self.text = text;
+        self.json = Some(Arc::clone(&json));
+        self.date.clone_from(&date);
+        Some((MailHeaders::Json(json), date))
+    }
+}
+
 /// `mail.headers` and the Date value: the headers sent, or those the
 /// message would have started with when none was produced.
-pub(super) fn of(c: &Context<'_>, d: &mut Detail, to: &str, at_ms: u64) -> (MailHeaders, String) {
-    if !d.headers.is_empty() {
-        let date = headers::fields(&d.headers)
-            .find(|(n, _)| n.eq_ignore_ascii_case("Date"))
-            .map(|(_, v)| v.to_string());
-        if let Some(date) = date {
-            return (MailHeaders::Sent(std::mem::take(&mut d.headers)), date);
-        }
+pub(super) fn of(
+    c: &Context<'_>,
+    d: &mut Detail,
+    to: &str,
+    at_ms: u64,
+    cache: &mut HeadersCache,
+) -> (MailHeaders, String) {
+    if !d.headers.is_empty()
+        && let Some(sent) = cache.sent(&mut d.headers)
+    {
+        return sent;
     }
     let def = c.campaign;
     let date = mail_builder::headers::date::Date::new((at_ms / 1000) as i64).to_rfc822();

@@ -216,6 +216,46 @@ fn identity_comes_from_the_config_with_well_formed_defaults() {
     assert!(bad.to_string().contains("must be an ARN"), "{bad}");
 }
 
+#[test]
+fn cached_headers_write_the_same_events() {
+    let d = def();
+    let c = context(&d);
+    let capture = |to: &str| {
+        let head = format!(
+            "From: \"News\" <news@example.com>\r\nTo: <{to}>\r\nSubject: Hi \"r\"\\\r\n\tnext\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\nbody\r\n"
+        );
+        SentHeaders::capture(&[b"DKIM-Signature: v=1; b=AbC=\r\n", head.as_bytes()])
+    };
+    let (a, b) = (capture("a@x.test"), capture("b@x.test"));
+    let delivered = Outcome::Delivered {
+        reply: "250 ok".into(),
+    };
+    // a shared message's recipients, another message, no message, the first again
+    let details = [Some(&a), Some(&a), Some(&b), None, Some(&b), Some(&a)];
+    let entries: Vec<Entry> = details
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let detail = Detail::of(&delivered, "Hi r", None, *h).encode();
+            Entry::outcome(Kind::Delivered, RecipientId(i as u64), 1, 2_000, 0, detail)
+        })
+        .collect();
+    let json = |evs: Vec<Event>| -> Vec<String> {
+        evs.iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect()
+    };
+    let mut cache = HeadersCache::default();
+    let cached: Vec<String> = entries
+        .iter()
+        .flat_map(|e| json(events_with(&c, e, &mut cache)))
+        .collect();
+    let fresh: Vec<String> = entries.iter().flat_map(|e| json(events(&c, e))).collect();
+    assert_eq!(cached.len(), 12);
+    assert_eq!(cached, fresh);
+    assert!(cached[4].contains("<b@x.test>") && cached[2].contains("<a@x.test>"));
+}
+
 /// The events of every kind of outcome, first attempts and later ones,
 /// with the headers sent and without (for the JSON writer's tests).
 pub(crate) fn sample_events() -> Vec<Event> {
