@@ -10,6 +10,8 @@
 //! (`headersTruncated`) and then the texts cut further, so the outcome
 //! fields always fit.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::message::headers::SentHeaders;
@@ -150,8 +152,51 @@ impl Detail {
         serde_json::to_vec(&d).unwrap_or_default()
     }
 
+    /// [`Detail::encode`] of this detail with `headers` as its headers
+    /// sent, given also as their JSON string (`json`, from [`SentJson`]):
+    /// the recipients of one message share it, so their headers are
+    /// escaped once. `self.headers` is left empty.
+    pub fn encode_sent(&self, headers: &SentHeaders, json: &[u8]) -> Vec<u8> {
+        let mut d = self.clone();
+        d.headers_truncated = headers.truncated;
+        let mut bytes = serde_json::to_vec(&d).unwrap_or_default();
+        if !headers.text.is_empty() && bytes.last() == Some(&b'}') {
+            bytes.pop();
+            if bytes.len() > 1 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(b"\"h\":");
+            bytes.extend_from_slice(json);
+            bytes.push(b'}');
+        }
+        if bytes.len() <= MAX_DETAIL {
+            return bytes;
+        }
+        d.headers.clone_from(&headers.text);
+        d.encode()
+    }
+
     pub fn decode(b: &[u8]) -> Detail {
         serde_json::from_slice(b).unwrap_or_default()
+    }
+}
+
+/// The JSON string of the last headers sent encoded (see
+/// [`Detail::encode_sent`]), known by the shared headers it was made of.
+#[derive(Default)]
+pub struct SentJson {
+    last: Option<(Arc<SentHeaders>, Vec<u8>)>,
+}
+
+impl SentJson {
+    /// `headers.text` as a JSON string.
+    pub fn of(&mut self, headers: &Arc<SentHeaders>) -> &[u8] {
+        let fresh = !matches!(&self.last, Some((h, _)) if Arc::ptr_eq(h, headers));
+        if fresh {
+            let json = serde_json::to_vec(&headers.text).unwrap_or_default();
+            self.last = Some((Arc::clone(headers), json));
+        }
+        self.last.as_ref().map_or(&[], |(_, j)| j.as_slice())
     }
 }
 
@@ -205,5 +250,48 @@ mod tests {
         assert!(back.headers_truncated);
         assert_eq!(back.bounce_type.as_deref(), Some("Permanent"));
         assert!(back.diagnostic.unwrap().starts_with('\u{1}'));
+    }
+
+    #[test]
+    fn headers_escaped_once_decode_as_the_detail_with_them() {
+        let headers = Arc::new(SentHeaders {
+            text: "From: \"A\" <a@x.test>\nSubject: caf\u{e9} \\ \u{1}".into(),
+            truncated: true,
+        });
+        let mut cache = SentJson::default();
+        for o in [
+            Outcome::Delivered {
+                reply: "250 ok".into(),
+            },
+            Outcome::RenderFailed {
+                message: String::new(),
+            },
+        ] {
+            let mut d = Detail::of(&o, "", Some(7), None);
+            d.accepted_ms = Some(5);
+            let json = cache.of(&headers).to_vec();
+            let bytes = d.encode_sent(&headers, &json);
+            let want = Detail::of(&o, "", Some(7), Some(&headers));
+            let want = Detail {
+                accepted_ms: Some(5),
+                ..want
+            };
+            assert_eq!(Detail::decode(&bytes), want);
+        }
+        // headers too long once escaped: the general path leaves them out
+        let worst = Arc::new(SentHeaders {
+            text: "\u{1}".repeat(crate::message::headers::MAX_HEADERS),
+            truncated: false,
+        });
+        let o = Outcome::Bounced {
+            status: "5.1.1".into(),
+            diagnostic: "\u{1}".repeat(MAX_TEXT),
+            bounce_type: "Permanent",
+            bounce_subtype: "General",
+        };
+        let d = Detail::of(&o, &"\u{1}".repeat(MAX_SUBJECT), None, None);
+        let bytes = d.encode_sent(&worst, &cache.of(&worst).to_vec());
+        assert!(bytes.len() <= MAX_DETAIL, "{}", bytes.len());
+        assert!(Detail::decode(&bytes).headers_truncated);
     }
 }
