@@ -7,7 +7,12 @@
 //! [`super::dest::READY_PER_CONNECTION`] messages produced for it, so
 //! rendered mail exists only shortly before a connection can take it. It
 //! sends up to `messages_per_connection` transactions per session, then
-//! says QUIT and reopens on the same slot; it reopens after a broken
+//! says QUIT and reopens on the same slot. When another message is ready
+//! as one goes out, its commands go behind it in the same write (see
+//! [`Session::send_then`]); should the session end before that next
+//! transaction's replies, the next message goes back to the site's ready
+//! queue untried: what ended the session speaks of the message before it.
+//! It it reopens after a broken
 //! session while its site has work. It ends when its site has nothing in
 //! flight for the idle period, when the site's connection limit was lowered
 //! below the connections it has (throttling), when other sites wait for
@@ -32,7 +37,26 @@ use super::dest::Dest;
 use super::open::open;
 use super::shard::ShardCtx;
 use crate::outcome::{self, Outcome};
+use crate::smtp::session::Follow;
 use crate::smtp::{ConnectKind, Session, SessionError};
+
+/// The site's ready messages: taken from `rx`; a message taken but not
+/// tried goes back through `back` (weak: the queue closes when the shard
+/// ends, whatever its connections hold).
+pub struct Queue {
+    pub rx: super::ReadyRx,
+    pub back: async_channel::WeakSender<Box<Ready>>,
+}
+
+impl Queue {
+    /// Gives `msg` back untried (dropped, as everything still queued,
+    /// when the shard is gone).
+    fn give_back(&self, msg: Ready) {
+        if let Some(tx) = self.back.upgrade() {
+            let _ = tx.try_send(Box::new(msg));
+        }
+    }
+}
 
 /// How long a connection waits after running out of a local resource
 /// before it asks for a slot again.
@@ -51,7 +75,8 @@ const IDLE_CHECK: Duration = Duration::from_millis(50);
 /// Waits for the next ready message, or decides to close: the site has had
 /// nothing in flight for the idle period, or has nothing in flight while
 /// other sites wait for a slot of the connection budget.
-async fn next(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Next {
+async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
+    let ready = &ready.rx;
     let mut shutdown = ctx.shutdown.clone();
     let mut idle_for = Duration::ZERO;
     loop {
@@ -103,7 +128,7 @@ fn surplus(dest: &Dest) -> bool {
 /// it in `dest.conn_tasks`; `first` is a budget slot the caller already
 /// holds for it (the shard waits for its site's first connection's slot
 /// itself, so a site waiting for one costs no task).
-pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: super::ReadyRx, first: Option<Slot>) {
+pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: Queue, first: Option<Slot>) {
     dest.want_slot(&ctx.budget);
     let counted = serve(&ctx, &dest, &ready, first).await;
     dest.unwant_slot(&ctx.budget);
@@ -146,7 +171,7 @@ enum Opening {
 /// other session of the site is open; once the site is down, the ready
 /// messages are deferred with that decision (the shard defers the rest of
 /// its queue).
-async fn open_session(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Opening {
+async fn open_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Opening {
     if dest.is_down() {
         return Opening::End;
     }
@@ -181,7 +206,7 @@ async fn open_session(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Op
         return Opening::Again;
     }
     // the site is down: what is ready goes with this decision
-    while let Ok(r) = ready.try_recv() {
+    while let Ok(r) = ready.rx.try_recv() {
         dest.defer_ready(ctx, *r);
     }
     Opening::End
@@ -190,12 +215,7 @@ async fn open_session(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx) -> Op
 /// Serves the site with budget slots until the task ends; returns whether
 /// the task is still counted in `dest.conn_tasks` (a surplus connection
 /// took itself out).
-async fn serve(
-    ctx: &ShardCtx,
-    dest: &Dest,
-    ready: &super::ReadyRx,
-    mut first: Option<Slot>,
-) -> bool {
+async fn serve(ctx: &ShardCtx, dest: &Dest, ready: &Queue, mut first: Option<Slot>) -> bool {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let slot = match first.take() {
@@ -228,7 +248,7 @@ enum SlotEnd {
 
 /// Opens sessions on `slot` and serves them until the task ends or the
 /// slot is lost.
-async fn on_slot(ctx: &ShardCtx, dest: &Dest, ready: &super::ReadyRx, slot: Slot) -> SlotEnd {
+async fn on_slot(ctx: &ShardCtx, dest: &Dest, ready: &Queue, slot: Slot) -> SlotEnd {
     loop {
         let session = match open_session(ctx, dest, ready).await {
             Opening::Open(s) => *s,
@@ -257,33 +277,57 @@ enum Ended {
 }
 
 /// Sends ready messages on an open session until it ends.
-async fn serve_session(
-    ctx: &ShardCtx,
-    dest: &Dest,
-    ready: &super::ReadyRx,
-    session: Session,
-) -> Ended {
+async fn serve_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue, session: Session) -> Ended {
     let mut open = Open { session, sent: 0 };
+    // a message whose commands went out behind the last one: sent next
+    let mut ahead: Option<Ready> = None;
     loop {
-        if surplus(dest) {
-            tracing::debug!(site = %dest.key, "closing a connection: the site's connection limit was lowered");
-            close(ctx, dest, open, true).await;
-            return Ended::Done { counted: false };
-        }
-        let msg = match next(ctx, dest, ready).await {
-            Next::Msg(m) => m,
-            Next::Exit => {
-                close(ctx, dest, open, true).await;
-                return Ended::Done { counted: true };
+        let msg = match ahead.take() {
+            Some(m) => m,
+            None => {
+                if surplus(dest) {
+                    tracing::debug!(site = %dest.key, "closing a connection: the site's connection limit was lowered");
+                    close(ctx, dest, open, true).await;
+                    return Ended::Done { counted: false };
+                }
+                match next(ctx, dest, ready).await {
+                    Next::Msg(m) => m,
+                    Next::Exit => {
+                        close(ctx, dest, open, true).await;
+                        return Ended::Done { counted: true };
+                    }
+                }
             }
         };
-        if !transact(ctx, dest, &mut open, msg).await {
+        // the next message may follow this one if the session carries it
+        let follow = if open.sent + 1 < dest.policy().messages_per_connection {
+            ready.rx.try_recv().ok().map(|mut m| {
+                // taken: the shard may produce another for this connection
+                drop(m.ticket.take());
+                *m
+            })
+        } else {
+            None
+        };
+        let (alive, followed) = transact(ctx, dest, &mut open, msg, follow.as_ref()).await;
+        // sent ahead or not, while the session goes on the message taken
+        // is next; otherwise it goes back untried
+        let _ = followed;
+        match follow {
+            Some(m) if alive => ahead = Some(m),
+            Some(m) => ready.give_back(m),
+            None => {}
+        }
+        if !alive {
             close(ctx, dest, open, false).await;
             return if dest.in_flight() > 0 {
                 Ended::Reopen
             } else {
                 Ended::Done { counted: true }
             };
+        }
+        if ahead.is_some() {
+            continue;
         }
         if open.sent >= dest.policy().messages_per_connection {
             close(ctx, dest, open, true).await;
@@ -300,9 +344,17 @@ async fn serve_session(
     }
 }
 
-/// Sends one message on an open session and reports its outcomes; false
-/// when the session cannot carry another transaction.
-async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool {
+/// Sends one message on an open session, with `follow`'s commands behind
+/// it when the session allows, and reports its outcomes. Returns whether
+/// the session can carry another transaction and whether `follow`'s
+/// commands went out (it must then be the next transaction).
+async fn transact(
+    ctx: &ShardCtx,
+    dest: &Dest,
+    o: &mut Open,
+    msg: Ready,
+    follow: Option<&Ready>,
+) -> (bool, bool) {
     // taken: the shard may produce the next message for this connection
     let mut msg = msg;
     drop(msg.ticket.take());
@@ -311,15 +363,23 @@ async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool
     o.sent += 1;
     let started = Instant::now();
     let rcpts: Vec<&str> = msg.msg.rcpts.iter().map(String::as_str).collect();
+    let next_rcpts: Vec<&str> = follow
+        .map(|f| f.msg.rcpts.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let next = follow.map(|f| Follow {
+        from: &f.msg.mail_from,
+        rcpts: &next_rcpts,
+        len: f.msg.data.len(),
+    });
     let result = o
         .session
-        .send_parts(&msg.msg.mail_from, &rcpts, &msg.msg.data.parts())
+        .send_then(&msg.msg.mail_from, &rcpts, &msg.msg.data.parts(), next)
         .await;
     ctx.metrics
         .transaction_latency
         .observe(started.elapsed().as_secs_f64());
     match result {
-        Ok(replies) => {
+        Ok((replies, followed)) => {
             let outcomes = classify(ctx, dest, &replies, msg.works.len());
             dest.report(ctx, msg, &outcomes);
             match o.session.take_broken() {
@@ -327,16 +387,16 @@ async fn transact(ctx: &ShardCtx, dest: &Dest, o: &mut Open, msg: Ready) -> bool
                     // the transaction was decided; the session is not reusable
                     tracing::debug!(site = %dest.key, error = %e, "session ended after a decided transaction");
                     observe_error(ctx, dest, &e);
-                    false
+                    (false, followed)
                 }
-                None => true,
+                None => (true, followed),
             }
         }
         Err(e) => {
             tracing::debug!(site = %dest.key, error = %e, "session failed");
             observe_error(ctx, dest, &e);
             dest.report(ctx, msg, &[outcome::from_session_error(&e)]);
-            false
+            (false, false)
         }
     }
 }

@@ -156,10 +156,9 @@ impl Detail {
     /// sent, given also as their JSON string (`json`, from [`SentJson`]):
     /// the recipients of one message share it, so their headers are
     /// escaped once. `self.headers` is left empty.
-    pub fn encode_sent(&self, headers: &SentHeaders, json: &[u8]) -> Vec<u8> {
-        let mut d = self.clone();
-        d.headers_truncated = headers.truncated;
-        let mut bytes = serde_json::to_vec(&d).unwrap_or_default();
+    pub fn encode_sent(mut self, headers: &SentHeaders, json: &[u8]) -> Vec<u8> {
+        self.headers_truncated = headers.truncated;
+        let mut bytes = serde_json::to_vec(&self).unwrap_or_default();
         if !headers.text.is_empty() && bytes.last() == Some(&b'}') {
             bytes.pop();
             if bytes.len() > 1 {
@@ -172,8 +171,8 @@ impl Detail {
         if bytes.len() <= MAX_DETAIL {
             return bytes;
         }
-        d.headers.clone_from(&headers.text);
-        d.encode()
+        self.headers.clone_from(&headers.text);
+        self.encode()
     }
 
     pub fn decode(b: &[u8]) -> Detail {

@@ -3,7 +3,12 @@
 //!
 //! A pipelined transaction writes MAIL, every RCPT and DATA in one write and
 //! reads one reply per command; only then the message (already dot-stuffed
-//! and terminated) goes out and the final reply is read. The result is one
+//! and terminated) goes out and the final reply is read. With
+//! [`Session::send_then`] the next transaction's MAIL, RCPT and DATA go
+//! out in the same write as this message (RFC 2920 §3.1: message content
+//! may start a group), so a stream of messages costs one round trip and
+//! one write each; the next call then reads their replies without writing
+//! them again. The result is one
 //! deciding reply per recipient: a rejected RCPT keeps its own reply, the
 //! accepted ones share the DATA or end-of-data reply. After an unfinished
 //! transaction the session sends RSET so it can be reused. Generic over the
@@ -45,6 +50,18 @@ pub struct Session {
     /// Cleanup after a decided transaction (RSET, an empty message) failed:
     /// the replies stand, but the session cannot carry another one.
     broken: Option<SessionError>,
+    /// The commands of the next transaction went out behind the last
+    /// message (its recipient count): the next call reads their replies.
+    ahead: Option<usize>,
+}
+
+/// The next transaction, announced to [`Session::send_then`].
+#[derive(Debug, Clone, Copy)]
+pub struct Follow<'a> {
+    pub from: &'a str,
+    pub rcpts: &'a [&'a str],
+    /// Its payload's length (for SIZE).
+    pub len: usize,
 }
 
 fn read_err(phase: Phase, e: ReadError) -> SessionError {
@@ -65,6 +82,7 @@ impl Session {
             caps,
             t,
             broken: None,
+            ahead: None,
         }
     }
 
@@ -169,6 +187,35 @@ impl Session {
         }
     }
 
+    /// MAIL, every RCPT and DATA of a pipelined transaction.
+    fn commands(&self, from: &str, rcpts: &[&str], len: usize) -> String {
+        let mut cmds = self.mail_cmd(from, len);
+        for r in rcpts {
+            cmds.push_str("RCPT TO:<");
+            cmds.push_str(r);
+            cmds.push_str(">\r\n");
+        }
+        cmds.push_str("DATA\r\n");
+        cmds
+    }
+
+    /// The SIZE refusal of a payload of `len` bytes, if the server
+    /// declared a smaller limit.
+    fn over_size(&self, len: usize) -> Option<Reply> {
+        let limit = self.caps.size.filter(|l| *l > 0 && len > *l)?;
+        Some(Reply::new(
+            552,
+            [5, 3, 4],
+            format!("message of {len} bytes exceeds the server's SIZE limit of {limit}"),
+        ))
+    }
+
+    /// Whether `next` can go out behind a message: the session pipelines
+    /// and the server takes its size.
+    pub fn can_follow(&self, next: &Follow<'_>) -> bool {
+        self.caps.pipelining && self.over_size(next.len).is_none() && self.broken.is_none()
+    }
+
     /// Runs one mail transaction; returns the deciding reply per recipient
     /// (in the order given). `data` must be dot-stuffed and end with
     /// `CRLF.CRLF`. A session error means the session is unusable; no
@@ -191,19 +238,46 @@ impl Session {
         rcpts: &[&str],
         data: &[&[u8]],
     ) -> Result<Vec<RcptReply>, SessionError> {
+        Ok(self.send_then(from, rcpts, data, None).await?.0)
+    }
+
+    /// [`Session::send_parts`], writing `next`'s commands behind this
+    /// message when it goes out (only if [`Session::can_follow`] allows).
+    /// Returns whether they went out: then the next call must be that
+    /// transaction (its replies are read, its commands not written again).
+    /// After an error nothing was sent for `next` that counts: the session
+    /// is over.
+    pub async fn send_then(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        data: &[&[u8]],
+        next: Option<Follow<'_>>,
+    ) -> Result<(Vec<RcptReply>, bool), SessionError> {
         let len: usize = data.iter().map(|p| p.len()).sum();
-        if let Some(limit) = self.caps.size.filter(|l| *l > 0 && len > *l) {
-            let r = Reply::new(
-                552,
-                [5, 3, 4],
-                format!("message of {len} bytes exceeds the server's SIZE limit of {limit}"),
-            );
-            return Ok(rcpts.iter().map(|_| (Phase::Mail, r.clone())).collect());
+        let announced = self.ahead.take();
+        if let Some(n) = announced
+            && n != rcpts.len()
+        {
+            return Err(SessionError::Protocol(
+                Phase::Mail,
+                "the transaction sent ahead was not the one that followed".into(),
+            ));
+        }
+        if announced.is_none()
+            && let Some(r) = self.over_size(len)
+        {
+            return Ok((
+                rcpts.iter().map(|_| (Phase::Mail, r.clone())).collect(),
+                false,
+            ));
         }
         if self.caps.pipelining {
-            self.send_pipelined(from, rcpts, data, len).await
+            let next = next.filter(|n| self.can_follow(n));
+            self.send_pipelined(from, rcpts, data, len, announced.is_some(), next)
+                .await
         } else {
-            self.send_lockstep(from, rcpts, data, len).await
+            Ok((self.send_lockstep(from, rcpts, data, len).await?, false))
         }
     }
 
@@ -213,20 +287,22 @@ impl Session {
         rcpts: &[&str],
         data: &[&[u8]],
         len: usize,
-    ) -> Result<Vec<RcptReply>, SessionError> {
-        let mut cmds = self.mail_cmd(from, len);
-        for r in rcpts {
-            cmds.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        announced: bool,
+        next: Option<Follow<'_>>,
+    ) -> Result<(Vec<RcptReply>, bool), SessionError> {
+        if !announced {
+            let cmds = self.commands(from, rcpts, len);
+            self.write(Phase::Mail, cmds.as_bytes()).await?;
         }
-        cmds.push_str("DATA\r\n");
-        self.write(Phase::Mail, cmds.as_bytes()).await?;
         let mail = self.read(Phase::Mail).await?;
         let mut rcpt_replies = Vec::with_capacity(rcpts.len());
         for _ in rcpts {
             rcpt_replies.push(self.read(Phase::Rcpt).await?);
         }
         let data_reply = self.read(Phase::Data).await?;
-        self.finish(mail, rcpt_replies, data_reply, data).await
+        let next = next.map(|n| (n.rcpts.len(), self.commands(n.from, n.rcpts, n.len)));
+        self.finish(mail, rcpt_replies, data_reply, data, next)
+            .await
     }
 
     async fn send_lockstep(
@@ -255,18 +331,23 @@ impl Session {
         }
         self.write(Phase::Data, b"DATA\r\n").await?;
         let data_reply = self.read(Phase::Data).await?;
-        self.finish(mail, rcpt_replies, data_reply, data).await
+        Ok(self
+            .finish(mail, rcpt_replies, data_reply, data, None)
+            .await?
+            .0)
     }
 
     /// Common tail: decide per recipient given MAIL, RCPT and DATA replies,
-    /// sending the message when DATA was accepted.
+    /// sending the message when DATA was accepted, with `next` (its
+    /// recipient count and commands) behind it; says whether `next` went.
     async fn finish(
         &mut self,
         mail: Reply,
         rcpt_replies: Vec<Reply>,
         data_reply: Reply,
         data: &[&[u8]],
-    ) -> Result<Vec<RcptReply>, SessionError> {
+        next: Option<(usize, String)>,
+    ) -> Result<(Vec<RcptReply>, bool), SessionError> {
         let any_accepted = rcpt_replies.iter().any(Reply::is_positive);
         if data_reply.code == 354 && (!mail.is_positive() || !any_accepted) {
             // The server wants data although nobody can receive it: end the
@@ -283,42 +364,49 @@ impl Session {
             if data_reply.code != 354 {
                 self.reset().await;
             }
-            return Ok(rcpt_replies
-                .iter()
-                .map(|_| (Phase::Mail, mail.clone()))
-                .collect());
+            let replies = rcpt_replies.iter().map(|_| (Phase::Mail, mail.clone()));
+            return Ok((replies.collect(), false));
         }
         if !any_accepted {
             if data_reply.code != 354 {
                 self.reset().await;
             }
-            return Ok(rcpt_replies.into_iter().map(|r| (Phase::Rcpt, r)).collect());
+            let replies = rcpt_replies.into_iter().map(|r| (Phase::Rcpt, r));
+            return Ok((replies.collect(), false));
         }
         if data_reply.code != 354 {
             self.reset().await;
-            return Ok(rcpt_replies
-                .into_iter()
-                .map(|r| {
-                    if r.is_positive() {
-                        (Phase::Data, data_reply.clone())
-                    } else {
-                        (Phase::Rcpt, r)
-                    }
-                })
-                .collect());
-        }
-        self.write_parts(Phase::DataEnd, data).await?;
-        let end = self.read(Phase::DataEnd).await?;
-        Ok(rcpt_replies
-            .into_iter()
-            .map(|r| {
+            let replies = rcpt_replies.into_iter().map(|r| {
                 if r.is_positive() {
-                    (Phase::DataEnd, end.clone())
+                    (Phase::Data, data_reply.clone())
                 } else {
                     (Phase::Rcpt, r)
                 }
-            })
-            .collect())
+            });
+            return Ok((replies.collect(), false));
+        }
+        let followed = match &next {
+            Some((n, cmds)) => {
+                let mut parts = data.to_vec();
+                parts.push(cmds.as_bytes());
+                self.write_parts(Phase::DataEnd, &parts).await?;
+                self.ahead = Some(*n);
+                true
+            }
+            None => {
+                self.write_parts(Phase::DataEnd, data).await?;
+                false
+            }
+        };
+        let end = self.read(Phase::DataEnd).await?;
+        let replies = rcpt_replies.into_iter().map(|r| {
+            if r.is_positive() {
+                (Phase::DataEnd, end.clone())
+            } else {
+                (Phase::Rcpt, r)
+            }
+        });
+        Ok((replies.collect(), followed))
     }
 }
 

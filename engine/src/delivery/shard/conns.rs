@@ -55,7 +55,10 @@ impl Shard {
         tokio::spawn(connection::run(
             Arc::clone(&self.ctx),
             Arc::clone(&self.dest),
-            self.ready_rx.clone(),
+            connection::Queue {
+                rx: self.ready_rx.clone(),
+                back: self.ready_tx.downgrade(),
+            },
             slot,
         ));
     }

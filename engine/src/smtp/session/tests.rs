@@ -135,3 +135,116 @@ fn every_line_end_goes_out_as_crlf_and_is_stuffed() {
         assert_eq!(whole, parted, "split at {split}");
     }
 }
+
+#[tokio::test]
+async fn the_next_transaction_goes_out_behind_the_message_and_is_not_written_again() {
+    let (mut s, server) = scripted(
+        true,
+        &[
+            b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+            // end of the first message, then the second's MAIL, RCPTs, DATA
+            b"250 2.0.0 queued one\r\n250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n250 2.1.5 Ok\r\n354 go\r\n",
+            b"250 2.0.0 queued two\r\n",
+        ],
+    );
+    let next = Follow {
+        from: "n@x.test",
+        rcpts: &["bad@y.test", "d@y.test"],
+        len: 9,
+    };
+    assert!(s.can_follow(&next));
+    let (first, followed) = s
+        .send_then(
+            "a@x.test",
+            &["b@y.test"],
+            &[b"one\r\n", b".\r\n"],
+            Some(next),
+        )
+        .await
+        .unwrap();
+    assert!(followed);
+    assert_eq!(first[0].0, Phase::DataEnd);
+    assert_eq!(first[0].1.text, "queued one");
+    let (second, followed) = s
+        .send_then(
+            "n@x.test",
+            &["bad@y.test", "d@y.test"],
+            &[b"two\r\n.\r\n"],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!followed);
+    assert_eq!(second[0].0, Phase::Rcpt);
+    assert_eq!(second[0].1.code, 550);
+    assert_eq!(
+        (second[1].0, second[1].1.text.as_str()),
+        (Phase::DataEnd, "queued two")
+    );
+    drop(s);
+    let sent = String::from_utf8(server.await.unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\none\r\n.\r\nMAIL FROM:<n@x.test>\r\nRCPT TO:<bad@y.test>\r\nRCPT TO:<d@y.test>\r\nDATA\r\ntwo\r\n.\r\n"
+    );
+}
+
+#[tokio::test]
+async fn a_421_after_the_message_speaks_of_that_message_alone() {
+    let (mut s, server) = scripted(
+        true,
+        &[
+            b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+            b"421 4.3.2 Shutting down\r\n",
+        ],
+    );
+    let next = Follow {
+        from: "n@x.test",
+        rcpts: &["d@y.test"],
+        len: 9,
+    };
+    let e = s
+        .send_then("a@x.test", &["b@y.test"], &[b"one\r\n.\r\n"], Some(next))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, SessionError::Refused(Phase::DataEnd, ref r) if r.code == 421),
+        "{e:?}"
+    );
+    drop(s);
+    let sent = String::from_utf8(server.await.unwrap()).unwrap();
+    assert!(sent.ends_with("one\r\n.\r\nMAIL FROM:<n@x.test>\r\nRCPT TO:<d@y.test>\r\nDATA\r\n"));
+}
+
+#[tokio::test]
+async fn nothing_follows_a_lock_step_session_or_an_oversized_message() {
+    let (mut s, _server) = scripted(
+        false,
+        &[
+            b"250 2.1.0 Ok\r\n",
+            b"250 2.1.5 Ok\r\n",
+            b"354 go\r\n",
+            b"250 2.0.0 queued\r\n",
+        ],
+    );
+    let next = Follow {
+        from: "n@x.test",
+        rcpts: &["d@y.test"],
+        len: 9,
+    };
+    assert!(!s.can_follow(&next));
+    let (_, followed) = s
+        .send_then("a@x.test", &["b@y.test"], &[b"one\r\n.\r\n"], Some(next))
+        .await
+        .unwrap();
+    assert!(!followed);
+    let (client, _server) = tokio::io::duplex(1 << 10);
+    let caps = Caps {
+        pipelining: true,
+        size: Some(100),
+        tls: false,
+    };
+    let s = Session::new(Box::new(client), caps, Timeouts::default());
+    assert!(!s.can_follow(&Follow { len: 101, ..next }));
+    assert!(s.can_follow(&Follow { len: 100, ..next }));
+}
