@@ -10,7 +10,8 @@
 //!    signing its headers alone), the signature (with the headers'
 //!    canonicalization), the DATA payload (dot-stuffing, the headers kept
 //!    for events), the SMTP transactions to Postfix's `smtp-sink` on one
-//!    pipelined loopback session, the journal (outcome entries committed
+//!    loopback session, streamed as the engine sends them (each message
+//!    followed by the next transaction's commands), the journal (outcome entries committed
 //!    64 at a time, as the recorder batches them) and the events (the
 //!    journal read back, SES events written to a JSONL file and the cursor
 //!    stored, 512 outcomes a batch, as the pump publishes them). Figures

@@ -1,9 +1,12 @@
 //! SMTP transaction throughput, pipelined (RFC 2920) next to lock-step, in
 //! one run: the engine's own SMTP client (`delivery::smtp::client::open` and
-//! `Session::send`, no rendering or DKIM) sending a fixed ~10 KB message to
-//! Postfix's smtp-sink, once started normally (PIPELINING offered, so the
-//! session pipelines) and once with `-p` (not offered: lock-step), otherwise
-//! the same. Each is reached directly on loopback and through an in-process
+//! `Session::send_then`, no rendering or DKIM) sending a fixed ~10 KB
+//! message to Postfix's smtp-sink, once started normally (PIPELINING
+//! offered, so the session pipelines) and once with `-p` (not offered:
+//! lock-step), otherwise the same. Pipelined it runs twice: each
+//! transaction on its own (`Session::send`: the command group, then the
+//! message) and streamed as the engine sends a site's ready messages (the
+//! next transaction's commands behind each message). Each is reached directly on loopback and through an in-process
 //! delay proxy that adds a fixed one-way latency to every chunk in both
 //! directions, so the round trips that pipelining saves show up.
 //!
@@ -26,7 +29,7 @@ use tokio::net::TcpListener;
 use volley_benches::delay::{delay_proxy, probe_rtt};
 use volley_engine::smtp::Phase;
 use volley_engine::smtp::client::{self, Timeouts, TlsMode, TlsSettings};
-use volley_engine::smtp::session::{Session, dot_stuff};
+use volley_engine::smtp::session::{Follow, Session, dot_stuff};
 use volley_tests::PostfixSink;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -100,6 +103,15 @@ fn message(size: usize) -> Vec<u8> {
     data
 }
 
+/// How the client sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    LockStep,
+    Pipelined,
+    /// Pipelined, each message followed by the next transaction's commands.
+    Streamed,
+}
+
 #[derive(Clone, Copy)]
 struct Run {
     secs: f64,
@@ -114,9 +126,10 @@ async fn run(
     conns: usize,
     per_conn: usize,
     rcpts: usize,
-    pipelining: bool,
+    mode: Mode,
     data: Arc<Vec<u8>>,
 ) -> Run {
+    let pipelining = mode != Mode::LockStep;
     let opened = futures_join(
         (0..conns)
             .map(|_| {
@@ -158,10 +171,20 @@ async fn run(
                     .collect();
                 let to: Vec<&str> = to.iter().map(String::as_str).collect();
                 for m in 0..per_conn {
-                    let replies = session
-                        .send("bounces@bench.test", &to, &data)
+                    let next = (mode == Mode::Streamed && m + 1 < per_conn).then(|| Follow {
+                        from: "bounces@bench.test",
+                        rcpts: &to,
+                        len: data.len(),
+                    });
+                    let (replies, followed) = session
+                        .send_then("bounces@bench.test", &to, &[&data], next)
                         .await
                         .unwrap_or_else(|e| panic!("session {c}, transaction {m}: {e}"));
+                    assert_eq!(
+                        followed,
+                        next.is_some(),
+                        "the next transaction went out behind"
+                    );
                     assert_eq!(replies.len(), rcpts, "one reply per recipient");
                     for (phase, reply) in &replies {
                         assert!(
@@ -282,27 +305,35 @@ fn main() {
     let t_all = Instant::now();
     for (path, per_conn, addr_p, addr_l, rtt) in &paths {
         for rcpts in [1, many] {
-            let (mut pipe, mut lock) = (Vec::new(), Vec::new());
+            let (mut pipe, mut lock, mut stream) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..rounds {
-                for pipelined in [round % 2 == 0, round % 2 == 1] {
-                    let (addr, sink) = if pipelined {
-                        (*addr_p, &mut sink_p)
-                    } else {
+                let mut modes = [Mode::Pipelined, Mode::LockStep, Mode::Streamed];
+                modes.rotate_left(round % 3);
+                for mode in modes {
+                    let (addr, sink) = if mode == Mode::LockStep {
                         (*addr_l, &mut sink_l)
+                    } else {
+                        (*addr_p, &mut sink_p)
                     };
-                    let r = rt.block_on(run(
-                        addr,
-                        conns,
-                        *per_conn,
-                        rcpts,
-                        pipelined,
-                        Arc::clone(&data),
-                    ));
+                    let r =
+                        rt.block_on(run(addr, conns, *per_conn, rcpts, mode, Arc::clone(&data)));
                     sink.check(r.msgs, &format!("{path}, {rcpts} rcpt, round {round}"));
-                    if pipelined { &mut pipe } else { &mut lock }.push(r);
+                    match mode {
+                        Mode::Pipelined => &mut pipe,
+                        Mode::LockStep => &mut lock,
+                        Mode::Streamed => &mut stream,
+                    }
+                    .push(r);
                 }
             }
-            rows.push((path.clone(), *rtt, rcpts, Cell::of(&pipe), Cell::of(&lock)));
+            rows.push((
+                path.clone(),
+                *rtt,
+                rcpts,
+                Cell::of(&pipe),
+                Cell::of(&lock),
+                Cell::of(&stream),
+            ));
         }
     }
     let total = t_all.elapsed().as_secs_f64();
@@ -314,7 +345,7 @@ fn main() {
         rtt_msgs
     );
     println!(
-        "{:<16} {:>9} {:>6}  {:>24} {:>9}  {:>24} {:>9}  {:>7}",
+        "{:<16} {:>9} {:>6}  {:>24} {:>9}  {:>24} {:>9}  {:>7}  {:>24} {:>9}",
         "path",
         "NOOP RTT",
         "rcpt/tx",
@@ -322,12 +353,14 @@ fn main() {
         "rcpt/s",
         "lock-step msg/s",
         "rcpt/s",
-        "ratio"
+        "ratio",
+        "streamed msg/s",
+        "vs pipe"
     );
-    for (path, rtt, rcpts, p, l) in &rows {
+    for (path, rtt, rcpts, p, l, st) in &rows {
         let cell = |c: &Cell| format!("{:.0} [{:.0}..{:.0}]", c.med, c.min, c.max);
         println!(
-            "{:<16} {:>6.3} ms {:>6}  {:>24} {:>9.0}  {:>24} {:>9.0}  {:>6.2}x",
+            "{:<16} {:>6.3} ms {:>6}  {:>24} {:>9.0}  {:>24} {:>9.0}  {:>6.2}x  {:>24} {:>8.2}x",
             path,
             rtt.as_secs_f64() * 1e3,
             rcpts,
@@ -335,7 +368,9 @@ fn main() {
             p.med * *rcpts as f64,
             cell(l),
             l.med * *rcpts as f64,
-            p.med / l.med
+            p.med / l.med,
+            cell(st),
+            st.med / p.med
         );
     }
     println!(
@@ -343,7 +378,7 @@ fn main() {
         sink_p.expected, sink_l.expected, total
     );
     println!(
-        "note: messages/s of the engine's Session::send over {conns} pre-opened sessions (connect, EHLO and QUIT are not timed) to Postfix smtp-sink, which offers PIPELINING (the session then writes MAIL, all RCPTs and DATA in one write and reads the replies together: 2 round trips per transaction, the command group and the message) or, started with -p, does not (lock-step: one round trip each for MAIL, every RCPT, DATA and the message, 3 + rcpts). On loopback the round trip is microseconds, so the columns compare per-command CPU and syscall cost of client and sink; through the delay proxy (+{rtt_ms} ms RTT, measured by NOOP) the round trips dominate and the ratio approaches (3 + rcpts) / 2, i.e. {:.1}x for 1 and {:.1}x for {many} recipients. Throughput is whole transactions: every recipient got the 250 end-of-data reply, or the bench panics.",
+        "note: messages/s of the engine's Session::send over {conns} pre-opened sessions (connect, EHLO and QUIT are not timed) to Postfix smtp-sink, which offers PIPELINING (the session then writes MAIL, all RCPTs and DATA in one write and reads the replies together: 2 round trips per transaction, the command group and the message) or, started with -p, does not (lock-step: one round trip each for MAIL, every RCPT, DATA and the message, 3 + rcpts). On loopback the round trip is microseconds, so the columns compare per-command CPU and syscall cost of client and sink; through the delay proxy (+{rtt_ms} ms RTT, measured by NOOP) the round trips dominate and the ratio approaches (3 + rcpts) / 2, i.e. {:.1}x for 1 and {:.1}x for {many} recipients. Streamed (Session::send_then, as the engine sends a site's ready messages), each message goes out with the next transaction's commands behind it: one round trip and one write per transaction, so through the proxy it approaches 2x pipelined. Throughput is whole transactions: every recipient got the 250 end-of-data reply, or the bench panics.",
         4.0 / 2.0,
         (3 + many) as f64 / 2.0
     );

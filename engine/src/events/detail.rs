@@ -289,7 +289,7 @@ mod tests {
             bounce_subtype: "General",
         };
         let d = Detail::of(&o, &"\u{1}".repeat(MAX_SUBJECT), None, None);
-        let bytes = d.encode_sent(&worst, &cache.of(&worst).to_vec());
+        let bytes = d.encode_sent(&worst, cache.of(&worst));
         assert!(bytes.len() <= MAX_DETAIL, "{}", bytes.len());
         assert!(Detail::decode(&bytes).headers_truncated);
     }
