@@ -4,8 +4,9 @@
 //! started with; and the Date among them (`commonHeaders.date`).
 //!
 //! The recipients of one shared message (a non-personalized transaction)
-//! carry the same headers sent: [`HeadersCache`] keeps the JSON of the last
-//! headers written, so a run of such entries splits and escapes them once.
+//! carry the same headers sent: [`HeadersCache`] keeps the last headers
+//! and, once they repeat, their JSON, so a run of such entries splits and
+//! escapes them once.
 //! Pure.
 
 use std::sync::Arc;
@@ -79,40 +80,39 @@ fn header(name: &str, value: &str) -> Header {
     }
 }
 
-/// The last headers sent written as JSON, with their Date.
+/// The last headers sent, with their Date and, once a second entry
+/// carried them too, their JSON.
 #[derive(Default)]
 pub struct HeadersCache {
     text: String,
-    json: Option<Arc<Box<RawValue>>>,
     date: String,
+    json: Option<Arc<Box<RawValue>>>,
 }
 
 impl HeadersCache {
     /// `mail.headers` and the Date of the headers sent `text` (`None`
-    /// when they have no Date): from the cache when `text` is the last
-    /// headers seen.
+    /// when they have no Date). Headers seen once (a personalized
+    /// message's) are written straight from their text; when the next
+    /// entry carries the same ones (a shared message's recipients), they
+    /// are written as JSON once and spliced from then on.
     fn sent(&mut self, text: &mut String) -> Option<(MailHeaders, String)> {
-        if let Some(json) = self.json.as_ref().filter(|_| self.text == *text) {
-            return Some((MailHeaders::Json(Arc::clone(json)), self.date.clone()));
+        if !self.text.is_empty() && self.text == *text {
+            if self.json.is_none() {
+                let sent = MailHeaders::Sent(std::mem::take(text));
+                self.json = serde_json::value::to_raw_value(&sent).ok().map(Arc::new);
+            }
+            if let Some(json) = &self.json {
+                return Some((MailHeaders::Json(Arc::clone(json)), self.date.clone()));
+            }
+            return Some((MailHeaders::Sent(self.text.clone()), self.date.clone()));
         }
         let date = headers::fields(text)
             .find(|(n, _)| n.eq_ignore_ascii_case("Date"))
             .map(|(_, v)| v.to_string())?;
-        let sent = MailHeaders::Sent(std::mem::take(text));
-        let Some(json) = serde_json::to_string(&sent)
-            .ok()
-            .and_then(|j| RawValue::from_string(j).ok())
-        else {
-            return Some((sent, date));
-        };
-        let MailHeaders::Sent(text) = sent else {
-            unreachable!("built as Sent above")
-        };
-        let json = Arc::new(json);
-        self.text = text;
-        self.json = Some(Arc::clone(&json));
+        self.text.clone_from(text);
         self.date.clone_from(&date);
-        Some((MailHeaders::Json(json), date))
+        self.json = None;
+        Some((MailHeaders::Sent(std::mem::take(text)), date))
     }
 }
 
