@@ -44,6 +44,7 @@ pub fn def() -> CampaignDef {
         columns: vec![],
         personalized: true,
         to: None,
+        configuration_set: None,
     }
 }
 

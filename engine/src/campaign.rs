@@ -61,6 +61,7 @@ struct CampaignFile {
     tags: BTreeMap<String, String>,
     personalized: Option<bool>,
     to: Option<String>,
+    configuration_set: Option<String>,
 }
 
 /// What the spool stores for a campaign (serialized as JSON, once).
@@ -88,6 +89,10 @@ pub struct CampaignDef {
     /// The `To` header of a non-personalized campaign's message.
     #[serde(default)]
     pub to: Option<String>,
+    /// Its configuration set (the campaign's, else the config's default;
+    /// see [`LoadedCampaign::with_configuration_set`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_set: Option<String>,
 }
 
 fn personalized_default() -> bool {
@@ -128,6 +133,26 @@ pub struct LoadedCampaign {
     pub def: CampaignDef,
     pub recipients: PathBuf,
     pub path: PathBuf,
+}
+
+impl LoadedCampaign {
+    /// Settles the campaign's configuration set against the config: the
+    /// one it names (which must be there), else the config's default.
+    pub fn with_configuration_set(
+        mut self,
+        config: &crate::config::Config,
+    ) -> Result<LoadedCampaign, CampaignError> {
+        let named = self.def.configuration_set.as_deref();
+        self.def.configuration_set =
+            config
+                .configuration_set(named)
+                .map_err(|reason| CampaignError::Invalid {
+                    path: self.path.clone(),
+                    key: "configuration_set",
+                    reason,
+                })?;
+        Ok(self)
+    }
 }
 
 /// Reads a campaign file and everything it names; checks templates compile.
@@ -222,6 +247,7 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         columns: Vec::new(),
         personalized,
         to: f.to.map(|t| t.trim().to_string()),
+        configuration_set: f.configuration_set,
     };
     let templates = crate::template::Templates::compile(def.template_sources()).map_err(|e| {
         let file = match e.part {
@@ -296,6 +322,53 @@ mod tests {
         assert!(
             e.contains("`subject`: line 1, column 4: partial `sig` is not defined"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn the_configuration_set_is_the_campaigns_else_the_default_and_must_exist() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("t.txt"), "hi\n").unwrap();
+        std::fs::write(d.path().join("list.csv"), "email\n").unwrap();
+        let campaign = d.path().join("c.toml");
+        let write = |extra: &str| {
+            let text = format!(
+                "id = \"c\"\nfrom = \"a@b.test\"\nsubject = \"s\"\ntext = \"t.txt\"\nrecipients = \"list.csv\"\n{extra}"
+            );
+            std::fs::write(&campaign, text).unwrap()
+        };
+        let config = |text: &str| {
+            crate::config::Config::parse(text, Path::new("v.toml"), Path::new(".")).unwrap()
+        };
+        let sets = config(
+            "[events]\ndefault_configuration_set = \"main\"\n[configuration_sets.main]\n[configuration_sets.promo]\n",
+        );
+        let set = |c: &crate::config::Config| {
+            load(&campaign)
+                .and_then(|l| l.with_configuration_set(c))
+                .map(|l| l.def.configuration_set)
+        };
+        write("");
+        assert_eq!(set(&sets).unwrap().as_deref(), Some("main"));
+        assert_eq!(set(&config("")).unwrap(), None);
+        write("configuration_set = \"promo\"\n");
+        assert_eq!(set(&sets).unwrap().as_deref(), Some("promo"));
+        write("configuration_set = \"gone\"\n");
+        let e = set(&sets).unwrap_err().to_string();
+        assert!(
+            e.contains("`configuration_set`")
+                && e.contains("\"gone\"")
+                && e.contains("main, promo"),
+            "{e}"
+        );
+        // stored without the key when there is none (definitions spooled
+        // before sets existed read back the same)
+        let mut def = load(&campaign).unwrap().def;
+        def.configuration_set = None;
+        assert!(
+            !String::from_utf8(def.to_bytes())
+                .unwrap()
+                .contains("configuration_set")
         );
     }
 

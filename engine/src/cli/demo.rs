@@ -139,7 +139,9 @@ pub async fn run(recipients: u32, domains: u32, keep: Option<PathBuf>) -> CliRes
         .map_err(fail)?;
     let campaign_path = write_files(&dir, recipients, domains, sink.addr)?;
     let config = Arc::new(Config::load(&dir.join("config.toml")).map_err(fail)?);
-    let loaded = campaign::load(&campaign_path).map_err(fail)?;
+    let loaded = campaign::load(&campaign_path)
+        .and_then(|l| l.with_configuration_set(&config))
+        .map_err(fail)?;
     eprintln!(
         "demo: {recipients} recipients over {domains} domains, RSA-2048 DKIM, to the built-in sink on {}",
         sink.addr

@@ -232,7 +232,9 @@ async fn deliver_until(
 pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
     let mut stop = Stop::catch().map_err(fail)?;
     let config = load_config(config_path)?;
-    let loaded = campaign::load(campaign_path).map_err(bad)?;
+    let loaded = campaign::load(campaign_path)
+        .and_then(|l| l.with_configuration_set(&config))
+        .map_err(bad)?;
     let mut job = deliver_until(config, loaded, Options::default(), Some(&mut stop)).await?;
     print_summary(&job);
     if let Some(f) = job.failure.take() {
@@ -268,7 +270,9 @@ pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
 pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
     let mut stop = Stop::catch().map_err(fail)?;
     let config = load_config(config_path)?;
-    let loaded = campaign::load(campaign_path).map_err(bad)?;
+    let loaded = campaign::load(campaign_path)
+        .and_then(|l| l.with_configuration_set(&config))
+        .map_err(bad)?;
     let (spool, _) = open_spool(&config)?;
     let halt = Arc::new(AtomicBool::new(false));
     let stop_ingest = Arc::clone(&halt);

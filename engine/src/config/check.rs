@@ -92,6 +92,7 @@ impl Config {
             }
             delivery::check_rule(r).map_err(|(k, e)| bad(&format!("mx[{i}].{k}"), e))?;
         }
+        self.check_sets().map_err(|(k, r)| bad(&k, r))?;
         Ok(())
     }
 }

@@ -16,6 +16,9 @@ use serde::Deserialize;
 mod check;
 pub mod delivery;
 mod select;
+pub mod sets;
+
+pub use sets::ConfigurationSet;
 
 pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};
 pub use select::Route;
@@ -63,6 +66,10 @@ pub struct Config {
     pub mx: Vec<PolicyRule>,
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Configuration sets by name (SES); mail names one or gets
+    /// `[events] default_configuration_set`.
+    #[serde(default)]
+    pub configuration_sets: BTreeMap<String, ConfigurationSet>,
 }
 
 /// Where MX and address lookups go.
@@ -112,6 +119,10 @@ pub struct EventsConfig {
     /// (the From domain) and `{address}` (the From address) are filled in.
     #[serde(default = "default_identity_arn", deserialize_with = "identity_arn")]
     pub identity_arn: String,
+    /// The configuration set of mail that names none (one of
+    /// `[configuration_sets]`); none by default.
+    #[serde(default)]
+    pub default_configuration_set: Option<String>,
 }
 
 fn account_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -290,6 +301,7 @@ impl Default for EventsConfig {
             jsonl: default_jsonl(),
             account_id: default_account_id(),
             identity_arn: default_identity_arn(),
+            default_configuration_set: None,
         }
     }
 }

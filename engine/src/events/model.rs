@@ -222,6 +222,9 @@ fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64, cache: &mut HeadersCache) -
         vec![def.from_domain().to_string()],
     );
     tags.insert("volley:campaign".into(), vec![def.id.clone()]);
+    if let Some(set) = &def.configuration_set {
+        tags.insert("ses:configuration-set".into(), vec![set.clone()]);
+    }
     Mail {
         timestamp: timestamp(c.accepted_ms),
         message_id: c.message_id.to_string(),

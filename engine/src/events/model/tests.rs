@@ -22,6 +22,7 @@ fn def() -> CampaignDef {
         columns: vec![],
         personalized: true,
         to: None,
+        configuration_set: None,
     }
 }
 
@@ -131,6 +132,25 @@ fn mail_carries_the_headers_sent_and_the_identity() {
         "arn:aws:ses:us-east-1:000000000000:identity/example.com"
     );
     assert_eq!(m["sendingAccountId"], "000000000000");
+}
+
+#[test]
+fn events_carry_the_configuration_set_as_ses_does() {
+    let mut d = def();
+    let reply = "250 ok".into();
+    let detail = Detail::of(&Outcome::Delivered { reply }, "Hi", None, None).encode();
+    let e = Entry::outcome(Kind::Delivered, RecipientId(1), 1, 2_000, 0, detail);
+    let tags = |d: &CampaignDef| {
+        let v = serde_json::to_value(&events(&context(d), &e)[1]).unwrap();
+        v["mail"]["tags"].clone()
+    };
+    assert!(tags(&d).get("ses:configuration-set").is_none());
+    d.configuration_set = Some("main".into());
+    assert_eq!(
+        tags(&d)["ses:configuration-set"],
+        serde_json::json!(["main"])
+    );
+    assert_eq!(tags(&d)["kind"], serde_json::json!(["promo"]));
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn def() -> CampaignDef {
         columns: vec![],
         personalized: true,
         to: None,
+        configuration_set: None,
     }
 }
 
