@@ -29,6 +29,8 @@
 //!   `SIZE n` in EHLO).
 //! - `close_after: Some((n, how))`: after `n` messages on one connection the
 //!   next command (other than QUIT) closes it, silently or with a `421`.
+//! - `discard_early`: at end of data, bytes the client sent after the
+//!   message before the reply (pipelined commands) are thrown away.
 //! - `rcpt_rate: R`: at most R RCPTs are accepted per sliding second
 //!   (across connections); the excess gets [`THROTTLE_REPLY`]. Changeable
 //!   while running with [`ScriptedServer::set_rcpt_rate`] (0 = no limit).
@@ -133,6 +135,9 @@ pub struct Options {
     pub close_after: Option<(u32, Close)>,
     /// Accept at most this many RCPTs per sliding second (0 = no limit).
     pub rcpt_rate: u32,
+    /// At end of data, throw away what the client already sent after the
+    /// message (commands sent ahead of the reply), as some servers do.
+    pub discard_early: bool,
 }
 
 #[derive(Default)]
@@ -149,6 +154,8 @@ pub(crate) struct Shared {
     pub(crate) max_open: usize,
     /// Messages whose DATA was cut off so far.
     pub(crate) dropped: u32,
+    /// Times input sent ahead was thrown away (`discard_early`).
+    pub(crate) discarded: u32,
     /// The RCPT rate limit (0 = none), the accepted RCPTs of the last
     /// second, and when each throttle reply was given.
     pub(crate) rcpt_rate: u32,
@@ -262,6 +269,11 @@ impl ScriptedServer {
 
     /// Byte counts of each read from clients: pipelined commands written
     /// together arrive together.
+    /// Times input sent ahead was thrown away (`discard_early`).
+    pub fn discarded(&self) -> u32 {
+        self.shared.lock().expect("lock").discarded
+    }
+
     pub fn reads(&self) -> Vec<usize> {
         self.shared.lock().expect("lock").reads.clone()
     }

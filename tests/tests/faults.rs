@@ -10,7 +10,10 @@
 //! - no PIPELINING: delivered in lock-step (one command per read);
 //! - the server closes after N messages per connection (silently or with
 //!   `421`): everyone delivered exactly once; `messages_per_connection`
-//!   makes the engine QUIT and reconnect.
+//!   makes the engine QUIT and reconnect;
+//! - the server throws away commands sent behind a message: the message
+//!   they were for goes back untried (no delay, no attempt), and the site
+//!   gets no more commands sent ahead.
 //!
 //! Faults that end in a bounce are in `expiry.rs`; mixed per-RCPT replies
 //! in one pipelined transaction in `scripted_replies.rs`.
@@ -223,4 +226,34 @@ fn messages_per_connection_reconnects() {
         "the engine said QUIT before reconnecting ({quits})"
     );
     assert!(of_type(&fx.events(), "DeliveryDelay").is_empty());
+}
+
+#[test]
+fn commands_thrown_away_behind_a_message_lose_nothing_and_stop_streaming() {
+    let (server, fx, rcpts) = deliver_all(
+        Options {
+            pipelining: true,
+            discard_early: true,
+            ..Default::default()
+        },
+        30,
+        "connections = 1\nmessages_per_second = 100000\ntimeouts.mail = \"1s\"",
+    );
+    assert_each_delivered_once(&fx, &server, &rcpts);
+    // the first message went out with the second's commands behind it
+    assert_eq!(
+        server.discarded(),
+        1,
+        "streaming stopped after the first loss"
+    );
+    let ev = fx.events();
+    assert!(of_type(&ev, "DeliveryDelay").is_empty(), "{ev:?}");
+    assert!(of_type(&ev, "Bounce").is_empty());
+    // no recipient was attempted twice
+    assert_eq!(of_type(&ev, "Send").len(), 30);
+    assert!(
+        server.offered().values().all(|n| *n == 1),
+        "{:?}",
+        server.offered()
+    );
 }

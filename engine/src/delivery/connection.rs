@@ -8,11 +8,13 @@
 //! rendered mail exists only shortly before a connection can take it. It
 //! sends up to `messages_per_connection` transactions per session, then
 //! says QUIT and reopens on the same slot. When another message is ready
-//! as one goes out, its commands go behind it in the same write (see
-//! [`Session::send_then`]); should the session end before that next
-//! transaction's replies, the next message goes back to the site's ready
-//! queue untried: what ended the session speaks of the message before it.
-//! It it reopens after a broken
+//! as one goes out and the connection will go on, the next message's
+//! commands go behind it in the same write (see [`Session::send_then`]);
+//! should the session end before that next transaction's replies, or its
+//! server leave them unanswered, the next message goes back to the site's
+//! ready queue untried: what ended the session speaks of the message
+//! before it (a site whose server let a streamed transaction time out
+//! gets no more of them). It reopens after a broken
 //! session while its site has work. It ends when its site has nothing in
 //! flight for the idle period, when the site's connection limit was lowered
 //! below the connections it has (throttling), when other sites wait for
@@ -299,22 +301,17 @@ async fn serve_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue, session: Sess
                 }
             }
         };
-        // the next message may follow this one if the session carries it
-        let follow = if open.sent + 1 < dest.policy().messages_per_connection {
-            ready.rx.try_recv().ok().map(|mut m| {
-                // taken: the shard may produce another for this connection
-                drop(m.ticket.take());
-                *m
-            })
+        // the next message may follow this one if the session goes on
+        let follow = if may_follow(ctx, dest, &open) {
+            ready.rx.try_recv().ok().map(|m| *m)
         } else {
             None
         };
-        let (alive, followed) = transact(ctx, dest, &mut open, msg, follow.as_ref()).await;
-        // sent ahead or not, while the session goes on the message taken
-        // is next; otherwise it goes back untried
-        let _ = followed;
+        let (alive, followed) = transact(ctx, dest, &mut open, msg, follow.as_ref(), ready).await;
         match follow {
-            Some(m) if alive => ahead = Some(m),
+            // its commands are out: it is the next transaction
+            Some(m) if alive && followed => ahead = Some(m),
+            // not sent ahead, or the session ended: back, untried
             Some(m) => ready.give_back(m),
             None => {}
         }
@@ -344,22 +341,50 @@ async fn serve_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue, session: Sess
     }
 }
 
+/// Whether the message after the one going out may be taken and sent
+/// behind it: the session streams and carries another transaction, and
+/// nothing asks this connection to stop (shutdown, a lowered connection
+/// limit, other sites waiting for the budget) before it.
+fn may_follow(ctx: &ShardCtx, dest: &Dest, o: &Open) -> bool {
+    o.session.caps().pipelining
+        && dest.streams.load(Ordering::Acquire)
+        && o.sent + 1 < dest.policy().messages_per_connection
+        && !*ctx.shutdown.borrow()
+        && dest.conn_tasks.load(Ordering::Acquire) <= dest.max_conns()
+        && !ctx
+            .budget
+            .should_yield(dest.slotted.load(Ordering::Acquire))
+}
+
+/// Whether `e` is a server leaving a transaction sent ahead unanswered
+/// (it closed, or said nothing in time, before its first reply).
+fn unanswered(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Closed(crate::smtp::Phase::Mail)
+            | SessionError::Timeout(crate::smtp::Phase::Mail)
+    )
+}
+
 /// Sends one message on an open session, with `follow`'s commands behind
 /// it when the session allows, and reports its outcomes. Returns whether
 /// the session can carry another transaction and whether `follow`'s
-/// commands went out (it must then be the next transaction).
+/// commands went out (it must then be the next transaction). A message
+/// whose commands went out ahead and got no reply at all goes back to
+/// `ready` untried; when the server said nothing in time (it may drop
+/// commands sent early), the site streams no more.
 async fn transact(
     ctx: &ShardCtx,
     dest: &Dest,
     o: &mut Open,
     msg: Ready,
     follow: Option<&Ready>,
+    ready: &Queue,
 ) -> (bool, bool) {
+    let announced = o.session.announced();
     // taken: the shard may produce the next message for this connection
     let mut msg = msg;
     drop(msg.ticket.take());
-    ctx.metrics.attempts.inc();
-    dest.m.attempts.inc();
     o.sent += 1;
     let started = Instant::now();
     let rcpts: Vec<&str> = msg.msg.rcpts.iter().map(String::as_str).collect();
@@ -375,6 +400,22 @@ async fn transact(
         .session
         .send_then(&msg.msg.mail_from, &rcpts, &msg.msg.data.parts(), next)
         .await;
+    if let Err(e) = &result
+        && announced
+        && unanswered(e)
+    {
+        if matches!(e, SessionError::Timeout(_)) {
+            // it may drop what it gets early: no more streaming to it
+            tracing::info!(site = %dest.key, error = %e, "the server left a transaction sent ahead unanswered: its message goes back untried, and the site's messages go out without the next one's commands behind them");
+            dest.streams.store(false, Ordering::Release);
+        } else {
+            tracing::debug!(site = %dest.key, error = %e, "the session ended before a transaction sent ahead was answered; its message goes back untried");
+        }
+        ready.give_back(msg);
+        return (false, false);
+    }
+    ctx.metrics.attempts.inc();
+    dest.m.attempts.inc();
     ctx.metrics
         .transaction_latency
         .observe(started.elapsed().as_secs_f64());

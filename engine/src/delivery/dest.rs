@@ -77,6 +77,10 @@ pub struct Dest {
     wanting: AtomicUsize,
     /// Messages produced ahead and not yet taken by a connection.
     produced: AtomicUsize,
+    /// Whether a message's commands may go out behind the one before
+    /// (cleared for good when a server let such a transaction time out
+    /// unanswered: it may drop the commands it gets early).
+    pub streams: AtomicBool,
     /// Wakes the shard: the site's health changed, a connection took a
     /// message or got a slot, or a connection task ended.
     pub wake: Notify,
@@ -108,6 +112,7 @@ impl Dest {
             slotted: AtomicUsize::new(0),
             wanting: AtomicUsize::new(0),
             produced: AtomicUsize::new(0),
+            streams: AtomicBool::new(true),
             wake: Notify::new(),
             m: Arc::new(m),
         };

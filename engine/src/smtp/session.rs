@@ -210,6 +210,12 @@ impl Session {
         ))
     }
 
+    /// Whether the next transaction's commands are already out (sent
+    /// behind the last message).
+    pub fn announced(&self) -> bool {
+        self.ahead.is_some()
+    }
+
     /// Whether `next` can go out behind a message: the session pipelines
     /// and the server takes its size.
     pub fn can_follow(&self, next: &Follow<'_>) -> bool {

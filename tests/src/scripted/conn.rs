@@ -242,6 +242,11 @@ fn session<S: Read + Write>(
                 };
                 data.extend_from_slice(l);
             }
+            if opts.discard_early && !reader.buffer().is_empty() {
+                let n = reader.buffer().len();
+                reader.consume(n);
+                shared.lock().expect("lock").discarded += 1;
+            }
             ctx.pause(Stage::DataEnd, reader.get_mut(), &mut out)?;
             from = None;
             if opts.size_limit.is_some_and(|n| data.len() > n) {
