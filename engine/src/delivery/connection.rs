@@ -301,9 +301,15 @@ async fn serve_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue, session: Sess
                 }
             }
         };
-        // the next message may follow this one if the session goes on
+        // the next message may follow this one if the session goes on;
+        // taken, it frees its place among the messages produced ahead, so
+        // the one after it is rendered while this transaction runs (one
+        // more message per streaming connection)
         let follow = if may_follow(ctx, dest, &open) {
-            ready.rx.try_recv().ok().map(|m| *m)
+            ready.rx.try_recv().ok().map(|mut m| {
+                drop(m.ticket.take());
+                *m
+            })
         } else {
             None
         };
