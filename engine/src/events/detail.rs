@@ -203,6 +203,22 @@ impl SentJson {
 mod tests {
     use super::*;
 
+    /// Headers, an outcome and a subject of control characters, which
+    /// JSON escapes to six bytes each: too long for a detail escaped.
+    fn worst_case() -> (SentHeaders, Outcome, String) {
+        let headers = SentHeaders {
+            text: "\u{1}".repeat(crate::message::headers::MAX_HEADERS),
+            truncated: false,
+        };
+        let o = Outcome::Bounced {
+            status: "5.1.1".into(),
+            diagnostic: "\u{1}".repeat(MAX_TEXT),
+            bounce_type: "Permanent",
+            bounce_subtype: "General",
+        };
+        (headers, o, "\u{1}".repeat(MAX_SUBJECT))
+    }
+
     #[test]
     fn huge_subject_leaves_the_outcome_fields_intact() {
         let subject = "é".repeat(60_000);
@@ -233,17 +249,8 @@ mod tests {
         let back = Detail::decode(&Detail::of(&o, "s", None, Some(&headers)).encode());
         assert_eq!(back.sent_headers(), headers);
         // control characters escape to six bytes each in JSON
-        let worst = SentHeaders {
-            text: "\u{1}".repeat(crate::message::headers::MAX_HEADERS),
-            truncated: false,
-        };
-        let o = Outcome::Bounced {
-            status: "5.1.1".into(),
-            diagnostic: "\u{1}".repeat(MAX_TEXT),
-            bounce_type: "Permanent",
-            bounce_subtype: "General",
-        };
-        let bytes = Detail::of(&o, &"\u{1}".repeat(MAX_SUBJECT), None, Some(&worst)).encode();
+        let (worst, o, subject) = worst_case();
+        let bytes = Detail::of(&o, &subject, None, Some(&worst)).encode();
         assert!(bytes.len() <= MAX_DETAIL, "{}", bytes.len());
         let back = Detail::decode(&bytes);
         assert!(back.headers_truncated);
@@ -278,17 +285,9 @@ mod tests {
             assert_eq!(Detail::decode(&bytes), want);
         }
         // headers too long once escaped: the general path leaves them out
-        let worst = Arc::new(SentHeaders {
-            text: "\u{1}".repeat(crate::message::headers::MAX_HEADERS),
-            truncated: false,
-        });
-        let o = Outcome::Bounced {
-            status: "5.1.1".into(),
-            diagnostic: "\u{1}".repeat(MAX_TEXT),
-            bounce_type: "Permanent",
-            bounce_subtype: "General",
-        };
-        let d = Detail::of(&o, &"\u{1}".repeat(MAX_SUBJECT), None, None);
+        let (worst, o, subject) = worst_case();
+        let worst = Arc::new(worst);
+        let d = Detail::of(&o, &subject, None, None);
         let bytes = d.encode_sent(&worst, cache.of(&worst));
         assert!(bytes.len() <= MAX_DETAIL, "{}", bytes.len());
         assert!(Detail::decode(&bytes).headers_truncated);

@@ -1,3 +1,8 @@
+//! Differential tests of render plans: for each template shape a plan
+//! covers (text, variables, comments, `#if`, `#unless`), the plan's output
+//! equals Handlebars' for the same data, missing and falsy values included;
+//! shapes it does not cover fall back to Handlebars.
+
 use serde_json::{Value, json};
 
 use super::plan;
