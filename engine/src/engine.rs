@@ -4,7 +4,7 @@
 //!
 //! Stages and threads: the scheduler and shards (tokio tasks), the
 //! production pool (one thread per core), the recorder thread and the event
-//! pump thread. Shutdown: stop dispatching, let open transactions finish
+//! pump threads (one per event destination, see `events::fanout`). Shutdown: stop dispatching, let open transactions finish
 //! (bounded by a grace period), journal their outcomes, publish every
 //! journaled event, then return. Whatever was not journaled stays queued in
 //! the spool and is sent again by the next run (at-least-once). When the
@@ -12,7 +12,7 @@
 //! through the same signal; the engine then waits for `shutdown`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -28,7 +28,8 @@ use crate::delivery::scheduler::{self, SchedMsg};
 use crate::delivery::shard::ShardCtx;
 use crate::delivery::{Stats, Work};
 use crate::events::NotificationSink;
-use crate::events::pump::{self, PumpCtx};
+use crate::events::fanout::{DestinationError, Pumps};
+use crate::events::webhook::{SnsState, WebhookEnv};
 use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
 use crate::metrics::Metrics;
@@ -50,11 +51,22 @@ fn connection_budget(config: &Config) -> usize {
     size
 }
 
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+}
+
 /// Options that are not in the config file.
 #[derive(Clone)]
 pub struct Options {
     pub threads: usize,
     pub tls: TlsSettings,
+    /// The SNS signing key and subscriptions, needed by `sns` webhooks.
+    pub sns: Option<SnsState>,
 }
 
 impl Default for Options {
@@ -62,6 +74,7 @@ impl Default for Options {
         Options {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tls: TlsSettings::opportunistic(),
+            sns: None,
         }
     }
 }
@@ -91,14 +104,15 @@ pub struct Engine {
     pub spool: Arc<Spool>,
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
+    /// The SNS signing key and subscriptions (`sns` webhooks), for the
+    /// HTTP listener's SNS endpoints.
+    pub sns: Option<SnsState>,
     sched: mpsc::UnboundedSender<SchedMsg>,
     shards: Arc<ShardCtx>,
     shutdown: watch::Sender<bool>,
     recorder_stop: Arc<AtomicBool>,
-    pump_stop: Arc<AtomicBool>,
-    pump_pos: Arc<AtomicU64>,
     recorder: Option<std::thread::JoinHandle<()>>,
-    pump: Option<std::thread::JoinHandle<()>>,
+    pumps: Option<Pumps>,
 }
 
 impl Engine {
@@ -109,16 +123,22 @@ impl Engine {
         sink: Box<dyn NotificationSink>,
         metrics: Arc<Metrics>,
         opts: Options,
-    ) -> Result<Engine, KeyError> {
+    ) -> Result<Engine, StartError> {
         let signers = Arc::new(Signers::load(&config.dkim)?);
+        let env = WebhookEnv {
+            runtime: tokio::runtime::Handle::current(),
+            spool_uid: spool.uid(),
+            sns: opts.sns.clone(),
+            public_url: config.sns_public_url(),
+            account_id: config.events.account_id.clone(),
+            region: config.sns.region.clone(),
+        };
+        let (pumps, wake_pumps) = Pumps::start(&config, &spool, &metrics, sink, &env)?;
         let stats = Arc::new(Stats::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (sched_tx, sched_rx) = mpsc::unbounded_channel();
         let (rec_tx, rec_rx) = crossbeam_channel::unbounded();
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let recorder_stop = Arc::new(AtomicBool::new(false));
-        let pump_stop = Arc::new(AtomicBool::new(false));
-        let pump_pos = Arc::new(AtomicU64::new(0));
 
         let (producer, _threads) = Producer::start(
             opts.threads,
@@ -128,14 +148,13 @@ impl Engine {
                 recorder: rec_tx.clone(),
             }),
         );
-        let d = &config.delivery;
         let rctx = RecorderCtx {
             spool: Arc::clone(&spool),
             backoff: Backoff::from(&config.default_policy()),
             scheduler: sched_tx.clone(),
             stats: Arc::clone(&stats),
             metrics: Arc::clone(&metrics),
-            wake_pump: wake_tx,
+            wake_pumps,
             stop: Arc::clone(&recorder_stop),
             halt: shutdown.clone(),
         };
@@ -143,18 +162,6 @@ impl Engine {
             .name("recorder".into())
             .spawn(move || recorder::run(&rctx, &rec_rx))
             .expect("spawning the recorder thread");
-        let pctx = PumpCtx {
-            spool: Arc::clone(&spool),
-            metrics: Arc::clone(&metrics),
-            reporting_mta: d.helo.clone(),
-            identity: (&config.events).into(),
-            stop: Arc::clone(&pump_stop),
-            position: Arc::clone(&pump_pos),
-        };
-        let pump = std::thread::Builder::new()
-            .name("event-pump".into())
-            .spawn(move || pump::run(&pctx, sink, &wake_rx))
-            .expect("spawning the event pump thread");
         let nameservers: Vec<std::net::SocketAddr> = config
             .dns
             .nameservers
@@ -187,14 +194,13 @@ impl Engine {
             spool,
             stats,
             metrics,
+            sns: opts.sns,
             sched: sched_tx,
             shards: sctx,
             shutdown,
             recorder_stop,
-            pump_stop,
-            pump_pos,
             recorder: Some(recorder),
-            pump: Some(pump),
+            pumps: Some(pumps),
         })
     }
 
@@ -254,9 +260,20 @@ impl Engine {
         self.stats.active.load(Ordering::Acquire)
     }
 
-    /// True when every journaled outcome has been published as events.
+    /// True when the `[events] jsonl` file has every journaled outcome's
+    /// events (event destinations may still be behind).
+    pub fn events_file_caught_up(&self) -> bool {
+        self.pumps
+            .as_ref()
+            .is_none_or(|p| p.file_caught_up(&self.spool))
+    }
+
+    /// True when every journaled outcome has been published as events to
+    /// the events file and every event destination.
     pub fn events_caught_up(&self) -> bool {
-        self.pump_pos.load(Ordering::Acquire) >= self.spool.journal_end()
+        self.pumps
+            .as_ref()
+            .is_none_or(|p| p.caught_up(&self.spool))
     }
 
     /// Stops delivery and drains the recorder and the event pump. Open
@@ -276,16 +293,14 @@ impl Engine {
         // The recorder journals what it was given, then stops; the pump
         // publishes everything journaled, then stops.
         self.recorder_stop.store(true, Ordering::Release);
-        let pump_stop = Arc::clone(&self.pump_stop);
         let recorder = self.recorder.take();
-        let pump = self.pump.take();
+        let pumps = self.pumps.take();
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(r) = recorder {
                 let _ = r.join();
             }
-            pump_stop.store(true, Ordering::Release);
-            if let Some(p) = pump {
-                let _ = p.join();
+            if let Some(p) = pumps {
+                p.finish();
             }
         })
         .await;

@@ -1,8 +1,12 @@
 //! The service's HTTP endpoints: `GET /metrics` (Prometheus text 0.0.4 or
 //! OpenMetrics, by the `Accept` header: see [`crate::metrics::negotiate`])
 //! and `GET /healthz` (`200 ok`, or `503` with the reason once the spool
-//! refuses writes after a failed fdatasync). Exposure: listens on the
-//! configured address; the only request input read is the `Accept` header.
+//! refuses writes after a failed fdatasync), and, when `sns` webhooks are
+//! configured, SNS's links: the signing certificate
+//! (`GET /sns/SimpleNotificationService-volley.pem`) and `GET /sns?Action=…`
+//! (subscription confirmation and unsubscription, see
+//! [`crate::events::sns::endpoints`]). Exposure: listens on the configured
+//! address; request input read: the `Accept` header and the `/sns` query.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +18,8 @@ use axum::routing::get;
 use volley_spool::Spool;
 
 use crate::delivery::Stats;
+use crate::events::sns::{self, endpoints};
+use crate::events::webhook::SnsState;
 use crate::metrics::{Metrics, negotiate};
 
 /// What the endpoints report on.
@@ -22,6 +28,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     pub stats: Arc<Stats>,
     pub spool: Arc<Spool>,
+    /// The SNS side of `sns` webhooks (none: the `/sns` paths are 404).
+    pub sns: Option<SnsState>,
 }
 
 /// `GET /healthz`: the status and body for a spool in this state.
@@ -60,7 +68,42 @@ pub async fn serve(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let spool = Arc::clone(&service.spool);
+    let (cert, actions) = (service.sns.clone(), service.sns.clone());
     let app = Router::new()
+        .route(
+            sns::CERT_PATH,
+            get(move || async move {
+                match cert {
+                    Some(s) => (
+                        [(header::CONTENT_TYPE, "application/x-pem-file")],
+                        s.signer.cert_pem.clone(),
+                    )
+                        .into_response(),
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        )
+        .route(
+            sns::ACTION_PATH,
+            get(move |uri: axum::http::Uri| async move {
+                let Some(s) = actions else {
+                    return StatusCode::NOT_FOUND.into_response();
+                };
+                let query = uri.query().unwrap_or("").to_string();
+                let answered =
+                    tokio::task::spawn_blocking(move || endpoints::answer(&s.subscriptions, &query))
+                        .await;
+                match answered {
+                    Ok((status, body)) => (
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                        [(header::CONTENT_TYPE, "text/xml")],
+                        body,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move |headers: HeaderMap| metrics(service.clone(), headers)),

@@ -11,10 +11,12 @@
 //! Histogram bounds are written out (no float drift such as
 //! `0.15000000000000003`). Exposure: none (output only).
 
+mod destination;
 mod expose;
 mod site;
 mod spool_view;
 
+pub use destination::{DestinationLabels, DestinationMetrics};
 pub use expose::{Format, negotiate};
 pub use site::{SiteLabels, SiteMetrics, SiteOutcomeLabels, SiteTlsLabels};
 pub use spool_view::{CAMPAIGN_SERIES, CampaignLabels, DOMAIN_SERIES, DomainLabels, OTHER};
@@ -107,6 +109,7 @@ pub struct Metrics {
     /// Bounces by SES type and subtype.
     bounces: Family<BounceLabels, Counter>,
     sites: site::SiteFamilies,
+    destinations: destination::DestinationFamilies,
     spool: spool_view::SpoolGauges,
     /// Seconds from acceptance into the spool to delivery.
     pub delivery_latency: Histogram,
@@ -145,6 +148,7 @@ impl Metrics {
             outcomes: Family::default(),
             bounces: Family::default(),
             sites: site::SiteFamilies::default(),
+            destinations: destination::DestinationFamilies::default(),
             spool: spool_view::SpoolGauges::default(),
             delivery_latency: Histogram::new(DELIVERY_BUCKETS),
             transaction_latency: Histogram::new(TRANSACTION_BUCKETS),
@@ -263,6 +267,7 @@ impl Metrics {
         );
         m.spool.register(&mut registry);
         m.sites.register(&mut registry);
+        m.destinations.register(&mut registry);
         registry.register(
             "delivery_latency_seconds",
             "Time from acceptance into the spool to delivery",
@@ -274,6 +279,21 @@ impl Metrics {
             m.transaction_latency.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// The metric handles of one event destination.
+    pub fn destination(&self, set: &str, name: &str, kind: &'static str) -> DestinationMetrics {
+        self.destinations.handles(set, name, kind)
+    }
+
+    /// Handles onto the `[events] jsonl` file's unlabelled series.
+    pub fn events_file(&self) -> DestinationMetrics {
+        DestinationMetrics {
+            published: self.events_published.clone(),
+            lag_entries: self.event_sink_lag_entries.clone(),
+            lag_seconds: self.event_sink_lag_seconds.clone(),
+            ..DestinationMetrics::default()
+        }
     }
 
     /// The metric handles of one site.

@@ -179,6 +179,32 @@ impl Spool {
         read_cursor(&self.dir.join("cursors").join(name)).map(|(_, c)| c)
     }
 
+    /// The names of the stored sink cursors, sorted.
+    pub fn cursor_names(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.dir.join("cursors")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Forgets the cursor of a sink that is gone, so the journal it held
+    /// can be retired; no error when there is none.
+    pub fn remove_cursor(&self, name: &str) -> Result<()> {
+        let dir = self.dir.join("cursors");
+        let p = dir.join(name);
+        match fs::remove_file(&p) {
+            Ok(()) => crate::fsync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx("remove cursor", &p),
+        }
+    }
+
     /// The lowest position any sink has published to (0 without sinks).
     pub(crate) fn min_cursor(&self) -> u64 {
         let dir = self.dir.join("cursors");

@@ -165,6 +165,17 @@ fn journal_reader_and_cursor() {
     let rest = outcomes(&mut r);
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].1.id, ids[2]);
+    // cursors are listed by name and can be released
+    let second = Cursor {
+        position: got[2].0,
+        sink_state: 0,
+    };
+    spool.set_cursor("dest.main.hook", second).unwrap();
+    assert_eq!(spool.cursor_names(), vec!["dest.main.hook", "jsonl"]);
+    spool.remove_cursor("dest.main.hook").unwrap();
+    spool.remove_cursor("dest.main.hook").unwrap(); // gone already: fine
+    assert_eq!(spool.cursor_names(), vec!["jsonl"]);
+    assert_eq!(spool.cursor("dest.main.hook"), None);
 }
 
 #[test]

@@ -9,7 +9,9 @@ pub mod summary;
 use std::path::Path;
 use std::sync::Arc;
 
-use volley_engine::config::Config;
+use volley_engine::config::{Config, WebhookFormat};
+use volley_engine::events::sns::{Signer, Subscriptions};
+use volley_engine::events::webhook::SnsState;
 use volley_spool::{OpenReport, Spool};
 
 // Exit codes (the README's table). A job that ran to its end says with
@@ -68,10 +70,36 @@ pub fn load_config(path: &Path) -> Result<Arc<Config>, CliError> {
     Config::load(path).map(Arc::new).map_err(bad)
 }
 
-/// Opens the spool and starts an engine on it with the JSONL sink.
+/// The SNS signing key and subscriptions, when a webhook uses the `sns`
+/// format (made under the spool directory unless `[sns]` names files).
+fn sns_state(config: &Config) -> Result<Option<SnsState>, CliError> {
+    let wanted = config.enabled_destinations().any(|(_, d)| {
+        d.webhook
+            .as_ref()
+            .is_some_and(|w| w.format == WebhookFormat::Sns)
+    });
+    if !wanted {
+        return Ok(None);
+    }
+    let dir = config.spool.dir.join("sns");
+    let files = config
+        .sns
+        .signing_key
+        .as_deref()
+        .zip(config.sns.signing_cert.as_deref());
+    let signer = Signer::load(files, &dir)
+        .map_err(|e| bad(anyhow::anyhow!("sns signing key: {e}")))?;
+    Ok(Some(SnsState {
+        signer: Arc::new(signer),
+        subscriptions: Arc::new(Subscriptions::open(&dir.join("subscriptions"))),
+    }))
+}
+
+/// Opens the spool and starts an engine on it with the JSONL sink and the
+/// configured event destinations.
 pub fn start_engine(
     config: &Arc<Config>,
-    opts: volley_engine::engine::Options,
+    mut opts: volley_engine::engine::Options,
 ) -> Result<
     (
         volley_engine::engine::Engine,
@@ -80,6 +108,7 @@ pub fn start_engine(
     CliError,
 > {
     let (spool, _) = open_spool(config)?;
+    opts.sns = sns_state(config)?;
     let metrics = Arc::new(volley_engine::metrics::Metrics::new());
     metrics.spool_lost.set(spool.summary().totals().lost as i64);
     let sink = volley_engine::events::JsonlSink::open(&config.events.jsonl).map_err(fail)?;

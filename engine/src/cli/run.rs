@@ -58,6 +58,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         metrics: Arc::clone(&metrics),
         stats: Arc::clone(&engine.stats),
         spool: Arc::clone(&spool),
+        sns: engine.sns.clone(),
     };
     let addr = volley_engine::http::serve(listen, service, http_stop_rx)
         .await

@@ -30,6 +30,10 @@ use super::{CliError, CliResult, bad, fail, job_exit_code, load_config, open_spo
 
 /// How long open transactions get to finish when the job stops.
 const GRACE: Duration = Duration::from_secs(30);
+/// How long a finished job waits for event destinations to take the
+/// last events (the `[events] jsonl` file always has them all).
+const DESTINATIONS_WAIT: Duration = Duration::from_secs(10);
+
 fn ingest_error(e: IngestError) -> CliError {
     match e {
         IngestError::List(e) => bad(e),
@@ -148,6 +152,28 @@ async fn deliver_until(
     }
     let (engine, metrics) = start_engine(&config, opts)?;
     let spool = Arc::clone(&engine.spool);
+    // `sns` webhooks need the SNS links (certificate, confirmation) served
+    let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
+    if engine.sns.is_some() {
+        let service = volley_engine::http::Service {
+            metrics: Arc::clone(&metrics),
+            stats: Arc::clone(&engine.stats),
+            spool: Arc::clone(&spool),
+            sns: engine.sns.clone(),
+        };
+        let listen = config
+            .http
+            .listen
+            .parse()
+            .map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
+        volley_engine::http::serve(listen, service, http_stop_rx)
+            .await
+            .map_err(|e| {
+                fail(anyhow::anyhow!(
+                    "cannot listen on {listen} (http.listen; sns webhooks need it): {e}"
+                ))
+            })?;
+    }
     let before = spool.summary();
     let (queued, deferred) = engine.resume_spooled();
     if queued + deferred > 0 {
@@ -168,6 +194,7 @@ async fn deliver_until(
     let mut ingest_done = false;
     let mut interrupted = None;
     let mut ended = Ok(());
+    let mut finished = None;
     loop {
         tokio::select! {
             r = &mut ingest, if !ingest_done => {
@@ -187,8 +214,22 @@ async fn deliver_until(
                  restart volley to reopen the spool (nothing acknowledged is lost)"
             )));
         }
-        if ended.is_err() || (ingest_done && engine.in_flight() == 0 && engine.events_caught_up()) {
+        if ended.is_err() {
             break;
+        }
+        if ingest_done && engine.in_flight() == 0 && engine.events_file_caught_up() {
+            // event destinations get a while to catch up; what they have
+            // not taken then is published from their cursors next time
+            let since = *finished.get_or_insert_with(std::time::Instant::now);
+            if engine.events_caught_up() {
+                break;
+            }
+            if since.elapsed() >= DESTINATIONS_WAIT {
+                tracing::warn!(
+                    "event destinations are still behind; they go on from their cursors at the next start (volley run or send)"
+                );
+                break;
+            }
         }
     }
     progress.finish();
@@ -204,6 +245,7 @@ async fn deliver_until(
     }
     let elapsed = progress.elapsed();
     engine.shutdown(GRACE).await;
+    let _ = http_stop.send(true);
     ended?;
     let after = spool.summary();
     let no = spool.campaign_by_id(&campaign).map(|c| c.no);

@@ -15,9 +15,11 @@ use serde::Deserialize;
 
 mod check;
 pub mod delivery;
+pub mod destinations;
 mod select;
 pub mod sets;
 
+pub use destinations::{Destination, EventType, SnsConfig, WebhookFormat};
 pub use sets::ConfigurationSet;
 
 pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};
@@ -70,6 +72,9 @@ pub struct Config {
     /// `[events] default_configuration_set`.
     #[serde(default)]
     pub configuration_sets: BTreeMap<String, ConfigurationSet>,
+    /// SNS-format webhook messages: region, links, signing key.
+    #[serde(default)]
+    pub sns: SnsConfig,
 }
 
 /// Where MX and address lookups go.
@@ -379,6 +384,26 @@ impl Config {
         };
         abs(&mut c.spool.dir);
         abs(&mut c.events.jsonl);
+        if let Some(p) = c.sns.signing_key.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = c.sns.signing_cert.as_mut() {
+            abs(p);
+        }
+        let dead_letters = c.events.jsonl.parent().unwrap_or(base).join("dead-letter");
+        for (set, s) in &mut c.configuration_sets {
+            for d in &mut s.destinations {
+                if let Some(j) = d.jsonl.as_mut() {
+                    abs(&mut j.path);
+                }
+                if let Some(w) = d.webhook.as_mut() {
+                    let p = w
+                        .dead_letter
+                        .get_or_insert_with(|| dead_letters.join(format!("{set}.{}.jsonl", d.name)));
+                    abs(p);
+                }
+            }
+        }
         for d in &mut c.dkim {
             abs(&mut d.key);
             d.domain = d.domain.to_ascii_lowercase();

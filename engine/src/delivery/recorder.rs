@@ -37,7 +37,8 @@ pub struct RecorderCtx {
     pub scheduler: tokio::sync::mpsc::UnboundedSender<SchedMsg>,
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
-    pub wake_pump: crossbeam_channel::Sender<()>,
+    /// Wakes each event pump after a commit.
+    pub wake_pumps: Vec<crossbeam_channel::Sender<()>>,
     /// Set at shutdown: stop retrying a failing journal.
     pub stop: Arc<AtomicBool>,
     /// The engine's stop signal for dispatching, sent when the spool fails
@@ -255,7 +256,9 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
             ctx.stats.active.fetch_sub(1, Ordering::AcqRel);
             drop(r.permit);
         }
-        let _ = ctx.wake_pump.try_send(());
+        for w in &ctx.wake_pumps {
+            let _ = w.try_send(());
+        }
         // segments whose recipients are now all final go (freeing disk)
         if let Err(e) = ctx.spool.reclaim() {
             if let Some(why) = ctx.spool.failure() {

@@ -1,6 +1,7 @@
-//! The event sink's lag, for the metrics `volley_event_sink_lag_entries`
-//! (journal entries not yet published) and `volley_event_sink_lag_seconds`
-//! (how long the oldest unpublished outcome has waited; 0 when caught up).
+//! A pump's lag, for its gauges (`volley_event_sink_lag_entries` and
+//! `_seconds` for the `[events] jsonl` file, `volley_destination_lag_*` for
+//! a destination): journal entries not yet published, and how long the
+//! oldest unpublished outcome has waited (0 when caught up).
 //!
 //! The pump tells it what it read and published; entries not read yet are
 //! counted only when a batch stopped short of the journal end (a backlog),
@@ -52,8 +53,8 @@ impl Lag {
 
     fn set_entries(&self, ctx: &PumpCtx) {
         let unpublished = self.read.saturating_sub(self.published) + self.unread;
-        ctx.metrics
-            .event_sink_lag_entries
+        ctx.counts
+            .lag_entries
             .set(i64::try_from(unpublished).unwrap_or(i64::MAX));
     }
 
@@ -76,7 +77,7 @@ impl Lag {
         let secs = self.oldest_ms.map_or(0.0, |t| {
             volley_spool::now_ms().saturating_sub(t) as f64 / 1000.0
         });
-        ctx.metrics.event_sink_lag_seconds.set(secs);
+        ctx.counts.lag_seconds.set(secs);
     }
 
     /// Entries between `at` (the pump's reader) and `end`.

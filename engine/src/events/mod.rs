@@ -1,11 +1,17 @@
 //! Events: the SES event model, what the journal carries for it, the sink
-//! trait with its JSONL sink (lines written by `json`), and the pump that connects them.
+//! trait with its JSONL sink (lines written by `json`), the webhook sink
+//! (SNS format: `sns`), and the pumps that connect them (`fanout`: one per
+//! destination).
 
 pub mod detail;
+pub mod fanout;
+pub mod id;
 mod json;
 mod lag;
 pub mod model;
 pub mod pump;
 pub mod sink;
+pub mod sns;
+pub mod webhook;
 
 pub use sink::{JsonlSink, NotificationSink};

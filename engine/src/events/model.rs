@@ -30,6 +30,7 @@ mod mail_headers;
 pub use mail_headers::{Header, HeadersCache, MailHeaders};
 
 use super::detail::Detail;
+use super::id::EventKey;
 use crate::campaign::CampaignDef;
 use crate::config::EventsConfig;
 
@@ -140,6 +141,10 @@ pub enum Body {
 /// `mail` (see [`super::json`], which writes it once for them).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
+    /// Where it comes from in the journal (its stable id); not part of
+    /// the SES JSON.
+    #[serde(skip)]
+    pub key: EventKey,
     #[serde(rename = "eventType")]
     pub event_type: &'static str,
     #[serde(serialize_with = "shared")]
@@ -203,15 +208,10 @@ pub struct Context<'a> {
     pub account_id: &'a str,
 }
 
-fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64, cache: &mut HeadersCache) -> Mail {
-    let def = c.campaign;
-    // the To header: the recipient, or a non-personalized message's `to`
-    let to = match (&def.to, def.personalized) {
-        (_, true) => c.email.to_string(),
-        (Some(t), false) => t.clone(),
-        (None, false) => crate::campaign::UNDISCLOSED.to_string(),
-    };
-    let (headers, date) = mail_headers::of(c, d, &to, at_ms, cache);
+/// The tags of a campaign's mail (`mail.tags`): its own, and
+/// `ses:from-domain`, `volley:campaign` and, when it has one,
+/// `ses:configuration-set`.
+pub fn tags(def: &CampaignDef) -> BTreeMap<String, Vec<String>> {
     let mut tags: BTreeMap<String, Vec<String>> = def
         .tags
         .iter()
@@ -225,6 +225,33 @@ fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64, cache: &mut HeadersCache) -
     if let Some(set) = &def.configuration_set {
         tags.insert("ses:configuration-set".into(), vec![set.clone()]);
     }
+    tags
+}
+
+/// The `eventType`s of the events `e` stands for, in order (see
+/// [`events_with`]): none for campaign marks.
+pub fn event_types(e: &Entry) -> impl Iterator<Item = &'static str> {
+    let outcome = match e.kind {
+        Kind::Delivered => Some("Delivery"),
+        Kind::Bounced => Some("Bounce"),
+        Kind::Deferred => Some("DeliveryDelay"),
+        Kind::Failed => Some("Rendering Failure"),
+        _ => None,
+    };
+    let send = outcome.is_some() && e.attempts == 1 && e.kind != Kind::Failed;
+    send.then_some("Send").into_iter().chain(outcome)
+}
+
+fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64, cache: &mut HeadersCache) -> Mail {
+    let def = c.campaign;
+    // the To header: the recipient, or a non-personalized message's `to`
+    let to = match (&def.to, def.personalized) {
+        (_, true) => c.email.to_string(),
+        (Some(t), false) => t.clone(),
+        (None, false) => crate::campaign::UNDISCLOSED.to_string(),
+    };
+    let (headers, date) = mail_headers::of(c, d, &to, at_ms, cache);
+    let tags = tags(def);
     Mail {
         timestamp: timestamp(c.accepted_ms),
         message_id: c.message_id.to_string(),
@@ -324,12 +351,14 @@ pub fn events_with(c: &Context<'_>, e: &Entry, cache: &mut HeadersCache) -> Vec<
     let mut out = Vec::with_capacity(2);
     if e.attempts == 1 && e.kind != Kind::Failed {
         out.push(Event {
+            key: EventKey::default(),
             event_type: "Send",
             mail: Arc::clone(&m),
             body: Body::Send(Empty {}),
         });
     }
     out.push(Event {
+        key: EventKey::default(),
         event_type: body.0,
         mail: m,
         body: body.1,

@@ -11,10 +11,19 @@
 //! a sink that can undo output publishes each event once; others get
 //! at-least-once.
 //!
+//! One pump runs per sink: the `[events] jsonl` file (every event) and
+//! each enabled event destination ([`Select`]: the events of its
+//! configuration set, of its event types, whose mail has its tags), each
+//! with its own cursor, so a slow destination holds back no other. A
+//! destination's pump without a cursor yet starts at the journal end (a new
+//! destination starts from now) unless it replays from the oldest entry.
+//! Each event carries its [`EventKey`] (entry position and place), its
+//! stable id.
+//!
 //! Runs on its own thread, woken by the recorder after each commit (and
 //! every 200 ms), publishing at most one batch per [`GATHER`] while
 //! outcomes trickle in. A slow or failing sink delays only events, never delivery.
-//! Keeps `volley_event_sink_lag_entries` and `_seconds` current ([`Lag`]).
+//! Keeps its lag gauges current ([`Lag`]).
 //! Exposure: journal bytes (disk); damage is logged and counted, never
 //! fatal.
 
@@ -26,12 +35,14 @@ use std::time::Duration;
 use volley_spool::journal::files::Reader;
 use volley_spool::{Cursor, Entry, Spool};
 
+use super::id::EventKey;
 use super::lag::Lag;
 use super::model::{self, Context, Event, HeadersCache, Identity};
 use super::sink::NotificationSink;
 use crate::campaign::CampaignDef;
+use crate::config::Destination;
 use crate::message::{campaign_message_id, message_id};
-use crate::metrics::Metrics;
+use crate::metrics::{DestinationMetrics, Metrics};
 
 /// Most journal entries turned into events and published at once.
 const BATCH: usize = 4096;
@@ -54,6 +65,29 @@ pub struct PumpCtx {
     pub stop: Arc<AtomicBool>,
     /// Journal offset up to which events are published.
     pub position: Arc<AtomicU64>,
+    /// Which events this pump publishes; `None`: every event.
+    pub select: Option<Select>,
+    /// Without a stored cursor, start at the journal end rather than at
+    /// the oldest entry kept.
+    pub from_end: bool,
+    /// Published, failed tries, lag.
+    pub counts: DestinationMetrics,
+}
+
+/// The events of one destination: its configuration set's, of its event
+/// types, whose mail has its tags.
+#[derive(Debug, Clone)]
+pub struct Select {
+    pub set: String,
+    pub destination: Destination,
+}
+
+impl Select {
+    /// Whether events of a campaign's mail can go to the destination.
+    fn campaign(&self, def: &CampaignDef) -> bool {
+        def.configuration_set.as_deref() == Some(self.set.as_str())
+            && self.destination.matches_tags(&model::tags(def))
+    }
 }
 
 impl PumpCtx {
@@ -65,6 +99,8 @@ impl PumpCtx {
 /// What events need of a campaign.
 struct CampaignInfo {
     def: CampaignDef,
+    /// Its events go to this pump's sink.
+    selected: bool,
     accepted_ms: u64,
     source_arn: String,
 }
@@ -121,9 +157,9 @@ fn gather(ctx: &PumpCtx, published_at: std::time::Instant) {
 }
 
 /// Calls `f` until it succeeds, pausing 100 ms, then twice as long each
-/// time up to [`MAX_BACKOFF`], and calling `waiting` about once a second
-/// while it pauses. Gives up (false) when the pump is stopping and a pause
-/// has reached the longest.
+/// time up to [`MAX_BACKOFF`], and calling `waiting` about four times a
+/// second while it pauses. Gives up (false) when the pump is stopping and
+/// a pause has reached the longest (a destination's pump: at once).
 fn retry<E: std::fmt::Display>(
     ctx: &PumpCtx,
     what: &str,
@@ -136,12 +172,14 @@ fn retry<E: std::fmt::Display>(
             Ok(()) => return true,
             Err(e) => tracing::error!(error = %e, "{what}; retrying"),
         }
-        if ctx.stopping() && delay >= MAX_BACKOFF {
+        // a destination gives up at once when stopping (it resumes from
+        // its cursor at the next start); the events file tries on
+        if ctx.stopping() && (delay >= MAX_BACKOFF || ctx.select.is_some()) {
             return false;
         }
         let mut left = delay;
-        while !left.is_zero() {
-            let step = left.min(Duration::from_secs(1));
+        while !left.is_zero() && !(ctx.stopping() && ctx.select.is_some()) {
+            let step = left.min(Duration::from_millis(250));
             std::thread::sleep(step);
             left -= step;
             waiting();
@@ -181,7 +219,7 @@ fn starting_cursor(ctx: &PumpCtx, sink: &mut dyn NotificationSink) -> Option<u64
     // no cursor yet: store one before the first publish, so that a crash
     // right after it finds where the sink stood
     let first = Cursor {
-        position: 0,
+        position: if ctx.from_end { spool.journal_end() } else { 0 },
         sink_state: sink.state(),
     };
     let name = sink.name().to_string();
@@ -260,8 +298,13 @@ impl<'a> Pump<'a> {
     /// The events of a batch of entries (campaign marks have none).
     fn events(&mut self, batch: &[(u64, Entry)]) -> Vec<Event> {
         let mut events = Vec::with_capacity(batch.len() * 2);
-        for (_, e) in batch {
+        for (position, e) in batch {
             if e.kind.outcome_state().is_none() {
+                continue;
+            }
+            if let Some(s) = &self.ctx.select
+                && !model::event_types(e).any(|t| s.destination.matches_type(t))
+            {
                 continue;
             }
             // the entry carries the address and campaign: the recipient's
@@ -271,6 +314,9 @@ impl<'a> Pump<'a> {
                 self.ctx.metrics.event_errors.inc();
                 continue;
             };
+            if !info.selected {
+                continue;
+            }
             let spool = &self.ctx.spool;
             let mid = if info.def.personalized {
                 message_id(spool.uid(), e.id)
@@ -286,13 +332,26 @@ impl<'a> Pump<'a> {
                 source_arn: &info.source_arn,
                 account_id: &self.ctx.identity.account_id,
             };
-            events.extend(model::events_with(&c, e, &mut self.headers));
+            let made = model::events_with(&c, e, &mut self.headers);
+            for (index, mut ev) in made.into_iter().enumerate() {
+                let wanted = match &self.ctx.select {
+                    Some(s) => s.destination.matches_type(ev.event_type),
+                    None => true,
+                };
+                if wanted {
+                    ev.key = EventKey {
+                        position: *position,
+                        index: index as u8,
+                    };
+                    events.push(ev);
+                }
+            }
         }
         events
     }
 
     fn campaign(&mut self, no: u32) -> Option<Arc<CampaignInfo>> {
-        let (spool, identity) = (&self.ctx.spool, &self.ctx.identity);
+        let (spool, identity, select) = (&self.ctx.spool, &self.ctx.identity, &self.ctx.select);
         self.campaigns
             .entry(no)
             .or_insert_with(|| {
@@ -300,6 +359,7 @@ impl<'a> Pump<'a> {
                 let def = CampaignDef::from_bytes(&c.body).ok()?;
                 Some(Arc::new(CampaignInfo {
                     source_arn: identity.source_arn(&def),
+                    selected: select.as_ref().is_none_or(|s| s.campaign(&def)),
                     def,
                     accepted_ms: c.created_ms,
                 }))
@@ -315,16 +375,18 @@ impl<'a> Pump<'a> {
             let published = retry(
                 ctx,
                 "sink refused events",
-                || sink.publish(events),
+                || {
+                    sink.publish(events)
+                        .inspect_err(|_| {
+                            ctx.counts.failed.inc();
+                        })
+                },
                 || lag.refresh_seconds(ctx),
             );
             if !published {
                 return false;
             }
-            self.ctx
-                .metrics
-                .events_published
-                .inc_by(events.len() as u64);
+            self.ctx.counts.published.inc_by(events.len() as u64);
         }
         self.lag.published(self.ctx, entries);
         true

@@ -52,6 +52,8 @@ pub trait NotificationSink: Send {
 /// is the file length, so after a crash it truncates lines written after
 /// the last stored cursor and every event appears exactly once.
 pub struct JsonlSink {
+    /// Its cursor's name: `jsonl` for the `[events] jsonl` file.
+    name: String,
     path: PathBuf,
     out: BufWriter<File>,
     len: u64,
@@ -91,6 +93,13 @@ impl JsonlSink {
         JsonlSink::open_syncing(path, &sync_dir)
     }
 
+    /// [`JsonlSink::open`] for a sink whose cursor is `name`.
+    pub fn open_named(path: &Path, name: &str) -> Result<JsonlSink, SinkError> {
+        let mut sink = JsonlSink::open(path)?;
+        sink.name = name.to_string();
+        Ok(sink)
+    }
+
     /// [`JsonlSink::open`], making new directory entries durable with
     /// `sync` (the tests watch it).
     fn open_syncing(
@@ -115,6 +124,7 @@ impl JsonlSink {
         };
         let len = f.metadata().map_err(err)?.len();
         Ok(JsonlSink {
+            name: "jsonl".into(),
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, f),
             len,
@@ -153,7 +163,7 @@ impl JsonlSink {
 
     fn err(&self, e: impl std::fmt::Display) -> SinkError {
         SinkError {
-            sink: "jsonl".into(),
+            sink: self.name.clone(),
             message: format!("{}: {e}", self.path.display()),
         }
     }
@@ -161,7 +171,7 @@ impl JsonlSink {
 
 impl NotificationSink for JsonlSink {
     fn name(&self) -> &str {
-        "jsonl"
+        &self.name
     }
 
     fn publish(&mut self, events: &[Event]) -> Result<(), SinkError> {

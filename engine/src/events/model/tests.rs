@@ -328,3 +328,20 @@ pub(crate) fn sample_events() -> Vec<Event> {
     }
     out
 }
+
+#[test]
+fn event_types_name_the_events_an_entry_stands_for() {
+    let d = def();
+    let c = context(&d);
+    for kind in [Kind::Delivered, Kind::Bounced, Kind::Deferred, Kind::Failed] {
+        for attempts in [1, 2, 3] {
+            let e = Entry::outcome(kind, RecipientId(1), attempts, 2_000, 0, Vec::new());
+            let built: Vec<&str> = events(&c, &e).iter().map(|e| e.event_type).collect();
+            let named: Vec<&str> = event_types(&e).collect();
+            assert_eq!(built, named, "{kind:?} attempt {attempts}");
+        }
+    }
+    let mark = Entry::outcome(Kind::CampaignSealed, RecipientId(1), 0, 2_000, 0, Vec::new());
+    assert_eq!(event_types(&mark).count(), 0);
+    assert!(events(&c, &mark).is_empty());
+}

@@ -62,9 +62,13 @@ fn spool_with_deliveries(dir: &Path, n: u32, age_ms: u64) -> Arc<Spool> {
 }
 
 fn ctx(spool: &Arc<Spool>, stop: bool) -> PumpCtx {
+    let metrics = Arc::new(Metrics::new());
     PumpCtx {
         spool: Arc::clone(spool),
-        metrics: Arc::new(Metrics::new()),
+        counts: metrics.events_file(),
+        select: None,
+        from_end: false,
+        metrics,
         reporting_mta: "mta.test".into(),
         identity: Identity {
             account_id: "000000000000".into(),
