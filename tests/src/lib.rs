@@ -9,6 +9,7 @@ pub mod fault_rig;
 pub mod mx_rig;
 pub mod postfix;
 pub mod process;
+pub mod receiver;
 pub mod prom;
 pub mod scripted;
 

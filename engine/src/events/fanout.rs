@@ -95,7 +95,12 @@ impl Pumps {
         for (sink, select, counts) in sinks {
             let (wake, wake_rx) = crossbeam_channel::bounded(1);
             let position = Arc::new(AtomicU64::new(0));
-            let from_end = select.as_ref().is_some_and(|s| !s.destination.replay);
+            // a new destination starts from now: outcomes come only after
+            // the engine started
+            let start_at = match &select {
+                Some(s) if !s.destination.replay => spool.journal_end(),
+                _ => 0,
+            };
             let name = sink.name().to_string();
             let ctx = PumpCtx {
                 spool: Arc::clone(common.spool),
@@ -105,7 +110,7 @@ impl Pumps {
                 stop: Arc::clone(common.stop),
                 position: Arc::clone(&position),
                 select,
-                from_end,
+                start_at,
                 counts,
             };
             let thread = std::thread::Builder::new()

@@ -67,9 +67,9 @@ pub struct PumpCtx {
     pub position: Arc<AtomicU64>,
     /// Which events this pump publishes; `None`: every event.
     pub select: Option<Select>,
-    /// Without a stored cursor, start at the journal end rather than at
-    /// the oldest entry kept.
-    pub from_end: bool,
+    /// Where to start without a stored cursor: 0 (the oldest entry kept),
+    /// or for a new destination the journal end when the engine started.
+    pub start_at: u64,
     /// Published, failed tries, lag.
     pub counts: DestinationMetrics,
 }
@@ -219,7 +219,7 @@ fn starting_cursor(ctx: &PumpCtx, sink: &mut dyn NotificationSink) -> Option<u64
     // no cursor yet: store one before the first publish, so that a crash
     // right after it finds where the sink stood
     let first = Cursor {
-        position: if ctx.from_end { spool.journal_end() } else { 0 },
+        position: ctx.start_at.min(spool.journal_end()),
         sink_state: sink.state(),
     };
     let name = sink.name().to_string();

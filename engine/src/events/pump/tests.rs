@@ -67,7 +67,7 @@ fn ctx(spool: &Arc<Spool>, stop: bool) -> PumpCtx {
         spool: Arc::clone(spool),
         counts: metrics.events_file(),
         select: None,
-        from_end: false,
+        start_at: 0,
         metrics,
         reporting_mta: "mta.test".into(),
         identity: Identity {
