@@ -7,10 +7,12 @@
 #   prometheus     -> promtool: `promtool check metrics` on a /metrics scrape
 #   python3-prometheus-client -> its OpenMetrics parser checks the
 #                     OpenMetrics scrape (promtool reads only the text format)
+#   python3-cryptography -> the SNS endpoint of the webhook tests checks every
+#                     signature with it (tests/peers/sns_receiver.py)
 # Postfix is installed with debconf "No configuration": nothing is started.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client"
+PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

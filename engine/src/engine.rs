@@ -271,9 +271,7 @@ impl Engine {
     /// True when every journaled outcome has been published as events to
     /// the events file and every event destination.
     pub fn events_caught_up(&self) -> bool {
-        self.pumps
-            .as_ref()
-            .is_none_or(|p| p.caught_up(&self.spool))
+        self.pumps.as_ref().is_none_or(|p| p.caught_up(&self.spool))
     }
 
     /// Stops delivery and drains the recorder and the event pump. Open

@@ -90,9 +90,10 @@ pub async fn serve(
                     return StatusCode::NOT_FOUND.into_response();
                 };
                 let query = uri.query().unwrap_or("").to_string();
-                let answered =
-                    tokio::task::spawn_blocking(move || endpoints::answer(&s.subscriptions, &query))
-                        .await;
+                let answered = tokio::task::spawn_blocking(move || {
+                    endpoints::answer(&s.subscriptions, &query)
+                })
+                .await;
                 match answered {
                     Ok((status, body)) => (
                         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),

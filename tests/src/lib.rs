@@ -9,8 +9,8 @@ pub mod fault_rig;
 pub mod mx_rig;
 pub mod postfix;
 pub mod process;
-pub mod receiver;
 pub mod prom;
+pub mod receiver;
 pub mod scripted;
 
 pub use postfix::PostfixSink;

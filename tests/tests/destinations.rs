@@ -52,7 +52,10 @@ fn volley(fx: &Fixture, args: &[&str]) -> std::process::Output {
 }
 
 fn send(fx: &Fixture, id: &str) {
-    volley(fx, &["send", &format!("{id}.toml"), "--config", "config.toml"]);
+    volley(
+        fx,
+        &["send", &format!("{id}.toml"), "--config", "config.toml"],
+    );
 }
 
 /// (eventType, recipient) of each event, sorted.
@@ -62,7 +65,10 @@ fn keys(events: &[serde_json::Value]) -> Vec<(String, String)> {
         .map(|e| {
             (
                 e["eventType"].as_str().unwrap_or("").to_string(),
-                e["mail"]["destination"][0].as_str().unwrap_or("").to_string(),
+                e["mail"]["destination"][0]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
             )
         })
         .collect();
@@ -102,7 +108,9 @@ jsonl = { path = "other.jsonl" }
         let d = if with_news {
             dests.to_string()
         } else {
-            let start = dests.find("[[configuration_sets.main.destinations]]\nname = \"news\"").unwrap();
+            let start = dests
+                .find("[[configuration_sets.main.destinations]]\nname = \"news\"")
+                .unwrap();
             let end = dests.find("[configuration_sets.other]").unwrap();
             format!("{}{}", &dests[..start], &dests[end..])
         };
@@ -116,16 +124,38 @@ jsonl = { path = "other.jsonl" }
         );
     };
     config(true);
-    campaign(&fx, "c1", &["a1@x.test".into(), "bad1@x.test".into()], "[tags]\nkind = \"newsletter\"");
-    campaign(&fx, "c2", &["a2@x.test".into(), "bad2@x.test".into()], "[tags]\nkind = \"promo\"");
-    campaign(&fx, "c3", &["a3@x.test".into(), "bad3@x.test".into()], "configuration_set = \"other\"\n[tags]\nkind = \"newsletter\"");
+    campaign(
+        &fx,
+        "c1",
+        &["a1@x.test".into(), "bad1@x.test".into()],
+        "[tags]\nkind = \"newsletter\"",
+    );
+    campaign(
+        &fx,
+        "c2",
+        &["a2@x.test".into(), "bad2@x.test".into()],
+        "[tags]\nkind = \"promo\"",
+    );
+    campaign(
+        &fx,
+        "c3",
+        &["a3@x.test".into(), "bad3@x.test".into()],
+        "configuration_set = \"other\"\n[tags]\nkind = \"newsletter\"",
+    );
     for c in ["c1", "c2", "c3"] {
         send(&fx, c);
     }
     let file = |name: &str| events(&fx.path().join(name));
-    assert_eq!(file("events.jsonl").len(), 12, "the events file has every event");
+    assert_eq!(
+        file("events.jsonl").len(),
+        12,
+        "the events file has every event"
+    );
     let k = |pairs: &[(&str, &str)]| {
-        let mut v: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut v: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         v.sort();
         v
     };
@@ -136,12 +166,22 @@ jsonl = { path = "other.jsonl" }
     );
     assert_eq!(
         keys(&file("news.jsonl")),
-        k(&[("Send", "a1@x.test"), ("Delivery", "a1@x.test"), ("Send", "bad1@x.test"), ("Bounce", "bad1@x.test")]),
+        k(&[
+            ("Send", "a1@x.test"),
+            ("Delivery", "a1@x.test"),
+            ("Send", "bad1@x.test"),
+            ("Bounce", "bad1@x.test")
+        ]),
         "the main set's newsletter campaign only"
     );
     assert_eq!(
         keys(&file("other.jsonl")),
-        k(&[("Send", "a3@x.test"), ("Delivery", "a3@x.test"), ("Send", "bad3@x.test"), ("Bounce", "bad3@x.test")]),
+        k(&[
+            ("Send", "a3@x.test"),
+            ("Delivery", "a3@x.test"),
+            ("Send", "bad3@x.test"),
+            ("Bounce", "bad3@x.test")
+        ]),
     );
     for e in file("other.jsonl") {
         assert_eq!(e["mail"]["tags"]["ses:configuration-set"][0], "other");
@@ -156,14 +196,31 @@ jsonl = { path = "other.jsonl" }
         c.sort();
         c
     };
-    assert_eq!(cursors(), ["dest.main.bounces", "dest.main.news", "dest.other.all", "jsonl"]);
+    assert_eq!(
+        cursors(),
+        [
+            "dest.main.bounces",
+            "dest.main.news",
+            "dest.other.all",
+            "jsonl"
+        ]
+    );
     // the destination goes from the config: its cursor goes too, the
     // others go on from theirs
     config(false);
-    campaign(&fx, "c4", &["bad4@x.test".into()], "[tags]\nkind = \"newsletter\"");
+    campaign(
+        &fx,
+        "c4",
+        &["bad4@x.test".into()],
+        "[tags]\nkind = \"newsletter\"",
+    );
     send(&fx, "c4");
     assert_eq!(cursors(), ["dest.main.bounces", "dest.other.all", "jsonl"]);
-    assert_eq!(file("news.jsonl").len(), 4, "a removed destination receives nothing");
+    assert_eq!(
+        file("news.jsonl").len(),
+        4,
+        "a removed destination receives nothing"
+    );
     assert_eq!(file("bounces.jsonl").len(), 3);
     assert_eq!(file("events.jsonl").len(), 14);
 }
@@ -196,10 +253,14 @@ fn metric(fx: &Fixture, series: &str) -> f64 {
 /// Waits until the service delivered everything and the receiver holds
 /// as many events as the events file.
 fn wait_for_all(fx: &Fixture, receiver: &Receiver, total: usize) {
-    wait_until(Duration::from_secs(120), "every event at the endpoint", || {
-        let file = fx.events();
-        file.len() == total && receiver.events_by_id().len() == total
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "every event at the endpoint",
+        || {
+            let file = fx.events();
+            file.len() == total && receiver.events_by_id().len() == total
+        },
+    );
 }
 
 /// Every event of the events file reached the endpoint, each id once
@@ -216,43 +277,81 @@ fn an_sns_webhook_gets_every_event_signed_through_an_outage() {
     let port = free_port();
     let out = fx.path().join("received.jsonl");
     let mut receiver = Receiver::start(port, &out);
-    webhook_config(&fx, &server, &format!("url = \"{}\", format = \"sns\", timeout = \"5s\"", receiver.url()), 40);
+    webhook_config(
+        &fx,
+        &server,
+        &format!(
+            "url = \"{}\", format = \"sns\", timeout = \"5s\"",
+            receiver.url()
+        ),
+        40,
+    );
     let mut list = rcpts("r", 150);
     list.extend(rcpts("bad", 10));
     campaign(&fx, "c", &list, "");
     volley(&fx, &["enqueue", "c.toml", "--config", "config.toml"]);
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
-    wait_until(Duration::from_secs(60), "the subscription confirmed and some events", || {
-        receiver.of_kind("notification").len() >= 20
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the subscription confirmed and some events",
+        || receiver.of_kind("notification").len() >= 20,
+    );
     // down: connections refused
     receiver.stop();
     let failures = "volley_destination_failures_total{configuration_set=\"main\",destination=\"hook\",kind=\"webhook\"}";
-    wait_until(Duration::from_secs(60), "a refused connection", || metric(&fx, failures) >= 1.0);
+    wait_until(Duration::from_secs(60), "a refused connection", || {
+        metric(&fx, failures) >= 1.0
+    });
     // up but failing: HTTP 500
     receiver.failing(true);
     receiver.restart();
-    wait_until(Duration::from_secs(60), "an HTTP 500", || !receiver.of_kind("failed").is_empty());
+    wait_until(Duration::from_secs(60), "an HTTP 500", || {
+        !receiver.of_kind("failed").is_empty()
+    });
     receiver.failing(false);
     wait_for_all(&fx, &receiver, 320);
     wait_until(Duration::from_secs(30), "lag back to zero", || {
-        metric(&fx, "volley_destination_lag_entries{configuration_set=\"main\",destination=\"hook\",kind=\"webhook\"}") == 0.0
+        metric(
+            &fx,
+            "volley_destination_lag_entries{configuration_set=\"main\",destination=\"hook\",kind=\"webhook\"}",
+        ) == 0.0
     });
     stop(service);
 
-    assert!(receiver.of_kind("bad").is_empty(), "{:?}", receiver.of_kind("bad"));
+    assert!(
+        receiver.of_kind("bad").is_empty(),
+        "{:?}",
+        receiver.of_kind("bad")
+    );
     assert_same_events(&fx, &receiver);
     // the subscription was confirmed before the first notification, once
     let records = receiver.records();
-    let kinds: Vec<&str> = records.iter().map(|r| r["kind"].as_str().unwrap_or("")).collect();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(kinds.iter().filter(|k| **k == "confirmation").count(), 1);
-    assert_eq!(kinds.iter().position(|k| *k != "confirmation"), Some(1), "{kinds:?}");
-    assert!(records[0]["reply"].as_str().unwrap().contains("<SubscriptionArn>arn:aws:sns:us-east-1:000000000000:main:"));
+    assert_eq!(
+        kinds.iter().position(|k| *k != "confirmation"),
+        Some(1),
+        "{kinds:?}"
+    );
+    assert!(
+        records[0]["reply"]
+            .as_str()
+            .unwrap()
+            .contains("<SubscriptionArn>arn:aws:sns:us-east-1:000000000000:main:")
+    );
     for r in receiver.of_kind("notification") {
         assert_eq!(r["topic"], "arn:aws:sns:us-east-1:000000000000:main");
         assert_eq!(r["headers"]["x-amz-sns-message-type"], "Notification");
         assert_eq!(r["headers"]["x-amz-sns-message-id"], r["id"]);
-        assert!(r["unsubscribe"].as_str().unwrap().contains("Action=Unsubscribe"));
+        assert!(
+            r["unsubscribe"]
+                .as_str()
+                .unwrap()
+                .contains("Action=Unsubscribe")
+        );
     }
     // the events file stays exactly once
     assert_eq!(fx.events().len(), 320);
@@ -265,14 +364,24 @@ fn kill_9_during_publication_resumes_every_destination_at_its_cursor() {
     let port = free_port();
     let out = fx.path().join("received.jsonl");
     let receiver = Receiver::start(port, &out);
-    webhook_config(&fx, &server, &format!("url = \"{}\", format = \"raw\"", receiver.url()), 200);
+    webhook_config(
+        &fx,
+        &server,
+        &format!("url = \"{}\", format = \"raw\"", receiver.url()),
+        200,
+    );
     campaign(&fx, "c", &rcpts("r", 600), "");
     volley(&fx, &["enqueue", "c.toml", "--config", "config.toml"]);
     let mut service = spawn(fx.path(), &["run", "--config", "config.toml"]);
-    wait_until(Duration::from_secs(60), "some events published", || receiver.events_by_id().len() >= 100);
+    wait_until(Duration::from_secs(60), "some events published", || {
+        receiver.events_by_id().len() >= 100
+    });
     service.kill().expect("kill -9");
     let _ = service.wait();
-    assert!(fx.events().len() < 1200, "the kill came too late to test anything");
+    assert!(
+        fx.events().len() < 1200,
+        "the kill came too late to test anything"
+    );
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_for_all(&fx, &receiver, 1200);
     stop(service);
@@ -304,7 +413,16 @@ fn events_an_endpoint_refuses_go_to_the_dead_letter_file() {
         ),
         1000,
     );
-    campaign(&fx, "c", &["a@x.test".into(), "bad1@x.test".into(), "bad2@x.test".into()], "");
+    campaign(
+        &fx,
+        "c",
+        &[
+            "a@x.test".into(),
+            "bad1@x.test".into(),
+            "bad2@x.test".into(),
+        ],
+        "",
+    );
     send(&fx, "c");
     let dead = events(&fx.path().join("dead-letter/main.hook.jsonl"));
     let mut bounced: Vec<&str> = dead

@@ -87,8 +87,8 @@ fn sns_state(config: &Config) -> Result<Option<SnsState>, CliError> {
         .signing_key
         .as_deref()
         .zip(config.sns.signing_cert.as_deref());
-    let signer = Signer::load(files, &dir)
-        .map_err(|e| bad(anyhow::anyhow!("sns signing key: {e}")))?;
+    let signer =
+        Signer::load(files, &dir).map_err(|e| bad(anyhow::anyhow!("sns signing key: {e}")))?;
     Ok(Some(SnsState {
         signer: Arc::new(signer),
         subscriptions: Arc::new(Subscriptions::open(&dir.join("subscriptions"))),

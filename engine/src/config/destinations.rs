@@ -347,8 +347,16 @@ impl Default for SnsConfig {
 
 impl SnsConfig {
     pub(super) fn check(&self) -> Result<(), (String, String)> {
-        if self.region.is_empty() || !self.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(("region".into(), format!("{:?} is not a region name", self.region)));
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err((
+                "region".into(),
+                format!("{:?} is not a region name", self.region),
+            ));
         }
         if let Some(u) = &self.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))

@@ -397,9 +397,9 @@ impl Config {
                     abs(&mut j.path);
                 }
                 if let Some(w) = d.webhook.as_mut() {
-                    let p = w
-                        .dead_letter
-                        .get_or_insert_with(|| dead_letters.join(format!("{set}.{}.jsonl", d.name)));
+                    let p = w.dead_letter.get_or_insert_with(|| {
+                        dead_letters.join(format!("{set}.{}.jsonl", d.name))
+                    });
                     abs(p);
                 }
             }

@@ -209,7 +209,10 @@ jsonl = { path = "out/all.jsonl" }
             Path::new("/etc/volley/out/all.jsonl")
         );
         // only enabled destinations run
-        let on: Vec<_> = c.enabled_destinations().map(|(s, d)| (s, d.name.as_str())).collect();
+        let on: Vec<_> = c
+            .enabled_destinations()
+            .map(|(s, d)| (s, d.name.as_str()))
+            .collect();
         assert_eq!(on, vec![("main", "bounces")]);
         assert_eq!(c.sns_public_url(), "http://127.0.0.1:8025");
     }
@@ -217,9 +220,18 @@ jsonl = { path = "out/all.jsonl" }
     #[test]
     fn bad_destinations_are_refused_with_their_key() {
         let cases = [
-            (DESTS.replace("\"BOUNCE\"", "\"Bonce\""), "unknown event type \"Bonce\""),
-            (DESTS.replace("name = \"all\"", "name = \"bounces\""), "destinations[1].name"),
-            (DESTS.replace("jsonl = {", "colour = 1\njsonl = {"), "colour"),
+            (
+                DESTS.replace("\"BOUNCE\"", "\"Bonce\""),
+                "unknown event type \"Bonce\"",
+            ),
+            (
+                DESTS.replace("name = \"all\"", "name = \"bounces\""),
+                "destinations[1].name",
+            ),
+            (
+                DESTS.replace("jsonl = {", "colour = 1\njsonl = {"),
+                "colour",
+            ),
             (
                 DESTS.replace("jsonl = { path = \"out/all.jsonl\" }", ""),
                 "destinations[1].kind",
@@ -240,7 +252,10 @@ jsonl = { path = "out/all.jsonl" }
                 DESTS.replace("team = \"growth\"", "team = []"),
                 "destinations[0].tags.team",
             ),
-            (format!("{DESTS}\n[sns]\nsigning_key = \"k.pem\"\n"), "sns.signing_key"),
+            (
+                format!("{DESTS}\n[sns]\nsigning_key = \"k.pem\"\n"),
+                "sns.signing_key",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(&text).unwrap_err();

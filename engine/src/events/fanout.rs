@@ -177,7 +177,9 @@ fn release_gone(config: &Config, spool: &Spool) {
                     cursor = %name,
                     "released the journal cursor of an event destination no longer configured"
                 ),
-                Err(e) => tracing::warn!(cursor = %name, error = %e, "cannot release an event destination's cursor"),
+                Err(e) => {
+                    tracing::warn!(cursor = %name, error = %e, "cannot release an event destination's cursor")
+                }
             }
         }
     }

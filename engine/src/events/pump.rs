@@ -178,7 +178,8 @@ fn retry<E: std::fmt::Display>(
             return false;
         }
         let mut left = delay;
-        while !left.is_zero() && !(ctx.stopping() && ctx.select.is_some()) {
+        let give_up_now = || ctx.stopping() && ctx.select.is_some();
+        while !left.is_zero() && !give_up_now() {
             let step = left.min(Duration::from_millis(250));
             std::thread::sleep(step);
             left -= step;
@@ -376,10 +377,9 @@ impl<'a> Pump<'a> {
                 ctx,
                 "sink refused events",
                 || {
-                    sink.publish(events)
-                        .inspect_err(|_| {
-                            ctx.counts.failed.inc();
-                        })
+                    sink.publish(events).inspect_err(|_| {
+                        ctx.counts.failed.inc();
+                    })
                 },
                 || lag.refresh_seconds(ctx),
             );

@@ -243,6 +243,10 @@ mod tests {
             )
         );
         assert!(signer.verify(&s, &m.signature));
-        assert!(m.subscribe_url.unwrap().contains("Action=ConfirmSubscription"));
+        assert!(
+            m.subscribe_url
+                .unwrap()
+                .contains("Action=ConfirmSubscription")
+        );
     }
 }

@@ -107,9 +107,10 @@ impl WebhookSink {
         if c.format == WebhookFormat::Sns && env.sns.is_none() {
             return Err("the sns format needs the SNS signing key (not loaded)".into());
         }
-        let topic_arn = c.topic_arn.clone().unwrap_or_else(|| {
-            format!("arn:aws:sns:{}:{}:{set}", env.region, env.account_id)
-        });
+        let topic_arn = c
+            .topic_arn
+            .clone()
+            .unwrap_or_else(|| format!("arn:aws:sns:{}:{}:{set}", env.region, env.account_id));
         let name = super::fanout::cursor_name(set, destination);
         let subscription_arn = match &env.sns {
             Some(s) if c.format == WebhookFormat::Sns => {
@@ -120,11 +121,7 @@ impl WebhookSink {
             }
             _ => format!("{topic_arn}:{destination}"),
         };
-        let extra = c
-            .headers
-            .iter()
-            .filter_map(|(k, v)| header(k, v))
-            .collect();
+        let extra = c.headers.iter().filter_map(|(k, v)| header(k, v)).collect();
         let dead_letter = c
             .dead_letter
             .clone()
@@ -182,7 +179,12 @@ impl WebhookSink {
     /// For `sns`: Ok once the endpoint confirmed its subscription; until
     /// then asks it to (again every [`CONFIRM_AGAIN`]) and refuses.
     fn confirmed(&mut self) -> Result<(), SinkError> {
-        let Some(sns) = self.env.sns.clone().filter(|_| self.format == WebhookFormat::Sns) else {
+        let Some(sns) = self
+            .env
+            .sns
+            .clone()
+            .filter(|_| self.format == WebhookFormat::Sns)
+        else {
             return Ok(());
         };
         let sub = sns
@@ -275,12 +277,18 @@ impl WebhookSink {
         let next = Arc::new(AtomicUsize::new(0));
         let workers = self.conns.len().min(reqs.len());
         let timeout = self.timeout;
-        let conns: Vec<Option<Conn>> = self.conns.iter_mut().take(workers).map(Option::take).collect();
+        let conns: Vec<Option<Conn>> = self
+            .conns
+            .iter_mut()
+            .take(workers)
+            .map(Option::take)
+            .collect();
         let endpoint = Arc::clone(&self.endpoint);
         let results = self.env.runtime.block_on(async move {
             let mut set = tokio::task::JoinSet::new();
             for mut conn in conns {
-                let (reqs, next, endpoint) = (Arc::clone(&reqs), Arc::clone(&next), Arc::clone(&endpoint));
+                let (reqs, next, endpoint) =
+                    (Arc::clone(&reqs), Arc::clone(&next), Arc::clone(&endpoint));
                 set.spawn(async move {
                     let mut answers = Vec::new();
                     loop {
@@ -288,7 +296,9 @@ impl WebhookSink {
                         let Some(r) = reqs.get(i) else {
                             break;
                         };
-                        let a = conn::post(&mut conn, &endpoint, &r.headers, r.body.clone(), timeout).await;
+                        let a =
+                            conn::post(&mut conn, &endpoint, &r.headers, r.body.clone(), timeout)
+                                .await;
                         answers.push((i, a));
                     }
                     (conn, answers)

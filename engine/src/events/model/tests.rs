@@ -341,7 +341,14 @@ fn event_types_name_the_events_an_entry_stands_for() {
             assert_eq!(built, named, "{kind:?} attempt {attempts}");
         }
     }
-    let mark = Entry::outcome(Kind::CampaignSealed, RecipientId(1), 0, 2_000, 0, Vec::new());
+    let mark = Entry::outcome(
+        Kind::CampaignSealed,
+        RecipientId(1),
+        0,
+        2_000,
+        0,
+        Vec::new(),
+    );
     assert_eq!(event_types(&mark).count(), 0);
     assert!(events(&c, &mark).is_empty());
 }

@@ -21,7 +21,10 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
             match b[i] {
                 b'+' => out.push(b' '),
                 b'%' if i + 2 < b.len() => {
-                    match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    match u8::from_str_radix(
+                        std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"),
+                        16,
+                    ) {
                         Ok(v) => {
                             out.push(v);
                             i += 2;
@@ -65,11 +68,7 @@ fn error(status: u16, code: &str, message: &str) -> (u16, String) {
 /// The answer (status, XML body) to `GET /sns?…`.
 pub fn answer(subs: &Subscriptions, query: &str) -> (u16, String) {
     let q = parse_query(query);
-    let get = |name: &str| {
-        q.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     match get("Action") {
         Some("ConfirmSubscription") => {
             let (Some(topic), Some(token)) = (get("TopicArn"), get("Token")) else {
@@ -140,17 +139,29 @@ mod tests {
         );
         let (status, body) = answer(&subs, &q);
         assert_eq!(status, 200, "{body}");
-        assert!(body.contains(&format!("<SubscriptionArn>{}</SubscriptionArn>", s.subscription_arn)));
+        assert!(body.contains(&format!(
+            "<SubscriptionArn>{}</SubscriptionArn>",
+            s.subscription_arn
+        )));
         assert!(subs.confirmed("dest.main.h"));
         let (status, body) = answer(&subs, "Action=ConfirmSubscription&TopicArn=<x>&Token=1");
         assert_eq!(status, 404);
-        assert!(body.contains("&lt;x&gt;") && !body.contains("<x>"), "{body}");
+        assert!(
+            body.contains("&lt;x&gt;") && !body.contains("<x>"),
+            "{body}"
+        );
         assert_eq!(answer(&subs, "Action=ConfirmSubscription").0, 400);
         assert_eq!(answer(&subs, "Action=Publish").0, 400);
         assert_eq!(answer(&subs, "").0, 400);
-        let q = format!("Action=Unsubscribe&SubscriptionArn={}", super::super::encode(&s.subscription_arn));
+        let q = format!(
+            "Action=Unsubscribe&SubscriptionArn={}",
+            super::super::encode(&s.subscription_arn)
+        );
         assert_eq!(answer(&subs, &q).0, 200);
         assert!(!subs.confirmed("dest.main.h"));
-        assert_eq!(answer(&subs, "Action=Unsubscribe&SubscriptionArn=nope").0, 404);
+        assert_eq!(
+            answer(&subs, "Action=Unsubscribe&SubscriptionArn=nope").0,
+            404
+        );
     }
 }

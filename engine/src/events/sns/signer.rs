@@ -99,9 +99,12 @@ impl Signer {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         // signing with a valid key into a buffer of the modulus' size
         // cannot fail
-        let _ = self
-            .key
-            .sign(&signature::RSA_PKCS1_SHA256, &rng, text.as_bytes(), &mut sig);
+        let _ = self.key.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &rng,
+            text.as_bytes(),
+            &mut sig,
+        );
         B64.encode(sig)
     }
 

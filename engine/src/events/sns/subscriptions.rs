@@ -92,7 +92,8 @@ impl Subscriptions {
     }
 
     fn store(&self, name: &str, s: &Subscription) -> Result<(), SubscriptionError> {
-        let err = |e: std::io::Error| SubscriptionError::Store(format!("{}: {e}", self.dir.display()));
+        let err =
+            |e: std::io::Error| SubscriptionError::Store(format!("{}: {e}", self.dir.display()));
         std::fs::create_dir_all(&self.dir).map_err(err)?;
         let path = self.dir.join(format!("{name}.json"));
         let tmp = self.dir.join(format!(".{name}.tmp"));
@@ -228,7 +229,10 @@ mod tests {
         // unsubscribing returns it to pending with a new token
         again.unsubscribe(&s.subscription_arn).unwrap();
         assert!(!again.confirmed("dest.main.h"));
-        assert!(again.confirm(arn, &s.token).is_err(), "the old token is void");
+        assert!(
+            again.confirm(arn, &s.token).is_err(),
+            "the old token is void"
+        );
         assert!(again.unsubscribe("arn:nope").is_err());
         // a new endpoint is a new subscription
         let moved = again.ensure("dest.main.h", "http://y/h", arn).unwrap();

@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(e.path, "/hooks/ses?x=1");
         assert!(e.tls.is_none());
         let e = Endpoint::parse("http://[::1]/").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.authority.as_str()), ("::1", 80, "[::1]"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.authority.as_str()),
+            ("::1", 80, "[::1]")
+        );
         assert!(Endpoint::parse("ftp://x/").is_err());
     }
 }
