@@ -33,4 +33,5 @@ test -x /usr/sbin/smtp-sink || { echo "smtp-sink missing after install" >&2; exi
 /usr/bin/python3 -c 'import dkim, nacl' || { echo "dkimpy/pynacl missing after install" >&2; exit 1; }
 command -v promtool >/dev/null || { echo "promtool missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' || { echo "prometheus_client missing after install" >&2; exit 1; }
+/usr/bin/python3 -c 'import cryptography' || { echo "python3-cryptography missing after install" >&2; exit 1; }
 echo "test peers ready: $(dpkg-query -W -f='${Package} ${Version}  ' $PKGS)"
