@@ -9,10 +9,13 @@
 #                     OpenMetrics scrape (promtool reads only the text format)
 #   python3-cryptography -> the SNS endpoint of the webhook tests checks every
 #                     signature with it (tests/peers/sns_receiver.py)
+#   rabbitmq-server, python3-pika -> the broker of the amqp destination tests
+#                     (each test runs its own on private ports; the system
+#                     service is not started) and their consumer
 # Postfix is installed with debconf "No configuration": nothing is started.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography"
+PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography rabbitmq-server python3-pika"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -27,11 +30,23 @@ if [ -n "$missing" ]; then
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
     $SUDO apt-get update -q
   fi
-  $SUDO apt-get install -y -q --no-install-recommends $missing
+  # installing rabbitmq-server must not start a system broker: deny
+  # service starts for the length of the install (unless a policy exists)
+  POLICY=/usr/sbin/policy-rc.d
+  made_policy=""
+  if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod +x "$POLICY"
+    made_policy=1
+  fi
+  $SUDO apt-get install -y -q --no-install-recommends $missing || { [ -n "$made_policy" ] && $SUDO rm -f "$POLICY"; exit 1; }
+  [ -n "$made_policy" ] && $SUDO rm -f "$POLICY"
 fi
 test -x /usr/sbin/smtp-sink || { echo "smtp-sink missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import dkim, nacl' || { echo "dkimpy/pynacl missing after install" >&2; exit 1; }
 command -v promtool >/dev/null || { echo "promtool missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' || { echo "prometheus_client missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import cryptography' || { echo "python3-cryptography missing after install" >&2; exit 1; }
+/usr/bin/python3 -c 'import pika' || { echo "python3-pika missing after install" >&2; exit 1; }
+test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { echo "rabbitmq-server missing after install" >&2; exit 1; }
 echo "test peers ready: $(dpkg-query -W -f='${Package} ${Version}  ' $PKGS)"

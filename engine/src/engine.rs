@@ -29,7 +29,7 @@ use crate::delivery::shard::ShardCtx;
 use crate::delivery::{Stats, Work};
 use crate::events::NotificationSink;
 use crate::events::fanout::{DestinationError, Pumps};
-use crate::events::webhook::{SnsState, WebhookEnv};
+use crate::events::webhook::{SinkEnv, SnsState};
 use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
 use crate::metrics::Metrics;
@@ -125,7 +125,7 @@ impl Engine {
         opts: Options,
     ) -> Result<Engine, StartError> {
         let signers = Arc::new(Signers::load(&config.dkim)?);
-        let env = WebhookEnv {
+        let env = SinkEnv {
             runtime: tokio::runtime::Handle::current(),
             spool_uid: spool.uid(),
             sns: opts.sns.clone(),

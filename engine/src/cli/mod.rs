@@ -9,7 +9,7 @@ pub mod summary;
 use std::path::Path;
 use std::sync::Arc;
 
-use volley_engine::config::{Config, WebhookFormat};
+use volley_engine::config::{Config, EventFormat};
 use volley_engine::events::sns::{Signer, Subscriptions};
 use volley_engine::events::webhook::SnsState;
 use volley_spool::{OpenReport, Spool};
@@ -70,14 +70,12 @@ pub fn load_config(path: &Path) -> Result<Arc<Config>, CliError> {
     Config::load(path).map(Arc::new).map_err(bad)
 }
 
-/// The SNS signing key and subscriptions, when a webhook uses the `sns`
-/// format (made under the spool directory unless `[sns]` names files).
+/// The SNS signing key and subscriptions, when a webhook or broker uses
+/// the `sns` format (made under the spool directory unless `[sns]` names files).
 fn sns_state(config: &Config) -> Result<Option<SnsState>, CliError> {
-    let wanted = config.enabled_destinations().any(|(_, d)| {
-        d.webhook
-            .as_ref()
-            .is_some_and(|w| w.format == WebhookFormat::Sns)
-    });
+    let wanted = config
+        .enabled_destinations()
+        .any(|(_, d)| d.jsonl.is_none() && d.format() == EventFormat::Sns);
     if !wanted {
         return Ok(None);
     }

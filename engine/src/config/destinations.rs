@@ -38,6 +38,8 @@ pub struct Destination {
     pub jsonl: Option<JsonlDestination>,
     #[serde(default)]
     pub webhook: Option<WebhookDestination>,
+    #[serde(default)]
+    pub amqp: Option<AmqpDestination>,
 }
 
 fn yes() -> bool {
@@ -49,6 +51,7 @@ fn yes() -> bool {
 pub enum Kind<'a> {
     Jsonl(&'a JsonlDestination),
     Webhook(&'a WebhookDestination),
+    Amqp(&'a AmqpDestination),
 }
 
 impl Kind<'_> {
@@ -57,6 +60,7 @@ impl Kind<'_> {
         match self {
             Kind::Jsonl(_) => "jsonl",
             Kind::Webhook(_) => "webhook",
+            Kind::Amqp(_) => "amqp",
         }
     }
 }
@@ -64,10 +68,20 @@ impl Kind<'_> {
 impl Destination {
     /// Its kind (checked at load: exactly one is given).
     pub fn kind(&self) -> Kind<'_> {
-        match (&self.jsonl, &self.webhook) {
-            (Some(j), _) => Kind::Jsonl(j),
-            (None, Some(w)) => Kind::Webhook(w),
-            (None, None) => unreachable!("checked at load: a destination has a kind"),
+        match (&self.jsonl, &self.webhook, &self.amqp) {
+            (Some(j), _, _) => Kind::Jsonl(j),
+            (None, Some(w), _) => Kind::Webhook(w),
+            (None, None, Some(a)) => Kind::Amqp(a),
+            (None, None, None) => unreachable!("checked at load: a destination has a kind"),
+        }
+    }
+
+    /// The body format of its messages (`jsonl`: the event alone).
+    pub fn format(&self) -> EventFormat {
+        match self.kind() {
+            Kind::Jsonl(_) => EventFormat::Raw,
+            Kind::Webhook(w) => w.format,
+            Kind::Amqp(a) => a.format,
         }
     }
 
@@ -111,17 +125,25 @@ impl Destination {
                 ));
             }
         }
-        match (&self.jsonl, &self.webhook) {
-            (Some(_), Some(_)) => Err((
-                "jsonl".into(),
-                "a destination has one kind: `jsonl` or `webhook`, not both".into(),
-            )),
-            (None, None) => Err((
+        let kinds = [
+            self.jsonl.is_some(),
+            self.webhook.is_some(),
+            self.amqp.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => Err((
                 "kind".into(),
-                "give the destination's kind as a table: `jsonl = { path = \"...\" }` or `webhook = { url = \"...\" }`".into(),
+                "give the destination's kind as a table: `jsonl = { path = \"...\" }`, `webhook = { url = \"...\" }` or `amqp = { url = \"...\" }`".into(),
             )),
-            (None, Some(w)) => w.check().map_err(|(k, r)| (format!("webhook.{k}"), r)),
-            (Some(_), None) => Ok(()),
+            1 => match self.kind() {
+                Kind::Jsonl(_) => Ok(()),
+                Kind::Webhook(w) => w.check().map_err(|(k, r)| (format!("webhook.{k}"), r)),
+                Kind::Amqp(a) => a.check().map_err(|(k, r)| (format!("amqp.{k}"), r)),
+            },
+            _ => Err((
+                "kind".into(),
+                "a destination has one kind: `jsonl`, `webhook` or `amqp`".into(),
+            )),
         }
     }
 }
@@ -228,10 +250,10 @@ pub struct JsonlDestination {
     pub path: PathBuf,
 }
 
-/// The body of a webhook request.
+/// The body of a webhook request or broker message.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
+pub enum EventFormat {
     /// The SNS HTTP/S notification (signed), after the subscription is
     /// confirmed.
     #[default]
@@ -247,7 +269,7 @@ pub struct WebhookDestination {
     /// `http://` or `https://` URL.
     pub url: String,
     #[serde(default)]
-    pub format: WebhookFormat,
+    pub format: EventFormat,
     /// Extra request headers (e.g. `Authorization = "Bearer ..."`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -303,6 +325,81 @@ impl WebhookDestination {
                 "topic_arn".into(),
                 format!("{arn:?} is not an ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC)"),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// The kind of a broker exchange.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    #[default]
+    Topic,
+    Direct,
+    Fanout,
+    Headers,
+}
+
+/// An AMQP 0-9-1 broker (RabbitMQ): each event a persistent message on an
+/// exchange, counted as published once the broker confirmed it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpDestination {
+    /// `amqp://user:password@host:port/vhost` (vhost `%2f` for `/`).
+    pub url: String,
+    /// The exchange (declared durable when missing).
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    #[serde(default)]
+    pub exchange_type: ExchangeType,
+    /// `{event_type}` (the eventType without spaces: `Bounce`,
+    /// `RenderingFailure`) and `{configuration_set}` are filled in.
+    #[serde(default = "default_routing_key")]
+    pub routing_key: String,
+    #[serde(default)]
+    pub format: EventFormat,
+    /// Connecting, and the broker's confirmation of a batch.
+    #[serde(default = "default_amqp_timeout", with = "super::duration")]
+    pub timeout: Duration,
+    /// The `TopicArn` of `sns` bodies (as for webhooks).
+    #[serde(default)]
+    pub topic_arn: Option<String>,
+    /// Where events the broker cannot route go (JSONL with the reason);
+    /// default `dead-letter/SET.NAME.jsonl` beside `[events] jsonl`.
+    #[serde(default)]
+    pub dead_letter: Option<PathBuf>,
+}
+
+fn default_exchange() -> String {
+    "volley-events".into()
+}
+fn default_routing_key() -> String {
+    "{configuration_set}.{event_type}".into()
+}
+fn default_amqp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl AmqpDestination {
+    fn check(&self) -> Result<(), (String, String)> {
+        if !(self.url.starts_with("amqp://") && self.url.len() > "amqp://".len()) {
+            return Err((
+                "url".into(),
+                format!(
+                    "{:?} is not an amqp:// URL (amqp://user:password@host:port/vhost)",
+                    self.url
+                ),
+            ));
+        }
+        if self.exchange.is_empty() || self.exchange.len() > 255 {
+            return Err(("exchange".into(), "1 to 255 characters".into()));
+        }
+        if self.routing_key.len() > 255 {
+            return Err(("routing_key".into(), "at most 255 characters".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(("timeout".into(), "must be more than 0".into()));
         }
         Ok(())
     }

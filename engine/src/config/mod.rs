@@ -19,7 +19,7 @@ pub mod destinations;
 mod select;
 pub mod sets;
 
-pub use destinations::{Destination, EventType, SnsConfig, WebhookFormat};
+pub use destinations::{Destination, EventFormat, EventType, SnsConfig};
 pub use sets::ConfigurationSet;
 
 pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};
@@ -396,11 +396,14 @@ impl Config {
                 if let Some(j) = d.jsonl.as_mut() {
                     abs(&mut j.path);
                 }
-                if let Some(w) = d.webhook.as_mut() {
-                    let p = w.dead_letter.get_or_insert_with(|| {
-                        dead_letters.join(format!("{set}.{}.jsonl", d.name))
-                    });
-                    abs(p);
+                let default = dead_letters.join(format!("{set}.{}.jsonl", d.name));
+                let dead_letter = match (d.webhook.as_mut(), d.amqp.as_mut()) {
+                    (Some(w), _) => Some(&mut w.dead_letter),
+                    (None, Some(a)) => Some(&mut a.dead_letter),
+                    (None, None) => None,
+                };
+                if let Some(p) = dead_letter {
+                    abs(p.get_or_insert(default));
                 }
             }
         }

@@ -195,7 +195,7 @@ jsonl = { path = "out/all.jsonl" }
         assert!(!b.matches_tags(&tags("digest", "ops")));
         assert!(!b.matches_tags(&BTreeMap::new()));
         let w = b.webhook.as_ref().unwrap();
-        assert_eq!(w.format, crate::config::WebhookFormat::Raw);
+        assert_eq!(w.format, crate::config::EventFormat::Raw);
         assert_eq!((w.concurrency, w.timeout.as_secs()), (8, 10));
         // the dead-letter file defaults beside the events file
         assert_eq!(
@@ -215,6 +215,26 @@ jsonl = { path = "out/all.jsonl" }
             .collect();
         assert_eq!(on, vec![("main", "bounces")]);
         assert_eq!(c.sns_public_url(), "http://127.0.0.1:8025");
+    }
+
+    #[test]
+    fn amqp_destinations_parse_with_defaults() {
+        let text = "[configuration_sets.main]\n[[configuration_sets.main.destinations]]\nname = \"q\"\nevent_types = [\"Bounce\"]\namqp = { url = \"amqp://guest:guest@127.0.0.1:5672/%2f\" }\n";
+        let c = Config::parse(text, Path::new("c.toml"), Path::new("/etc/volley")).unwrap();
+        let d = &c.configuration_sets["main"].destinations[0];
+        assert_eq!(d.kind().name(), "amqp");
+        let a = d.amqp.as_ref().unwrap();
+        assert_eq!(a.exchange, "volley-events");
+        assert_eq!(a.routing_key, "{configuration_set}.{event_type}");
+        assert_eq!(a.format, crate::config::EventFormat::Sns);
+        assert_eq!(
+            a.dead_letter.as_deref(),
+            Some(Path::new("/etc/volley/var/dead-letter/main.q.jsonl"))
+        );
+        let e = parse(&text.replace("amqp://guest", "http://guest")).unwrap_err();
+        assert!(e.contains("destinations[0].amqp.url"), "{e}");
+        let e = parse(&text.replace("amqp = {", "jsonl = { path = \"x\" }\namqp = {")).unwrap_err();
+        assert!(e.contains("one kind"), "{e}");
     }
 
     #[test]

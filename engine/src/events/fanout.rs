@@ -16,9 +16,10 @@ use std::thread::JoinHandle;
 use volley_spool::Spool;
 
 use super::JsonlSink;
+use super::amqp::AmqpSink;
 use super::pump::{self, PumpCtx, Select};
 use super::sink::NotificationSink;
-use super::webhook::{self, WebhookEnv};
+use super::webhook::{self, SinkEnv};
 use crate::config::destinations::Kind;
 use crate::config::{Config, Destination};
 use crate::metrics::Metrics;
@@ -61,7 +62,7 @@ impl Pumps {
         spool: &Arc<Spool>,
         metrics: &Arc<Metrics>,
         events_file: Box<dyn NotificationSink>,
-        env: &WebhookEnv,
+        env: &SinkEnv,
     ) -> Result<(Pumps, Vec<crossbeam_channel::Sender<()>>), DestinationError> {
         let mut sinks: Vec<(Box<dyn NotificationSink>, Option<Select>, _)> =
             vec![(events_file, None, metrics.events_file())];
@@ -153,13 +154,14 @@ impl Pumps {
 fn open(
     set: &str,
     d: &Destination,
-    env: &WebhookEnv,
+    env: &SinkEnv,
     counts: &crate::metrics::DestinationMetrics,
 ) -> Result<Box<dyn NotificationSink>, String> {
     let name = cursor_name(set, &d.name);
     Ok(match d.kind() {
         Kind::Jsonl(j) => Box::new(JsonlSink::open_named(&j.path, &name).map_err(|e| e.message)?),
         Kind::Webhook(w) => Box::new(webhook::WebhookSink::open(set, &d.name, w, env, counts)?),
+        Kind::Amqp(a) => Box::new(AmqpSink::open(set, &d.name, a, env, counts)?),
     })
 }
 

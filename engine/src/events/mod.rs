@@ -1,8 +1,9 @@
 //! Events: the SES event model, what the journal carries for it, the sink
-//! trait with its JSONL sink (lines written by `json`), the webhook sink
-//! (SNS format: `sns`), and the pumps that connect them (`fanout`: one per
+//! trait with its JSONL sink (lines written by `json`), the webhook and
+//! AMQP sinks (SNS format: `sns`), and the pumps that connect them (`fanout`: one per
 //! destination).
 
+pub mod amqp;
 pub mod detail;
 pub mod fanout;
 pub mod id;

@@ -96,6 +96,19 @@ pub struct Message {
     pub unsubscribe_url: Option<String>,
 }
 
+/// The body of a notification of `event` (SES event JSON) with `id`.
+pub fn notification_body(
+    topic: &Topic,
+    id: &str,
+    event: &[u8],
+    timestamp: &str,
+    signer: &Signer,
+) -> Vec<u8> {
+    let event = String::from_utf8_lossy(event).into_owned();
+    let m = Message::notification(topic, id.to_string(), event, timestamp.to_string(), signer);
+    serde_json::to_vec(&m).unwrap_or_default()
+}
+
 impl Message {
     /// A `Notification` carrying `event` (the SES event JSON), signed.
     pub fn notification(

@@ -13,7 +13,7 @@
 //! endpoint's answers (see [`conn`]).
 
 mod conn;
-mod dead_letter;
+pub(super) mod dead_letter;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use super::json::Lines;
 use super::model::{Event, timestamp};
 use super::sink::{NotificationSink, SinkError};
 use super::sns::{Message, Signer, Subscriptions, Topic};
-use crate::config::destinations::{WebhookDestination, WebhookFormat};
+use crate::config::destinations::{EventFormat, WebhookDestination};
 use crate::metrics::DestinationMetrics;
 
 /// How often a pending subscription's confirmation request is sent again.
@@ -43,9 +43,9 @@ pub struct SnsState {
     pub subscriptions: Arc<Subscriptions>,
 }
 
-/// What webhooks need from the service.
+/// What webhook and broker sinks need from the service.
 #[derive(Clone)]
-pub struct WebhookEnv {
+pub struct SinkEnv {
     /// The runtime requests run on (pumps are plain threads).
     pub runtime: tokio::runtime::Handle,
     /// The spool's uid (event ids are unique per spool).
@@ -72,12 +72,12 @@ pub struct WebhookSink {
     name: String,
     url: String,
     endpoint: Arc<Endpoint>,
-    format: WebhookFormat,
+    format: EventFormat,
     extra: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     conns: Vec<Option<Conn>>,
     topic: Topic,
-    env: WebhookEnv,
+    env: SinkEnv,
     /// Events of the batch being published that are done (taken or
     /// dead-lettered).
     done: HashSet<EventKey>,
@@ -100,11 +100,11 @@ impl WebhookSink {
         set: &str,
         destination: &str,
         c: &WebhookDestination,
-        env: &WebhookEnv,
+        env: &SinkEnv,
         counts: &DestinationMetrics,
     ) -> Result<WebhookSink, String> {
         let endpoint = Endpoint::parse(&c.url)?;
-        if c.format == WebhookFormat::Sns && env.sns.is_none() {
+        if c.format == EventFormat::Sns && env.sns.is_none() {
             return Err("the sns format needs the SNS signing key (not loaded)".into());
         }
         let topic_arn = c
@@ -113,7 +113,7 @@ impl WebhookSink {
             .unwrap_or_else(|| format!("arn:aws:sns:{}:{}:{set}", env.region, env.account_id));
         let name = super::fanout::cursor_name(set, destination);
         let subscription_arn = match &env.sns {
-            Some(s) if c.format == WebhookFormat::Sns => {
+            Some(s) if c.format == EventFormat::Sns => {
                 s.subscriptions
                     .ensure(&name, &c.url, &topic_arn)
                     .map_err(|e| e.to_string())?
@@ -125,7 +125,7 @@ impl WebhookSink {
         let dead_letter = c
             .dead_letter
             .clone()
-            .unwrap_or_else(|| format!("{set}.{destination}.dead-letter.jsonl").into());
+            .unwrap_or_else(|| format!("dead-letter/{set}.{destination}.jsonl").into());
         Ok(WebhookSink {
             url: c.url.clone(),
             endpoint: Arc::new(endpoint),
@@ -169,7 +169,7 @@ impl WebhookSink {
         .into_iter()
         .filter_map(|(k, v)| header(k, v))
         .collect();
-        if self.format == WebhookFormat::Raw {
+        if self.format == EventFormat::Raw {
             h.extend(header("x-amz-sns-rawdelivery", "true"));
         }
         h.extend(self.extra.iter().cloned());
@@ -183,7 +183,7 @@ impl WebhookSink {
             .env
             .sns
             .clone()
-            .filter(|_| self.format == WebhookFormat::Sns)
+            .filter(|_| self.format == EventFormat::Sns)
         else {
             return Ok(());
         };
@@ -247,17 +247,13 @@ impl WebhookSink {
             line.pop(); // the newline
             let id = e.key.id(self.env.spool_uid);
             let body = match (&self.format, &self.env.sns) {
-                (WebhookFormat::Sns, Some(sns)) => {
-                    let event = String::from_utf8_lossy(&line).into_owned();
-                    let m = Message::notification(
-                        &self.topic,
-                        id.clone(),
-                        event,
-                        now.clone(),
-                        &sns.signer,
-                    );
-                    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
-                }
+                (EventFormat::Sns, Some(sns)) => Bytes::from(super::sns::notification_body(
+                    &self.topic,
+                    &id,
+                    &line,
+                    &now,
+                    &sns.signer,
+                )),
                 _ => Bytes::from(line.clone()),
             };
             out.push(Request {
