@@ -102,7 +102,7 @@ jsonl = { path = "news.jsonl" }
 [[configuration_sets.other.destinations]]
 name = "all"
 event_types = ["SEND", "DELIVERY", "BOUNCE", "DELIVERY_DELAY", "RENDERING_FAILURE"]
-jsonl = { path = "other.jsonl" }
+jsonl = { path = "other.jsonl", rotate_bytes = 1, keep = 100 }
 "#;
     let config = |with_news: bool| {
         let d = if with_news {
@@ -183,9 +183,6 @@ jsonl = { path = "other.jsonl" }
             ("Bounce", "bad3@x.test")
         ]),
     );
-    for e in file("other.jsonl") {
-        assert_eq!(e["mail"]["tags"]["ses:configuration-set"][0], "other");
-    }
     let cursors = || {
         let mut c: Vec<String> = std::fs::read_dir(fx.path().join("spool/cursors"))
             .unwrap()
@@ -223,6 +220,43 @@ jsonl = { path = "other.jsonl" }
     );
     assert_eq!(file("bounces.jsonl").len(), 3);
     assert_eq!(file("events.jsonl").len(), 14);
+    // `other` rotates before every batch: the rotated files and the live
+    // one hold its events once, oldest first
+    campaign(
+        &fx,
+        "c5",
+        &["a5@x.test".into()],
+        "configuration_set = \"other\"",
+    );
+    send(&fx, "c5");
+    let rotated = |name: &str| {
+        let mut all = Vec::new();
+        for g in 0.. {
+            let p = fx.path().join(format!("{name}.{g}"));
+            if !p.exists() {
+                break;
+            }
+            all.extend(events(&p));
+        }
+        all.extend(file(name));
+        all
+    };
+    assert!(fx.path().join("other.jsonl.0").exists(), "rotated");
+    assert_eq!(file("other.jsonl").len(), 2);
+    assert_eq!(
+        keys(&rotated("other.jsonl")),
+        k(&[
+            ("Send", "a3@x.test"),
+            ("Delivery", "a3@x.test"),
+            ("Send", "bad3@x.test"),
+            ("Bounce", "bad3@x.test"),
+            ("Send", "a5@x.test"),
+            ("Delivery", "a5@x.test")
+        ]),
+    );
+    for e in rotated("other.jsonl") {
+        assert_eq!(e["mail"]["tags"]["ses:configuration-set"][0], "other");
+    }
 }
 
 /// The config of a service whose set `main` has one webhook destination

@@ -109,7 +109,13 @@ pub fn start_engine(
     opts.sns = sns_state(config)?;
     let metrics = Arc::new(volley_engine::metrics::Metrics::new());
     metrics.spool_lost.set(spool.summary().totals().lost as i64);
-    let sink = volley_engine::events::JsonlSink::open(&config.events.jsonl).map_err(fail)?;
+    let rotation = volley_engine::events::sink::Rotation {
+        rotate_bytes: config.events.rotate_bytes,
+        keep: config.events.keep,
+    };
+    let sink =
+        volley_engine::events::JsonlSink::open_rotating(&config.events.jsonl, "jsonl", rotation)
+            .map_err(fail)?;
     let engine = volley_engine::engine::Engine::start(
         Arc::clone(config),
         spool,

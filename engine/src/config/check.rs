@@ -93,6 +93,9 @@ impl Config {
             delivery::check_rule(r).map_err(|(k, e)| bad(&format!("mx[{i}].{k}"), e))?;
         }
         self.check_sets().map_err(|(k, r)| bad(&k, r))?;
+        if self.events.keep == 0 {
+            return Err(bad("events.keep", "keep at least 1 rotated file".into()));
+        }
         Ok(())
     }
 }

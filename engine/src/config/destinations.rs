@@ -136,6 +136,10 @@ impl Destination {
                 "give the destination's kind as a table: `jsonl = { path = \"...\" }`, `webhook = { url = \"...\" }` or `amqp = { url = \"...\" }`".into(),
             )),
             1 => match self.kind() {
+                Kind::Jsonl(j) if j.keep == 0 => Err((
+                    "jsonl.keep".into(),
+                    "keep at least 1 rotated file".into(),
+                )),
                 Kind::Jsonl(_) => Ok(()),
                 Kind::Webhook(w) => w.check().map_err(|(k, r)| (format!("webhook.{k}"), r)),
                 Kind::Amqp(a) => a.check().map_err(|(k, r)| (format!("amqp.{k}"), r)),
@@ -248,6 +252,12 @@ impl<'de> Deserialize<'de> for TagValues {
 #[serde(deny_unknown_fields)]
 pub struct JsonlDestination {
     pub path: PathBuf,
+    /// Rotate the file once it has this many bytes (0: never).
+    #[serde(default, with = "super::size")]
+    pub rotate_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "super::default_keep")]
+    pub keep: u32,
 }
 
 /// The body of a webhook request or broker message.

@@ -18,7 +18,7 @@ use volley_spool::Spool;
 use super::JsonlSink;
 use super::amqp::AmqpSink;
 use super::pump::{self, PumpCtx, Select};
-use super::sink::NotificationSink;
+use super::sink::{NotificationSink, Rotation};
 use super::webhook::{self, SinkEnv};
 use crate::config::destinations::Kind;
 use crate::config::{Config, Destination};
@@ -159,7 +159,13 @@ fn open(
 ) -> Result<Box<dyn NotificationSink>, String> {
     let name = cursor_name(set, &d.name);
     Ok(match d.kind() {
-        Kind::Jsonl(j) => Box::new(JsonlSink::open_named(&j.path, &name).map_err(|e| e.message)?),
+        Kind::Jsonl(j) => {
+            let rotation = Rotation {
+                rotate_bytes: j.rotate_bytes,
+                keep: j.keep,
+            };
+            Box::new(JsonlSink::open_rotating(&j.path, &name, rotation).map_err(|e| e.message)?)
+        }
         Kind::Webhook(w) => Box::new(webhook::WebhookSink::open(set, &d.name, w, env, counts)?),
         Kind::Amqp(a) => Box::new(AmqpSink::open(set, &d.name, a, env, counts)?),
     })

@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 use super::json::Lines;
 use super::model::Event;
 
+pub mod rotation;
+
+pub use rotation::Rotation;
+use rotation::State;
+
 /// A sink failed to take a batch.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {message}")]
@@ -49,8 +54,9 @@ pub trait NotificationSink: Send {
 }
 
 /// Appends one JSON event per line to a file, fsync'd per batch. Its state
-/// is the file length, so after a crash it truncates lines written after
-/// the last stored cursor and every event appears exactly once.
+/// is the file's generation and length ([`rotation`]), so after a crash it
+/// truncates lines written after the last stored cursor and every event
+/// appears exactly once, across rotations too.
 pub struct JsonlSink {
     /// Its cursor's name: `jsonl` for the `[events] jsonl` file.
     name: String,
@@ -58,6 +64,9 @@ pub struct JsonlSink {
     out: BufWriter<File>,
     len: u64,
     lines: Lines,
+    rotation: Rotation,
+    /// The live file's generation (rotations so far).
+    generation: u64,
 }
 
 /// Makes a directory's entries durable (fsync of the directory).
@@ -93,10 +102,16 @@ impl JsonlSink {
         JsonlSink::open_syncing(path, &sync_dir)
     }
 
-    /// [`JsonlSink::open`] for a sink whose cursor is `name`.
-    pub fn open_named(path: &Path, name: &str) -> Result<JsonlSink, SinkError> {
+    /// [`JsonlSink::open`] for a sink whose cursor is `name`, rotating
+    /// the file as `rotation` says.
+    pub fn open_rotating(
+        path: &Path,
+        name: &str,
+        rotation: Rotation,
+    ) -> Result<JsonlSink, SinkError> {
         let mut sink = JsonlSink::open(path)?;
         sink.name = name.to_string();
+        sink.rotation = rotation;
         Ok(sink)
     }
 
@@ -129,7 +144,32 @@ impl JsonlSink {
             out: BufWriter::with_capacity(1 << 20, f),
             len,
             lines: Lines::default(),
+            rotation: Rotation::OFF,
+            generation: rotation::live_generation(path),
         })
+    }
+
+    /// Renames the full file to its rotated name and starts a new one,
+    /// each step durable in the directory; drops rotated files beyond
+    /// `keep`.
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| self.err(e))?;
+        let dir = parent(&self.path).to_path_buf();
+        let old = rotation::rotated(&self.path, self.generation);
+        std::fs::rename(&self.path, &old).map_err(|e| self.err(e))?;
+        sync_dir(&dir).map_err(|e| self.err(e))?;
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.err(e))?;
+        sync_dir(&dir).map_err(|e| self.err(e))?;
+        self.out = BufWriter::with_capacity(1 << 20, f);
+        self.generation += 1;
+        self.len = 0;
+        rotation::prune(&self.path, self.rotation.keep);
+        tracing::info!(file = %old.display(), "rotated the event file");
+        Ok(())
     }
 
     fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
@@ -175,6 +215,10 @@ impl NotificationSink for JsonlSink {
     }
 
     fn publish(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let r = self.rotation.rotate_bytes;
+        if r > 0 && self.len >= r {
+            self.rotate()?;
+        }
         let start = self.len;
         let written = self.write_batch(events);
         if written.is_err() {
@@ -185,7 +229,11 @@ impl NotificationSink for JsonlSink {
     }
 
     fn state(&self) -> u64 {
-        self.len
+        State {
+            generation: self.generation,
+            len: self.len,
+        }
+        .encode()
     }
 
     fn resume(&mut self, state: u64) -> Result<(), SinkError> {
@@ -196,19 +244,34 @@ impl NotificationSink for JsonlSink {
             .metadata()
             .map_err(|e| self.err(e))?
             .len();
-        if len > state {
-            // lines published after the stored cursor: they come again
-            self.out.get_ref().set_len(state).map_err(|e| self.err(e))?;
-            self.out.get_ref().sync_data().map_err(|e| self.err(e))?;
-            tracing::info!(
-                path = %self.path.display(),
-                removed_bytes = len - state,
-                "removed events published after the last cursor; publishing them again"
-            );
-        } else if len < state {
-            tracing::warn!(path = %self.path.display(), "event file is shorter than when last published to (rotated?); appending");
+        let stored = State::decode(state);
+        match rotation::resume_len(stored, self.generation, len) {
+            Some(cut) if cut < len => {
+                // lines published after the stored cursor: they come again
+                self.out.get_ref().set_len(cut).map_err(|e| self.err(e))?;
+                self.out.get_ref().sync_data().map_err(|e| self.err(e))?;
+                tracing::info!(
+                    path = %self.path.display(),
+                    removed_bytes = len - cut,
+                    "removed events published after the last cursor; publishing them again"
+                );
+                self.len = cut;
+            }
+            Some(_) if len < stored.len && stored.generation == self.generation => {
+                tracing::warn!(path = %self.path.display(), "event file is shorter than when last published to; appending");
+                self.len = len;
+            }
+            Some(_) => self.len = len,
+            None => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    stored = stored.generation,
+                    live = self.generation,
+                    "the event file's rotations do not match its cursor (files moved or removed?); appending"
+                );
+                self.len = len;
+            }
         }
-        self.len = len.min(state);
         Ok(())
     }
 }
@@ -244,5 +307,65 @@ mod tests {
         synced.borrow_mut().clear();
         JsonlSink::open_syncing(&path, &sync).unwrap();
         assert!(synced.borrow().is_empty());
+    }
+
+    fn lines_of(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn rotation_keeps_every_event_once_across_a_crash_after_it() {
+        let events = crate::events::model::tests::sample_events();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("events.jsonl");
+        let every = Rotation {
+            rotate_bytes: 1,
+            keep: 3,
+        };
+        let mut sink = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
+        sink.publish(&events[0..2]).unwrap();
+        let stored = sink.state();
+        // the next batch rotates first; the process dies before its cursor
+        sink.publish(&events[2..4]).unwrap();
+        assert_eq!(lines_of(&rotation::rotated(&path, 0)).len(), 2);
+        assert_eq!(lines_of(&path).len(), 2);
+        drop(sink);
+        let mut again = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
+        again.resume(stored).unwrap();
+        assert!(
+            lines_of(&path).is_empty(),
+            "what came after the cursor is cut"
+        );
+        again.publish(&events[2..4]).unwrap();
+        let mut all = lines_of(&rotation::rotated(&path, 0));
+        all.extend(lines_of(&path));
+        let mut want = Vec::new();
+        let mut l = crate::events::json::Lines::default();
+        for e in &events[0..4] {
+            let mut out = Vec::new();
+            l.write(e, &mut out).unwrap();
+            want.push(String::from_utf8(out).unwrap().trim_end().to_string());
+        }
+        assert_eq!(all, want, "each event once, in order");
+        // a crash with no rotation since the cursor cuts as before
+        let stored = again.state();
+        again.publish(&events[4..6]).unwrap(); // rotates to .1
+        again.publish(&events[6..8]).unwrap(); // rotates to .2
+        let at = again.state();
+        again.publish(&events[8..10]).unwrap(); // rotates to .3
+        drop(again);
+        let mut third = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
+        third.resume(at).unwrap();
+        assert!(lines_of(&path).is_empty());
+        // only the newest `keep` rotated files stay
+        assert_eq!(rotation::generations(&path), vec![1, 2, 3]);
+        // a cursor older than one rotation does not match the files: append
+        let mut fourth = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
+        fourth.resume(stored).unwrap();
+        assert_eq!(State::decode(fourth.state()).generation, 4);
     }
 }
