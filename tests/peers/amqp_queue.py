@@ -3,6 +3,8 @@
 
   amqp_queue.py declare URL EXCHANGE QUEUE BINDING
       declares the exchange (durable topic), a durable queue and binds it
+  amqp_queue.py purge URL QUEUE
+      empties the queue, printing how many messages it held
   amqp_queue.py drain URL QUEUE OUT
       takes every message of the queue (basic.get, acked after it is
       written), appending one JSON line per message to OUT: message_id,
@@ -46,6 +48,8 @@ def main():
         ch.exchange_declare(exchange, exchange_type="topic", durable=True)
         ch.queue_declare(queue, durable=True)
         ch.queue_bind(queue, exchange, routing_key=binding)
+    elif cmd == "purge":
+        print(ch.queue_purge(sys.argv[3]).method.message_count)
     elif cmd == "drain":
         queue, out = sys.argv[3:5]
         n = 0

@@ -84,6 +84,15 @@ impl Rabbit {
         });
     }
 
+    /// The broker's (Erlang VM's) process id, once it wrote it.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Kills the broker at once (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.server.take() {
@@ -113,6 +122,17 @@ impl Rabbit {
             .output()
             .expect("python3 with pika");
         assert!(out.status.success(), "declare: {}", text(&out.stderr));
+    }
+
+    /// Empties `queue` (pika); how many messages it held.
+    pub fn purge(&self, queue: &str) -> usize {
+        let o = Command::new("/usr/bin/python3")
+            .arg(script())
+            .args(["purge", &self.url(), queue])
+            .output()
+            .expect("python3 with pika");
+        assert!(o.status.success(), "purge: {}", text(&o.stderr));
+        text(&o.stdout).trim().parse().expect("purged count")
     }
 
     /// Takes every message of `queue` (pika), appending them to `out`;
