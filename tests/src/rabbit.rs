@@ -69,9 +69,12 @@ impl Rabbit {
             .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
             .env("RABBITMQ_PID_FILE", d.join("pid"))
+            // no busy-waiting schedulers: the broker shares the cores with
+            // what it is tested or measured against (RabbitMQ's advice for
+            // shared machines)
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}",
+                "-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none",
             )
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -198,8 +198,10 @@ async fn publish(
         EventFormat::Raw => "application/json",
     };
     let now_secs = volley_spool::now_ms() / 1000;
-    let mut pending = Vec::with_capacity(msgs.len());
-    for m in msgs {
+    // every message's frames are queued before any is awaited (in order),
+    // so the connection's I/O loop writes them in few writes instead of
+    // one hand-over per message
+    let publishes = msgs.iter().map(|m| {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(content_type.into())
@@ -211,11 +213,11 @@ async fn publish(
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let confirm = channel
-            .basic_publish(&c.exchange, &m.routing_key, opts, &m.body, props)
-            .await
-            .map_err(|e| format!("basic.publish: {e}"))?;
-        pending.push(confirm);
+        channel.basic_publish(&c.exchange, &m.routing_key, opts, &m.body, props)
+    });
+    let mut pending = Vec::with_capacity(msgs.len());
+    for sent in all_in_order(publishes.collect()).await {
+        pending.push(sent.map_err(|e| format!("basic.publish: {e}"))?);
     }
     let mut fates = Vec::with_capacity(pending.len());
     for (confirm, m) in pending.into_iter().zip(msgs) {
@@ -230,6 +232,35 @@ async fn publish(
         });
     }
     Ok(fates)
+}
+
+/// Runs `futs` together: polls each once in the order given (so what
+/// they do at their first poll happens in that order, before any waits),
+/// then awaits the rest one by one; their outputs in that order.
+async fn all_in_order<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        if first {
+            first = false;
+            for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+                if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                    *o = Some(v);
+                }
+            }
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let mut done = Vec::with_capacity(futs.len());
+    for (f, o) in futs.into_iter().zip(out) {
+        done.push(match o {
+            Some(v) => v,
+            None => f.await,
+        });
+    }
+    done
 }
 
 impl NotificationSink for AmqpSink {
@@ -320,6 +351,29 @@ impl NotificationSink for AmqpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_in_order_polls_first_in_order_then_waits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let futs: Vec<_> = (0..5u64)
+            .map(|i| {
+                let seen = &seen;
+                async move {
+                    seen.lock().unwrap().push(i);
+                    // later ones finish first
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * (5 - i))).await;
+                    i * 10
+                }
+            })
+            .collect();
+        let out = rt.block_on(all_in_order(futs));
+        assert_eq!(out, vec![0, 10, 20, 30, 40]);
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
 
     #[test]
     fn routing_keys_fill_in_type_and_set() {
