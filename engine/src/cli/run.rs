@@ -109,6 +109,15 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
         ("http.listen", old.http.listen != new.http.listen),
         ("events.jsonl", old.events.jsonl != new.events.jsonl),
         (
+            "events.rotate_bytes",
+            (old.events.rotate_bytes, old.events.keep) != (new.events.rotate_bytes, new.events.keep),
+        ),
+        (
+            "configuration_sets",
+            format!("{:?}", old.configuration_sets) != format!("{:?}", new.configuration_sets),
+        ),
+        ("sns", old.sns != new.sns),
+        (
             "dkim",
             format!("{:?}", old.dkim) != format!("{:?}", new.dkim),
         ),
