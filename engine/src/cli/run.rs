@@ -110,7 +110,8 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
         ("events.jsonl", old.events.jsonl != new.events.jsonl),
         (
             "events.rotate_bytes",
-            (old.events.rotate_bytes, old.events.keep) != (new.events.rotate_bytes, new.events.keep),
+            (old.events.rotate_bytes, old.events.keep)
+                != (new.events.rotate_bytes, new.events.keep),
         ),
         (
             "configuration_sets",

@@ -6,6 +6,10 @@
 //! delivery). Both carry SNS's `x-amz-sns-*` headers; the message id is the
 //! event's stable id, so an event published twice has the same id.
 //!
+//! Requests run on the sink's own single-threaded runtime, on the pump's
+//! thread (connections are driven while a batch is published; one closed
+//! in between is noticed and opened again at the next request).
+//!
 //! A batch is taken when every event is: those the endpoint took are
 //! remembered while the pump retries the others (connection refused,
 //! timeout, 5xx, 408, 429) with backoff; those it refused for good (any
@@ -32,6 +36,9 @@ use super::sink::{NotificationSink, SinkError};
 use super::sns::{Message, Signer, Subscriptions, Topic};
 use crate::config::destinations::{EventFormat, WebhookDestination};
 use crate::metrics::DestinationMetrics;
+
+/// The header carrying the event's id.
+static MESSAGE_ID: HeaderName = HeaderName::from_static("x-amz-sns-message-id");
 
 /// How often a pending subscription's confirmation request is sent again.
 const CONFIRM_AGAIN: Duration = Duration::from_secs(20);
@@ -78,6 +85,11 @@ pub struct WebhookSink {
     conns: Vec<Option<Conn>>,
     topic: Topic,
     env: SinkEnv,
+    /// The sink's own single-threaded runtime: its requests and their
+    /// connections run on the pump's thread while it publishes, with no
+    /// hand-over to other threads per request.
+    /// (Always present; taken only when the sink is dropped.)
+    rt: Option<tokio::runtime::Runtime>,
     /// Events of the batch being published that are done (taken or
     /// dead-lettered).
     done: HashSet<EventKey>,
@@ -139,6 +151,12 @@ impl WebhookSink {
                 public_url: env.public_url.clone(),
             },
             env: env.clone(),
+            rt: Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot make the webhook's runtime: {e}"))?,
+            ),
             done: HashSet::new(),
             dead: DeadLetter::new(&dead_letter, &format!("{set}.{destination}")),
             counts: counts.clone(),
@@ -146,6 +164,12 @@ impl WebhookSink {
             asked: None,
             name,
         })
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the sink")
     }
 
     fn err(&self, message: String) -> SinkError {
@@ -210,7 +234,7 @@ impl WebhookSink {
         let headers = self.headers("SubscriptionConfirmation", &id);
         let (endpoint, timeout) = (Arc::clone(&self.endpoint), self.timeout);
         let mut conn = self.conns[0].take();
-        let answer = self.env.runtime.block_on(async move {
+        let answer = self.runtime().block_on(async move {
             let a = conn::post(&mut conn, &endpoint, &headers, body, timeout).await;
             (a, conn)
         });
@@ -236,6 +260,12 @@ impl WebhookSink {
         let now = timestamp(volley_spool::now_ms());
         let mut out = Vec::new();
         let mut line = Vec::with_capacity(2048);
+        // the headers all requests share, made once per batch
+        let base: Vec<_> = self
+            .headers("Notification", "")
+            .into_iter()
+            .filter(|(k, _)| k != MESSAGE_ID)
+            .collect();
         for e in events {
             if self.done.contains(&e.key) {
                 continue;
@@ -256,9 +286,13 @@ impl WebhookSink {
                 )),
                 _ => Bytes::from(line.clone()),
             };
+            let mut headers = base.clone();
+            if let Ok(v) = HeaderValue::try_from(id.as_str()) {
+                headers.push((MESSAGE_ID.clone(), v));
+            }
             out.push(Request {
                 key: e.key,
-                headers: self.headers("Notification", &id),
+                headers,
                 id,
                 event: line.clone(),
                 body,
@@ -280,7 +314,7 @@ impl WebhookSink {
             .map(Option::take)
             .collect();
         let endpoint = Arc::clone(&self.endpoint);
-        let results = self.env.runtime.block_on(async move {
+        let results = self.runtime().block_on(async move {
             let mut set = tokio::task::JoinSet::new();
             for mut conn in conns {
                 let (reqs, next, endpoint) =
@@ -320,6 +354,16 @@ impl WebhookSink {
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Answer::Retry("not sent".into())))
             .collect()
+    }
+}
+
+impl Drop for WebhookSink {
+    fn drop(&mut self) {
+        // without waiting: a sink may be dropped in async code (a start
+        // that failed on a later destination)
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
