@@ -251,6 +251,19 @@ impl Fixture {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// One series' value (`name{labels}` as exposed) from the running
+    /// service's `/metrics`; 0 when absent or the service does not answer.
+    pub fn metric(&self, series: &str) -> f64 {
+        let Ok((200, body)) = http_get(&self.http_addr(), "/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The `[http] listen` address written by [`Fixture::config`].
     pub fn http_addr(&self) -> String {
         let cfg = std::fs::read_to_string(self.path().join("config.toml")).expect("config.toml");

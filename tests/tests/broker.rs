@@ -12,17 +12,6 @@ use volley_tests::rabbit::Rabbit;
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
 
-fn metric(fx: &Fixture, series: &str) -> f64 {
-    let Ok((200, body)) = http_get(&fx.http_addr(), "/metrics") else {
-        return 0.0;
-    };
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn a_broker_killed_mid_campaign_loses_no_event() {
     let server = ScriptedServer::start(
@@ -62,12 +51,12 @@ fn a_broker_killed_mid_campaign_loses_no_event() {
     let labels = "{configuration_set=\"main\",destination=\"broker\",kind=\"amqp\"}";
     let published = format!("volley_destination_events_published_total{labels}");
     wait_until(Duration::from_secs(120), "some events confirmed", || {
-        metric(&fx, &published) >= 60.0
+        fx.metric(&published) >= 60.0
     });
     rabbit.kill();
     let failures = format!("volley_destination_failures_total{labels}");
     wait_until(Duration::from_secs(60), "a failed publish", || {
-        metric(&fx, &failures) >= 1.0
+        fx.metric(&failures) >= 1.0
     });
     rabbit.restart();
     wait_until(
@@ -75,20 +64,15 @@ fn a_broker_killed_mid_campaign_loses_no_event() {
         "everything delivered and published",
         || {
             fx.events().len() == 500
-                && metric(&fx, &format!("volley_destination_lag_entries{labels}")) == 0.0
-                && metric(&fx, &published) >= 500.0
+                && fx.metric(&format!("volley_destination_lag_entries{labels}")) == 0.0
+                && fx.metric(&published) >= 500.0
         },
     );
     let unbound = "{configuration_set=\"main\",destination=\"unbound\",kind=\"amqp\"}";
     wait_until(
         Duration::from_secs(60),
         "the unroutable bounces dead-lettered",
-        || {
-            metric(
-                &fx,
-                &format!("volley_destination_dead_lettered_total{unbound}"),
-            ) >= 10.0
-        },
+        || fx.metric(&format!("volley_destination_dead_lettered_total{unbound}")) >= 10.0,
     );
     let out = fx.path().join("drained.jsonl");
     rabbit.drain("ses-events", &out);

@@ -272,18 +272,6 @@ fn webhook_config(fx: &Fixture, server: &ScriptedServer, webhook: &str, rate: u3
     );
 }
 
-/// A metric's value from the service's `/metrics` (0 when absent).
-fn metric(fx: &Fixture, series: &str) -> f64 {
-    let Ok((200, body)) = http_get(&fx.http_addr(), "/metrics") else {
-        return 0.0;
-    };
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits until the service delivered everything and the receiver holds
 /// as many events as the events file.
 fn wait_for_all(fx: &Fixture, receiver: &Receiver, total: usize) {
@@ -334,7 +322,7 @@ fn an_sns_webhook_gets_every_event_signed_through_an_outage() {
     receiver.stop();
     let failures = "volley_destination_failures_total{configuration_set=\"main\",destination=\"hook\",kind=\"webhook\"}";
     wait_until(Duration::from_secs(60), "a refused connection", || {
-        metric(&fx, failures) >= 1.0
+        fx.metric(failures) >= 1.0
     });
     // up but failing: HTTP 500
     receiver.failing(true);
@@ -345,8 +333,7 @@ fn an_sns_webhook_gets_every_event_signed_through_an_outage() {
     receiver.failing(false);
     wait_for_all(&fx, &receiver, 320);
     wait_until(Duration::from_secs(30), "lag back to zero", || {
-        metric(
-            &fx,
+        fx.metric(
             "volley_destination_lag_entries{configuration_set=\"main\",destination=\"hook\",kind=\"webhook\"}",
         ) == 0.0
     });

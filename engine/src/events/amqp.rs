@@ -322,24 +322,21 @@ impl NotificationSink for AmqpSink {
                 }
             }
         }
-        if !unroutable.is_empty() {
-            let lines: Vec<Refused<'_>> = unroutable
-                .iter()
-                .map(|(m, why)| Refused {
-                    message_id: &m.id,
-                    reason: why,
-                    event: &m.event,
-                })
-                .collect();
-            self.dead
-                .write(&lines, &timestamp(volley_spool::now_ms()))
-                .map_err(|e| self.err(e))?;
-            tracing::warn!(destination = %self.name, events = unroutable.len(), reason = %unroutable[0].1, "the broker could not route events; written to the dead-letter file");
-            self.counts.dead_lettered.inc_by(unroutable.len() as u64);
-            for (m, _) in &unroutable {
-                self.done.insert(m.key);
-            }
-        }
+        let lines: Vec<Refused<'_>> = unroutable
+            .iter()
+            .map(|(m, why)| Refused {
+                key: m.key,
+                message_id: &m.id,
+                reason: why,
+                event: &m.event,
+            })
+            .collect();
+        self.dead
+            .settle(&lines, &self.counts, &mut self.done)
+            .map_err(|e| SinkError {
+                sink: self.name.clone(),
+                message: e,
+            })?;
         if let Some(why) = retry {
             return Err(self.err(format!("not all events confirmed ({why}); retrying")));
         }

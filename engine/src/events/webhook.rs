@@ -394,26 +394,21 @@ impl NotificationSink for WebhookSink {
                 }
             }
         }
-        if !refused.is_empty() {
-            let lines: Vec<Refused<'_>> = refused
-                .iter()
-                .map(|(r, why)| Refused {
-                    message_id: &r.id,
-                    reason: why,
-                    event: &r.event,
-                })
-                .collect();
-            match self.dead.write(&lines, &timestamp(volley_spool::now_ms())) {
-                Ok(()) => {
-                    tracing::warn!(destination = %self.name, events = refused.len(), reason = %refused[0].1, "the endpoint refused events for good; written to the dead-letter file");
-                    self.counts.dead_lettered.inc_by(refused.len() as u64);
-                    for (r, _) in &refused {
-                        self.done.insert(r.key);
-                    }
-                }
-                Err(e) => return Err(self.err(e)),
-            }
-        }
+        let lines: Vec<Refused<'_>> = refused
+            .iter()
+            .map(|(r, why)| Refused {
+                key: r.key,
+                message_id: &r.id,
+                reason: why,
+                event: &r.event,
+            })
+            .collect();
+        self.dead
+            .settle(&lines, &self.counts, &mut self.done)
+            .map_err(|e| SinkError {
+                sink: self.name.clone(),
+                message: e,
+            })?;
         if let Some(why) = retry {
             return Err(self.err(format!(
                 "{retries} of {} events not taken ({why}); retrying",

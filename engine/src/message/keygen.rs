@@ -105,7 +105,8 @@ pub struct Generated {
     pub txt: String,
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// `der` as a PEM block labelled `label`.
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     let b64 = B64.encode(der);
     let mut s = format!("-----BEGIN {label}-----\n");
     for chunk in b64.as_bytes().chunks(64) {

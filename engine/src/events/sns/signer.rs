@@ -12,6 +12,8 @@ use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::message::keygen::pem;
+
 /// Signs SNS messages (SHA256withRSA, PKCS #1 v1.5).
 pub struct Signer {
     key: RsaKeyPair,
@@ -36,17 +38,6 @@ fn pem_der(text: &str, label: &str) -> Option<Vec<u8>> {
         .filter(|c| !c.is_whitespace())
         .collect();
     B64.decode(b64).ok()
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = B64.encode(der);
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        s.push('\n');
-    }
-    s.push_str(&format!("-----END {label}-----\n"));
-    s
 }
 
 impl Signer {

@@ -4,12 +4,17 @@
 //! so a refused event is either retried or in this file. Exposure: none
 //! (output only).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::events::id::EventKey;
+use crate::metrics::DestinationMetrics;
+
 /// An event refused for good.
 pub struct Refused<'a> {
+    pub key: EventKey,
     pub message_id: &'a str,
     pub reason: &'a str,
     /// The SES event JSON.
@@ -48,6 +53,28 @@ impl DeadLetter {
             self.file = Some(f);
         }
         Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    /// Settles `refused`: written durably, counted in `dead_lettered`,
+    /// logged once with the first reason, and marked in `done`; nothing of
+    /// that when the file cannot be written (they are tried again).
+    pub fn settle(
+        &mut self,
+        refused: &[Refused<'_>],
+        counts: &DestinationMetrics,
+        done: &mut HashSet<EventKey>,
+    ) -> Result<(), String> {
+        let Some(first) = refused.first() else {
+            return Ok(());
+        };
+        self.write(
+            refused,
+            &crate::events::model::timestamp(volley_spool::now_ms()),
+        )?;
+        tracing::warn!(destination = %self.destination, events = refused.len(), reason = %first.reason, "events refused for good; written to the dead-letter file");
+        counts.dead_lettered.inc_by(refused.len() as u64);
+        done.extend(refused.iter().map(|r| r.key));
+        Ok(())
     }
 
     /// Writes `refused` durably (one fsync).
@@ -93,6 +120,7 @@ mod tests {
         dl.write(&[], "t").unwrap();
         assert!(!path.exists(), "nothing refused, no file");
         let refused = [Refused {
+            key: EventKey::default(),
             message_id: "id-1",
             reason: "HTTP 400",
             event: b"{\"eventType\":\"Bounce\"}",
