@@ -253,6 +253,21 @@ impl ScriptedServer {
         )
     }
 
+    /// A pipelining server that refuses recipients whose address starts
+    /// with `prefix` (`550 5.1.1`) and accepts the others.
+    pub fn bouncing(prefix: &'static str) -> ScriptedServer {
+        ScriptedServer::start(
+            true,
+            Arc::new(move |rcpt: &str, _: u32| {
+                if rcpt.starts_with(prefix) {
+                    "550 5.1.1 no such user".to_string()
+                } else {
+                    "250 2.1.5 ok".to_string()
+                }
+            }),
+        )
+    }
+
     /// How many messages were received so far.
     pub fn received_count(&self) -> usize {
         self.shared.lock().expect("lock").received.len()

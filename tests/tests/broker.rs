@@ -14,16 +14,7 @@ use volley_tests::*;
 
 #[test]
 fn a_broker_killed_mid_campaign_loses_no_event() {
-    let server = ScriptedServer::start(
-        true,
-        std::sync::Arc::new(|rcpt: &str, _| {
-            if rcpt.starts_with("bad") {
-                "550 5.1.1 no such user".to_string()
-            } else {
-                "250 2.1.5 ok".to_string()
-            }
-        }),
-    );
+    let server = ScriptedServer::bouncing("bad");
     let mut rabbit = Rabbit::start();
     rabbit.declare("ses", "ses-events", "main.#");
     let fx = Fixture::new();

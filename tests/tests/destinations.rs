@@ -15,16 +15,7 @@ use volley_tests::*;
 
 /// A server that bounces recipients whose address starts with `bad`.
 fn server() -> ScriptedServer {
-    ScriptedServer::start(
-        true,
-        std::sync::Arc::new(|rcpt: &str, _| {
-            if rcpt.starts_with("bad") {
-                "550 5.1.1 no such user".to_string()
-            } else {
-                "250 2.1.5 ok".to_string()
-            }
-        }),
-    )
+    ScriptedServer::bouncing("bad")
 }
 
 /// Writes campaign `id` (file `ID.toml`, list `ID.csv`) with `extra` keys.
