@@ -5,6 +5,7 @@
 
 pub mod amqp;
 pub mod detail;
+mod env;
 pub mod fanout;
 pub mod id;
 mod json;

@@ -19,6 +19,8 @@
 mod conn;
 pub(super) mod dead_letter;
 
+pub use super::env::{SinkEnv, SnsState};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +35,7 @@ use super::id::EventKey;
 use super::json::Lines;
 use super::model::{Event, timestamp};
 use super::sink::{NotificationSink, SinkError};
-use super::sns::{Message, Signer, Subscriptions, Topic};
+use super::sns::{Message, Topic};
 use crate::config::destinations::{EventFormat, WebhookDestination};
 use crate::metrics::DestinationMetrics;
 
@@ -42,28 +44,6 @@ static MESSAGE_ID: HeaderName = HeaderName::from_static("x-amz-sns-message-id");
 
 /// How often a pending subscription's confirmation request is sent again.
 const CONFIRM_AGAIN: Duration = Duration::from_secs(20);
-
-/// The SNS side shared by every `sns` webhook and the HTTP listener.
-#[derive(Clone, Debug)]
-pub struct SnsState {
-    pub signer: Arc<Signer>,
-    pub subscriptions: Arc<Subscriptions>,
-}
-
-/// What webhook and broker sinks need from the service.
-#[derive(Clone)]
-pub struct SinkEnv {
-    /// The runtime requests run on (pumps are plain threads).
-    pub runtime: tokio::runtime::Handle,
-    /// The spool's uid (event ids are unique per spool).
-    pub spool_uid: u64,
-    /// Present when some webhook uses the `sns` format.
-    pub sns: Option<SnsState>,
-    /// The base of links in SNS messages.
-    pub public_url: String,
-    pub account_id: String,
-    pub region: String,
-}
 
 /// One request ready to go.
 struct Request {
