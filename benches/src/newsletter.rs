@@ -45,6 +45,7 @@ pub fn def() -> CampaignDef {
         personalized: true,
         to: None,
         configuration_set: None,
+        message: None,
     }
 }
 

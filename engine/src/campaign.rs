@@ -93,7 +93,33 @@ pub struct CampaignDef {
     /// see [`LoadedCampaign::with_configuration_set`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration_set: Option<String>,
+    /// A ready-made message (SMTP submission, drop directory, sendmail)
+    /// rather than templates: how it came in. Its bytes follow the
+    /// definition in the stored body ([`CampaignDef::to_bytes_with_message`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageMeta>,
 }
+
+/// How a ready-made message came in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// The envelope sender (MAIL FROM; empty for the null sender).
+    pub mail_from: String,
+    /// `smtp`, `pickup` or `sendmail`.
+    pub source: String,
+    /// The authenticated user, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The message has no `Message-ID`: production adds one (the same on
+    /// every attempt).
+    #[serde(default)]
+    pub add_message_id: bool,
+}
+
+/// Leads a stored campaign body that carries a ready-made message: the
+/// magic, the definition's length (u32 LE), the definition (JSON), then the
+/// message bytes.
+const MESSAGE_MAGIC: &[u8; 8] = b"VLYMSG1\n";
 
 fn personalized_default() -> bool {
     true
@@ -122,8 +148,43 @@ impl CampaignDef {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The stored body of a ready-made message: this definition and the
+    /// message bytes, kept together.
+    pub fn to_bytes_with_message(&self, message: &[u8]) -> Vec<u8> {
+        let json = self.to_bytes();
+        let mut out = Vec::with_capacity(12 + json.len() + message.len());
+        out.extend_from_slice(MESSAGE_MAGIC);
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(message);
+        out
+    }
+
+    /// Splits a stored body into its definition's bytes and the message
+    /// bytes (`None` for a template campaign).
+    fn split(b: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
+        let Some(rest) = b.strip_prefix(MESSAGE_MAGIC.as_slice()) else {
+            return Ok((b, None));
+        };
+        let (len, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or("stored message cut short")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err("stored message cut short".into());
+        }
+        let (json, message) = rest.split_at(len);
+        Ok((json, Some(message)))
+    }
+
     pub fn from_bytes(b: &[u8]) -> Result<CampaignDef, String> {
-        serde_json::from_slice(b).map_err(|e| e.to_string())
+        let (json, _) = Self::split(b)?;
+        serde_json::from_slice(json).map_err(|e| e.to_string())
+    }
+
+    /// The message bytes of a stored ready-made message.
+    pub fn message_bytes(b: &[u8]) -> Option<&[u8]> {
+        Self::split(b).ok().and_then(|(_, m)| m)
     }
 }
 
@@ -248,6 +309,7 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         personalized,
         to: f.to.map(|t| t.trim().to_string()),
         configuration_set: f.configuration_set,
+        message: None,
     };
     let templates = crate::template::Templates::compile(def.template_sources()).map_err(|e| {
         let file = match e.part {

@@ -33,4 +33,5 @@ pub mod metrics;
 pub mod outcome;
 pub mod smtp;
 pub mod status;
+pub mod submission;
 pub mod template;

@@ -45,28 +45,52 @@ pub(crate) fn path(dir: &Path, no: u32) -> PathBuf {
     dir.join("campaigns").join(format!("{no:08}.cmp"))
 }
 
-/// Writes a campaign durably, never over an existing campaign file.
-pub(crate) fn write(dir: &Path, rec: &CampaignRecord) -> Result<()> {
-    let final_path = path(dir, rec.no);
-    let tmp = final_path.with_extension("tmp");
-    let payload = encode_campaign(rec)?;
-    if payload.len() > MAX_CAMPAIGN {
-        return Err(Error::CampaignTooLarge {
-            id: rec.id.clone(),
-            size: payload.len(),
-            limit: MAX_CAMPAIGN,
-        });
+/// Writes campaigns durably, never over an existing campaign file: every
+/// file is written first, then all are synced, linked into place, and the
+/// directory synced once, so a batch shares its syncs. On an error the
+/// campaigns whose files are in place (see [`path`]) are stored; the others
+/// are not.
+pub(crate) fn write_all(dir: &Path, recs: &[CampaignRecord]) -> Result<()> {
+    let mut files = Vec::with_capacity(recs.len());
+    let result = write_files(dir, recs, &mut files);
+    for (tmp, _) in &files {
+        let _ = fs::remove_file(tmp);
     }
-    let mut bytes = MAGIC.to_vec();
-    frame::encode(&mut bytes, &payload);
-    let mut f = File::create(&tmp).ctx("create campaign file", &tmp)?;
-    f.write_all(&bytes).ctx("write campaign file", &tmp)?;
-    f.sync_all().ctx("sync campaign file", &tmp)?;
-    // a link fails if the name exists: an unreadable campaign file is
-    // never replaced
-    let linked = fs::hard_link(&tmp, &final_path).ctx("install campaign file", &final_path);
-    let _ = fs::remove_file(&tmp);
-    linked?;
+    result
+}
+
+fn write_files(
+    dir: &Path,
+    recs: &[CampaignRecord],
+    files: &mut Vec<(PathBuf, File)>,
+) -> Result<()> {
+    for rec in recs {
+        let final_path = path(dir, rec.no);
+        let tmp = final_path.with_extension("tmp");
+        let payload = encode_campaign(rec)?;
+        if payload.len() > MAX_CAMPAIGN {
+            return Err(Error::CampaignTooLarge {
+                id: rec.id.clone(),
+                size: payload.len(),
+                limit: MAX_CAMPAIGN,
+            });
+        }
+        let mut bytes = Vec::with_capacity(MAGIC.len() + payload.len() + 16);
+        bytes.extend_from_slice(MAGIC);
+        frame::encode(&mut bytes, &payload);
+        let mut f = File::create(&tmp).ctx("create campaign file", &tmp)?;
+        files.push((tmp.clone(), f.try_clone().ctx("create campaign file", &tmp)?));
+        f.write_all(&bytes).ctx("write campaign file", &tmp)?;
+    }
+    for (tmp, f) in files.iter() {
+        f.sync_all().ctx("sync campaign file", tmp)?;
+    }
+    for (rec, (tmp, _)) in recs.iter().zip(files.iter()) {
+        // a link fails if the name exists: an unreadable campaign file is
+        // never replaced
+        let final_path = path(dir, rec.no);
+        fs::hard_link(tmp, &final_path).ctx("install campaign file", &final_path)?;
+    }
     crate::fsync_dir(&dir.join("campaigns"))
 }
 

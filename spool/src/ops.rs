@@ -153,12 +153,28 @@ impl Spool {
 
     /// Marks a campaign's recipient list as completely spooled (durable).
     pub fn seal_campaign(&self, no: u32) -> Result<()> {
-        let c = self.campaign(no).ok_or(Error::UnknownCampaign(no))?;
-        let mut e = [Entry::mark(Kind::CampaignSealed, RecipientId(0), no, 0)];
-        // the flag is set under the journal lock, so a checkpoint sees it
-        // exactly when its position is past the entry
-        self.journal_write(&mut e, false, |_, _, _| {
-            c.sealed.store(true, Ordering::Release)
+        self.seal_campaigns(&[no])
+    }
+
+    /// [`Spool::seal_campaign`] for several campaigns, in one journal write.
+    pub fn seal_campaigns(&self, nos: &[u32]) -> Result<()> {
+        let cs = nos
+            .iter()
+            .map(|&no| self.campaign(no).ok_or(Error::UnknownCampaign(no)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut es: Vec<Entry> = nos
+            .iter()
+            .map(|&no| Entry::mark(Kind::CampaignSealed, RecipientId(0), no, 0))
+            .collect();
+        if es.is_empty() {
+            return Ok(());
+        }
+        // the flags are set under the journal lock, so a checkpoint sees
+        // them exactly when its position is past the entries
+        self.journal_write(&mut es, false, |_, _, _| {
+            for c in &cs {
+                c.sealed.store(true, Ordering::Release);
+            }
         })?;
         Ok(())
     }

@@ -396,6 +396,7 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
         _lock: Some(lock),
         index: RwLock::new(restored.index),
         campaigns: RwLock::new(campaigns),
+        names: Mutex::new(None),
         seg_writer: Mutex::new(writer),
         seg_commit: GroupCommit::new(seg_file, seg_end),
         journal: Mutex::new(files::Writer::new(

@@ -46,6 +46,8 @@ pub struct Spool {
     pub(crate) _lock: Option<File>,
     pub(crate) index: RwLock<Index>,
     pub(crate) campaigns: RwLock<BTreeMap<u32, Arc<Campaign>>>,
+    /// Campaign ids in use and the next number (made at the first create).
+    pub(crate) names: Mutex<Option<CampaignNames>>,
     pub(crate) seg_writer: Mutex<Option<SegWriter>>,
     pub(crate) seg_commit: GroupCommit,
     pub(crate) journal: Mutex<files::Writer>,
@@ -56,6 +58,12 @@ pub struct Spool {
     pub(crate) pending: Mutex<Option<Pending>>,
     /// Stamps campaign creation and acceptance times.
     pub(crate) clock: crate::Clock,
+}
+
+/// Campaign ids in use and the next free campaign number.
+pub(crate) struct CampaignNames {
+    ids: std::collections::HashSet<String>,
+    next: u32,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,9 +120,89 @@ impl Spool {
 
     /// Stores a campaign durably; its id must be new.
     pub fn create_campaign(&self, id: &str, body: &[u8]) -> Result<Arc<Campaign>> {
+        let mut made = self.create_campaigns(&[(id, body)])?;
+        made.pop()
+            .ok_or_else(|| Error::Encode("internal: no campaign made".into()))
+    }
+
+    /// Stores several campaigns durably at once, sharing the syncs of their
+    /// files (a producer of many small messages, each its own campaign,
+    /// commits them in groups). Every id must be new; on an error none of
+    /// the batch is acknowledged (campaigns whose files reached their place
+    /// are kept, without recipients).
+    pub fn create_campaigns(&self, items: &[(&str, &[u8])]) -> Result<Vec<Arc<Campaign>>> {
         self.check_writable()?;
-        // numbers still counted in the index or held by an unreadable file
-        // are not free either
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let created_ms = (self.clock)();
+        let recs = {
+            let mut names = lock(&self.names);
+            if names.is_none() {
+                *names = Some(self.campaign_names()?);
+            }
+            let Some(names) = names.as_mut() else {
+                unreachable!("set above")
+            };
+            for (k, (id, _)) in items.iter().enumerate() {
+                if names.ids.contains(*id) || items[..k].iter().any(|(other, _)| other == id) {
+                    return Err(Error::DuplicateCampaign(id.to_string()));
+                }
+            }
+            let mut recs = Vec::with_capacity(items.len());
+            for (id, body) in items {
+                let no = names.next;
+                names.next = no
+                    .checked_add(1)
+                    .ok_or_else(|| Error::Encode("campaign numbers exhausted".into()))?;
+                names.ids.insert(id.to_string());
+                recs.push(CampaignRecord {
+                    no,
+                    id: id.to_string(),
+                    created_ms,
+                    body: body.to_vec(),
+                });
+            }
+            recs
+        };
+        if let Err(e) = campaign::write_all(&self.dir, &recs) {
+            // ids of campaigns that are not in place may be used again
+            // (their numbers are not)
+            let mut names = lock(&self.names);
+            if let Some(names) = names.as_mut() {
+                for r in &recs {
+                    if !campaign::path(&self.dir, r.no).exists() {
+                        names.ids.remove(&r.id);
+                    }
+                }
+            }
+            return Err(e);
+        }
+        let made: Vec<Arc<Campaign>> = recs
+            .into_iter()
+            .map(|rec| {
+                Arc::new(Campaign {
+                    no: rec.no,
+                    id: rec.id,
+                    created_ms: rec.created_ms,
+                    body: rec.body,
+                    sealed: false.into(),
+                })
+            })
+            .collect();
+        let mut campaigns = self
+            .campaigns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for c in &made {
+            campaigns.insert(c.no, Arc::clone(c));
+        }
+        Ok(made)
+    }
+
+    /// The ids in use and the next free number: numbers still counted in
+    /// the index or held by an unreadable file are not free either.
+    fn campaign_names(&self) -> Result<CampaignNames> {
         let counted = self
             .read_index()
             .summary
@@ -123,38 +211,23 @@ impl Spool {
             .max()
             .copied()
             .unwrap_or(0);
-        let mut campaigns = self
+        let campaigns = self
             .campaigns
-            .write()
+            .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if campaigns.values().any(|c| c.id == id) {
-            return Err(Error::DuplicateCampaign(id.to_string()));
-        }
-        let no = campaigns
+        let highest = campaigns
             .keys()
             .next_back()
             .copied()
             .unwrap_or(0)
             .max(counted)
-            .max(campaign::highest_file_no(&self.dir)?)
-            .checked_add(1)
-            .ok_or_else(|| Error::Encode("campaign numbers exhausted".into()))?;
-        let rec = CampaignRecord {
-            no,
-            id: id.to_string(),
-            created_ms: (self.clock)(),
-            body: body.to_vec(),
-        };
-        campaign::write(&self.dir, &rec)?;
-        let c = Arc::new(Campaign {
-            no,
-            id: rec.id,
-            created_ms: rec.created_ms,
-            body: rec.body,
-            sealed: false.into(),
-        });
-        campaigns.insert(no, Arc::clone(&c));
-        Ok(c)
+            .max(campaign::highest_file_no(&self.dir)?);
+        Ok(CampaignNames {
+            ids: campaigns.values().map(|c| c.id.clone()).collect(),
+            next: highest
+                .checked_add(1)
+                .ok_or_else(|| Error::Encode("campaign numbers exhausted".into()))?,
+        })
     }
 
     /// The campaign with this number.

@@ -13,6 +13,7 @@ impl Config {
             key: key.to_string(),
             reason,
         };
+        self.submission.check().map_err(|(k, r)| bad(&k, r))?;
         let d = &self.delivery;
         // the defaults are checked like a rule that sets everything
         let defaults = PolicyRule {

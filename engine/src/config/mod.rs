@@ -19,9 +19,11 @@ pub mod destinations;
 mod select;
 pub mod sets;
 pub(crate) mod size;
+pub mod submission;
 
 pub use destinations::{Destination, EventFormat, EventType, SnsConfig};
 pub use sets::ConfigurationSet;
+pub use submission::SubmissionConfig;
 
 pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};
 pub use select::Route;
@@ -76,6 +78,9 @@ pub struct Config {
     /// SNS-format webhook messages: region, links, signing key.
     #[serde(default)]
     pub sns: SnsConfig,
+    /// SMTP submission, credentials and the drop directory.
+    #[serde(default)]
+    pub submission: SubmissionConfig,
 }
 
 /// Where MX and address lookups go.
@@ -420,6 +425,13 @@ impl Config {
                 }
             }
         }
+        for p in [&mut c.submission.cert, &mut c.submission.key, &mut c.submission.pickup]
+            .into_iter()
+            .flatten()
+        {
+            abs(p);
+        }
+        abs(&mut c.submission.users);
         for d in &mut c.dkim {
             abs(&mut d.key);
             d.domain = d.domain.to_ascii_lowercase();

@@ -60,7 +60,10 @@ pub struct Failure {
 
 struct CampaignRt {
     def: CampaignDef,
-    templates: Templates,
+    /// A template campaign's compiled templates.
+    templates: Option<Templates>,
+    /// A ready-made message's stored body (definition and message).
+    stored: Option<Arc<volley_spool::Campaign>>,
 }
 
 /// Campaigns as production needs them (definition and compiled
@@ -78,9 +81,20 @@ impl Campaigns {
                     .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
                 let def = CampaignDef::from_bytes(&c.body)
                     .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
+                if def.message.is_some() {
+                    return Ok(Arc::new(CampaignRt {
+                        def,
+                        templates: None,
+                        stored: Some(c),
+                    }));
+                }
                 let templates = Templates::compile(def.template_sources())
                     .map_err(|e| format!("{} template: {}", e.part, e.message))?;
-                Ok(Arc::new(CampaignRt { def, templates }))
+                Ok(Arc::new(CampaignRt {
+                    def,
+                    templates: Some(templates),
+                    stored: None,
+                }))
             })
             .clone()
     }
@@ -127,6 +141,12 @@ pub fn produce(
         rcpts.push(email);
         vars = v;
     }
+    if let (Some(meta), Some(stored)) = (&rt.def.message, &rt.stored) {
+        return ready_made(spool, signers, &rt.def, meta, stored, campaign_no, rcpts);
+    }
+    let Some(templates) = &rt.templates else {
+        return Err(fail("internal: a campaign without templates".into()));
+    };
     let (context, mid) = match vars {
         Some(v) => (
             v.map_err(with_subject(&rt.def.subject))?,
@@ -137,7 +157,7 @@ pub fn produce(
             campaign_message_id(spool.uid(), campaign_no),
         ),
     };
-    let mut rendered = rt.templates.render(context).map_err(|e| {
+    let mut rendered = templates.render(context).map_err(|e| {
         // the rendered subject when it rendered (another part failed)
         let subject = match e.subject {
             Some(s) => mime::header_text(&s).into_owned(),
@@ -166,6 +186,41 @@ pub fn produce(
         rcpts,
         data,
         subject: rendered.subject,
+        headers,
+    })
+}
+
+/// Produces a ready-made message: its stored bytes, with a `Message-ID`
+/// when it came without one, DKIM-signed by its From domain's keys.
+fn ready_made(
+    spool: &Spool,
+    signers: &Signers,
+    def: &CampaignDef,
+    meta: &crate::campaign::MessageMeta,
+    stored: &volley_spool::Campaign,
+    campaign_no: u32,
+    rcpts: Vec<String>,
+) -> Result<Outgoing, Failure> {
+    let fail = |reason: String| Failure {
+        subject: def.subject.clone(),
+        reason,
+    };
+    let message = CampaignDef::message_bytes(&stored.body)
+        .ok_or_else(|| fail(format!("stored message {} is damaged", stored.id)))?;
+    let mut body = Vec::with_capacity(message.len() + 128);
+    if meta.add_message_id {
+        let mid = campaign_message_id(spool.uid(), campaign_no);
+        body.extend_from_slice(format!("Message-ID: <{mid}@{}>\r\n", def.from_domain()).as_bytes());
+    }
+    body.extend_from_slice(message);
+    let sigs = signers.sign(def.from_domain(), &body).map_err(fail)?;
+    let headers = Arc::new(headers::SentHeaders::capture(&[&sigs, &body]));
+    let data = payload::Payload::new(sigs, body);
+    Ok(Outgoing {
+        mail_from: meta.mail_from.clone(),
+        rcpts,
+        data,
+        subject: def.subject.clone(),
         headers,
     })
 }

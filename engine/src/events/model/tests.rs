@@ -23,6 +23,7 @@ fn def() -> CampaignDef {
         personalized: true,
         to: None,
         configuration_set: None,
+        message: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn def() -> CampaignDef {
         personalized: true,
         to: None,
         configuration_set: None,
+        message: None,
     }
 }
 
