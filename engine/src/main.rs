@@ -80,6 +80,22 @@ enum Cmd {
         #[arg(long)]
         maildir: Option<PathBuf>,
     },
+    /// Manage SMTP submission users (the `[submission] users` file).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[arg(long, default_value = "config.toml", global = true)]
+        config: PathBuf,
+    },
+    /// Make a self-signed certificate and key (PEM) for testing TLS.
+    TlsCert {
+        #[arg(long, default_value = "localhost")]
+        name: String,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Make a DKIM key pair and its DNS TXT record.
     Keygen {
         #[arg(long, value_enum)]
@@ -94,6 +110,28 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user or replace its password and settings (the password is
+    /// read from standard input, one line).
+    Add {
+        name: String,
+        /// An address or domain the user may send as (repeat for more).
+        #[arg(long = "identity", required = true)]
+        identities: Vec<String>,
+        /// Recipients per second (0: no limit).
+        #[arg(long, default_value_t = 0.0)]
+        max_send_rate: f64,
+        /// Recipients per rolling 24 hours (0: no limit).
+        #[arg(long = "max-24-hour-send", default_value_t = 0)]
+        max_24_hour_send: u64,
+    },
+    /// Remove a user.
+    Remove { name: String },
+    /// List users and their identities.
+    List,
 }
 
 /// Raises the open-file limit to its hard maximum: a sending engine keeps
@@ -143,6 +181,17 @@ fn main() -> ExitCode {
             Cmd::Send { campaign, config } => cli::send::send(&campaign, &config).await,
             Cmd::Enqueue { campaign, config } => cli::send::enqueue(&campaign, &config).await,
             Cmd::Run { config } => cli::run::run(&config).await,
+            Cmd::User { action, config } => match action {
+                UserAction::Add {
+                    name,
+                    identities,
+                    max_send_rate,
+                    max_24_hour_send,
+                } => cli::user::add(&config, &name, identities, max_send_rate, max_24_hour_send),
+                UserAction::Remove { name } => cli::user::remove(&config, &name),
+                UserAction::List => cli::user::list(&config),
+            },
+            Cmd::TlsCert { name, cert, key } => cli::user::tls_cert(&name, &cert, &key),
             Cmd::Status { config, json } => cli::run::status(&config, json),
             Cmd::Sink { listen, maildir } => cli::run::sink(listen, maildir).await,
             Cmd::Keygen {

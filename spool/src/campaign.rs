@@ -79,7 +79,10 @@ fn write_files(
         bytes.extend_from_slice(MAGIC);
         frame::encode(&mut bytes, &payload);
         let mut f = File::create(&tmp).ctx("create campaign file", &tmp)?;
-        files.push((tmp.clone(), f.try_clone().ctx("create campaign file", &tmp)?));
+        files.push((
+            tmp.clone(),
+            f.try_clone().ctx("create campaign file", &tmp)?,
+        ));
         f.write_all(&bytes).ctx("write campaign file", &tmp)?;
     }
     for (tmp, f) in files.iter() {

@@ -5,6 +5,7 @@ pub mod progress;
 pub mod run;
 pub mod send;
 pub mod summary;
+pub mod user;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -63,6 +63,7 @@ pub async fn run(config_path: &Path) -> CliResult {
     let addr = volley_engine::http::serve(listen, service, http_stop_rx)
         .await
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    let submission = start_submission(&config, &engine).await?;
     let (queued, deferred) = engine.resume_spooled();
     tracing::info!(%addr, queued, deferred, spool = %config.spool.dir.display(), "volley is running");
     let mut current = config;
@@ -83,6 +84,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         }
     };
     tracing::info!(signal = sig, "shutting down: finishing open transactions");
+    submission.stop().await;
     engine.shutdown(Duration::from_secs(30)).await;
     let _ = http_stop.send(true);
     if let Some(why) = spool.failure() {
@@ -139,6 +141,88 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
         "SIGHUP: configuration reloaded (delivery policies, routes, timeouts and throttle patterns apply now; queued mail is kept)"
     );
     Some(Arc::new(new))
+}
+
+/// The submission listeners and the acceptor behind them.
+struct Submission {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shared: Option<Arc<volley_engine::submission::smtp::Shared>>,
+}
+
+impl Submission {
+    /// Stops accepting connections; sessions in a transaction get a
+    /// moment to finish (the acceptor stores what it was given).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(shared) = self.shared {
+            // sessions hold the shared state: wait (bounded) for them
+            for _ in 0..50 {
+                if Arc::strong_count(&shared) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn start_submission(
+    config: &Arc<Config>,
+    engine: &volley_engine::engine::Engine,
+) -> Result<Submission, super::CliError> {
+    use volley_engine::submission::{accept::Acceptor, auth, smtp};
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let s = &config.submission;
+    if s.listeners.is_empty() {
+        return Ok(Submission {
+            stop,
+            tasks: Vec::new(),
+            shared: None,
+        });
+    }
+    let (Some(cert), Some(key)) = (&s.cert, &s.key) else {
+        return Err(bad(anyhow::anyhow!(
+            "submission: listeners need cert and key"
+        )));
+    };
+    let tls = smtp::load_tls(cert, key).map_err(|e| bad(anyhow::anyhow!("submission TLS: {e}")))?;
+    let users = auth::UsersFile::load(&s.users).map_err(|e| bad(anyhow::anyhow!(e)))?;
+    let credentials = Arc::new(auth::Credentials::new(&users, &s.ses_credentials));
+    if credentials.is_empty() && s.trusted_networks.is_empty() {
+        tracing::warn!(
+            "submission: no users, SES credentials or trusted networks: nobody can submit"
+        );
+    }
+    let (acceptor, _thread) = Acceptor::start(Arc::clone(&engine.spool), Some(engine.handle()));
+    let shared = Arc::new(smtp::Shared::new(
+        Arc::clone(config),
+        credentials,
+        Some(tls),
+        acceptor,
+    ));
+    let mut tasks = Vec::new();
+    for (listener, mode) in smtp::bind(config)
+        .await
+        .map_err(|e| fail(anyhow::anyhow!(e)))?
+    {
+        let addr = listener.local_addr().map_err(fail)?;
+        tracing::info!(%addr, tls = ?mode, "SMTP submission listening");
+        tasks.push(tokio::spawn(smtp::serve(
+            listener,
+            mode,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        )));
+    }
+    Ok(Submission {
+        stop,
+        tasks,
+        shared: Some(shared),
+    })
 }
 
 /// `volley status`.

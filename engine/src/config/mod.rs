@@ -425,9 +425,13 @@ impl Config {
                 }
             }
         }
-        for p in [&mut c.submission.cert, &mut c.submission.key, &mut c.submission.pickup]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut c.submission.cert,
+            &mut c.submission.key,
+            &mut c.submission.pickup,
+        ]
+        .into_iter()
+        .flatten()
         {
             abs(p);
         }

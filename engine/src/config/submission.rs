@@ -65,7 +65,10 @@ pub struct SubmissionConfig {
     #[serde(default = "default_hostname")]
     pub hostname: String,
     /// Largest message accepted (SES: 40 MB).
-    #[serde(default = "default_max_size", deserialize_with = "super::size::deserialize")]
+    #[serde(
+        default = "default_max_size",
+        deserialize_with = "super::size::deserialize"
+    )]
     pub max_message_size: u64,
     /// Most recipients of one message (SES: 50).
     #[serde(default = "default_max_recipients")]
@@ -173,7 +176,9 @@ impl Network {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -216,10 +221,16 @@ impl SubmissionConfig {
             return Err(("submission.hostname".into(), "must be a host name".into()));
         }
         if self.max_message_size < 1024 {
-            return Err(("submission.max_message_size".into(), "must be at least 1 KB".into()));
+            return Err((
+                "submission.max_message_size".into(),
+                "must be at least 1 KB".into(),
+            ));
         }
         if self.max_recipients == 0 {
-            return Err(("submission.max_recipients".into(), "must be at least 1".into()));
+            return Err((
+                "submission.max_recipients".into(),
+                "must be at least 1".into(),
+            ));
         }
         for (i, n) in self.trusted_networks.iter().enumerate() {
             Network::parse(n).map_err(|r| (format!("submission.trusted_networks[{i}]"), r))?;
@@ -239,7 +250,10 @@ impl SubmissionConfig {
                 return Err((key("secret_access_key"), "must not be empty".into()));
             }
             if c.identities.is_empty() {
-                return Err((key("identities"), "name at least one address or domain".into()));
+                return Err((
+                    key("identities"),
+                    "name at least one address or domain".into(),
+                ));
             }
             if !(c.max_send_rate >= 0.0 && c.max_send_rate.is_finite()) {
                 return Err((key("max_send_rate"), "must be 0 or more".into()));
@@ -262,7 +276,11 @@ mod tests {
         let h = Network::parse("::1").unwrap();
         assert!(h.contains("::1".parse().unwrap()));
         assert!(!h.contains("::2".parse().unwrap()));
-        assert!(Network::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         assert!(Network::parse("10.0.0.0/33").is_err());
         assert!(Network::parse("example.com").is_err());
     }

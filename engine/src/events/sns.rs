@@ -9,7 +9,7 @@
 //! Exposure: none (output only).
 
 pub mod endpoints;
-mod signer;
+pub mod signer;
 pub mod subscriptions;
 
 pub use signer::Signer;

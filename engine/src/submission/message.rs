@@ -165,8 +165,7 @@ pub fn parse_tags(v: &str) -> Result<BTreeMap<String, String>, String> {
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 256
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b))
     };
     for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -328,7 +327,10 @@ fn first_mailbox(v: &str) -> Result<crate::address::Mailbox, String> {
         .as_ref()
         .and_then(|m| m.from())
         .and_then(|a| a.first())
-        .and_then(|a| a.address().map(|e| (e.to_string(), a.name().map(str::to_string))));
+        .and_then(|a| {
+            a.address()
+                .map(|e| (e.to_string(), a.name().map(str::to_string)))
+        });
     match addr {
         Some((email, name)) => Ok(crate::address::Mailbox {
             name,

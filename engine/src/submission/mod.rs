@@ -13,4 +13,7 @@
 //! the message and its recipients are durable.
 
 pub mod accept;
+pub mod auth;
 pub mod message;
+pub mod quota;
+pub mod smtp;

@@ -58,7 +58,7 @@ impl Signer {
 
     /// A new RSA-2048 key and a self-signed certificate for it.
     pub fn generate() -> Result<Signer, String> {
-        let (key_pem, cert_pem) = make_pair()?;
+        let (key_pem, cert_pem) = self_signed_pair("sns.volley.invalid")?;
         Signer::from_pem(&key_pem, &cert_pem)
     }
 
@@ -74,7 +74,7 @@ impl Signer {
         }
         let (key, cert) = (dir.join("signing-key.pem"), dir.join("signing-cert.pem"));
         if !key.exists() || !cert.exists() {
-            let (key_pem, cert_pem) = make_pair()?;
+            let (key_pem, cert_pem) = self_signed_pair("sns.volley.invalid")?;
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             write_durably(&key, &key_pem, 0o600)?;
@@ -114,19 +114,20 @@ impl Signer {
     }
 }
 
-/// A new key (PKCS #8 PEM) and its self-signed certificate (PEM).
-fn make_pair() -> Result<(String, String), String> {
+/// A new RSA-2048 key (PKCS #8 PEM) and its self-signed certificate (PEM)
+/// for `name` (a DNS name, or an IP address).
+pub fn self_signed_pair(name: &str) -> Result<(String, String), String> {
     let kp = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| e.to_string())?;
     let p8 = kp.as_der().map_err(|e| e.to_string())?;
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from(p8.as_ref().to_vec());
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
         .map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::new(vec!["sns.volley.invalid".to_string()])
-        .map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "sns.volley.invalid");
+        .push(rcgen::DnType::CommonName, name);
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
     params.not_after = (now + std::time::Duration::from_secs(10 * 365 * 86_400)).into();
@@ -135,7 +136,7 @@ fn make_pair() -> Result<(String, String), String> {
 }
 
 /// Writes a new file with `mode`, synced with its directory.
-fn write_durably(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+pub fn write_durably(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
@@ -151,6 +152,11 @@ fn write_durably(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(err)?;

@@ -29,13 +29,25 @@ fn limits() -> Limits {
 
 fn prep(raw: &str, rcpts: &[&str]) -> Result<Prepared, Rejected> {
     let rcpts: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
-    prepare(raw.as_bytes(), meta(), &rcpts, &limits(), &TwoSets, "m1".into(), 1_700_000_000)
+    prepare(
+        raw.as_bytes(),
+        meta(),
+        &rcpts,
+        &limits(),
+        &TwoSets,
+        "m1".into(),
+        1_700_000_000,
+    )
 }
 
 #[test]
 fn headers_are_edited_and_read() {
     let raw = "From: \"Ada L\" <Ada@Example.COM>\nTo: bob@example.org\nBcc: secret@example.net\nReturn-Path: <x@y.z>\nSubject: =?utf-8?q?caf=C3=A9?=\nX-SES-CONFIGURATION-SET: tx\nX-SES-MESSAGE-TAGS: campaign=welcome, kind=tx\nX-Long: a\n b\n\nbody line\n.dot line\n";
-    let p = prep(raw, &["bob@example.org", "bob@EXAMPLE.org", "carol@example.org"]).unwrap();
+    let p = prep(
+        raw,
+        &["bob@example.org", "bob@EXAMPLE.org", "carol@example.org"],
+    )
+    .unwrap();
     let m = String::from_utf8(p.message.clone()).unwrap();
     assert!(m.starts_with("Date: "), "{m}");
     assert!(!m.contains("Bcc") && !m.contains("Return-Path") && !m.contains("X-SES"));
@@ -46,7 +58,10 @@ fn headers_are_edited_and_read() {
     assert_eq!(p.def.from_name.as_deref(), Some("Ada L"));
     assert_eq!(p.def.subject, "café");
     assert_eq!(p.def.configuration_set.as_deref(), Some("tx"));
-    assert_eq!(p.def.tags.get("campaign").map(String::as_str), Some("welcome"));
+    assert_eq!(
+        p.def.tags.get("campaign").map(String::as_str),
+        Some("welcome")
+    );
     assert_eq!(p.def.to.as_deref(), Some("bob@example.org"));
     assert!(!p.def.personalized);
     assert!(p.def.message.as_ref().unwrap().add_message_id);
@@ -55,14 +70,24 @@ fn headers_are_edited_and_read() {
     // the stored body gives back both parts
     let stored = p.stored();
     assert_eq!(CampaignDef::from_bytes(&stored).unwrap(), p.def);
-    assert_eq!(CampaignDef::message_bytes(&stored), Some(p.message.as_slice()));
+    assert_eq!(
+        CampaignDef::message_bytes(&stored),
+        Some(p.message.as_slice())
+    );
 }
 
 #[test]
 fn defaults_and_additions() {
-    let p = prep("Subject: hi\r\nMessage-ID: <a@b>\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\n\r\nx", &["b@example.org"]).unwrap();
+    let p = prep(
+        "Subject: hi\r\nMessage-ID: <a@b>\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\n\r\nx",
+        &["b@example.org"],
+    )
+    .unwrap();
     let m = String::from_utf8(p.message.clone()).unwrap();
-    assert!(m.starts_with("From: app@example.com\r\nSubject: hi\r\n"), "{m}");
+    assert!(
+        m.starts_with("From: app@example.com\r\nSubject: hi\r\n"),
+        "{m}"
+    );
     assert!(m.ends_with("\r\n\r\nx\r\n"));
     assert_eq!(p.def.configuration_set.as_deref(), Some("main"));
     assert!(!p.def.message.as_ref().unwrap().add_message_id);
@@ -80,19 +105,45 @@ fn refusals_name_the_problem() {
         e("X-SES-CONFIGURATION-SET: nope\r\n\r\nx", &["b@example.org"]),
         Rejected::UnknownSet("nope".into())
     );
-    assert!(matches!(e("X-SES-MESSAGE-TAGS: a b\r\n\r\nx", &["b@example.org"]), Rejected::BadTags(_)));
-    assert!(matches!(e("X-SES-MESSAGE-TAGS: ses:x=1\r\n\r\nx", &["b@example.org"]), Rejected::BadTags(_)));
-    assert!(matches!(e("From: not an address\r\n\r\nx", &["b@example.org"]), Rejected::BadFrom(_)));
+    assert!(matches!(
+        e("X-SES-MESSAGE-TAGS: a b\r\n\r\nx", &["b@example.org"]),
+        Rejected::BadTags(_)
+    ));
+    assert!(matches!(
+        e("X-SES-MESSAGE-TAGS: ses:x=1\r\n\r\nx", &["b@example.org"]),
+        Rejected::BadTags(_)
+    ));
+    assert!(matches!(
+        e("From: not an address\r\n\r\nx", &["b@example.org"]),
+        Rejected::BadFrom(_)
+    ));
     assert_eq!(e("x", &[]), Rejected::NoRecipients);
-    assert!(matches!(e("x", &["a@b.org", "c@b.org", "d@b.org", "e@b.org"]), Rejected::TooManyRecipients { count: 4, limit: 3 }));
-    assert!(matches!(e("x", &["no-at-sign"]), Rejected::BadRecipient { .. }));
+    assert!(matches!(
+        e("x", &["a@b.org", "c@b.org", "d@b.org", "e@b.org"]),
+        Rejected::TooManyRecipients { count: 4, limit: 3 }
+    ));
+    assert!(matches!(
+        e("x", &["no-at-sign"]),
+        Rejected::BadRecipient { .. }
+    ));
     let big = "a".repeat((1 << 20) + 1);
-    assert!(matches!(e(&big, &["b@example.org"]), Rejected::TooLarge { .. }));
+    assert!(matches!(
+        e(&big, &["b@example.org"]),
+        Rejected::TooLarge { .. }
+    ));
     let bomb = "X-A: 1\r\n".repeat(MAX_HEADER_FIELDS + 1);
     assert_eq!(e(&bomb, &["b@example.org"]), Rejected::TooManyFields);
     let mut m = meta();
     m.mail_from.clear();
-    let r = prepare(b"Subject: x\r\n\r\n", m, &["b@example.org".into()], &limits(), &TwoSets, "m".into(), 0);
+    let r = prepare(
+        b"Subject: x\r\n\r\n",
+        m,
+        &["b@example.org".into()],
+        &limits(),
+        &TwoSets,
+        "m".into(),
+        0,
+    );
     assert_eq!(r.unwrap_err(), Rejected::NoFrom);
 }
 
@@ -102,11 +153,21 @@ fn hostile_bytes_never_panic() {
     for n in 0..2000 {
         let mut raw = Vec::new();
         for _ in 0..(n % 97) {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let pick = b"From: a@b.org\r\n:\t \x00\xff\xfe=?utf-8?b?";
             raw.push(pick[(seed >> 33) as usize % pick.len()]);
         }
-        let _ = prepare(&raw, meta(), &["b@example.org".into()], &limits(), &TwoSets, "m".into(), 0);
+        let _ = prepare(
+            &raw,
+            meta(),
+            &["b@example.org".into()],
+            &limits(),
+            &TwoSets,
+            "m".into(),
+            0,
+        );
     }
 }
 

@@ -1,0 +1,173 @@
+//! SMTP submission listeners of `volley run`: STARTTLS (587) and implicit
+//! TLS (465) on the configured addresses, with the certificate and key
+//! from PEM files. Each connection gets a [`session::Session`]; a STARTTLS
+//! upgrade starts a fresh one over TLS.
+//!
+//! [`Shared`] holds what sessions share: limits, trusted networks,
+//! credentials, login failures, quotas, the acceptor. Exposure: network
+//! input (see `session`).
+
+pub mod session;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+use super::accept::Acceptor;
+use super::auth::{Credentials, Failures};
+use super::quota::Quotas;
+use crate::config::Config;
+use crate::config::submission::{ListenerTls, Network};
+
+/// Size and recipient limits of submitted messages.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub max_size: usize,
+    pub max_recipients: usize,
+}
+
+/// What every session shares.
+pub struct Shared {
+    pub hostname: String,
+    pub limits: SessionLimits,
+    pub trusted: Vec<Network>,
+    pub plaintext_auth_on_loopback: bool,
+    pub tls: Option<TlsAcceptor>,
+    pub credentials: Arc<Credentials>,
+    pub failures: Failures,
+    pub quotas: Quotas,
+    pub acceptor: Acceptor,
+    /// Configuration sets a message may name.
+    pub config: Arc<Config>,
+}
+
+impl Shared {
+    /// From the config; `tls` from [`load_tls`].
+    pub fn new(
+        config: Arc<Config>,
+        credentials: Arc<Credentials>,
+        tls: Option<TlsAcceptor>,
+        acceptor: Acceptor,
+    ) -> Shared {
+        let s = &config.submission;
+        Shared {
+            hostname: s.hostname.clone(),
+            limits: SessionLimits {
+                max_size: usize::try_from(s.max_message_size).unwrap_or(usize::MAX),
+                max_recipients: s.max_recipients as usize,
+            },
+            trusted: s.trusted(),
+            plaintext_auth_on_loopback: s.insecure_plaintext_auth_on_loopback,
+            tls,
+            credentials,
+            failures: Failures::new(
+                s.auth_failures_slow_after,
+                s.auth_failures_refuse_after,
+                s.auth_failure_window,
+            ),
+            quotas: Quotas::new(std::time::Instant::now()),
+            acceptor,
+            config: Arc::clone(&config),
+        }
+    }
+}
+
+/// The TLS acceptor for a certificate chain and key in PEM files.
+pub fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds every configured listener (errors name the address).
+pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, ListenerTls)>, String> {
+    let mut out = Vec::new();
+    for l in &config.submission.listeners {
+        let addr: SocketAddr = l
+            .address
+            .parse()
+            .map_err(|_| format!("submission listener {:?}: not ip:port", l.address))?;
+        let sock = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("submission listener {addr}: {e}"))?;
+        out.push((sock, l.tls));
+    }
+    Ok(out)
+}
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    mode: ListenerTls,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (conn, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "submission accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(e) = connection(conn, peer, mode, &shared).await {
+                tracing::debug!(peer = %peer, error = %e, "submission session ended");
+            }
+        });
+    }
+}
+
+async fn connection(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    mode: ListenerTls,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let _ = conn.set_nodelay(true);
+    let Some(tls) = shared.tls.clone() else {
+        return Err(std::io::Error::other("no TLS configured"));
+    };
+    if mode == ListenerTls::Implicit {
+        let mut stream = tls.accept(conn).await?;
+        session::Session::new(shared, peer, true)
+            .run(&mut stream, true)
+            .await?;
+        return Ok(());
+    }
+    let end = session::Session::new(shared, peer, false)
+        .run(&mut conn, true)
+        .await?;
+    if end == session::End::StartTls {
+        let mut stream = tls.accept(conn).await?;
+        session::Session::new(shared, peer, true)
+            .run(&mut stream, false)
+            .await?;
+    }
+    Ok(())
+}
