@@ -12,10 +12,12 @@
 #   rabbitmq-server, python3-pika -> the broker of the amqp destination tests
 #                     (each test runs its own on private ports; the system
 #                     service is not started) and their consumer
+#   swaks          -> a real SMTP client for the submission tests (Python's
+#                     smtplib is the other)
 # Postfix is installed with debconf "No configuration": nothing is started.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography rabbitmq-server python3-pika"
+PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography rabbitmq-server python3-pika swaks"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -49,4 +51,5 @@ command -v promtool >/dev/null || { echo "promtool missing after install" >&2; e
 /usr/bin/python3 -c 'import cryptography' || { echo "python3-cryptography missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import pika' || { echo "python3-pika missing after install" >&2; exit 1; }
 test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { echo "rabbitmq-server missing after install" >&2; exit 1; }
+command -v swaks >/dev/null || { echo "swaks missing after install" >&2; exit 1; }
 echo "test peers ready: $(dpkg-query -W -f='${Package} ${Version}  ' $PKGS)"

@@ -15,6 +15,10 @@ use crate::campaign::CampaignDef;
 pub enum ShardIn {
     /// One recipient (new, or due for a retry).
     One(Work),
+    /// New recipients of one domain that came together (a submitted
+    /// message's): queued at once, so those that may share a transaction
+    /// are there to join it.
+    Many(Vec<Work>),
     /// Recipients found queued at start, compact until dispatched (all of
     /// one domain).
     Bulk(Arc<str>, Vec<RecipientId>),
@@ -39,6 +43,10 @@ impl Queue {
             ShardIn::One(w) => {
                 self.len += 1;
                 self.ones.push_back(w);
+            }
+            ShardIn::Many(ws) => {
+                self.len += ws.len() as u64;
+                self.ones.extend(ws);
             }
             ShardIn::Bulk(domain, mut ids) => {
                 ids.sort_unstable_by(|a, b| b.cmp(a));

@@ -180,6 +180,7 @@ impl Scheduler {
                 for m in waiting {
                     match m {
                         ShardIn::One(w) => report(w),
+                        ShardIn::Many(ws) => ws.into_iter().for_each(report),
                         ShardIn::Bulk(d, ids) => {
                             for id in ids {
                                 report(Work {
@@ -235,9 +236,23 @@ pub async fn run(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {
+                    // a domain's recipients go to its shard together
+                    let mut by_domain: Vec<(Arc<str>, Vec<Work>)> = Vec::new();
+                    let mut index: HashMap<Arc<str>, usize> = HashMap::new();
                     for w in batch {
-                        let domain = Arc::clone(&w.domain);
-                        s.dispatch(&domain, ShardIn::One(w));
+                        let i = *index.entry(Arc::clone(&w.domain)).or_insert_with(|| {
+                            by_domain.push((Arc::clone(&w.domain), Vec::new()));
+                            by_domain.len() - 1
+                        });
+                        by_domain[i].1.push(w);
+                    }
+                    for (domain, mut ws) in by_domain {
+                        let m = if ws.len() == 1 {
+                            ShardIn::One(ws.remove(0))
+                        } else {
+                            ShardIn::Many(ws)
+                        };
+                        s.dispatch(&domain, m);
                     }
                 }
                 Some(SchedMsg::Bulk(domain, ids)) => {

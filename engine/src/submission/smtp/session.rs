@@ -147,6 +147,16 @@ impl<'a> Session<'a> {
         greet: bool,
     ) -> std::io::Result<End> {
         if greet {
+            if self
+                .shared
+                .failures
+                .standing(self.peer.ip(), Instant::now())
+                == Standing::Refused
+            {
+                self.reply("421 4.7.0 Too many failed logins from your address; try later");
+                self.flush(s).await?;
+                return Ok(End::Closed);
+            }
             let greeting = format!("220 {} ESMTP Volley", self.shared.hostname);
             self.reply(&greeting);
         }
@@ -341,7 +351,9 @@ impl<'a> Session<'a> {
                 }
             }
             _ => {
-                return Ok(self.error("504 5.5.4 Unrecognized authentication type (PLAIN or LOGIN)"));
+                return Ok(
+                    self.error("504 5.5.4 Unrecognized authentication type (PLAIN or LOGIN)")
+                );
             }
         };
         let shared_creds = Arc::clone(&self.shared.credentials);
