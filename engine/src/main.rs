@@ -87,6 +87,12 @@ enum Cmd {
         #[arg(long, default_value = "config.toml", global = true)]
         config: PathBuf,
     },
+    /// The sendmail interface (sendmail's options: -t, -i, -f ADDR, ...):
+    /// the message on standard input goes into the drop directory.
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Make a self-signed certificate and key (PEM) for testing TLS.
     TlsCert {
         #[arg(long, default_value = "localhost")]
@@ -151,6 +157,19 @@ fn raise_nofile_limit() {
 }
 
 fn main() -> ExitCode {
+    // called as `sendmail` (installed as /usr/sbin/sendmail), or `volley
+    // sendmail ...`: sendmail's own argument syntax, not clap's
+    let argv: Vec<String> = std::env::args().collect();
+    let called = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "sendmail");
+    if called {
+        return ExitCode::from(cli::sendmail::main(&argv[1..]));
+    }
+    if argv.get(1).is_some_and(|a| a == "sendmail") {
+        return ExitCode::from(cli::sendmail::main(&argv[2..]));
+    }
     let args = Cli::parse();
     raise_nofile_limit();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG").unwrap_or_else(|_| {
@@ -191,6 +210,7 @@ fn main() -> ExitCode {
                 UserAction::Remove { name } => cli::user::remove(&config, &name),
                 UserAction::List => cli::user::list(&config),
             },
+            Cmd::Sendmail { args } => Ok(cli::sendmail::main(&args)),
             Cmd::TlsCert { name, cert, key } => cli::user::tls_cert(&name, &cert, &key),
             Cmd::Status { config, json } => cli::run::status(&config, json),
             Cmd::Sink { listen, maildir } => cli::run::sink(listen, maildir).await,

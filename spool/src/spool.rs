@@ -62,7 +62,7 @@ pub struct Spool {
 
 /// Campaign ids in use and the next free campaign number.
 pub(crate) struct CampaignNames {
-    ids: std::collections::HashSet<String>,
+    ids: std::collections::HashMap<String, u32>,
     next: u32,
 }
 
@@ -145,7 +145,7 @@ impl Spool {
                 unreachable!("set above")
             };
             for (k, (id, _)) in items.iter().enumerate() {
-                if names.ids.contains(*id) || items[..k].iter().any(|(other, _)| other == id) {
+                if names.ids.contains_key(*id) || items[..k].iter().any(|(other, _)| other == id) {
                     return Err(Error::DuplicateCampaign(id.to_string()));
                 }
             }
@@ -155,7 +155,7 @@ impl Spool {
                 names.next = no
                     .checked_add(1)
                     .ok_or_else(|| Error::Encode("campaign numbers exhausted".into()))?;
-                names.ids.insert(id.to_string());
+                names.ids.insert(id.to_string(), no);
                 recs.push(CampaignRecord {
                     no,
                     id: id.to_string(),
@@ -167,13 +167,20 @@ impl Spool {
         };
         if let Err(e) = campaign::write_all(&self.dir, &recs) {
             // ids of campaigns that are not in place may be used again
-            // (their numbers are not)
             let mut names = lock(&self.names);
             if let Some(names) = names.as_mut() {
+                let mut any_placed = false;
                 for r in &recs {
-                    if !campaign::path(&self.dir, r.no).exists() {
+                    if campaign::path(&self.dir, r.no).exists() {
+                        any_placed = true;
+                    } else {
                         names.ids.remove(&r.id);
                     }
+                }
+                // numbers of a batch that left no file are free again
+                let (first, last) = (recs[0].no, recs[recs.len() - 1].no);
+                if !any_placed && names.next == last + 1 {
+                    names.next = first;
                 }
             }
             return Err(e);
@@ -223,7 +230,7 @@ impl Spool {
             .max(counted)
             .max(campaign::highest_file_no(&self.dir)?);
         Ok(CampaignNames {
-            ids: campaigns.values().map(|c| c.id.clone()).collect(),
+            ids: campaigns.values().map(|c| (c.id.clone(), c.no)).collect(),
             next: highest
                 .checked_add(1)
                 .ok_or_else(|| Error::Encode("campaign numbers exhausted".into()))?,
@@ -241,12 +248,26 @@ impl Spool {
 
     /// The campaign with this user id.
     pub fn campaign_by_id(&self, id: &str) -> Option<Arc<Campaign>> {
-        self.campaigns
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .find(|c| c.id == id)
-            .cloned()
+        let no = {
+            let mut names = lock(&self.names);
+            if names.is_none() {
+                match self.campaign_names() {
+                    Ok(n) => *names = Some(n),
+                    // (the directory could not be listed) a plain search
+                    Err(_) => {
+                        return self
+                            .campaigns
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .values()
+                            .find(|c| c.id == id)
+                            .cloned();
+                    }
+                }
+            }
+            *names.as_ref()?.ids.get(id)?
+        };
+        self.campaign(no)
     }
 
     /// All campaigns, by number.

@@ -393,3 +393,35 @@ fn campaign_of_comes_from_the_index_and_survives_reopen() {
     let past = RecipientId::new(ids_b[4].segment(), ids_b[4].index() + 1);
     assert_eq!(spool.campaign_of(past), None);
 }
+
+#[test]
+fn campaigns_made_in_a_group_are_durable_and_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let made = spool
+            .create_campaigns(&[("m1", b"one".as_slice()), ("m2", b"two".as_slice())])
+            .unwrap();
+        assert_eq!((made[0].no, made[1].no), (1, 2));
+        // a duplicate in the group, or of an existing id, refuses the group
+        assert!(
+            spool
+                .create_campaigns(&[("m3", b"".as_slice()), ("m3", b"".as_slice())])
+                .is_err()
+        );
+        assert!(
+            spool
+                .create_campaigns(&[("m4", b"".as_slice()), ("m1", b"".as_slice())])
+                .is_err()
+        );
+        assert_eq!(spool.campaign_by_id("m2").unwrap().body, b"two");
+        assert!(spool.campaign_by_id("m4").is_none());
+        spool.seal_campaigns(&[1, 2]).unwrap();
+    }
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    assert_eq!(spool.campaign_by_id("m1").unwrap().body, b"one");
+    assert!(spool.campaign_by_id("m2").unwrap().is_sealed());
+    let c = spool.create_campaign("m5", b"five").unwrap();
+    assert_eq!(c.no, 3);
+    assert!(spool.create_campaign("m1", b"again").is_err());
+}

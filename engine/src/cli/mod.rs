@@ -4,6 +4,7 @@ pub mod demo;
 pub mod progress;
 pub mod run;
 pub mod send;
+pub mod sendmail;
 pub mod summary;
 pub mod user;
 

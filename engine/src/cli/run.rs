@@ -143,18 +143,23 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
     Some(Arc::new(new))
 }
 
-/// The submission listeners and the acceptor behind them.
+/// The producers inside the service: SMTP submission listeners and the
+/// drop directory, and the acceptor behind them.
 struct Submission {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shared: Option<Arc<volley_engine::submission::smtp::Shared>>,
+    pickup_stop: Arc<std::sync::atomic::AtomicBool>,
+    pickup: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Submission {
-    /// Stops accepting connections; sessions in a transaction get a
-    /// moment to finish (the acceptor stores what it was given).
+    /// Stops accepting connections and files; sessions in a transaction
+    /// get a moment to finish (the acceptor stores what it was given).
     async fn stop(self) {
         let _ = self.stop.send(true);
+        self.pickup_stop
+            .store(true, std::sync::atomic::Ordering::Release);
         for t in self.tasks {
             let _ = t.await;
         }
@@ -167,6 +172,9 @@ impl Submission {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        if let Some(p) = self.pickup {
+            let _ = tokio::task::spawn_blocking(move || p.join()).await;
+        }
     }
 }
 
@@ -174,15 +182,34 @@ async fn start_submission(
     config: &Arc<Config>,
     engine: &volley_engine::engine::Engine,
 ) -> Result<Submission, super::CliError> {
-    use volley_engine::submission::{accept::Acceptor, auth, smtp};
+    use volley_engine::submission::{accept::Acceptor, auth, pickup, smtp};
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let s = &config.submission;
+    let (acceptor, _thread) = Acceptor::start(Arc::clone(&engine.spool), Some(engine.handle()));
+    let pickup_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dir = s
+        .pickup
+        .clone()
+        .unwrap_or_else(|| config.spool.dir.join("pickup"));
+    let pickup = pickup::start(pickup::PickupCtx {
+        dir: dir.clone(),
+        spool: Arc::clone(&engine.spool),
+        acceptor: acceptor.clone(),
+        config: Arc::clone(config),
+        engine: Some(engine.handle()),
+        stop: Arc::clone(&pickup_stop),
+        stats: Arc::default(),
+    })
+    .map_err(|e| fail(anyhow::anyhow!("drop directory {}: {e}", dir.display())))?;
+    let mut out = Submission {
+        stop,
+        tasks: Vec::new(),
+        shared: None,
+        pickup_stop,
+        pickup: Some(pickup),
+    };
     if s.listeners.is_empty() {
-        return Ok(Submission {
-            stop,
-            tasks: Vec::new(),
-            shared: None,
-        });
+        return Ok(out);
     }
     let (Some(cert), Some(key)) = (&s.cert, &s.key) else {
         return Err(bad(anyhow::anyhow!(
@@ -197,32 +224,27 @@ async fn start_submission(
             "submission: no users, SES credentials or trusted networks: nobody can submit"
         );
     }
-    let (acceptor, _thread) = Acceptor::start(Arc::clone(&engine.spool), Some(engine.handle()));
     let shared = Arc::new(smtp::Shared::new(
         Arc::clone(config),
         credentials,
         Some(tls),
         acceptor,
     ));
-    let mut tasks = Vec::new();
     for (listener, mode) in smtp::bind(config)
         .await
         .map_err(|e| fail(anyhow::anyhow!(e)))?
     {
         let addr = listener.local_addr().map_err(fail)?;
         tracing::info!(%addr, tls = ?mode, "SMTP submission listening");
-        tasks.push(tokio::spawn(smtp::serve(
+        out.tasks.push(tokio::spawn(smtp::serve(
             listener,
             mode,
             Arc::clone(&shared),
             stop_rx.clone(),
         )));
     }
-    Ok(Submission {
-        stop,
-        tasks,
-        shared: Some(shared),
-    })
+    out.shared = Some(shared);
+    Ok(out)
 }
 
 /// `volley status`.

@@ -84,13 +84,22 @@ impl Acceptor {
         rx.await.unwrap_or(Err(AcceptError::Stopping))
     }
 
-    /// [`Acceptor::accept`] for a thread outside the runtime.
-    pub fn accept_blocking(&self, prepared: Prepared) -> Result<String, AcceptError> {
+    /// Queues a message without waiting (a thread outside the runtime
+    /// queues many, then waits for each [`Ticket`]).
+    pub fn submit(&self, prepared: Prepared) -> Ticket {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { prepared, reply })
-            .map_err(|_| AcceptError::Stopping)?;
-        rx.blocking_recv().unwrap_or(Err(AcceptError::Stopping))
+        let _ = self.tx.send(Pending { prepared, reply });
+        Ticket(rx)
+    }
+}
+
+/// The answer to come for a message given to [`Acceptor::submit`].
+pub struct Ticket(oneshot::Receiver<Result<String, AcceptError>>);
+
+impl Ticket {
+    /// Waits (blocking: not on the runtime's threads) for the answer.
+    pub fn wait(self) -> Result<String, AcceptError> {
+        self.0.blocking_recv().unwrap_or(Err(AcceptError::Stopping))
     }
 }
 

@@ -1,6 +1,7 @@
 //! A ready-made message made fit for the spool (pure): line ends made CRLF,
-//! the header block checked (size, field count), `Bcc`, `Return-Path` and
-//! the SES headers `X-SES-CONFIGURATION-SET` / `X-SES-MESSAGE-TAGS` taken
+//! the header block checked (size, field count), `Bcc`, `Return-Path`,
+//! the drop directory's `X-Envelope-From` / `X-Envelope-To` and the SES
+//! headers `X-SES-CONFIGURATION-SET` / `X-SES-MESSAGE-TAGS` taken
 //! out (the last two give the configuration set and event tags), a `Date`
 //! added when missing (a missing `Message-ID` is added at production, the
 //! same on every attempt), and the definition the spool stores with it
@@ -73,18 +74,18 @@ impl Prepared {
 
 /// One header field: its name and the whole field (name, value, folded
 /// lines and the final CRLF).
-struct Field<'a> {
-    name: &'a str,
-    raw: &'a [u8],
+pub(crate) struct Field<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) raw: &'a [u8],
 }
 
 impl Field<'_> {
-    fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
 
     /// The unfolded value, trimmed (lossy UTF-8).
-    fn value(&self) -> String {
+    pub(crate) fn value(&self) -> String {
         let raw = String::from_utf8_lossy(self.raw);
         let v = raw.split_once(':').map_or("", |(_, v)| v);
         v.replace("\r\n", "").trim().to_string()
@@ -118,7 +119,7 @@ pub fn crlf(raw: &[u8]) -> Vec<u8> {
 /// Splits a CRLF message into header fields and the body (the bytes after
 /// the blank line). A line that is neither a field nor a continuation ends
 /// the header block (it starts the body, as Postfix treats it).
-fn split_fields(m: &[u8]) -> Result<(Vec<Field<'_>>, &[u8]), Rejected> {
+pub(crate) fn split_fields(m: &[u8]) -> Result<(Vec<Field<'_>>, &[u8]), Rejected> {
     let mut fields: Vec<Field<'_>> = Vec::new();
     let mut pos = 0;
     while pos < m.len() {
@@ -257,7 +258,11 @@ pub fn prepare(
             set = Some(f.value());
         } else if f.is("X-SES-MESSAGE-TAGS") {
             tags.extend(parse_tags(&f.value()).map_err(Rejected::BadTags)?);
-        } else if !(f.is("Bcc") || f.is("Return-Path")) {
+        } else if !(f.is("Bcc")
+            || f.is("Return-Path")
+            || f.is("X-Envelope-From")
+            || f.is("X-Envelope-To"))
+        {
             kept.push(f);
         }
     }

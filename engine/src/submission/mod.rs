@@ -15,5 +15,6 @@
 pub mod accept;
 pub mod auth;
 pub mod message;
+pub mod pickup;
 pub mod quota;
 pub mod smtp;
