@@ -74,6 +74,7 @@ pub async fn run(config_path: &Path) -> CliResult {
                 let result = match reload(config_path, &current) {
                     Some(c) => {
                         engine.reload(Arc::clone(&c));
+                        submission.reload(&c);
                         current = c;
                         "applied"
                     }
@@ -125,6 +126,15 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
             format!("{:?}", old.dkim) != format!("{:?}", new.dkim),
         ),
         ("dns", old.dns.nameservers != new.dns.nameservers),
+        ("submission", {
+            // credentials apply now; the rest at start
+            let fixed = |c: &Config| {
+                let mut s = c.submission.clone();
+                s.ses_credentials.clear();
+                format!("{s:?}")
+            };
+            fixed(old) != fixed(new)
+        }),
     ];
     for (key, changed) in fixed {
         if changed {
@@ -154,6 +164,27 @@ struct Submission {
 }
 
 impl Submission {
+    /// SIGHUP: the users file and SES credentials are read again (the
+    /// listeners, TLS files and limits apply only at start).
+    fn reload(&self, config: &Config) {
+        use volley_engine::submission::auth;
+        let Some(shared) = &self.shared else { return };
+        let s = &config.submission;
+        match auth::UsersFile::load(&s.users) {
+            Ok(users) => {
+                shared
+                    .set_credentials(Arc::new(auth::Credentials::new(&users, &s.ses_credentials)));
+                tracing::info!(
+                    users = users.users.len(),
+                    "SIGHUP: submission credentials reloaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the users file is invalid; keeping the credentials in force")
+            }
+        }
+    }
+
     /// Stops accepting connections and files; sessions in a transaction
     /// get a moment to finish (the acceptor stores what it was given).
     async fn stop(self) {

@@ -75,7 +75,7 @@ pub fn add(
         .is_some();
     file.save(path).map_err(|e| fail(anyhow::anyhow!(e)))?;
     println!(
-        "{} user {name} in {} (restart or SIGHUP `volley run` to apply)",
+        "{} user {name} in {} (a running `volley run` applies it on SIGHUP)",
         if replaced { "updated" } else { "added" },
         path.display()
     );

@@ -40,7 +40,7 @@ pub struct Shared {
     pub trusted: Vec<Network>,
     pub plaintext_auth_on_loopback: bool,
     pub tls: Option<TlsAcceptor>,
-    pub credentials: Arc<Credentials>,
+    credentials: std::sync::RwLock<Arc<Credentials>>,
     pub failures: Failures,
     pub quotas: Quotas,
     pub acceptor: Acceptor,
@@ -66,7 +66,7 @@ impl Shared {
             trusted: s.trusted(),
             plaintext_auth_on_loopback: s.insecure_plaintext_auth_on_loopback,
             tls,
-            credentials,
+            credentials: std::sync::RwLock::new(credentials),
             failures: Failures::new(
                 s.auth_failures_slow_after,
                 s.auth_failures_refuse_after,
@@ -76,6 +76,18 @@ impl Shared {
             acceptor,
             config: Arc::clone(&config),
         }
+    }
+}
+
+impl Shared {
+    /// The credentials in force.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        Arc::clone(&self.credentials.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the credentials (SIGHUP: the users file read again).
+    pub fn set_credentials(&self, c: Arc<Credentials>) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = c;
     }
 }
 

@@ -356,7 +356,7 @@ impl<'a> Session<'a> {
                 );
             }
         };
-        let shared_creds = Arc::clone(&self.shared.credentials);
+        let shared_creds = self.shared.credentials();
         let principal = match creds {
             Some((user, pass)) => {
                 tokio::task::spawn_blocking(move || shared_creds.check(&user, &pass))
