@@ -133,7 +133,7 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
                 s.ses_credentials.clear();
                 format!("{s:?}")
             };
-            fixed(old) != fixed(new)
+            fixed(old) != fixed(&new)
         }),
     ];
     for (key, changed) in fixed {
