@@ -268,6 +268,12 @@ impl Engine {
             .is_none_or(|p| p.file_caught_up(&self.spool))
     }
 
+    /// The journal position the `[events] jsonl` file has published to
+    /// (shared; `None` without pumps).
+    pub fn events_file_position(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.pumps.as_ref().and_then(|p| p.file_position())
+    }
+
     /// True when every journaled outcome has been published as events to
     /// the events file and every event destination.
     pub fn events_caught_up(&self) -> bool {

@@ -2,7 +2,8 @@
 //! spool's checkpoint and journal (see `volley_spool::inspect`): instant at
 //! any spool size, and it works while `volley run` holds the spool.
 //!
-//! Campaign counts cover every recipient the campaign ever had; domain
+//! Campaign counts cover every recipient the campaign ever had (ready-made
+//! messages are summed per way in: `smtp messages`, `pickup messages`); domain
 //! counts cover recipients still in the spool (finished segments are
 //! reclaimed).
 
@@ -22,6 +23,18 @@ pub struct Counts {
     #[serde(rename = "render-failed")]
     pub render_failed: u64,
     pub lost: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.total += o.total;
+        self.queued += o.queued;
+        self.deferred += o.deferred;
+        self.delivered += o.delivered;
+        self.bounced += o.bounced;
+        self.render_failed += o.render_failed;
+        self.lost += o.lost;
+    }
 }
 
 impl From<volley_spool::Counts> for Counts {
@@ -60,20 +73,35 @@ pub struct Status {
 
 /// Builds the report from an inspection of the spool.
 pub fn collect(i: Inspection) -> Status {
-    let campaigns = i
-        .campaigns
-        .iter()
-        .map(|c| CampaignStatus {
-            id: c.id.clone(),
-            complete: c.sealed,
-            counts: i
-                .summary
-                .campaigns
-                .get(&c.no)
-                .map(|cc| cc.counts.into())
-                .unwrap_or_default(),
-        })
-        .collect();
+    // ready-made messages (ids `source:...`) are summed per source
+    let mut campaigns: Vec<CampaignStatus> = Vec::new();
+    let mut sources: BTreeMap<String, CampaignStatus> = BTreeMap::new();
+    for c in &i.campaigns {
+        let counts: Counts = i
+            .summary
+            .campaigns
+            .get(&c.no)
+            .map(|cc| cc.counts.into())
+            .unwrap_or_default();
+        match c.id.split_once(':') {
+            Some((source, _)) => {
+                let s = sources
+                    .entry(source.to_string())
+                    .or_insert_with(|| CampaignStatus {
+                        id: format!("{source} messages"),
+                        complete: true,
+                        counts: Counts::default(),
+                    });
+                s.counts.add(&counts);
+            }
+            None => campaigns.push(CampaignStatus {
+                id: c.id.clone(),
+                complete: c.sealed,
+                counts,
+            }),
+        }
+    }
+    campaigns.extend(sources.into_values());
     Status {
         totals: i.summary.totals().into(),
         campaigns,

@@ -1,5 +1,6 @@
 //! Command implementations of the `volley` binary (not part of the library).
 
+pub mod control;
 pub mod demo;
 pub mod progress;
 pub mod run;

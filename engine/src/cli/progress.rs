@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use volley_engine::delivery::Stats;
 
+/// Counts a progress line shows.
+pub struct Shown {
+    pub delivered: u64,
+    pub bounced: u64,
+    pub failed: u64,
+    pub deferred: u64,
+    /// Final outcomes during the job (for the rate).
+    pub finals: u64,
+}
+
 pub struct Progress {
     bar: Option<ProgressBar>,
     start: Instant,
@@ -37,30 +47,38 @@ impl Progress {
         self.start.elapsed()
     }
 
-    fn message(stats: &Stats, rate: f64) -> String {
-        format!(
-            "delivered {} bounced {} render-failed {} deferrals {} ({:.0}/s)",
-            stats.delivered.load(Relaxed),
-            stats.bounced.load(Relaxed),
-            stats.failed.load(Relaxed),
-            stats.deferrals.load(Relaxed),
-            rate
-        )
+    /// Shows `done` of `total` recipients handled, from the engine's counts.
+    pub fn update(&mut self, total: u64, stats: &Stats) {
+        let done = stats.finals() + stats.waiting.load(Relaxed).max(0) as u64;
+        self.show(
+            total,
+            done,
+            Shown {
+                delivered: stats.delivered.load(Relaxed),
+                bounced: stats.bounced.load(Relaxed),
+                failed: stats.failed.load(Relaxed),
+                deferred: stats.deferrals.load(Relaxed),
+                finals: stats.finals(),
+            },
+        );
     }
 
     /// Shows `done` of `total` recipients handled.
-    pub fn update(&mut self, total: u64, stats: &Stats) {
-        let done = stats.finals() + stats.waiting.load(Relaxed).max(0) as u64;
-        let rate = stats.finals() as f64 / self.start.elapsed().as_secs_f64().max(0.001);
+    pub fn show(&mut self, total: u64, done: u64, s: Shown) {
+        let rate = s.finals as f64 / self.start.elapsed().as_secs_f64().max(0.001);
+        let message = format!(
+            "delivered {} bounced {} render-failed {} deferrals {} ({rate:.0}/s)",
+            s.delivered, s.bounced, s.failed, s.deferred
+        );
         match &self.bar {
             Some(b) => {
                 b.set_length(total);
                 b.set_position(done.min(total));
-                b.set_message(Self::message(stats, rate));
+                b.set_message(message);
             }
             None if self.last_line.elapsed() >= Duration::from_secs(2) => {
                 self.last_line = Instant::now();
-                eprintln!("progress: {done}/{total} {}", Self::message(stats, rate));
+                eprintln!("progress: {done}/{total} {message}");
             }
             None => {}
         }

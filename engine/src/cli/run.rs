@@ -64,6 +64,20 @@ pub async fn run(config_path: &Path) -> CliResult {
         .await
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
     let submission = start_submission(&config, &engine).await?;
+    let control = Arc::new(super::control::ControlCtx {
+        config: Arc::clone(&config),
+        spool: Arc::clone(&engine.spool),
+        handle: engine.handle(),
+        events_file: engine.events_file_position(),
+    });
+    let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
+    if let Err(e) = super::control::serve(control, control_stop_rx) {
+        tracing::warn!(
+            error = %e,
+            socket = %super::control::socket_path(&config).display(),
+            "no control socket: campaign jobs cannot hand campaigns to this service"
+        );
+    }
     let (queued, deferred) = engine.resume_spooled();
     tracing::info!(%addr, queued, deferred, spool = %config.spool.dir.display(), "volley is running");
     let mut current = config;
@@ -85,6 +99,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         }
     };
     tracing::info!(signal = sig, "shutting down: finishing open transactions");
+    let _ = control_stop.send(true);
     submission.stop().await;
     engine.shutdown(Duration::from_secs(30)).await;
     let _ = http_stop.send(true);

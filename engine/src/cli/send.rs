@@ -277,6 +277,9 @@ pub async fn send(campaign_path: &Path, config_path: &Path) -> CliResult {
     let loaded = campaign::load(campaign_path)
         .and_then(|l| l.with_configuration_set(&config))
         .map_err(bad)?;
+    if let Some(service) = super::control::connect(&config).await {
+        return super::control::remote(service, campaign_path, true, &mut stop).await;
+    }
     let mut job = deliver_until(config, loaded, Options::default(), Some(&mut stop)).await?;
     print_summary(&job);
     if let Some(f) = job.failure.take() {
@@ -315,6 +318,9 @@ pub async fn enqueue(campaign_path: &Path, config_path: &Path) -> CliResult {
     let loaded = campaign::load(campaign_path)
         .and_then(|l| l.with_configuration_set(&config))
         .map_err(bad)?;
+    if let Some(service) = super::control::connect(&config).await {
+        return super::control::remote(service, campaign_path, false, &mut stop).await;
+    }
     let (spool, _) = open_spool(&config)?;
     let halt = Arc::new(AtomicBool::new(false));
     let stop_ingest = Arc::clone(&halt);

@@ -79,19 +79,27 @@ impl Others {
     }
 }
 
-/// Prints rows that were not spooled, bounded.
+/// Prints rows that were not spooled, bounded (to stderr, or to a
+/// running service's client).
 pub(super) struct SkipReport {
     list: PathBuf,
     rejected: u64,
     duplicates: u64,
+    out: Box<dyn FnMut(String) + Send>,
 }
 
 impl SkipReport {
     pub(super) fn new(list: &Path) -> SkipReport {
+        SkipReport::to(list, Box::new(|line| eprintln!("{line}")))
+    }
+
+    /// Reports through `out`, one line at a time.
+    pub(super) fn to(list: &Path, out: Box<dyn FnMut(String) + Send>) -> SkipReport {
         SkipReport {
             list: list.to_path_buf(),
             rejected: 0,
             duplicates: 0,
+            out,
         }
     }
 
@@ -106,17 +114,18 @@ impl SkipReport {
             return;
         }
         if *n == SHOWN + 1 {
-            eprintln!("{list}: more {what} (see the summary)");
+            (self.out)(format!("{list}: more {what} (see the summary)"));
             return;
         }
-        match s {
-            Skipped::Rejected(r) => eprintln!("{list}: line {}: rejected: {}", r.line, r.reason),
-            Skipped::Duplicate(d) => eprintln!(
+        let line = match s {
+            Skipped::Rejected(r) => format!("{list}: line {}: rejected: {}", r.line, r.reason),
+            Skipped::Duplicate(d) => format!(
                 "{list}: line {}: skipped: {} is a duplicate of an earlier row's address",
                 d.line(),
                 d.email
             ),
-        }
+        };
+        (self.out)(line);
     }
 }
 

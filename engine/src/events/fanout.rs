@@ -133,6 +133,11 @@ impl Pumps {
             .all(|p| p.load(Ordering::Acquire) >= end)
     }
 
+    /// How far the `[events] jsonl` file has published (journal position).
+    pub fn file_position(&self) -> Option<Arc<AtomicU64>> {
+        self.positions.first().cloned()
+    }
+
     /// True when the `[events] jsonl` file has every journaled event.
     pub fn file_caught_up(&self, spool: &Spool) -> bool {
         let end = spool.journal_end();

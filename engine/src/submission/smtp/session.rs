@@ -563,12 +563,13 @@ fn refusal(e: &Rejected) -> String {
     }
 }
 
-/// A new unique campaign id for a message from `source`.
+/// A new unique campaign id for a message from `source` (`source:hex`: a
+/// colon, which campaign files cannot use, marks a message's id).
 pub fn unique_id(source: &str) -> String {
     let mut r = [0u8; 12];
     let _ = aws_lc_rs::rand::fill(&mut r);
     let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{source}-{hex}")
+    format!("{source}:{hex}")
 }
 
 enum Decoded {
