@@ -12,6 +12,7 @@ pub mod delay;
 pub mod dns_probe;
 pub mod measure;
 pub mod newsletter;
+pub mod postfix_smtpd;
 pub mod sites;
 pub mod sites_report;
 pub mod stages;

@@ -103,14 +103,35 @@ impl Spool {
     /// Second half of [`Spool::append`]: waits until the records are
     /// durable, journals them durably, and returns their ids.
     pub fn append_finish(&self, started: StartedAppend) -> Result<Vec<RecipientId>> {
+        self.finish_sealing(started, &[])
+    }
+
+    /// [`Spool::append`], and the campaigns `seal` sealed by the same
+    /// journal write (a producer whose campaigns are whole with this batch:
+    /// one sync fewer).
+    pub fn append_and_seal(&self, recs: &[Recipient], seal: &[u32]) -> Result<Vec<RecipientId>> {
+        let started = self.append_start(recs)?;
+        self.finish_sealing(started, seal)
+    }
+
+    fn finish_sealing(&self, started: StartedAppend, seal: &[u32]) -> Result<Vec<RecipientId>> {
         let StartedAppend {
             ids,
             end,
             mut entries,
         } = started;
         if ids.is_empty() {
+            self.seal_campaigns(seal)?;
             return Ok(ids);
         }
+        let sealed = seal
+            .iter()
+            .map(|&no| self.campaign(no).ok_or(Error::UnknownCampaign(no)))
+            .collect::<Result<Vec<_>>>()?;
+        entries.extend(
+            seal.iter()
+                .map(|&no| Entry::mark(Kind::CampaignSealed, RecipientId(0), no, 0)),
+        );
         self.seg_commit
             .wait(end)
             .ctx("fdatasync segment", &self.dir.join("segments"))?;
@@ -121,7 +142,13 @@ impl Spool {
         }
         self.journal_write(&mut entries, false, |index, es, ends| {
             for (e, &pos) in es.iter().zip(ends) {
-                index.apply_appended(e, pos);
+                if e.kind == Kind::Appended {
+                    index.apply_appended(e, pos);
+                }
+            }
+            // under the journal lock, as `seal_campaigns` sets them
+            for c in &sealed {
+                c.sealed.store(true, std::sync::atomic::Ordering::Release);
             }
         })?;
         Ok(ids)

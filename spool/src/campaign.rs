@@ -1,11 +1,14 @@
-//! Campaign files: each campaign is stored once, in its own small file.
+//! Campaign files: each campaign is stored once, in its own small file, or
+//! with the others of its group in a pack.
 //!
 //! `campaigns/NNNNNNNN.cmp` holds a 16-byte magic and one frame with the
-//! archived [`CampaignRecord`]. A campaign file is written to a temporary
-//! name, synced, linked into place and the directory synced, so a campaign
-//! is either wholly present or absent after a crash; an existing file is
-//! never replaced, and numbers are never reused (not even an unreadable
-//! file's). Exposure: file contents
+//! archived [`CampaignRecord`]; a pack `campaigns/FFFFFFFF-LLLLLLLL.cmp`
+//! holds the magic and one frame per campaign numbered F to L (campaigns
+//! created together: ready-made messages accepted in one group, so a group
+//! costs one file sync). A file is written to a temporary name, synced,
+//! linked into place and the directory synced, so its campaigns are either
+//! wholly present or absent after a crash; an existing file is never
+//! replaced, and numbers are never reused (not even an unreadable file's). Exposure: file contents
 //! may be damaged; a damaged campaign file is reported, never trusted.
 
 use std::fs::{self, File};
@@ -51,22 +54,40 @@ pub(crate) fn path(dir: &Path, no: u32) -> PathBuf {
 /// campaigns whose files are in place (see [`path`]) are stored; the others
 /// are not.
 pub(crate) fn write_all(dir: &Path, recs: &[CampaignRecord]) -> Result<()> {
-    let mut files = Vec::with_capacity(recs.len());
-    let result = write_files(dir, recs, &mut files);
-    for (tmp, _) in &files {
-        let _ = fs::remove_file(tmp);
-    }
-    result
+    let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
+        return Ok(());
+    };
+    let final_path = file_of(dir, first.no, last.no);
+    let tmp = final_path.with_extension("tmp");
+    let result = write_file(&tmp, &final_path, recs);
+    let _ = fs::remove_file(&tmp);
+    result?;
+    crate::fsync_dir(&dir.join("campaigns"))
 }
 
-fn write_files(
-    dir: &Path,
-    recs: &[CampaignRecord],
-    files: &mut Vec<(PathBuf, File)>,
-) -> Result<()> {
+/// The file holding campaigns `first..=last` (one campaign: its own file).
+fn file_of(dir: &Path, first: u32, last: u32) -> PathBuf {
+    if first == last {
+        path(dir, first)
+    } else {
+        dir.join("campaigns").join(format!("{first:08}-{last:08}.cmp"))
+    }
+}
+
+/// Whether the file of a batch written by [`write_all`] is in place.
+pub(crate) fn is_placed(dir: &Path, recs: &[CampaignRecord]) -> bool {
+    match (recs.first(), recs.last()) {
+        (Some(f), Some(l)) => file_of(dir, f.no, l.no).exists(),
+        _ => false,
+    }
+}
+
+fn write_file(tmp: &Path, final_path: &Path, recs: &[CampaignRecord]) -> Result<()> {
+    let mut bytes = Vec::with_capacity(
+        MAGIC.len() + recs.iter().map(|r| r.body.len() + r.id.len() + 64).sum::<usize>(),
+    );
+    bytes.extend_from_slice(MAGIC);
     for rec in recs {
-        let final_path = path(dir, rec.no);
-        let tmp = final_path.with_extension("tmp");
         let payload = encode_campaign(rec)?;
         if payload.len() > MAX_CAMPAIGN {
             return Err(Error::CampaignTooLarge {
@@ -75,29 +96,18 @@ fn write_files(
                 limit: MAX_CAMPAIGN,
             });
         }
-        let mut bytes = Vec::with_capacity(MAGIC.len() + payload.len() + 16);
-        bytes.extend_from_slice(MAGIC);
         frame::encode(&mut bytes, &payload);
-        let mut f = File::create(&tmp).ctx("create campaign file", &tmp)?;
-        files.push((
-            tmp.clone(),
-            f.try_clone().ctx("create campaign file", &tmp)?,
-        ));
-        f.write_all(&bytes).ctx("write campaign file", &tmp)?;
     }
-    for (tmp, f) in files.iter() {
-        f.sync_all().ctx("sync campaign file", tmp)?;
-    }
-    for (rec, (tmp, _)) in recs.iter().zip(files.iter()) {
-        // a link fails if the name exists: an unreadable campaign file is
-        // never replaced
-        let final_path = path(dir, rec.no);
-        fs::hard_link(tmp, &final_path).ctx("install campaign file", &final_path)?;
-    }
-    crate::fsync_dir(&dir.join("campaigns"))
+    let mut f = File::create(tmp).ctx("create campaign file", tmp)?;
+    f.write_all(&bytes).ctx("write campaign file", tmp)?;
+    f.sync_all().ctx("sync campaign file", tmp)?;
+    // a link fails if the name exists: an unreadable campaign file is
+    // never replaced
+    fs::hard_link(tmp, final_path).ctx("install campaign file", final_path)
 }
 
-/// The highest campaign number with a file in the spool (readable or not).
+/// The highest campaign number with a file in the spool (readable or not;
+/// a pack counts with its last number).
 pub(crate) fn highest_file_no(dir: &Path) -> Result<u32> {
     let d = dir.join("campaigns");
     let mut max = 0;
@@ -107,6 +117,7 @@ pub(crate) fn highest_file_no(dir: &Path) -> Result<u32> {
         if let Some(no) = name
             .to_str()
             .and_then(|n| n.strip_suffix(".cmp"))
+            .map(|n| n.rsplit('-').next().unwrap_or(n))
             .and_then(|n| n.parse::<u32>().ok())
         {
             max = max.max(no);
@@ -115,19 +126,25 @@ pub(crate) fn highest_file_no(dir: &Path) -> Result<u32> {
     Ok(max)
 }
 
-/// Reads a campaign file (damage is an `Err` with the reason).
-pub(crate) fn read(p: &Path) -> std::result::Result<CampaignRecord, String> {
+/// Reads a campaign file or pack (damage is an `Err` with the reason).
+pub(crate) fn read(p: &Path) -> std::result::Result<Vec<CampaignRecord>, String> {
     let bytes = fs::read(p).map_err(|e| e.to_string())?;
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return Err("bad magic".into());
     }
-    match frame::read(&bytes, MAGIC.len(), MAX_CAMPAIGN) {
-        frame::Read::Frame { payload, .. } => {
-            // rkyv needs the payload aligned; copy into an aligned buffer.
-            let mut aligned = rkyv::util::AlignedVec::<16>::new();
-            aligned.extend_from_slice(payload);
-            decode_campaign(&aligned)
+    let mut out = Vec::new();
+    let mut pos = MAGIC.len();
+    loop {
+        match frame::read(&bytes, pos, MAX_CAMPAIGN) {
+            frame::Read::Frame { payload, next } => {
+                // rkyv needs the payload aligned; copy into an aligned buffer.
+                let mut aligned = rkyv::util::AlignedVec::<16>::new();
+                aligned.extend_from_slice(payload);
+                out.push(decode_campaign(&aligned)?);
+                pos = next;
+            }
+            frame::Read::End if !out.is_empty() => return Ok(out),
+            other => return Err(format!("campaign frame unreadable: {other:?}")),
         }
-        other => Err(format!("campaign frame unreadable: {other:?}")),
     }
 }

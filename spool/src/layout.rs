@@ -129,17 +129,19 @@ pub(crate) fn read_campaigns(
             continue;
         }
         match campaign::read(&path) {
-            Ok(rec) => {
-                out.insert(
-                    rec.no,
-                    Arc::new(Campaign {
-                        no: rec.no,
-                        id: rec.id,
-                        created_ms: rec.created_ms,
-                        body: rec.body,
-                        sealed: AtomicBool::new(false),
-                    }),
-                );
+            Ok(recs) => {
+                for rec in recs {
+                    out.insert(
+                        rec.no,
+                        Arc::new(Campaign {
+                            no: rec.no,
+                            id: rec.id,
+                            created_ms: rec.created_ms,
+                            body: rec.body,
+                            sealed: AtomicBool::new(false),
+                        }),
+                    );
+                }
             }
             Err(why) => damage.push(Damage {
                 path,

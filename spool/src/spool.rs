@@ -125,11 +125,11 @@ impl Spool {
             .ok_or_else(|| Error::Encode("internal: no campaign made".into()))
     }
 
-    /// Stores several campaigns durably at once, sharing the syncs of their
-    /// files (a producer of many small messages, each its own campaign,
-    /// commits them in groups). Every id must be new; on an error none of
-    /// the batch is acknowledged (campaigns whose files reached their place
-    /// are kept, without recipients).
+    /// Stores several campaigns durably at once, in one file (a producer
+    /// of many small messages, each its own campaign, commits them in
+    /// groups: one file sync per group). Every id must be new; on an error
+    /// none of the batch is acknowledged (when its file reached its place,
+    /// the campaigns are kept, without recipients).
     pub fn create_campaigns(&self, items: &[(&str, &[u8])]) -> Result<Vec<Arc<Campaign>>> {
         self.check_writable()?;
         if items.is_empty() {
@@ -169,11 +169,9 @@ impl Spool {
             // ids of campaigns that are not in place may be used again
             let mut names = lock(&self.names);
             if let Some(names) = names.as_mut() {
-                let mut any_placed = false;
-                for r in &recs {
-                    if campaign::path(&self.dir, r.no).exists() {
-                        any_placed = true;
-                    } else {
+                let any_placed = campaign::is_placed(&self.dir, &recs);
+                if !any_placed {
+                    for r in &recs {
                         names.ids.remove(&r.id);
                     }
                 }

@@ -3,12 +3,13 @@
 //!
 //! One thread takes whatever messages producers have queued (up to a
 //! group's bound), stores each as its own campaign (its definition and
-//! bytes, the files of the group sharing their syncs), appends all their
-//! recipients as ordinary records (one group commit), seals the campaigns
-//! (one journal write), gives the recipients to the engine and only then
+//! bytes; the group's in one pack file), appends all their recipients as
+//! ordinary records and seals the campaigns (one group commit), gives the
+//! recipients to the engine and only then
 //! answers each producer with the message's SES message id. While one
 //! group is being made durable the next one gathers, so many sessions share
-//! each sync. A failure answers every message of its group with the error
+//! each sync: a group costs one campaign file (a pack) with its directory,
+//! one segment sync and one journal sync, however many messages it has. A failure answers every message of its group with the error
 //! (nothing of it was acknowledged). Exposure: none (messages are checked
 //! by [`super::message::prepare`] before they get here).
 
@@ -172,9 +173,8 @@ fn store(
             });
         }
     }
-    let ids = spool.append(&recs).map_err(err)?;
     let nos: Vec<u32> = campaigns.iter().map(|c| c.no).collect();
-    spool.seal_campaigns(&nos).map_err(err)?;
+    let ids = spool.append_and_seal(&recs, &nos).map_err(err)?;
     if let Some(h) = engine {
         h.enqueue(works(domains, &ids, &recs));
     }
