@@ -112,7 +112,10 @@ fn probe(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<
     let mut i = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         i += 1;
-        let _ = write!(w, "MAIL FROM:<probe@example.com>\r\nRCPT TO:<p{i}@d1.test>\r\nDATA\r\n");
+        let _ = write!(
+            w,
+            "MAIL FROM:<probe@example.com>\r\nRCPT TO:<p{i}@d1.test>\r\nDATA\r\n"
+        );
         if !(reply(&mut r, &mut line) && reply(&mut r, &mut line) && reply(&mut r, &mut line)) {
             break;
         }
@@ -147,8 +150,24 @@ fn smtp_round(port: u16, n: usize) -> (f64, f64, f64, f64) {
     let t0 = Instant::now();
     let prober = std::thread::spawn(move || probe(port, s2));
     let out = Command::new("/usr/sbin/smtp-source")
-        .args(["-s", &(SESSIONS - 1).to_string(), "-m", &n.to_string(), "-l", &SIZE.to_string()])
-        .args(["-N", "-d", "-f", "bulk@example.com", "-t", "user@d1.test", "-M", "example.com"])
+        .args([
+            "-s",
+            &(SESSIONS - 1).to_string(),
+            "-m",
+            &n.to_string(),
+            "-l",
+            &SIZE.to_string(),
+        ])
+        .args([
+            "-N",
+            "-d",
+            "-f",
+            "bulk@example.com",
+            "-t",
+            "user@d1.test",
+            "-M",
+            "example.com",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .output()
         .expect("smtp-source");
@@ -169,7 +188,9 @@ fn smtp_round(port: u16, n: usize) -> (f64, f64, f64, f64) {
 }
 
 fn part_smtp(rounds: usize, n: usize) {
-    println!("## SMTP submission: smtp-source, {SESSIONS} sessions (19 + the probe), {SIZE}-byte messages, {n} per round");
+    println!(
+        "## SMTP submission: smtp-source, {SESSIONS} sessions (19 + the probe), {SIZE}-byte messages, {n} per round"
+    );
     println!("| round | server | accepted/s | machine CPU µs/msg | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     let sink = PostfixSink::counting(&[]);
@@ -202,7 +223,10 @@ fn part_smtp(rounds: usize, n: usize) {
 }
 
 fn eml(i: usize) -> String {
-    format!("From: app@example.com\nTo: r{i}@d{}.test\nSubject: dropped {i}\n\nbody of message {i}\n", i % 50)
+    format!(
+        "From: app@example.com\nTo: r{i}@d{}.test\nSubject: dropped {i}\n\nbody of message {i}\n",
+        i % 50
+    )
 }
 
 fn part_pickup(files: usize) {
@@ -220,7 +244,11 @@ fn part_pickup(files: usize) {
     let t0 = Instant::now();
     for i in 0..files {
         let name = format!("{i:07}.eml");
-        std::fs::rename(pickup.join("tmp").join(&name), pickup.join("new").join(&name)).expect("rename");
+        std::fs::rename(
+            pickup.join("tmp").join(&name),
+            pickup.join("new").join(&name),
+        )
+        .expect("rename");
     }
     let new = pickup.join("new");
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -238,23 +266,45 @@ fn part_pickup(files: usize) {
     // Postfix: sendmail (postdrop) into maildrop while stopped, then pickup
     let pf_base = tempfile::tempdir().expect("tmp");
     let pf = PostfixSmtpd::start(pf_base.path(), free_port(), 200);
-    let _ = Command::new("/usr/sbin/postfix").arg("-c").arg(pf.etc()).arg("stop").output();
+    let _ = Command::new("/usr/sbin/postfix")
+        .arg("-c")
+        .arg(pf.etc())
+        .arg("stop")
+        .output();
     let staged = Instant::now();
-    for i in 0..files {
-        let mut c = Command::new("/usr/sbin/sendmail")
-            .arg("-C")
-            .arg(pf.etc())
-            .args(["-t", "-i"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("postfix sendmail");
-        let _ = c.stdin.take().expect("stdin").write_all(eml(i).as_bytes());
-        let _ = c.wait();
+    let etc = pf.etc();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let etc = etc.clone();
+            std::thread::spawn(move || {
+                for i in (w..files).step_by(8) {
+                    let mut c = Command::new("/usr/sbin/sendmail")
+                        .arg("-C")
+                        .arg(&etc)
+                        .args(["-t", "-i"])
+                        .stdin(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("postfix sendmail");
+                    let _ = c.stdin.take().expect("stdin").write_all(eml(i).as_bytes());
+                    let _ = c.wait();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
     }
-    eprintln!("(postfix: {files} files dropped with sendmail in {:.0} s, not timed)", staged.elapsed().as_secs_f64());
+    eprintln!(
+        "(postfix: {files} files dropped with sendmail in {:.0} s, not timed)",
+        staged.elapsed().as_secs_f64()
+    );
     let cpu0 = machine_cpu();
     let t0 = Instant::now();
-    let _ = Command::new("/usr/sbin/postfix").arg("-c").arg(pf.etc()).arg("start").output();
+    let _ = Command::new("/usr/sbin/postfix")
+        .arg("-c")
+        .arg(pf.etc())
+        .arg("start")
+        .output();
     let deadline = Instant::now() + Duration::from_secs(3600);
     while pf.held() < files && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -271,7 +321,9 @@ fn part_pickup(files: usize) {
 }
 
 fn part_handover(rounds: usize, list: usize) {
-    println!("## Campaign ingest: {list} recipients, `volley enqueue` alone and handed to a running service");
+    println!(
+        "## Campaign ingest: {list} recipients, `volley enqueue` alone and handed to a running service"
+    );
     let sink = PostfixSink::counting(&[]);
     for round in 1..=rounds {
         for handed in [false, true] {
@@ -289,13 +341,21 @@ fn part_handover(rounds: usize, list: usize) {
                 .output()
                 .expect("enqueue");
             let secs = t0.elapsed().as_secs_f64();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             if let Some(s) = service {
                 let _ = stop(s);
             }
             println!(
                 "| {round} | {} | {:.0} recipients/s | {secs:.2} s |",
-                if handed { "handed to volley run" } else { "volley enqueue alone" },
+                if handed {
+                    "handed to volley run"
+                } else {
+                    "volley enqueue alone"
+                },
                 list as f64 / secs
             );
         }

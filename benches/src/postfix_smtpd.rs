@@ -1,8 +1,8 @@
 //! A private Postfix instance as the submission peer to beat: its own
 //! config directory, queue and log under a temporary directory (the
 //! system's `/etc/postfix` instance is not touched), `smtpd` on a loopback
-//! port, every accepted message put on hold (so the instance only accepts
-//! and queues durably: the same work Volley's submission does before its
+//! port, every accepted message put on hold by a header check (so the
+//! instance only accepts and queues durably: the same work Volley's submission does before its
 //! `250`). The settings follow `shared/peers/postfix-baseline.sh`. Needs
 //! root and Debian's `postfix` package.
 
@@ -66,7 +66,7 @@ impl PostfixSmtpd {
              alias_maps =\nalias_database =\nrelay_domains =\n\
              relayhost = [127.0.0.1]:9\nsmtp_dns_support_level = disabled\nsmtpd_peername_lookup = no\n\
              smtpd_relay_restrictions = permit_mynetworks, reject\n\
-             smtpd_end_of_data_restrictions = check_client_access static:HOLD\n\
+             header_checks = static:HOLD\n\
              smtputf8_enable = no\nbiff = no\nappend_dot_mydomain = no\n\
              default_process_limit = {processes}\nin_flow_delay = 0\ndelay_warning_time = 0\n",
             spool = spool.display(),
@@ -99,9 +99,13 @@ impl PostfixSmtpd {
         }
     }
 
-    /// Messages on hold (accepted and queued).
+    /// Messages accepted and queued (on hold, or anywhere in the queue
+    /// past the drop directory).
     pub fn held(&self) -> usize {
-        count_files(&self.base.join("spool").join("hold"))
+        ["incoming", "active", "deferred", "hold"]
+            .iter()
+            .map(|q| count_files(&self.base.join("spool").join(q)))
+            .sum()
     }
 
     /// Files waiting in the drop directory (`maildrop`).
@@ -128,7 +132,9 @@ fn count_files(dir: &Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),

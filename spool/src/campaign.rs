@@ -70,7 +70,8 @@ fn file_of(dir: &Path, first: u32, last: u32) -> PathBuf {
     if first == last {
         path(dir, first)
     } else {
-        dir.join("campaigns").join(format!("{first:08}-{last:08}.cmp"))
+        dir.join("campaigns")
+            .join(format!("{first:08}-{last:08}.cmp"))
     }
 }
 
@@ -84,7 +85,11 @@ pub(crate) fn is_placed(dir: &Path, recs: &[CampaignRecord]) -> bool {
 
 fn write_file(tmp: &Path, final_path: &Path, recs: &[CampaignRecord]) -> Result<()> {
     let mut bytes = Vec::with_capacity(
-        MAGIC.len() + recs.iter().map(|r| r.body.len() + r.id.len() + 64).sum::<usize>(),
+        MAGIC.len()
+            + recs
+                .iter()
+                .map(|r| r.body.len() + r.id.len() + 64)
+                .sum::<usize>(),
     );
     bytes.extend_from_slice(MAGIC);
     for rec in recs {
