@@ -3,23 +3,23 @@ use super::*;
 #[test]
 fn auth_plain_and_login_decoding() {
     let b = |s: &str| B64.encode(s);
-    match decode(b(&"\0app\0secret").as_bytes()) {
+    match decode(b("\0app\0secret").as_bytes()) {
         Decoded::Ok(v) => assert_eq!(plain(&v), Some(("app".into(), "secret".into()))),
         _ => panic!("decodes"),
     }
     // an authorization id other than the user is refused
-    match decode(b(&"other\0app\0secret").as_bytes()) {
+    match decode(b("other\0app\0secret").as_bytes()) {
         Decoded::Ok(v) => assert_eq!(plain(&v), None),
         _ => panic!("decodes"),
     }
-    match decode(b(&"app\0app\0secret").as_bytes()) {
+    match decode(b("app\0app\0secret").as_bytes()) {
         Decoded::Ok(v) => assert!(plain(&v).is_some()),
         _ => panic!("decodes"),
     }
     assert!(matches!(decode(b"*\r\n"), Decoded::Cancel));
     assert!(matches!(decode(b"not base64!\r\n"), Decoded::Bad));
     assert!(matches!(decode(b"=\r\n"), Decoded::Ok(v) if v.is_empty()));
-    match decode(b(&"app\0secret").as_bytes()) {
+    match decode(b("app\0secret").as_bytes()) {
         Decoded::Ok(v) => assert_eq!(plain(&v), None, "two parts is not PLAIN"),
         _ => panic!("decodes"),
     }
