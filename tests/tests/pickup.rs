@@ -107,6 +107,25 @@ fn sendmail_files_and_bundles_are_delivered_and_hostile_entries_rejected() {
         65
     );
     assert_eq!(sendmail(fx.path(), &["-bp"], "").0, 64);
+    // installed as sendmail: the binary called by that name
+    std::os::unix::fs::symlink(process::volley(), fx.path().join("sendmail")).unwrap();
+    let mut child = Command::new(fx.path().join("sendmail"))
+        .args(["-oi", "-f", "app@example.com", "named@one.test"])
+        .current_dir(fx.path())
+        .env("VOLLEY_CONFIG", fx.path().join("config.toml"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: as sendmail\n\nhi\n")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
 
     // files dropped by hand
     for i in 0..50 {
@@ -172,7 +191,7 @@ fn sendmail_files_and_bundles_are_delivered_and_hostile_entries_rejected() {
     .unwrap();
     std::fs::rename(&good, new.join("good-bundle")).unwrap();
 
-    let want = 1 + 3 + 50 + 1 + 3;
+    let want = 1 + 1 + 3 + 50 + 1 + 3;
     wait_until(
         Duration::from_secs(120),
         "every good entry delivered",

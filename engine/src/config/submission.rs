@@ -70,6 +70,10 @@ pub struct SubmissionConfig {
         deserialize_with = "super::size::deserialize"
     )]
     pub max_message_size: u64,
+    /// Most open submission connections (all listeners); more are
+    /// answered `421` and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     /// Most recipients of one message (SES: 50).
     #[serde(default = "default_max_recipients")]
     pub max_recipients: u32,
@@ -104,6 +108,9 @@ fn default_hostname() -> String {
 fn default_max_size() -> u64 {
     40 << 20
 }
+fn default_max_connections() -> u32 {
+    1000
+}
 fn default_max_recipients() -> u32 {
     50
 }
@@ -128,6 +135,7 @@ impl Default for SubmissionConfig {
             key: None,
             hostname: default_hostname(),
             max_message_size: default_max_size(),
+            max_connections: default_max_connections(),
             max_recipients: default_max_recipients(),
             users: default_users(),
             ses_credentials: Vec::new(),
@@ -224,6 +232,12 @@ impl SubmissionConfig {
             return Err((
                 "submission.max_message_size".into(),
                 "must be at least 1 KB".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err((
+                "submission.max_connections".into(),
+                "must be at least 1".into(),
             ));
         }
         if self.max_recipients == 0 {

@@ -16,7 +16,9 @@
 //! Crash safety: a file is removed only after its message is durable; its
 //! spool id is derived from its content and identity (SHA-256, inode,
 //! mtime), so a file found again after a crash between acceptance and
-//! removal is recognised and removed, not stored twice. Exposure: every
+//! removal is recognised and removed, not stored twice; one whose records
+//! were written but not yet acknowledged (recovery adopts them) gets its
+//! missing recipients added to the same message and is sealed. Exposure: every
 //! entry in `new/` is hostile input; none can crash or stall the loop.
 
 pub mod bundle;
@@ -162,10 +164,14 @@ fn round(ctx: &PickupCtx, names: &[std::ffi::OsString]) -> bool {
             continue;
         }
         match message_of(ctx, &path, &meta) {
-            Ok(Some(ticket)) => waiting.push(InFlight { path, ticket }),
-            Ok(None) => {
+            Ok(Taken::Submitted(ticket)) => waiting.push(InFlight { path, ticket }),
+            Ok(Taken::Stored) => {
                 // stored before a crash cut the removal short
                 let _ = fs::remove_file(&path);
+            }
+            Ok(Taken::Later(why)) => {
+                tracing::error!(path = %path.display(), error = %why, "message not accepted; retrying later");
+                return false;
             }
             Err(why) => reject(ctx, &path, &why),
         }
@@ -188,9 +194,18 @@ fn round(ctx: &PickupCtx, names: &[std::ffi::OsString]) -> bool {
     ok
 }
 
-/// Reads and checks one message file; `Ok(None)` when the spool already
-/// holds it.
-fn message_of(ctx: &PickupCtx, path: &Path, meta: &fs::Metadata) -> Result<Option<Ticket>, String> {
+/// What became of a message file (an `Err` rejects it).
+enum Taken {
+    /// Given to the acceptor.
+    Submitted(Ticket),
+    /// The spool already holds it whole.
+    Stored,
+    /// The spool refused: try again later.
+    Later(String),
+}
+
+/// Reads and checks one message file.
+fn message_of(ctx: &PickupCtx, path: &Path, meta: &fs::Metadata) -> Result<Taken, String> {
     let s = &ctx.config.submission;
     let max = usize::try_from(s.max_message_size).unwrap_or(usize::MAX);
     if meta.len() > max as u64 {
@@ -202,7 +217,7 @@ fn message_of(ctx: &PickupCtx, path: &Path, meta: &fs::Metadata) -> Result<Optio
     let raw = read_nofollow(path, max).map_err(|e| format!("cannot read it: {e}"))?;
     let id = spool_id(&raw, meta);
     if ctx.spool.campaign_by_id(&id).is_some_and(|c| c.is_sealed()) {
-        return Ok(None);
+        return Ok(Taken::Stored);
     }
     let env = envelope::of(&raw)?;
     let meta = MessageMeta {
@@ -221,11 +236,14 @@ fn message_of(ctx: &PickupCtx, path: &Path, meta: &fs::Metadata) -> Result<Optio
         max_size: max,
         max_recipients: s.max_recipients as usize,
     };
-    // an id taken by a stored but unsealed message (a crash cut its
-    // acceptance short) gets a fresh one
-    let id = match ctx.spool.campaign_by_id(&id) {
-        Some(_) => super::smtp::session::unique_id("pickup"),
-        None => id,
+    let stored = ctx.spool.campaign_by_id(&id);
+    // a message stored without recipients (a crash came between its
+    // campaign and their append) is stored again under a fresh id
+    let fresh = stored.is_some();
+    let sid = if fresh {
+        super::smtp::session::unique_id("pickup")
+    } else {
+        id
     };
     let now = (volley_spool::now_ms() / 1000) as i64;
     let prepared = message::prepare(
@@ -234,11 +252,62 @@ fn message_of(ctx: &PickupCtx, path: &Path, meta: &fs::Metadata) -> Result<Optio
         &env.rcpts,
         &limits,
         ctx.config.as_ref(),
-        id,
+        sid,
         now,
     )
     .map_err(|e| e.to_string())?;
-    Ok(Some(ctx.acceptor.submit(prepared)))
+    if let Some(c) = stored {
+        match complete_adopted(ctx, c.no, &prepared.rcpts) {
+            Ok(true) => return Ok(Taken::Stored),
+            Ok(false) => {}
+            Err(why) => return Ok(Taken::Later(why)),
+        }
+    }
+    Ok(Taken::Submitted(ctx.acceptor.submit(prepared)))
+}
+
+/// A message whose acceptance a crash cut short after its recipients'
+/// records were written (recovery adopted them, unsealed): its missing
+/// recipients are added to the same campaign and it is sealed, so nothing
+/// is stored twice. `false` when none of its recipients is in the spool.
+fn complete_adopted(ctx: &PickupCtx, no: u32, rcpts: &[String]) -> Result<bool, String> {
+    let mut present = std::collections::HashSet::new();
+    ctx.spool.for_each(|_, _, _, r| {
+        if r.campaign.to_native() == no {
+            present.insert(r.email.to_string());
+        }
+    });
+    if present.is_empty() {
+        return Ok(false);
+    }
+    let recs: Vec<volley_spool::Recipient> = rcpts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !present.contains(*r))
+        .map(|(i, r)| volley_spool::Recipient {
+            campaign: no,
+            row: i as u32 + 1,
+            email: r.clone(),
+            vars: Vec::new(),
+        })
+        .collect();
+    let ids = ctx
+        .spool
+        .append_and_seal(&recs, &[no])
+        .map_err(|e| format!("the spool refused it: {e}"))?;
+    if let Some(h) = &ctx.engine {
+        h.enqueue(crate::ingest::works(
+            &mut crate::ingest::Domains::default(),
+            &ids,
+            &recs,
+        ));
+    }
+    tracing::info!(
+        campaign = no,
+        added = recs.len(),
+        "a message cut short by a crash completed"
+    );
+    Ok(true)
 }
 
 /// Reads a regular file without following a symlink, at most `max` bytes
@@ -267,7 +336,7 @@ fn spool_id(raw: &[u8], meta: &fs::Metadata) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!(
-        "pickup-{hex}-{}-{}.{}",
+        "pickup:{hex}-{}-{}.{}",
         meta.ino(),
         meta.mtime(),
         meta.mtime_nsec()

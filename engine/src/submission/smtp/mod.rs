@@ -46,6 +46,8 @@ pub struct Shared {
     pub acceptor: Acceptor,
     /// Configuration sets a message may name.
     pub config: Arc<Config>,
+    /// Places for open connections (`max_connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -74,6 +76,7 @@ impl Shared {
             ),
             quotas: Quotas::new(std::time::Instant::now()),
             acceptor,
+            connections: Arc::new(tokio::sync::Semaphore::new(s.max_connections as usize)),
             config: Arc::clone(&config),
         }
     }
@@ -146,11 +149,22 @@ pub async fn serve(
             },
             _ = stop.changed() => return,
         };
+        let Ok(place) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut conn = conn;
+                let _ = conn
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             if let Err(e) = connection(conn, peer, mode, &shared).await {
                 tracing::debug!(peer = %peer, error = %e, "submission session ended");
             }
+            drop(place);
         });
     }
 }
