@@ -66,7 +66,7 @@ pub(crate) fn write_all(dir: &Path, recs: &[CampaignRecord]) -> Result<()> {
 }
 
 /// The file holding campaigns `first..=last` (one campaign: its own file).
-fn file_of(dir: &Path, first: u32, last: u32) -> PathBuf {
+pub(crate) fn file_of(dir: &Path, first: u32, last: u32) -> PathBuf {
     if first == last {
         path(dir, first)
     } else {
@@ -129,6 +129,27 @@ pub(crate) fn highest_file_no(dir: &Path) -> Result<u32> {
         }
     }
     Ok(max)
+}
+
+/// The campaign numbers each file in `campaigns/` holds, `(first, last)`
+/// (from the names; files of other names are left out).
+pub(crate) fn ranges(dir: &Path) -> Result<Vec<(u32, u32)>> {
+    let d = dir.join("campaigns");
+    let mut out = Vec::new();
+    for e in fs::read_dir(&d).ctx("list campaigns", &d)? {
+        let e = e.ctx("list campaigns", &d)?;
+        let name = e.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".cmp")) else {
+            continue;
+        };
+        let (a, b) = stem.split_once('-').unwrap_or((stem, stem));
+        if let (Ok(first), Ok(last)) = (a.parse::<u32>(), b.parse::<u32>())
+            && first <= last
+        {
+            out.push((first, last));
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a campaign file or pack (damage is an `Err` with the reason).

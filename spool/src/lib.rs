@@ -44,7 +44,9 @@
 //!   dies is attempted again.
 //! - Segments whose recipients are all final and published are deleted
 //!   ([`Spool::reclaim`]); journal files are deleted once a checkpoint and
-//!   every sink cursor are past them.
+//!   every sink cursor are past them; the campaign files of ready-made
+//!   messages (ids with a `:`) once they are finished and every sink has
+//!   published their events ([`Spool::reclaim_messages`]).
 //!
 //! Exposure: every byte read back from disk is treated as possibly damaged
 //! (CRC per frame, validated rkyv access, bounds-checked decoders).
@@ -64,6 +66,8 @@ mod inspect;
 pub mod journal;
 mod layout;
 mod maintain;
+mod messages;
+pub use messages::EVERY as MESSAGES_RECLAIM_EVERY;
 mod ops;
 pub mod record;
 mod recover;

@@ -397,6 +397,7 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
         index: RwLock::new(restored.index),
         campaigns: RwLock::new(campaigns),
         names: Mutex::new(None),
+        packs: Mutex::new(Default::default()),
         seg_writer: Mutex::new(writer),
         seg_commit: GroupCommit::new(seg_file, seg_end),
         journal: Mutex::new(files::Writer::new(

@@ -48,6 +48,8 @@ pub struct Spool {
     pub(crate) campaigns: RwLock<BTreeMap<u32, Arc<Campaign>>>,
     /// Campaign ids in use and the next number (made at the first create).
     pub(crate) names: Mutex<Option<CampaignNames>>,
+    /// Campaign files of ready-made messages (see `messages`).
+    pub(crate) packs: Mutex<crate::messages::Packs>,
     pub(crate) seg_writer: Mutex<Option<SegWriter>>,
     pub(crate) seg_commit: GroupCommit,
     pub(crate) journal: Mutex<files::Writer>,
@@ -64,6 +66,13 @@ pub struct Spool {
 pub(crate) struct CampaignNames {
     ids: std::collections::HashMap<String, u32>,
     next: u32,
+}
+
+impl CampaignNames {
+    /// Forgets a reclaimed campaign's id (its number stays used).
+    pub(crate) fn forget(&mut self, id: &str) {
+        self.ids.remove(id);
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -183,6 +192,7 @@ impl Spool {
             }
             return Err(e);
         }
+        lock(&self.packs).added(recs[0].no, recs[recs.len() - 1].no);
         let made: Vec<Arc<Campaign>> = recs
             .into_iter()
             .map(|rec| {

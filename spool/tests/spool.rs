@@ -425,3 +425,67 @@ fn campaigns_made_in_a_group_are_durable_and_unique() {
     assert_eq!(c.no, 3);
     assert!(spool.create_campaign("m1", b"again").is_err());
 }
+
+#[test]
+fn finished_messages_are_reclaimed_once_every_sink_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let every = std::time::Duration::ZERO;
+    // two messages accepted together (one pack), and a campaign
+    let made = spool
+        .create_campaigns(&[("smtp:a", b"one".as_slice()), ("smtp:b", b"two".as_slice())])
+        .unwrap();
+    let camp = spool.create_campaign("spring", b"{}").unwrap();
+    let recs = vec![rec(made[0].no, 0), rec(made[1].no, 1), rec(camp.no, 2)];
+    let ids = spool
+        .append_and_seal(&recs, &[made[0].no, made[1].no, camp.no])
+        .unwrap();
+    spool
+        .set_cursor(
+            "jsonl",
+            Cursor {
+                position: 0,
+                sink_state: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!(spool.reclaim_messages(every).unwrap(), 0, "not finished");
+    spool
+        .record(&[
+            outcome(ids[0], Kind::Delivered),
+            outcome(ids[1], Kind::Delivered),
+            outcome(ids[2], Kind::Delivered),
+        ])
+        .unwrap();
+    // finished, but the sink has not published them
+    assert_eq!(spool.reclaim_messages(every).unwrap(), 0);
+    assert_eq!(spool.reclaim_messages(every).unwrap(), 0);
+    let end = spool.journal_end();
+    spool
+        .set_cursor(
+            "jsonl",
+            Cursor {
+                position: end,
+                sink_state: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!(spool.reclaim_messages(every).unwrap(), 2);
+    assert!(spool.campaign_by_id("smtp:a").is_none() && spool.campaign(made[1].no).is_none());
+    assert!(
+        spool.campaign_by_id("spring").is_some(),
+        "campaigns are kept"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("campaigns"))
+        .unwrap()
+        .collect();
+    assert_eq!(files.len(), 1);
+    drop(spool);
+    // reopened: the counts stay, the messages are gone, numbers not reused
+    let (spool, report) = Spool::open(dir.path()).unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    assert_eq!(spool.summary().totals().delivered, 3);
+    assert!(spool.campaign_by_id("smtp:b").is_none());
+    let next = spool.create_campaign("later", b"{}").unwrap();
+    assert!(next.no > camp.no);
+}

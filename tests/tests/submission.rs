@@ -286,6 +286,18 @@ fn real_clients_submit_over_tls_and_mail_goes_out_signed() {
         );
         assert!(ok, "{report}");
     }
+    // once delivered and published, the messages' files go
+    let campaigns = rig.fx.path().join("spool").join("campaigns");
+    wait_until(
+        Duration::from_secs(60),
+        "finished messages reclaimed",
+        || {
+            std::fs::read_dir(&campaigns)
+                .map(|d| d.count())
+                .unwrap_or(1)
+                == 0
+        },
+    );
     let out = process::stop(service);
     assert_no_panic(&out);
     // events: the set and tags from the SES headers, one message id

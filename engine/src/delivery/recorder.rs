@@ -219,7 +219,16 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
             {
                 return;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // idle: finished messages go too (checked every few seconds)
+                if let Err(e) = ctx
+                    .spool
+                    .reclaim_messages(volley_spool::MESSAGES_RECLAIM_EVERY)
+                {
+                    tracing::warn!(error = %e, "reclaiming finished messages failed (retried later)");
+                }
+                continue;
+            }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
         let batch = gather(rx, first);
@@ -266,6 +275,13 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
                 return;
             }
             tracing::warn!(error = %e, "reclaiming finished segments failed (retried later)");
+        }
+        // and ready-made messages whose events every sink has published
+        if let Err(e) = ctx
+            .spool
+            .reclaim_messages(volley_spool::MESSAGES_RECLAIM_EVERY)
+        {
+            tracing::warn!(error = %e, "reclaiming finished messages failed (retried later)");
         }
     }
 }

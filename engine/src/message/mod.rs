@@ -72,31 +72,44 @@ struct CampaignRt {
 pub struct Campaigns(HashMap<u32, Result<Arc<CampaignRt>, String>>);
 
 impl Campaigns {
+    /// A campaign's definition and templates; a ready-made message is not
+    /// kept (it is produced once per transaction, and its bytes must not
+    /// outlive it in a cache).
     fn get(&mut self, spool: &Spool, no: u32) -> Result<Arc<CampaignRt>, String> {
-        self.0
-            .entry(no)
-            .or_insert_with(|| {
-                let c = spool
-                    .campaign(no)
-                    .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
-                let def = CampaignDef::from_bytes(&c.body)
-                    .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
-                if def.message.is_some() {
-                    return Ok(Arc::new(CampaignRt {
-                        def,
-                        templates: None,
-                        stored: Some(c),
-                    }));
-                }
-                let templates = Templates::compile(def.template_sources())
-                    .map_err(|e| format!("{} template: {}", e.part, e.message))?;
-                Ok(Arc::new(CampaignRt {
-                    def,
-                    templates: Some(templates),
-                    stored: None,
-                }))
-            })
-            .clone()
+        if let Some(rt) = self.0.get(&no) {
+            return rt.clone();
+        }
+        let rt = Self::load(spool, no);
+        let keep = match &rt {
+            Ok(rt) => rt.stored.is_none(),
+            Err(_) => true,
+        };
+        if keep {
+            self.0.insert(no, rt.clone());
+        }
+        rt
+    }
+
+    fn load(spool: &Spool, no: u32) -> Result<Arc<CampaignRt>, String> {
+        let c = spool
+            .campaign(no)
+            .ok_or_else(|| format!("campaign {no} is missing from the spool"))?;
+        let def = CampaignDef::from_bytes(&c.body)
+            .map_err(|e| format!("campaign {} is unreadable: {e}", c.id))?;
+        if def.message.is_some() {
+            return Ok(Arc::new(CampaignRt {
+                def,
+                templates: None,
+                stored: Some(c),
+            }));
+        }
+        let templates = Templates::compile(def.template_sources())
+            .map_err(|e| format!("{} template: {}", e.part, e.message))?;
+        Ok(Arc::new(CampaignRt {
+            def,
+            templates: Some(templates),
+            stored: None,
+        }))
     }
 }
 
