@@ -181,3 +181,44 @@ fn a_stopped_job_exits_130_and_the_service_goes_on() {
     stop(service);
     assert_eq!(delivered(&server), 200);
 }
+
+#[test]
+fn two_jobs_without_a_service_both_work() {
+    let server =
+        ScriptedServer::start(true, Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()));
+    let fx = Fixture::new();
+    // slow enough that the first job still runs when the second starts
+    fx.config(
+        &server.addr.to_string(),
+        "[delivery]\nmessages_per_second = 100\nconnections = 2\n",
+    );
+    fx.write("body.txt", "Hello {{name}}\n");
+    list(&fx, "a.csv", 300, "a");
+    list(&fx, "b.csv", 100, "b");
+    campaign(&fx, "a.toml", "first", "a.csv");
+    campaign(&fx, "b.toml", "second", "b.csv");
+    let first = spawn(fx.path(), &["send", "a.toml", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the first job serving", || {
+        fx.path().join("spool").join("control.sock").exists() && delivered(&server) > 0
+    });
+    let out = run(
+        fx.path(),
+        &["send", "b.toml", "--config", "config.toml"],
+        Duration::from_secs(120),
+    );
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("campaign second: 100 recipients spooled; delivered 100"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = wait_output(first, Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("campaign first: 300 recipients spooled; delivered 300"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(delivered(&server), 400);
+}

@@ -12,7 +12,9 @@
 //! the events file. A job stopped by SIGINT/SIGTERM sends `stop`: the list
 //! is read no further, the service keeps delivering what was spooled, and
 //! the job prints its summary and exits as a job stopped by the signal
-//! does. Several jobs may run at once. Exposure: local clients only, of the
+//! does. Several jobs may run at once. A `volley send` job working alone
+//! serves the socket too (and stays until the jobs it serves are done), so
+//! two campaign jobs started without a service both work. Exposure: local clients only, of the
 //! service's own user; requests are bounded JSON lines.
 
 use std::path::{Path, PathBuf};
@@ -132,6 +134,17 @@ pub struct ControlCtx {
     pub handle: Handle,
     /// How far the events file has published.
     pub events_file: Option<Arc<AtomicU64>>,
+    /// Jobs connected now.
+    pub clients: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Decrements the count of connected jobs when dropped.
+struct Connected(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The socket of a spool directory.
@@ -179,6 +192,8 @@ fn permitted(stream: &UnixStream) -> bool {
 }
 
 async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
+    ctx.clients.fetch_add(1, Ordering::AcqRel);
+    let _connected = Connected(Arc::clone(&ctx.clients));
     let permitted = permitted(&stream);
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();

@@ -69,6 +69,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         spool: Arc::clone(&engine.spool),
         handle: engine.handle(),
         events_file: engine.events_file_position(),
+        clients: Arc::default(),
     });
     let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
     if let Err(e) = super::control::serve(control, control_stop_rx) {

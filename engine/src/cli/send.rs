@@ -151,6 +151,20 @@ async fn deliver_until(
         tracing::warn!(domain = %from_domain, "no [[dkim]] key for the From domain: messages go out unsigned");
     }
     let (engine, metrics) = start_engine(&config, opts)?;
+    // a job working alone serves other jobs' campaigns too (see `control`)
+    let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
+    let control = Arc::new(super::control::ControlCtx {
+        config: Arc::clone(&config),
+        spool: Arc::clone(&engine.spool),
+        handle: engine.handle(),
+        events_file: engine.events_file_position(),
+        clients: Arc::default(),
+    });
+    if stop.is_some()
+        && let Err(e) = super::control::serve(Arc::clone(&control), control_stop_rx)
+    {
+        tracing::debug!(error = %e, "no control socket for other jobs");
+    }
     let spool = Arc::clone(&engine.spool);
     // `sns` webhooks need the SNS links (certificate, confirmation) served
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
@@ -233,6 +247,25 @@ async fn deliver_until(
         }
     }
     progress.finish();
+    // other jobs handed their campaigns here: they finish first (unless a
+    // signal stops this one)
+    if interrupted.is_none() && ended.is_ok() {
+        let mut waiting = false;
+        while control.clients.load(Ordering::Acquire) > 0 {
+            if !waiting {
+                eprintln!("waiting for the campaign jobs handed to this one to finish");
+                waiting = true;
+            }
+            tokio::select! {
+                sig = signalled(&mut stop) => {
+                    interrupted = Some(sig);
+                    break;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+    let _ = control_stop.send(true);
     if let Some(sig) = interrupted {
         tracing::info!(
             signal = sig,
