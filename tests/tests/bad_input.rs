@@ -262,10 +262,12 @@ fn spool_in_use_is_a_clear_error() {
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_until(
         Duration::from_secs(30),
-        "the service to lock the spool",
-        || fx.path().join("spool/lock").exists(),
+        "the service to lock the spool and serve its control socket",
+        || fx.path().join("spool/control.sock").exists(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // a holder that does not answer on the control socket (with it, the
+    // job is handed over: tests/handover.rs)
+    std::fs::remove_file(fx.path().join("spool/control.sock")).unwrap();
     let out = send(&fx);
     assert_eq!(out.status.code(), Some(1));
     assert!(
