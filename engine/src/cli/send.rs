@@ -247,8 +247,10 @@ async fn deliver_until(
         }
     }
     progress.finish();
-    // other jobs handed their campaigns here: they finish first (unless a
-    // signal stops this one)
+    // other jobs handed their campaigns here: no new ones (they find no
+    // socket, and this job's lock), and those connected finish first
+    // (unless a signal stops this one)
+    let _ = control_stop.send(true);
     if interrupted.is_none() && ended.is_ok() {
         let mut waiting = false;
         while control.clients.load(Ordering::Acquire) > 0 {
@@ -265,7 +267,6 @@ async fn deliver_until(
             }
         }
     }
-    let _ = control_stop.send(true);
     if let Some(sig) = interrupted {
         tracing::info!(
             signal = sig,

@@ -237,10 +237,14 @@ pub async fn run(
             msg = rx.recv() => match msg {
                 Some(SchedMsg::Work(batch)) => {
                     // a domain's recipients go to its shard together
+                    // (by the interned name's address: the works of a batch
+                    // share one name per domain; two names of one domain
+                    // only make two messages)
                     let mut by_domain: Vec<(Arc<str>, Vec<Work>)> = Vec::new();
-                    let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+                    let mut index: volley_spool::FastMap<usize, usize> = Default::default();
                     for w in batch {
-                        let i = *index.entry(Arc::clone(&w.domain)).or_insert_with(|| {
+                        let key = Arc::as_ptr(&w.domain) as *const u8 as usize;
+                        let i = *index.entry(key).or_insert_with(|| {
                             by_domain.push((Arc::clone(&w.domain), Vec::new()));
                             by_domain.len() - 1
                         });
