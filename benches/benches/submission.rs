@@ -54,20 +54,7 @@ fn machine_cpu() -> f64 {
 
 /// A Volley service with submission on `port`, delivery held.
 fn volley_service(fx: &Fixture, port: u16, sink: &PostfixSink) -> volley_tests::process::Running {
-    let st = Command::new(volley())
-        .args(["tls-cert", "--cert", "cert.pem", "--key", "key.pem"])
-        .current_dir(fx.path())
-        .output()
-        .expect("tls-cert");
-    let _ = st;
-    fx.config(
-        &sink.addr(),
-        &format!(
-            "[delivery]\nmessages_per_second = 0.001\n\
-             [submission]\ncert = \"cert.pem\"\nkey = \"key.pem\"\ntrusted_networks = [\"127.0.0.0/8\"]\n\
-             [[submission.listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = \"starttls\"\n"
-        ),
-    );
+    volley_service_config_only(fx, port, sink);
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     for _ in 0..600 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {

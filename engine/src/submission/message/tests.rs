@@ -1,3 +1,6 @@
+//! Tests of message preparation: header edits and reads, defaults, every
+//! refusal by name, hostile bytes that must never panic, line ends.
+
 use super::*;
 
 struct TwoSets;

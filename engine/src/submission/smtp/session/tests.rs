@@ -1,3 +1,6 @@
+//! Tests of the session's pure parts: AUTH PLAIN/LOGIN decoding (cancel,
+//! bad base64, a foreign authorization id), refusal codes, message ids.
+
 use super::*;
 
 #[test]
