@@ -139,6 +139,32 @@ impl CampaignDef {
         }
     }
 
+    /// A definition standing in for one no longer in the spool (a
+    /// ready-made message reclaimed before feedback about it came back):
+    /// its number and what the report says of the message.
+    pub fn stand_in(no: u32, from: &str, subject: &str) -> CampaignDef {
+        let from_addr = crate::address::parse_mailbox(from)
+            .map(|m| m.address.email)
+            .unwrap_or_default();
+        CampaignDef {
+            id: format!("#{no}"),
+            from: from.to_string(),
+            from_name: None,
+            from_addr,
+            reply_to: None,
+            subject: subject.to_string(),
+            html: None,
+            text: None,
+            list_unsubscribe: None,
+            tags: BTreeMap::new(),
+            columns: Vec::new(),
+            personalized: false,
+            to: None,
+            configuration_set: None,
+            message: None,
+        }
+    }
+
     /// Domain of the sender address (selects DKIM keys).
     pub fn from_domain(&self) -> &str {
         volley_spool::domain_of(&self.from_addr)

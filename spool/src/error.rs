@@ -42,6 +42,8 @@ pub enum Error {
     ReadOnly,
     #[error("encoding a record failed: {0}")]
     Encode(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 impl Error {

@@ -164,6 +164,7 @@ impl Index {
                 sealed.insert(e.campaign);
                 true
             }
+            Kind::Feedback => true,
             Kind::Appended => {
                 self.apply_appended(e, pos);
                 true

@@ -179,6 +179,23 @@ impl Spool {
         Ok(())
     }
 
+    /// Journals feedback entries ([`Kind::Feedback`]) durably: events for
+    /// the sinks, no change of state. Each entry names its campaign and
+    /// address itself (the recipient's record may be gone). Returns the
+    /// journal position just after them.
+    pub fn record_feedback(&self, mut entries: Vec<Entry>) -> Result<u64> {
+        if let Some(e) = entries.iter().find(|e| e.kind != Kind::Feedback) {
+            return Err(Error::Invalid(format!(
+                "record_feedback takes feedback entries only, not {:?}",
+                e.kind
+            )));
+        }
+        if entries.is_empty() {
+            return Ok(self.journal_end());
+        }
+        self.journal_write(&mut entries, false, |_, _, _| {})
+    }
+
     /// Journal position up to which entries are durable.
     pub fn journal_end(&self) -> u64 {
         self.journal_commit.synced()

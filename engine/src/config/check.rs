@@ -14,6 +14,7 @@ impl Config {
             reason,
         };
         self.submission.check().map_err(|(k, r)| bad(&k, r))?;
+        self.feedback.check().map_err(|(k, r)| bad(&k, r))?;
         let d = &self.delivery;
         // the defaults are checked like a rule that sets everything
         let defaults = PolicyRule {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 mod check;
 pub mod delivery;
 pub mod destinations;
+pub mod feedback;
 mod select;
 pub mod sets;
 pub(crate) mod size;
@@ -23,6 +24,7 @@ pub mod submission;
 
 pub use destinations::{Destination, EventFormat, EventType, SnsConfig};
 pub use sets::ConfigurationSet;
+pub use feedback::FeedbackConfig;
 pub use submission::SubmissionConfig;
 
 pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};
@@ -81,6 +83,10 @@ pub struct Config {
     /// SMTP submission, credentials and the drop directory.
     #[serde(default)]
     pub submission: SubmissionConfig,
+    /// Return paths, the inbound listener for bounces and complaints,
+    /// suppression reasons, one-click unsubscribe.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
 }
 
 /// Where MX and address lookups go.
@@ -436,6 +442,11 @@ impl Config {
             abs(p);
         }
         abs(&mut c.submission.users);
+        for k in &mut c.feedback.keys {
+            if let Some(f) = &mut k.secret_file {
+                abs(f);
+            }
+        }
         for d in &mut c.dkim {
             abs(&mut d.key);
             d.domain = d.domain.to_ascii_lowercase();

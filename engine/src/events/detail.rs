@@ -70,6 +70,9 @@ pub struct Detail {
     /// time they are published.
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub accepted_ms: Option<u64>,
+    /// A feedback entry's report (bounce, complaint, unsubscribe).
+    #[serde(rename = "fb", default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Box<super::feedback::Feedback>>,
 }
 
 impl Detail {

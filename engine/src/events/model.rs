@@ -91,6 +91,9 @@ pub struct Bounce {
     pub feedback_id: String,
     #[serde(rename = "reportingMTA")]
     pub reporting_mta: String,
+    /// The receiving server's address, when a report names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_mta_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -135,6 +138,10 @@ pub enum Body {
     DeliveryDelay(DeliveryDelay),
     #[serde(rename = "failure")]
     Failure(Failure),
+    #[serde(rename = "complaint")]
+    Complaint(super::feedback::Complaint),
+    #[serde(rename = "subscription")]
+    Subscription(super::feedback::Subscription),
 }
 
 /// One SES-format event. The events of one journal entry share their
@@ -232,13 +239,18 @@ pub fn tags(def: &CampaignDef) -> BTreeMap<String, Vec<String>> {
 /// [`events_with`]): none for campaign marks.
 pub fn event_types(e: &Entry) -> impl Iterator<Item = &'static str> {
     let outcome = match e.kind {
+        Kind::Feedback => Some(
+            Detail::decode(&e.detail)
+                .feedback
+                .map_or("Bounce", |f| f.kind.event_type()),
+        ),
         Kind::Delivered => Some("Delivery"),
         Kind::Bounced => Some("Bounce"),
         Kind::Deferred => Some("DeliveryDelay"),
         Kind::Failed => Some("Rendering Failure"),
         _ => None,
     };
-    let send = outcome.is_some() && e.attempts == 1 && e.kind != Kind::Failed;
+    let send = outcome.is_some() && e.attempts == 1 && e.kind.is_outcome() && e.kind != Kind::Failed;
     send.then_some("Send").into_iter().chain(outcome)
 }
 
@@ -324,8 +336,19 @@ pub fn events_with(c: &Context<'_>, e: &Entry, cache: &mut HeadersCache) -> Vec<
                 timestamp: at,
                 feedback_id: format!("{}-{:x}", c.message_id, e.attempts),
                 reporting_mta: format!("dns; {}", c.reporting_mta),
+                remote_mta_ip: None,
             }),
         ),
+        Kind::Feedback => {
+            let f = d.feedback.take().unwrap_or_default();
+            let body = super::feedback::body(&f, c.email, e.at_ms);
+            return vec![Event {
+                key: EventKey::default(),
+                event_type: f.kind.event_type(),
+                mail: m,
+                body,
+            }];
+        }
         Kind::Deferred => (
             "DeliveryDelay",
             Body::DeliveryDelay(DeliveryDelay {

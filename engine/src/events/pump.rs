@@ -300,7 +300,7 @@ impl<'a> Pump<'a> {
     fn events(&mut self, batch: &[(u64, Entry)]) -> Vec<Event> {
         let mut events = Vec::with_capacity(batch.len() * 2);
         for (position, e) in batch {
-            if e.kind.outcome_state().is_none() {
+            if e.kind.outcome_state().is_none() && e.kind != volley_spool::Kind::Feedback {
                 continue;
             }
             if let Some(s) = &self.ctx.select
@@ -310,7 +310,7 @@ impl<'a> Pump<'a> {
             }
             // the entry carries the address and campaign: the recipient's
             // record may already be reclaimed
-            let Some(info) = self.campaign(e.campaign) else {
+            let Some(info) = self.campaign(e.campaign).or_else(|| self.stand_in(e)) else {
                 tracing::warn!(recipient = %e.id, campaign = e.campaign, "campaign unreadable; event skipped");
                 self.ctx.metrics.event_errors.inc();
                 continue;
@@ -349,6 +349,23 @@ impl<'a> Pump<'a> {
             }
         }
         events
+    }
+
+    /// For feedback about mail whose campaign is gone: a stand-in from
+    /// what the report said (no configuration set or tags then).
+    fn stand_in(&self, e: &Entry) -> Option<Arc<CampaignInfo>> {
+        if e.kind != volley_spool::Kind::Feedback {
+            return None;
+        }
+        let d = crate::events::detail::Detail::decode(&e.detail);
+        let from = d.feedback.as_ref()?.from.clone().unwrap_or_default();
+        let def = CampaignDef::stand_in(e.campaign, &from, &d.subject);
+        Some(Arc::new(CampaignInfo {
+            source_arn: self.ctx.identity.source_arn(&def),
+            selected: self.ctx.select.as_ref().is_none_or(|s| s.campaign(&def)),
+            def,
+            accepted_ms: d.accepted_ms.unwrap_or(e.at_ms),
+        }))
     }
 
     fn campaign(&mut self, no: u32) -> Option<Arc<CampaignInfo>> {

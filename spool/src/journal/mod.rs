@@ -46,6 +46,11 @@ pub enum Kind {
     /// Segment `id.segment()` was deleted: every recipient in it was final
     /// and published; `detail` holds the per-domain counts it took away.
     SegmentRetired = 20,
+    /// Feedback about a recipient's mail that came back later (a bounce
+    /// report, a complaint, an unsubscribe): `campaign` and `email` are
+    /// given by the writer, `id` is the recipient (a shared message's
+    /// first), `detail` the engine's event data. Changes no state.
+    Feedback = 21,
 }
 
 impl Kind {
@@ -60,6 +65,7 @@ impl Kind {
             18 => Kind::SegmentCreated,
             19 => Kind::SegmentSealed,
             20 => Kind::SegmentRetired,
+            21 => Kind::Feedback,
             _ => return None,
         })
     }
