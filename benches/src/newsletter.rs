@@ -46,6 +46,7 @@ pub fn def() -> CampaignDef {
         to: None,
         configuration_set: None,
         message: None,
+        list_management: None,
     }
 }
 

@@ -136,14 +136,14 @@ pub fn measure(w: Workload, n: usize, alg: Alg, sink_port: u16) -> Vec<(&'static
     let mut cache = Campaigns::default();
     for g in &groups {
         thread_timed(&mut t[6], || {
-            message::produce(&spool, &signers, &mut cache, g).expect("produces")
+            message::produce(&spool, &signers, None, &mut cache, g).expect("produces")
         });
     }
     // the messages for SMTP, the journal and the events (not timed)
     let data: Vec<(Payload, SentHeaders)> = groups
         .iter()
         .map(|g| {
-            let o = message::produce(&spool, &signers, &mut cache, g).expect("produces");
+            let o = message::produce(&spool, &signers, None, &mut cache, g).expect("produces");
             (o.data, std::sync::Arc::unwrap_or_clone(o.headers))
         })
         .collect();

@@ -62,6 +62,17 @@ struct CampaignFile {
     personalized: Option<bool>,
     to: Option<String>,
     configuration_set: Option<String>,
+    list_management: Option<ListManagement>,
+}
+
+/// The list a campaign's mail belongs to (SES `ListManagementOptions`):
+/// an unsubscribe is recorded for its topic, or for the whole list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListManagement {
+    pub contact_list: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// What the spool stores for a campaign (serialized as JSON, once).
@@ -98,6 +109,9 @@ pub struct CampaignDef {
     /// definition in the stored body ([`CampaignDef::to_bytes_with_message`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<MessageMeta>,
+    /// Its list and topic, for unsubscribes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_management: Option<ListManagement>,
 }
 
 /// How a ready-made message came in.
@@ -162,6 +176,7 @@ impl CampaignDef {
             to: None,
             configuration_set: None,
             message: None,
+            list_management: None,
         }
     }
 
@@ -238,6 +253,16 @@ impl LoadedCampaign {
                     key: "configuration_set",
                     reason,
                 })?;
+        // Volley's own unsubscribe links differ per recipient: such a
+        // campaign's message cannot be shared
+        let u = &config.feedback.unsubscribe;
+        if config.feedback.enabled()
+            && (u.base_url.is_some() || u.mailto)
+            && self.def.list_unsubscribe.is_none()
+            && self.def.message.is_none()
+        {
+            self.def.personalized = true;
+        }
         Ok(self)
     }
 }
@@ -307,6 +332,20 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         .as_ref()
         .map(|p| read("text template", &base.join(p)))
         .transpose()?;
+    if let Some(l) = &f.list_management {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        if !ok(&l.contact_list) || !l.topic.as_deref().is_none_or(ok) {
+            return Err(invalid(
+                "list_management",
+                "contact_list and topic use letters, digits, '_', '-' and '.' (at most 64)".into(),
+            ));
+        }
+    }
     let personalized = f.personalized.unwrap_or(true);
     match (&f.to, personalized) {
         (Some(_), true) => {
@@ -336,6 +375,7 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         to: f.to.map(|t| t.trim().to_string()),
         configuration_set: f.configuration_set,
         message: None,
+        list_management: f.list_management,
     };
     let templates = crate::template::Templates::compile(def.template_sources()).map_err(|e| {
         let file = match e.part {

@@ -58,6 +58,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Destination(#[from] DestinationError),
+    #[error("[feedback]: {0}")]
+    Feedback(String),
 }
 
 /// Options that are not in the config file.
@@ -125,6 +127,9 @@ impl Engine {
         opts: Options,
     ) -> Result<Engine, StartError> {
         let signers = Arc::new(Signers::load(&config.dkim)?);
+        let marks = crate::feedback::marks::Marks::from_config(&config.feedback)
+            .map_err(StartError::Feedback)?
+            .map(Arc::new);
         let env = SinkEnv {
             runtime: tokio::runtime::Handle::current(),
             spool_uid: spool.uid(),
@@ -145,6 +150,7 @@ impl Engine {
             Arc::new(ProduceCtx {
                 spool: Arc::clone(&spool),
                 signers,
+                marks,
                 recorder: rec_tx.clone(),
             }),
         );

@@ -54,6 +54,9 @@ pub struct Rendered {
     pub html: Option<String>,
     pub text: Option<String>,
     pub list_unsubscribe: Option<String>,
+    /// A `mailto:` unsubscribe address besides the URL (not a template:
+    /// production adds Volley's own).
+    pub list_unsubscribe_mailto: Option<String>,
 }
 
 /// The template sources of one campaign, by the campaign key that holds
@@ -193,6 +196,7 @@ impl Templates {
             html,
             text,
             list_unsubscribe,
+            list_unsubscribe_mailto: None,
         })
     }
 }

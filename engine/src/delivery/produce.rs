@@ -33,6 +33,8 @@ pub struct Job {
 pub struct ProduceCtx {
     pub spool: Arc<Spool>,
     pub signers: Arc<Signers>,
+    /// Return paths and unsubscribe links (`[feedback]`), if on.
+    pub marks: Option<Arc<crate::feedback::marks::Marks>>,
     pub recorder: crossbeam_channel::Sender<Report>,
 }
 
@@ -97,7 +99,7 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
         // a panic in a template, MIME or signing library must not take the
         // job's recipients (and permits) with it
         let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            message::produce(&ctx.spool, &ctx.signers, &mut cache, &ids)
+            message::produce(&ctx.spool, &ctx.signers, ctx.marks.as_deref(), &mut cache, &ids)
         }))
         .unwrap_or_else(|panic| {
             let what = panic

@@ -3,4 +3,5 @@
 //! complaints and unsubscribes to the message and recipient they answer.
 //! Exposure: everything here past the token signer takes hostile input.
 
+pub mod marks;
 pub mod token;

@@ -116,7 +116,17 @@ pub fn build(
     }
     if let Some(url) = &r.list_unsubscribe {
         check_unsubscribe(url)?;
-        b = b.header("List-Unsubscribe", URL::new(url.as_str())).header(
+    }
+    let targets: Vec<&str> = [&r.list_unsubscribe, &r.list_unsubscribe_mailto]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if !targets.is_empty() {
+        b = b.header("List-Unsubscribe", URL::new_list(targets.into_iter()));
+    }
+    if r.list_unsubscribe.is_some() {
+        b = b.header(
             "List-Unsubscribe-Post",
             Raw::new("List-Unsubscribe=One-Click"),
         );

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use volley_spool::{RecipientId, Spool, Vars};
 
 use crate::campaign::CampaignDef;
+use crate::feedback::marks::Marks;
 use crate::template::Templates;
 use dkim::Signers;
 
@@ -114,10 +115,12 @@ impl Campaigns {
 }
 
 /// Produces the message of `ids` (one recipient, or several of one
-/// non-personalized campaign), signed with `signers`.
+/// non-personalized campaign), signed with `signers`, with a signed return
+/// path and unsubscribe links when `marks` are given.
 pub fn produce(
     spool: &Spool,
     signers: &Signers,
+    marks: Option<&Marks>,
     cache: &mut Campaigns,
     ids: &[RecipientId],
 ) -> Result<Outgoing, Failure> {
@@ -154,8 +157,15 @@ pub fn produce(
         rcpts.push(email);
         vars = v;
     }
+    let return_path = |sender: &str, rcpts: &[String]| match marks {
+        Some(m) => m.return_path(sender, &Marks::mail_ref(campaign_no, first, rcpts)),
+        None => sender.to_string(),
+    };
     if let (Some(meta), Some(stored)) = (&rt.def.message, &rt.stored) {
-        return ready_made(spool, signers, &rt.def, meta, stored, campaign_no, rcpts);
+        let mail_from = return_path(&meta.mail_from, &rcpts);
+        let mut out = ready_made(spool, signers, &rt.def, stored, campaign_no, rcpts)?;
+        out.mail_from = mail_from;
+        return Ok(out);
     }
     let Some(templates) = &rt.templates else {
         return Err(fail("internal: a campaign without templates".into()));
@@ -185,6 +195,12 @@ pub fn produce(
     if let std::borrow::Cow::Owned(s) = mime::header_text(&rendered.subject) {
         rendered.subject = s;
     }
+    if let Some(m) = marks.filter(|m| m.unsubscribes() && rt.def.list_unsubscribe.is_none()) {
+        let topic = rt.def.list_management.as_ref().and_then(|l| l.topic.as_deref());
+        let u = m.unsubscribe(campaign_no, first, &rcpts[0], topic);
+        rendered.list_unsubscribe = u.url;
+        rendered.list_unsubscribe_mailto = u.mailto;
+    }
     let header_id = format!("{mid}@{}", rt.def.from_domain());
     let date = (volley_spool::now_ms() / 1000) as i64;
     let body = mime::build(&rt.def, &rcpts[0], &rendered, &header_id, date)
@@ -195,7 +211,7 @@ pub fn produce(
     let headers = Arc::new(headers::SentHeaders::capture(&[&sigs, &body]));
     let data = payload::Payload::new(sigs, body);
     Ok(Outgoing {
-        mail_from: rt.def.from_addr.clone(),
+        mail_from: return_path(&rt.def.from_addr, &rcpts),
         rcpts,
         data,
         subject: rendered.subject,
@@ -204,12 +220,12 @@ pub fn produce(
 }
 
 /// Produces a ready-made message: its stored bytes, with a `Message-ID`
-/// when it came without one, DKIM-signed by its From domain's keys.
+/// when it came without one, DKIM-signed by its From domain's keys
+/// (its envelope sender is set by the caller).
 fn ready_made(
     spool: &Spool,
     signers: &Signers,
     def: &CampaignDef,
-    meta: &crate::campaign::MessageMeta,
     stored: &volley_spool::Campaign,
     campaign_no: u32,
     rcpts: Vec<String>,
@@ -221,7 +237,7 @@ fn ready_made(
     let message = CampaignDef::message_bytes(&stored.body)
         .ok_or_else(|| fail(format!("stored message {} is damaged", stored.id)))?;
     let mut body = Vec::with_capacity(message.len() + 128);
-    if meta.add_message_id {
+    if def.message.as_ref().is_some_and(|m| m.add_message_id) {
         let mid = campaign_message_id(spool.uid(), campaign_no);
         body.extend_from_slice(format!("Message-ID: <{mid}@{}>\r\n", def.from_domain()).as_bytes());
     }
@@ -230,7 +246,7 @@ fn ready_made(
     let headers = Arc::new(headers::SentHeaders::capture(&[&sigs, &body]));
     let data = payload::Payload::new(sigs, body);
     Ok(Outgoing {
-        mail_from: meta.mail_from.clone(),
+        mail_from: String::new(),
         rcpts,
         data,
         subject: def.subject.clone(),

@@ -316,6 +316,7 @@ pub fn prepare(
             add_message_id,
             ..meta
         }),
+        list_management: None,
     };
     Ok(Prepared {
         def,

@@ -24,6 +24,7 @@ fn def() -> CampaignDef {
         to: None,
         configuration_set: None,
         message: None,
+        list_management: None,
     }
 }
 

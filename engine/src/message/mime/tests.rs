@@ -21,6 +21,7 @@ fn def() -> CampaignDef {
         to: None,
         configuration_set: None,
         message: None,
+        list_management: None,
     }
 }
 
@@ -30,6 +31,7 @@ fn rendered(subject: &str, text: Option<&str>, html: Option<&str>) -> Rendered {
         text: text.map(String::from),
         html: html.map(String::from),
         list_unsubscribe: Some("https://example.com/u?e=r@x.test".into()),
+        list_unsubscribe_mailto: None,
     }
 }
 
