@@ -8,6 +8,7 @@
 //! input (see `session`).
 
 pub mod session;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::Path;

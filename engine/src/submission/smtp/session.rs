@@ -19,23 +19,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use smtp_proto::Request;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
+use super::wire::Wire;
 use crate::campaign::MessageMeta;
 use crate::submission::auth::{Principal, Standing};
 use crate::submission::message::{self, Limits, Rejected};
 use crate::submission::quota::Verdict;
 
-/// Longest command line.
-const MAX_LINE: usize = 4096;
-/// How long a client may stay silent.
-const IDLE: Duration = Duration::from_secs(300);
 /// Bad commands after which the session is closed.
 const MAX_ERRORS: u32 = 20;
 
@@ -57,8 +54,7 @@ pub struct Session<'a> {
     mail_from: Option<String>,
     rcpts: Vec<String>,
     errors: u32,
-    buf: Vec<u8>,
-    out: Vec<u8>,
+    wire: Wire,
 }
 
 enum Step {
@@ -79,64 +75,7 @@ impl<'a> Session<'a> {
             mail_from: None,
             rcpts: Vec::new(),
             errors: 0,
-            buf: Vec::with_capacity(1024),
-            out: Vec::with_capacity(512),
-        }
-    }
-
-    fn reply(&mut self, text: &str) {
-        self.out.extend_from_slice(text.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-    }
-
-    async fn flush<S: AsyncWrite + Unpin>(&mut self, s: &mut S) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            s.write_all(&self.out).await?;
-            s.flush().await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Reads more bytes into `buf`; `false` at the end of the stream.
-    async fn fill<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> std::io::Result<bool> {
-        self.buf.reserve(4096);
-        match tokio::time::timeout(IDLE, s.read_buf(&mut self.buf)).await {
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client idle",
-            )),
-        }
-    }
-
-    /// Takes one line (with its CRLF) from `buf`, reading as needed;
-    /// `None` at the end of the stream or for an overlong line.
-    async fn line<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        s: &mut S,
-    ) -> std::io::Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
-                if i >= MAX_LINE {
-                    self.reply("500 5.5.2 Line too long");
-                    self.flush(s).await?;
-                    return Ok(None);
-                }
-                return Ok(Some(self.buf.drain(..=i).collect()));
-            }
-            if self.buf.len() >= MAX_LINE {
-                self.reply("500 5.5.2 Line too long");
-                self.flush(s).await?;
-                return Ok(None);
-            }
-            // nothing more pipelined: answer what was asked so far
-            self.flush(s).await?;
-            if !self.fill(s).await? {
-                return Ok(None);
-            }
+            wire: Wire::default(),
         }
     }
 
@@ -153,34 +92,34 @@ impl<'a> Session<'a> {
                 .standing(self.peer.ip(), Instant::now())
                 == Standing::Refused
             {
-                self.reply("421 4.7.0 Too many failed logins from your address; try later");
-                self.flush(s).await?;
+                self.wire.reply("421 4.7.0 Too many failed logins from your address; try later");
+                self.wire.flush(s).await?;
                 return Ok(End::Closed);
             }
             let greeting = format!("220 {} ESMTP Volley", self.shared.hostname);
-            self.reply(&greeting);
+            self.wire.reply(&greeting);
         }
         loop {
-            let Some(line) = self.line(s).await? else {
+            let Some(line) = self.wire.line(s).await? else {
                 return Ok(End::Closed);
             };
             match self.command(s, &line).await? {
                 Step::Go => {}
                 Step::Close => {
-                    self.flush(s).await?;
+                    self.wire.flush(s).await?;
                     return Ok(End::Closed);
                 }
                 Step::StartTls => {
-                    self.flush(s).await?;
+                    self.wire.flush(s).await?;
                     // anything pipelined after STARTTLS was sent in the
                     // clear: it must not count as sent over TLS
-                    self.buf.clear();
+                    self.wire.buf.clear();
                     return Ok(End::StartTls);
                 }
             }
             if self.errors >= MAX_ERRORS {
-                self.reply("421 4.7.0 Too many errors, closing");
-                self.flush(s).await?;
+                self.wire.reply("421 4.7.0 Too many errors, closing");
+                self.wire.flush(s).await?;
                 return Ok(End::Closed);
             }
         }
@@ -188,7 +127,7 @@ impl<'a> Session<'a> {
 
     fn error(&mut self, text: &str) -> Step {
         self.errors += 1;
-        self.reply(text);
+        self.wire.reply(text);
         Step::Go
     }
 
@@ -218,14 +157,14 @@ impl<'a> Session<'a> {
             Request::Helo { host } | Request::Lhlo { host } => {
                 self.reset();
                 let r = format!("250 {} Hello {host}", self.shared.hostname);
-                self.reply(&r);
+                self.wire.reply(&r);
                 Step::Go
             }
             Request::StartTls => {
                 if self.tls || self.shared.tls.is_none() {
                     self.error("503 5.5.1 TLS is not available here")
                 } else {
-                    self.reply("220 2.0.0 Ready to start TLS");
+                    self.wire.reply("220 2.0.0 Ready to start TLS");
                     Step::StartTls
                 }
             }
@@ -238,19 +177,19 @@ impl<'a> Session<'a> {
             Request::Data => self.data(s).await?,
             Request::Rset => {
                 self.reset();
-                self.reply("250 2.0.0 Reset");
+                self.wire.reply("250 2.0.0 Reset");
                 Step::Go
             }
             Request::Noop { .. } => {
-                self.reply("250 2.0.0 OK");
+                self.wire.reply("250 2.0.0 OK");
                 Step::Go
             }
             Request::Quit => {
-                self.reply("221 2.0.0 Bye");
+                self.wire.reply("221 2.0.0 Bye");
                 Step::Close
             }
             Request::Vrfy { .. } => {
-                self.reply("252 2.5.0 Cannot verify, but will accept the message");
+                self.wire.reply("252 2.5.0 Cannot verify, but will accept the message");
                 Step::Go
             }
             _ => self.error("502 5.5.1 Command not implemented"),
@@ -277,7 +216,7 @@ impl<'a> Session<'a> {
         let n = lines.len();
         for (i, l) in lines.into_iter().enumerate() {
             let sep = if i + 1 == n { ' ' } else { '-' };
-            self.reply(&format!("250{sep}{l}"));
+            self.wire.reply(&format!("250{sep}{l}"));
         }
     }
 
@@ -301,7 +240,7 @@ impl<'a> Session<'a> {
         let ip = self.peer.ip();
         match self.shared.failures.standing(ip, Instant::now()) {
             Standing::Refused => {
-                self.reply("421 4.7.0 Too many failed logins from your address; try later");
+                self.wire.reply("421 4.7.0 Too many failed logins from your address; try later");
                 return Ok(Step::Close);
             }
             Standing::Slow(d) => tokio::time::sleep(d).await,
@@ -310,8 +249,8 @@ impl<'a> Session<'a> {
         let creds = match mechanism {
             smtp_proto::AUTH_PLAIN => {
                 let resp = if initial.is_empty() {
-                    self.reply("334 ");
-                    match self.line(s).await? {
+                    self.wire.reply("334 ");
+                    match self.wire.line(s).await? {
                         Some(l) => l,
                         None => return Ok(Step::Close),
                     }
@@ -326,8 +265,8 @@ impl<'a> Session<'a> {
             }
             smtp_proto::AUTH_LOGIN => {
                 let user = if initial.is_empty() {
-                    self.reply("334 VXNlcm5hbWU6");
-                    match self.line(s).await? {
+                    self.wire.reply("334 VXNlcm5hbWU6");
+                    match self.wire.line(s).await? {
                         Some(l) => l,
                         None => return Ok(Step::Close),
                     }
@@ -339,8 +278,8 @@ impl<'a> Session<'a> {
                     Decoded::Bad => None,
                     Decoded::Ok(b) => String::from_utf8(b).ok(),
                 };
-                self.reply("334 UGFzc3dvcmQ6");
-                let pass = match self.line(s).await? {
+                self.wire.reply("334 UGFzc3dvcmQ6");
+                let pass = match self.wire.line(s).await? {
                     Some(l) => l,
                     None => return Ok(Step::Close),
                 };
@@ -370,13 +309,13 @@ impl<'a> Session<'a> {
             Some(p) => {
                 tracing::debug!(user = %p.name, peer = %self.peer, "submission login");
                 self.principal = Some(p);
-                self.reply("235 2.7.0 Authentication successful");
+                self.wire.reply("235 2.7.0 Authentication successful");
             }
             None => {
                 self.shared.failures.failed(ip, Instant::now());
                 tracing::info!(peer = %self.peer, "submission login failed");
                 self.errors += 1;
-                self.reply("535 5.7.8 Authentication credentials invalid");
+                self.wire.reply("535 5.7.8 Authentication credentials invalid");
             }
         }
         Ok(Step::Go)
@@ -415,7 +354,7 @@ impl<'a> Session<'a> {
             ));
         }
         self.mail_from = Some(from);
-        self.reply("250 2.1.0 OK");
+        self.wire.reply("250 2.1.0 OK");
         Step::Go
     }
 
@@ -432,38 +371,10 @@ impl<'a> Session<'a> {
         match crate::address::parse(to) {
             Ok(a) => {
                 self.rcpts.push(a.email);
-                self.reply("250 2.1.5 OK");
+                self.wire.reply("250 2.1.5 OK");
                 Step::Go
             }
             Err(e) => self.error(&format!("553 5.1.3 Bad recipient address <{to}>: {e}")),
-        }
-    }
-
-    /// Reads the message after `354`: dot-unstuffed, at most the size
-    /// limit kept (`None`: larger; the rest was read and dropped).
-    async fn read_data<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        s: &mut S,
-    ) -> std::io::Result<Option<Option<Vec<u8>>>> {
-        let max = self.shared.limits.max_size;
-        let mut rx = smtp_proto::request::receiver::DataReceiver::new();
-        let mut data = Vec::with_capacity(self.buf.len().min(max).max(16 * 1024));
-        let mut over = false;
-        loop {
-            let mut it = self.buf.iter();
-            let done = rx.ingest(&mut it, &mut data);
-            let used = self.buf.len() - it.as_slice().len();
-            self.buf.drain(..used);
-            if data.len() > max {
-                over = true;
-                data.clear();
-            }
-            if done {
-                return Ok(Some((!over).then_some(data)));
-            }
-            if !self.fill(s).await? {
-                return Ok(None);
-            }
         }
     }
 
@@ -477,9 +388,9 @@ impl<'a> Session<'a> {
         if self.rcpts.is_empty() {
             return Ok(self.error("554 5.5.1 No valid recipients"));
         }
-        self.reply("354 End data with <CR><LF>.<CR><LF>");
-        self.flush(s).await?;
-        let Some(data) = self.read_data(s).await? else {
+        self.wire.reply("354 End data with <CR><LF>.<CR><LF>");
+        self.wire.flush(s).await?;
+        let Some(data) = self.wire.read_data(s, self.shared.limits.max_size).await? else {
             return Ok(Step::Close);
         };
         let reply = match data {
@@ -490,7 +401,7 @@ impl<'a> Session<'a> {
             Some(d) => self.submit(d).await,
         };
         self.reset();
-        self.reply(&reply);
+        self.wire.reply(&reply);
         Ok(Step::Go)
     }
 

@@ -1,0 +1,159 @@
+//! The inbound listener of `volley run`: the MX of the bounce domain (and
+//! the feedback domains), where delivery status notifications, complaint
+//! reports and unsubscribe mail come back. Each connection gets a
+//! [`session::Session`] (a STARTTLS upgrade a fresh one); a message's
+//! report is handled by [`handle::Handler`] (parse, check its tokens,
+//! journal its events, suppress).
+//!
+//! [`Shared`] holds what sessions share: the domains taken, limits, the
+//! per-address message rate, the handler. Exposure: network input.
+
+pub mod attribute;
+pub mod handle;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub use handle::{Counts, Handler};
+
+/// Messages per client address per window.
+pub struct Rate {
+    per_window: u32,
+    window: Duration,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Rate {
+    pub fn new(per_window: u32, window: Duration) -> Rate {
+        Rate {
+            per_window,
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one message from `ip`; false when it is over the rate.
+    pub fn take(&self, ip: IpAddr) -> bool {
+        self.take_at(ip, Instant::now())
+    }
+
+    fn take_at(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 100_000 {
+            let window = self.window;
+            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let (start, n) = seen.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= self.window {
+            *start = now;
+            *n = 0;
+        }
+        if *n >= self.per_window {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
+/// What every inbound session shares.
+pub struct Shared {
+    pub hostname: String,
+    /// The domains mail is taken for (lowercase).
+    pub domains: Vec<String>,
+    pub max_size: usize,
+    pub tls: Option<TlsAcceptor>,
+    pub rate: Rate,
+    pub handler: Arc<Handler>,
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
+/// Binds the configured inbound listeners (errors name the address).
+pub async fn bind(addresses: &[String]) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::new();
+    for a in addresses {
+        let addr: SocketAddr = a
+            .parse()
+            .map_err(|_| format!("feedback listener {a:?}: not ip:port"))?;
+        let sock = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("feedback listener {addr}: {e}"))?;
+        out.push(sock);
+    }
+    Ok(out)
+}
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (conn, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(place) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut conn = conn;
+                let _ = conn
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(e) = connection(conn, peer, shared).await {
+                tracing::debug!(peer = %peer, error = %e, "inbound session ended");
+            }
+            drop(place);
+        });
+    }
+}
+
+async fn connection(mut conn: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+    let _ = conn.set_nodelay(true);
+    let end = session::Session::new(Arc::clone(&shared), peer, false)
+        .run(&mut conn, true)
+        .await?;
+    if end == session::End::StartTls
+        && let Some(tls) = shared.tls.clone()
+    {
+        let mut stream = tls.accept(conn).await?;
+        session::Session::new(shared, peer, true)
+            .run(&mut stream, false)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_per_address_and_window() {
+        let r = Rate::new(2, Duration::from_secs(60));
+        let t = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(r.take_at(a, t));
+        assert!(r.take_at(a, t));
+        assert!(!r.take_at(a, t + Duration::from_secs(1)));
+        assert!(r.take_at(b, t));
+        assert!(r.take_at(a, t + Duration::from_secs(61)));
+    }
+}
