@@ -122,6 +122,8 @@ const CONTENT: &[&str] = &[
     "listed at",
     "listed on",
     "rbl",
+    "block list",
+    "blocklisted",
 ];
 
 /// Lowercase diagnostic with `<...>` spans removed, at most `TEXT_CAP` bytes.

@@ -105,7 +105,7 @@ pub(super) fn view<'m>(msg: &'m Message<'m>) -> Mail<'m> {
             PartType::Binary(b) | PartType::InlineBinary(b) => {
                 if ctype == "message/rfc822" || ctype == "message/global" {
                     Body::Message(read_header_block(b))
-                } else if ctype.is_empty() || ctype.starts_with("message/") || ctype.starts_with("text/") {
+                } else if is_textual(&ctype) {
                     Body::Text(String::from_utf8_lossy(b))
                 } else {
                     continue;
@@ -115,6 +115,16 @@ pub(super) fn view<'m>(msg: &'m Message<'m>) -> Mail<'m> {
         mail.parts.push(Part { ctype, body });
     }
     mail
+}
+
+/// True for content types read as text: text/*, message/* (status and
+/// report parts), none, and multipart/* that the parser could not split
+/// (no boundary), whose raw body still holds the parts.
+pub(super) fn is_textual(ctype: &str) -> bool {
+    ctype.is_empty()
+        || ctype.starts_with("text/")
+        || ctype.starts_with("message/")
+        || ctype.starts_with("multipart/")
 }
 
 /// Lowercase "type/subtype" and `report-type` of a part.

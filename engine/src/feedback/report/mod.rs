@@ -266,10 +266,10 @@ fn find_original(mail: &Mail<'_>) -> Original {
         }
     }
     for (ctype, text) in mail.all_texts() {
-        if ctype.is_empty() || ctype.starts_with("text/") {
-            if let Some(o) = original::inline(text) {
-                return o;
-            }
+        if (ctype.is_empty() || ctype.starts_with("text/") || ctype.starts_with("multipart/"))
+            && let Some(o) = original::inline(text)
+        {
+            return o;
         }
     }
     Original::default()
@@ -280,7 +280,8 @@ fn find_original(mail: &Mail<'_>) -> Original {
 fn human_text(mail: &Mail<'_>) -> String {
     let mut out = String::new();
     for (ctype, text) in mail.all_texts() {
-        if !(ctype.is_empty() || ctype == "text/plain" || ctype == "text/html") {
+        let unsplit = ctype.starts_with("multipart/");
+        if !(ctype.is_empty() || ctype == "text/plain" || ctype == "text/html" || unsplit) {
             continue;
         }
         let end = original::inline_start(text).unwrap_or(text.len());
