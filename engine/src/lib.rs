@@ -14,6 +14,8 @@
 //! - [`message`]: one message: rendering, MIME, DKIM, the DATA payload.
 //! - [`outcome`]: the one classifier of replies and failures.
 //! - [`events`]: SES-format events from the journal to notification sinks.
+//! - [`feedback`]: inbound feedback: bounces, complaints, suppression,
+//!   unsubscribe.
 //! - [`engine`]: wires the stages together and shuts them down.
 //! - [`metrics`], [`http`], [`status`], [`capture`]: observability and tools.
 //!
@@ -26,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod events;
+pub mod feedback;
 pub mod http;
 pub mod ingest;
 pub mod message;
