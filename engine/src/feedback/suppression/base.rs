@@ -202,7 +202,7 @@ impl Writer {
         if self.keys.len() >= u32::MAX as usize {
             return Err(SuppressionError::TooMany(self.keys.len() as u64 + 1));
         }
-        if self.keys.len() % BLOCK == 0 {
+        if self.keys.len().is_multiple_of(BLOCK) {
             self.blocks.push(self.pos);
         }
         self.out
