@@ -78,14 +78,14 @@ type Token = (Purpose, MailRef);
 fn tokens(i: &Inputs<'_>, report: &Report) -> Result<Vec<Token>, ()> {
     let mut out: Vec<Token> = Vec::new();
     let mut forged = false;
-    let mut push = |purpose: Purpose, local: &str, out: &mut Vec<Token>| {
+    let push = |purpose: Purpose, local: &str, out: &mut Vec<Token>, forged: &mut bool| {
         match i.keys.verify_local_part(purpose, local) {
             Some(r) => {
                 if out.len() < MAX_TOKENS && !out.contains(&(purpose, r)) {
                     out.push((purpose, r));
                 }
             }
-            None => forged = true,
+            None => *forged = true,
         }
     };
     for rcpt in i.rcpts {
@@ -97,9 +97,9 @@ fn tokens(i: &Inputs<'_>, report: &Report) -> Result<Vec<Token>, ()> {
         }
         let l = local.to_ascii_lowercase();
         if l.starts_with("b-") {
-            push(Purpose::Bounce, local, &mut out);
+            push(Purpose::Bounce, local, &mut out, &mut forged);
         } else if l.starts_with("u-") {
-            push(Purpose::Unsubscribe, local, &mut out);
+            push(Purpose::Unsubscribe, local, &mut out, &mut forged);
         }
     }
     if out.is_empty()
@@ -107,7 +107,7 @@ fn tokens(i: &Inputs<'_>, report: &Report) -> Result<Vec<Token>, ()> {
         && let Some(orig) = original(report)
     {
         for local in quoted_tokens(orig, i.bounce_domain) {
-            push(Purpose::Bounce, &local, &mut out);
+            push(Purpose::Bounce, &local, &mut out, &mut forged);
         }
     }
     if forged && out.is_empty() {

@@ -1,0 +1,2 @@
+//! Tests of report attribution.
+use super::*;
