@@ -30,6 +30,7 @@ use crate::delivery::{Stats, Work};
 use crate::events::NotificationSink;
 use crate::events::fanout::{DestinationError, Pumps};
 use crate::events::webhook::{SinkEnv, SnsState};
+use crate::feedback::suppression::SuppressionList;
 use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
 use crate::metrics::Metrics;
@@ -86,9 +87,65 @@ impl Default for Options {
 pub struct Handle {
     sched: mpsc::UnboundedSender<SchedMsg>,
     stats: Arc<Stats>,
+    recorder: crossbeam_channel::Sender<crate::delivery::Report>,
+    suppression: Arc<SuppressionList>,
 }
 
 impl Handle {
+    /// Hands durable recipient records to delivery, except those on the
+    /// suppression list (for `topic`, when their mail belongs to one):
+    /// they get their outcome (a permanent bounce) without an attempt.
+    pub fn enqueue_records(
+        &self,
+        domains: &mut crate::ingest::Domains,
+        ids: &[volley_spool::RecipientId],
+        recs: &[volley_spool::Recipient],
+        topic: Option<&str>,
+    ) {
+        let mut works = crate::ingest::works(domains, ids, recs);
+        if !self.suppression.is_empty() {
+            let mut listed = Vec::new();
+            let mut i = 0;
+            works.retain(|_| {
+                let keep = !self.suppression.contains(&recs[i].email, topic);
+                if !keep {
+                    listed.push(i);
+                }
+                i += 1;
+                keep
+            });
+            if !listed.is_empty() {
+                let dropped = crate::ingest::works(
+                    domains,
+                    &listed.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+                    &listed.iter().map(|&i| recs[i].clone()).collect::<Vec<_>>(),
+                );
+                self.suppressed(dropped);
+            }
+        }
+        self.enqueue(works);
+    }
+
+    /// Gives recipients on the suppression list their outcome.
+    fn suppressed(&self, works: Vec<Work>) {
+        self.stats
+            .active
+            .fetch_add(works.len() as i64, Ordering::AcqRel);
+        for work in works {
+            let _ = self.recorder.send(crate::delivery::Report {
+                work,
+                outcome: crate::delivery::produce::suppressed_outcome(),
+                subject: String::new(),
+                headers: None,
+                at_ms: volley_spool::now_ms(),
+                permit: None,
+                site: None,
+                retry: None,
+                not_before: None,
+            });
+        }
+    }
+
     /// Hands recipients to delivery.
     pub fn enqueue(&self, works: Vec<Work>) {
         if works.is_empty() {
@@ -109,7 +166,12 @@ pub struct Engine {
     /// The SNS signing key and subscriptions (`sns` webhooks), for the
     /// HTTP listener's SNS endpoints.
     pub sns: Option<SnsState>,
+    /// The account's suppression list (`<spool>/suppression`).
+    pub suppression: Arc<SuppressionList>,
+    /// Return paths and unsubscribe links, when `[feedback]` is on.
+    pub marks: Option<Arc<crate::feedback::marks::Marks>>,
     sched: mpsc::UnboundedSender<SchedMsg>,
+    recorder_tx: crossbeam_channel::Sender<crate::delivery::Report>,
     shards: Arc<ShardCtx>,
     shutdown: watch::Sender<bool>,
     recorder_stop: Arc<AtomicBool>,
@@ -127,6 +189,10 @@ impl Engine {
         opts: Options,
     ) -> Result<Engine, StartError> {
         let signers = Arc::new(Signers::load(&config.dkim)?);
+        let suppression = Arc::new(
+            SuppressionList::open(&spool.dir().join("suppression"))
+                .map_err(|e| StartError::Feedback(format!("suppression list: {e}")))?,
+        );
         let marks = crate::feedback::marks::Marks::from_config(&config.feedback)
             .map_err(StartError::Feedback)?
             .map(Arc::new);
@@ -150,7 +216,8 @@ impl Engine {
             Arc::new(ProduceCtx {
                 spool: Arc::clone(&spool),
                 signers,
-                marks,
+                marks: marks.clone(),
+                suppression: Some(Arc::clone(&suppression)),
                 recorder: rec_tx.clone(),
             }),
         );
@@ -178,7 +245,7 @@ impl Engine {
             Arc::clone(&config),
             Arc::clone(&spool),
             producer,
-            rec_tx,
+            rec_tx.clone(),
             Arc::clone(&stats),
             Arc::clone(&metrics),
             opts.tls,
@@ -201,7 +268,10 @@ impl Engine {
             stats,
             metrics,
             sns: opts.sns,
+            suppression,
+            marks,
             sched: sched_tx,
+            recorder_tx: rec_tx,
             shards: sctx,
             shutdown,
             recorder_stop,
@@ -220,6 +290,8 @@ impl Engine {
         Handle {
             sched: self.sched.clone(),
             stats: Arc::clone(&self.stats),
+            recorder: self.recorder_tx.clone(),
+            suppression: Arc::clone(&self.suppression),
         }
     }
 

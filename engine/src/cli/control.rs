@@ -270,6 +270,7 @@ async fn job(
                     let _ = out.send(Reply::Line { text });
                 }),
             );
+            let topic = loaded.def.list_management.as_ref().and_then(|l| l.topic.clone());
             let mut domains = ingest::Domains::default();
             let opts = ingest::Options {
                 stop: Some(&halt),
@@ -281,7 +282,7 @@ async fn job(
                 opts,
                 |ids, recs| {
                     total.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                    handle.enqueue(ingest::works(&mut domains, ids, recs));
+                    handle.enqueue_records(&mut domains, ids, recs, topic.as_deref());
                 },
                 |s| report.report(s),
             )

@@ -56,6 +56,7 @@ fn spawn_ingest(
     let spool = Arc::clone(&engine.spool);
     tokio::task::spawn_blocking(move || {
         let mut report = SkipReport::new(&loaded.recipients);
+        let topic = loaded.def.list_management.as_ref().and_then(|l| l.topic.clone());
         let mut domains = ingest::Domains::default();
         let opts = ingest::Options {
             stop: Some(&halt),
@@ -68,7 +69,7 @@ fn spawn_ingest(
             |ids, recs| {
                 total.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 metrics.ingested.inc_by(ids.len() as u64);
-                handle.enqueue(ingest::works(&mut domains, ids, recs));
+                handle.enqueue_records(&mut domains, ids, recs, topic.as_deref());
             },
             |s| {
                 if let Skipped::Rejected(_) = s {

@@ -16,6 +16,7 @@ use volley_spool::{RecipientId, Spool};
 
 use super::{Held, Ready, Report};
 use crate::message::dkim::Signers;
+use crate::feedback::suppression::SuppressionList;
 use crate::message::{self, Campaigns, Failure};
 use crate::outcome::Outcome;
 
@@ -35,6 +36,8 @@ pub struct ProduceCtx {
     pub signers: Arc<Signers>,
     /// Return paths and unsubscribe links (`[feedback]`), if on.
     pub marks: Option<Arc<crate::feedback::marks::Marks>>,
+    /// The account's suppression list, checked before each attempt.
+    pub suppression: Option<Arc<SuppressionList>>,
     pub recorder: crossbeam_channel::Sender<Report>,
 }
 
@@ -92,9 +95,61 @@ impl Producer {
     }
 }
 
+/// The outcome of a recipient on the suppression list (SES: accepted,
+/// not sent, a permanent bounce that does not count toward the rate).
+pub fn suppressed_outcome() -> Outcome {
+    Outcome::Bounced {
+        status: "5.1.1".into(),
+        diagnostic: "Volley did not send the message to this address because it is on the suppression list for your account".into(),
+        bounce_type: "Permanent",
+        bounce_subtype: "OnAccountSuppressionList",
+    }
+}
+
+/// Takes the recipients on the suppression list out of `job`, reporting
+/// their outcome; false when none is left to produce.
+fn drop_suppressed(ctx: &ProduceCtx, cache: &mut Campaigns, job: &mut Job) -> bool {
+    let Some(list) = &ctx.suppression else {
+        return true;
+    };
+    if list.is_empty() {
+        return true;
+    }
+    let works = std::mem::take(&mut job.works);
+    for (work, permit) in works {
+        let listed = ctx
+            .spool
+            .with_record(work.id, |r| (r.campaign.to_native(), r.email.to_string()))
+            .ok()
+            .is_some_and(|(no, email)| {
+                let topic = cache.topic(&ctx.spool, no);
+                list.contains(&email, topic.as_deref())
+            });
+        if !listed {
+            job.works.push((work, permit));
+            continue;
+        }
+        let _ = ctx.recorder.send(Report {
+            work,
+            outcome: suppressed_outcome(),
+            subject: String::new(),
+            headers: None,
+            at_ms: volley_spool::now_ms(),
+            permit: Some(permit),
+            site: None,
+            retry: None,
+            not_before: None,
+        });
+    }
+    !job.works.is_empty()
+}
+
 fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
     let mut cache = Campaigns::default();
-    while let Ok(job) = rx.recv() {
+    while let Ok(mut job) = rx.recv() {
+        if !drop_suppressed(ctx, &mut cache, &mut job) {
+            continue;
+        }
         let ids: Vec<RecipientId> = job.works.iter().map(|(w, _)| w.id).collect();
         // a panic in a template, MIME or signing library must not take the
         // job's recipients (and permits) with it

@@ -91,6 +91,13 @@ impl Campaigns {
         rt
     }
 
+    /// The list topic of a campaign's mail, if it names one (see
+    /// [`crate::campaign::ListManagement`]).
+    pub fn topic(&mut self, spool: &Spool, no: u32) -> Option<String> {
+        let rt = self.get(spool, no).ok()?;
+        rt.def.list_management.as_ref()?.topic.clone()
+    }
+
     fn load(spool: &Spool, no: u32) -> Result<Arc<CampaignRt>, String> {
         let c = spool
             .campaign(no)

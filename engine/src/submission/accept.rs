@@ -20,7 +20,7 @@ use volley_spool::{Recipient, Spool};
 
 use super::message::Prepared;
 use crate::engine::Handle;
-use crate::ingest::{Domains, works};
+use crate::ingest::Domains;
 
 /// Most messages in one group.
 pub const GROUP_MESSAGES: usize = 512;
@@ -176,7 +176,7 @@ fn store(
     let nos: Vec<u32> = campaigns.iter().map(|c| c.no).collect();
     let ids = spool.append_and_seal(&recs, &nos).map_err(err)?;
     if let Some(h) = engine {
-        h.enqueue(works(domains, &ids, &recs));
+        h.enqueue_records(domains, &ids, &recs, None);
     }
     Ok(campaigns
         .iter()

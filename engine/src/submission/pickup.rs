@@ -296,11 +296,7 @@ fn complete_adopted(ctx: &PickupCtx, no: u32, rcpts: &[String]) -> Result<bool, 
         .append_and_seal(&recs, &[no])
         .map_err(|e| format!("the spool refused it: {e}"))?;
     if let Some(h) = &ctx.engine {
-        h.enqueue(crate::ingest::works(
-            &mut crate::ingest::Domains::default(),
-            &ids,
-            &recs,
-        ));
+        h.enqueue_records(&mut crate::ingest::Domains::default(), &ids, &recs, None);
     }
     tracing::info!(
         campaign = no,

@@ -86,7 +86,7 @@ pub fn ingest(ctx: &PickupCtx, dir: &Path) -> Result<(), BundleError> {
         },
         |ids, recs| {
             if let Some(h) = &engine {
-                h.enqueue(ingest::works(&mut domains, ids, recs));
+                h.enqueue_records(&mut domains, ids, recs, None);
             }
         },
         |_| rejected += 1,
