@@ -14,7 +14,9 @@
 use super::ComplaintReport;
 use super::mime::Mail;
 use super::original::Original;
-use super::scan::{Field, TEXT_CAP, address, cap, contains_any, field_groups, get, ip_in, lines, prefix};
+use super::scan::{
+    Field, TEXT_CAP, address, cap, contains_any, field_groups, get, ip_in, lines, prefix,
+};
 
 /// Most Original-Rcpt-To / Reported-Domain values kept.
 const MAX_LIST: usize = 1000;
@@ -64,9 +66,14 @@ pub(super) fn feedback_fields(mail: &Mail<'_>) -> Option<Vec<Field>> {
 /// lines.
 fn embedded_start(text: &str) -> Option<usize> {
     let mut offset = 0usize;
+    let mut tries = 0usize;
     for line in text.split_inclusive('\n') {
         let head = prefix(line, 16).to_ascii_lowercase();
         if head.starts_with("feedback-type:") {
+            tries += 1;
+            if tries > 16 {
+                return None;
+            }
             let next = prefix(text.get(offset..).unwrap_or_default(), 2048).to_ascii_lowercase();
             if next.contains("\nuser-agent:") || next.contains("\nversion:") {
                 return Some(offset);
@@ -129,7 +136,10 @@ pub(super) fn from_fields(fields: &[Field], original: &Original) -> ComplaintRep
 
 /// The SES complaintFeedbackType for a Feedback-Type value.
 fn feedback_type(value: &str) -> &'static str {
-    let word = value.split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or_default();
+    let word = value
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .next()
+        .unwrap_or_default();
     match word.to_ascii_lowercase().as_str() {
         "abuse" => "abuse",
         "auth-failure" => "auth-failure",
@@ -167,7 +177,15 @@ const COMPLAINT_SUBJECTS: &[&str] = &[
     "email abuse report",
     "[spam]",
 ];
-const COMPLAINT_SENDERS: &[&str] = &["staff@hotmail.com", "abuse@", "fbl@", "feedbackloop", "feedback-loop", "complaints@", "scomp@"];
+const COMPLAINT_SENDERS: &[&str] = &[
+    "staff@hotmail.com",
+    "abuse@",
+    "fbl@",
+    "feedbackloop",
+    "feedback-loop",
+    "complaints@",
+    "scomp@",
+];
 
 /// A complaint from a provider that attached the original without feedback
 /// fields; None unless the report says it is one.
@@ -179,7 +197,10 @@ pub(super) fn provider_complaint(mail: &Mail<'_>, original: &Original) -> Option
     let from = mail.header("from").unwrap_or_default().to_lowercase();
     let hotmail = original.get("X-HmXmrOriginalRecipient").is_some()
         || mail.header("x-hmxmroriginalrecipient").is_some();
-    if !(hotmail || contains_any(&subject, COMPLAINT_SUBJECTS) || contains_any(&from, COMPLAINT_SENDERS)) {
+    if !(hotmail
+        || contains_any(&subject, COMPLAINT_SUBJECTS)
+        || contains_any(&from, COMPLAINT_SENDERS))
+    {
         return None;
     }
     let mut rcpt = Vec::new();

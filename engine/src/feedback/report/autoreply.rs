@@ -27,7 +27,17 @@ const HEADERS: &[&str] = &[
 ];
 
 /// Subject starts of auto-replies (lowercase).
-const SUBJECT_PREFIXES: &[&str] = &["auto:", "auto reply", "autoreply", "auto-reply", "auto response", "vacation", "away:", "ooo:", "ooo "];
+const SUBJECT_PREFIXES: &[&str] = &[
+    "auto:",
+    "auto reply",
+    "autoreply",
+    "auto-reply",
+    "auto response",
+    "vacation",
+    "away:",
+    "ooo:",
+    "ooo ",
+];
 
 /// Subject phrases of auto-replies anywhere in the subject (lowercase).
 const SUBJECT_PHRASES: &[&str] = &[
@@ -74,9 +84,8 @@ pub(super) fn detect(mail: &Mail<'_>) -> Option<String> {
         let hit = match name.as_str() {
             "auto-submitted" => v.starts_with("auto-replied"),
             "precedence" => v == "auto_reply" || v == "auto-reply",
-            "x-autoreply" | "x-autorespond" | "x-autoresponder" | "x-mail-autoreply" | "x-vacation" => {
-                !matches!(v.as_str(), "no" | "false" | "0")
-            }
+            "x-autoreply" | "x-autorespond" | "x-autoresponder" | "x-mail-autoreply"
+            | "x-vacation" => !matches!(v.as_str(), "no" | "false" | "0"),
             n => HEADERS.contains(&n),
         };
         if hit {
@@ -85,7 +94,9 @@ pub(super) fn detect(mail: &Mail<'_>) -> Option<String> {
     }
     let subject = mail.header("subject").unwrap_or_default();
     let lower = prefix(subject, 512).trim().to_lowercase();
-    if SUBJECT_PREFIXES.iter().any(|p| lower.starts_with(p)) || contains_any(&lower, SUBJECT_PHRASES) {
+    if SUBJECT_PREFIXES.iter().any(|p| lower.starts_with(p))
+        || contains_any(&lower, SUBJECT_PHRASES)
+    {
         return Some(cap(&format!("subject: {subject}"), 200));
     }
     None

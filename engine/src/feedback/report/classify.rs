@@ -142,7 +142,11 @@ fn phrase_text(diagnostic: &str) -> String {
 }
 
 /// SES (`bounceType`, `bounceSubType`) for one recipient.
-pub fn classify(action: &str, status: Option<&str>, diagnostic: Option<&str>) -> (&'static str, &'static str) {
+pub fn classify(
+    action: &str,
+    status: Option<&str>,
+    diagnostic: Option<&str>,
+) -> (&'static str, &'static str) {
     let action = action.trim().to_ascii_lowercase();
     let diag = diagnostic.map(phrase_text).unwrap_or_default();
     let code = status
@@ -178,7 +182,11 @@ pub fn classify(action: &str, status: Option<&str>, diagnostic: Option<&str>) ->
         return ("Transient", "General");
     }
     if contains_any(&diag, RELAY_OR_AUTH) {
-        return if permanent_ok { ("Permanent", "General") } else { ("Transient", "General") };
+        return if permanent_ok {
+            ("Permanent", "General")
+        } else {
+            ("Transient", "General")
+        };
     }
     if contains_any(&diag, ATTACHMENT) {
         return ("Transient", "AttachmentRejected");
@@ -199,33 +207,125 @@ pub fn classify(action: &str, status: Option<&str>, diagnostic: Option<&str>) ->
 mod tests {
     use super::classify;
 
+    /// (action, status, diagnostic, expected (type, subtype)).
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        (&'static str, &'static str),
+    );
+
     #[test]
     fn table() {
-        let cases: &[(&str, Option<&str>, Option<&str>, (&str, &str))] = &[
-            ("failed", Some("5.1.1"), Some("smtp; 550 5.1.1 user unknown"), ("Permanent", "NoEmail")),
+        let cases: &[Case] = &[
+            (
+                "failed",
+                Some("5.1.1"),
+                Some("smtp; 550 5.1.1 user unknown"),
+                ("Permanent", "NoEmail"),
+            ),
             ("failed", Some("5.1.10"), None, ("Permanent", "NoEmail")),
-            ("failed", None, Some("550 No such user here"), ("Permanent", "NoEmail")),
-            ("failed", Some("4.1.1"), Some("450 user unknown (try later)"), ("Transient", "General")),
-            ("failed", Some("5.2.2"), Some("552 5.2.2 Mailbox full"), ("Transient", "MailboxFull")),
-            ("failed", Some("5.0.0"), Some("550 user is over quota"), ("Transient", "MailboxFull")),
-            ("failed", Some("5.3.4"), None, ("Transient", "MessageTooLarge")),
-            ("failed", Some("5.2.3"), Some("552 message size exceeds limit"), ("Transient", "MessageTooLarge")),
-            ("failed", Some("5.7.1"), Some("554 5.7.1 Message rejected as spam"), ("Transient", "ContentRejected")),
-            ("failed", Some("5.7.1"), Some("554 5.7.1 <a@b>: Relay access denied"), ("Permanent", "General")),
-            ("failed", Some("5.7.1"), Some("550 5.7.1 Authentication required"), ("Permanent", "General")),
-            ("failed", Some("5.7.1"), Some("552 attachment of type .exe blocked"), ("Transient", "AttachmentRejected")),
+            (
+                "failed",
+                None,
+                Some("550 No such user here"),
+                ("Permanent", "NoEmail"),
+            ),
+            (
+                "failed",
+                Some("4.1.1"),
+                Some("450 user unknown (try later)"),
+                ("Transient", "General"),
+            ),
+            (
+                "failed",
+                Some("5.2.2"),
+                Some("552 5.2.2 Mailbox full"),
+                ("Transient", "MailboxFull"),
+            ),
+            (
+                "failed",
+                Some("5.0.0"),
+                Some("550 user is over quota"),
+                ("Transient", "MailboxFull"),
+            ),
+            (
+                "failed",
+                Some("5.3.4"),
+                None,
+                ("Transient", "MessageTooLarge"),
+            ),
+            (
+                "failed",
+                Some("5.2.3"),
+                Some("552 message size exceeds limit"),
+                ("Transient", "MessageTooLarge"),
+            ),
+            (
+                "failed",
+                Some("5.7.1"),
+                Some("554 5.7.1 Message rejected as spam"),
+                ("Transient", "ContentRejected"),
+            ),
+            (
+                "failed",
+                Some("5.7.1"),
+                Some("554 5.7.1 <a@b>: Relay access denied"),
+                ("Permanent", "General"),
+            ),
+            (
+                "failed",
+                Some("5.7.1"),
+                Some("550 5.7.1 Authentication required"),
+                ("Permanent", "General"),
+            ),
+            (
+                "failed",
+                Some("5.7.1"),
+                Some("552 attachment of type .exe blocked"),
+                ("Transient", "AttachmentRejected"),
+            ),
             ("failed", Some("5.7.1"), None, ("Permanent", "General")),
-            ("delayed", Some("4.4.1"), Some("connection timed out"), ("Transient", "General")),
+            (
+                "delayed",
+                Some("4.4.1"),
+                Some("connection timed out"),
+                ("Transient", "General"),
+            ),
             ("delayed", Some("5.1.1"), None, ("Transient", "General")),
             ("failed", Some("4.4.7"), None, ("Transient", "General")),
             ("failed", None, None, ("Undetermined", "Undetermined")),
-            ("failed", None, Some("something odd happened"), ("Undetermined", "Undetermined")),
-            ("failed", Some("5.0.0"), Some("550 <spam@example.com>... refused"), ("Permanent", "General")),
-            ("delivered", Some("2.0.0"), None, ("Undetermined", "Undetermined")),
-            ("FAILED", Some("5.1.1 (bad mailbox)"), None, ("Permanent", "NoEmail")),
+            (
+                "failed",
+                None,
+                Some("something odd happened"),
+                ("Undetermined", "Undetermined"),
+            ),
+            (
+                "failed",
+                Some("5.0.0"),
+                Some("550 <spam@example.com>... refused"),
+                ("Permanent", "General"),
+            ),
+            (
+                "delivered",
+                Some("2.0.0"),
+                None,
+                ("Undetermined", "Undetermined"),
+            ),
+            (
+                "FAILED",
+                Some("5.1.1 (bad mailbox)"),
+                None,
+                ("Permanent", "NoEmail"),
+            ),
         ];
         for (action, status, diag, want) in cases {
-            assert_eq!(classify(action, *status, *diag), *want, "{action} {status:?} {diag:?}");
+            assert_eq!(
+                classify(action, *status, *diag),
+                *want,
+                "{action} {status:?} {diag:?}"
+            );
         }
     }
 }

@@ -11,12 +11,12 @@
 //! Invariants: at most `MAX_RECIPIENTS` recipients and `MAX_FIELDS` fields
 //! are read; values are capped. Exposure: hostile network input.
 
+use super::BouncedRecipient;
 use super::classify::classify;
 use super::scan::{
-    Field, address, cap, enhanced_code, field_groups, get, ip_in, normalize_status, prefix,
-    status_from_diagnostic, typed, untyped, TEXT_CAP,
+    Field, TEXT_CAP, address, cap, enhanced_code, field_groups, first_address, get, ip_in,
+    normalize_status, prefix, status_from_diagnostic, typed, untyped,
 };
-use super::BouncedRecipient;
 
 /// Most recipients read from one report.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -32,7 +32,11 @@ pub(super) struct Dsn {
 }
 
 /// Field names that mark a group as per-recipient.
-const RECIPIENT_FIELDS: &[&str] = &["final-recipient", "original-recipient", "x-actual-recipient"];
+const RECIPIENT_FIELDS: &[&str] = &[
+    "final-recipient",
+    "original-recipient",
+    "x-actual-recipient",
+];
 
 /// Field names a status part may hold (to tell where the fields end when
 /// they are found inside other text).
@@ -98,7 +102,9 @@ pub(super) fn parse_fields(text: &str, embedded: bool) -> Dsn {
             Some(start) => {
                 // Take the per-message group just before, if there is one.
                 let before = text.get(..start).unwrap_or_default();
-                let from = before.rfind("Reporting-MTA:").or_else(|| before.rfind("reporting-mta:"));
+                let from = before
+                    .rfind("Reporting-MTA:")
+                    .or_else(|| before.rfind("reporting-mta:"));
                 text.get(from.unwrap_or(start)..).unwrap_or_default()
             }
             None => return dsn,
@@ -107,14 +113,20 @@ pub(super) fn parse_fields(text: &str, embedded: bool) -> Dsn {
         text
     };
     for group in field_groups(body, MAX_FIELDS) {
-        let is_known = group.iter().any(|(n, _)| KNOWN_FIELDS.contains(&n.as_str()));
+        let is_known = group
+            .iter()
+            .any(|(n, _)| KNOWN_FIELDS.contains(&n.as_str()));
         if embedded && !is_known && !dsn.recipients.is_empty() {
             break;
         }
-        if dsn.reporting_mta.is_none() && let Some(v) = get(&group, "reporting-mta") {
+        if dsn.reporting_mta.is_none()
+            && let Some(v) = get(&group, "reporting-mta")
+        {
             dsn.reporting_mta = Some(typed(v));
         }
-        if dsn.arrival_date.is_none() && let Some(v) = get(&group, "arrival-date") {
+        if dsn.arrival_date.is_none()
+            && let Some(v) = get(&group, "arrival-date")
+        {
             dsn.arrival_date = Some(cap(v, TEXT_CAP));
         }
         for record in split_recipients(&group) {
@@ -169,10 +181,10 @@ fn split_recipients(group: &[Field]) -> Vec<&[Field]> {
 
 /// One recipient from its fields; None without a usable address.
 fn recipient(fields: &[Field]) -> Option<BouncedRecipient> {
-    let original_recipient = get(fields, "original-recipient").and_then(|v| address(untyped(v)));
+    let original_recipient = get(fields, "original-recipient").and_then(recipient_address);
     let email = get(fields, "final-recipient")
-        .and_then(|v| address(untyped(v)))
-        .or_else(|| get(fields, "x-actual-recipient").and_then(|v| address(untyped(v))))
+        .and_then(recipient_address)
+        .or_else(|| get(fields, "x-actual-recipient").and_then(recipient_address))
         .or_else(|| original_recipient.clone())?;
     let diagnostic_code = get(fields, "diagnostic-code").map(typed);
     let status = get(fields, "status")
@@ -200,17 +212,30 @@ fn recipient(fields: &[Field]) -> Option<BouncedRecipient> {
     })
 }
 
+/// The address of a recipient field ("rfc822; <a@b> (comment)").
+fn recipient_address(value: &str) -> Option<String> {
+    let v = untyped(value);
+    address(v).or_else(|| first_address(v))
+}
+
 /// The Action value lowercased; a missing or unknown one is inferred from
 /// the status class (4 -> delayed, 2 -> delivered, else failed).
 fn action(value: Option<&str>, status: Option<&str>) -> String {
     const ACTIONS: &[&str] = &["failed", "delayed", "delivered", "relayed", "expanded"];
     let word = value
-        .and_then(|v| v.split(|c: char| !c.is_ascii_alphabetic()).find(|w| !w.is_empty()))
+        .and_then(|v| {
+            v.split(|c: char| !c.is_ascii_alphabetic())
+                .find(|w| !w.is_empty())
+        })
         .map(str::to_ascii_lowercase);
     if let Some(w) = word.filter(|w| ACTIONS.contains(&w.as_str())) {
         return w;
     }
-    match status.and_then(enhanced_code).as_deref().and_then(|s| s.chars().next()) {
+    match status
+        .and_then(enhanced_code)
+        .as_deref()
+        .and_then(|s| s.chars().next())
+    {
         Some('4') => "delayed".into(),
         Some('2') => "delivered".into(),
         _ => "failed".into(),
@@ -226,7 +251,7 @@ mod tests {
         let text = "Reporting-MTA: dns;mx.example.com\r\nArrival-Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n\
             FINAL-RECIPIENT: RFC822;<Bob@Example.COM>\r\nACTION: Failed\r\nStatus: 5.1.1 (bad mailbox)\r\n\
             Remote-MTA: dns; [192.0.2.7]\r\nDiagnostic-Code: smtp;550 5.1.1 <Bob@Example.COM>:\r\n  user unknown\r\n\
-            Final-Recipient: rfc822; carol@example.org\r\nAction: delayed\r\nStatus: 4.4.1\r\n";
+            Final-Recipient: rfc822; carol@example.org (Carol)\r\nAction: delayed\r\nStatus: 4.4.1\r\n";
         let dsn = parse_fields(text, false);
         assert_eq!(dsn.reporting_mta.as_deref(), Some("dns; mx.example.com"));
         assert_eq!(dsn.recipients.len(), 2);
@@ -234,11 +259,20 @@ mod tests {
         assert_eq!(bob.email, "Bob@example.com");
         assert_eq!(bob.action, "failed");
         assert_eq!(bob.status.as_deref(), Some("5.1.1"));
-        assert_eq!(bob.diagnostic_code.as_deref(), Some("smtp; 550 5.1.1 <Bob@Example.COM>: user unknown"));
+        assert_eq!(
+            bob.diagnostic_code.as_deref(),
+            Some("smtp; 550 5.1.1 <Bob@Example.COM>: user unknown")
+        );
         assert_eq!(bob.remote_mta_ip.as_deref(), Some("192.0.2.7"));
-        assert_eq!((bob.bounce_type, bob.bounce_sub_type), ("Permanent", "NoEmail"));
+        assert_eq!(
+            (bob.bounce_type, bob.bounce_sub_type),
+            ("Permanent", "NoEmail")
+        );
         let carol = &dsn.recipients[1];
-        assert_eq!((carol.action.as_str(), carol.bounce_type), ("delayed", "Transient"));
+        assert_eq!(
+            (carol.action.as_str(), carol.bounce_type),
+            ("delayed", "Transient")
+        );
     }
 
     #[test]

@@ -80,7 +80,9 @@ impl<'m> Mail<'m> {
 /// Runs the MIME parser over `raw`; None when it finds no header field.
 pub(super) fn parse_message(raw: &[u8]) -> Option<Message<'_>> {
     let parser = MessageParser::new();
-    std::panic::catch_unwind(|| parser.parse(raw)).ok().flatten()
+    std::panic::catch_unwind(|| parser.parse(raw))
+        .ok()
+        .flatten()
 }
 
 /// The report view of a parsed message.
@@ -141,7 +143,9 @@ fn content_type(part: &MessagePart<'_>) -> (String, String) {
                 s.push('/');
                 s.push_str(&cap(sub, 64).to_ascii_lowercase());
             }
-            let rt = ct.attribute("report-type").map(|r| cap(r, 64).to_ascii_lowercase());
+            let rt = ct
+                .attribute("report-type")
+                .map(|r| cap(r, 64).to_ascii_lowercase());
             (s, rt.unwrap_or_default())
         }
         None => (String::new(), String::new()),

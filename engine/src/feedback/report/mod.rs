@@ -41,9 +41,10 @@ mod dsn;
 mod mime;
 mod original;
 mod scan;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
+mod text_phrases;
 
 pub use classify::classify;
 pub use dsn::MAX_RECIPIENTS;
@@ -58,9 +59,13 @@ pub enum Report {
     Bounce(BounceReport),
     Complaint(ComplaintReport),
     /// auto-reply / out-of-office / vacation / challenge-response: not a bounce
-    AutoReply { reason: String },
+    AutoReply {
+        reason: String,
+    },
     /// not recognizable as any report (say why, briefly)
-    Unrecognized { reason: String },
+    Unrecognized {
+        reason: String,
+    },
 }
 
 /// A delivery failure, delay (or success) report.
@@ -119,7 +124,11 @@ pub struct ComplaintReport {
 /// Parts whose text holds the status fields.
 const STATUS_TYPES: &[&str] = &["message/delivery-status", "message/global-delivery-status"];
 /// Parts whose text is the original's header.
-const HEADER_TYPES: &[&str] = &["text/rfc822-headers", "message/global-headers", "message/rfc822-headers"];
+const HEADER_TYPES: &[&str] = &[
+    "text/rfc822-headers",
+    "message/global-headers",
+    "message/rfc822-headers",
+];
 
 /// Senders of bounces (lowercase).
 const BOUNCE_SENDERS: &[&str] = &[
@@ -179,8 +188,10 @@ pub fn parse(raw: &[u8]) -> Report {
         c.original = original;
         return Report::Complaint(c);
     }
-    let lower = prefix(&human, text::MAX_TEXT).to_lowercase().replace('\r', "");
-    if let Some(format) = text::template(&lower) {
+    let lower = prefix(&human, text::MAX_TEXT)
+        .to_lowercase()
+        .replace('\r', "");
+    if let Some(format) = text_phrases::template(&lower) {
         return text_bounce(&human, &subject, format, original);
     }
     if let Some(reason) = autoreply::detect(&mail) {
@@ -198,7 +209,7 @@ pub fn parse(raw: &[u8]) -> Report {
     {
         return text_bounce(&human, &subject, "generic", original);
     }
-    if text::generic_wording(&lower) {
+    if text_phrases::generic_wording(&lower) {
         let bounce = text::parse(&human, &subject, "generic");
         if bounce.recipients.iter().any(|r| r.status.is_some()) {
             return Report::Bounce(BounceReport {
@@ -214,7 +225,9 @@ pub fn parse(raw: &[u8]) -> Report {
 }
 
 fn unrecognized(reason: &str) -> Report {
-    Report::Unrecognized { reason: reason.to_string() }
+    Report::Unrecognized {
+        reason: reason.to_string(),
+    }
 }
 
 /// A bounce read from the human text as `format`.

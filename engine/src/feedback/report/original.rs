@@ -59,7 +59,11 @@ impl Original {
 /// first line that is neither a field nor a continuation). A leading mbox
 /// "From " line is skipped.
 pub(super) fn read_header_block(bytes: &[u8]) -> Original {
-    let text = String::from_utf8_lossy(bytes.get(..bytes.len().min(4 * MAX_BYTES)).unwrap_or_default());
+    let text = String::from_utf8_lossy(
+        bytes
+            .get(..bytes.len().min(4 * MAX_BYTES))
+            .unwrap_or_default(),
+    );
     read_header_text(&text)
 }
 
@@ -91,7 +95,9 @@ pub(super) fn read_header_text(text: &str) -> Original {
             }
             continue;
         }
-        if let Some(field) = current.take() && !push(&mut out, &mut used, field) {
+        if let Some(field) = current.take()
+            && !push(&mut out, &mut used, field)
+        {
             return out;
         }
         match field_name(line) {
@@ -188,12 +194,12 @@ pub(super) fn inline(text: &str) -> Option<Original> {
     // attached part whose boundary the MIME parser did not see.
     for _ in 0..3 {
         let trimmed = rest.trim_start_matches(['\r', '\n', ' ', '\t']);
-        let head = trimmed.get(..trimmed.len().min(64)).unwrap_or_default().to_ascii_lowercase();
+        let head = trimmed
+            .get(..trimmed.len().min(64))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if head.starts_with("content-") {
-            let after = match trimmed.find("\n\n").or_else(|| trimmed.find("\r\n\r\n")) {
-                Some(p) => p,
-                None => return None,
-            };
+            let after = trimmed.find("\n\n").or_else(|| trimmed.find("\r\n\r\n"))?;
             rest = trimmed.get(after..).unwrap_or_default();
             continue;
         }

@@ -84,11 +84,12 @@ pub(super) fn field_groups(text: &str, max_fields: usize) -> Vec<Vec<Field>> {
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if open && let Some((_, value)) = group.last_mut() {
-                if value.len() < TEXT_CAP {
-                    value.push(' ');
-                    value.push_str(prefix(line.trim(), TEXT_CAP - value.len().min(TEXT_CAP)));
-                }
+            if open
+                && let Some((_, value)) = group.last_mut()
+                && value.len() < TEXT_CAP
+            {
+                value.push(' ');
+                value.push_str(prefix(line.trim(), TEXT_CAP - value.len().min(TEXT_CAP)));
             }
             continue;
         }
@@ -143,9 +144,13 @@ pub(super) fn untyped(value: &str) -> &str {
 /// "mailto:" dropped), domain lowercased. None unless it has one `@` with a
 /// non-empty local part and domain and no whitespace or control characters.
 pub(super) fn address(s: &str) -> Option<String> {
-    let s = s.trim().trim_matches(|c| matches!(c, '<' | '>' | '"' | '\'' | ',' | ';'));
+    let s = s
+        .trim()
+        .trim_matches(|c| matches!(c, '<' | '>' | '"' | '\'' | ',' | ';'));
     let s = s.strip_prefix("mailto:").unwrap_or(s).trim();
-    if s.len() > 320 || s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;\"".contains(c))
+    if s.len() > 320
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;\"".contains(c))
     {
         return None;
     }
@@ -188,7 +193,10 @@ pub(super) fn enhanced_code(text: &str) -> Option<String> {
         if !matches!(c, b'2' | b'4' | b'5') || b.get(i + 1) != Some(&b'.') {
             continue;
         }
-        if i > 0 && b.get(i - 1).is_some_and(|p| p.is_ascii_alphanumeric() || *p == b'.') {
+        if i > 0
+            && b.get(i - 1)
+                .is_some_and(|p| p.is_ascii_alphanumeric() || *p == b'.')
+        {
             continue;
         }
         let (n1, j) = digits(i + 2);
@@ -219,11 +227,18 @@ pub(super) fn smtp_code(text: &str) -> Option<(usize, u16)> {
         if !matches!(c, b'4' | b'5') {
             continue;
         }
-        if i > 0 && b.get(i - 1).is_some_and(|p| p.is_ascii_alphanumeric() || b".:-_/".contains(p)) {
+        if i > 0
+            && b.get(i - 1)
+                .is_some_and(|p| p.is_ascii_alphanumeric() || b".:-_/".contains(p))
+        {
             continue;
         }
-        let three = b.get(i + 1).is_some_and(u8::is_ascii_digit) && b.get(i + 2).is_some_and(u8::is_ascii_digit);
-        let end_ok = matches!(b.get(i + 3), None | Some(b' ' | b'-' | b'\t' | b',' | b'\r' | b'\n'));
+        let three = b.get(i + 1).is_some_and(u8::is_ascii_digit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_digit);
+        let end_ok = matches!(
+            b.get(i + 3),
+            None | Some(b' ' | b'-' | b'\t' | b',' | b'\r' | b'\n')
+        );
         if three && end_ok {
             let code = text.get(i..i + 3)?.parse().ok()?;
             return Some((i, code));
@@ -235,7 +250,9 @@ pub(super) fn smtp_code(text: &str) -> Option<(usize, u16)> {
 /// The first IP address written in brackets ("[192.0.2.1]",
 /// "[IPv6:2001:db8::1]") in `text`, or `text` itself when it is an address.
 pub(super) fn ip_in(text: &str) -> Option<String> {
-    let plain = text.trim().trim_matches(|c| matches!(c, '[' | ']' | '(' | ')' | '.' | ',' | ';'));
+    let plain = text
+        .trim()
+        .trim_matches(|c| matches!(c, '[' | ']' | '(' | ')' | '.' | ',' | ';'));
     if let Ok(ip) = plain.trim_start_matches("IPv6:").parse::<IpAddr>() {
         return Some(ip.to_string());
     }
@@ -248,7 +265,10 @@ pub(super) fn ip_in(text: &str) -> Option<String> {
             continue;
         };
         let inner = after.get(..close).unwrap_or_default();
-        let inner = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")).unwrap_or(inner);
+        let inner = inner
+            .strip_prefix("IPv6:")
+            .or_else(|| inner.strip_prefix("ipv6:"))
+            .unwrap_or(inner);
         if let Ok(ip) = inner.parse::<IpAddr>() {
             return Some(ip.to_string());
         }

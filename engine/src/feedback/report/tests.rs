@@ -16,7 +16,11 @@ fn samples() -> Vec<(String, Vec<u8>)> {
     for entry in std::fs::read_dir(DIR).expect("fixture directory") {
         let path = entry.expect("dir entry").path();
         if path.extension().is_some_and(|e| e == "eml") {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             out.push((name, std::fs::read(&path).expect("read sample")));
         }
     }
@@ -25,7 +29,8 @@ fn samples() -> Vec<(String, Vec<u8>)> {
 }
 
 fn expected() -> toml::Table {
-    let text = std::fs::read_to_string(Path::new(DIR).join("expected.toml")).expect("expected.toml");
+    let text =
+        std::fs::read_to_string(Path::new(DIR).join("expected.toml")).expect("expected.toml");
     toml::from_str(&text).expect("expected.toml parses")
 }
 
@@ -35,10 +40,10 @@ fn str_of<'a>(t: &'a toml::Table, key: &str) -> Option<&'a str> {
 
 /// Compares `got` with the expected string at `key` (when the key is given).
 fn cmp(bad: &mut Vec<String>, t: &toml::Table, key: &str, got: Option<&str>) {
-    if let Some(want) = t.get(key) {
-        if want.as_str() != got {
-            bad.push(format!("{key}: want {want}, got {got:?}"));
-        }
+    if let Some(want) = t.get(key)
+        && want.as_str() != got
+    {
+        bad.push(format!("{key}: want {want}, got {got:?}"));
     }
 }
 
@@ -46,10 +51,30 @@ fn check_bounce(b: &BounceReport, t: &toml::Table, bad: &mut Vec<String>) {
     cmp(bad, t, "format", Some(b.format));
     cmp(bad, t, "reporting_mta", b.reporting_mta.as_deref());
     let first = b.recipients.first();
-    cmp(bad, t, "diagnostic_code", first.and_then(|r| r.diagnostic_code.as_deref()));
-    cmp(bad, t, "remote_mta", first.and_then(|r| r.remote_mta.as_deref()));
-    cmp(bad, t, "remote_mta_ip", first.and_then(|r| r.remote_mta_ip.as_deref()));
-    cmp(bad, t, "original_recipient", first.and_then(|r| r.original_recipient.as_deref()));
+    cmp(
+        bad,
+        t,
+        "diagnostic_code",
+        first.and_then(|r| r.diagnostic_code.as_deref()),
+    );
+    cmp(
+        bad,
+        t,
+        "remote_mta",
+        first.and_then(|r| r.remote_mta.as_deref()),
+    );
+    cmp(
+        bad,
+        t,
+        "remote_mta_ip",
+        first.and_then(|r| r.remote_mta_ip.as_deref()),
+    );
+    cmp(
+        bad,
+        t,
+        "original_recipient",
+        first.and_then(|r| r.original_recipient.as_deref()),
+    );
     let want: Vec<&toml::Table> = t
         .get("recipients")
         .and_then(|v| v.as_array())
@@ -58,8 +83,16 @@ fn check_bounce(b: &BounceReport, t: &toml::Table, bad: &mut Vec<String>) {
     let count = t.get("recipient_count").and_then(|v| v.as_integer());
     let want_len = count.map(|c| c as usize).unwrap_or(want.len());
     if b.recipients.len() != want_len {
-        let got: Vec<&str> = b.recipients.iter().take(5).map(|r| r.email.as_str()).collect();
-        bad.push(format!("recipients: want {want_len}, got {} {got:?}", b.recipients.len()));
+        let got: Vec<&str> = b
+            .recipients
+            .iter()
+            .take(5)
+            .map(|r| r.email.as_str())
+            .collect();
+        bad.push(format!(
+            "recipients: want {want_len}, got {} {got:?}",
+            b.recipients.len()
+        ));
     }
     for (w, r) in want.iter().zip(&b.recipients) {
         let mut rb = Vec::new();
@@ -68,7 +101,11 @@ fn check_bounce(b: &BounceReport, t: &toml::Table, bad: &mut Vec<String>) {
         cmp(&mut rb, w, "bounce_type", Some(r.bounce_type));
         cmp(&mut rb, w, "bounce_sub_type", Some(r.bounce_sub_type));
         if str_of(w, "status") != r.status.as_deref() {
-            rb.push(format!("status: want {:?}, got {:?}", str_of(w, "status"), r.status));
+            rb.push(format!(
+                "status: want {:?}, got {:?}",
+                str_of(w, "status"),
+                r.status
+            ));
         }
         bad.extend(rb.into_iter().map(|m| format!("{}: {m}", r.email)));
     }
@@ -79,21 +116,34 @@ fn check_complaint(c: &ComplaintReport, t: &toml::Table, bad: &mut Vec<String>) 
     cmp(bad, t, "user_agent", c.user_agent.as_deref());
     cmp(bad, t, "source_ip", c.source_ip.as_deref());
     cmp(bad, t, "arrival_date", c.arrival_date.as_deref());
-    cmp(bad, t, "original_mail_from", c.original_mail_from.as_deref());
+    cmp(
+        bad,
+        t,
+        "original_mail_from",
+        c.original_mail_from.as_deref(),
+    );
     let list = |key: &str| -> Option<Vec<String>> {
-        t.get(key)?
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        t.get(key)?.as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
     };
     if let Some(want) = list("recipients")
         && want != c.original_rcpt_to
     {
-        bad.push(format!("recipients: want {want:?}, got {:?}", c.original_rcpt_to));
+        bad.push(format!(
+            "recipients: want {want:?}, got {:?}",
+            c.original_rcpt_to
+        ));
     }
     if let Some(want) = list("reported_domain")
         && want != c.reported_domain
     {
-        bad.push(format!("reported_domain: want {want:?}, got {:?}", c.reported_domain));
+        bad.push(format!(
+            "reported_domain: want {want:?}, got {:?}",
+            c.reported_domain
+        ));
     }
 }
 
@@ -110,7 +160,9 @@ fn check(report: &Report, t: &toml::Table) -> Vec<String> {
             check_complaint(c, t, &mut bad);
             Some(&c.original)
         }
-        ("autoreply", Report::AutoReply { .. }) | ("unrecognized", Report::Unrecognized { .. }) => None,
+        ("autoreply", Report::AutoReply { .. }) | ("unrecognized", Report::Unrecognized { .. }) => {
+            None
+        }
         _ => {
             bad.push(format!("kind: want {kind}, got {}", summary(report)));
             return bad;
@@ -120,13 +172,19 @@ fn check(report: &Report, t: &toml::Table) -> Vec<String> {
         if let Some(want) = str_of(t, "original_contains")
             && !o.headers.iter().any(|(_, v)| v.contains(want))
         {
-            bad.push(format!("original: no header contains {want:?} ({} fields)", o.headers.len()));
+            bad.push(format!(
+                "original: no header contains {want:?} ({} fields)",
+                o.headers.len()
+            ));
         }
         cmp(&mut bad, t, "message_id", o.message_id());
         if let Some(want) = t.get("original_truncated").and_then(|v| v.as_bool())
             && want != o.truncated
         {
-            bad.push(format!("original_truncated: want {want}, got {}", o.truncated));
+            bad.push(format!(
+                "original_truncated: want {want}, got {}",
+                o.truncated
+            ));
         }
     }
     bad
@@ -163,9 +221,20 @@ fn corpus_matches_expected() {
             mismatches.push(format!("{name}: listed in expected.toml but missing"));
         }
     }
-    println!("feedback corpus: {} samples, {matched} matched", samples.len());
-    assert!(samples.len() >= 40, "the corpus has {} samples", samples.len());
-    assert!(mismatches.is_empty(), "corpus mismatches:\n  {}", mismatches.join("\n  "));
+    println!(
+        "feedback corpus: {} samples, {matched} matched",
+        samples.len()
+    );
+    assert!(
+        samples.len() >= 40,
+        "the corpus has {} samples",
+        samples.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "corpus mismatches:\n  {}",
+        mismatches.join("\n  ")
+    );
 }
 
 #[test]
@@ -179,7 +248,11 @@ fn never_panics_on_mutated_samples() {
             continue;
         }
         for i in 0..24 {
-            let cut = if i == 0 { raw.len() / 2 } else { rng.usize(..raw.len()) };
+            let cut = if i == 0 {
+                raw.len() / 2
+            } else {
+                rng.usize(..raw.len())
+            };
             let _ = parse(raw.get(..cut).unwrap_or_default());
             let mut flipped = raw.to_vec();
             for _ in 0..1 + rng.usize(..8) {
@@ -206,7 +279,9 @@ fn hostile_shapes_are_bounded() {
         "From: MAILER-DAEMON@x.example\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\n",
     );
     for i in 0..5000 {
-        many.push_str(&format!("Final-Recipient: rfc822;r{i}@x.example\nAction: failed\nStatus: 5.0.0\n"));
+        many.push_str(&format!(
+            "Final-Recipient: rfc822;r{i}@x.example\nAction: failed\nStatus: 5.0.0\n"
+        ));
     }
     match parse(many.as_bytes()) {
         Report::Bounce(b) => assert_eq!(b.recipients.len(), super::MAX_RECIPIENTS),
@@ -218,12 +293,22 @@ fn hostile_shapes_are_bounded() {
     );
     match parse(long_diag.as_bytes()) {
         Report::Bounce(b) => {
-            let d = b.recipients.first().and_then(|r| r.diagnostic_code.as_deref()).unwrap_or_default();
+            let d = b
+                .recipients
+                .first()
+                .and_then(|r| r.diagnostic_code.as_deref())
+                .unwrap_or_default();
             assert!(d.len() <= 1024, "{}", d.len());
         }
         other => panic!("{other:?}"),
     }
-    for raw in [&b""[..], b"\n\n\n", b":", b"From:", b"Content-Type: multipart/report\n\n--"] {
+    for raw in [
+        &b""[..],
+        b"\n\n\n",
+        b":",
+        b"From:",
+        b"Content-Type: multipart/report\n\n--",
+    ] {
         let _ = parse(raw);
     }
 }
@@ -231,20 +316,32 @@ fn hostile_shapes_are_bounded() {
 #[test]
 fn scanners() {
     assert_eq!(enhanced_code("#550 5.1.1 RESOLVER"), Some("5.1.1".into()));
-    assert_eq!(enhanced_code("<mx.example.com #5.1.1>"), Some("5.1.1".into()));
+    assert_eq!(
+        enhanced_code("<mx.example.com #5.1.1>"),
+        Some("5.1.1".into())
+    );
     assert_eq!(enhanced_code("host [4.2.2.1] said"), None);
     assert_eq!(enhanced_code("v15.20.7633.000"), None);
     assert_eq!(enhanced_code("550-5.1.10 x"), Some("5.1.10".into()));
     assert_eq!(smtp_code("said: 550 5.1.1"), Some((6, 550)));
     assert_eq!(smtp_code("[1.2.3.4]:587: refused"), None);
     assert_eq!(smtp_code("mta1234 and 2024"), None);
-    assert_eq!(status_from_diagnostic("554 delivery error"), Some("5.0.0".into()));
-    assert_eq!(status_from_diagnostic("421 4.7.0 try later"), Some("4.7.0".into()));
+    assert_eq!(
+        status_from_diagnostic("554 delivery error"),
+        Some("5.0.0".into())
+    );
+    assert_eq!(
+        status_from_diagnostic("421 4.7.0 try later"),
+        Some("4.7.0".into())
+    );
     assert_eq!(address("<Bob@Example.COM>"), Some("Bob@example.com".into()));
     assert_eq!(address("rfc822; a@b"), None);
     assert_eq!(address("no-at-sign"), None);
     assert_eq!(address("a@b@c.example"), None);
-    assert_eq!(ip_in("mx.example.com[192.0.2.1]:25"), Some("192.0.2.1".into()));
+    assert_eq!(
+        ip_in("mx.example.com[192.0.2.1]:25"),
+        Some("192.0.2.1".into())
+    );
     assert_eq!(ip_in("[IPv6:2001:db8::1]"), Some("2001:db8::1".into()));
     assert_eq!(ip_in("dns; 192.0.2.9"), None);
     assert_eq!(typed("smtp;550 x"), "smtp; 550 x");
@@ -261,4 +358,3 @@ fn original_accessors() {
     assert_eq!(o.get("Subject"), Some("café ok"));
     assert_eq!(o.get("body"), None);
 }
-

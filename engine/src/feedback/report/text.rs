@@ -13,8 +13,9 @@
 //! up to a blank line or the next recipient, are its diagnostic. A
 //! recipient without one gets the report's first line carrying an SMTP
 //! code. Repeated recipients are merged, keeping a diagnostic with a code.
-//! Invariants: at most `MAX_TEXT` bytes are read and `MAX_RECIPIENTS`
-//! recipients kept; diagnostics capped. Exposure: hostile network input.
+//! Invariants: at most `MAX_TEXT` bytes are read, `MAX_RECIPIENTS`
+//! recipients kept (merging repeats is linear in those), diagnostics
+//! capped. The phrase tables are in `text_phrases`. Exposure: hostile network input.
 
 use super::BouncedRecipient;
 use super::classify::classify;
@@ -23,157 +24,16 @@ use super::scan::{
     TEXT_CAP, address, cap, contains_any, enhanced_code, first_address, ip_in, lines, prefix,
     smtp_code, status_from_diagnostic,
 };
+use super::text_phrases::{DELAY, INLINE_RECIPIENT, PERMANENT, REPORTING_HOST};
 
 /// Most bytes of human text read.
 pub(super) const MAX_TEXT: usize = 256 * 1024;
-
-/// Known templates: name and the lowercase phrases that identify it.
-const TEMPLATES: &[(&str, &[&str])] = &[
-    ("qmail", &["this is the qmail-send program"]),
-    ("postfix", &["this is the mail system at host", "this is the postfix program at host"]),
-    ("courier", &["running the courier mail server"]),
-    (
-        "yahoo",
-        &[
-            "sorry, we were unable to deliver your message to the following address",
-            "unable to deliver message to the following address",
-        ],
-    ),
-    (
-        "gmail",
-        &[
-            "delivery to the following recipient failed permanently",
-            "delivery to the following recipients failed permanently",
-            "delivery to the following recipient has been delayed",
-            "technical details of permanent failure",
-            "technical details of temporary failure",
-        ],
-    ),
-    (
-        "exchange",
-        &[
-            "your message did not reach some or all of the intended recipients",
-            "delivery has failed to these recipients or groups",
-            "the following recipient(s) cannot be reached",
-            "diagnostic information for administrators",
-        ],
-    ),
-    ("domino", &["not listed in domino directory", "was not delivered to:"]),
-    (
-        "sendmail",
-        &[
-            "the following addresses had permanent fatal errors",
-            "----- transcript of session follows -----",
-            "this is a warning message only",
-        ],
-    ),
-    (
-        "exim",
-        &[
-            "this message was created automatically by mail delivery software",
-            "could not be delivered to one or more of its recipients",
-            "the following address(es) failed",
-            "has not yet been delivered to one or more of its",
-        ],
-    ),
-];
-
-/// Wording of other systems' bounces (lowercase).
-const GENERIC: &[&str] = &[
-    "could not be delivered",
-    "couldn't be delivered",
-    "undeliverable",
-    "undelivered",
-    "delivery failed",
-    "delivery has failed",
-    "delivery failure",
-    "permanent error",
-    "unable to deliver",
-    "was not delivered",
-    "wasn't delivered",
-    "failed permanently",
-    "message not delivered",
-    "not be delivered",
-    "message was not accepted",
-    "returned mail",
-    "mail delivery failed",
-    "non-delivery",
-    "has not yet been delivered",
-    "delivery status notification",
-    "не доставлено",
-    "не удалось доставить",
-    "nicht zugestellt",
-    "no se pudo entregar",
-    "impossible de remettre",
-    "n'a pas pu être remis",
-];
-
-/// Phrases of delay warnings (lowercase).
-const DELAY: &[&str] = &[
-    "has not yet been delivered",
-    "not yet been delivered",
-    "has been delayed",
-    "delivery is delayed",
-    "delivery delayed",
-    "(delay)",
-    "will be retried",
-    "will continue to try",
-    "still trying",
-    "will keep trying",
-    "this is a warning only",
-    "warning message only",
-    "delayed mail",
-    "could not send message for past",
-];
-
-/// Phrases that make a report a definite failure even if it also speaks
-/// of retrying (lowercase).
-const PERMANENT: &[&str] = &[
-    "permanent error",
-    "failed permanently",
-    "permanent fatal error",
-    "i've given up",
-    "giving up",
-    "this is a permanent",
-];
-
-/// Phrases after which the failed address is written inline (lowercase).
-const INLINE_RECIPIENT: &[&str] = &[
-    "wasn't delivered to ",
-    "was not delivered to ",
-    "couldn't be delivered to ",
-    "could not be delivered to ",
-    "local mailbox ",
-    "failed to deliver to ",
-    "delivery to the following recipient failed permanently:",
-];
-
-/// Phrases after which a reporting host is named (lowercase).
-const REPORTING_HOST: &[&str] = &[
-    "this is the mail system at host ",
-    "this is the qmail-send program at ",
-    "delivery status notification from ",
-    "generating server: ",
-];
 
 /// A bounce read from human text.
 pub(super) struct TextBounce {
     pub format: &'static str,
     pub reporting_mta: Option<String>,
     pub recipients: Vec<BouncedRecipient>,
-}
-
-/// The known template `lower` (lowercase human text) is written in.
-pub(super) fn template(lower: &str) -> Option<&'static str> {
-    TEMPLATES
-        .iter()
-        .find(|(_, phrases)| contains_any(lower, phrases))
-        .map(|(name, _)| *name)
-}
-
-/// True when `lower` has the wording of a bounce.
-pub(super) fn generic_wording(lower: &str) -> bool {
-    contains_any(lower, GENERIC)
 }
 
 /// Reads recipients and diagnostics from `human` as template `format`.
@@ -193,22 +53,33 @@ pub(super) fn parse(human: &str, subject: &str, format: &'static str) -> TextBou
     let recipients = blocks
         .into_iter()
         .map(|(email, diag)| {
-            let diag = if diag.is_empty() { fallback.clone().unwrap_or_default() } else { diag };
+            let diag = if diag.is_empty() {
+                fallback.clone().unwrap_or_default()
+            } else {
+                diag
+            };
             recipient(email, &diag, action)
         })
         .collect();
-    TextBounce { format, reporting_mta: reporting_host(&lower), recipients }
+    TextBounce {
+        format,
+        reporting_mta: reporting_host(&lower),
+        recipients,
+    }
 }
 
 /// One recipient from its diagnostic.
 fn recipient(email: String, diag: &str, action: &str) -> BouncedRecipient {
     let diag = diag.trim();
     let status = status_from_diagnostic(diag);
-    let code_at = smtp_code(diag).map(|(p, _)| p).or_else(|| {
-        enhanced_code(diag).and_then(|c| diag.find(&c))
-    });
+    let code_at = smtp_code(diag)
+        .map(|(p, _)| p)
+        .or_else(|| enhanced_code(diag).and_then(|c| diag.find(&c)));
     let diagnostic_code = match code_at {
-        Some(p) => Some(cap(&format!("smtp; {}", diag.get(p..).unwrap_or_default()), TEXT_CAP)),
+        Some(p) => Some(cap(
+            &format!("smtp; {}", diag.get(p..).unwrap_or_default()),
+            TEXT_CAP,
+        )),
         None if !diag.is_empty() => Some(cap(diag, TEXT_CAP)),
         None => None,
     };
@@ -232,6 +103,7 @@ fn recipient(email: String, diag: &str, action: &str) -> BouncedRecipient {
 fn blocks(human: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut current: Option<(String, String)> = None;
+    let mut seen = 0usize; // recipient lines, repeats included
     for line in lines(human) {
         let t = line.trim();
         if t.is_empty() {
@@ -244,7 +116,8 @@ fn blocks(human: &str) -> Vec<(String, String)> {
             if let Some(b) = current.take() {
                 merge(&mut out, b);
             }
-            if out.len() >= MAX_RECIPIENTS {
+            seen += 1;
+            if out.len() >= MAX_RECIPIENTS || seen > 4 * MAX_RECIPIENTS {
                 break;
             }
             current = Some((email, cap(rest, TEXT_CAP)));
@@ -293,7 +166,9 @@ fn recipient_line(t: &str) -> Option<(String, &str)> {
         let close = inner.find(['\'', '"'])?;
         (inner.get(..close)?, inner.get(close + 1..)?)
     } else {
-        let end = t.find(|c: char| c.is_whitespace() || c == ':').unwrap_or(t.len());
+        let end = t
+            .find(|c: char| c.is_whitespace() || c == ':')
+            .unwrap_or(t.len());
         (t.get(..end)?, t.get(end..)?)
     };
     let email = address(candidate)?;
@@ -369,7 +244,9 @@ fn remote(diag: &str) -> (Option<String>, Option<String>) {
         let name = word.split('[').next()?.trim_end_matches([':', ',', '.']);
         let ok = name.contains('.')
             && name.len() <= 255
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
         ok.then(|| format!("dns; {}", name.to_ascii_lowercase()))
     });
     (host, ip)
@@ -384,7 +261,9 @@ fn reporting_host(lower: &str) -> Option<String> {
             let name = word.trim_end_matches(['.', ',', ':']);
             if name.contains('.')
                 && name.len() <= 255
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             {
                 return Some(format!("dns; {name}"));
             }
