@@ -193,6 +193,7 @@ impl Engine {
             SuppressionList::open(&spool.dir().join("suppression"))
                 .map_err(|e| StartError::Feedback(format!("suppression list: {e}")))?,
         );
+        metrics.feedback.watch_list(Arc::clone(&suppression));
         let marks = crate::feedback::marks::Marks::from_config(&config.feedback)
             .map_err(StartError::Feedback)?
             .map(Arc::new);

@@ -5,8 +5,11 @@
 //! configured, SNS's links: the signing certificate
 //! (`GET /sns/SimpleNotificationService-volley.pem`) and `GET /sns?Action=…`
 //! (subscription confirmation and unsubscription, see
-//! [`crate::events::sns::endpoints`]). Exposure: listens on the configured
-//! address; request input read: the `Accept` header and the `/sns` query.
+//! [`crate::events::sns::endpoints`]), and, with `[feedback.unsubscribe]`,
+//! one-click unsubscribe (`GET`/`POST /unsubscribe/<token>`, see
+//! [`crate::feedback::web`]). Exposure: listens on the configured
+//! address; request input read: the `Accept` header, the `/sns` query and
+//! the unsubscribe token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +33,41 @@ pub struct Service {
     pub spool: Arc<Spool>,
     /// The SNS side of `sns` webhooks (none: the `/sns` paths are 404).
     pub sns: Option<SnsState>,
+    /// One-click unsubscribe (none: `/unsubscribe/…` is 404).
+    pub feedback: Option<Arc<crate::feedback::inbound::Handler>>,
+}
+
+/// `GET` or `POST /unsubscribe/<token>` ([`crate::feedback::web`]).
+async fn unsubscribe(
+    handler: Option<Arc<crate::feedback::inbound::Handler>>,
+    uri: axum::http::Uri,
+    post: bool,
+) -> Response {
+    use crate::feedback::web;
+    let Some(h) = handler else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let token = uri.path().strip_prefix(web::PATH).unwrap_or("").to_string();
+    let answered = tokio::task::spawn_blocking(move || {
+        if post {
+            web::unsubscribe(&h, &token)
+        } else {
+            web::confirm(&h, &token)
+        }
+    })
+    .await;
+    match answered {
+        Ok((status, body)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// `GET /healthz`: the status and body for a spool in this state.
@@ -69,7 +107,13 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let spool = Arc::clone(&service.spool);
     let (cert, actions) = (service.sns.clone(), service.sns.clone());
+    let (unsub_get, unsub_post) = (service.feedback.clone(), service.feedback.clone());
     let app = Router::new()
+        .route(
+            "/unsubscribe/{token}",
+            get(move |uri: axum::http::Uri| unsubscribe(unsub_get, uri, false))
+                .post(move |uri: axum::http::Uri| unsubscribe(unsub_post, uri, true)),
+        )
         .route(
             sns::CERT_PATH,
             get(move || async move {

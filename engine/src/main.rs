@@ -87,6 +87,19 @@ enum Cmd {
         #[arg(long, default_value = "config.toml", global = true)]
         config: PathBuf,
     },
+    /// The account's suppression list (through the running service when
+    /// there is one).
+    Suppression {
+        #[command(subcommand)]
+        action: cli::suppression::Action,
+        #[arg(long, default_value = "config.toml", global = true)]
+        config: PathBuf,
+    },
+    /// Bounce and complaint handling tools.
+    Feedback {
+        #[command(subcommand)]
+        action: cli::feedback::Action,
+    },
     /// The sendmail interface (sendmail's options: -t, -i, -f ADDR, ...):
     /// the message on standard input goes into the drop directory.
     Sendmail {
@@ -210,6 +223,10 @@ fn main() -> ExitCode {
                 UserAction::Remove { name } => cli::user::remove(&config, &name),
                 UserAction::List => cli::user::list(&config),
             },
+            Cmd::Suppression { action, config } => {
+                cli::suppression::command(&config, action.into()).await
+            }
+            Cmd::Feedback { action } => cli::feedback::command(action),
             Cmd::Sendmail { args } => Ok(cli::sendmail::main(&args)),
             Cmd::TlsCert { name, cert, key } => cli::user::tls_cert(&name, &cert, &key),
             Cmd::Status { config, json } => cli::run::status(&config, json),

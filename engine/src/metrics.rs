@@ -12,6 +12,7 @@
 //! `0.15000000000000003`). Exposure: none (output only).
 
 mod destination;
+pub mod feedback;
 mod expose;
 mod site;
 mod spool_view;
@@ -110,6 +111,8 @@ pub struct Metrics {
     bounces: Family<BounceLabels, Counter>,
     sites: site::SiteFamilies,
     destinations: destination::DestinationFamilies,
+    /// Reports received and the suppression list.
+    pub feedback: feedback::FeedbackMetrics,
     spool: spool_view::SpoolGauges,
     /// Seconds from acceptance into the spool to delivery.
     pub delivery_latency: Histogram,
@@ -149,6 +152,7 @@ impl Metrics {
             bounces: Family::default(),
             sites: site::SiteFamilies::default(),
             destinations: destination::DestinationFamilies::default(),
+            feedback: feedback::FeedbackMetrics::default(),
             spool: spool_view::SpoolGauges::default(),
             delivery_latency: Histogram::new(DELIVERY_BUCKETS),
             transaction_latency: Histogram::new(TRANSACTION_BUCKETS),
@@ -268,6 +272,7 @@ impl Metrics {
         m.spool.register(&mut registry);
         m.sites.register(&mut registry);
         m.destinations.register(&mut registry);
+        m.feedback.register(&mut registry);
         registry.register(
             "delivery_latency_seconds",
             "Time from acceptance into the spool to delivery",
@@ -341,6 +346,7 @@ impl Metrics {
         self.deferred_waiting.set(queues.waiting);
         self.sites_active.set(queues.sites);
         self.spool.refresh(spool, volley_spool::now_ms());
+        self.feedback.refresh();
         format.encode(&self.registry)
     }
 }

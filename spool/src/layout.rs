@@ -86,6 +86,14 @@ fn create_meta(dir: &Path) -> Result<u64> {
     Ok(uid)
 }
 
+/// Takes the lock of a spool directory (created if missing) without
+/// opening the spool: for tools that change files the spool's owner also
+/// keeps there (the suppression list). Held while the file is open.
+pub fn lock_dir(dir: &Path) -> Result<File> {
+    fs::create_dir_all(dir).ctx("create spool directory", dir)?;
+    take_lock(dir)
+}
+
 /// Takes the spool's lock (`flock` on `lock`), or [`Error::Locked`].
 fn take_lock(dir: &Path) -> Result<File> {
     let p = dir.join("lock");

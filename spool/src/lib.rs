@@ -82,6 +82,7 @@ pub use append::StartedAppend;
 pub use campaign::Campaign;
 pub use checkpoint::Run;
 pub use error::{Error, Result};
+pub use layout::lock_dir;
 pub use index::Retry;
 pub use inspect::{CampaignInfo, Inspection, inspect};
 pub use journal::{Entry, Kind};

@@ -2,11 +2,14 @@
 
 pub mod control;
 pub mod demo;
+pub mod feedback;
+pub mod inbound;
 pub mod progress;
 pub mod run;
 pub mod send;
 pub mod sendmail;
 pub mod summary;
+pub mod suppression;
 pub mod user;
 
 use std::path::Path;

@@ -52,6 +52,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         .parse()
         .map_err(|e| bad(anyhow::anyhow!("http.listen: {e}")))?;
     let (engine, metrics) = start_engine(&config, Options::default())?;
+    let inbound = super::inbound::start(&config, &engine).await?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
     let spool = Arc::clone(&engine.spool);
     let service = volley_engine::http::Service {
@@ -59,6 +60,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         stats: Arc::clone(&engine.stats),
         spool: Arc::clone(&spool),
         sns: engine.sns.clone(),
+        feedback: inbound.handler.clone(),
     };
     let addr = volley_engine::http::serve(listen, service, http_stop_rx)
         .await
@@ -70,6 +72,7 @@ pub async fn run(config_path: &Path) -> CliResult {
         handle: engine.handle(),
         events_file: engine.events_file_position(),
         clients: Arc::default(),
+        suppression: Arc::clone(&engine.suppression),
     });
     let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
     if let Err(e) = super::control::serve(control, control_stop_rx) {
@@ -102,6 +105,7 @@ pub async fn run(config_path: &Path) -> CliResult {
     tracing::info!(signal = sig, "shutting down: finishing open transactions");
     let _ = control_stop.send(true);
     submission.stop().await;
+    inbound.stop().await;
     engine.shutdown(Duration::from_secs(30)).await;
     let _ = http_stop.send(true);
     if let Some(why) = spool.failure() {

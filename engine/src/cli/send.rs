@@ -160,6 +160,7 @@ async fn deliver_until(
         handle: engine.handle(),
         events_file: engine.events_file_position(),
         clients: Arc::default(),
+        suppression: Arc::clone(&engine.suppression),
     });
     if stop.is_some()
         && let Err(e) = super::control::serve(Arc::clone(&control), control_stop_rx)
@@ -175,6 +176,7 @@ async fn deliver_until(
             stats: Arc::clone(&engine.stats),
             spool: Arc::clone(&spool),
             sns: engine.sns.clone(),
+            feedback: None,
         };
         let listen = config
             .http

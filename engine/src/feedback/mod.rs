@@ -9,6 +9,7 @@
 //! - [`inbound`]: the listener of the bounce and feedback domains, and how
 //!   a report becomes events and suppressions.
 //! - [`suppression`]: the account-level suppression list.
+//! - [`web`]: one-click unsubscribe pages (RFC 8058).
 //!
 //! Exposure: everything here past the token signer takes hostile input.
 
@@ -17,3 +18,4 @@ pub mod marks;
 pub mod report;
 pub mod suppression;
 pub mod token;
+pub mod web;
