@@ -12,8 +12,8 @@
 //! `0.15000000000000003`). Exposure: none (output only).
 
 mod destination;
-pub mod feedback;
 mod expose;
+pub mod feedback;
 mod site;
 mod spool_view;
 

@@ -241,7 +241,11 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
 }
 
 /// A `volley suppression` operation done for a client.
-async fn suppression(ctx: &ControlCtx, op: super::suppression::Op, tx: &mpsc::UnboundedSender<Reply>) {
+async fn suppression(
+    ctx: &ControlCtx,
+    op: super::suppression::Op,
+    tx: &mpsc::UnboundedSender<Reply>,
+) {
     use super::suppression::{Out, perform};
     let list = Arc::clone(&ctx.suppression);
     let out = tx.clone();
@@ -265,9 +269,13 @@ async fn suppression(ctx: &ControlCtx, op: super::suppression::Op, tx: &mpsc::Un
 }
 
 /// Runs a `volley suppression` operation through the service.
-pub(super) async fn remote_suppression(stream: UnixStream, op: &super::suppression::Op) -> CliResult {
+pub(super) async fn remote_suppression(
+    stream: UnixStream,
+    op: &super::suppression::Op,
+) -> CliResult {
     let (rd, mut wr) = stream.into_split();
-    let mut line = serde_json::to_vec(&Request::Suppression { what: op.clone() }).map_err(super::fail)?;
+    let mut line =
+        serde_json::to_vec(&Request::Suppression { what: op.clone() }).map_err(super::fail)?;
     line.push(b'\n');
     wr.write_all(&line).await.map_err(super::fail)?;
     let mut replies = BufReader::new(rd).lines();
@@ -336,7 +344,11 @@ async fn job(
                     let _ = out.send(Reply::Line { text });
                 }),
             );
-            let topic = loaded.def.list_management.as_ref().and_then(|l| l.topic.clone());
+            let topic = loaded
+                .def
+                .list_management
+                .as_ref()
+                .and_then(|l| l.topic.clone());
             let mut domains = ingest::Domains::default();
             let opts = ingest::Options {
                 stop: Some(&halt),

@@ -30,7 +30,8 @@ pub fn command(action: Action) -> CliResult {
     match action {
         Action::Key { id } => {
             let mut secret = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut secret).map_err(|_| fail(anyhow::anyhow!("no randomness")))?;
+            aws_lc_rs::rand::fill(&mut secret)
+                .map_err(|_| fail(anyhow::anyhow!("no randomness")))?;
             let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
             println!("[[feedback.keys]]\nid = {id:?}\nsecret = {b64:?}");
             Ok(EXIT_OK)

@@ -49,7 +49,10 @@ pub async fn start(config: &Arc<Config>, engine: &Engine) -> Result<Inbound, Cli
         config: f.clone(),
         counts: Arc::new(Counts::default()),
     });
-    engine.metrics.feedback.watch_counts(Arc::clone(&handler.counts));
+    engine
+        .metrics
+        .feedback
+        .watch_counts(Arc::clone(&handler.counts));
     out.handler = Some(Arc::clone(&handler));
     if f.listeners.is_empty() {
         return Ok(out);

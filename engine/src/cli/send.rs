@@ -56,7 +56,11 @@ fn spawn_ingest(
     let spool = Arc::clone(&engine.spool);
     tokio::task::spawn_blocking(move || {
         let mut report = SkipReport::new(&loaded.recipients);
-        let topic = loaded.def.list_management.as_ref().and_then(|l| l.topic.clone());
+        let topic = loaded
+            .def
+            .list_management
+            .as_ref()
+            .and_then(|l| l.topic.clone());
         let mut domains = ingest::Domains::default();
         let opts = ingest::Options {
             stop: Some(&halt),

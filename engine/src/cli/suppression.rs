@@ -75,7 +75,12 @@ fn time_ms(s: &str) -> Result<u64, Failure> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64)
-        .ok_or_else(|| (EXIT_BAD_INPUT, format!("{s:?} is not an RFC 3339 time or milliseconds")))
+        .ok_or_else(|| {
+            (
+                EXIT_BAD_INPUT,
+                format!("{s:?} is not an RFC 3339 time or milliseconds"),
+            )
+        })
 }
 
 fn csv_line(e: &Entry) -> String {
@@ -97,7 +102,9 @@ const HEADER: &str = "email,reason,last_update_time,message_id,feedback_id,topic
 
 /// Performs `op` on `list`, printing through `out`.
 pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Result<(), Failure> {
-    let io = |e: volley_engine::feedback::suppression::SuppressionError| (super::EXIT_FAILURE, e.to_string());
+    let io = |e: volley_engine::feedback::suppression::SuppressionError| {
+        (super::EXIT_FAILURE, e.to_string())
+    };
     match op {
         Op::List {
             reason: r,
@@ -110,7 +117,9 @@ pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Res
                 until_ms: until.as_deref().map(time_ms).transpose()?,
             };
             out(Out::Stdout(HEADER.into()));
-            let n = list.list(&filter, |e| out(Out::Stdout(csv_line(e)))).map_err(io)?;
+            let n = list
+                .list(&filter, |e| out(Out::Stdout(csv_line(e))))
+                .map_err(io)?;
             out(Out::Stderr(format!("{n} entries")));
         }
         Op::Get { email } => match list.get(email).map_err(io)? {
@@ -118,7 +127,12 @@ pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Res
                 out(Out::Stdout(HEADER.into()));
                 out(Out::Stdout(csv_line(&e)));
             }
-            None => return Err((super::EXIT_FAILURE, format!("{email} is not on the suppression list"))),
+            None => {
+                return Err((
+                    super::EXIT_FAILURE,
+                    format!("{email} is not on the suppression list"),
+                ));
+            }
         },
         Op::Add {
             emails,
@@ -135,7 +149,9 @@ pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Res
                     entry
                 })
                 .collect();
-            let added = list.add(entries).map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
+            let added = list
+                .add(entries)
+                .map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
             out(Out::Stderr(format!(
                 "{added} added, {} updated ({} entries on the list)",
                 emails.len() - added,
@@ -148,7 +164,10 @@ pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Res
                 .map(|e| (e.as_str(), topic.as_deref()))
                 .collect();
             let n = list.remove_scoped(&keys).map_err(io)?;
-            out(Out::Stderr(format!("{n} removed ({} entries on the list)", list.len())));
+            out(Out::Stderr(format!(
+                "{n} removed ({} entries on the list)",
+                list.len()
+            )));
         }
         Op::Import { file, reason: r } => {
             let r = reason(r)?;
@@ -168,7 +187,10 @@ pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Res
                 list.len()
             )));
             if report.rejected_count > 0 {
-                return Err((super::EXIT_REJECTED, format!("{} rows rejected", report.rejected_count)));
+                return Err((
+                    super::EXIT_REJECTED,
+                    format!("{} rows rejected", report.rejected_count),
+                ));
             }
         }
         Op::Export { file: Some(path) } => {
@@ -178,10 +200,16 @@ pub fn perform(list: &SuppressionList, op: &Op, out: &mut dyn FnMut(Out)) -> Res
             let n = list.export_csv(&mut w).map_err(io)?;
             w.flush()
                 .map_err(|e| (super::EXIT_FAILURE, format!("{}: {e}", path.display())))?;
-            out(Out::Stderr(format!("{n} entries written to {}", path.display())));
+            out(Out::Stderr(format!(
+                "{n} entries written to {}",
+                path.display()
+            )));
         }
         Op::Export { file: None } => {
-            let mut lines = LineSink { out, buf: Vec::new() };
+            let mut lines = LineSink {
+                out,
+                buf: Vec::new(),
+            };
             let n = list.export_csv(&mut lines).map_err(io)?;
             lines.finish();
             out(Out::Stderr(format!("{n} entries")));

@@ -221,7 +221,9 @@ impl FeedbackConfig {
         if let Some(u) = &self.unsubscribe.base_url {
             let ok = (u.starts_with("https://") || u.starts_with("http://"))
                 && u.len() < 200
-                && !u.bytes().any(|b| !b.is_ascii_graphic() || b"<>\"".contains(&b));
+                && !u
+                    .bytes()
+                    .any(|b| !b.is_ascii_graphic() || b"<>\"".contains(&b));
             if !ok {
                 return Err((
                     "feedback.unsubscribe.base_url".into(),

@@ -23,8 +23,8 @@ pub(crate) mod size;
 pub mod submission;
 
 pub use destinations::{Destination, EventFormat, EventType, SnsConfig};
-pub use sets::ConfigurationSet;
 pub use feedback::FeedbackConfig;
+pub use sets::ConfigurationSet;
 pub use submission::SubmissionConfig;
 
 pub use delivery::{Policy, PolicyRule, TimeoutsConfig, TlsPolicy};

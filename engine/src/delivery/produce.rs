@@ -15,8 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use volley_spool::{RecipientId, Spool};
 
 use super::{Held, Ready, Report};
-use crate::message::dkim::Signers;
 use crate::feedback::suppression::SuppressionList;
+use crate::message::dkim::Signers;
 use crate::message::{self, Campaigns, Failure};
 use crate::outcome::Outcome;
 
@@ -154,7 +154,13 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
         // a panic in a template, MIME or signing library must not take the
         // job's recipients (and permits) with it
         let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            message::produce(&ctx.spool, &ctx.signers, ctx.marks.as_deref(), &mut cache, &ids)
+            message::produce(
+                &ctx.spool,
+                &ctx.signers,
+                ctx.marks.as_deref(),
+                &mut cache,
+                &ids,
+            )
         }))
         .unwrap_or_else(|panic| {
             let what = panic

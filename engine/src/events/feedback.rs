@@ -131,7 +131,10 @@ pub fn body(f: &Feedback, email: &str, at_ms: u64) -> Body {
     let at = timestamp(at_ms);
     match f.kind {
         FeedbackKind::Bounce => Body::Bounce(Bounce {
-            bounce_type: f.bounce_type.clone().unwrap_or_else(|| "Undetermined".into()),
+            bounce_type: f
+                .bounce_type
+                .clone()
+                .unwrap_or_else(|| "Undetermined".into()),
             bounce_sub_type: f
                 .bounce_sub_type
                 .clone()

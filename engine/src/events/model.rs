@@ -250,7 +250,8 @@ pub fn event_types(e: &Entry) -> impl Iterator<Item = &'static str> {
         Kind::Failed => Some("Rendering Failure"),
         _ => None,
     };
-    let send = outcome.is_some() && e.attempts == 1 && e.kind.is_outcome() && e.kind != Kind::Failed;
+    let send =
+        outcome.is_some() && e.attempts == 1 && e.kind.is_outcome() && e.kind != Kind::Failed;
     send.then_some("Send").into_iter().chain(outcome)
 }
 

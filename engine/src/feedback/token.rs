@@ -179,12 +179,7 @@ impl Keys {
         p[13..17].copy_from_slice(&r.hash.to_be_bytes());
         let tag = Self::tag(key, purpose.prefix().as_bytes(), &p[..PAYLOAD]);
         p[PAYLOAD..].copy_from_slice(&tag.as_ref()[..ADDR_TAG]);
-        format!(
-            "{}-{}-{}",
-            purpose.prefix(),
-            key.id,
-            self.base32.encode(&p)
-        )
+        format!("{}-{}-{}", purpose.prefix(), key.id, self.base32.encode(&p))
     }
 
     /// What the local part of an address token says, if it is one of ours

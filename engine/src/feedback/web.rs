@@ -84,7 +84,10 @@ pub fn unsubscribe(handler: &Handler, token: &str) -> Answer {
         200,
         page(
             "Unsubscribed",
-            &format!("<p><b>{}</b> will get no more of this mail.</p>", esc(&u.email)),
+            &format!(
+                "<p><b>{}</b> will get no more of this mail.</p>",
+                esc(&u.email)
+            ),
         ),
     )
 }

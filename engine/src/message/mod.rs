@@ -203,7 +203,11 @@ pub fn produce(
         rendered.subject = s;
     }
     if let Some(m) = marks.filter(|m| m.unsubscribes() && rt.def.list_unsubscribe.is_none()) {
-        let topic = rt.def.list_management.as_ref().and_then(|l| l.topic.as_deref());
+        let topic = rt
+            .def
+            .list_management
+            .as_ref()
+            .and_then(|l| l.topic.as_deref());
         let u = m.unsubscribe(campaign_no, first, &rcpts[0], topic);
         rendered.list_unsubscribe = u.url;
         rendered.list_unsubscribe_mailto = u.mailto;

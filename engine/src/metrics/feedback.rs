@@ -74,7 +74,12 @@ impl FeedbackMetrics {
 
     /// Copies the current values in (at a scrape).
     pub fn refresh(&self) {
-        if let Some(c) = self.counts.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(c) = self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             let values = [
                 &c.bounces,
                 &c.complaints,
@@ -89,7 +94,8 @@ impl FeedbackMetrics {
                 counter.inc_by(now.saturating_sub(counter.get()));
             }
             let now = c.suppressed.load(Ordering::Relaxed);
-            self.suppressed.inc_by(now.saturating_sub(self.suppressed.get()));
+            self.suppressed
+                .inc_by(now.saturating_sub(self.suppressed.get()));
         }
         if let Some(l) = self.list.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             self.entries.set(i64::try_from(l.len()).unwrap_or(i64::MAX));

@@ -78,15 +78,16 @@ type Token = (Purpose, MailRef);
 fn tokens(i: &Inputs<'_>, report: &Report) -> Result<Vec<Token>, ()> {
     let mut out: Vec<Token> = Vec::new();
     let mut forged = false;
-    let push = |purpose: Purpose, local: &str, out: &mut Vec<Token>, forged: &mut bool| {
-        match i.keys.verify_local_part(purpose, local) {
-            Some(r) => {
-                if out.len() < MAX_TOKENS && !out.contains(&(purpose, r)) {
-                    out.push((purpose, r));
-                }
+    let push = |purpose: Purpose, local: &str, out: &mut Vec<Token>, forged: &mut bool| match i
+        .keys
+        .verify_local_part(purpose, local)
+    {
+        Some(r) => {
+            if out.len() < MAX_TOKENS && !out.contains(&(purpose, r)) {
+                out.push((purpose, r));
             }
-            None => *forged = true,
         }
+        None => *forged = true,
     };
     for rcpt in i.rcpts {
         let Some((local, domain)) = rcpt.rsplit_once('@') else {
@@ -152,14 +153,21 @@ fn addresses(value: &str) -> impl Iterator<Item = String> + '_ {
     value
         .split([',', ';', ' ', '<', '>', '"', '\t'])
         .filter(|w| w.contains('@') && w.len() <= 320)
-        .map(|w| w.trim_matches(|c: char| "()[]'".contains(c)).to_ascii_lowercase())
+        .map(|w| {
+            w.trim_matches(|c: char| "()[]'".contains(c))
+                .to_ascii_lowercase()
+        })
 }
 
 /// The report's candidate addresses for `r`, lowercased, that match it.
 fn matching<'a>(r: &MailRef, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in candidates {
-        let c = c.trim().trim_start_matches("rfc822;").trim().to_ascii_lowercase();
+        let c = c
+            .trim()
+            .trim_start_matches("rfc822;")
+            .trim()
+            .to_ascii_lowercase();
         if r.matches(&c) && !out.contains(&c) {
             out.push(c);
         }
@@ -200,11 +208,9 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
             }
         };
         if *purpose == Purpose::Unsubscribe {
-            let who = known.clone().or_else(|| {
-                i.from
-                    .map(str::to_ascii_lowercase)
-                    .filter(|f| r.matches(f))
-            });
+            let who = known
+                .clone()
+                .or_else(|| i.from.map(str::to_ascii_lowercase).filter(|f| r.matches(f)));
             if let Some(email) = who {
                 add(
                     email,
@@ -224,7 +230,10 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
                     if !rcpt.action.eq_ignore_ascii_case("failed") {
                         continue;
                     }
-                    let names = [Some(rcpt.email.as_str()), rcpt.original_recipient.as_deref()];
+                    let names = [
+                        Some(rcpt.email.as_str()),
+                        rcpt.original_recipient.as_deref(),
+                    ];
                     let mut emails = matching(r, names.into_iter().flatten());
                     // the token names the recipient even where the report
                     // gives another address (a forward, an alias)

@@ -56,7 +56,10 @@ pub struct Handler {
 /// A short digest naming a report (feedback ids derive from it).
 fn report_id(raw: &[u8]) -> String {
     let d = digest::digest(&digest::SHA256, raw);
-    d.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The address in a message's `From` header.
@@ -160,9 +163,10 @@ impl Handler {
                 FeedbackKind::Bounce if fb.bounce_type.as_deref() == Some("Permanent") => {
                     self.config.suppresses("BOUNCE").then_some(Reason::Bounce)
                 }
-                FeedbackKind::Complaint if fb.feedback_type.as_deref() != Some("not-spam") => {
-                    self.config.suppresses("COMPLAINT").then_some(Reason::Complaint)
-                }
+                FeedbackKind::Complaint if fb.feedback_type.as_deref() != Some("not-spam") => self
+                    .config
+                    .suppresses("COMPLAINT")
+                    .then_some(Reason::Complaint),
                 FeedbackKind::Subscription => Some(Reason::Unsubscribe),
                 _ => None,
             };
@@ -198,7 +202,8 @@ impl Handler {
             .map_err(|e| format!("journal: {e}"))?;
         if let (Some(list), false) = (&self.suppression, suppress.is_empty()) {
             let n = suppress.len() as u64;
-            list.add(suppress).map_err(|e| format!("suppression list: {e}"))?;
+            list.add(suppress)
+                .map_err(|e| format!("suppression list: {e}"))?;
             self.counts.suppressed.fetch_add(n, Ordering::Relaxed);
         }
         Ok(())

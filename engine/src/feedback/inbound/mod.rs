@@ -124,7 +124,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-async fn connection(mut conn: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+async fn connection(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
     let _ = conn.set_nodelay(true);
     let end = session::Session::new(Arc::clone(&shared), peer, false)
         .run(&mut conn, true)

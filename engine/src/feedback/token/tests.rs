@@ -66,7 +66,15 @@ fn altered_or_foreign_tokens_do_not_verify() {
             assert_eq!(k.verify_local_part(Purpose::Bounce, &s), None, "{s}");
         }
     }
-    for bad in ["", "b", "b-", "b-k1-", "b-k9-aaaa", "x-k1-abc", &"b-k1-".repeat(20)] {
+    for bad in [
+        "",
+        "b",
+        "b-",
+        "b-k1-",
+        "b-k9-aaaa",
+        "x-k1-abc",
+        &"b-k1-".repeat(20),
+    ] {
         assert_eq!(k.verify_local_part(Purpose::Bounce, bad), None);
     }
 }
@@ -74,10 +82,19 @@ fn altered_or_foreign_tokens_do_not_verify() {
 #[test]
 fn old_keys_verify_after_rotation_and_the_first_signs() {
     let old = keys(&[("k1", "0123456789abcdef0123")]);
-    let both = keys(&[("k2", "a newer secret, long enough"), ("k1", "0123456789abcdef0123")]);
+    let both = keys(&[
+        ("k2", "a newer secret, long enough"),
+        ("k1", "0123456789abcdef0123"),
+    ]);
     let local = old.local_part(Purpose::Bounce, &sample());
-    assert_eq!(both.verify_local_part(Purpose::Bounce, &local), Some(sample()));
-    assert!(both.local_part(Purpose::Bounce, &sample()).starts_with("b-k2-"));
+    assert_eq!(
+        both.verify_local_part(Purpose::Bounce, &local),
+        Some(sample())
+    );
+    assert!(
+        both.local_part(Purpose::Bounce, &sample())
+            .starts_with("b-k2-")
+    );
     let newer = both.local_part(Purpose::Bounce, &sample());
     assert_eq!(old.verify_local_part(Purpose::Bounce, &newer), None);
 }
@@ -92,7 +109,10 @@ fn url_tokens_carry_address_and_topic() {
         topic: Some("weekly".into()),
     };
     let t = k.url_token(&r);
-    assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    );
     assert_eq!(k.verify_url_token(&t), Some(r.clone()));
     let none = UnsubRef { topic: None, ..r };
     assert_eq!(k.verify_url_token(&k.url_token(&none)), Some(none));

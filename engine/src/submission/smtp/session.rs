@@ -92,7 +92,8 @@ impl<'a> Session<'a> {
                 .standing(self.peer.ip(), Instant::now())
                 == Standing::Refused
             {
-                self.wire.reply("421 4.7.0 Too many failed logins from your address; try later");
+                self.wire
+                    .reply("421 4.7.0 Too many failed logins from your address; try later");
                 self.wire.flush(s).await?;
                 return Ok(End::Closed);
             }
@@ -189,7 +190,8 @@ impl<'a> Session<'a> {
                 Step::Close
             }
             Request::Vrfy { .. } => {
-                self.wire.reply("252 2.5.0 Cannot verify, but will accept the message");
+                self.wire
+                    .reply("252 2.5.0 Cannot verify, but will accept the message");
                 Step::Go
             }
             _ => self.error("502 5.5.1 Command not implemented"),
@@ -240,7 +242,8 @@ impl<'a> Session<'a> {
         let ip = self.peer.ip();
         match self.shared.failures.standing(ip, Instant::now()) {
             Standing::Refused => {
-                self.wire.reply("421 4.7.0 Too many failed logins from your address; try later");
+                self.wire
+                    .reply("421 4.7.0 Too many failed logins from your address; try later");
                 return Ok(Step::Close);
             }
             Standing::Slow(d) => tokio::time::sleep(d).await,
@@ -315,7 +318,8 @@ impl<'a> Session<'a> {
                 self.shared.failures.failed(ip, Instant::now());
                 tracing::info!(peer = %self.peer, "submission login failed");
                 self.errors += 1;
-                self.wire.reply("535 5.7.8 Authentication credentials invalid");
+                self.wire
+                    .reply("535 5.7.8 Authentication credentials invalid");
             }
         }
         Ok(Step::Go)
