@@ -252,7 +252,7 @@ fn bounces_complaints_and_unsubscribes_come_back_and_suppress() {
     }
     assert_ne!(alice_rp, bob_rp, "each recipient has its own return path");
     assert!(dave_msg.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
-    assert!(unfolded(&dave_msg, "List-Unsubscribe").contains(&format!("mailto:u-k1-")));
+    assert!(unfolded(&dave_msg, "List-Unsubscribe").contains("mailto:u-k1-"));
 
     // a DSN from the null sender to alice's return path (swaks)
     let (ok, t) = swaks(&rig, "<>", &alice_rp, &dsn(&alice_rp, "alice@ex.test"));

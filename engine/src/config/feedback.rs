@@ -22,6 +22,9 @@ pub struct KeyConfig {
     pub secret_file: Option<PathBuf>,
 }
 
+/// A key's id and its decoded secret.
+pub type KeySecret = (String, Vec<u8>);
+
 /// `[feedback.unsubscribe]`: Volley builds `List-Unsubscribe` itself.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,7 +137,7 @@ impl FeedbackConfig {
     }
 
     /// The keys' `(id, secret)` pairs, secrets read and decoded.
-    pub fn key_secrets(&self) -> Result<Vec<(String, Vec<u8>)>, (String, String)> {
+    pub fn key_secrets(&self) -> Result<Vec<KeySecret>, (String, String)> {
         let mut out = Vec::new();
         for (i, k) in self.keys.iter().enumerate() {
             let key = |n: &str| format!("feedback.keys[{i}].{n}");
