@@ -102,27 +102,22 @@ impl Handle {
         recs: &[volley_spool::Recipient],
         topic: Option<&str>,
     ) {
-        let mut works = crate::ingest::works(domains, ids, recs);
-        if !self.suppression.is_empty() {
-            let mut listed = Vec::new();
-            let mut i = 0;
-            works.retain(|_| {
-                let keep = !self.suppression.contains(&recs[i].email, topic);
-                if !keep {
-                    listed.push(i);
-                }
-                i += 1;
-                keep
-            });
-            if !listed.is_empty() {
-                let dropped = crate::ingest::works(
-                    domains,
-                    &listed.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
-                    &listed.iter().map(|&i| recs[i].clone()).collect::<Vec<_>>(),
-                );
-                self.suppressed(dropped);
+        let listed = crate::ingest::suppressed(&self.suppression, recs, topic);
+        if listed.is_empty() {
+            self.enqueue(crate::ingest::works(domains, ids, recs));
+            return;
+        }
+        let mut works = Vec::with_capacity(ids.len() - listed.len());
+        let mut dropped = Vec::with_capacity(listed.len());
+        let mut next = listed.iter().peekable();
+        for (i, w) in crate::ingest::works(domains, ids, recs).into_iter().enumerate() {
+            if next.next_if(|&&j| j == i).is_some() {
+                dropped.push(w);
+            } else {
+                works.push(w);
             }
         }
+        self.suppressed(dropped);
         self.enqueue(works);
     }
 

@@ -137,6 +137,24 @@ pub fn works(domains: &mut Domains, ids: &[RecipientId], recs: &[Recipient]) -> 
         .collect()
 }
 
+/// The positions in `recs` of recipients on the suppression list (for
+/// `topic`, when their mail belongs to one), in order; none when the list
+/// is empty. One in-memory lookup per recipient.
+pub fn suppressed(
+    list: &crate::feedback::suppression::SuppressionList,
+    recs: &[Recipient],
+    topic: Option<&str>,
+) -> Vec<usize> {
+    if list.is_empty() {
+        return Vec::new();
+    }
+    recs.iter()
+        .enumerate()
+        .filter(|(_, r)| list.contains(&r.email, topic))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Interns domain names so that each recipient's `Work` shares them.
 #[derive(Default)]
 pub struct Domains(volley_spool::FastMap<String, Arc<str>>);
