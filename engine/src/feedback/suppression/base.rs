@@ -35,6 +35,30 @@ pub struct Base {
     records_end: u64,
 }
 
+/// Reads `n` little-endian words at `offset` (in chunks, so only the
+/// result is held), feeding their bytes to `crc`.
+fn read_words(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    n: usize,
+    crc: &mut crc32fast::Hasher,
+) -> Result<Vec<u64>, SuppressionError> {
+    let mut words: Vec<u64> = Vec::with_capacity(n);
+    super::index::huge_pages(words.as_ptr().cast(), n * 8);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut at = offset;
+    while words.len() < n {
+        let k = (n - words.len()).min(chunk.len() / 8);
+        let buf = &mut chunk[..k * 8];
+        read_exact_at(file, path, buf, at)?;
+        crc.update(buf);
+        words.extend(buf.chunks_exact(8).map(|w| u64_at(w, 0)));
+        at += buf.len() as u64;
+    }
+    Ok(words)
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
@@ -63,27 +87,22 @@ impl Base {
         }
         let keys_at = u64_at(&head, 24);
         let blocks = count.div_ceil(BLOCK as u64);
-        let tables = count
+        count
             .checked_add(blocks)
             .and_then(|n| n.checked_mul(8))
             .filter(|_| count <= u32::MAX as u64 && keys_at >= HEAD)
             .filter(|&t| keys_at.checked_add(t) == Some(len))
             .ok_or_else(|| bad(8, "entry count does not match the file size"))?;
-        let mut t = vec![0u8; tables as usize];
-        read_exact_at(&file, path, &mut t, keys_at)?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&head[..32]);
-        crc.update(&t);
+        let keys = read_words(&file, path, keys_at, count as usize, &mut crc)?;
+        let table = read_words(&file, path, keys_at + count * 8, blocks as usize, &mut crc)?;
         if crc.finalize() != u32::from_le_bytes([head[32], head[33], head[34], head[35]]) {
             return Err(bad(32, "table checksum mismatch"));
         }
-        let t = &t[..];
-        let words = |from: usize, n: usize| (0..n).map(move |i| u64_at(t, from + i * 8));
-        let keys: Vec<u64> = words(0, count as usize).collect();
         if keys.windows(2).any(|w| w[0] >= w[1]) {
             return Err(bad(keys_at, "keys not in ascending order"));
         }
-        let table: Vec<u64> = words(count as usize * 8, blocks as usize).collect();
         let ordered = table.windows(2).all(|w| w[0] < w[1]);
         if !ordered
             || table.first().is_some_and(|&b| b != HEAD)
@@ -147,10 +166,10 @@ impl Base {
         ))
     }
 
-    /// Every record's frame in key order: `visit(position, frame)`.
+    /// Every record's frame in key order: `visit(position, offset, frame)`.
     pub fn scan(
         &self,
-        mut visit: impl FnMut(usize, &[u8]) -> Result<(), SuppressionError>,
+        mut visit: impl FnMut(usize, u64, &[u8]) -> Result<(), SuppressionError>,
     ) -> Result<(), SuppressionError> {
         let Some(file) = &self.file else {
             return Ok(());
@@ -163,7 +182,7 @@ impl Base {
         let mut at = HEAD;
         for i in 0..self.len() {
             match record::next_frame(&mut r, &mut buf).map_err(|e| SuppressionError::io(path, e))? {
-                Next::Frame => visit(i, &buf)?,
+                Next::Frame => visit(i, at, &buf)?,
                 Next::End => return Err(SuppressionError::corrupt(path, at, "records end early")),
                 Next::Bad(w) => return Err(SuppressionError::corrupt(path, at, w)),
             }

@@ -92,7 +92,7 @@ impl SuppressionList {
         };
         let mut j = 0;
         let keys = old_base.keys.as_slice();
-        old_base.scan(|i, f| {
+        old_base.scan(|i, _, f| {
             let k = keys.get(i).copied().unwrap_or(u64::MAX);
             while let Some(&o) = overlay.get(j).filter(|o| o.0 < k) {
                 emit(&mut out, o)?;
@@ -149,7 +149,7 @@ impl SuppressionList {
         let mut n = 0u64;
         let keys = base.keys.as_slice();
         let mut j = 0;
-        base.scan(|i, f| {
+        base.scan(|i, at, f| {
             let k = keys.get(i).copied().unwrap_or(u64::MAX);
             while overlay.get(j).is_some_and(|o| o.0 < k) {
                 j += 1;
@@ -158,7 +158,7 @@ impl SuppressionList {
                 return Ok(());
             }
             let rec = record::decode(&f[record::HEADER..])
-                .map_err(|w| SuppressionError::corrupt(&base.path, 0, w))?;
+                .map_err(|w| SuppressionError::corrupt(&base.path, at, w))?;
             if filter.matches(&rec.entry) {
                 visit(&rec.entry);
                 n += 1;

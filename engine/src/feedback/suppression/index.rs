@@ -65,7 +65,8 @@ impl Keys {
             (usize::BITS - (n / 8).leading_zeros()).min(28)
         };
         let buckets = 1usize << bits;
-        let mut dir = Vec::with_capacity(buckets + 1);
+        let mut dir: Vec<u32> = Vec::with_capacity(buckets + 1);
+        huge_pages(dir.as_ptr().cast(), dir.capacity() * 4);
         let mut i = 0usize;
         for b in 0..buckets {
             while i < n && bucket(keys[i], bits) < b {
@@ -99,6 +100,26 @@ impl Keys {
     pub fn bytes(&self) -> usize {
         self.keys.capacity() * 8 + self.dir.capacity() * 4
     }
+}
+
+/// Asks for huge pages under a large array (at least 4 MiB), best before
+/// it is first written: lookups read
+/// it at random, and with 4 KiB pages nearly every one would also miss the
+/// TLB. Advice only: the contents never change.
+pub fn huge_pages(ptr: *const u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    if bytes >= 4 << 20 {
+        let start = (ptr as usize).next_multiple_of(4096);
+        let end = ptr as usize + bytes;
+        // SAFETY: advice about whole pages inside an allocation of ours;
+        // MADV_HUGEPAGE changes how they are backed, never their contents
+        // (without transparent huge pages it fails and nothing changes).
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, bytes);
 }
 
 #[inline]

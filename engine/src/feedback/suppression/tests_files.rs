@@ -192,3 +192,40 @@ fn a_stranger_log_newer_than_every_base_is_refused() {
     fs::copy(log_path(d.path(), 0), log_path(d.path(), 1)).unwrap();
     assert!(SuppressionList::open(d.path()).is_err());
 }
+
+#[test]
+fn lookups_stay_right_while_writers_compact() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        clock: Arc::new(|| NOW),
+        min_compact_records: 50,
+    };
+    let s = SuppressionList::open_with(d.path(), opts).unwrap();
+    shared(&s);
+    let first: Vec<Entry> = (0..200)
+        .map(|i| entry(&format!("old{i}@x.org"), Reason::Bounce, i))
+        .collect();
+    s.add(first).unwrap();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut rounds = 0;
+            loop {
+                for i in 0..200 {
+                    assert!(s.contains(&format!("old{i}@x.org"), None), "old{i} missing");
+                }
+                rounds += 1;
+                if s.contains("last@x.org", None) {
+                    return rounds;
+                }
+            }
+        });
+        for i in 0..300 {
+            s.add(vec![entry(&format!("new{i}@x.org"), Reason::Bounce, i)])
+                .unwrap();
+        }
+        s.add(vec![entry("last@x.org", Reason::Bounce, 0)]).unwrap();
+        assert!(reader.join().unwrap() > 0);
+    });
+    assert_eq!(s.len(), 501);
+}
