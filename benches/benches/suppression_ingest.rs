@@ -45,7 +45,11 @@ fn listed(i: u64) -> String {
 
 /// Spools the campaign into a fresh spool, checking each batch against
 /// `list`; (seconds, recipients spooled, recipients found on the list).
-fn ingest_with(dir: &Path, loaded: &campaign::LoadedCampaign, list: &SuppressionList) -> (f64, u64, u64) {
+fn ingest_with(
+    dir: &Path,
+    loaded: &campaign::LoadedCampaign,
+    list: &SuppressionList,
+) -> (f64, u64, u64) {
     let spool_dir = dir.join("spool");
     let _ = std::fs::remove_dir_all(&spool_dir);
     let start = Instant::now();
@@ -114,7 +118,8 @@ fn main() {
 
     // the campaign: one row in `every` is on the list
     let path = fx.path().join("list.csv");
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).expect("list"));
+    let mut w =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).expect("list"));
     writeln!(w, "email,first_name").expect("write");
     for i in 0..rows {
         let email = if i % every == 0 {
@@ -153,7 +158,10 @@ fn main() {
         x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
     };
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    for (what, pick) in [("best", &best as &dyn Fn(&[f64]) -> f64), ("median", &median)] {
+    for (what, pick) in [
+        ("best", &best as &dyn Fn(&[f64]) -> f64),
+        ("median", &median),
+    ] {
         let (without, with) = (pick(&runs[0]), pick(&runs[1]));
         println!(
             "  {what} of {rounds}: without the list {:.0} rows/s, with {} addresses {:.0} rows/s: {:.1}% of the rate without",

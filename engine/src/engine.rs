@@ -110,7 +110,10 @@ impl Handle {
         let mut works = Vec::with_capacity(ids.len() - listed.len());
         let mut dropped = Vec::with_capacity(listed.len());
         let mut next = listed.iter().peekable();
-        for (i, w) in crate::ingest::works(domains, ids, recs).into_iter().enumerate() {
+        for (i, w) in crate::ingest::works(domains, ids, recs)
+            .into_iter()
+            .enumerate()
+        {
             if next.next_if(|&&j| j == i).is_some() {
                 dropped.push(w);
             } else {

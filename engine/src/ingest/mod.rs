@@ -139,7 +139,7 @@ pub fn works(domains: &mut Domains, ids: &[RecipientId], recs: &[Recipient]) -> 
 
 /// The positions in `recs` of recipients on the suppression list (for
 /// `topic`, when their mail belongs to one), in order; none when the list
-/// is empty. One in-memory lookup per recipient.
+/// is empty. In-memory lookups, overlapped across the batch.
 pub fn suppressed(
     list: &crate::feedback::suppression::SuppressionList,
     recs: &[Recipient],
@@ -148,11 +148,7 @@ pub fn suppressed(
     if list.is_empty() {
         return Vec::new();
     }
-    recs.iter()
-        .enumerate()
-        .filter(|(_, r)| list.contains(&r.email, topic))
-        .map(|(i, _)| i)
-        .collect()
+    list.contains_many(recs.iter().map(|r| r.email.as_str()), topic)
 }
 
 /// Interns domain names so that each recipient's `Work` shares them.

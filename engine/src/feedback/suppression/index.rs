@@ -86,6 +86,24 @@ impl Keys {
         &self.keys
     }
 
+    /// The range of positions where `key` would be (its bucket).
+    #[inline]
+    pub fn range(&self, key: u64) -> (u32, u32) {
+        let b = bucket(key, self.bits);
+        match (self.dir.get(b), self.dir.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo, hi),
+            _ => (0, 0),
+        }
+    }
+
+    /// The position of `key` within `lo..hi` (from [`Keys::range`]).
+    #[inline]
+    pub fn find_in(&self, key: u64, lo: u32, hi: u32) -> Option<usize> {
+        let (lo, hi) = (lo as usize, hi as usize);
+        let run = self.keys.get(lo..hi)?;
+        run.binary_search(&key).ok().map(|i| lo + i)
+    }
+
     /// The position of `key`, if present.
     #[inline]
     pub fn find(&self, key: u64) -> Option<usize> {

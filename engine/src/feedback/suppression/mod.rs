@@ -139,13 +139,19 @@ enum Found {
 impl State {
     #[inline]
     fn find(&self, key: u64) -> Found {
-        if let Some(&s) = self.tail.get(&key) {
-            return Found::Overlay(s);
-        }
-        if let Some(s) = self.run.get(key) {
+        if let Some(s) = self.overlay(key) {
             return Found::Overlay(s);
         }
         self.base.keys.find(key).map_or(Found::Absent, Found::Base)
+    }
+
+    /// A key's slot among the changes since the base, if it changed.
+    #[inline]
+    fn overlay(&self, key: u64) -> Option<Slot> {
+        if let Some(&s) = self.tail.get(&key) {
+            return Some(s);
+        }
+        self.run.get(key)
     }
 
     #[inline]
@@ -179,6 +185,17 @@ impl SuppressionList {
     /// Whether mail to `email` (for `topic`, if the mail belongs to one) is
     /// suppressed: by an entry without a topic, or one for that topic.
     pub fn contains(&self, email: &str, topic: Option<&str>) -> bool {
+        let Some((all, scoped)) = self.keys_of(email, topic) else {
+            return false;
+        };
+        let st = self.read();
+        st.live(all) || scoped.is_some_and(|k| st.live(k))
+    }
+
+    /// The keys an address is looked up by: without a topic, and with
+    /// `topic` when given (`None`: not an address).
+    #[inline]
+    fn keys_of(&self, email: &str, topic: Option<&str>) -> Option<(u64, Option<u64>)> {
         let t = email.trim();
         let mut buf = [0u8; MAX_EMAIL];
         let owned;
@@ -193,13 +210,56 @@ impl SuppressionList {
                     owned = s;
                     owned.as_bytes()
                 }
-                Err(_) => return false,
+                Err(_) => return None,
             },
         };
         let all = self.hash.entry_key(bytes, None);
         let scoped = topic_key(topic).map(|t| self.hash.entry_key(bytes, Some(t)));
+        Some((all, scoped))
+    }
+
+    /// [`SuppressionList::contains`] for many addresses at once (a batch
+    /// of the ingest): the positions in `emails` of those suppressed, in
+    /// order. The same answers, cheaper: one read lock, and the index's
+    /// memory reads of all the addresses overlap (the directory entries
+    /// first, then the keys) instead of waiting one after the other.
+    pub fn contains_many<'a>(
+        &self,
+        emails: impl ExactSizeIterator<Item = &'a str>,
+        topic: Option<&str>,
+    ) -> Vec<usize> {
+        let mut keys: Vec<(u64, Option<u64>)> = Vec::with_capacity(emails.len());
+        let mut valid: Vec<bool> = Vec::with_capacity(emails.len());
+        for e in emails {
+            let k = self.keys_of(e, topic);
+            valid.push(k.is_some());
+            keys.push(k.unwrap_or((0, None)));
+        }
         let st = self.read();
-        st.live(all) || scoped.is_some_and(|k| st.live(k))
+        if st.len == 0 {
+            return Vec::new();
+        }
+        let ranges: Vec<(u32, u32)> = keys.iter().map(|k| st.base.keys.range(k.0)).collect();
+        // bring each bucket's first keys in, all reads in flight together
+        let base = st.base.keys.as_slice();
+        let touched = ranges.iter().fold(0u64, |acc, &(lo, _)| {
+            acc ^ base.get(lo as usize).copied().unwrap_or(0)
+        });
+        std::hint::black_box(touched);
+        let mut out = Vec::new();
+        for (i, ((all, scoped), (lo, hi))) in keys.iter().zip(&ranges).enumerate() {
+            if !valid[i] {
+                continue;
+            }
+            let hit = match st.overlay(*all) {
+                Some(s) => s & REMOVED == 0,
+                None => st.base.keys.find_in(*all, *lo, *hi).is_some(),
+            };
+            if hit || scoped.is_some_and(|k| st.live(k)) {
+                out.push(i);
+            }
+        }
+        out
     }
 
     /// Entries stored (addresses, plus topic entries).

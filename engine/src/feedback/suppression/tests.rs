@@ -297,3 +297,38 @@ fn import_100k() {
     assert_eq!(s.len(), 100_000);
     assert!(s.contains("user99999@d89.example", None));
 }
+
+#[test]
+fn contains_many_answers_as_contains_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = SuppressionList::open(dir.path()).unwrap();
+    let listed: Vec<Entry> = (0..5000)
+        .filter(|i| i % 3 == 0)
+        .map(|i| Entry::new(format!("u{i}@d{}.test", i % 7), Reason::Bounce, 1))
+        .collect();
+    list.add(listed).unwrap();
+    list.compact().unwrap();
+    // changes after the compaction sit in the overlay
+    list.remove(&["u3@d3.test"]).unwrap();
+    list.add(vec![Entry::new("u1@d1.test", Reason::Complaint, 2)])
+        .unwrap();
+    let mut topical = Entry::new("u2@d2.test", Reason::Unsubscribe, 3);
+    topical.topic = Some("weekly".into());
+    list.add(vec![topical]).unwrap();
+    let emails: Vec<String> = (0..5000)
+        .map(|i| format!("U{i}@D{}.test", i % 7))
+        .chain(["not an address".to_string(), String::new()])
+        .collect();
+    for topic in [None, Some("weekly"), Some("daily")] {
+        let want: Vec<usize> = emails
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| list.contains(e, topic))
+            .map(|(i, _)| i)
+            .collect();
+        let got = list.contains_many(emails.iter().map(String::as_str), topic);
+        assert_eq!(got, want, "topic {topic:?}");
+        assert!(got.contains(&1) && !got.contains(&3));
+        assert_eq!(got.contains(&2), topic == Some("weekly"));
+    }
+}
