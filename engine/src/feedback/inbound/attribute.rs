@@ -226,6 +226,12 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
         match report {
             Report::Bounce(b) => {
                 let from = b.original.get("From").map(str::to_string);
+                // the quoted original's To: a personalized message's is
+                // its recipient
+                let quoted_to: Vec<String> = (!r.shared)
+                    .then(|| b.original.get("To").map(|v| addresses(v).collect()))
+                    .flatten()
+                    .unwrap_or_default();
                 for (n, rcpt) in b.recipients.iter().enumerate() {
                     if !rcpt.action.eq_ignore_ascii_case("failed") {
                         continue;
@@ -239,6 +245,9 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
                     // gives another address (a forward, an alias)
                     if emails.is_empty() && b.recipients.len() == 1 {
                         emails.extend(known.clone());
+                        if emails.is_empty() {
+                            emails = matching(r, quoted_to.iter().map(String::as_str));
+                        }
                     }
                     for email in emails {
                         add(

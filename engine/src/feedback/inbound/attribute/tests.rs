@@ -121,6 +121,16 @@ fn a_bounce_naming_someone_else_changes_nothing() {
         Some((4, "ann@example.org")),
     );
     assert_eq!(emails(&v), ["ann@example.org"]);
+    // or the quoted original's To, when it is the token's recipient
+    let Report::Bounce(mut quoted) = bounce(&[("alias@other.org", "failed")]) else {
+        unreachable!()
+    };
+    quoted
+        .original
+        .headers
+        .push(("To".into(), "Ann <ANN@example.org>".into()));
+    let v = run(&k, "", &to, None, &Report::Bounce(quoted), None);
+    assert_eq!(emails(&v), ["ann@example.org"]);
     // a record of another campaign does not count
     let v = run(
         &k,
