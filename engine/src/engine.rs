@@ -130,17 +130,12 @@ impl Handle {
             .active
             .fetch_add(works.len() as i64, Ordering::AcqRel);
         for work in works {
-            let _ = self.recorder.send(crate::delivery::Report {
+            let _ = self.recorder.send(crate::delivery::Report::untried(
                 work,
-                outcome: crate::delivery::produce::suppressed_outcome(),
-                subject: String::new(),
-                headers: None,
-                at_ms: volley_spool::now_ms(),
-                permit: None,
-                site: None,
-                retry: None,
-                not_before: None,
-            });
+                crate::delivery::produce::suppressed_outcome(),
+                String::new(),
+                None,
+            ));
         }
     }
 

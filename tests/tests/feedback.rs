@@ -283,7 +283,7 @@ fn bounces_complaints_and_unsubscribes_come_back_and_suppress() {
         &rig,
         "staff@hotmail.example",
         "fbl@fbl.example.net",
-        &arf(&bob_rp, "bob@ex.test"),
+        arf(&bob_rp, "bob@ex.test"),
     );
     assert_eq!(r["ok"], true, "{r}");
     // a forged bounce: carol's token with one character changed
@@ -291,7 +291,7 @@ fn bounces_complaints_and_unsubscribes_come_back_and_suppress() {
     let i = "b-k1-".len() + 3;
     let c = if &forged[i..=i] == "a" { "b" } else { "a" };
     forged.replace_range(i..=i, c);
-    let r = smtplib(&rig, "", &forged, &dsn(&forged, "carol@ex.test"));
+    let r = smtplib(&rig, "", &forged, dsn(&forged, "carol@ex.test"));
     assert_eq!(
         r["ok"], true,
         "a forgery is not told apart to its sender: {r}"
@@ -475,7 +475,7 @@ fn a_report_accepted_before_a_kill_9_is_published_after_restart() {
     let mut service = start(&rig);
     campaign(&rig, "first", &["erin@ex.test"], "");
     let (rp, _) = received(&rig.sink, "erin@ex.test");
-    let r = smtplib(&rig, "", &rp, &dsn(&rp, "erin@ex.test"));
+    let r = smtplib(&rig, "", &rp, dsn(&rp, "erin@ex.test"));
     assert_eq!(r["ok"], true, "{r}");
     service.kill().expect("kill -9");
     let _ = service.wait();

@@ -88,6 +88,29 @@ pub struct Report {
     pub not_before: Option<u64>,
 }
 
+impl Report {
+    /// The outcome of a recipient that was not tried at a site (the
+    /// message could not be produced, or the recipient is suppressed).
+    pub fn untried(
+        work: Work,
+        outcome: Outcome,
+        subject: String,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Report {
+        Report {
+            work,
+            outcome,
+            subject,
+            headers: None,
+            at_ms: volley_spool::now_ms(),
+            permit,
+            site: None,
+            retry: None,
+            not_before: None,
+        }
+    }
+}
+
 /// Live counters shared by the stages, the progress display and `send`.
 #[derive(Debug, Default)]
 pub struct Stats {

@@ -129,17 +129,12 @@ fn drop_suppressed(ctx: &ProduceCtx, cache: &mut Campaigns, job: &mut Job) -> bo
             job.works.push((work, permit));
             continue;
         }
-        let _ = ctx.recorder.send(Report {
+        let _ = ctx.recorder.send(Report::untried(
             work,
-            outcome: suppressed_outcome(),
-            subject: String::new(),
-            headers: None,
-            at_ms: volley_spool::now_ms(),
-            permit: Some(permit),
-            site: None,
-            retry: None,
-            not_before: None,
-        });
+            suppressed_outcome(),
+            String::new(),
+            Some(permit),
+        ));
     }
     !job.works.is_empty()
 }
@@ -186,19 +181,15 @@ fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
             }
             Err(Failure { subject, reason }) => {
                 for (work, permit) in job.works {
-                    let _ = ctx.recorder.send(Report {
+                    let failed = Outcome::RenderFailed {
+                        message: reason.clone(),
+                    };
+                    let _ = ctx.recorder.send(Report::untried(
                         work,
-                        outcome: Outcome::RenderFailed {
-                            message: reason.clone(),
-                        },
-                        subject: subject.clone(),
-                        headers: None,
-                        at_ms: volley_spool::now_ms(),
-                        permit: Some(permit),
-                        site: None,
-                        retry: None,
-                        not_before: None,
-                    });
+                        failed,
+                        subject.clone(),
+                        Some(permit),
+                    ));
                 }
             }
         }

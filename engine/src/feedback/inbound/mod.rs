@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::submission::smtp::wire::accept_loop;
+
 pub use handle::{Counts, Handler};
 
 /// Messages per client address per window.
@@ -91,37 +93,12 @@ pub async fn bind(addresses: &[String]) -> Result<Vec<TcpListener>, String> {
 }
 
 /// Accepts connections until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let (conn, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let Ok(place) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut conn = conn;
-                let _ = conn
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            if let Err(e) = connection(conn, peer, shared).await {
-                tracing::debug!(peer = %peer, error = %e, "inbound session ended");
-            }
-            drop(place);
-        });
-    }
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let places = Arc::clone(&shared.connections);
+    accept_loop(listener, places, stop, "inbound", move |conn, peer| {
+        connection(conn, peer, Arc::clone(&shared))
+    })
+    .await;
 }
 
 async fn connection(
@@ -129,7 +106,6 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let _ = conn.set_nodelay(true);
     let end = session::Session::new(Arc::clone(&shared), peer, false)
         .run(&mut conn, true)
         .await?;

@@ -136,38 +136,14 @@ pub async fn serve(
     listener: TcpListener,
     mode: ListenerTls,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let (conn, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "submission accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let Ok(place) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut conn = conn;
-                let _ = conn
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
-            continue;
-        };
+    let places = Arc::clone(&shared.connections);
+    wire::accept_loop(listener, places, stop, "submission", move |conn, peer| {
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            if let Err(e) = connection(conn, peer, mode, &shared).await {
-                tracing::debug!(peer = %peer, error = %e, "submission session ended");
-            }
-            drop(place);
-        });
-    }
+        async move { connection(conn, peer, mode, &shared).await }
+    })
+    .await;
 }
 
 async fn connection(
@@ -176,7 +152,6 @@ async fn connection(
     mode: ListenerTls,
     shared: &Shared,
 ) -> std::io::Result<()> {
-    let _ = conn.set_nodelay(true);
     let Some(tls) = shared.tls.clone() else {
         return Err(std::io::Error::other("no TLS configured"));
     };

@@ -8,9 +8,14 @@
 //! [`IDLE`]; DATA beyond the caller's limit is read and dropped, never
 //! kept. Exposure: every byte comes from the network; nothing panics.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 
 /// Longest command line.
 pub const MAX_LINE: usize = 4096;
@@ -119,5 +124,50 @@ impl Wire {
                 return Ok(None);
             }
         }
+    }
+}
+
+/// Accepts connections until `stop` turns true, each in its own task
+/// (`session`) while it holds one of `places`; a connection beyond them is
+/// answered `421` and closed. `what` names the listener in logs.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    places: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+    session: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    loop {
+        let (conn, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut conn = conn;
+                let _ = conn
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let _ = conn.set_nodelay(true);
+        let run = session(conn, peer);
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::debug!(listener = what, peer = %peer, error = %e, "session ended");
+            }
+            drop(place);
+        });
     }
 }
