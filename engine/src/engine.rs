@@ -187,7 +187,7 @@ impl Engine {
                 .map_err(|e| StartError::Feedback(format!("suppression list: {e}")))?,
         );
         metrics.feedback.watch_list(Arc::clone(&suppression));
-        let marks = crate::feedback::marks::Marks::from_config(&config.feedback)
+        let marks = crate::feedback::marks::Marks::from_config(&config.feedback, spool.uid())
             .map_err(StartError::Feedback)?
             .map(Arc::new);
         let env = SinkEnv {

@@ -32,14 +32,15 @@ pub struct Unsubscribe {
 }
 
 impl Marks {
-    /// The marks `[feedback]` asks for (`None`: no bounce domain).
-    pub fn from_config(c: &FeedbackConfig) -> Result<Option<Marks>, String> {
+    /// The marks `[feedback]` asks for, for the spool `scope` (its uid;
+    /// `None`: no bounce domain).
+    pub fn from_config(c: &FeedbackConfig, scope: u64) -> Result<Option<Marks>, String> {
         let Some(domain) = &c.bounce_domain else {
             return Ok(None);
         };
         let secrets = c.key_secrets().map_err(|(k, r)| format!("{k}: {r}"))?;
         Ok(Some(Marks {
-            keys: Keys::new(&secrets)?,
+            keys: Keys::new(&secrets)?.scoped(scope),
             bounce_domain: domain.to_ascii_lowercase(),
             unsubscribe_base: c
                 .unsubscribe

@@ -19,6 +19,8 @@
 //! (an unsubscribe may come long after the recipient's record is gone):
 //! `<kid>.<base64url payload>.<base64url 16-byte tag>`.
 //!
+//! Tags cover the spool's uid too ([`Keys::scoped`]): a token names a
+//! campaign and recipient of one spool, and means nothing to another.
 //! The first key signs; every key verifies (rotation: add the new key
 //! first, keep the old one while its mail can still be answered). Tags are
 //! compared in constant time. Pure. Exposure: `verify_*` take hostile
@@ -105,6 +107,9 @@ struct Key {
 pub struct Keys {
     keys: Vec<Key>,
     base32: Encoding,
+    /// What the tokens are valid for (the spool's uid): campaign numbers
+    /// and recipient ids mean something only in their own spool.
+    scope: u64,
 }
 
 impl std::fmt::Debug for Keys {
@@ -157,11 +162,23 @@ impl Keys {
         spec.translate.from.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
         spec.translate.to.push_str("abcdefghijklmnopqrstuvwxyz");
         let base32 = spec.encoding().map_err(|e| e.to_string())?;
-        Ok(Keys { keys: out, base32 })
+        Ok(Keys {
+            keys: out,
+            base32,
+            scope: 0,
+        })
     }
 
-    fn tag(key: &Key, domain: &[u8], payload: &[u8]) -> hmac::Tag {
+    /// These keys for tokens valid only in `scope` (a spool's uid): a
+    /// token made for another spool does not verify.
+    pub fn scoped(mut self, scope: u64) -> Keys {
+        self.scope = scope;
+        self
+    }
+
+    fn tag(&self, key: &Key, domain: &[u8], payload: &[u8]) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&key.key);
+        ctx.update(&self.scope.to_be_bytes());
         ctx.update(domain);
         ctx.update(key.id.as_bytes());
         ctx.update(b"\0");
@@ -177,7 +194,7 @@ impl Keys {
         p[1..5].copy_from_slice(&r.campaign.to_be_bytes());
         p[5..13].copy_from_slice(&r.recipient.0.to_be_bytes());
         p[13..17].copy_from_slice(&r.hash.to_be_bytes());
-        let tag = Self::tag(key, purpose.prefix().as_bytes(), &p[..PAYLOAD]);
+        let tag = self.tag(key, purpose.prefix().as_bytes(), &p[..PAYLOAD]);
         p[PAYLOAD..].copy_from_slice(&tag.as_ref()[..ADDR_TAG]);
         format!("{}-{}-{}", purpose.prefix(), key.id, self.base32.encode(&p))
     }
@@ -196,7 +213,7 @@ impl Keys {
         if p.len() != PAYLOAD + ADDR_TAG || p[0] > 1 {
             return None;
         }
-        let tag = Self::tag(key, purpose.prefix().as_bytes(), &p[..PAYLOAD]);
+        let tag = self.tag(key, purpose.prefix().as_bytes(), &p[..PAYLOAD]);
         constant_time::verify_slices_are_equal(&tag.as_ref()[..ADDR_TAG], &p[PAYLOAD..]).ok()?;
         let u32_at = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
         let mut id = [0u8; 8];
@@ -223,7 +240,7 @@ impl Keys {
         p.extend_from_slice(email);
         p.push(topic.len() as u8);
         p.extend_from_slice(topic);
-        let tag = Self::tag(key, b"url", &p);
+        let tag = self.tag(key, b"url", &p);
         format!(
             "{}.{}.{}",
             key.id,
@@ -246,7 +263,7 @@ impl Keys {
         let key = self.keys.iter().find(|k| k.id == kid)?;
         let p = B64URL.decode(p).ok()?;
         let t = B64URL.decode(t).ok()?;
-        let tag = Self::tag(key, b"url", &p);
+        let tag = self.tag(key, b"url", &p);
         constant_time::verify_slices_are_equal(&tag.as_ref()[..URL_TAG], &t).ok()?;
         // signed by us: the layout is ours, but stay total anyway
         let (&ver, rest) = p.split_first()?;

@@ -100,6 +100,22 @@ fn old_keys_verify_after_rotation_and_the_first_signs() {
 }
 
 #[test]
+fn tokens_of_another_spool_do_not_verify() {
+    let a = keys(&[("k1", "0123456789abcdef0123")]).scoped(1);
+    let b = keys(&[("k1", "0123456789abcdef0123")]).scoped(2);
+    let local = a.local_part(Purpose::Bounce, &sample());
+    assert_eq!(a.verify_local_part(Purpose::Bounce, &local), Some(sample()));
+    assert_eq!(b.verify_local_part(Purpose::Bounce, &local), None);
+    let r = UnsubRef {
+        campaign: 1,
+        recipient: RecipientId::new(1, 1),
+        email: "a@b.test".into(),
+        topic: None,
+    };
+    assert!(b.verify_url_token(&a.url_token(&r)).is_none());
+}
+
+#[test]
 fn url_tokens_carry_address_and_topic() {
     let k = keys(&[("k1", "0123456789abcdef0123")]);
     let r = UnsubRef {
