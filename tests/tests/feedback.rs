@@ -368,6 +368,7 @@ fn bounces_complaints_and_unsubscribes_come_back_and_suppress() {
             .starts_with("smtp; 550 5.1.1")
     );
     assert_eq!(b["reportingMTA"], "dns; mx.ex.test");
+    assert_eq!(b["remoteMtaIp"], "192.0.2.25", "from the DSN's text part");
     // attached to the original message's mail object
     let delivered = of_type(&ev, "Delivery")
         .into_iter()

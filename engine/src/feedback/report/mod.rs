@@ -175,6 +175,7 @@ pub fn parse(raw: &[u8]) -> Report {
         if recipients.is_empty() {
             recipients = text::parse(&human, &subject, "rfc3464").recipients;
         }
+        remote_ips_from_text(&mut recipients, &human);
         return Report::Bounce(BounceReport {
             format: "rfc3464",
             reporting_mta: dsn.reporting_mta,
@@ -240,6 +241,22 @@ fn text_bounce(human: &str, subject: &str, format: &'static str, original: Origi
         recipients: bounce.recipients,
         original,
     })
+}
+
+/// Fills a recipient's `remote_mta_ip` the status fields did not give from
+/// the human-readable part, where MTAs write it on the recipient's line
+/// (Postfix: `<a@b>: host mx.b[192.0.2.1] said: ...`).
+fn remote_ips_from_text(recipients: &mut [BouncedRecipient], human: &str) {
+    if recipients.iter().all(|r| r.remote_mta_ip.is_some()) {
+        return;
+    }
+    let text = prefix(human, text::MAX_TEXT);
+    for r in recipients.iter_mut().filter(|r| r.remote_mta_ip.is_none()) {
+        let needle = r.email.to_ascii_lowercase();
+        r.remote_mta_ip = scan::lines(text)
+            .filter(|l| l.len() <= 2048 && l.to_ascii_lowercase().contains(&needle))
+            .find_map(scan::ip_in);
+    }
 }
 
 /// The status fields: a delivery-status part, else the same fields inside
