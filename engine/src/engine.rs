@@ -190,6 +190,9 @@ impl Engine {
         let marks = crate::feedback::marks::Marks::from_config(&config.feedback, spool.uid())
             .map_err(StartError::Feedback)?
             .map(Arc::new);
+        if marks.is_some() {
+            spool.keep_ledger(config.feedback.attribution_window);
+        }
         let env = SinkEnv {
             runtime: tokio::runtime::Handle::current(),
             spool_uid: spool.uid(),

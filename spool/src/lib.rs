@@ -10,6 +10,7 @@
 //! checkpoint              snapshot of every recipient's state at a journal position
 //! checkpoint.prev         the one before (a fallback)
 //! cursors/NAME            where each notification sink has published to
+//! ledger/N.ldg            a reclaimed segment's addresses, when kept (feedback)
 //! ```
 //!
 //! # Durability contract
@@ -65,6 +66,7 @@ mod index;
 mod inspect;
 pub mod journal;
 mod layout;
+mod ledger;
 mod maintain;
 mod messages;
 pub use messages::EVERY as MESSAGES_RECLAIM_EVERY;

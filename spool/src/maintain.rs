@@ -6,7 +6,9 @@
 //! wholly before both the newest checkpoint and every sink cursor are then
 //! deleted. A segment whose recipients are all final is retired (journaled
 //! with the per-domain counts it takes away) and deleted: the journal
-//! entries carry everything events need, so nothing reads its records again.
+//! entries carry everything events need, so nothing reads its records again
+//! (but for feedback's attribution, a ledger of its addresses may be kept:
+//! see `ledger`).
 
 use std::sync::atomic::Ordering;
 
@@ -123,19 +125,29 @@ impl Spool {
             // per-domain counts this segment takes away from the summary
             // the per-domain counts it takes away, split over as many
             // entries as they need
+            let keep_ledger = lock(&self.ledger_keep).is_some();
             let mut entries = {
                 let index = self.read_index();
                 let Some(seg) = index.segs.get(&no) else {
                     continue;
                 };
                 let mut by_domain: crate::summary::FastMap<String, Counts> = Default::default();
+                let mut ledger: Vec<(u32, &str)> = Vec::new();
                 for i in 0..seg.states.len() as u32 {
                     if let Some(r) = seg.record(i) {
                         by_domain
                             .entry(r.domain().to_string())
                             .or_default()
                             .add(State::from_u8(seg.states[i as usize]), 1);
+                        if keep_ledger {
+                            ledger.push((r.campaign.to_native(), r.email.as_str()));
+                        }
+                    } else if keep_ledger {
+                        ledger.push((0, ""));
                     }
+                }
+                if keep_ledger {
+                    self.write_ledger(no, &ledger);
                 }
                 let mut entries = Vec::new();
                 let mut chunk: Vec<(&str, Counts)> = Vec::new();

@@ -411,6 +411,7 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
         checkpointing: Mutex::new(()),
         pending: Mutex::new(Some(pending)),
         clock,
+        ledger_keep: Mutex::new(None),
     })
 }
 

@@ -60,6 +60,8 @@ pub struct Spool {
     pub(crate) pending: Mutex<Option<Pending>>,
     /// Stamps campaign creation and acceptance times.
     pub(crate) clock: crate::Clock,
+    /// How long reclaimed segments' ledgers are kept (`None`: none).
+    pub(crate) ledger_keep: Mutex<Option<std::time::Duration>>,
 }
 
 /// Campaign ids in use and the next free campaign number.

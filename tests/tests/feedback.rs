@@ -702,3 +702,36 @@ fn reports_in_the_formats_of_real_mtas_are_attributed_by_their_return_path() {
     }
     println!("{} reports in real formats attributed", cases.len());
 }
+
+#[test]
+fn a_redacted_complaint_is_attributed_after_the_records_are_gone() {
+    let rig = rig();
+    let _service = start(&rig);
+    campaign(&rig, "first", &["gina@ex.test"], "");
+    let (rp, _) = received(&rig.sink, "gina@ex.test");
+    // the finished segment is reclaimed; its addresses stay in the ledger
+    let spool = rig.fx.path().join("spool");
+    wait_until(Duration::from_secs(60), "the segment reclaimed", || {
+        let segs = std::fs::read_dir(spool.join("segments"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let ledgers = std::fs::read_dir(spool.join("ledger"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        segs == 0 && ledgers > 0
+    });
+    // a complaint whose provider redacted the recipient everywhere
+    let report = arf(&rp, "redacted@ex.test").replace("To: redacted@ex.test", "To: [redacted]");
+    let r = smtplib(&rig, "fbl@provider.example", "fbl@fbl.example.net", report);
+    assert_eq!(r["ok"], true, "{r}");
+    wait_events(&rig, "the complaint", |ev| {
+        !of_type(ev, "Complaint").is_empty()
+    });
+    let ev = rig.fx.events();
+    let c = of_type(&ev, "Complaint")[0];
+    assert_eq!(
+        c["complaint"]["complainedRecipients"][0]["emailAddress"], "gina@ex.test",
+        "{c}"
+    );
+    assert_eq!(c["mail"]["tags"]["volley:campaign"][0], "first");
+}

@@ -73,6 +73,11 @@ pub struct FeedbackConfig {
     pub suppressed_reasons: Vec<String>,
     #[serde(default)]
     pub unsubscribe: UnsubscribeConfig,
+    /// How long the addresses of finished recipients stay on disk (the
+    /// spool's `ledger/`) so that a report naming no readable address can
+    /// still be attributed through its token.
+    #[serde(default = "default_window", with = "super::duration")]
+    pub attribution_window: std::time::Duration,
 }
 
 fn default_max_size() -> u64 {
@@ -83,6 +88,9 @@ fn default_max_connections() -> u32 {
 }
 fn default_per_minute() -> u32 {
     600
+}
+fn default_window() -> std::time::Duration {
+    std::time::Duration::from_secs(14 * 86400)
 }
 fn default_reasons() -> Vec<String> {
     vec!["BOUNCE".into(), "COMPLAINT".into()]
@@ -100,6 +108,7 @@ impl Default for FeedbackConfig {
             max_messages_per_minute: default_per_minute(),
             suppressed_reasons: default_reasons(),
             unsubscribe: UnsubscribeConfig::default(),
+            attribution_window: default_window(),
         }
     }
 }

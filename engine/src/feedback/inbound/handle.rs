@@ -77,10 +77,12 @@ impl Handler {
         let id = report_id(raw);
         let from = from_address(raw);
         let spool = &self.spool;
+        // the record, or once its segment is reclaimed, the ledger
         let record = |rid: RecipientId| {
             spool
                 .with_record(rid, |r| (r.campaign.to_native(), r.email.to_string()))
                 .ok()
+                .or_else(|| spool.ledger_lookup(rid))
         };
         let inputs = Inputs {
             keys: &self.keys,
