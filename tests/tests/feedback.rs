@@ -37,6 +37,12 @@ fn rig() -> Rig {
     // the HTTP listener's address is in the config; unsubscribe links go there
     let http = fx.http_addr();
     let cfg = std::fs::read_to_string(fx.path().join("config.toml")).expect("config");
+    // a configuration set whose destination takes the feedback events only
+    let cfg = cfg.replace(
+        "jsonl = \"events.jsonl\"\n",
+        "jsonl = \"events.jsonl\"\ndefault_configuration_set = \"news\"\n",
+    ) + "[configuration_sets.news]\n[[configuration_sets.news.destinations]]\nname = \"feedback\"\n\
+         event_types = [\"Bounce\", \"Complaint\", \"Subscription\"]\njsonl = { path = \"feedback.jsonl\" }\n";
     let cfg = cfg.replace(
         "[routes]",
         &format!(
@@ -353,6 +359,30 @@ fn bounces_complaints_and_unsubscribes_come_back_and_suppress() {
             && of_type(ev, "Subscription").len() == 2
             && of_type(ev, "Bounce").len() == 1
     });
+    // the set's destination gets them too, and nothing else
+    let dest = rig.fx.path().join("feedback.jsonl");
+    wait_until(Duration::from_secs(60), "the destination's events", || {
+        events(&dest).len() >= 4
+    });
+    let types: Vec<String> = events(&dest)
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == "Bounce").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| *t == "Complaint").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| *t == "Subscription").count(),
+        2,
+        "{types:?}"
+    );
     let ev = rig.fx.events();
     let bounce = of_type(&ev, "Bounce")[0];
     let b = &bounce["bounce"];
