@@ -5,7 +5,9 @@
 //! service checks it (`ingest::suppressed`, then `ingest::works`), with an
 //! empty list and with a list of millions of addresses, some of them in
 //! the campaign. Also: opening the list (as `volley run` does at start),
-//! its index's memory, and the process's peak RSS.
+//! its index's memory, and the process's peak RSS. And what production's
+//! feedback marks cost per message (the signed return path, and the
+//! one-click URL and mailto: unsubscribe targets).
 //!
 //! `cargo bench -p volley-benches --bench suppression_ingest`
 //! Environment: VOLLEY_BENCH_SUPP_ROWS (campaign rows, default 2,000,000),
@@ -139,6 +141,8 @@ fn main() {
     let loaded = campaign::load(&fx.path().join("campaign.toml")).expect("campaign");
     println!("  campaign: {rows} rows, one in {every} on the list");
 
+    marks();
+
     let mut runs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         for with in [round % 2 == 0, round % 2 != 0] {
@@ -171,4 +175,46 @@ fn main() {
             without / with * 100.0
         );
     }
+}
+
+/// Time per message of the return path and unsubscribe targets.
+fn marks() {
+    use volley_engine::config::FeedbackConfig;
+    use volley_engine::config::feedback::KeyConfig;
+    use volley_engine::feedback::marks::Marks;
+    let mut c = FeedbackConfig {
+        bounce_domain: Some("bounces.bench.test".into()),
+        ..FeedbackConfig::default()
+    };
+    c.keys.push(KeyConfig {
+        id: "k1".into(),
+        secret: Some("c2VjcmV0LXRva2VuLWtleS1mb3ItYmVuY2hlcyE=".into()),
+        secret_file: None,
+    });
+    c.unsubscribe.base_url = Some("https://mail.bench.test".into());
+    c.unsubscribe.mailto = true;
+    let m = Marks::from_config(&c, 7).expect("marks").expect("on");
+    let n = 200_000u64;
+    let emails: Vec<String> = (0..n).map(|i| format!("u{i:010}@d{:03}.bench.test", i % 1000)).collect();
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for (i, e) in emails.iter().enumerate() {
+        let id = volley_spool::RecipientId::new(1, i as u32);
+        let r = Marks::mail_ref(3, id, std::slice::from_ref(e));
+        bytes += m.return_path("news@bench.test", &r).len();
+    }
+    let rp = t.elapsed().as_secs_f64() / n as f64;
+    let t = Instant::now();
+    for (i, e) in emails.iter().enumerate() {
+        let id = volley_spool::RecipientId::new(1, i as u32);
+        let u = m.unsubscribe(3, id, e, Some("weekly"));
+        bytes += u.url.map_or(0, |s| s.len()) + u.mailto.map_or(0, |s| s.len());
+    }
+    let un = t.elapsed().as_secs_f64() / n as f64;
+    std::hint::black_box(bytes);
+    println!(
+        "  feedback marks per message: signed return path {:.2} us, unsubscribe URL + mailto {:.2} us",
+        rp * 1e6,
+        un * 1e6
+    );
 }
