@@ -195,7 +195,9 @@ fn marks() {
     c.unsubscribe.mailto = true;
     let m = Marks::from_config(&c, 7).expect("marks").expect("on");
     let n = 200_000u64;
-    let emails: Vec<String> = (0..n).map(|i| format!("u{i:010}@d{:03}.bench.test", i % 1000)).collect();
+    let emails: Vec<String> = (0..n)
+        .map(|i| format!("u{i:010}@d{:03}.bench.test", i % 1000))
+        .collect();
     let t = Instant::now();
     let mut bytes = 0usize;
     for (i, e) in emails.iter().enumerate() {

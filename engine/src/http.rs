@@ -41,19 +41,16 @@ pub struct Service {
 async fn unsubscribe(
     handler: Option<Arc<crate::feedback::inbound::Handler>>,
     uri: axum::http::Uri,
-    post: bool,
+    post: Option<bytes::Bytes>,
 ) -> Response {
     use crate::feedback::web;
     let Some(h) = handler else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let token = uri.path().strip_prefix(web::PATH).unwrap_or("").to_string();
-    let answered = tokio::task::spawn_blocking(move || {
-        if post {
-            web::unsubscribe(&h, &token)
-        } else {
-            web::confirm(&h, &token)
-        }
+    let answered = tokio::task::spawn_blocking(move || match post {
+        Some(body) => web::unsubscribe(&h, &token, &body),
+        None => web::confirm(&h, &token),
     })
     .await;
     match answered {
@@ -111,8 +108,11 @@ pub async fn serve(
     let app = Router::new()
         .route(
             "/unsubscribe/{token}",
-            get(move |uri: axum::http::Uri| unsubscribe(unsub_get, uri, false))
-                .post(move |uri: axum::http::Uri| unsubscribe(unsub_post, uri, true)),
+            get(move |uri: axum::http::Uri| unsubscribe(unsub_get, uri, None)).post(
+                move |uri: axum::http::Uri, body: bytes::Bytes| {
+                    unsubscribe(unsub_post, uri, Some(body))
+                },
+            ),
         )
         .route(
             sns::CERT_PATH,

@@ -33,7 +33,7 @@ fn path(spool: &Path, segment: u32) -> PathBuf {
 }
 
 /// Encodes the ledger of one segment: `(campaign, address)` by index.
-pub(crate) fn encode(entries: &[(u32, &str)]) -> Vec<u8> {
+pub(crate) fn encode(entries: &[(u32, String)]) -> Vec<u8> {
     let data: usize = entries.iter().map(|(_, e)| 4 + e.len()).sum();
     let mut out = Vec::with_capacity(12 + 4 * (entries.len() + 1) + data);
     out.extend_from_slice(MAGIC);
@@ -95,7 +95,7 @@ impl Spool {
 
     /// Writes a reclaimed segment's ledger, when one is kept, and deletes
     /// ledgers past their time. Best effort: failures are logged.
-    pub(crate) fn write_ledger(&self, segment: u32, entries: &[(u32, &str)]) {
+    pub(crate) fn write_ledger(&self, segment: u32, entries: &[(u32, String)]) {
         let Some(keep) = *crate::spool::lock(&self.ledger_keep) else {
             return;
         };
@@ -113,7 +113,15 @@ impl Spool {
         self.expire_ledgers(keep);
     }
 
+    /// Deletes ledgers older than `keep` (looked for at most once an hour).
     fn expire_ledgers(&self, keep: Duration) {
+        {
+            let mut last = crate::spool::lock(&self.ledger_expired);
+            if last.is_some_and(|t: std::time::Instant| t.elapsed() < Duration::from_secs(3600)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let Ok(items) = std::fs::read_dir(dir(&self.dir)) else {
             return;
         };
@@ -140,7 +148,9 @@ mod tests {
     fn entries_read_back_and_damage_reads_as_absent() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("l");
-        std::fs::write(&p, encode(&[(3, "a@b.test"), (4, ""), (5, "ccc@d.test")])).unwrap();
+        let entries =
+            [(3, "a@b.test"), (4, ""), (5, "ccc@d.test")].map(|(c, e)| (c, e.to_string()));
+        std::fs::write(&p, encode(&entries)).unwrap();
         let f = std::fs::File::open(&p).unwrap();
         assert_eq!(read(&f, 0), Some((3, "a@b.test".into())));
         assert_eq!(read(&f, 2), Some((5, "ccc@d.test".into())));

@@ -126,13 +126,13 @@ impl Spool {
             // the per-domain counts it takes away, split over as many
             // entries as they need
             let keep_ledger = lock(&self.ledger_keep).is_some();
+            let mut ledger: Vec<(u32, String)> = Vec::new();
             let mut entries = {
                 let index = self.read_index();
                 let Some(seg) = index.segs.get(&no) else {
                     continue;
                 };
                 let mut by_domain: crate::summary::FastMap<String, Counts> = Default::default();
-                let mut ledger: Vec<(u32, &str)> = Vec::new();
                 for i in 0..seg.states.len() as u32 {
                     if let Some(r) = seg.record(i) {
                         by_domain
@@ -140,14 +140,11 @@ impl Spool {
                             .or_default()
                             .add(State::from_u8(seg.states[i as usize]), 1);
                         if keep_ledger {
-                            ledger.push((r.campaign.to_native(), r.email.as_str()));
+                            ledger.push((r.campaign.to_native(), r.email.to_string()));
                         }
                     } else if keep_ledger {
-                        ledger.push((0, ""));
+                        ledger.push((0, String::new()));
                     }
-                }
-                if keep_ledger {
-                    self.write_ledger(no, &ledger);
                 }
                 let mut entries = Vec::new();
                 let mut chunk: Vec<(&str, Counts)> = Vec::new();
@@ -171,6 +168,10 @@ impl Spool {
                 flush(&mut chunk);
                 entries
             };
+            // written outside the index lock, before the records go
+            if keep_ledger {
+                self.write_ledger(no, &ledger);
+            }
             self.journal_write(&mut entries, false, |index, es, ends| {
                 for (e, &pos) in es.iter().zip(ends) {
                     index.apply_retired(e, pos);

@@ -412,6 +412,7 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
         pending: Mutex::new(Some(pending)),
         clock,
         ledger_keep: Mutex::new(None),
+        ledger_expired: Mutex::new(None),
     })
 }
 

@@ -62,6 +62,8 @@ pub struct Spool {
     pub(crate) clock: crate::Clock,
     /// How long reclaimed segments' ledgers are kept (`None`: none).
     pub(crate) ledger_keep: Mutex<Option<std::time::Duration>>,
+    /// When old ledgers were last looked for.
+    pub(crate) ledger_expired: Mutex<Option<std::time::Instant>>,
 }
 
 /// Campaign ids in use and the next free campaign number.

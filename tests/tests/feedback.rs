@@ -67,7 +67,12 @@ fn start(rig: &Rig) -> Running {
 fn campaign(rig: &Rig, id: &str, rcpts: &[&str], extra: &str) {
     let list = format!("email\n{}\n", rcpts.join("\n"));
     rig.fx.write(&format!("{id}.csv"), list);
-    rig.fx.write("body.txt", "Hello {{email}}\n");
+    // a non-personalized campaign's templates use no recipient data
+    let body = match extra.contains("personalized = false") {
+        true => "Hello\n",
+        false => "Hello {{email}}\n",
+    };
+    rig.fx.write("body.txt", body);
     rig.fx.write(
         &format!("{id}.toml"),
         format!(
@@ -200,7 +205,7 @@ fn http(url: &str, post: bool) -> (u16, String) {
     let script = r#"
 import sys, urllib.request, urllib.error
 url, post = sys.argv[1], sys.argv[2] == "post"
-data = b"List-Unsubscribe=One-Click" if post else None
+data = (b"List-Unsubscribe=One-Click" if sys.argv[3] == "body" else b"") if post else None
 req = urllib.request.Request(url, data=data, method="POST" if post else "GET")
 if post:
     req.add_header("Content-Type", "application/x-www-form-urlencoded")
@@ -211,7 +216,7 @@ except urllib.error.HTTPError as e:
     print(e.code); print(e.read().decode())
 "#;
     let out = Command::new("/usr/bin/python3")
-        .args(["-c", script, url, if post { "post" } else { "get" }])
+        .args(["-c", script, url, if post { "post" } else { "get" }, "body"])
         .output()
         .expect("python3");
     let t = text(&out.stdout);
@@ -351,6 +356,15 @@ fn bounces_complaints_and_unsubscribes_come_back_and_suppress() {
     assert!(page.contains("<form method=\"post\""), "{page}");
     let (code, page) = http(&url, true);
     assert_eq!(code, 200, "{page}");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", "import sys, urllib.request, urllib.error\ntry:\n urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'', method='POST'))\n print(200)\nexcept urllib.error.HTTPError as e:\n print(e.code)", &url])
+        .output()
+        .expect("python3");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "400",
+        "a POST that is no one-click request"
+    );
     let (code, _) = http(&format!("{url}x"), true);
     assert_eq!(code, 404, "a forged unsubscribe token does nothing");
 
@@ -737,8 +751,18 @@ fn reports_in_the_formats_of_real_mtas_are_attributed_by_their_return_path() {
 fn a_redacted_complaint_is_attributed_after_the_records_are_gone() {
     let rig = rig();
     let _service = start(&rig);
-    campaign(&rig, "first", &["gina@ex.test"], "");
+    // a non-personalized campaign: with feedback on its recipients no
+    // longer share a transaction, each has its own return path
+    campaign(
+        &rig,
+        "first",
+        &["gina@ex.test", "hank@ex.test"],
+        "personalized = false\n",
+    );
     let (rp, _) = received(&rig.sink, "gina@ex.test");
+    let (hank_rp, _) = received(&rig.sink, "hank@ex.test");
+    assert_ne!(rp, hank_rp);
+    assert_eq!(rig.sink.files().len(), 2, "one transaction each");
     // the finished segment is reclaimed; its addresses stay in the ledger
     let spool = rig.fx.path().join("spool");
     wait_until(Duration::from_secs(60), "the segment reclaimed", || {

@@ -101,12 +101,6 @@ enum Reply {
     Line {
         text: String,
     },
-    /// A line for the job's stdout.
-    Out {
-        text: String,
-    },
-    /// An operation without a summary ended well.
-    Finished,
     Progress {
         total: u64,
         counts: Counts,
@@ -205,6 +199,17 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
     let _connected = Connected(Arc::clone(&ctx.clients));
     let permitted = permitted(&stream);
     let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd.take(MAX_LINE as u64 * 16)).lines();
+    let first = match permitted {
+        true => lines.next_line().await.ok().flatten(),
+        false => None,
+    };
+    let request = first.as_deref().map(serde_json::from_str::<Request>);
+    if let Some(Ok(Request::Suppression { what })) = request {
+        // it writes its own replies, as fast as the client reads them
+        super::suppression::serve(Arc::clone(&ctx.suppression), what, wr).await;
+        return;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let writer = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
@@ -215,93 +220,26 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
             }
         }
     });
-    if !permitted {
-        let _ = tx.send(Reply::Error {
-            code: EXIT_FAILURE,
-            message: "permission denied: the control socket serves the service's own user".into(),
-        });
-    } else {
-        let mut lines = BufReader::new(rd.take(MAX_LINE as u64 * 16)).lines();
-        if let Ok(Some(l)) = lines.next_line().await {
-            match serde_json::from_str::<Request>(&l) {
-                Ok(Request::Enqueue { campaign }) => job(&ctx, &campaign, false, &tx, lines).await,
-                Ok(Request::Send { campaign }) => job(&ctx, &campaign, true, &tx, lines).await,
-                Ok(Request::Suppression { what }) => suppression(&ctx, what, &tx).await,
-                _ => {
-                    let _ = tx.send(Reply::Error {
-                        code: EXIT_FAILURE,
-                        message: "bad request".into(),
-                    });
-                }
-            }
+    match request {
+        _ if !permitted => {
+            let _ = tx.send(Reply::Error {
+                code: EXIT_FAILURE,
+                message: "permission denied: the control socket serves the service's own user"
+                    .into(),
+            });
+        }
+        Some(Ok(Request::Enqueue { campaign })) => job(&ctx, &campaign, false, &tx, lines).await,
+        Some(Ok(Request::Send { campaign })) => job(&ctx, &campaign, true, &tx, lines).await,
+        None => {}
+        _ => {
+            let _ = tx.send(Reply::Error {
+                code: EXIT_FAILURE,
+                message: "bad request".into(),
+            });
         }
     }
     drop(tx);
     let _ = writer.await;
-}
-
-/// A `volley suppression` operation done for a client.
-async fn suppression(
-    ctx: &ControlCtx,
-    op: super::suppression::Op,
-    tx: &mpsc::UnboundedSender<Reply>,
-) {
-    use super::suppression::{Out, perform};
-    let list = Arc::clone(&ctx.suppression);
-    let out = tx.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        perform(&list, &op, &mut |o| {
-            let _ = out.send(match o {
-                Out::Stdout(text) => Reply::Out { text },
-                Out::Stderr(text) => Reply::Line { text },
-            });
-        })
-    })
-    .await;
-    let _ = tx.send(match done {
-        Ok(Ok(())) => Reply::Finished,
-        Ok(Err((code, message))) => Reply::Error { code, message },
-        Err(e) => Reply::Error {
-            code: EXIT_FAILURE,
-            message: format!("the operation failed: {e}"),
-        },
-    });
-}
-
-/// Runs a `volley suppression` operation through the service.
-pub(super) async fn remote_suppression(
-    stream: UnixStream,
-    op: &super::suppression::Op,
-) -> CliResult {
-    let (rd, mut wr) = stream.into_split();
-    let mut line =
-        serde_json::to_vec(&Request::Suppression { what: op.clone() }).map_err(super::fail)?;
-    line.push(b'\n');
-    wr.write_all(&line).await.map_err(super::fail)?;
-    let mut replies = BufReader::new(rd).lines();
-    let stdout = std::io::stdout();
-    loop {
-        let Ok(Some(l)) = replies.next_line().await else {
-            return Err(super::fail(anyhow::anyhow!(
-                "the running service closed the control connection"
-            )));
-        };
-        match serde_json::from_str::<Reply>(&l) {
-            Ok(Reply::Out { text }) => {
-                use std::io::Write as _;
-                let _ = writeln!(stdout.lock(), "{text}");
-            }
-            Ok(Reply::Line { text }) => eprintln!("{text}"),
-            Ok(Reply::Finished) => return Ok(super::EXIT_OK),
-            Ok(Reply::Error { code, message }) => {
-                return Err(CliError {
-                    code,
-                    error: anyhow::anyhow!(message),
-                });
-            }
-            _ => {}
-        }
-    }
 }
 
 type Lines = tokio::io::Lines<BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>>;
@@ -565,8 +503,6 @@ pub(super) async fn remote(
                 });
             }
             Reply::Line { text } => eprintln!("{text}"),
-            Reply::Out { text } => println!("{text}"),
-            Reply::Finished => {}
             Reply::Progress {
                 total,
                 counts,

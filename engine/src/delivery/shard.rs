@@ -351,8 +351,11 @@ impl Shard {
         }
         let mut works = vec![(work, permit)];
         let most = dest.policy().recipients_per_transaction as usize;
+        // with signed return paths each recipient has its own message:
+        // a report then speaks for the one recipient its token names
         if most > 1
             && let Some(no) = self.campaigns.shared(&ctx.spool, works[0].0.id)
+            && !ctx.config().feedback.enabled()
         {
             // more recipients of this non-personalized campaign join the
             // transaction (one message: one rate-limit token), while the

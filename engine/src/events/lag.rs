@@ -40,7 +40,9 @@ impl Lag {
         self.read += batch.len() as u64;
         self.oldest_ms = batch
             .iter()
-            .filter(|(_, e)| e.kind.outcome_state().is_some())
+            .filter(|(_, e)| {
+                e.kind.outcome_state().is_some() || e.kind == volley_spool::Kind::Feedback
+            })
             .map(|(_, e)| e.at_ms)
             .min();
     }

@@ -3,10 +3,10 @@
 //! domain) and, when configured, the `List-Unsubscribe` URL and `mailto:`
 //! address (RFC 8058), all signed with the first key ([`token`]).
 //!
-//! A transaction with one recipient gets a token bound to that address; a
-//! transaction that several recipients share (one site, one domain) gets
-//! a shared token bound to their domain, and a report about it names its
-//! recipients itself. The null sender stays null. Pure.
+//! Each message has one recipient while feedback is on (transactions are
+//! not shared), and its token is bound to that recipient's address: a
+//! token seen by its recipient speaks for nobody else. The null sender
+//! stays null. Pure.
 
 use volley_spool::RecipientId;
 
@@ -52,20 +52,15 @@ impl Marks {
     }
 
     /// The reference a token carries for a transaction of `campaign` to
-    /// `rcpts` (`first` the first one's id).
+    /// `rcpts` (`first` the first one's id): bound to the first
+    /// recipient's address. With feedback on, transactions are not shared
+    /// (see `delivery::shard`), so that is the transaction's recipient.
     pub fn mail_ref(campaign: u32, first: RecipientId, rcpts: &[String]) -> MailRef {
-        let shared = rcpts.len() > 1;
-        let first_rcpt = rcpts.first().map_or("", String::as_str);
-        let key = if shared {
-            volley_spool::domain_of(first_rcpt)
-        } else {
-            first_rcpt
-        };
         MailRef {
             campaign,
             recipient: first,
-            shared,
-            hash: addr_hash(key),
+            shared: false,
+            hash: addr_hash(rcpts.first().map_or("", String::as_str)),
         }
     }
 

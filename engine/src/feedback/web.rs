@@ -1,6 +1,6 @@
 //! One-click unsubscribe over HTTP (RFC 8058) on the service's listener:
 //! `POST /unsubscribe/<token>` (what mailbox providers send, body
-//! `List-Unsubscribe=One-Click`) unsubscribes the recipient the signed
+//! `List-Unsubscribe=One-Click`, required) unsubscribes the recipient the signed
 //! token names, for its list topic, and answers `200` with a short page
 //! (never a redirect); `GET` shows a confirmation page whose button POSTs.
 //! A token that does not verify does nothing and answers `404`. A repeat
@@ -61,11 +61,24 @@ pub fn confirm(handler: &Handler, token: &str) -> Answer {
     (200, page("Unsubscribe", &body))
 }
 
-/// `POST`: unsubscribes.
-pub fn unsubscribe(handler: &Handler, token: &str) -> Answer {
+/// `POST` with `body`: unsubscribes.
+pub fn unsubscribe(handler: &Handler, token: &str, body: &[u8]) -> Answer {
     let Some(u) = verify(handler, token) else {
         return not_valid();
     };
+    // RFC 8058: the form field says it is a one-click request
+    let one_click = body
+        .split(|&b| b == b'&')
+        .any(|f| f.trim_ascii() == b"List-Unsubscribe=One-Click");
+    if !one_click {
+        return (
+            400,
+            page(
+                "Not an unsubscribe request",
+                "<p>The request does not say <code>List-Unsubscribe=One-Click</code>.</p>",
+            ),
+        );
+    }
     let already = handler
         .suppression
         .as_ref()

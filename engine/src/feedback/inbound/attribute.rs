@@ -10,11 +10,12 @@
 //! `Return-Path`). A token that does not verify is forged or altered: the
 //! report is counted and changes nothing.
 //!
-//! Recipients: a token for one recipient names it through its record (when
-//! the spool still has it) or through the addresses the report gives,
-//! which must match the token's address hash; a shared token (one message,
-//! several recipients of one domain) takes the report's addresses at that
-//! domain. Only `failed` bounce actions count (delays, relays and
+//! Recipients: a token names its one recipient through its record (while
+//! the spool or its ledger has it) or through the addresses the report
+//! gives, which must match the token's address hash. Shared tokens (bound
+//! to a domain; not made while feedback is on) speak for nobody; mail to
+//! an unsubscribe address counts only from the recipient's own address.
+//! Only `failed` bounce actions count (delays, relays and
 //! deliveries are notices, not bounces); auto-replies never do; a message
 //! that is no recognizable report counts as an `Undetermined` bounce only
 //! when it came from the null sender to a one-recipient token. Pure (the
@@ -136,8 +137,10 @@ fn quoted_tokens(orig: &Original, bounce_domain: &str) -> Vec<String> {
         while let Some(at) = lower[from..].find(&suffix) {
             let at = from + at;
             let start = lower[..at]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-                .map_or(0, |i| i + 1);
+                .char_indices()
+                .rev()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-'))
+                .map_or(0, |(i, c)| i + c.len_utf8());
             let local = &lower[start..at];
             if local.starts_with("b-") && out.len() < MAX_TOKENS {
                 out.push(local.to_string());
@@ -186,10 +189,13 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
     }
     let mut found: Vec<Finding> = Vec::new();
     for (purpose, r) in &tokens {
+        // a shared token could be replayed by any recipient of its
+        // message against others at the domain: none are made, none count
+        if r.shared {
+            continue;
+        }
         // the recipient's address while the spool still has its record
-        let known = (!r.shared)
-            .then(|| (i.record)(r.recipient))
-            .flatten()
+        let known = (i.record)(r.recipient)
             .filter(|(c, e)| *c == r.campaign && r.matches(e))
             .map(|(_, e)| e.to_ascii_lowercase());
         let mut add = |email: String, feedback: Feedback| {
@@ -208,9 +214,8 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
             }
         };
         if *purpose == Purpose::Unsubscribe {
-            let who = known
-                .clone()
-                .or_else(|| i.from.map(str::to_ascii_lowercase).filter(|f| r.matches(f)));
+            // only the recipient's own address unsubscribes it
+            let who = i.from.map(str::to_ascii_lowercase).filter(|f| r.matches(f));
             if let Some(email) = who {
                 add(
                     email,
@@ -228,9 +233,10 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
                 let from = b.original.get("From").map(str::to_string);
                 // the quoted original's To: a personalized message's is
                 // its recipient
-                let quoted_to: Vec<String> = (!r.shared)
-                    .then(|| b.original.get("To").map(|v| addresses(v).collect()))
-                    .flatten()
+                let quoted_to: Vec<String> = b
+                    .original
+                    .get("To")
+                    .map(|v| addresses(v).collect())
                     .unwrap_or_default();
                 for (n, rcpt) in b.recipients.iter().enumerate() {
                     if !rcpt.action.eq_ignore_ascii_case("failed") {
@@ -327,7 +333,11 @@ pub fn attribute(i: &Inputs<'_>, report: &Report) -> Verdict {
     }
     if found.is_empty() {
         let what = match report {
-            Report::Bounce(b) if b.recipients.iter().all(|r| r.action != "failed") => {
+            Report::Bounce(b)
+                if b.recipients
+                    .iter()
+                    .all(|r| !r.action.eq_ignore_ascii_case("failed")) =>
+            {
                 return Verdict::Ignored("no failed recipient (a delay or success notice)".into());
             }
             Report::Bounce(_) => "bounce",

@@ -95,7 +95,7 @@ impl Handler {
         };
         let verdict = attribute::attribute(&inputs, &report);
         match &verdict {
-            Verdict::Found(found) => self.record(found, original_of(&report))?,
+            Verdict::Found(found) => self.record(found, original_of(&report), None)?,
             Verdict::Forged => {
                 self.counts.forged.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(report = %id, sender = %mail_from, "report with a forged or altered token ignored");
@@ -112,7 +112,8 @@ impl Handler {
         Ok(verdict)
     }
 
-    /// A one-click unsubscribe (a verified URL token).
+    /// A one-click unsubscribe (a verified URL token): for the topic the
+    /// token was signed with (none: all of the list's mail).
     pub fn unsubscribe(&self, u: &UnsubRef) -> Result<(), String> {
         let f = Finding {
             campaign: u.campaign,
@@ -122,10 +123,15 @@ impl Handler {
             feedback: Feedback {
                 kind: FeedbackKind::Subscription,
                 source: Some("UnsubscribeHeader".into()),
+                // the same request made twice has the same id
+                feedback_id: report_id(
+                    format!("{}:{}:{}:{:?}", u.campaign, u.recipient.0, u.email, u.topic)
+                        .as_bytes(),
+                ),
                 ..Feedback::default()
             },
         };
-        self.record(&[f], None)
+        self.record(&[f], None, Some(u.topic.as_deref()))
     }
 
     /// The SES message id of a finding's mail.
@@ -138,20 +144,33 @@ impl Handler {
     }
 
     /// Journals the findings' events and adds the suppressions they call
-    /// for, both durably.
-    fn record(&self, found: &[Finding], original: Option<&report::Original>) -> Result<(), String> {
+    /// for, both durably. An unsubscribe's topic is `signed_topic` when
+    /// its token carried one, else the campaign's. A finding whose address
+    /// the suppression list refuses is logged and left out first, so that
+    /// nothing is journaled for a report that is then refused.
+    fn record(
+        &self,
+        found: &[Finding],
+        original: Option<&report::Original>,
+        signed_topic: Option<Option<&str>>,
+    ) -> Result<(), String> {
         let now = volley_spool::now_ms();
         let (subject, headers) = original.map(headers_text).unwrap_or_default();
         let mut entries = Vec::with_capacity(found.len());
         let mut suppress = Vec::new();
         for f in found {
+            if let Err(e) = suppression::normalize_email(&f.email) {
+                tracing::warn!(address = %f.email, error = %e, "feedback about an unusable address left out");
+                continue;
+            }
             let def = self
                 .spool
                 .campaign(f.campaign)
                 .and_then(|c| CampaignDef::from_bytes(&c.body).ok());
             let mut fb = f.feedback.clone();
             if fb.feedback_id.is_empty() {
-                fb.feedback_id = format!("{}-{}", report_id(f.email.as_bytes()), now);
+                let key = format!("{}:{}:{}", f.campaign, f.recipient.0, f.email);
+                fb.feedback_id = report_id(key.as_bytes());
             }
             let topic = def
                 .as_ref()
@@ -159,7 +178,10 @@ impl Handler {
                 .map(|l| (l.contact_list.clone(), l.topic.clone()));
             if fb.kind == FeedbackKind::Subscription {
                 fb.contact_list = topic.as_ref().map(|t| t.0.clone());
-                fb.topic = topic.as_ref().and_then(|t| t.1.clone());
+                fb.topic = match signed_topic {
+                    Some(t) => t.map(str::to_string),
+                    None => topic.as_ref().and_then(|t| t.1.clone()),
+                };
             }
             let reason = match fb.kind {
                 FeedbackKind::Bounce if fb.bounce_type.as_deref() == Some("Permanent") => {
