@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod fault_rig;
+pub mod feedback_rig;
 pub mod mx_rig;
 pub mod postfix;
 pub mod process;

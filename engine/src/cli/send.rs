@@ -172,15 +172,22 @@ async fn deliver_until(
         tracing::debug!(error = %e, "no control socket for other jobs");
     }
     let spool = Arc::clone(&engine.spool);
-    // `sns` webhooks need the SNS links (certificate, confirmation) served
+    // a job working alone takes its feedback (bounces, unsubscribes) too
+    let inbound = match stop.is_some() {
+        true => Some(super::inbound::start(&config, &engine).await?),
+        false => None,
+    };
+    let feedback = inbound.as_ref().and_then(|i| i.handler.clone());
+    // `sns` webhooks need the SNS links (certificate, confirmation) served,
+    // one-click unsubscribe its pages
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
-    if engine.sns.is_some() {
+    if engine.sns.is_some() || feedback.is_some() {
         let service = volley_engine::http::Service {
             metrics: Arc::clone(&metrics),
             stats: Arc::clone(&engine.stats),
             spool: Arc::clone(&spool),
             sns: engine.sns.clone(),
-            feedback: None,
+            feedback,
         };
         let listen = config
             .http
@@ -191,7 +198,7 @@ async fn deliver_until(
             .await
             .map_err(|e| {
                 fail(anyhow::anyhow!(
-                    "cannot listen on {listen} (http.listen; sns webhooks need it): {e}"
+                    "cannot listen on {listen} (http.listen; sns webhooks and unsubscribe links need it): {e}"
                 ))
             })?;
     }
@@ -285,6 +292,9 @@ async fn deliver_until(
         }
     }
     let elapsed = progress.elapsed();
+    if let Some(i) = inbound {
+        i.stop().await;
+    }
     engine.shutdown(GRACE).await;
     let _ = http_stop.send(true);
     ended?;

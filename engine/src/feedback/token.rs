@@ -179,6 +179,8 @@ impl Keys {
     fn tag(&self, key: &Key, domain: &[u8], payload: &[u8]) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&key.key);
         ctx.update(&self.scope.to_be_bytes());
+        // length-prefixed: no purpose's bytes run into the key id's
+        ctx.update(&[domain.len() as u8]);
         ctx.update(domain);
         ctx.update(key.id.as_bytes());
         ctx.update(b"\0");

@@ -29,15 +29,27 @@ pub use handle::{Counts, Handler};
 pub struct Rate {
     per_window: u32,
     window: Duration,
-    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    seen: Mutex<Seen>,
 }
+
+/// Counts per address, and when they were last pruned.
+struct Seen {
+    by_ip: HashMap<IpAddr, (Instant, u32)>,
+    pruned: Option<Instant>,
+}
+
+/// Addresses counted before old ones are pruned (once per window).
+const PRUNE_AFTER: usize = 100_000;
 
 impl Rate {
     pub fn new(per_window: u32, window: Duration) -> Rate {
         Rate {
             per_window,
             window,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen {
+                by_ip: HashMap::new(),
+                pruned: None,
+            }),
         }
     }
 
@@ -48,11 +60,16 @@ impl Rate {
 
     fn take_at(&self, ip: IpAddr, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() > 100_000 {
+        let due = seen
+            .pruned
+            .is_none_or(|t| now.duration_since(t) >= self.window);
+        if seen.by_ip.len() > PRUNE_AFTER && due {
             let window = self.window;
-            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+            seen.by_ip
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            seen.pruned = Some(now);
         }
-        let (start, n) = seen.entry(ip).or_insert((now, 0));
+        let (start, n) = seen.by_ip.entry(ip).or_insert((now, 0));
         if now.duration_since(*start) >= self.window {
             *start = now;
             *n = 0;
