@@ -73,6 +73,7 @@ pub async fn start(config: &Arc<Config>, engine: &Engine) -> Result<Inbound, Cli
         rate: inbound::Rate::new(f.max_messages_per_minute, Duration::from_secs(60)),
         handler,
         connections: Arc::new(tokio::sync::Semaphore::new(f.max_connections as usize)),
+        open: inbound::PerAddress::default(),
     });
     for listener in inbound::bind(&f.listeners)
         .await

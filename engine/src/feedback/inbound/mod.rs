@@ -92,6 +92,48 @@ pub struct Shared {
     pub rate: Rate,
     pub handler: Arc<Handler>,
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Open connections per client address.
+    pub open: PerAddress,
+}
+
+/// Most open connections from one client address: one host cannot hold
+/// every place of the listener.
+pub const PER_ADDRESS: u32 = 10;
+
+/// Open connections by client address.
+#[derive(Default)]
+pub struct PerAddress(Mutex<HashMap<IpAddr, u32>>);
+
+/// A connection counted against its address while it lives.
+pub struct Counted<'a> {
+    all: &'a PerAddress,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection from `ip`; `None` when it has [`PER_ADDRESS`]
+    /// open already.
+    pub fn count(&self, ip: IpAddr) -> Option<Counted<'_>> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Counted { all: self, ip })
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let mut open = self.all.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Binds the configured inbound listeners (errors name the address).
@@ -123,6 +165,12 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let Some(_counted) = shared.open.count(peer.ip()) else {
+        conn.write_all(b"421 4.7.0 Too many connections from your address, try again later\r\n")
+            .await?;
+        return Ok(());
+    };
     let end = session::Session::new(Arc::clone(&shared), peer, false)
         .run(&mut conn, true)
         .await?;
@@ -130,7 +178,7 @@ async fn connection(
         && let Some(tls) = shared.tls.clone()
     {
         let mut stream = tls.accept(conn).await?;
-        session::Session::new(shared, peer, true)
+        session::Session::new(Arc::clone(&shared), peer, true)
             .run(&mut stream, false)
             .await?;
     }
@@ -140,6 +188,25 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_counted_per_address() {
+        let all = PerAddress::default();
+        let a: IpAddr = "192.0.2.9".parse().unwrap();
+        let b: IpAddr = "192.0.2.10".parse().unwrap();
+        let held: Vec<Counted<'_>> = (0..PER_ADDRESS).map(|_| all.count(a).unwrap()).collect();
+        assert!(all.count(a).is_none(), "one more from the same address");
+        assert!(all.count(b).is_some(), "another address is not held back");
+        drop(held);
+        assert!(
+            all.count(a).is_some(),
+            "places come back when connections end"
+        );
+        assert!(
+            all.0.lock().unwrap().get(&b).is_none(),
+            "idle addresses are forgotten"
+        );
+    }
 
     #[test]
     fn the_rate_is_per_address_and_window() {
