@@ -39,11 +39,11 @@ fn table(n: usize) -> Vec<u64> {
     t
 }
 
-/// Asks for huge pages under a large allocation (at least 4 MiB): the
-/// table is read at random, and with 4 KiB pages nearly every read would
+/// Asks for huge pages under a large allocation (at least 4 MiB; also the
+/// suppression list's key arrays): the table is read at random, and with 4 KiB pages nearly every read would
 /// also miss the TLB; and each page is one fault when first touched (much
 /// dearer in a virtual machine).
-fn huge_pages(ptr: *const u8, bytes: usize) {
+pub(crate) fn huge_pages(ptr: *const u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     if bytes >= 4 << 20 {
         let start = (ptr as usize).next_multiple_of(4096);

@@ -120,25 +120,7 @@ impl Keys {
     }
 }
 
-/// Asks for huge pages under a large array (at least 4 MiB), best before
-/// it is first written: lookups read
-/// it at random, and with 4 KiB pages nearly every one would also miss the
-/// TLB. Advice only: the contents never change.
-pub fn huge_pages(ptr: *const u8, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    if bytes >= 4 << 20 {
-        let start = (ptr as usize).next_multiple_of(4096);
-        let end = ptr as usize + bytes;
-        // SAFETY: advice about whole pages inside an allocation of ours;
-        // MADV_HUGEPAGE changes how they are backed, never their contents
-        // (without transparent huge pages it fails and nothing changes).
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, bytes);
-}
+pub(crate) use crate::ingest::seen::huge_pages;
 
 #[inline]
 fn bucket(key: u64, bits: u32) -> usize {
