@@ -22,6 +22,7 @@
 //! The spool itself is the `volley-spool` crate.
 
 pub mod address;
+pub mod api;
 pub mod campaign;
 pub mod capture;
 pub mod config;

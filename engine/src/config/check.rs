@@ -15,6 +15,7 @@ impl Config {
         };
         self.submission.check().map_err(|(k, r)| bad(&k, r))?;
         self.feedback.check().map_err(|(k, r)| bad(&k, r))?;
+        self.api.check().map_err(|(k, r)| bad(&k, r))?;
         let d = &self.delivery;
         // the defaults are checked like a rule that sets everything
         let defaults = PolicyRule {

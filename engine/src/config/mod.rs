@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod api;
 mod check;
 pub mod delivery;
 pub mod destinations;
@@ -87,6 +88,9 @@ pub struct Config {
     /// suppression reasons, one-click unsubscribe.
     #[serde(default)]
     pub feedback: FeedbackConfig,
+    /// The SES v2 HTTP API listener.
+    #[serde(default)]
+    pub api: api::ApiConfig,
 }
 
 /// Where MX and address lookups go.

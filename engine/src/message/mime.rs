@@ -74,7 +74,7 @@ fn named<'a>(name: Option<&'a str>, addr: &'a str) -> Result<MbAddress<'a>, Stri
     Ok(MbAddress::new_address(name.map(header_text), addr))
 }
 
-fn mailbox(s: &str) -> Result<MbAddress<'static>, String> {
+pub(crate) fn mailbox(s: &str) -> Result<MbAddress<'static>, String> {
     let m = crate::address::parse_mailbox(s)?;
     let email = wire_address(&m.address.email)?.to_string();
     Ok(match m.name {
@@ -84,7 +84,7 @@ fn mailbox(s: &str) -> Result<MbAddress<'static>, String> {
 }
 
 /// A text body part in the transfer encoding its content needs.
-fn text_part<'a>(content_type: &'static str, text: &'a str) -> MimePart<'a> {
+pub(crate) fn text_part<'a>(content_type: &'static str, text: &'a str) -> MimePart<'a> {
     let e = transfer::encode(text);
     MimePart::new(content_type, BodyPart::Text(e.text)).transfer_encoding(e.cte.name())
 }

@@ -85,6 +85,17 @@ impl Acceptor {
         rx.await.unwrap_or(Err(AcceptError::Stopping))
     }
 
+    /// Queues a message; the receiver gets its answer (an async caller
+    /// queues several, then awaits each).
+    pub fn submit_async(
+        &self,
+        prepared: Prepared,
+    ) -> oneshot::Receiver<Result<String, AcceptError>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Pending { prepared, reply });
+        rx
+    }
+
     /// Queues a message without waiting (a thread outside the runtime
     /// queues many, then waits for each [`Ticket`]).
     pub fn submit(&self, prepared: Prepared) -> Ticket {

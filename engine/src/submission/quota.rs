@@ -41,12 +41,23 @@ impl Quotas {
         }
     }
 
+    /// Recipients `p` sent in the 24 hours before `now` (SES
+    /// `SentLast24Hours`).
+    pub fn used(&self, p: &Principal, now: Instant) -> u64 {
+        let map = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let minute = now.saturating_duration_since(self.epoch).as_secs() / 60;
+        map.get(&p.name).map_or(0, |u| {
+            u.minutes
+                .iter()
+                .filter(|(m, _)| m + 24 * 60 > minute)
+                .map(|(_, c)| c)
+                .sum()
+        })
+    }
+
     /// Takes `n` recipients from `p`'s quotas at `now`, or says which is
     /// exceeded (nothing is taken then).
     pub fn take(&self, p: &Principal, n: u64, now: Instant) -> Verdict {
-        if p.max_send_rate <= 0.0 && p.max_24_hour_send == 0 {
-            return Verdict::Ok;
-        }
         let mut map = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         let u = map.entry(p.name.clone()).or_insert_with(|| Usage {
             tokens: p.max_send_rate.max(1.0),

@@ -43,7 +43,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     credentials: std::sync::RwLock<Arc<Credentials>>,
     pub failures: Failures,
-    pub quotas: Quotas,
+    /// Shared with the API (one key, one quota).
+    pub quotas: Arc<Quotas>,
     pub acceptor: Acceptor,
     /// Configuration sets a message may name.
     pub config: Arc<Config>,
@@ -75,7 +76,7 @@ impl Shared {
                 s.auth_failures_refuse_after,
                 s.auth_failure_window,
             ),
-            quotas: Quotas::new(std::time::Instant::now()),
+            quotas: Arc::new(Quotas::new(std::time::Instant::now())),
             acceptor,
             connections: Arc::new(tokio::sync::Semaphore::new(s.max_connections as usize)),
             config: Arc::clone(&config),
