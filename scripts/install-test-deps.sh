@@ -14,6 +14,9 @@
 #                     service is not started) and their consumer
 #   swaks          -> a real SMTP client for the submission tests (Python's
 #                     smtplib is the other)
+# From PyPI, for the `python3` first on PATH (the SES API tests):
+#   boto3, awscli  -> the AWS SDK for Python and the AWS CLI, pointed at
+#                     Volley's SES v2 API (tests/tests/ses_api.rs)
 # Postfix is installed with debconf "No configuration": nothing is started.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -52,4 +55,13 @@ command -v promtool >/dev/null || { echo "promtool missing after install" >&2; e
 /usr/bin/python3 -c 'import pika' || { echo "python3-pika missing after install" >&2; exit 1; }
 test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { echo "rabbitmq-server missing after install" >&2; exit 1; }
 command -v swaks >/dev/null || { echo "swaks missing after install" >&2; exit 1; }
+# boto3 and the AWS CLI for the `python3` on PATH (pip; PyPI only)
+if ! python3 -c 'import boto3' 2>/dev/null || ! command -v aws >/dev/null; then
+  echo "installing from PyPI: boto3 awscli"
+  python3 -m pip install --quiet boto3 awscli 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages boto3 awscli
+  hash -r
+fi
+python3 -c 'import boto3' || { echo "boto3 missing after install" >&2; exit 1; }
+command -v aws >/dev/null || { echo "the AWS CLI (aws) missing after install" >&2; exit 1; }
 echo "test peers ready: $(dpkg-query -W -f='${Package} ${Version}  ' $PKGS)"
