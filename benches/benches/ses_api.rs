@@ -203,7 +203,8 @@ fn acceptance(clients: usize, secs: u64) -> (f64, f64, f64, f64, f64) {
 
 /// Part 2: (p50, p99 ms) from `SendEmail` to the server's 250.
 fn single(n: u64) -> (f64, f64) {
-    let server = ScriptedServer::start(true, Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()));
+    let server =
+        ScriptedServer::start(true, Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()));
     let (_fx, mut running, port) = service(&server.addr.to_string(), "1000");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,7 +249,9 @@ fn main() {
         let (rate, p50, p99, max, cpu) = acceptance(clients, secs);
         println!("| {round} | {rate:.0} | {p50:.1} | {p99:.1} | {max:.1} | {cpu:.0} |");
     }
-    println!("\n2. SendEmail to the server's 250, one at a time on an idle service ({n_single} messages)");
+    println!(
+        "\n2. SendEmail to the server's 250, one at a time on an idle service ({n_single} messages)"
+    );
     println!("| round | p50 ms | p99 ms |");
     println!("|---:|---:|---:|");
     for round in 1..=rounds {

@@ -12,7 +12,18 @@ fn secret_of(k: &str) -> Option<(String, String)> {
 }
 
 /// (method, host, path, query, body, content-type, service, botocore's signature)
-const VECTORS: &[(&str, &str, &str, &str, &str, Option<&str>, &str, &str)] = &[
+type Vector = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
+
+const VECTORS: &[Vector] = &[
     (
         "GET",
         "example.amazonaws.com",
