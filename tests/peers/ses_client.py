@@ -71,7 +71,7 @@ raw = (
     "From: shop@shop.test\r\nTo: raw@one.test\r\nSubject: raw one\r\n"
     "X-SES-CONFIGURATION-SET: tx\r\n\r\nraw body\r\n"
 ).encode()
-out["raw"] = c.send_email(Content={"Raw": {"Data": raw}}, FromEmailAddress="shop@shop.test")["MessageId"]
+out["raw"] = c.send_email(Content={"Raw": {"Data": raw}})["MessageId"]
 
 c.create_email_template(
     TemplateName="Welcome",
@@ -128,6 +128,8 @@ err("unknown_template", lambda: c.send_email(FromEmailAddress="news@shop.test", 
 err("missing_variable", lambda: c.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": ["a@one.test"]}, Content={"Template": {"TemplateName": "Welcome", "TemplateData": "{\"name\": \"x\"}"}}))
 err("bad_address", lambda: c.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": ["a@@one.test"]}, Content=msg))
 err("unverified", lambda: c.send_email(FromEmailAddress="news@elsewhere.test", Destination={"ToAddresses": ["a@one.test"]}, Content=msg))
+spoofed = b"From: ceo@elsewhere.test\r\nTo: a@one.test\r\nSubject: x\r\n\r\ny\r\n"
+err("raw_spoofed", lambda: c.send_email(FromEmailAddress="shop@shop.test", Content={"Raw": {"Data": spoofed}}))
 err("unknown_set", lambda: c.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": ["a@one.test"]}, Content=msg, ConfigurationSetName="nope"))
 err("no_recipients", lambda: c.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": []}, Content=msg))
 err("too_many", lambda: c.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": [f"r{i}@one.test" for i in range(51)]}, Content=msg))
@@ -160,6 +162,49 @@ out["account"] = {"quota": acct["SendQuota"], "enabled": acct["SendingEnabled"]}
 out["sets"] = c.list_configuration_sets()["ConfigurationSets"]
 out["set"] = c.get_configuration_set(ConfigurationSetName="tx")["ConfigurationSetName"]
 err("unknown_set_get", lambda: c.get_configuration_set(ConfigurationSetName="nope"))
+# the classic query API (v1), through boto3's `ses` client
+v1 = boto3.client("ses", endpoint_url=endpoint, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret, config=cfg)
+out["v1_send"] = v1.send_email(
+    Source="news@shop.test",
+    Destination={"ToAddresses": ["v1a@one.test"]},
+    Message={"Subject": {"Data": "v1 simple"}, "Body": {"Text": {"Data": "v1 body & more"}}},
+    Tags=[{"Name": "api", "Value": "v1"}],
+    ConfigurationSetName="tx",
+)["MessageId"]
+out["v1_raw"] = v1.send_raw_email(
+    RawMessage={"Data": b"From: shop@shop.test\r\nTo: header-only@one.test\r\nSubject: v1 raw\r\n\r\nraw\r\n"},
+    Destinations=["v1raw@two.test"],
+)["MessageId"]
+out["v1_templated"] = v1.send_templated_email(
+    Source="news@shop.test",
+    Destination={"ToAddresses": ["v1t@one.test"]},
+    Template="Welcome",
+    TemplateData=json.dumps({"name": "V1", "plan": "basic"}),
+)["MessageId"]
+v1bulk = v1.send_bulk_templated_email(
+    Source="news@shop.test",
+    Template="Welcome",
+    DefaultTemplateData=json.dumps({"name": "all", "plan": "free"}),
+    Destinations=[
+        {"Destination": {"ToAddresses": ["v1b1@one.test"]}, "ReplacementTemplateData": json.dumps({"name": "One"})},
+        {"Destination": {"ToAddresses": ["bad"]}},
+    ],
+)
+out["v1_bulk"] = v1bulk["Status"]
+
+
+def v1err(name, f):
+    try:
+        f()
+        out[name] = {"code": None}
+    except ClientError as e:
+        out[name] = {"code": e.response["Error"]["Code"], "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}
+
+
+v1err("v1_unverified", lambda: v1.send_email(Source="x@elsewhere.test", Destination={"ToAddresses": ["a@one.test"]}, Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "b"}}}))
+v1err("v1_no_template", lambda: v1.send_templated_email(Source="news@shop.test", Destination={"ToAddresses": ["a@one.test"]}, Template="Nope", TemplateData="{}"))
+v1err("v1_wrong_secret", lambda: boto3.client("ses", endpoint_url=endpoint, region_name=region, aws_access_key_id=key, aws_secret_access_key="nope", config=cfg).send_raw_email(RawMessage={"Data": b"From: shop@shop.test\r\n\r\nx"}))
+
 if len(sys.argv) > 6:
     small = client(sys.argv[5], sys.argv[6])
     out["small_first"] = small.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": ["q1@one.test"]}, Content=msg)["MessageId"]

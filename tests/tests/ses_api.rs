@@ -39,6 +39,11 @@ fn volley_ok(fx: &Fixture, args: &[&str]) {
 }
 
 fn rig() -> Rig {
+    rig_with("")
+}
+
+/// A rig whose `[api]` table has `api_extra` too.
+fn rig_with(api_extra: &str) -> Rig {
     let fx = Fixture::new();
     let sink = PostfixSink::start();
     let hook = Receiver::start(free_port(), &fx.path().join("hook.jsonl"));
@@ -61,7 +66,7 @@ fn rig() -> Rig {
         &sink.addr(),
         &format!(
             "[[dkim]]\ndomain = \"shop.test\"\nselector = \"s1\"\nkey = \"s1.shop.test.key.pem\"\nalgorithm = \"ed25519-sha256\"\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\n\
              [configuration_sets.tx]\n[[configuration_sets.tx.destinations]]\nname = \"hook\"\nevent_types = [\"Delivery\"]\nwebhook = {{ url = \"{}\", format = \"raw\" }}\n\
              [[submission.ses_credentials]]\naccess_key_id = \"{KEY}\"\nsecret_access_key = \"{SECRET}\"\nregion = \"eu-west-1\"\nidentities = [\"shop.test\"]\nmax_24_hour_send = 1000\n\
              [[submission.ses_credentials]]\naccess_key_id = \"{SMALL_KEY}\"\nsecret_access_key = \"{SMALL_SECRET}\"\nregion = \"eu-west-1\"\nidentities = [\"shop.test\"]\nmax_24_hour_send = 1\n",
@@ -122,6 +127,7 @@ fn boto3_and_the_aws_cli_send_through_volley() {
         ("missing_variable", "BadRequestException", 400),
         ("bad_address", "BadRequestException", 400),
         ("unverified", "MessageRejected", 400),
+        ("raw_spoofed", "MessageRejected", 400),
         ("unknown_set", "NotFoundException", 404),
         ("no_recipients", "BadRequestException", 400),
         ("too_many", "BadRequestException", 400),
@@ -131,6 +137,9 @@ fn boto3_and_the_aws_cli_send_through_volley() {
         ("bad_reason", "BadRequestException", 400),
         ("unknown_set_get", "NotFoundException", 404),
         ("small_second", "TooManyRequestsException", 429),
+        ("v1_unverified", "MessageRejected", 400),
+        ("v1_no_template", "TemplateDoesNotExist", 400),
+        ("v1_wrong_secret", "SignatureDoesNotMatch", 403),
     ];
     for (k, c, s) in want {
         assert_eq!(code(k), (c.into(), s.into()), "{k}: {}", r[k]);
@@ -186,6 +195,10 @@ fn boto3_and_the_aws_cli_send_through_volley() {
     assert_eq!(r["account"]["quota"]["Max24HourSend"], 1000.0);
     assert_eq!(r["small_account"]["SentLast24Hours"], 1.0);
     assert_eq!(r["sets"], serde_json::json!(["tx"]));
+    // the classic query API: the same path, XML answers
+    let v1bulk = r["v1_bulk"].as_array().unwrap();
+    assert_eq!(v1bulk[0]["Status"], "Success");
+    assert_eq!(v1bulk[1]["Status"], "InvalidParameterValue");
 
     // the AWS CLI, as a shell script would call it
     let cli = Command::new("aws")
@@ -223,6 +236,10 @@ fn boto3_and_the_aws_cli_send_through_volley() {
         "b2@two.test",
         "q1@one.test",
         "cli@two.test",
+        "v1a@one.test",
+        "v1raw@two.test",
+        "v1t@one.test",
+        "v1b1@one.test",
     ];
     wait_until(
         Duration::from_secs(60),
@@ -258,7 +275,7 @@ fn boto3_and_the_aws_cli_send_through_volley() {
         },
     );
     // Delivery at the webhook with the ids the API returned (set `tx`)
-    let ids: Vec<String> = ["simple", "raw"]
+    let ids: Vec<String> = ["simple", "raw", "v1_send"]
         .iter()
         .map(|k| r[k].as_str().unwrap().to_string())
         .chain(
@@ -383,7 +400,60 @@ fn hostile_requests_get_errors_not_mail() {
         body.len()
     ));
     assert!(resp.contains("SignatureDoesNotMatch"), "{resp}");
+    // a body declared larger than the limit: refused before it is read
+    let resp = raw(&format!(
+        "POST /v2/email/outbound-emails HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Date: {date}\r\nAuthorization: {auth}\r\nContent-Length: 70000000\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     // nothing was sent
     std::thread::sleep(Duration::from_millis(300));
     assert!(rig.sink.recipients().is_empty());
+}
+
+#[test]
+fn https_when_a_certificate_is_configured() {
+    let fx_cert = Fixture::new();
+    volley_ok(
+        &fx_cert,
+        &[
+            "tls-cert",
+            "--name",
+            "localhost",
+            "--cert",
+            "cert.pem",
+            "--key",
+            "key.pem",
+        ],
+    );
+    let (cert, key) = (
+        fx_cert.path().join("cert.pem"),
+        fx_cert.path().join("key.pem"),
+    );
+    let rig = rig_with(&format!(
+        "cert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    ));
+    let _service = start(&rig);
+    let script = format!(
+        "import boto3\nc = boto3.client('sesv2', endpoint_url='https://localhost:{}', region_name='eu-west-1', aws_access_key_id='{KEY}', aws_secret_access_key='{SECRET}', verify='{}')\nprint(c.get_account()['SendingEnabled'])\n",
+        rig.port,
+        cert.display()
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("python3 (boto3)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "True");
+    // plain HTTP to the HTTPS port gets no answer that boto3 takes
+    let plain = format!(
+        "import boto3\nc = boto3.client('sesv2', endpoint_url='http://127.0.0.1:{}', region_name='eu-west-1', aws_access_key_id='{KEY}', aws_secret_access_key='{SECRET}', config=boto3.session.Config(retries={{'max_attempts': 1}}, connect_timeout=5, read_timeout=5))\ntry:\n    c.get_account(); print('answered')\nexcept Exception as e:\n    print('refused')\n",
+        rig.port
+    );
+    let out = Command::new(python())
+        .args(["-c", &plain])
+        .output()
+        .expect("python3");
+    assert_eq!(text(&out.stdout).trim(), "refused", "{}", text(&out.stderr));
 }

@@ -47,6 +47,7 @@ impl ApiError {
             | "AccessDeniedException" => StatusCode::FORBIDDEN,
             "UnknownOperationException" => StatusCode::NOT_FOUND,
             "RequestEntityTooLargeException" => StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTimeoutException" => StatusCode::REQUEST_TIMEOUT,
             "InternalFailure" => StatusCode::INTERNAL_SERVER_ERROR,
             "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,

@@ -17,22 +17,21 @@
 //! signature is checked, and checked again field by field after.
 
 pub mod account;
+pub mod bulk;
+pub mod classic;
 pub mod content;
 pub mod error;
 pub mod send;
+pub mod shapes;
 pub mod sigv4;
 pub mod store;
 pub mod templates;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -62,7 +61,7 @@ impl Principal {
 
 /// The access keys, by id: secret and principal.
 #[derive(Default)]
-pub struct Keys(HashMap<String, (String, Principal)>);
+pub struct Keys(pub(super) HashMap<String, (String, Principal)>);
 
 impl Keys {
     /// From `[[submission.ses_credentials]]`.
@@ -103,7 +102,9 @@ pub struct Ctx {
     pub acceptor: Acceptor,
     pub templates: store::TemplateStore,
     pub suppression: Arc<SuppressionList>,
-    places: tokio::sync::Semaphore,
+    pub(super) places: tokio::sync::Semaphore,
+    /// Request bodies in memory, KiB (`server::BODY_BUDGET_KIB`).
+    pub(super) body_budget: tokio::sync::Semaphore,
 }
 
 impl Ctx {
@@ -117,6 +118,7 @@ impl Ctx {
         Ok(Ctx {
             keys: RwLock::new(Arc::new(Keys::from_config(&config))),
             places: tokio::sync::Semaphore::new(config.api.max_concurrent_requests as usize),
+            body_budget: tokio::sync::Semaphore::new(server::BODY_BUDGET_KIB),
             config,
             quotas,
             acceptor,
@@ -130,7 +132,7 @@ impl Ctx {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Keys::from_config(config));
     }
 
-    fn keys(&self) -> Arc<Keys> {
+    pub(super) fn keys(&self) -> Arc<Keys> {
         Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -139,11 +141,8 @@ impl Ctx {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: &str) -> Query {
-        let dec = |s: &str| {
-            let s = s.replace('+', " ");
-            percent_decode(&s)
-        };
+    pub(super) fn parse(raw: &str) -> Query {
+        let dec = percent_decode;
         Query(
             raw.split('&')
                 .filter(|p| !p.is_empty())
@@ -183,28 +182,9 @@ impl Query {
     }
 }
 
-/// `%XX`-decoded text (lossy UTF-8).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len() + 1
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&c| hex(c)),
-                b.get(i + 2).and_then(|&c| hex(c)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// `%XX`-decoded text (lossy UTF-8; `+` stays `+`).
+pub(super) fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&sigv4::percent_decode(s)).into_owned()
 }
 
 /// A request body as `T`, or `BadRequestException` saying what is wrong.
@@ -217,7 +197,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid request: {e}")))
 }
 
-fn ok(v: Value) -> Response {
+pub(super) fn ok(v: Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -227,7 +207,7 @@ fn ok(v: Value) -> Response {
 }
 
 /// Runs one signed request.
-async fn route(
+pub(super) async fn route(
     ctx: &Arc<Ctx>,
     p: &Principal,
     method: &Method,
@@ -239,7 +219,7 @@ async fn route(
     let m = method.as_str();
     match (m, &s[..]) {
         ("POST", ["v2", "email", "outbound-emails"]) => send::send_email(ctx, p, body).await,
-        ("POST", ["v2", "email", "outbound-bulk-emails"]) => send::send_bulk(ctx, p, body).await,
+        ("POST", ["v2", "email", "outbound-bulk-emails"]) => bulk::send_bulk(ctx, p, body).await,
         ("POST", ["v2", "email", "templates"]) => templates::create(ctx, body).await,
         ("GET", ["v2", "email", "templates"]) => templates::list(ctx, q),
         ("GET", ["v2", "email", "templates", name]) => templates::get(ctx, name),
@@ -266,122 +246,7 @@ async fn route(
     }
 }
 
-/// Reads, authenticates and runs one request.
-async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Response {
-    let Ok(_place) = ctx.places.acquire().await else {
-        return ApiError::new("ServiceUnavailable", "the service is stopping").into_response();
-    };
-    let (parts, body) = req.into_parts();
-    let limit = ctx.config.api.max_request_size as usize;
-    let body = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let too_big = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return match too_big {
-                true => ApiError::new(
-                    "RequestEntityTooLargeException",
-                    format!("the request is larger than {limit} bytes (api.max_request_size)"),
-                ),
-                false => ApiError::bad(format!("the request body could not be read: {e}")),
-            }
-            .into_response();
-        }
-    };
-    let headers: Vec<(&str, &str)> = parts
-        .headers
-        .iter()
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
-        .collect();
-    let r = sigv4::Request {
-        method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query().unwrap_or(""),
-        headers: &headers,
-        body: &body,
-    };
-    let keys = ctx.keys();
-    let now = (volley_spool::now_ms() / 1000) as i64;
-    let skew = ctx.config.api.max_clock_skew.as_secs() as i64;
-    let verified = sigv4::verify(&r, SERVICE, now, skew, |k| {
-        keys.0.get(k).map(|(s, p)| (s.clone(), p.region.clone()))
-    });
-    let principal = match verified {
-        Ok(v) => match keys.0.get(v.access_key) {
-            Some((_, p)) => p.clone(),
-            None => {
-                return ApiError::from(sigv4::SigError::UnknownKey(String::new())).into_response();
-            }
-        },
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let segs: Vec<String> = parts
-        .uri
-        .path()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect();
-    let q = Query::parse(parts.uri.query().unwrap_or(""));
-    match route(&ctx, &principal, &parts.method, &segs, &q, &body).await {
-        Ok(v) => ok(v),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Serves the API on `listener` (with TLS when `tls` is given) until
-/// `shutdown` turns true.
-pub fn serve(
-    ctx: Arc<Ctx>,
-    listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let app = Router::new().fallback(move |req: Request<Body>| handle(Arc::clone(&ctx), req));
-    tokio::spawn(async move {
-        let stop = async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        let served = match tls {
-            None => {
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|t| {
-                    let _ = t.set_nodelay(true);
-                });
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-            Some(tls) => {
-                axum::serve(tls_listener::TlsListener::new(listener, tls), app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API listener failed");
-        }
-    })
-}
-
-/// Binds `[api] listen`.
-pub async fn bind(
-    config: &Config,
-) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, String> {
-    let Some(l) = &config.api.listen else {
-        return Ok(None);
-    };
-    let addr: SocketAddr = l.parse().map_err(|e| format!("api.listen {l:?}: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (api.listen): {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    Ok(Some((listener, bound)))
-}
-
+mod server;
 mod tls_listener;
+
+pub use server::{bind, serve};

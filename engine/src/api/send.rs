@@ -14,8 +14,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::content::{
     self, Addressing, Destination, EmailContent, Header, ListManagementOptions, Tag,
 };
@@ -26,68 +24,14 @@ use crate::submission::message::{self, Limits, Prepared, Rejected};
 use crate::submission::quota::Verdict;
 use crate::template::Templates;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SendEmailRequest {
-    pub from_email_address: Option<String>,
-    pub destination: Option<Destination>,
-    #[serde(default)]
-    pub reply_to_addresses: Vec<String>,
-    pub content: EmailContent,
-    #[serde(default)]
-    pub email_tags: Vec<Tag>,
-    pub configuration_set_name: Option<String>,
-    pub list_management_options: Option<ListManagementOptions>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ReplacementTemplate {
-    pub replacement_template_data: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ReplacementContent {
-    pub replacement_template: Option<ReplacementTemplate>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct BulkEntry {
-    pub destination: Destination,
-    #[serde(default)]
-    pub replacement_tags: Vec<Tag>,
-    pub replacement_email_content: Option<ReplacementContent>,
-    #[serde(default)]
-    pub replacement_headers: Vec<Header>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct BulkContent {
-    pub template: Option<content::Template>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SendBulkRequest {
-    pub from_email_address: Option<String>,
-    #[serde(default)]
-    pub reply_to_addresses: Vec<String>,
-    #[serde(default)]
-    pub default_email_tags: Vec<Tag>,
-    pub default_content: BulkContent,
-    pub bulk_email_entries: Vec<BulkEntry>,
-    pub configuration_set_name: Option<String>,
-}
+pub use super::shapes::*;
 
 /// Most entries of one `SendBulkEmail` (SES).
 pub const MAX_BULK_ENTRIES: usize = 50;
 
 /// Tags as SES allows them: names and values of letters, digits, `_` and
 /// `-`, 1–256 characters; `ses:` names are SES's own.
-fn tags(list: &[Tag], field: &str) -> Result<BTreeMap<String, String>, ApiError> {
+pub(super) fn tags(list: &[Tag], field: &str) -> Result<BTreeMap<String, String>, ApiError> {
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 256
@@ -110,7 +54,7 @@ fn tags(list: &[Tag], field: &str) -> Result<BTreeMap<String, String>, ApiError>
 }
 
 /// The template a request names (by name, ARN or inline content).
-fn template_of(ctx: &Ctx, t: &content::Template) -> Result<Arc<Templates>, ApiError> {
+pub(super) fn template_of(ctx: &Ctx, t: &content::Template) -> Result<Arc<Templates>, ApiError> {
     let name = t.template_name.clone().or_else(|| {
         t.template_arn
             .as_deref()
@@ -135,13 +79,13 @@ fn template_of(ctx: &Ctx, t: &content::Template) -> Result<Arc<Templates>, ApiEr
 }
 
 /// Everything about one message but its content.
-struct Envelope<'a> {
-    from: &'a str,
-    dest: &'a Destination,
-    reply_to: &'a [String],
-    tags: BTreeMap<String, String>,
-    set: Option<&'a str>,
-    list: Option<&'a ListManagementOptions>,
+pub(super) struct Envelope<'a> {
+    pub(super) from: &'a str,
+    pub(super) dest: &'a Destination,
+    pub(super) reply_to: &'a [String],
+    pub(super) tags: BTreeMap<String, String>,
+    pub(super) set: Option<&'a str>,
+    pub(super) list: Option<&'a ListManagementOptions>,
 }
 
 /// Checks each destination address, naming the one that fails.
@@ -182,10 +126,16 @@ fn prepare(
     env: &Envelope<'_>,
     rcpts: Vec<String>,
 ) -> Result<Prepared, ApiError> {
-    let from_addr = crate::address::parse_mailbox(env.from)
-        .map_err(|e| ApiError::bad(format!("FromEmailAddress {:?}: {e}", env.from)))?
-        .address
-        .email;
+    // a raw message without FromEmailAddress is sent from its From
+    let from_addr = match env.from {
+        "" => String::new(),
+        f => {
+            crate::address::parse_mailbox(f)
+                .map_err(|e| ApiError::bad(format!("FromEmailAddress {f:?}: {e}")))?
+                .address
+                .email
+        }
+    };
     let s = &ctx.config.submission;
     let limits = Limits {
         max_size: s.max_message_size as usize,
@@ -219,18 +169,29 @@ fn prepare(
             topic: l.topic_name.clone(),
         });
     }
-    if !p.may_send_as(prepared.from_addr()) {
-        return Err(ApiError::rejected(format!(
-            "Email address is not verified. The following identities failed the check in region {}: {}",
-            p.region.to_ascii_uppercase(),
-            prepared.from_addr()
-        )));
+    if let Some(m) = prepared.def.message.as_mut()
+        && m.mail_from.is_empty()
+    {
+        m.mail_from = prepared.def.from_addr.clone();
+    }
+    // the From header and the envelope sender are both the key's to use
+    let envelope = prepared.def.message.as_ref().map(|m| m.mail_from.clone());
+    for addr in [Some(prepared.from_addr().to_string()), envelope]
+        .into_iter()
+        .flatten()
+    {
+        if !p.may_send_as(&addr) {
+            return Err(ApiError::rejected(format!(
+                "Email address is not verified. The following identities failed the check in region {}: {addr}",
+                p.region.to_ascii_uppercase(),
+            )));
+        }
     }
     Ok(prepared)
 }
 
 /// Takes the message's recipients from the key's quotas.
-fn take_quota(ctx: &Ctx, p: &Principal, n: usize) -> Result<(), ApiError> {
+pub(super) fn take_quota(ctx: &Ctx, p: &Principal, n: usize) -> Result<(), ApiError> {
     match ctx
         .quotas
         .take(&p.principal, n as u64, std::time::Instant::now())
@@ -251,12 +212,16 @@ async fn accept(ctx: &Ctx, prepared: Prepared) -> Result<String, ApiError> {
     use crate::submission::accept::AcceptError;
     ctx.acceptor.accept(prepared).await.map_err(|e| match e {
         AcceptError::Stopping => ApiError::new("ServiceUnavailable", "the service is stopping"),
-        AcceptError::Spool(why) => ApiError::new("InternalFailure", why),
+        // the spool refuses writes until a restart: sending is paused
+        AcceptError::Spool(why) => ApiError::new(
+            "SendingPausedException",
+            format!("sending is paused: {why}"),
+        ),
     })
 }
 
 /// The message of one send: its bytes and recipients.
-fn make(
+pub(super) fn make(
     ctx: &Ctx,
     p: &Principal,
     env: &Envelope<'_>,
@@ -285,6 +250,10 @@ fn make(
         reply_to: env.reply_to,
     };
     let now = (volley_spool::now_ms() / 1000) as i64;
+    let needs_from = content.raw.is_none();
+    if needs_from && env.from.is_empty() {
+        return Err(ApiError::bad("FromEmailAddress is required"));
+    }
     let raw = if let Some(s) = &content.simple {
         content::check_headers(&s.headers, "Content.Simple.Headers")?;
         content::build(
@@ -350,17 +319,9 @@ fn raw_recipients(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// `POST /v2/email/outbound-emails`.
-pub async fn send_email(
-    ctx: &Ctx,
-    p: &Principal,
-    body: &[u8],
-) -> Result<serde_json::Value, ApiError> {
-    let req: SendEmailRequest = super::parse_json(body)?;
-    let from = req
-        .from_email_address
-        .as_deref()
-        .ok_or_else(|| ApiError::bad("FromEmailAddress is required"))?;
+/// Sends one message; its `MessageId` once durable.
+pub async fn send_one(ctx: &Ctx, p: &Principal, req: SendEmailRequest) -> Result<String, ApiError> {
+    let from = req.from_email_address.as_deref().unwrap_or("");
     let dest = req.destination.clone().unwrap_or_default();
     let env = Envelope {
         from,
@@ -372,98 +333,15 @@ pub async fn send_email(
     };
     let prepared = make(ctx, p, &env, &req.content, None, &[])?;
     take_quota(ctx, p, prepared.rcpts.len())?;
-    let id = accept(ctx, prepared).await?;
-    Ok(serde_json::json!({ "MessageId": id }))
+    accept(ctx, prepared).await
 }
 
-/// An entry's failure as SES's `BulkEmailStatus`.
-fn status_of(e: &ApiError) -> &'static str {
-    match e.kind {
-        "MessageRejected" => "MESSAGE_REJECTED",
-        "TooManyRequestsException" if e.message.starts_with("Daily") => {
-            "ACCOUNT_DAILY_QUOTA_EXCEEDED"
-        }
-        "TooManyRequestsException" => "ACCOUNT_THROTTLED",
-        "NotFoundException" if e.message.starts_with("Template") => "TEMPLATE_NOT_FOUND",
-        "NotFoundException" => "CONFIGURATION_SET_NOT_FOUND",
-        "BadRequestException" => "INVALID_PARAMETER",
-        "ServiceUnavailable" => "TRANSIENT_FAILURE",
-        _ => "FAILED",
-    }
-}
-
-/// `POST /v2/email/outbound-bulk-emails`.
-pub async fn send_bulk(
+/// `POST /v2/email/outbound-emails`.
+pub async fn send_email(
     ctx: &Ctx,
     p: &Principal,
     body: &[u8],
 ) -> Result<serde_json::Value, ApiError> {
-    let req: SendBulkRequest = super::parse_json(body)?;
-    let from = req
-        .from_email_address
-        .as_deref()
-        .ok_or_else(|| ApiError::bad("FromEmailAddress is required"))?;
-    let n = req.bulk_email_entries.len();
-    if n == 0 || n > MAX_BULK_ENTRIES {
-        return Err(ApiError::bad(format!(
-            "BulkEmailEntries: {n} entries; 1 to {MAX_BULK_ENTRIES} are allowed"
-        )));
-    }
-    let Some(template) = req.default_content.template.clone() else {
-        return Err(ApiError::bad("DefaultContent.Template is required"));
-    };
-    // the template is looked up once: a missing one fails the call
-    template_of(ctx, &template)?;
-    let defaults = tags(&req.default_email_tags, "DefaultEmailTags")?;
-    let content = EmailContent {
-        template: Some(template),
-        ..EmailContent::default()
-    };
-    let mut waiting = Vec::with_capacity(n);
-    for (i, entry) in req.bulk_email_entries.iter().enumerate() {
-        let made = (|| {
-            let mut t = defaults.clone();
-            t.extend(tags(
-                &entry.replacement_tags,
-                &format!("BulkEmailEntries[{i}].ReplacementTags"),
-            )?);
-            let env = Envelope {
-                from,
-                dest: &entry.destination,
-                reply_to: &req.reply_to_addresses,
-                tags: t,
-                set: req.configuration_set_name.as_deref(),
-                list: None,
-            };
-            let data = entry
-                .replacement_email_content
-                .as_ref()
-                .and_then(|c| c.replacement_template.as_ref())
-                .and_then(|t| t.replacement_template_data.as_deref());
-            let prepared =
-                make(ctx, p, &env, &content, data, &entry.replacement_headers).map_err(|e| {
-                    ApiError::new(e.kind, format!("BulkEmailEntries[{i}]: {}", e.message))
-                })?;
-            take_quota(ctx, p, prepared.rcpts.len())?;
-            Ok::<_, ApiError>(ctx.acceptor.submit_async(prepared))
-        })();
-        waiting.push(made);
-    }
-    let mut results = Vec::with_capacity(n);
-    for w in waiting {
-        let r = match w {
-            Ok(rx) => match rx.await {
-                Ok(Ok(id)) => serde_json::json!({ "Status": "SUCCESS", "MessageId": id }),
-                Ok(Err(e)) => {
-                    serde_json::json!({ "Status": "TRANSIENT_FAILURE", "Error": e.to_string() })
-                }
-                Err(_) => {
-                    serde_json::json!({ "Status": "TRANSIENT_FAILURE", "Error": "the service is stopping" })
-                }
-            },
-            Err(e) => serde_json::json!({ "Status": status_of(&e), "Error": e.message }),
-        };
-        results.push(r);
-    }
-    Ok(serde_json::json!({ "BulkEmailEntryResults": results }))
+    let id = send_one(ctx, p, super::parse_json(body)?).await?;
+    Ok(serde_json::json!({ "MessageId": id }))
 }

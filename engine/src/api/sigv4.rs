@@ -113,25 +113,21 @@ fn uri_encode(s: &[u8], keep_slash: bool, out: &mut String) {
     }
 }
 
-/// Decodes `%XX` (and `+` as a space, as form encoding has it).
-fn percent_decode(s: &str) -> Vec<u8> {
+/// Decodes `%XX` (RFC 3986: `+` stays `+`).
+pub fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
+        let hex = |c: Option<&u8>| c.and_then(|&c| (c as char).to_digit(16));
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (hex(b.get(i + 1)), hex(b.get(i + 2)))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
+        out.push(b[i]);
         i += 1;
     }
     out
@@ -273,6 +269,29 @@ pub fn amz_date(secs: i64) -> String {
 /// What a verified request proves: its access key.
 pub struct Verified<'a> {
     pub access_key: &'a str,
+}
+
+/// What can be checked before the body is read: the `Authorization`
+/// header, its key, its scope and `X-Amz-Date` (a request failing these
+/// is refused without reading its body).
+pub fn precheck(
+    headers: &[(&str, &str)],
+    service: &str,
+    now_s: i64,
+    max_skew_s: i64,
+    secret_of: impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(), SigError> {
+    let r = Request {
+        method: "",
+        raw_path: "",
+        raw_query: "",
+        headers,
+        body: b"",
+    };
+    match verify(&r, service, now_s, max_skew_s, secret_of) {
+        Ok(_) | Err(SigError::Mismatch) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Checks a request's signature. `secret_of` gives an access key's secret

@@ -127,11 +127,13 @@ pub fn render(ctx: &Ctx, name: &str, body: &[u8]) -> Result<Value, ApiError> {
     };
     let now = (volley_spool::now_ms() / 1000) as i64;
     let m = content::build(&a, &rendered, &[], &[], now)?;
-    // SES's rendering has no From: the message starts at its Date
+    // SES's rendering has no From: the message starts at its Subject
     let text = String::from_utf8_lossy(&m);
-    let text: String = text
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let head: String = head
         .split_inclusive("\r\n")
         .filter(|l| !l.starts_with("From: "))
         .collect();
+    let text = format!("{}\r\n\r\n{body}", head.trim_end_matches("\r\n"));
     Ok(json!({ "RenderedTemplate": text }))
 }
