@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use volley_benches::env_or;
+use volley_benches::measure::CpuTimes;
 use volley_engine::api::sigv4;
 use volley_tests::scripted::ScriptedServer;
 use volley_tests::*;
@@ -115,20 +116,6 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn machine_busy_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
-    (f.iter().sum::<f64>() - idle) / 100.0
-}
-
 /// Part 1: (requests/s, p50, p99, max ms, CPU µs per request).
 fn acceptance(clients: usize, secs: u64) -> (f64, f64, f64, f64, f64) {
     let sink = PostfixSink::counting(&[]);
@@ -177,10 +164,12 @@ fn acceptance(clients: usize, secs: u64) -> (f64, f64, f64, f64, f64) {
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     counting.store(true, Ordering::Relaxed);
-    let (t0, busy0) = (Instant::now(), machine_busy_s());
+    let (t0, cpu0) = (Instant::now(), CpuTimes::now());
     std::thread::sleep(Duration::from_secs(secs));
     counting.store(false, Ordering::Relaxed);
-    let (wall, busy) = (t0.elapsed().as_secs_f64(), machine_busy_s() - busy0);
+    let wall = t0.elapsed().as_secs_f64();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = CpuTimes::now().busy_since(&cpu0) * wall * cpus;
     stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
         for t in tasks {

@@ -457,3 +457,46 @@ fn https_when_a_certificate_is_configured() {
         .expect("python3");
     assert_eq!(text(&out.stdout).trim(), "refused", "{}", text(&out.stderr));
 }
+
+#[test]
+fn accepted_messages_survive_kill_9() {
+    // delivery held while the messages are accepted
+    let rig = rig_with("[delivery]\nmessages_per_second = 0.001");
+    let mut service = start(&rig);
+    let script = format!(
+        "import boto3, json\nc = boto3.client('sesv2', endpoint_url='http://127.0.0.1:{}', region_name='eu-west-1', aws_access_key_id='{KEY}', aws_secret_access_key='{SECRET}')\nids = [c.send_email(FromEmailAddress='news@shop.test', Destination={{'ToAddresses': ['k%d@one.test' % i]}}, Content={{'Simple': {{'Subject': {{'Data': 'kept %d' % i}}, 'Body': {{'Text': {{'Data': 'x'}}}}}}}})['MessageId'] for i in range(20)]\nprint(json.dumps(ids))\n",
+        rig.port
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("python3 (boto3)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ids: Vec<String> = serde_json::from_slice(&out.stdout).expect("ids");
+    assert_eq!(ids.len(), 20);
+    // every MessageId answered is durable: kill -9, then deliver
+    service.kill().expect("kill -9");
+    let _ = service.wait();
+    let config = rig.fx.path().join("config.toml");
+    let text_before = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text_before.replace("messages_per_second = 0.001", "messages_per_second = 1000"),
+    )
+    .expect("config");
+    let _service = start(&rig);
+    wait_until(Duration::from_secs(60), "the 20 accepted messages", || {
+        let mut r = rig.sink.recipients();
+        r.sort();
+        r.dedup();
+        r.len() == 20
+    });
+    wait_until(Duration::from_secs(30), "their Delivery events", || {
+        let events = rig.fx.events();
+        ids.iter().all(|id| {
+            events
+                .iter()
+                .any(|e| e["eventType"] == "Delivery" && e["mail"]["messageId"] == id.as_str())
+        })
+    });
+}
