@@ -108,7 +108,10 @@ fn uri_encode(s: &[u8], keep_slash: bool, out: &mut String) {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
         }
     }
 }
@@ -173,7 +176,7 @@ fn canonical_query(raw: &str) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    data_encoding::HEXLOWER.encode(b)
 }
 
 /// The hex SHA-256 of `b`.
@@ -274,24 +277,14 @@ pub struct Verified<'a> {
 /// What can be checked before the body is read: the `Authorization`
 /// header, its key, its scope and `X-Amz-Date` (a request failing these
 /// is refused without reading its body).
-pub fn precheck(
-    headers: &[(&str, &str)],
+pub fn precheck<'a>(
+    headers: &[(&'a str, &'a str)],
     service: &str,
     now_s: i64,
     max_skew_s: i64,
     secret_of: impl Fn(&str) -> Option<(String, String)>,
 ) -> Result<(), SigError> {
-    let r = Request {
-        method: "",
-        raw_path: "",
-        raw_query: "",
-        headers,
-        body: b"",
-    };
-    match verify(&r, service, now_s, max_skew_s, secret_of) {
-        Ok(_) | Err(SigError::Mismatch) => Ok(()),
-        Err(e) => Err(e),
-    }
+    checked(headers, service, now_s, max_skew_s, secret_of).map(|_| ())
 }
 
 /// Checks a request's signature. `secret_of` gives an access key's secret
@@ -303,8 +296,38 @@ pub fn verify<'a>(
     max_skew_s: i64,
     secret_of: impl Fn(&str) -> Option<(String, String)>,
 ) -> Result<Verified<'a>, SigError> {
+    let (auth, secret, amz) = checked(r.headers, service, now_s, max_skew_s, secret_of)?;
+    let canonical = canonical_request(r, &auth.signed_headers);
+    let want = signature(
+        &secret,
+        amz,
+        auth.date,
+        auth.region,
+        auth.service,
+        &canonical,
+    );
+    match aws_lc_rs::constant_time::verify_slices_are_equal(
+        want.as_bytes(),
+        auth.signature.as_bytes(),
+    ) {
+        Ok(()) => Ok(Verified {
+            access_key: auth.access_key,
+        }),
+        Err(_) => Err(SigError::Mismatch),
+    }
+}
+
+/// Everything but the signature itself: the `Authorization` header, the
+/// key (its secret), `X-Amz-Date` and the scope.
+fn checked<'a>(
+    headers: &[(&'a str, &'a str)],
+    service: &str,
+    now_s: i64,
+    max_skew_s: i64,
+    secret_of: impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(Authorization<'a>, String, &'a str), SigError> {
     let header = |name: &str| {
-        r.headers
+        headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| *v)
@@ -337,24 +360,7 @@ pub fn verify<'a>(
             auth.region, auth.service
         )));
     }
-    let canonical = canonical_request(r, &auth.signed_headers);
-    let want = signature(
-        &secret,
-        amz.trim(),
-        auth.date,
-        auth.region,
-        auth.service,
-        &canonical,
-    );
-    match aws_lc_rs::constant_time::verify_slices_are_equal(
-        want.as_bytes(),
-        auth.signature.as_bytes(),
-    ) {
-        Ok(()) => Ok(Verified {
-            access_key: auth.access_key,
-        }),
-        Err(_) => Err(SigError::Mismatch),
-    }
+    Ok((auth, secret, amz.trim()))
 }
 
 /// Signs a request as a client does: the `Authorization` header's value

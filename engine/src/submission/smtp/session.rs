@@ -483,8 +483,7 @@ fn refusal(e: &Rejected) -> String {
 pub fn unique_id(source: &str) -> String {
     let mut r = [0u8; 12];
     let _ = aws_lc_rs::rand::fill(&mut r);
-    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{source}:{hex}")
+    format!("{source}:{}", data_encoding::HEXLOWER.encode(&r))
 }
 
 enum Decoded {
