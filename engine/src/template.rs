@@ -104,6 +104,16 @@ pub struct Templates {
 impl Templates {
     /// Compiles every template of a campaign.
     pub fn compile(src: Sources<'_>) -> Result<Templates, TemplateError> {
+        Templates::compile_with(src, false)
+    }
+
+    /// [`Templates::compile`] for a template from the network (the SES
+    /// API): also within [`check::check_untrusted`]'s limits.
+    pub fn compile_untrusted(src: Sources<'_>) -> Result<Templates, TemplateError> {
+        Templates::compile_with(src, true)
+    }
+
+    fn compile_with(src: Sources<'_>, untrusted: bool) -> Result<Templates, TemplateError> {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
@@ -127,6 +137,12 @@ impl Templates {
                         part,
                         message: located(src, p.at, p.what),
                     })?;
+                    if untrusted {
+                        check::check_untrusted(t).map_err(|p| TemplateError {
+                            part,
+                            message: located(src, p.at, p.what),
+                        })?;
+                    }
                     fast = plan::plan(t, &check::is_helper);
                 }
                 parts.push((part, fast));

@@ -155,6 +155,9 @@ out["suppressed_all"] = listed
 out["to_suppressed"] = c.send_email(FromEmailAddress="news@shop.test", Destination={"ToAddresses": ["angry@two.test"]}, Content=msg)["MessageId"]
 c.delete_suppressed_destination(EmailAddress="angry@two.test")
 err("get_unsuppressed", lambda: c.get_suppressed_destination(EmailAddress="angry@two.test"))
+c.put_suppressed_destination(EmailAddress="optout@one.test", Reason="BOUNCE")
+err("optout_get", lambda: c.get_suppressed_destination(EmailAddress="optout@one.test"))
+err("optout_delete", lambda: c.delete_suppressed_destination(EmailAddress="optout@one.test"))
 err("bad_reason", lambda: c.put_suppressed_destination(EmailAddress="x@one.test", Reason="WHATEVER"))
 
 acct = c.get_account()

@@ -101,6 +101,19 @@ fn endpoint(rig: &Rig) -> String {
 #[test]
 fn boto3_and_the_aws_cli_send_through_volley() {
     let rig = rig();
+    // a recipient's own unsubscribe, which the API must not undo
+    volley_ok(
+        &rig.fx,
+        &[
+            "suppression",
+            "add",
+            "optout@one.test",
+            "--reason",
+            "UNSUBSCRIBE",
+            "--config",
+            "config.toml",
+        ],
+    );
     let mut service = start(&rig);
     let out = Command::new(python())
         .arg(peers_dir().join("ses_client.py"))
@@ -140,6 +153,8 @@ fn boto3_and_the_aws_cli_send_through_volley() {
         ("v1_unverified", "MessageRejected", 400),
         ("v1_no_template", "TemplateDoesNotExist", 400),
         ("v1_wrong_secret", "SignatureDoesNotMatch", 403),
+        ("optout_get", "NotFoundException", 404),
+        ("optout_delete", "NotFoundException", 404),
     ];
     for (k, c, s) in want {
         assert_eq!(code(k), (c.into(), s.into()), "{k}: {}", r[k]);
@@ -195,6 +210,14 @@ fn boto3_and_the_aws_cli_send_through_volley() {
     assert_eq!(r["account"]["quota"]["Max24HourSend"], 1000.0);
     assert_eq!(r["small_account"]["SentLast24Hours"], 1.0);
     assert_eq!(r["sets"], serde_json::json!(["tx"]));
+    // the unsubscribe is still there after the API's PUT and DELETE
+    assert!(
+        !r["suppressed_all"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "optout@one.test")
+    );
     // the classic query API: the same path, XML answers
     let v1bulk = r["v1_bulk"].as_array().unwrap();
     assert_eq!(v1bulk[0]["Status"], "Success");
@@ -336,6 +359,24 @@ fn boto3_and_the_aws_cli_send_through_volley() {
         .expect("aws");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Welcome aboard, {{name}}"));
+    // and the recipient's unsubscribe is unchanged
+    let got = Command::new(process::volley())
+        .args([
+            "suppression",
+            "get",
+            "optout@one.test",
+            "--config",
+            "config.toml",
+        ])
+        .current_dir(rig.fx.path())
+        .output()
+        .expect("volley suppression get");
+    assert!(
+        text(&got.stdout).contains("UNSUBSCRIBE"),
+        "{}{}",
+        text(&got.stdout),
+        text(&got.stderr)
+    );
 }
 
 #[test]

@@ -108,9 +108,14 @@ pub async fn put(ctx: &std::sync::Arc<Ctx>, body: &[u8]) -> Result<Value, ApiErr
     let r = reason(&req.reason, "Reason")?;
     let entry = Entry::new(req.email_address.clone(), r, volley_spool::now_ms());
     let list = std::sync::Arc::clone(&ctx.suppression);
-    let added = tokio::task::spawn_blocking(move || list.add(vec![entry]))
-        .await
-        .map_err(internal)?;
+    // an unsubscribe stays: the API's reasons never replace the
+    // recipient's own choice
+    let added = tokio::task::spawn_blocking(move || match list.get(&entry.email) {
+        Ok(Some(e)) if e.reason == Reason::Unsubscribe => Ok(0),
+        _ => list.add(vec![entry]),
+    })
+    .await
+    .map_err(internal)?;
     match added {
         Ok(_) => Ok(json!({})),
         Err(crate::feedback::suppression::SuppressionError::InvalidAddress { value, why }) => {
@@ -128,6 +133,8 @@ pub async fn get(ctx: &std::sync::Arc<Ctx>, email: &str) -> Result<Value, ApiErr
         .await
         .map_err(internal)?
         .map_err(|e| ApiError::bad(format!("EmailAddress: {e}")))?;
+    // the API shows (and changes) BOUNCE and COMPLAINT entries only
+    let found = found.filter(|e| e.reason != Reason::Unsubscribe);
     let Some(e) = found else {
         return Err(ApiError::not_found(format!(
             "Email address {email} does not exist on your suppression list."
@@ -148,10 +155,13 @@ pub async fn get(ctx: &std::sync::Arc<Ctx>, email: &str) -> Result<Value, ApiErr
 /// `DELETE /v2/email/suppression/addresses/{email}`.
 pub async fn delete(ctx: &std::sync::Arc<Ctx>, email: &str) -> Result<Value, ApiError> {
     let (list, e2) = (std::sync::Arc::clone(&ctx.suppression), email.to_string());
-    let gone = tokio::task::spawn_blocking(move || list.remove(&[e2.as_str()]))
-        .await
-        .map_err(internal)?
-        .map_err(|e| ApiError::bad(format!("EmailAddress: {e}")))?;
+    let gone = tokio::task::spawn_blocking(move || match list.get(&e2) {
+        Ok(Some(e)) if e.reason == Reason::Unsubscribe => Ok(0),
+        _ => list.remove(&[e2.as_str()]),
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| ApiError::bad(format!("EmailAddress: {e}")))?;
     match gone {
         0 => Err(ApiError::not_found(format!(
             "Email address {email} does not exist on your suppression list."

@@ -19,6 +19,9 @@ use super::send::{SendBulkRequest, SendEmailRequest};
 use super::{Ctx, Principal};
 
 const NS: &str = "http://ses.amazonaws.com/doc/2010-12-01/";
+/// Most form fields of one request (50 entries of 50 recipients and
+/// their tags fit well within it).
+const MAX_FIELDS: usize = 20_000;
 
 /// A decoded form (`application/x-www-form-urlencoded`: `+` is a space).
 pub struct Form(Vec<(String, String)>);
@@ -67,18 +70,23 @@ impl Form {
         m.into_iter().map(|(_, v)| v).collect()
     }
 
-    /// How many `prefix.member.N.*` entries there are (the largest N).
-    fn count(&self, prefix: &str) -> u32 {
+    /// The indices N of the `prefix.member.N.*` entries present, in order
+    /// (as many as the form has fields, whatever the numbers say).
+    fn indices(&self, prefix: &str) -> Vec<u32> {
         let head = format!("{prefix}.member.");
-        self.0
+        let mut n: Vec<u32> = self
+            .0
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(&head)?.split('.').next()?.parse().ok())
-            .max()
-            .unwrap_or(0)
+            .collect();
+        n.sort_unstable();
+        n.dedup();
+        n
     }
 
     fn tags(&self, prefix: &str) -> Vec<Tag> {
-        (1..=self.count(prefix))
+        self.indices(prefix)
+            .into_iter()
             .filter_map(|i| {
                 Some(Tag {
                     name: self.string(&format!("{prefix}.member.{i}.Name"))?,
@@ -186,6 +194,12 @@ fn single(f: &Form, content: EmailContent, destination: Option<Destination>) -> 
 /// Runs one query API request (the body, or the query string, holds the
 /// form).
 pub async fn handle(ctx: &Ctx, p: &Principal, form: &Form) -> Response {
+    if form.0.len() > MAX_FIELDS {
+        return error(&ApiError::bad(format!(
+            "the request has {} fields; at most {MAX_FIELDS}",
+            form.0.len()
+        )));
+    }
     let action = form.get("Action").unwrap_or("");
     let outcome = match action {
         "SendEmail" => {
@@ -244,7 +258,10 @@ pub async fn handle(ctx: &Ctx, p: &Principal, form: &Form) -> Response {
             send::send_one(ctx, p, req).await.map(|id| message_id(&id))
         }
         "SendBulkTemplatedEmail" => {
-            let entries = (1..=form.count("Destinations"))
+            let entries = form
+                .indices("Destinations")
+                .into_iter()
+                .take(send::MAX_BULK_ENTRIES + 1)
                 .map(|i| {
                     let at = format!("Destinations.member.{i}");
                     BulkEntry {
@@ -321,6 +338,9 @@ mod tests {
         assert_eq!(f.get("Message.Subject.Data"), Some("Hi there"));
         let t = f.tags("Tags");
         assert_eq!((t[0].name.as_str(), t[0].value.as_str()), ("k", "v"));
-        assert_eq!(f.count("Destinations"), 0);
+        assert!(f.indices("Destinations").is_empty());
+        // a huge index is one entry, not billions
+        let f = Form::parse(b"Tags.member.4294967295.Name=x&Tags.member.4294967295.Value=y");
+        assert_eq!(f.tags("Tags").len(), 1);
     }
 }

@@ -116,12 +116,15 @@ pub struct ListManagementOptions {
     pub topic_name: Option<String>,
 }
 
-/// Headers the request's own fields set: not accepted in `Headers`.
-const OWN_HEADERS: [&str; 11] = [
+/// Headers the request's own fields (or the engine) set, and those that
+/// speak for the sender or the path: not accepted in `Headers`.
+const OWN_HEADERS: [&str; 16] = [
     "from",
+    "sender",
     "to",
     "cc",
     "bcc",
+    "reply-to",
     "subject",
     "date",
     "message-id",
@@ -129,6 +132,9 @@ const OWN_HEADERS: [&str; 11] = [
     "content-type",
     "content-transfer-encoding",
     "return-path",
+    "dkim-signature",
+    "received",
+    "authentication-results",
 ];
 
 /// Checks extra headers (SES: at most 15; names 1–126 printable ASCII
@@ -156,7 +162,7 @@ pub fn check_headers(headers: &[Header], field: &str) -> Result<(), ApiError> {
             )));
         }
         let lower = h.name.to_ascii_lowercase();
-        if OWN_HEADERS.contains(&lower.as_str()) {
+        if OWN_HEADERS.contains(&lower.as_str()) || lower.starts_with("resent-") {
             return Err(ApiError::bad(format!(
                 "{field}[{i}].Name {:?}: set by the request's own fields",
                 h.name

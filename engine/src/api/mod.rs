@@ -18,6 +18,7 @@
 
 pub mod account;
 pub mod bulk;
+mod capped;
 pub mod classic;
 pub mod content;
 pub mod error;

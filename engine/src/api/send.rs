@@ -174,12 +174,13 @@ fn prepare(
     {
         m.mail_from = prepared.def.from_addr.clone();
     }
-    // the From header and the envelope sender are both the key's to use
+    // every From and Sender mailbox and the envelope sender are the
+    // key's to use
     let envelope = prepared.def.message.as_ref().map(|m| m.mail_from.clone());
-    for addr in [Some(prepared.from_addr().to_string()), envelope]
-        .into_iter()
-        .flatten()
-    {
+    let mut senders = header_senders(&prepared.message)?;
+    senders.extend(envelope);
+    senders.push(prepared.from_addr().to_string());
+    for addr in senders {
         if !p.may_send_as(&addr) {
             return Err(ApiError::rejected(format!(
                 "Email address is not verified. The following identities failed the check in region {}: {addr}",
@@ -188,6 +189,40 @@ fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// The addresses of every `From` and `Sender` field of a message; more
+/// than one `From` field is refused.
+fn header_senders(message: &[u8]) -> Result<Vec<String>, ApiError> {
+    let (fields, _) = message::split_fields(message).map_err(|e| ApiError::bad(e.to_string()))?;
+    let from_fields = fields.iter().filter(|f| f.is("From")).count();
+    if from_fields > 1 {
+        return Err(ApiError::rejected(format!(
+            "the message has {from_fields} From fields; one is allowed"
+        )));
+    }
+    let mut out = Vec::new();
+    for f in fields.iter().filter(|f| f.is("From") || f.is("Sender")) {
+        let block = [f.raw, b"\r\n"].concat();
+        let parsed = mail_parser::MessageParser::new().parse_headers(&block);
+        let addrs: Vec<String> = parsed
+            .as_ref()
+            .and_then(|m| m.from().or_else(|| m.sender()))
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.address().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            return Err(ApiError::rejected(format!(
+                "{} field without an address",
+                f.name
+            )));
+        }
+        out.extend(addrs);
+    }
+    Ok(out)
 }
 
 /// Takes the message's recipients from the key's quotas.

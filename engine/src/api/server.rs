@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
 use super::error::ApiError;
-use super::{Ctx, Query, SERVICE, classic, ok, percent_decode, route, sigv4, tls_listener};
+use super::{Ctx, Query, SERVICE, capped, classic, ok, percent_decode, route, sigv4, tls_listener};
 use crate::config::Config;
 
 /// Most request bytes held in memory at once (KiB), all requests
@@ -44,12 +44,6 @@ async fn handle_inner(
     req: Request<Body>,
     classic: bool,
 ) -> Result<Response, ApiError> {
-    let Ok(_place) = ctx.places.acquire().await else {
-        return Err(ApiError::new(
-            "ServiceUnavailable",
-            "the service is stopping",
-        ));
-    };
     let (parts, body) = req.into_parts();
     let keys = ctx.keys();
     let now = (volley_spool::now_ms() / 1000) as i64;
@@ -69,6 +63,15 @@ async fn handle_inner(
             return Err(ApiError::from(e));
         }
     }
+    let busy = || {
+        ApiError::new(
+            "TooManyRequestsException",
+            "too many requests at once; retry shortly",
+        )
+    };
+    let Ok(_place) = ctx.places.try_acquire() else {
+        return Err(busy());
+    };
     let limit = ctx.config.api.max_request_size as usize;
     let declared = parts
         .headers
@@ -78,15 +81,13 @@ async fn handle_inner(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    // bodies in memory at once are bounded: a request holds its length
-    // (or the limit, when it does not say) from the budget
-    let kib = declared.unwrap_or(limit).div_ceil(1024).max(1);
+    // bodies in memory at once are bounded: a request holds four times
+    // its length (the copies a raw message is decoded through), or the
+    // limit's when it does not say, from the budget
+    let kib = declared.unwrap_or(limit).div_ceil(1024).max(1) * 4;
     let budget = kib.min(BODY_BUDGET_KIB) as u32;
-    let Ok(_bytes) = ctx.body_budget.acquire_many(budget).await else {
-        return Err(ApiError::new(
-            "ServiceUnavailable",
-            "the service is stopping",
-        ));
+    let Ok(_bytes) = ctx.body_budget.try_acquire_many(budget) else {
+        return Err(busy());
     };
     let read = http_body_util::Limited::new(body, limit).collect();
     let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
@@ -167,18 +168,19 @@ pub fn serve(
                 }
             }
         };
+        let places = Arc::new(tokio::sync::Semaphore::new(capped::MAX_CONNECTIONS));
         let served = match tls {
             None => {
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|t| {
-                    let _ = t.set_nodelay(true);
-                });
+                let listener = capped::CappedListener {
+                    inner: listener,
+                    places,
+                };
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
             }
             Some(tls) => {
-                axum::serve(tls_listener::TlsListener::new(listener, tls), app)
+                axum::serve(tls_listener::TlsListener::new(listener, tls, places), app)
                     .with_graceful_shutdown(stop)
                     .await
             }

@@ -19,6 +19,8 @@ use crate::template::{Sources, Templates};
 
 /// Largest template (subject + text + html), as SES.
 pub const MAX_TEMPLATE_BYTES: usize = 500 * 1024;
+/// Most templates (SES: 10,000 per region in the 2022 guide).
+pub const MAX_TEMPLATES: usize = 10_000;
 
 /// A template's content (SES `EmailTemplateContent`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub struct Content {
 impl Content {
     /// Compiles it; the error names the part and place.
     pub fn compile(&self) -> Result<Templates, String> {
-        Templates::compile(Sources {
+        Templates::compile_untrusted(Sources {
             subject: self.subject.as_deref().unwrap_or(""),
             html: self.html.as_deref(),
             text: self.text.as_deref(),
@@ -109,6 +111,8 @@ pub enum StoreError {
     Missing(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("there are {MAX_TEMPLATES} templates already; delete some first")]
+    Full,
     #[error("the template store failed: {0}")]
     Io(String),
 }
@@ -161,6 +165,11 @@ impl TemplateStore {
         self.dir.join(format!("{name}.json"))
     }
 
+    /// How many templates there are.
+    fn count(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Stored>> {
         self.map
             .read()
@@ -202,6 +211,7 @@ impl TemplateStore {
             (Some(_), false) => return Err(StoreError::Exists(name.into())),
             (None, true) => return Err(StoreError::Missing(name.into())),
             (Some(o), true) => o.created_s,
+            (None, false) if self.count() >= MAX_TEMPLATES => return Err(StoreError::Full),
             (None, false) => now_s,
         };
         let t = Stored {
@@ -292,5 +302,16 @@ mod tests {
         let (page, more) = s.page(Some("a"), 5);
         assert_eq!((page.len(), page[0].name.as_str(), more), (1, "b", false));
         assert!(a.compiled().is_ok());
+        // from the network: no partial cycles, no nested #each
+        let cyclic = "{{#*inline \"q\"}}x{{/inline}}{{#*inline \"p\"}}{{> q}}{{/inline}}{{#*inline \"q\"}}{{> p}}{{/inline}}{{> p}}";
+        let nested = "{{#each a}}{{#each a}}x{{/each}}{{/each}}";
+        for bad in [cyclic, nested] {
+            let c = Content {
+                subject: Some("s".into()),
+                text: Some(bad.into()),
+                html: None,
+            };
+            assert!(c.compile().is_err(), "{bad}");
+        }
     }
 }

@@ -36,6 +36,7 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::Exists(_) => ApiError::new("AlreadyExistsException", e.to_string()),
         StoreError::Missing(_) => ApiError::not_found(e.to_string()),
         StoreError::Invalid(why) => ApiError::bad(why),
+        StoreError::Full => ApiError::new("LimitExceededException", e.to_string()),
         StoreError::Io(_) => ApiError::new("InternalFailure", e.to_string()),
     }
 }

@@ -309,3 +309,69 @@ fn helper_names() -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The limits of a template from the network (the SES API), on top of
+/// [`check`]: no partial used inside an inline partial (so partials cannot
+/// call each other in a cycle), no partial named by an expression, and no
+/// `#each` inside another `#each` or inside an inline partial (so the work
+/// of a render grows with the data's size, not a power of it).
+pub(super) fn check_untrusted(t: &Template) -> Result<(), Problem> {
+    untrusted(t, 0, false)
+}
+
+fn untrusted(t: &Template, each_depth: usize, in_partial: bool) -> Result<(), Problem> {
+    for (i, e) in t.elements.iter().enumerate() {
+        untrusted_element(e, each_depth, in_partial).map_err(|mut p| {
+            if p.at.is_none() {
+                p.at = t.mapping.get(i).map(|m: &TemplateMapping| (m.0, m.1));
+            }
+            p
+        })?;
+    }
+    Ok(())
+}
+
+fn untrusted_element(
+    e: &TemplateElement,
+    each_depth: usize,
+    in_partial: bool,
+) -> Result<(), Problem> {
+    match e {
+        TemplateElement::HelperBlock(h) => {
+            let each = h.name.as_name() == Some("each");
+            if each && (each_depth > 0 || in_partial) {
+                return Err(problem(
+                    "`{{#each}}` inside another `{{#each}}` or an inline partial is not accepted from the API"
+                        .into(),
+                ));
+            }
+            for t in [&h.template, &h.inverse].into_iter().flatten() {
+                untrusted(t, each_depth + usize::from(each), in_partial)?;
+            }
+            Ok(())
+        }
+        TemplateElement::DecoratorBlock(d) | TemplateElement::DecoratorExpression(d) => {
+            match &d.template {
+                Some(t) => untrusted(t, each_depth, true),
+                None => Ok(()),
+            }
+        }
+        TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
+            if in_partial {
+                return Err(problem(
+                    "a partial used inside an inline partial is not accepted from the API".into(),
+                ));
+            }
+            if d.name.as_name().is_none() {
+                return Err(problem(
+                    "a partial named by an expression is not accepted from the API".into(),
+                ));
+            }
+            match &d.template {
+                Some(t) => untrusted(t, each_depth, in_partial),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
