@@ -175,12 +175,12 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
 
 /// The producers inside the service: SMTP submission listeners and the
 /// drop directory, and the acceptor behind them.
-struct Submission {
+pub(super) struct Submission {
     stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
     shared: Option<Arc<volley_engine::submission::smtp::Shared>>,
     /// The SES v2 API (`[api] listen`).
-    api: Option<Arc<volley_engine::api::Ctx>>,
+    pub(super) api: Option<Arc<volley_engine::api::Ctx>>,
     pickup_stop: Arc<std::sync::atomic::AtomicBool>,
     pickup: Option<std::thread::JoinHandle<()>>,
 }
@@ -269,7 +269,7 @@ async fn start_submission(
         let quotas = Arc::new(volley_engine::submission::quota::Quotas::new(
             std::time::Instant::now(),
         ));
-        start_api(config, engine, acceptor, quotas, &stop_rx, &mut out).await?;
+        super::api::start(config, engine, acceptor, quotas, &stop_rx, &mut out).await?;
         return Ok(out);
     }
     let (Some(cert), Some(key)) = (&s.cert, &s.key) else {
@@ -291,7 +291,7 @@ async fn start_submission(
         Some(tls),
         acceptor.clone(),
     ));
-    start_api(
+    super::api::start(
         config,
         engine,
         acceptor,
@@ -315,48 +315,6 @@ async fn start_submission(
     }
     out.shared = Some(shared);
     Ok(out)
-}
-
-/// Starts the SES v2 API when `[api] listen` is set.
-async fn start_api(
-    config: &Arc<Config>,
-    engine: &volley_engine::engine::Engine,
-    acceptor: volley_engine::submission::accept::Acceptor,
-    quotas: Arc<volley_engine::submission::quota::Quotas>,
-    stop_rx: &tokio::sync::watch::Receiver<bool>,
-    out: &mut Submission,
-) -> Result<(), super::CliError> {
-    use volley_engine::api;
-    let Some((listener, addr)) = api::bind(config)
-        .await
-        .map_err(|e| fail(anyhow::anyhow!(e)))?
-    else {
-        return Ok(());
-    };
-    let tls = match (&config.api.cert, &config.api.key) {
-        (Some(c), Some(k)) => Some(
-            volley_engine::submission::smtp::load_tls(c, k)
-                .map_err(|e| bad(anyhow::anyhow!("api TLS: {e}")))?,
-        ),
-        _ => None,
-    };
-    if config.submission.ses_credentials.is_empty() {
-        tracing::warn!("api: no [[submission.ses_credentials]]: every request will be refused");
-    }
-    let ctx = Arc::new(
-        api::Ctx::new(
-            Arc::clone(config),
-            quotas,
-            acceptor,
-            Arc::clone(&engine.suppression),
-        )
-        .map_err(|e| fail(anyhow::anyhow!("api templates: {e}")))?,
-    );
-    tracing::info!(%addr, https = tls.is_some(), "SES v2 API listening");
-    out.tasks
-        .push(api::serve(Arc::clone(&ctx), listener, tls, stop_rx.clone()));
-    out.api = Some(ctx);
-    Ok(())
 }
 
 /// `volley status`.
