@@ -149,6 +149,15 @@ impl Handle {
             .fetch_add(works.len() as i64, Ordering::AcqRel);
         let _ = self.sched.send(SchedMsg::Work(works));
     }
+
+    /// An operator's "retry now": the deferred recipients `which` names
+    /// are tried at once (their sites probed at once when down). How many
+    /// were made due; `None` when delivery is shutting down.
+    pub async fn retry_now(&self, which: crate::delivery::scheduler::Deferred) -> Option<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.sched.send(SchedMsg::RetryNow(which, tx)).ok()?;
+        rx.await.ok()
+    }
 }
 
 /// A running engine.

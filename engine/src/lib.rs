@@ -17,11 +17,13 @@
 //! - [`feedback`]: bounces, complaints and unsubscribes coming back;
 //!   the suppression list.
 //! - [`engine`]: wires the stages together and shuts them down.
+//! - [`admin_log`]: the operators' actions on the running service.
 //! - [`metrics`], [`http`], [`status`], [`capture`]: observability and tools.
 //!
 //! The spool itself is the `volley-spool` crate.
 
 pub mod address;
+pub mod admin_log;
 pub mod api;
 pub mod campaign;
 pub mod capture;

@@ -95,6 +95,14 @@ enum Cmd {
         #[arg(long, default_value = "config.toml", global = true)]
         config: PathBuf,
     },
+    /// Operators' actions on the running service's queue (retry now), and
+    /// their log.
+    Queue {
+        #[command(subcommand)]
+        action: cli::queue::QueueAction,
+        #[arg(long, default_value = "config.toml", global = true)]
+        config: PathBuf,
+    },
     /// Bounce and complaint handling tools.
     Feedback {
         #[command(subcommand)]
@@ -226,6 +234,7 @@ fn main() -> ExitCode {
             Cmd::Suppression { action, config } => {
                 cli::suppression::command(&config, action.into()).await
             }
+            Cmd::Queue { action, config } => cli::queue::command(&config, action).await,
             Cmd::Feedback { action } => cli::feedback::command(action),
             Cmd::Sendmail { args } => Ok(cli::sendmail::main(&args)),
             Cmd::TlsCert { name, cert, key } => cli::user::tls_cert(&name, &cert, &key),

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod feedback;
 pub mod inbound;
 pub mod progress;
+pub mod queue;
 pub mod run;
 pub mod send;
 pub mod sendmail;

@@ -273,6 +273,14 @@ impl Dest {
         lock(&self.health).probe_at()
     }
 
+    /// An operator's "retry now": a down site is probed at once.
+    pub(super) fn probe_now(&self) {
+        if lock(&self.health).probe_now(Instant::now()) {
+            tracing::info!(site = %self.key, "site down: probed now (operator's retry)");
+            self.wake.notify_one();
+        }
+    }
+
     /// What the shard may do with its next recipient now.
     pub(super) fn admit(&self) -> Admit {
         lock(&self.health).admit(Instant::now())

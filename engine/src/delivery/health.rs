@@ -155,6 +155,22 @@ impl Health {
         }
     }
 
+    /// An operator asked to retry the site now: a down site's next probe
+    /// is due at `now` (unless one runs). Whether it was down.
+    pub fn probe_now(&mut self, now: Instant) -> bool {
+        match &mut self.state {
+            State::Down {
+                probe_at, probing, ..
+            } => {
+                if !*probing {
+                    *probe_at = (*probe_at).min(now);
+                }
+                true
+            }
+            State::Up { .. } => false,
+        }
+    }
+
     /// What to do with the next recipient at `now`.
     pub fn admit(&mut self, now: Instant) -> Admit {
         match &mut self.state {
@@ -187,6 +203,22 @@ mod tests {
     /// 10 s, 20 s, 40 s, ... (as a retry schedule would give).
     fn delay(n: u32) -> Duration {
         secs(10 << (n - 1).min(10))
+    }
+
+    #[test]
+    fn probe_now_makes_a_down_sites_probe_due_unless_one_runs() {
+        let t0 = Instant::now();
+        let mut h = Health::new(1);
+        assert!(!h.probe_now(t0), "an up site has no probe");
+        assert_eq!(h.admit(t0), Admit::Send);
+        h.failed(t0, delay);
+        let t1 = t0 + secs(1);
+        assert!(matches!(h.admit(t1), Admit::Defer { .. }));
+        assert!(h.probe_now(t1));
+        assert_eq!(h.admit(t1), Admit::Probe);
+        // while the probe runs, asking again changes nothing
+        assert!(h.probe_now(t1));
+        assert_eq!(h.admit(t1), Admit::Hold);
     }
 
     #[test]

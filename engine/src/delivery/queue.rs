@@ -22,6 +22,9 @@ pub enum ShardIn {
     /// Recipients found queued at start, compact until dispatched (all of
     /// one domain).
     Bulk(Arc<str>, Vec<RecipientId>),
+    /// An operator's "retry now": a down site is probed at once (taken by
+    /// the shard; no recipient).
+    ProbeNow,
 }
 
 /// A site's queue: single recipients first, then the bulk lists found in
@@ -56,6 +59,7 @@ impl Queue {
                     self.bulk.push((domain, ids));
                 }
             }
+            ShardIn::ProbeNow => {}
         }
     }
 

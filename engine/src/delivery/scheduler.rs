@@ -46,6 +46,23 @@ pub enum SchedMsg {
     Resolved(Arc<str>, Result<(Site, Instant), SessionError>),
     /// The configuration was reloaded.
     Reload,
+    /// An operator's "retry now": the deferred recipients it names are due
+    /// at once (and their sites, when down, probed at once); answers how
+    /// many recipients that made due.
+    RetryNow(Deferred, tokio::sync::oneshot::Sender<u64>),
+}
+
+/// Which deferred recipients an operator's "retry now" takes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deferred {
+    /// Every deferred recipient.
+    All,
+    /// Those of one domain (ASCII case ignored).
+    Domain(String),
+    /// Those whose domain is mapped to the site (its `site` label in the
+    /// metrics: `host:port` of a route, `mx:<hosts>` of an MX site).
+    Site(String),
 }
 
 struct Due {
@@ -102,6 +119,58 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Whether `which` takes a recipient of `domain`.
+    fn takes(&self, which: &Deferred, domain: &str) -> bool {
+        match which {
+            Deferred::All => true,
+            Deferred::Domain(d) => d.eq_ignore_ascii_case(domain),
+            Deferred::Site(k) => matches!(
+                self.domains.get(domain),
+                Some(Domain::Mapped(site, _)) if **site == **k
+            ),
+        }
+    }
+
+    /// Makes the deferred recipients `which` names due at `now` and has
+    /// their sites probed at once when down; how many were made due.
+    fn retry_now(
+        &mut self,
+        timers: &mut BinaryHeap<Reverse<Due>>,
+        which: &Deferred,
+        now: u64,
+    ) -> u64 {
+        // the sites first: their shards take the probe before the
+        // recipients (one channel, in order)
+        let sites: Vec<Arc<str>> = match which {
+            Deferred::All => self.sites.keys().cloned().collect(),
+            Deferred::Site(k) => vec![Arc::from(k.as_str())],
+            Deferred::Domain(d) => self
+                .domains
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(d))
+                .filter_map(|(_, m)| match m {
+                    Domain::Mapped(site, _) => Some(Arc::clone(site)),
+                    Domain::Resolving(_) => None,
+                })
+                .collect(),
+        };
+        for site in sites {
+            if let Some(tx) = self.sites.get(&site) {
+                let _ = tx.send(ShardIn::ProbeNow);
+            }
+        }
+        let mut made = 0;
+        let all = std::mem::take(timers).into_vec();
+        for Reverse(mut d) in all {
+            if d.at > now && self.takes(which, &d.work.domain) {
+                d.at = now;
+                made += 1;
+            }
+            timers.push(Reverse(d));
+        }
+        made
     }
 
     /// Forgets the shards that ended (idle sites): what an idle site costs
@@ -190,6 +259,7 @@ impl Scheduler {
                                 });
                             }
                         }
+                        ShardIn::ProbeNow => {}
                     }
                 }
             }
@@ -269,6 +339,11 @@ pub async fn run(
                 }
                 Some(SchedMsg::Resolved(domain, r)) => s.resolved(domain, r),
                 Some(SchedMsg::Reload) => s.domains.retain(|_, d| matches!(d, Domain::Resolving(_))),
+                Some(SchedMsg::RetryNow(which, reply)) => {
+                    let made = s.retry_now(&mut timers, &which, volley_spool::now_ms());
+                    tracing::info!(?which, recipients = made, "retry now (operator)");
+                    let _ = reply.send(made);
+                }
                 None => break,
             },
             _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {}

@@ -181,7 +181,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
     };
     loop {
         while let Ok(m) = rx.try_recv() {
-            s.queue.push(m);
+            s.take(m);
         }
         s.refresh();
         let turn = if s.queue.len == 0 {
@@ -221,7 +221,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
                 // recipient back); what arrived before the close is served
                 rx.close();
                 while let Ok(m) = rx.try_recv() {
-                    s.queue.push(m);
+                    s.take(m);
                 }
                 if s.queue.len == 0 {
                     tracing::debug!(site = %s.site.key, "site idle: its shard ends");
@@ -264,6 +264,15 @@ impl Shard {
     /// Waits for new work or a change of the site's health. While the site
     /// is down, messages produced before it went down are deferred as they
     /// come out of production.
+    /// Takes what the scheduler sent: recipients into the queue, or an
+    /// operator's "retry now".
+    fn take(&mut self, m: ShardIn) {
+        match m {
+            ShardIn::ProbeNow => self.dest.probe_now(),
+            m => self.queue.push(m),
+        }
+    }
+
     async fn wait(&mut self, rx: &mut mpsc::UnboundedReceiver<ShardIn>) -> Turn {
         let down = self.dest.is_down();
         // an idle site ends its shard after the connections' idle period
@@ -277,7 +286,7 @@ impl Shard {
             biased;
             _ = self.shutdown.changed() => return Turn::Stop,
             m = rx.recv() => match m {
-                Some(m) => self.queue.push(m),
+                Some(m) => self.take(m),
                 None => return Turn::Stop,
             },
             r = self.ready_rx.recv(), if down => {

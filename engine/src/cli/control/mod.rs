@@ -49,6 +49,7 @@ enum Request {
     Send { campaign: PathBuf },
     Stop { signal: String },
     Suppression { what: super::suppression::Op },
+    Queue { what: super::queue::Op },
 }
 
 /// Counts of a campaign's recipients by state.
@@ -196,6 +197,10 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
     ctx.clients.fetch_add(1, Ordering::AcqRel);
     let _connected = Connected(Arc::clone(&ctx.clients));
     let permitted = permitted(&stream);
+    let peer = stream.peer_cred().ok().map(|c| super::queue::Peer {
+        uid: c.uid(),
+        pid: c.pid(),
+    });
     let (rd, mut wr) = stream.into_split();
     let mut lines = BufReader::new(rd.take(MAX_LINE as u64 * 16)).lines();
     let first = match permitted {
@@ -206,6 +211,10 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
     if let Some(Ok(Request::Suppression { what })) = request {
         // it writes its own replies, as fast as the client reads them
         super::suppression::serve(Arc::clone(&ctx.suppression), what, wr).await;
+        return;
+    }
+    if let (Some(Ok(Request::Queue { what })), Some(peer)) = (&request, peer) {
+        super::queue::serve(&ctx.handle, &ctx.config.spool.dir, peer, what.clone(), wr).await;
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
