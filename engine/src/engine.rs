@@ -21,6 +21,7 @@ use volley_spool::Spool;
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
 use crate::delivery::budget::{self, Budget};
+use crate::delivery::holds::{Hold, HoldSet, Holds};
 use crate::delivery::mx::Resolver;
 use crate::delivery::produce::{ProduceCtx, Producer};
 use crate::delivery::recorder::{self, RecorderCtx};
@@ -33,7 +34,7 @@ use crate::events::webhook::{SinkEnv, SnsState};
 use crate::feedback::suppression::SuppressionList;
 use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
-use crate::metrics::Metrics;
+use crate::metrics::{HoldLabels, Metrics};
 use crate::smtp::TlsSettings;
 
 /// The size of the global connection budget: `[delivery] max_connections`,
@@ -61,6 +62,31 @@ pub enum StartError {
     Destination(#[from] DestinationError),
     #[error("[feedback]: {0}")]
     Feedback(String),
+    #[error("operators' holds: {0}")]
+    Holds(#[from] crate::delivery::holds::HoldsError),
+}
+
+/// Shows a hold in `volley_holds` (or removes it).
+fn hold_metric(metrics: &Metrics, h: &Hold, on: bool) {
+    let labels = match h {
+        Hold::Domain(d) => HoldLabels {
+            kind: "domain",
+            name: d.to_ascii_lowercase(),
+        },
+        Hold::Site(s) => HoldLabels {
+            kind: "site",
+            name: s.clone(),
+        },
+        Hold::Campaign(c) => HoldLabels {
+            kind: "campaign",
+            name: c.clone(),
+        },
+    };
+    if on {
+        metrics.holds.get_or_create(&labels).set(1);
+    } else {
+        metrics.holds.remove(&labels);
+    }
 }
 
 /// Options that are not in the config file.
@@ -89,6 +115,8 @@ pub struct Handle {
     stats: Arc<Stats>,
     recorder: crossbeam_channel::Sender<crate::delivery::Report>,
     suppression: Arc<SuppressionList>,
+    holds: Arc<Holds>,
+    metrics: Arc<Metrics>,
 }
 
 impl Handle {
@@ -148,6 +176,27 @@ impl Handle {
             .active
             .fetch_add(works.len() as i64, Ordering::AcqRel);
         let _ = self.sched.send(SchedMsg::Work(works));
+    }
+
+    /// The operators' holds in force.
+    pub fn holds(&self) -> Arc<HoldSet> {
+        self.holds.get()
+    }
+
+    /// Puts an operator's hold on (`true`) or off, stored before this
+    /// returns; whether it changed anything. Shards look again at what
+    /// they set aside.
+    pub async fn hold(&self, h: Hold, on: bool) -> std::io::Result<bool> {
+        let holds = Arc::clone(&self.holds);
+        let h2 = h.clone();
+        let changed = tokio::task::spawn_blocking(move || holds.set(&h2, on))
+            .await
+            .map_err(std::io::Error::other)??;
+        if changed {
+            hold_metric(&self.metrics, &h, on);
+            let _ = self.sched.send(SchedMsg::HoldsChanged);
+        }
+        Ok(changed)
     }
 
     /// An operator's "retry now": the deferred recipients `which` names
@@ -212,6 +261,15 @@ impl Engine {
         };
         let (pumps, wake_pumps) = Pumps::start(&config, &spool, &metrics, sink, &env)?;
         let stats = Arc::new(Stats::default());
+        let holds = Arc::new(Holds::open(spool.dir())?);
+        for (kind, name) in holds.get().iter() {
+            let h = match kind {
+                "domain" => Hold::Domain(name.into()),
+                "site" => Hold::Site(name.into()),
+                _ => Hold::Campaign(name.into()),
+            };
+            hold_metric(&metrics, &h, true);
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (sched_tx, sched_rx) = mpsc::unbounded_channel();
         let (rec_tx, rec_rx) = crossbeam_channel::unbounded();
@@ -262,6 +320,7 @@ impl Engine {
             )),
             shutdown_rx.clone(),
             Arc::new(Budget::new(connection_budget(&config))),
+            Arc::clone(&holds),
         ));
         tokio::spawn(scheduler::run(
             Arc::clone(&sctx),
@@ -298,6 +357,8 @@ impl Engine {
             stats: Arc::clone(&self.stats),
             recorder: self.recorder_tx.clone(),
             suppression: Arc::clone(&self.suppression),
+            holds: Arc::clone(&self.shards.holds),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 

@@ -45,6 +45,13 @@ pub struct OutcomeLabels {
 pub const OUTCOMES: [&str; 4] = ["delivered", "deferred", "bounced", "render_failed"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HoldLabels {
+    /// `domain`, `site` or `campaign`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `applied` or `invalid`.
     pub result: &'static str,
@@ -128,6 +135,10 @@ pub struct Metrics {
     /// How long the oldest unpublished outcome has waited (0 when caught up).
     pub event_sink_lag_seconds: Gauge<f64, AtomicU64>,
     pub spool_lost: Gauge,
+    /// Recipients set aside by operators' holds (see `delivery::holds`).
+    pub held_recipients: Gauge,
+    /// One series at 1 per hold in force.
+    pub holds: Family<HoldLabels, Gauge>,
     pub ingested: Counter,
     pub rejected: Counter,
     /// SIGHUP reloads, by result (`applied`, `invalid`).
@@ -164,6 +175,8 @@ impl Metrics {
             event_sink_lag_entries: Gauge::default(),
             event_sink_lag_seconds: Gauge::default(),
             spool_lost: Gauge::default(),
+            held_recipients: Gauge::default(),
+            holds: Family::default(),
             ingested: Counter::default(),
             rejected: Counter::default(),
             reloads: Family::default(),
@@ -230,6 +243,16 @@ impl Metrics {
             "event_sink_lag_seconds",
             "How long the oldest outcome not yet published to the event sink has waited (0 when caught up)",
             m.event_sink_lag_seconds.clone(),
+        );
+        registry.register(
+            "held_recipients",
+            "Recipients not attempted because an operator holds their domain, site or campaign (volley queue hold)",
+            m.held_recipients.clone(),
+        );
+        registry.register(
+            "holds",
+            "Operators' holds in force (volley queue hold): 1 per held domain, site or campaign",
+            m.holds.clone(),
         );
         registry.register(
             "spool_lost_recipients",

@@ -168,3 +168,173 @@ fn retry_now_of_a_down_site_probes_it_at_once() {
     });
     stop(service);
 }
+
+/// A campaign `id` of `recipients` (one per line) in `<id>.toml`.
+fn campaign(fx: &Fixture, id: &str, recipients: &[&str]) -> String {
+    let list = format!("{id}.csv");
+    fx.write(&list, format!("email\n{}\n", recipients.join("\n")));
+    fx.write("body.txt", "Hello\n");
+    let file = format!("{id}.toml");
+    fx.write(
+        &file,
+        format!(
+            "id = \"{id}\"\nfrom = \"Sender <news@example.com>\"\nsubject = \"Hi\"\ntext = \"body.txt\"\nrecipients = \"{list}\"\n"
+        ),
+    );
+    file
+}
+
+fn enqueue(fx: &Fixture, file: &str) {
+    let out = run(
+        fx.path(),
+        &["enqueue", file, "--config", "config.toml"],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+fn said(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+fn held_now(http: &str) -> Option<f64> {
+    let (_, body) = http_get(http, "/metrics").ok()?;
+    volley_tests::prom::value(&body, "volley_held_recipients")
+}
+
+#[test]
+fn holds_of_a_domain_a_campaign_and_a_site_survive_restarts_until_released() {
+    let fx = Fixture::new();
+    let server = ScriptedServer::accept_all(true);
+    config(&fx, &server, "");
+    let http = fx.http_addr();
+    let mut service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    assert_eq!(
+        said(&queue(&fx, &["hold", "--domain", "Held.test"])),
+        "domain Held.test held"
+    );
+    // a campaign held before it is spooled
+    assert_eq!(
+        said(&queue(&fx, &["hold", "--campaign", "later"])),
+        "campaign later held"
+    );
+    assert_eq!(
+        said(&queue(&fx, &["hold", "--campaign", "later"])),
+        "campaign later was already held"
+    );
+    let first = campaign(
+        &fx,
+        "first",
+        &["ok1@free.test", "h1@held.test", "h2@held.test"],
+    );
+    enqueue(&fx, &first);
+    let later = campaign(&fx, "later", &["l1@free.test"]);
+    enqueue(&fx, &later);
+    wait_until(
+        Duration::from_secs(60),
+        "free.test delivered, 3 held",
+        || delivered(&fx) == ["ok1@free.test"] && held_now(&http) == Some(3.0),
+    );
+    let (_, body) = http_get(&http, "/metrics").unwrap();
+    assert!(
+        body.contains("volley_holds{kind=\"domain\",name=\"held.test\"} 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("volley_holds{kind=\"campaign\",name=\"later\"} 1\n"));
+    // held recipients were never offered
+    assert_eq!(
+        server.offered().keys().collect::<Vec<_>>(),
+        ["ok1@free.test"]
+    );
+
+    // the holds survive a kill -9: the same recipients are held again
+    service.kill().unwrap();
+    let _ = service.wait();
+    let status = run(
+        fx.path(),
+        &["status", "--config", "config.toml"],
+        Duration::from_secs(60),
+    );
+    let shown = said(&status);
+    assert!(shown.contains("held: domain held.test"), "{shown}");
+    assert!(shown.contains("held: campaign later"), "{shown}");
+    let holds = said(&queue(&fx, &["holds"]));
+    assert_eq!(holds, "domain held.test\ncampaign later");
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "3 held after the restart", || {
+        held_now(&http) == Some(3.0)
+    });
+    assert_eq!(delivered(&fx), ["ok1@free.test"]);
+
+    // released: delivered
+    assert_eq!(
+        said(&queue(&fx, &["release", "--domain", "held.test"])),
+        "domain held.test released"
+    );
+    wait_until(Duration::from_secs(60), "held.test delivered", || {
+        delivered(&fx).len() == 3 && held_now(&http) == Some(1.0)
+    });
+    assert_eq!(
+        said(&queue(&fx, &["release", "--campaign", "later"])),
+        "campaign later released"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the later campaign delivered",
+        || delivered(&fx).len() == 4 && held_now(&http) == Some(0.0),
+    );
+
+    // a whole site: its queue waits
+    let site = server.addr.to_string();
+    assert_eq!(
+        said(&queue(&fx, &["hold", "--site", &site])),
+        format!("site {site} held")
+    );
+    let third = campaign(&fx, "third", &["t1@free.test", "t2@other.test"]);
+    enqueue(&fx, &third);
+    wait_until(Duration::from_secs(60), "the site's queue held", || {
+        held_now(&http) == Some(2.0)
+    });
+    assert_eq!(delivered(&fx).len(), 4);
+    said(&queue(&fx, &["release", "--site", &site]));
+    wait_until(
+        Duration::from_secs(60),
+        "the third campaign delivered",
+        || delivered(&fx).len() == 6 && held_now(&http) == Some(0.0),
+    );
+    assert_eq!(
+        said(&queue(&fx, &["release", "--domain", "never.test"])),
+        "domain never.test was not held"
+    );
+    stop(service);
+
+    assert_eq!(said(&queue(&fx, &["holds"])), "");
+    let log = said(&queue(&fx, &["log"]));
+    let actions: Vec<(String, serde_json::Value)> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["action"].as_str().unwrap().to_string(),
+                v["target"].clone(),
+            )
+        })
+        .collect();
+    let want = [
+        ("hold", serde_json::json!({"domain": "Held.test"})),
+        ("hold", serde_json::json!({"campaign": "later"})),
+        ("hold", serde_json::json!({"campaign": "later"})),
+        ("release", serde_json::json!({"domain": "held.test"})),
+        ("release", serde_json::json!({"campaign": "later"})),
+        ("hold", serde_json::json!({"site": site})),
+        ("release", serde_json::json!({"site": site})),
+        ("release", serde_json::json!({"domain": "never.test"})),
+    ];
+    let want: Vec<(String, serde_json::Value)> =
+        want.into_iter().map(|(a, t)| (a.to_string(), t)).collect();
+    assert_eq!(actions, want);
+}

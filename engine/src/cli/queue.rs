@@ -6,7 +6,12 @@
 //! - `volley queue retry --domain D | --site S | --all`: the deferred
 //!   recipients named are tried now instead of at their retry time; a
 //!   named site that is down is probed now.
-//! - `volley queue log`: the action log (also without a running service).
+//! - `volley queue hold --domain D | --site S | --campaign ID` and
+//!   `volley queue release ...`: recipients of a held domain, site or
+//!   campaign are not attempted until released; they stay spooled
+//!   ([`volley_engine::delivery::holds`]).
+//! - `volley queue holds`: the holds in force; `volley queue log`: the
+//!   action log (both also without a running service).
 //!
 //! Exposure: the control socket's clients are local and of the service's
 //! own user (checked by the socket); requests are bounded JSON lines.
@@ -15,6 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use volley_engine::admin_log::{self, Action};
+use volley_engine::delivery::holds::{Hold, Holds};
 use volley_engine::delivery::scheduler::Deferred;
 use volley_engine::engine::Handle;
 
@@ -38,9 +44,41 @@ pub enum QueueAction {
         #[arg(long, group = "which")]
         all: bool,
     },
+    /// Hold a domain, a site or a campaign: its recipients are not
+    /// attempted until released (they stay spooled).
+    Hold(Target),
+    /// Release a hold.
+    Release(Target),
+    /// List the holds in force.
+    Holds,
     /// Print the operators' action log (JSON lines: at, uid, pid, action,
     /// target, result), oldest first.
     Log,
+}
+
+/// What a hold applies to: exactly one.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// A recipient domain (ASCII case ignored).
+    #[arg(long)]
+    domain: Option<String>,
+    /// A site (its `site` label in the metrics).
+    #[arg(long)]
+    site: Option<String>,
+    /// A campaign, by its id (held also when spooled later).
+    #[arg(long)]
+    campaign: Option<String>,
+}
+
+impl From<Target> for Hold {
+    fn from(t: Target) -> Hold {
+        match (t.domain, t.site, t.campaign) {
+            (Some(d), _, _) => Hold::Domain(d),
+            (_, Some(s), _) => Hold::Site(s),
+            (_, _, c) => Hold::Campaign(c.unwrap_or_default()),
+        }
+    }
 }
 
 /// A queue action asked over the control socket.
@@ -48,6 +86,7 @@ pub enum QueueAction {
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Op {
     Retry { which: Deferred },
+    Hold { hold: Hold, on: bool },
 }
 
 /// The service's answer: one JSON line.
@@ -76,6 +115,21 @@ pub async fn command(config_path: &Path, action: QueueAction) -> CliResult {
             }
             return Ok(EXIT_OK);
         }
+        QueueAction::Holds => {
+            let holds = Holds::open(&config.spool.dir).map_err(fail)?;
+            for (kind, name) in holds.get().iter() {
+                println!("{kind} {name}");
+            }
+            return Ok(EXIT_OK);
+        }
+        QueueAction::Hold(t) => Op::Hold {
+            hold: t.into(),
+            on: true,
+        },
+        QueueAction::Release(t) => Op::Hold {
+            hold: t.into(),
+            on: false,
+        },
         QueueAction::Retry { domain, site, all } => Op::Retry {
             which: match (domain, site, all) {
                 (Some(d), _, _) => Deferred::Domain(d),
@@ -145,23 +199,41 @@ pub async fn serve(
 }
 
 async fn act(handle: &Handle, spool_dir: &Path, peer: Peer, op: Op) -> Result<String, String> {
-    let Op::Retry { which } = op;
-    let made = handle
-        .retry_now(which.clone())
-        .await
-        .ok_or("the service is shutting down")?;
-    let target = match &which {
-        Deferred::All => serde_json::json!("all"),
-        Deferred::Domain(d) => serde_json::json!({ "domain": d }),
-        Deferred::Site(s) => serde_json::json!({ "site": s }),
+    let (action, target, result, text) = match op {
+        Op::Retry { which } => retry(handle, which).await?,
+        Op::Hold { hold, on } => {
+            let changed = handle
+                .hold(hold.clone(), on)
+                .await
+                .map_err(|e| format!("the holds could not be stored: {e}"))?;
+            let target = serde_json::to_value(&hold).unwrap_or_default();
+            let (kind, name) = match &hold {
+                Hold::Domain(d) => ("domain", d),
+                Hold::Site(s) => ("site", s),
+                Hold::Campaign(c) => ("campaign", c),
+            };
+            let text = match (on, changed) {
+                (true, true) => format!("{kind} {name} held"),
+                (true, false) => format!("{kind} {name} was already held"),
+                (false, true) => format!("{kind} {name} released"),
+                (false, false) => format!("{kind} {name} was not held"),
+            };
+            let action = if on { "hold" } else { "release" };
+            (
+                action,
+                target,
+                serde_json::json!({ "changed": changed }),
+                text,
+            )
+        }
     };
     let entry = Action {
         at: volley_engine::events::model::timestamp(volley_spool::now_ms()),
         uid: peer.uid,
         pid: peer.pid,
-        action: "retry".into(),
+        action: action.into(),
         target,
-        result: serde_json::json!({ "recipients": made }),
+        result,
     };
     let dir = spool_dir.to_path_buf();
     let logged = tokio::task::spawn_blocking(move || admin_log::append(&dir, &entry)).await;
@@ -170,10 +242,35 @@ async fn act(handle: &Handle, spool_dir: &Path, peer: Peer, op: Op) -> Result<St
         Ok(Err(e)) => return Err(format!("the action was taken but not logged: {e}")),
         Err(e) => return Err(format!("the action was taken but not logged: {e}")),
     }
-    let what = match &which {
-        Deferred::All => "every deferred recipient".to_string(),
-        Deferred::Domain(d) => format!("deferred recipients of {d}"),
-        Deferred::Site(s) => format!("deferred recipients of site {s}"),
+    Ok(text)
+}
+
+type Done = (&'static str, serde_json::Value, serde_json::Value, String);
+
+async fn retry(handle: &Handle, which: Deferred) -> Result<Done, String> {
+    let made = handle
+        .retry_now(which.clone())
+        .await
+        .ok_or("the service is shutting down")?;
+    let (target, what) = match &which {
+        Deferred::All => (
+            serde_json::json!("all"),
+            "every deferred recipient".to_string(),
+        ),
+        Deferred::Domain(d) => (
+            serde_json::json!({ "domain": d }),
+            format!("deferred recipients of {d}"),
+        ),
+        Deferred::Site(s) => (
+            serde_json::json!({ "site": s }),
+            format!("deferred recipients of site {s}"),
+        ),
     };
-    Ok(format!("{made} recipients tried now ({what})"))
+    let text = format!("{made} recipients tried now ({what})");
+    Ok((
+        "retry",
+        target,
+        serde_json::json!({ "recipients": made }),
+        text,
+    ))
 }

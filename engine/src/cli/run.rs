@@ -323,10 +323,18 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
     let inspection = volley_spool::inspect(&config.spool.dir)
         .map_err(|e| fail(anyhow::anyhow!("cannot read the spool: {e}")))?;
     let s = status::collect(inspection);
+    let holds = volley_engine::delivery::holds::Holds::open(&config.spool.dir)
+        .map_err(|e| fail(anyhow::anyhow!("cannot read the holds: {e}")))?
+        .get();
     if json {
-        println!("{}", serde_json::to_string_pretty(&s).map_err(fail)?);
+        let mut v = serde_json::to_value(&s).map_err(fail)?;
+        v["holds"] = serde_json::to_value(&*holds).map_err(fail)?;
+        println!("{}", serde_json::to_string_pretty(&v).map_err(fail)?);
     } else {
         print!("{}", status::render(&s));
+        for (kind, name) in holds.iter() {
+            println!("held: {kind} {name} (volley queue release --{kind} {name})");
+        }
     }
     Ok(EXIT_OK)
 }

@@ -21,6 +21,7 @@ pub mod budget;
 pub mod connection;
 pub mod dest;
 pub mod health;
+pub mod holds;
 pub mod mx;
 pub mod open;
 pub mod produce;

@@ -25,6 +25,9 @@ pub enum ShardIn {
     /// An operator's "retry now": a down site is probed at once (taken by
     /// the shard; no recipient).
     ProbeNow,
+    /// The operators' holds changed: recipients set aside are looked at
+    /// again (taken by the shard; no recipient).
+    HoldsChanged,
 }
 
 /// A site's queue: single recipients first, then the bulk lists found in
@@ -59,7 +62,7 @@ impl Queue {
                     self.bulk.push((domain, ids));
                 }
             }
-            ShardIn::ProbeNow => {}
+            ShardIn::ProbeNow | ShardIn::HoldsChanged => {}
         }
     }
 

@@ -50,6 +50,9 @@ pub enum SchedMsg {
     /// at once (and their sites, when down, probed at once); answers how
     /// many recipients that made due.
     RetryNow(Deferred, tokio::sync::oneshot::Sender<u64>),
+    /// The operators' holds changed: every shard looks again at what it
+    /// set aside (and a released site at its queue).
+    HoldsChanged,
 }
 
 /// Which deferred recipients an operator's "retry now" takes.
@@ -259,7 +262,7 @@ impl Scheduler {
                                 });
                             }
                         }
-                        ShardIn::ProbeNow => {}
+                        ShardIn::ProbeNow | ShardIn::HoldsChanged => {}
                     }
                 }
             }
@@ -339,6 +342,11 @@ pub async fn run(
                 }
                 Some(SchedMsg::Resolved(domain, r)) => s.resolved(domain, r),
                 Some(SchedMsg::Reload) => s.domains.retain(|_, d| matches!(d, Domain::Resolving(_))),
+                Some(SchedMsg::HoldsChanged) => {
+                    for tx in s.sites.values() {
+                        let _ = tx.send(ShardIn::HoldsChanged);
+                    }
+                }
                 Some(SchedMsg::RetryNow(which, reply)) => {
                     let made = s.retry_now(&mut timers, &which, volley_spool::now_ms());
                     tracing::info!(?which, recipients = made, "retry now (operator)");

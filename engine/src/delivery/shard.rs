@@ -11,11 +11,16 @@
 //! throttle; a config reload (SIGHUP) re-reads the policy without touching
 //! the queue. While the site is down (see [`super::health`]) the shard
 //! defers its queue without connecting, in shares, until a probe is due;
-//! it then starts one probe and holds the queue until its verdict. Exposure:
-//! none (internal).
+//! it then starts one probe and holds the queue until its verdict. An
+//! operator's holds ([`super::holds`]): recipients of a held domain or
+//! campaign are set aside as the shard comes to them (put back when
+//! released); a held site's queue is not touched. Exposure: none
+//! (internal).
 
 mod conns;
+mod holding;
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -28,13 +33,14 @@ use volley_spool::Spool;
 use super::budget::{Budget, Slot};
 use super::dest::Dest;
 use super::health::Admit;
+use super::holds::Holds;
 use super::mx::Resolver;
 use super::open;
 use super::produce::{Job, Producer};
 pub use super::queue::ShardIn;
 use super::queue::{Campaigns, Queue};
 use super::site::Site;
-use super::{Report, Stats};
+use super::{Report, Stats, Work};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::smtp::TlsSettings;
@@ -58,6 +64,8 @@ pub struct ShardCtx {
     pub budget: Arc<Budget>,
     /// One clock for every shard's rate limiter (making one calibrates it).
     pub clock: governor::clock::DefaultClock,
+    /// The operators' holds (domains, sites, campaigns).
+    pub holds: Arc<Holds>,
 }
 
 impl ShardCtx {
@@ -73,6 +81,7 @@ impl ShardCtx {
         resolver: Arc<Resolver>,
         shutdown: watch::Receiver<bool>,
         budget: Arc<Budget>,
+        holds: Arc<Holds>,
     ) -> ShardCtx {
         ShardCtx {
             config: RwLock::new(config),
@@ -87,6 +96,7 @@ impl ShardCtx {
             shutdown,
             budget,
             clock: governor::clock::DefaultClock::default(),
+            holds,
         }
     }
 
@@ -147,6 +157,14 @@ struct Shard {
     /// shard waits itself (its place in the budget's queue kept across
     /// turns), so a site waiting for a slot costs no connection task.
     acquiring: Option<SlotWait>,
+    /// Recipients of held domains and campaigns, set aside until released.
+    parked: Vec<Work>,
+    /// The holds' generation last looked at, and which campaigns (by
+    /// number) were held then.
+    holds_seen: u64,
+    held_campaigns: HashMap<u32, bool>,
+    /// What this shard adds to `volley_held_recipients`.
+    held_counted: i64,
 }
 
 type SlotWait = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Slot>> + Send>>;
@@ -178,6 +196,10 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         ready_tx,
         ready_rx,
         acquiring: None,
+        parked: Vec::new(),
+        holds_seen: 0,
+        held_campaigns: HashMap::new(),
+        held_counted: 0,
     };
     loop {
         while let Ok(m) = rx.try_recv() {
@@ -189,6 +211,9 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
                 // messages in flight need a connection to take them
                 s.ensure_connections();
             }
+            s.wait(&mut rx).await
+        } else if s.site_held() {
+            // held: the queue stays as it is until released
             s.wait(&mut rx).await
         } else {
             match s.dest.admit() {
@@ -234,6 +259,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         s.dest.unwant_slot(&s.ctx.budget);
     }
     s.dest.m.queued.set(0);
+    s.ctx.metrics.held_recipients.dec_by(s.held_counted);
     s.ctx.stats.shards.fetch_sub(1, Ordering::AcqRel);
 }
 
@@ -259,6 +285,7 @@ impl Shard {
         }
         dest.shrink_window();
         dest.m.queued.set(self.queue.len as i64);
+        self.count_held();
     }
 
     /// Waits for new work or a change of the site's health. While the site
@@ -269,6 +296,7 @@ impl Shard {
     fn take(&mut self, m: ShardIn) {
         match m {
             ShardIn::ProbeNow => self.dest.probe_now(),
+            ShardIn::HoldsChanged => self.unpark(),
             m => self.queue.push(m),
         }
     }
@@ -277,7 +305,8 @@ impl Shard {
         let down = self.dest.is_down();
         // an idle site ends its shard after the connections' idle period
         // (an idle site then costs only its metrics and DNS mapping)
-        let idle = self.queue.len == 0 && !rx.is_closed() && self.dest.is_idle();
+        let idle =
+            self.queue.len == 0 && self.parked.is_empty() && !rx.is_closed() && self.dest.is_idle();
         let idle_after = self.ctx.config().delivery.timeouts.idle;
         let acquiring = self.acquiring.is_some();
         let acq = &mut self.acquiring;
@@ -316,6 +345,10 @@ impl Shard {
     async fn defer_some(&mut self, probe_at: Instant) -> Turn {
         for _ in 0..DEFER_SHARE {
             let Some(work) = self.queue.pop() else { break };
+            if self.held(&work) {
+                self.parked.push(work);
+                continue;
+            }
             let slot = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return Turn::Stop,
@@ -336,6 +369,10 @@ impl Shard {
         let Some(work) = self.queue.pop() else {
             return Turn::Go;
         };
+        if self.held(&work) {
+            self.parked.push(work);
+            return Turn::Go;
+        }
         let permit = tokio::select! {
             biased;
             _ = self.shutdown.changed() => return Turn::Stop,
@@ -381,6 +418,10 @@ impl Shard {
                     break;
                 };
                 let Some(w) = self.queue.pop() else { break };
+                if self.held(&w) {
+                    self.parked.push(w);
+                    continue;
+                }
                 works.push((w, p));
             }
         }

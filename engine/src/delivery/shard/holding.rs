@@ -1,0 +1,74 @@
+//! A shard's part in the operators' holds ([`crate::delivery::holds`]):
+//! whether its site is held, whether a recipient's domain or campaign is,
+//! what it set aside and puts back when released, and its share of
+//! `volley_held_recipients`. Exposure: none (internal).
+
+use super::{Shard, ShardIn, Work};
+
+impl Shard {
+    /// Keeps `volley_held_recipients` current with this shard's share:
+    /// what it set aside, and its queue while the site is held.
+    pub(super) fn count_held(&mut self) {
+        let held = self.parked.len() as i64
+            + if self.site_held() {
+                self.queue.len as i64
+            } else {
+                0
+            };
+        if held != self.held_counted {
+            self.ctx
+                .metrics
+                .held_recipients
+                .inc_by(held - self.held_counted);
+            self.held_counted = held;
+        }
+    }
+
+    /// Whether an operator holds this whole site.
+    pub(super) fn site_held(&self) -> bool {
+        !self.ctx.holds.none() && self.ctx.holds.get().site(&self.site.key)
+    }
+
+    /// Whether an operator holds `w`'s domain or campaign.
+    pub(super) fn held(&mut self, w: &Work) -> bool {
+        let holds = &self.ctx.holds;
+        if holds.none() {
+            return false;
+        }
+        if holds.generation() != self.holds_seen {
+            self.holds_seen = holds.generation();
+            self.held_campaigns.clear();
+        }
+        let set = holds.get();
+        if set.domain(&w.domain) {
+            return true;
+        }
+        if set.campaigns.is_empty() {
+            return false;
+        }
+        let spool = &self.ctx.spool;
+        spool.campaign_of(w.id).is_some_and(|no| {
+            *self
+                .held_campaigns
+                .entry(no)
+                .or_insert_with(|| spool.campaign(no).is_some_and(|c| set.campaign(&c.id)))
+        })
+    }
+
+    /// Puts back in the queue what was set aside and is no longer held.
+    pub(super) fn unpark(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        let mut released = Vec::new();
+        for w in parked {
+            if self.held(&w) {
+                self.parked.push(w);
+            } else {
+                released.push(w);
+            }
+        }
+        if !released.is_empty() {
+            tracing::info!(site = %self.site.key, recipients = released.len(), "held recipients released");
+            self.queue.push(ShardIn::Many(released));
+        }
+    }
+}
