@@ -18,7 +18,8 @@
 //!   the suppression list.
 //! - [`engine`]: wires the stages together and shuts them down.
 //! - [`admin_log`]: the operators' actions on the running service.
-//! - [`metrics`], [`http`], [`status`], [`capture`]: observability and tools.
+//! - [`metrics`], [`http`], [`status`], [`inspect`], [`capture`]:
+//!   observability and tools.
 //!
 //! The spool itself is the `volley-spool` crate.
 
@@ -34,6 +35,7 @@ pub mod events;
 pub mod feedback;
 pub mod http;
 pub mod ingest;
+pub mod inspect;
 pub mod message;
 pub mod metrics;
 pub mod outcome;

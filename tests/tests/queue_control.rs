@@ -31,6 +31,15 @@ fn queue(fx: &Fixture, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The JSON lines a command printed.
+fn lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 fn delivered(fx: &Fixture) -> Vec<String> {
     per_recipient(&fx.events(), "Delivery")
         .into_keys()
@@ -64,6 +73,44 @@ fn retry_now_by_domain_then_all_and_every_action_logged() {
         per_recipient(&fx.events(), "DeliveryDelay").len() == 3
     });
     assert!(delivered(&fx).is_empty());
+
+    // where a recipient is, and the oldest deferred
+    let found = lines(&queue(&fx, &["inspect", "Later1@a.test"]));
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(
+        (&f["email"], &f["campaign"], &f["state"], &f["attempts"]),
+        (
+            &serde_json::json!("later1@a.test"),
+            &serde_json::json!("test-campaign"),
+            &serde_json::json!("deferred"),
+            &serde_json::json!(1)
+        ),
+        "{f}"
+    );
+    assert!(
+        f["next_attempt"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{f}"
+    );
+    assert!(f["accepted"].as_str().is_some(), "{f}");
+    assert_eq!(f["last"]["outcome"], "deferred");
+    assert!(
+        f["last"]["reply"]
+            .as_str()
+            .unwrap()
+            .contains("Try again later"),
+        "{f}"
+    );
+    let oldest = lines(&queue(&fx, &["deferred", "--limit", "2"]));
+    assert_eq!(oldest.len(), 2, "{oldest:?}");
+    assert!(oldest.iter().all(|o| o["state"] == "deferred"));
+    assert!(lines(&queue(&fx, &["inspect", "nobody@a.test"])).is_empty());
+    let top = said(&queue(&fx, &["top"]));
+    let site = server.addr.to_string();
+    assert!(
+        top.contains(&format!("100.0%  {site} (3 deferred)")),
+        "{top}"
+    );
 
     // one domain (its name in any case): its two recipients, not b.test's
     let out = queue(&fx, &["retry", "--domain", "A.TEST"]);
@@ -264,6 +311,24 @@ fn holds_of_a_domain_a_campaign_and_a_site_survive_restarts_until_released() {
     assert!(shown.contains("held: campaign later"), "{shown}");
     let holds = said(&queue(&fx, &["holds"]));
     assert_eq!(holds, "domain held.test\ncampaign later");
+    // no service: inspection reads the spool itself
+    let found = lines(&queue(&fx, &["inspect", "h1@held.test"]));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (
+            &found[0]["state"],
+            &found[0]["campaign"],
+            &found[0]["attempts"]
+        ),
+        (
+            &serde_json::json!("queued"),
+            &serde_json::json!("first"),
+            &serde_json::json!(0)
+        ),
+        "{found:?}"
+    );
+    assert!(found[0]["last"].is_null(), "{found:?}");
+    assert!(lines(&queue(&fx, &["deferred"])).is_empty());
     let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
     wait_until(Duration::from_secs(60), "3 held after the restart", || {
         held_now(&http) == Some(3.0)

@@ -7,6 +7,7 @@ pub mod feedback;
 pub mod inbound;
 pub mod progress;
 pub mod queue;
+pub mod queue_top;
 pub mod run;
 pub mod send;
 pub mod sendmail;

@@ -12,6 +12,11 @@
 //!   ([`volley_engine::delivery::holds`]).
 //! - `volley queue holds`: the holds in force; `volley queue log`: the
 //!   action log (both also without a running service).
+//! - `volley queue inspect EMAIL`, `volley queue deferred`: where an
+//!   address's recipients are, and the oldest deferred recipients
+//!   ([`volley_engine::inspect`]; through the service, or from the spool
+//!   when none runs); `volley queue top`: the sites with the most waiting
+//!   and those deferring most (from the service's `/metrics`).
 //!
 //! Exposure: the control socket's clients are local and of the service's
 //! own user (checked by the socket); requests are bounded JSON lines.
@@ -51,6 +56,21 @@ pub enum QueueAction {
     Release(Target),
     /// List the holds in force.
     Holds,
+    /// Where an address's recipients are (JSON lines: email, campaign,
+    /// state, attempts, next_attempt, accepted, last outcome and reply).
+    Inspect { email: String },
+    /// The oldest deferred recipients, oldest first (JSON lines, as
+    /// `inspect`).
+    Deferred {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The sites with the most recipients waiting, and those deferring the
+    /// largest share of their attempts since the service started.
+    Top {
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
     /// Print the operators' action log (JSON lines: at, uid, pid, action,
     /// target, result), oldest first.
     Log,
@@ -87,6 +107,8 @@ impl From<Target> for Hold {
 pub enum Op {
     Retry { which: Deferred },
     Hold { hold: Hold, on: bool },
+    Inspect { email: String },
+    Deferred { limit: usize },
 }
 
 /// The service's answer: one JSON line.
@@ -122,6 +144,9 @@ pub async fn command(config_path: &Path, action: QueueAction) -> CliResult {
             }
             return Ok(EXIT_OK);
         }
+        QueueAction::Inspect { email } => Op::Inspect { email },
+        QueueAction::Deferred { limit } => Op::Deferred { limit },
+        QueueAction::Top { limit } => return super::queue_top::command(&config, limit),
         QueueAction::Hold(t) => Op::Hold {
             hold: t.into(),
             on: true,
@@ -139,6 +164,9 @@ pub async fn command(config_path: &Path, action: QueueAction) -> CliResult {
         },
     };
     let Some(stream) = super::control::connect(&config).await else {
+        if let Op::Inspect { .. } | Op::Deferred { .. } = op {
+            return local(&config, &op);
+        }
         return Err(fail(anyhow::anyhow!(
             "no running service answers on {} (queue actions act on a running `volley run`)",
             super::control::socket_path(&config).display()
@@ -162,7 +190,9 @@ async fn remote(stream: tokio::net::UnixStream, op: &Op) -> CliResult {
     };
     match serde_json::from_str::<Reply>(&l) {
         Ok(Reply::Done { text }) => {
-            println!("{text}");
+            if !text.is_empty() {
+                println!("{text}");
+            }
             Ok(EXIT_OK)
         }
         Ok(Reply::Error { code, message }) => Err(CliError {
@@ -177,16 +207,54 @@ async fn remote(stream: tokio::net::UnixStream, op: &Op) -> CliResult {
     }
 }
 
-/// Does `op` for a control socket client, logs it, and answers.
+/// An inspection without a running service: from the spool itself.
+fn local(config: &volley_engine::config::Config, op: &Op) -> CliResult {
+    let (spool, _) = volley_spool::Spool::open(&config.spool.dir).map_err(|e| {
+        fail(anyhow::anyhow!(
+            "cannot open the spool {}: {e}",
+            config.spool.dir.display()
+        ))
+    })?;
+    let text = look(&spool, op).unwrap_or_default();
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// An inspection's answer: one JSON line per recipient found.
+fn look(spool: &volley_spool::Spool, op: &Op) -> Option<String> {
+    let found = match op {
+        Op::Inspect { email } => volley_engine::inspect::address(spool, email),
+        Op::Deferred { limit } => volley_engine::inspect::oldest_deferred(spool, *limit),
+        _ => return None,
+    };
+    let lines: Vec<String> = found
+        .iter()
+        .filter_map(|f| serde_json::to_string(f).ok())
+        .collect();
+    Some(lines.join("\n"))
+}
+
+/// Does `op` for a control socket client, logs it (actions, not
+/// inspections), and answers.
 pub async fn serve(
     handle: &Handle,
-    spool_dir: &Path,
+    spool: &std::sync::Arc<volley_spool::Spool>,
     peer: Peer,
     op: Op,
     mut wr: tokio::net::unix::OwnedWriteHalf,
 ) {
     use tokio::io::AsyncWriteExt;
-    let reply = match act(handle, spool_dir, peer, op).await {
+    let answer = if let Op::Inspect { .. } | Op::Deferred { .. } = op {
+        let spool = std::sync::Arc::clone(spool);
+        tokio::task::spawn_blocking(move || look(&spool, &op).unwrap_or_default())
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        act(handle, spool.dir(), peer, op).await
+    };
+    let reply = match answer {
         Ok(text) => Reply::Done { text },
         Err(message) => Reply::Error {
             code: EXIT_FAILURE,
@@ -200,6 +268,7 @@ pub async fn serve(
 
 async fn act(handle: &Handle, spool_dir: &Path, peer: Peer, op: Op) -> Result<String, String> {
     let (action, target, result, text) = match op {
+        Op::Inspect { .. } | Op::Deferred { .. } => return Err("not an action".into()),
         Op::Retry { which } => retry(handle, which).await?,
         Op::Hold { hold, on } => {
             let changed = handle

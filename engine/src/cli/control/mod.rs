@@ -214,7 +214,7 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
         return;
     }
     if let (Some(Ok(Request::Queue { what })), Some(peer)) = (&request, peer) {
-        super::queue::serve(&ctx.handle, &ctx.config.spool.dir, peer, what.clone(), wr).await;
+        super::queue::serve(&ctx.handle, &ctx.spool, peer, what.clone(), wr).await;
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
