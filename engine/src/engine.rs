@@ -321,6 +321,7 @@ impl Engine {
             shutdown_rx.clone(),
             Arc::new(Budget::new(connection_budget(&config))),
             Arc::clone(&holds),
+            sched_tx.downgrade(),
         ));
         tokio::spawn(scheduler::run(
             Arc::clone(&sctx),

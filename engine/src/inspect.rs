@@ -131,20 +131,32 @@ fn with_last(spool: &Spool, found: &mut [Found]) {
     });
 }
 
-fn found(spool: &Spool, id: RecipientId, state: State, campaign: u32, email: &str) -> Found {
-    let retry = spool.retry(id);
-    let accepted_ms = spool.accepted_ms(id).unwrap_or(0);
+/// A recipient as the index pass sees it (no lookups while the index is
+/// read: the spool's lock is not taken twice).
+struct Seen {
+    id: RecipientId,
+    state: State,
+    retry: Option<volley_spool::Retry>,
+    campaign: u32,
+    email: String,
+}
+
+/// A recipient found by the index pass, with its acceptance time and
+/// campaign (looked up after the pass).
+fn found(spool: &Spool, s: Seen) -> Found {
+    let accepted_ms = spool.accepted_ms(s.id).unwrap_or(0);
     Found {
-        email: email.to_string(),
-        campaign: campaign_name(spool, campaign),
-        state: state_name(state),
-        attempts: retry.map_or(0, |r| r.attempts),
-        next_attempt: retry
-            .filter(|_| state == State::Deferred)
+        email: s.email,
+        campaign: campaign_name(spool, s.campaign),
+        state: state_name(s.state),
+        attempts: s.retry.map_or(0, |r| r.attempts),
+        next_attempt: s
+            .retry
+            .filter(|_| s.state == State::Deferred)
             .map(|r| timestamp(r.next_ms)),
         accepted: (accepted_ms > 0).then(|| timestamp(accepted_ms)),
         last: None,
-        id,
+        id: s.id,
         accepted_ms,
     }
 }
@@ -152,18 +164,19 @@ fn found(spool: &Spool, id: RecipientId, state: State, campaign: u32, email: &st
 /// The recipients of `email` (ASCII case ignored), in the spool or only
 /// in the journal kept, each with its last outcome.
 pub fn address(spool: &Spool, email: &str) -> Vec<Found> {
-    let mut out = Vec::new();
-    spool.for_each(|id, state, _, rec| {
+    let mut seen = Vec::new();
+    spool.for_each(|id, state, retry, rec| {
         if rec.email.as_str().eq_ignore_ascii_case(email) {
-            out.push(found(
-                spool,
+            seen.push(Seen {
                 id,
                 state,
-                rec.campaign.to_native(),
-                rec.email.as_str(),
-            ));
+                retry,
+                campaign: rec.campaign.to_native(),
+                email: rec.email.to_string(),
+            });
         }
     });
+    let mut out: Vec<Found> = seen.into_iter().map(|s| found(spool, s)).collect();
     // recipients whose records were reclaimed: from their journal entries
     let mut gone: HashMap<RecipientId, Found> = HashMap::new();
     let known: std::collections::HashSet<RecipientId> = out.iter().map(|f| f.id).collect();
@@ -199,22 +212,23 @@ pub fn address(spool: &Spool, email: &str) -> Vec<Found> {
 }
 
 /// The `limit` deferred recipients accepted earliest, oldest first, each
-/// with its last outcome.
+/// with its last outcome. The index is visited in id order, the order the
+/// spool accepted recipients in: the first `limit` deferred are kept.
 pub fn oldest_deferred(spool: &Spool, limit: usize) -> Vec<Found> {
-    let mut all: Vec<Found> = Vec::new();
-    spool.for_each(|id, state, _, rec| {
-        if state == State::Deferred {
-            all.push(found(
-                spool,
+    let mut seen = Vec::with_capacity(limit.min(10_000));
+    spool.for_each(|id, state, retry, rec| {
+        if state == State::Deferred && seen.len() < limit {
+            seen.push(Seen {
                 id,
                 state,
-                rec.campaign.to_native(),
-                rec.email.as_str(),
-            ));
+                retry,
+                campaign: rec.campaign.to_native(),
+                email: rec.email.to_string(),
+            });
         }
     });
+    let mut all: Vec<Found> = seen.into_iter().map(|s| found(spool, s)).collect();
     all.sort_by_key(|f| (f.accepted_ms, f.id));
-    all.truncate(limit);
     with_last(spool, &mut all);
     all
 }

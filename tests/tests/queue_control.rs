@@ -128,14 +128,22 @@ fn retry_now_by_domain_then_all_and_every_action_logged() {
     let out = queue(&fx, &["retry", "--domain", "nothing.test"]);
     assert!(text(&out.stdout).starts_with("0 recipients tried now"));
 
-    // everything deferred: b.test's recipient
+    // everything deferred: b.test's recipient, set aside while its domain
+    // is held, delivered once released
+    said(&queue(&fx, &["hold", "--domain", "b.test"]));
     let out = queue(&fx, &["retry", "--all"]);
     assert_eq!(
         text(&out.stdout).trim(),
         "1 recipients tried now (every deferred recipient)"
     );
+    let http = fx.http_addr();
+    wait_until(Duration::from_secs(60), "b.test's recipient held", || {
+        held_now(&http) == Some(1.0)
+    });
+    assert_eq!(delivered(&fx).len(), 2);
+    said(&queue(&fx, &["release", "--domain", "b.test"]));
     wait_until(Duration::from_secs(60), "b.test delivered", || {
-        delivered(&fx).len() == 3
+        delivered(&fx).len() == 3 && held_now(&http) == Some(0.0)
     });
     // one attempt each after the deferral, no more
     let offered = server.offered();
@@ -156,17 +164,39 @@ fn retry_now_by_domain_then_all_and_every_action_logged() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log.len(), 5, "{log:?}");
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    for (entry, (target, n)) in log.iter().zip([
-        (serde_json::json!({"domain": "A.TEST"}), 2),
-        (serde_json::json!({"domain": "nothing.test"}), 0),
-        (serde_json::json!("all"), 1),
+    for (entry, (action, target, result)) in log.iter().zip([
+        (
+            "retry",
+            serde_json::json!({"domain": "A.TEST"}),
+            serde_json::json!({"recipients": 2}),
+        ),
+        (
+            "retry",
+            serde_json::json!({"domain": "nothing.test"}),
+            serde_json::json!({"recipients": 0}),
+        ),
+        (
+            "hold",
+            serde_json::json!({"domain": "b.test"}),
+            serde_json::json!({"changed": true}),
+        ),
+        (
+            "retry",
+            serde_json::json!("all"),
+            serde_json::json!({"recipients": 1}),
+        ),
+        (
+            "release",
+            serde_json::json!({"domain": "b.test"}),
+            serde_json::json!({"changed": true}),
+        ),
     ]) {
-        assert_eq!(entry["action"], "retry");
+        assert_eq!(entry["action"], action);
         assert_eq!(entry["target"], target);
-        assert_eq!(entry["result"]["recipients"], n);
+        assert_eq!(entry["result"], result);
         assert_eq!(entry["uid"], me);
         assert!(entry["pid"].as_i64().is_some_and(|p| p > 0), "{entry}");
         assert!(entry["at"].as_str().unwrap().ends_with('Z'), "{entry}");

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,9 @@ impl HoldSet {
 /// socket.
 pub struct Holds {
     dir: PathBuf,
+    /// One change at a time (the file is written under it, not under
+    /// `set`, which shards read on every turn).
+    writer: Mutex<()>,
     set: RwLock<Arc<HoldSet>>,
     any: AtomicBool,
     generation: AtomicU64,
@@ -127,6 +130,7 @@ impl Holds {
         };
         Ok(Holds {
             dir: dir.to_path_buf(),
+            writer: Mutex::new(()),
             any: AtomicBool::new(!set.is_empty()),
             set: RwLock::new(Arc::new(set)),
             generation: AtomicU64::new(0),
@@ -151,14 +155,14 @@ impl Holds {
     /// Puts `h` on or off and stores the holds before returning; whether
     /// that changed anything. On a storage error nothing changes.
     pub fn set(&self, h: &Hold, on: bool) -> std::io::Result<bool> {
-        let mut guard = self.set.write().unwrap_or_else(PoisonError::into_inner);
-        let mut next = HoldSet::clone(&guard);
+        let _one = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = HoldSet::clone(&self.get());
         if !next.set(h, on) {
             return Ok(false);
         }
         store(&self.dir, &next)?;
         self.any.store(!next.is_empty(), Ordering::Release);
-        *guard = Arc::new(next);
+        *self.set.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }

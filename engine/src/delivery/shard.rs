@@ -66,6 +66,9 @@ pub struct ShardCtx {
     pub clock: governor::clock::DefaultClock,
     /// The operators' holds (domains, sites, campaigns).
     pub holds: Arc<Holds>,
+    /// The scheduler, for recipients an ending shard gives back (weak:
+    /// the scheduler owns this context).
+    pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
 }
 
 impl ShardCtx {
@@ -82,6 +85,7 @@ impl ShardCtx {
         shutdown: watch::Receiver<bool>,
         budget: Arc<Budget>,
         holds: Arc<Holds>,
+        scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
     ) -> ShardCtx {
         ShardCtx {
             config: RwLock::new(config),
@@ -97,6 +101,7 @@ impl ShardCtx {
             budget,
             clock: governor::clock::DefaultClock::default(),
             holds,
+            scheduler,
         }
     }
 
@@ -243,15 +248,25 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
             Turn::Idle => {
                 // no more input: the scheduler starts a new shard for the
                 // site's next recipient (its send here fails and gives the
-                // recipient back); what arrived before the close is served
+                // recipient back); what arrived before the close (and what
+                // was set aside meanwhile) goes back to the scheduler too,
+                // never left with a shard that can no longer be told of a
+                // release
                 rx.close();
                 while let Ok(m) = rx.try_recv() {
                     s.take(m);
                 }
-                if s.queue.len == 0 {
-                    tracing::debug!(site = %s.site.key, "site idle: its shard ends");
-                    break;
+                let mut left = std::mem::take(&mut s.parked);
+                while let Some(w) = s.queue.pop() {
+                    left.push(w);
                 }
+                if !left.is_empty()
+                    && let Some(tx) = s.ctx.scheduler.upgrade()
+                {
+                    let _ = tx.send(super::scheduler::SchedMsg::Work(left));
+                }
+                tracing::debug!(site = %s.site.key, "site idle: its shard ends");
+                break;
             }
         }
     }
@@ -393,6 +408,13 @@ impl Shard {
         if dest.is_down() {
             // it went down while this recipient waited
             dest.defer_down(&ctx, work, permit, None, dest.probe_at());
+            return Turn::Go;
+        }
+        if self.site_held() || self.held(&work) {
+            // held while it waited for its permit, rate or place: set
+            // aside (put back in the queue when the holds change)
+            drop((permit, place));
+            self.parked.push(work);
             return Turn::Go;
         }
         let mut works = vec![(work, permit)];
