@@ -16,15 +16,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+
+mod operator;
+use operator::hold_metric;
 use volley_spool::Spool;
 
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
 use crate::delivery::budget::{self, Budget};
-use crate::delivery::holds::{Hold, HoldSet, Holds};
+use crate::delivery::holds::{Hold, Holds};
 use crate::delivery::mx::Resolver;
 use crate::delivery::produce::{ProduceCtx, Producer};
 use crate::delivery::recorder::{self, RecorderCtx};
+use crate::delivery::reroutes::Reroutes;
 use crate::delivery::scheduler::{self, SchedMsg};
 use crate::delivery::shard::ShardCtx;
 use crate::delivery::{Stats, Work};
@@ -34,7 +38,7 @@ use crate::events::webhook::{SinkEnv, SnsState};
 use crate::feedback::suppression::SuppressionList;
 use crate::ingest::Domains;
 use crate::message::dkim::{KeyError, Signers};
-use crate::metrics::{HoldLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::smtp::TlsSettings;
 
 /// The size of the global connection budget: `[delivery] max_connections`,
@@ -62,31 +66,8 @@ pub enum StartError {
     Destination(#[from] DestinationError),
     #[error("[feedback]: {0}")]
     Feedback(String),
-    #[error("operators' holds: {0}")]
+    #[error("{0}")]
     Holds(#[from] crate::delivery::holds::HoldsError),
-}
-
-/// Shows a hold in `volley_holds` (or removes it).
-fn hold_metric(metrics: &Metrics, h: &Hold, on: bool) {
-    let labels = match h {
-        Hold::Domain(d) => HoldLabels {
-            kind: "domain",
-            name: d.to_ascii_lowercase(),
-        },
-        Hold::Site(s) => HoldLabels {
-            kind: "site",
-            name: s.clone(),
-        },
-        Hold::Campaign(c) => HoldLabels {
-            kind: "campaign",
-            name: c.clone(),
-        },
-    };
-    if on {
-        metrics.holds.get_or_create(&labels).set(1);
-    } else {
-        metrics.holds.remove(&labels);
-    }
 }
 
 /// Options that are not in the config file.
@@ -116,6 +97,7 @@ pub struct Handle {
     recorder: crossbeam_channel::Sender<crate::delivery::Report>,
     suppression: Arc<SuppressionList>,
     holds: Arc<Holds>,
+    reroutes: Arc<Reroutes>,
     metrics: Arc<Metrics>,
 }
 
@@ -176,36 +158,6 @@ impl Handle {
             .active
             .fetch_add(works.len() as i64, Ordering::AcqRel);
         let _ = self.sched.send(SchedMsg::Work(works));
-    }
-
-    /// The operators' holds in force.
-    pub fn holds(&self) -> Arc<HoldSet> {
-        self.holds.get()
-    }
-
-    /// Puts an operator's hold on (`true`) or off, stored before this
-    /// returns; whether it changed anything. Shards look again at what
-    /// they set aside.
-    pub async fn hold(&self, h: Hold, on: bool) -> std::io::Result<bool> {
-        let holds = Arc::clone(&self.holds);
-        let h2 = h.clone();
-        let changed = tokio::task::spawn_blocking(move || holds.set(&h2, on))
-            .await
-            .map_err(std::io::Error::other)??;
-        if changed {
-            hold_metric(&self.metrics, &h, on);
-            let _ = self.sched.send(SchedMsg::HoldsChanged);
-        }
-        Ok(changed)
-    }
-
-    /// An operator's "retry now": the deferred recipients `which` names
-    /// are tried at once (their sites probed at once when down). How many
-    /// were made due; `None` when delivery is shutting down.
-    pub async fn retry_now(&self, which: crate::delivery::scheduler::Deferred) -> Option<u64> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.sched.send(SchedMsg::RetryNow(which, tx)).ok()?;
-        rx.await.ok()
     }
 }
 
@@ -321,6 +273,7 @@ impl Engine {
             shutdown_rx.clone(),
             Arc::new(Budget::new(connection_budget(&config))),
             Arc::clone(&holds),
+            Arc::new(Reroutes::open(spool.dir())?),
             sched_tx.downgrade(),
         ));
         tokio::spawn(scheduler::run(
@@ -359,6 +312,7 @@ impl Engine {
             recorder: self.recorder_tx.clone(),
             suppression: Arc::clone(&self.suppression),
             holds: Arc::clone(&self.shards.holds),
+            reroutes: Arc::clone(&self.shards.reroutes),
             metrics: Arc::clone(&self.metrics),
         }
     }

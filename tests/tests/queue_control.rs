@@ -433,3 +433,104 @@ fn holds_of_a_domain_a_campaign_and_a_site_survive_restarts_until_released() {
         want.into_iter().map(|(a, t)| (a.to_string(), t)).collect();
     assert_eq!(actions, want);
 }
+
+#[test]
+fn a_rerouted_domain_goes_to_its_new_next_hop_across_restarts_until_cleared() {
+    let fx = Fixture::new();
+    let old = ScriptedServer::start(true, defer_once());
+    let new = ScriptedServer::accept_all(true);
+    config(&fx, &old, "");
+    let http = fx.http_addr();
+    let mut service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let first = campaign(&fx, "first", &["r1@x.test", "r2@y.test"]);
+    enqueue(&fx, &first);
+    wait_until(
+        Duration::from_secs(60),
+        "both deferred at the old hop",
+        || per_recipient(&fx.events(), "DeliveryDelay").len() == 2,
+    );
+    let to = new.addr.to_string();
+    assert_eq!(
+        said(&queue(&fx, &["reroute", "--domain", "X.test", "--to", &to])),
+        format!("X.test rerouted to {to}")
+    );
+    said(&queue(&fx, &["retry", "--domain", "x.test"]));
+    wait_until(
+        Duration::from_secs(60),
+        "r1 delivered at the new hop",
+        || delivered(&fx) == ["r1@x.test"],
+    );
+    assert!(new.received().iter().any(|m| m.rcpts == ["r1@x.test"]));
+    assert_eq!(old.offered().get("r1@x.test"), Some(&1));
+
+    // recipients queued at the old site go the new way: the old site is
+    // held, so only a give-back can deliver them
+    let site = old.addr.to_string();
+    said(&queue(&fx, &["hold", "--site", &site]));
+    let second = campaign(&fx, "second", &["s1@y.test"]);
+    enqueue(&fx, &second);
+    wait_until(Duration::from_secs(60), "s1 held at the old site", || {
+        held_now(&http) == Some(1.0)
+    });
+    said(&queue(&fx, &["reroute", "--domain", "y.test", "--to", &to]));
+    wait_until(
+        Duration::from_secs(60),
+        "s1 delivered at the new hop",
+        || delivered(&fx).contains(&"s1@y.test".to_string()) && held_now(&http) == Some(0.0),
+    );
+    assert!(!old.offered().contains_key("s1@y.test"));
+
+    // a target that is not host:port
+    let out = queue(&fx, &["reroute", "--domain", "z.test", "--to", "nowhere"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not host:port"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // across a kill -9
+    service.kill().unwrap();
+    let _ = service.wait();
+    let listed = said(&queue(&fx, &["reroutes"]));
+    assert_eq!(listed, format!("x.test {to}\ny.test {to}"));
+    let status = said(&run(
+        fx.path(),
+        &["status", "--config", "config.toml"],
+        Duration::from_secs(60),
+    ));
+    assert!(
+        status.contains(&format!("rerouted: x.test to {to}")),
+        "{status}"
+    );
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let third = campaign(&fx, "third", &["t1@x.test"]);
+    enqueue(&fx, &third);
+    wait_until(
+        Duration::from_secs(60),
+        "t1 delivered at the new hop",
+        || delivered(&fx).contains(&"t1@x.test".to_string()),
+    );
+    assert!(new.received().iter().any(|m| m.rcpts == ["t1@x.test"]));
+
+    // cleared: back to the old hop (which defers a first offer)
+    assert_eq!(
+        said(&queue(&fx, &["reroute", "--domain", "x.test", "--clear"])),
+        "x.test: reroute cleared"
+    );
+    said(&queue(&fx, &["release", "--site", &site]));
+    let fourth = campaign(&fx, "fourth", &["f1@x.test"]);
+    enqueue(&fx, &fourth);
+    wait_until(Duration::from_secs(60), "f1 offered at the old hop", || {
+        old.offered().contains_key("f1@x.test")
+    });
+    assert!(!new.offered().contains_key("f1@x.test"));
+    stop(service);
+    assert_eq!(said(&queue(&fx, &["reroutes"])), format!("y.test {to}"));
+}

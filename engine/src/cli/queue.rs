@@ -12,6 +12,9 @@
 //!   ([`volley_engine::delivery::holds`]).
 //! - `volley queue holds`: the holds in force; `volley queue log`: the
 //!   action log (both also without a running service).
+//! - `volley queue reroute --domain D --to HOST:PORT | --clear`, `volley
+//!   queue reroutes`: a domain sent to another next hop
+//!   ([`volley_engine::delivery::reroutes`]).
 //! - `volley queue inspect EMAIL`, `volley queue deferred`: where an
 //!   address's recipients are, and the oldest deferred recipients
 //!   ([`volley_engine::inspect`]; through the service, or from the spool
@@ -56,6 +59,22 @@ pub enum QueueAction {
     Release(Target),
     /// List the holds in force.
     Holds,
+    /// Send a domain's mail to another next hop (`host:port`) than its
+    /// `[routes]` entry or MX hosts, until cleared; its recipients queued
+    /// at the old site go the new way.
+    #[command(group(clap::ArgGroup::new("where").required(true)))]
+    Reroute {
+        #[arg(long)]
+        domain: String,
+        /// The next hop, `host:port` (IPv6 as `[::1]:25`).
+        #[arg(long, group = "where")]
+        to: Option<String>,
+        /// Clear the domain's reroute.
+        #[arg(long, group = "where")]
+        clear: bool,
+    },
+    /// List the reroutes in force (`domain host:port`).
+    Reroutes,
     /// Where an address's recipients are (JSON lines: email, campaign,
     /// state, attempts, next_attempt, accepted, last outcome and reply).
     Inspect { email: String },
@@ -109,6 +128,7 @@ pub enum Op {
     Hold { hold: Hold, on: bool },
     Inspect { email: String },
     Deferred { limit: usize },
+    Reroute { domain: String, to: Option<String> },
 }
 
 /// The service's answer: one JSON line.
@@ -144,6 +164,15 @@ pub async fn command(config_path: &Path, action: QueueAction) -> CliResult {
             }
             return Ok(EXIT_OK);
         }
+        QueueAction::Reroutes => {
+            let reroutes = volley_engine::delivery::reroutes::Reroutes::open(&config.spool.dir)
+                .map_err(fail)?;
+            for (domain, to) in reroutes.get().iter() {
+                println!("{domain} {to}");
+            }
+            return Ok(EXIT_OK);
+        }
+        QueueAction::Reroute { domain, to, .. } => Op::Reroute { domain, to },
         QueueAction::Inspect { email } => Op::Inspect { email },
         QueueAction::Deferred { limit } => Op::Deferred { limit },
         QueueAction::Top { limit } => return super::queue_top::command(&config, limit),
@@ -270,6 +299,18 @@ async fn act(handle: &Handle, spool_dir: &Path, peer: Peer, op: Op) -> Result<St
     let (action, target, result, text) = match op {
         Op::Inspect { .. } | Op::Deferred { .. } => return Err("not an action".into()),
         Op::Retry { which } => retry(handle, which).await?,
+        Op::Reroute { domain, to } => {
+            let changed = handle.reroute(&domain, to.clone()).await?;
+            let text = match (&to, changed) {
+                (Some(t), true) => format!("{domain} rerouted to {t}"),
+                (Some(t), false) => format!("{domain} was already rerouted to {t}"),
+                (None, true) => format!("{domain}: reroute cleared"),
+                (None, false) => format!("{domain} was not rerouted"),
+            };
+            let target = serde_json::json!({ "domain": domain });
+            let result = serde_json::json!({ "to": to, "changed": changed });
+            ("reroute", target, result, text)
+        }
         Op::Hold { hold, on } => {
             let changed = handle
                 .hold(hold.clone(), on)

@@ -326,14 +326,21 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
     let holds = volley_engine::delivery::holds::Holds::open(&config.spool.dir)
         .map_err(|e| fail(anyhow::anyhow!("cannot read the holds: {e}")))?
         .get();
+    let reroutes = volley_engine::delivery::reroutes::Reroutes::open(&config.spool.dir)
+        .map_err(|e| fail(anyhow::anyhow!("cannot read the reroutes: {e}")))?
+        .get();
     if json {
         let mut v = serde_json::to_value(&s).map_err(fail)?;
         v["holds"] = serde_json::to_value(&*holds).map_err(fail)?;
+        v["reroutes"] = serde_json::to_value(&*reroutes).map_err(fail)?;
         println!("{}", serde_json::to_string_pretty(&v).map_err(fail)?);
     } else {
         print!("{}", status::render(&s));
         for (kind, name) in holds.iter() {
             println!("held: {kind} {name} (volley queue release --{kind} {name})");
+        }
+        for (domain, to) in reroutes.iter() {
+            println!("rerouted: {domain} to {to} (volley queue reroute --domain {domain} --clear)");
         }
     }
     Ok(EXIT_OK)

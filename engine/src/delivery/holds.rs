@@ -160,7 +160,7 @@ impl Holds {
         if !next.set(h, on) {
             return Ok(false);
         }
-        store(&self.dir, &next)?;
+        store(&self.dir, FILE, &next)?;
         self.any.store(!next.is_empty(), Ordering::Release);
         *self.set.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -168,15 +168,16 @@ impl Holds {
     }
 }
 
-/// Writes the holds file whole and durably.
-fn store(dir: &Path, set: &HoldSet) -> std::io::Result<()> {
+/// Writes `file` in `dir` whole and durably: a temporary file, synced,
+/// renamed over it, the directory synced.
+pub(super) fn store<T: Serialize>(dir: &Path, file: &str, value: &T) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    let tmp = dir.join(format!("{file}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(set)?)?;
+    f.write_all(&serde_json::to_vec_pretty(value)?)?;
     f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, path(dir))?;
+    std::fs::rename(&tmp, dir.join(file))?;
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -27,6 +27,7 @@ pub mod open;
 pub mod produce;
 mod queue;
 pub mod recorder;
+pub mod reroutes;
 pub mod scheduler;
 pub mod shard;
 pub mod site;

@@ -28,6 +28,9 @@ pub enum ShardIn {
     /// The operators' holds changed: recipients set aside are looked at
     /// again (taken by the shard; no recipient).
     HoldsChanged,
+    /// The domain was rerouted: the shard gives its recipients of it back
+    /// to the scheduler (taken by the shard; no recipient).
+    GiveBack(Arc<str>),
 }
 
 /// A site's queue: single recipients first, then the bulk lists found in
@@ -62,7 +65,7 @@ impl Queue {
                     self.bulk.push((domain, ids));
                 }
             }
-            ShardIn::ProbeNow | ShardIn::HoldsChanged => {}
+            ShardIn::ProbeNow | ShardIn::HoldsChanged | ShardIn::GiveBack(_) => {}
         }
     }
 

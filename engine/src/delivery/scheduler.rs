@@ -53,6 +53,9 @@ pub enum SchedMsg {
     /// The operators' holds changed: every shard looks again at what it
     /// set aside (and a released site at its queue).
     HoldsChanged,
+    /// An operator rerouted a domain (or cleared its reroute): its mapping
+    /// is forgotten and its old site gives back its recipients.
+    Rerouted(Arc<str>),
 }
 
 /// Which deferred recipients an operator's "retry now" takes.
@@ -120,6 +123,26 @@ impl Scheduler {
                     m = back;
                     self.sites.remove(&site.key);
                 }
+            }
+        }
+    }
+
+    /// Forgets where `domain` goes; its old site's shard gives its
+    /// recipients back (they are looked up again, the reroute applied).
+    fn rerouted(&mut self, domain: &str) {
+        let mapped: Vec<Arc<str>> = self
+            .domains
+            .iter()
+            .filter(|(name, m)| {
+                name.eq_ignore_ascii_case(domain) && matches!(m, Domain::Mapped(..))
+            })
+            .map(|(name, _)| Arc::clone(name))
+            .collect();
+        for name in mapped {
+            if let Some(Domain::Mapped(site, _)) = self.domains.remove(&name)
+                && let Some(tx) = self.sites.get(&site)
+            {
+                let _ = tx.send(ShardIn::GiveBack(name));
             }
         }
     }
@@ -209,7 +232,8 @@ impl Scheduler {
         let (ctx, me, domain) = (Arc::clone(&self.ctx), self.me.clone(), Arc::clone(domain));
         tokio::spawn(async move {
             let config = ctx.config();
-            let r = site::resolve(&domain, &config, &ctx.resolver).await;
+            let reroute = ctx.reroutes.route(&domain);
+            let r = site::resolve(&domain, &config, &ctx.resolver, reroute).await;
             let _ = me.send(SchedMsg::Resolved(domain, r));
         });
     }
@@ -262,7 +286,7 @@ impl Scheduler {
                                 });
                             }
                         }
-                        ShardIn::ProbeNow | ShardIn::HoldsChanged => {}
+                        ShardIn::ProbeNow | ShardIn::HoldsChanged | ShardIn::GiveBack(_) => {}
                     }
                 }
             }
@@ -342,6 +366,7 @@ pub async fn run(
                 }
                 Some(SchedMsg::Resolved(domain, r)) => s.resolved(domain, r),
                 Some(SchedMsg::Reload) => s.domains.retain(|_, d| matches!(d, Domain::Resolving(_))),
+                Some(SchedMsg::Rerouted(domain)) => s.rerouted(&domain),
                 Some(SchedMsg::HoldsChanged) => {
                     for tx in s.sites.values() {
                         let _ = tx.send(ShardIn::HoldsChanged);

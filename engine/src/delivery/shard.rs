@@ -66,6 +66,8 @@ pub struct ShardCtx {
     pub clock: governor::clock::DefaultClock,
     /// The operators' holds (domains, sites, campaigns).
     pub holds: Arc<Holds>,
+    /// The operators' reroutes (domain → next hop).
+    pub reroutes: Arc<super::reroutes::Reroutes>,
     /// The scheduler, for recipients an ending shard gives back (weak:
     /// the scheduler owns this context).
     pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
@@ -85,6 +87,7 @@ impl ShardCtx {
         shutdown: watch::Receiver<bool>,
         budget: Arc<Budget>,
         holds: Arc<Holds>,
+        reroutes: Arc<super::reroutes::Reroutes>,
         scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
     ) -> ShardCtx {
         ShardCtx {
@@ -101,6 +104,7 @@ impl ShardCtx {
             budget,
             clock: governor::clock::DefaultClock::default(),
             holds,
+            reroutes,
             scheduler,
         }
     }
@@ -312,6 +316,7 @@ impl Shard {
         match m {
             ShardIn::ProbeNow => self.dest.probe_now(),
             ShardIn::HoldsChanged => self.unpark(),
+            ShardIn::GiveBack(domain) => self.give_back(&domain),
             m => self.queue.push(m),
         }
     }

@@ -59,15 +59,16 @@ impl Site {
 }
 
 /// Maps `domain` to its site; returns the site and until when the mapping
-/// holds.
+/// holds. An operator's reroute (`reroute`) wins over `[routes]` and MX.
 pub async fn resolve(
     domain: &str,
     config: &Config,
     resolver: &Resolver,
+    reroute: Option<crate::config::Route>,
 ) -> Result<(Site, Instant), SessionError> {
     let own_rule = config.domain_rule(domain).is_some();
     let rule_domain = own_rule.then(|| domain.to_string());
-    if let Some(r) = config.route_for(domain) {
+    if let Some(r) = reroute.or_else(|| config.route_for(domain)) {
         let key = if own_rule {
             format!("{domain} via {}:{}", r.host, r.port)
         } else {

@@ -1,7 +1,8 @@
 //! A shard's part in the operators' holds ([`crate::delivery::holds`]):
 //! whether its site is held, whether a recipient's domain or campaign is,
 //! what it set aside and puts back when released, and its share of
-//! `volley_held_recipients`. Exposure: none (internal).
+//! `volley_held_recipients`; and what it gives back when a domain is
+//! rerouted. Exposure: none (internal).
 
 use super::{Shard, ShardIn, Work};
 
@@ -53,6 +54,38 @@ impl Shard {
                 .entry(no)
                 .or_insert_with(|| spool.campaign(no).is_some_and(|c| set.campaign(&c.id)))
         })
+    }
+
+    /// Gives the recipients of `domain` (queued or set aside) back to the
+    /// scheduler: the domain was rerouted.
+    pub(super) fn give_back(&mut self, domain: &str) {
+        let mut keep = Vec::new();
+        let mut given = Vec::new();
+        while let Some(w) = self.queue.pop() {
+            if w.domain.eq_ignore_ascii_case(domain) {
+                given.push(w);
+            } else {
+                keep.push(w);
+            }
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for w in parked {
+            if w.domain.eq_ignore_ascii_case(domain) {
+                given.push(w);
+            } else {
+                self.parked.push(w);
+            }
+        }
+        if !keep.is_empty() {
+            self.queue.push(ShardIn::Many(keep));
+        }
+        if given.is_empty() {
+            return;
+        }
+        tracing::info!(site = %self.site.key, %domain, recipients = given.len(), "rerouted: recipients given back");
+        if let Some(tx) = self.ctx.scheduler.upgrade() {
+            let _ = tx.send(super::super::scheduler::SchedMsg::Work(given));
+        }
     }
 
     /// Puts back in the queue what was set aside and is no longer held.
