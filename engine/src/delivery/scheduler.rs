@@ -229,13 +229,34 @@ impl Scheduler {
         }
         self.domains
             .insert(Arc::clone(domain), Domain::Resolving(vec![msg]));
-        let (ctx, me, domain) = (Arc::clone(&self.ctx), self.me.clone(), Arc::clone(domain));
+        self.look_up(Arc::clone(domain));
+    }
+
+    /// Looks `domain` up on a task of its own (the answer comes back as
+    /// [`SchedMsg::Resolved`]).
+    fn look_up(&self, domain: Arc<str>) {
+        let (ctx, me) = (Arc::clone(&self.ctx), self.me.clone());
         tokio::spawn(async move {
             let config = ctx.config();
             let reroute = ctx.reroutes.route(&domain);
             let r = site::resolve(&domain, &config, &ctx.resolver, reroute).await;
             let _ = me.send(SchedMsg::Resolved(domain, r));
         });
+    }
+
+    /// Whether a site looked up for `domain` no longer matches its next
+    /// hop: rerouted (or the reroute cleared) while the lookup ran.
+    fn stale(&self, site: &Site, domain: &str) -> bool {
+        let want = self
+            .ctx
+            .reroutes
+            .route(domain)
+            .or_else(|| self.ctx.config().route_for(domain));
+        match (&site.hosts, want) {
+            (site::Hosts::Route { host, port }, Some(r)) => *host != r.host || *port != r.port,
+            (site::Hosts::Route { .. }, None) | (site::Hosts::Mx { .. }, Some(_)) => true,
+            (site::Hosts::Mx { .. }, None) => false,
+        }
     }
 
     fn resolved(&mut self, domain: Arc<str>, r: Result<(Site, Instant), SessionError>) {
@@ -248,6 +269,12 @@ impl Scheduler {
             None => Vec::new(),
         };
         match r {
+            Ok((site, _)) if self.stale(&site, &domain) => {
+                // rerouted meanwhile: looked up again
+                self.domains
+                    .insert(Arc::clone(&domain), Domain::Resolving(waiting));
+                self.look_up(domain);
+            }
             Ok((site, until)) => {
                 let key = Arc::clone(&site.key);
                 for m in waiting {
