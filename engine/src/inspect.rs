@@ -161,12 +161,12 @@ fn found(spool: &Spool, s: Seen) -> Found {
     }
 }
 
-/// The recipients of `email` (ASCII case ignored), in the spool or only
-/// in the journal kept, each with its last outcome.
-pub fn address(spool: &Spool, email: &str) -> Vec<Found> {
+/// The recipients in the index that `keep(state, email, how many kept
+/// so far)` takes, found (their lookups done after the index pass).
+fn visit(spool: &Spool, mut keep: impl FnMut(State, &str, usize) -> bool) -> Vec<Found> {
     let mut seen = Vec::new();
     spool.for_each(|id, state, retry, rec| {
-        if rec.email.as_str().eq_ignore_ascii_case(email) {
+        if keep(state, rec.email.as_str(), seen.len()) {
             seen.push(Seen {
                 id,
                 state,
@@ -176,7 +176,13 @@ pub fn address(spool: &Spool, email: &str) -> Vec<Found> {
             });
         }
     });
-    let mut out: Vec<Found> = seen.into_iter().map(|s| found(spool, s)).collect();
+    seen.into_iter().map(|s| found(spool, s)).collect()
+}
+
+/// The recipients of `email` (ASCII case ignored), in the spool or only
+/// in the journal kept, each with its last outcome.
+pub fn address(spool: &Spool, email: &str) -> Vec<Found> {
+    let mut out = visit(spool, |_, e, _| e.eq_ignore_ascii_case(email));
     // recipients whose records were reclaimed: from their journal entries
     let mut gone: HashMap<RecipientId, Found> = HashMap::new();
     let known: std::collections::HashSet<RecipientId> = out.iter().map(|f| f.id).collect();
@@ -215,19 +221,9 @@ pub fn address(spool: &Spool, email: &str) -> Vec<Found> {
 /// with its last outcome. The index is visited in id order, the order the
 /// spool accepted recipients in: the first `limit` deferred are kept.
 pub fn oldest_deferred(spool: &Spool, limit: usize) -> Vec<Found> {
-    let mut seen = Vec::with_capacity(limit.min(10_000));
-    spool.for_each(|id, state, retry, rec| {
-        if state == State::Deferred && seen.len() < limit {
-            seen.push(Seen {
-                id,
-                state,
-                retry,
-                campaign: rec.campaign.to_native(),
-                email: rec.email.to_string(),
-            });
-        }
+    let mut all = visit(spool, |state, _, kept| {
+        state == State::Deferred && kept < limit
     });
-    let mut all: Vec<Found> = seen.into_iter().map(|s| found(spool, s)).collect();
     all.sort_by_key(|f| (f.accepted_ms, f.id));
     with_last(spool, &mut all);
     all
