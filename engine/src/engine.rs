@@ -24,6 +24,7 @@ use volley_spool::Spool;
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
 use crate::delivery::budget::{self, Budget};
+use crate::delivery::endings::Endings;
 use crate::delivery::holds::{Hold, Holds};
 use crate::delivery::mx::Resolver;
 use crate::delivery::produce::{ProduceCtx, Producer};
@@ -98,6 +99,8 @@ pub struct Handle {
     suppression: Arc<SuppressionList>,
     holds: Arc<Holds>,
     reroutes: Arc<Reroutes>,
+    endings: Arc<Endings>,
+    spool: Arc<volley_spool::Spool>,
     metrics: Arc<Metrics>,
 }
 
@@ -222,6 +225,7 @@ impl Engine {
             };
             hold_metric(&metrics, &h, true);
         }
+        let endings = Arc::new(Endings::open(spool.dir())?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (sched_tx, sched_rx) = mpsc::unbounded_channel();
         let (rec_tx, rec_rx) = crossbeam_channel::unbounded();
@@ -234,6 +238,7 @@ impl Engine {
                 signers,
                 marks: marks.clone(),
                 suppression: Some(Arc::clone(&suppression)),
+                endings: Arc::clone(&endings),
                 recorder: rec_tx.clone(),
             }),
         );
@@ -274,6 +279,7 @@ impl Engine {
             Arc::new(Budget::new(connection_budget(&config))),
             Arc::clone(&holds),
             Arc::new(Reroutes::open(spool.dir())?),
+            endings,
             sched_tx.downgrade(),
         ));
         tokio::spawn(scheduler::run(
@@ -313,6 +319,8 @@ impl Engine {
             suppression: Arc::clone(&self.suppression),
             holds: Arc::clone(&self.shards.holds),
             reroutes: Arc::clone(&self.shards.reroutes),
+            endings: Arc::clone(&self.shards.endings),
+            spool: Arc::clone(&self.spool),
             metrics: Arc::clone(&self.metrics),
         }
     }

@@ -82,12 +82,16 @@ fn campaign_name(spool: &Spool, no: u32) -> String {
 }
 
 fn last_of(e: &Entry) -> Option<Last> {
-    let outcome = outcome_name(e.kind)?;
+    let mut outcome = outcome_name(e.kind)?;
     let d = Detail::decode(&e.detail);
+    if d.reject.is_some() {
+        outcome = "rejected";
+    }
     let reply = d
         .reply
         .or(d.diagnostic)
         .or(d.error)
+        .or(d.reject)
         .or(d.status)
         .unwrap_or_default();
     Some(Last {

@@ -42,7 +42,13 @@ pub struct OutcomeLabels {
 }
 
 /// Every outcome label, in the order of [`Outcome`]'s variants.
-pub const OUTCOMES: [&str; 4] = ["delivered", "deferred", "bounced", "render_failed"];
+pub const OUTCOMES: [&str; 5] = [
+    "delivered",
+    "deferred",
+    "bounced",
+    "render_failed",
+    "rejected",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HoldLabels {
@@ -348,6 +354,7 @@ impl Metrics {
                 (OUTCOMES[2], site.map(|s| &s.bounced))
             }
             Outcome::RenderFailed { .. } => (OUTCOMES[3], None),
+            Outcome::Rejected { .. } => (OUTCOMES[4], None),
         };
         self.outcomes
             .get_or_create(&OutcomeLabels { outcome: name })

@@ -32,6 +32,9 @@ pub enum Outcome {
     },
     /// The message could not be produced (template, address or signing).
     RenderFailed { message: String },
+    /// Not sent, by an operator's decision (a cancelled campaign): SES's
+    /// `Reject`.
+    Rejected { reason: String },
 }
 
 /// The class of a reply code.

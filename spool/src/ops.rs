@@ -196,6 +196,25 @@ impl Spool {
         self.journal_write(&mut entries, false, |_, _, _| {})
     }
 
+    /// An id below which lie every recipient appended so far: those
+    /// appended later get this id or a greater one (ids grow with each
+    /// append: one writer, segments numbered upwards).
+    pub fn append_mark(&self) -> RecipientId {
+        let guard = lock(&self.seg_writer);
+        if let Some(w) = guard.as_ref() {
+            return RecipientId::new(w.no, w.count);
+        }
+        drop(guard);
+        let index = self.read_index();
+        let next = index
+            .segs
+            .keys()
+            .next_back()
+            .map_or(1, |n| n.saturating_add(1))
+            .max(index.next_segment);
+        RecipientId::new(next, 0)
+    }
+
     /// Journal position up to which entries are durable.
     pub fn journal_end(&self) -> u64 {
         self.journal_commit.synced()

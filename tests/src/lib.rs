@@ -11,6 +11,7 @@ pub mod mx_rig;
 pub mod postfix;
 pub mod process;
 pub mod prom;
+pub mod queue_rig;
 pub mod rabbit;
 pub mod receiver;
 pub mod scripted;

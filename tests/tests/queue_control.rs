@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use volley_tests::queue_rig::*;
 use volley_tests::scripted::{self, RcptScript, ScriptedServer};
 use volley_tests::*;
 
@@ -20,41 +21,6 @@ fn defer_once() -> Arc<RcptScript> {
             "250 2.1.5 Ok".to_string()
         }
     })
-}
-
-fn queue(fx: &Fixture, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["queue"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--config", "config.toml"]);
-    let out = run(fx.path(), &all, Duration::from_secs(60));
-    assert_no_panic(&out);
-    out
-}
-
-/// The JSON lines a command printed.
-fn lines(out: &std::process::Output) -> Vec<serde_json::Value> {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
-fn delivered(fx: &Fixture) -> Vec<String> {
-    per_recipient(&fx.events(), "Delivery")
-        .into_keys()
-        .collect()
-}
-
-fn config(fx: &Fixture, server: &ScriptedServer, more: &str) {
-    fx.write(
-        "config.toml",
-        format!(
-            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[delivery]\nretry_first = \"1h\"\n{more}[routes]\n\"*\" = \"{}\"\n",
-            free_port(),
-            server.addr
-        ),
-    );
 }
 
 #[test]
@@ -244,40 +210,6 @@ fn retry_now_of_a_down_site_probes_it_at_once() {
         delivered(&fx).len() == 2
     });
     stop(service);
-}
-
-/// A campaign `id` of `recipients` (one per line) in `<id>.toml`.
-fn campaign(fx: &Fixture, id: &str, recipients: &[&str]) -> String {
-    let list = format!("{id}.csv");
-    fx.write(&list, format!("email\n{}\n", recipients.join("\n")));
-    fx.write("body.txt", "Hello\n");
-    let file = format!("{id}.toml");
-    fx.write(
-        &file,
-        format!(
-            "id = \"{id}\"\nfrom = \"Sender <news@example.com>\"\nsubject = \"Hi\"\ntext = \"body.txt\"\nrecipients = \"{list}\"\n"
-        ),
-    );
-    file
-}
-
-fn enqueue(fx: &Fixture, file: &str) {
-    let out = run(
-        fx.path(),
-        &["enqueue", file, "--config", "config.toml"],
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-fn said(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
-
-fn held_now(http: &str) -> Option<f64> {
-    let (_, body) = http_get(http, "/metrics").ok()?;
-    volley_tests::prom::value(&body, "volley_held_recipients")
 }
 
 #[test]

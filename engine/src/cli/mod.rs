@@ -3,6 +3,7 @@
 pub mod api;
 pub mod control;
 pub mod demo;
+pub mod drain;
 pub mod feedback;
 pub mod inbound;
 pub mod progress;

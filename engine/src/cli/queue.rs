@@ -28,6 +28,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use volley_engine::admin_log::{self, Action};
+use volley_engine::delivery::endings::{End, Endings};
 use volley_engine::delivery::holds::{Hold, Holds};
 use volley_engine::delivery::scheduler::Deferred;
 use volley_engine::engine::Handle;
@@ -75,6 +76,38 @@ pub enum QueueAction {
     },
     /// List the reroutes in force (`domain host:port`).
     Reroutes,
+    /// Cancel a campaign: each of its recipients not yet sent ends with a
+    /// `Reject` event (also those spooled later under its id).
+    Cancel {
+        #[arg(long)]
+        campaign: String,
+        /// Words for the events and the action log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Bounce everything queued for a domain now: each recipient spooled
+    /// before this ends with a `Bounce` event (Transient, General); mail
+    /// spooled later is delivered as usual.
+    Bounce {
+        #[arg(long)]
+        domain: String,
+        /// Words for the events and the action log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List the cancelled campaigns and bounced domains (JSON lines).
+    Endings,
+    /// Drain the service: it stops taking new work (SMTP submission, the
+    /// API, the drop directory, campaign jobs) and starts no attempt;
+    /// answers once every attempt in flight has its outcome, with what
+    /// remains in the spool. `volley queue resume` ends it.
+    Drain {
+        /// Longest wait for the attempts in flight (seconds).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// End a drain: take new work and deliver again.
+    Resume,
     /// Where an address's recipients are (JSON lines: email, campaign,
     /// state, attempts, next_attempt, accepted, last outcome and reply).
     Inspect { email: String },
@@ -129,6 +162,16 @@ pub enum Op {
     Inspect { email: String },
     Deferred { limit: usize },
     Reroute { domain: String, to: Option<String> },
+    End { end: End, reason: Option<String> },
+    Drain { on: bool, wait_secs: u64 },
+}
+
+/// A drain asked of the service's main loop (which owns the listeners):
+/// on or off, how long to wait for what is in flight, and the answer.
+pub struct DrainReq {
+    pub on: bool,
+    pub wait: std::time::Duration,
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 /// The service's answer: one JSON line.
@@ -172,6 +215,35 @@ pub async fn command(config_path: &Path, action: QueueAction) -> CliResult {
             }
             return Ok(EXIT_OK);
         }
+        QueueAction::Endings => {
+            let endings = Endings::open(&config.spool.dir).map_err(fail)?;
+            for (kind, name, mark) in endings.get().iter() {
+                let line = serde_json::json!({
+                    "kind": kind,
+                    "name": name,
+                    "at": volley_engine::events::model::timestamp(mark.at_ms),
+                    "reason": mark.reason,
+                });
+                println!("{line}");
+            }
+            return Ok(EXIT_OK);
+        }
+        QueueAction::Drain { wait } => Op::Drain {
+            on: true,
+            wait_secs: wait,
+        },
+        QueueAction::Resume => Op::Drain {
+            on: false,
+            wait_secs: 0,
+        },
+        QueueAction::Cancel { campaign, reason } => Op::End {
+            end: End::Campaign(campaign),
+            reason,
+        },
+        QueueAction::Bounce { domain, reason } => Op::End {
+            end: End::Domain(domain),
+            reason,
+        },
         QueueAction::Reroute { domain, to, .. } => Op::Reroute { domain, to },
         QueueAction::Inspect { email } => Op::Inspect { email },
         QueueAction::Deferred { limit } => Op::Deferred { limit },
@@ -270,6 +342,7 @@ fn look(spool: &volley_spool::Spool, op: &Op) -> Option<String> {
 pub async fn serve(
     handle: &Handle,
     spool: &std::sync::Arc<volley_spool::Spool>,
+    drain: Option<&tokio::sync::mpsc::UnboundedSender<DrainReq>>,
     peer: Peer,
     op: Op,
     mut wr: tokio::net::unix::OwnedWriteHalf,
@@ -281,7 +354,7 @@ pub async fn serve(
             .await
             .map_err(|e| e.to_string())
     } else {
-        act(handle, spool.dir(), peer, op).await
+        act(handle, spool.dir(), drain, peer, op).await
     };
     let reply = match answer {
         Ok(text) => Reply::Done { text },
@@ -295,10 +368,59 @@ pub async fn serve(
     let _ = wr.write_all(&line).await;
 }
 
-async fn act(handle: &Handle, spool_dir: &Path, peer: Peer, op: Op) -> Result<String, String> {
+async fn act(
+    handle: &Handle,
+    spool_dir: &Path,
+    drain: Option<&tokio::sync::mpsc::UnboundedSender<DrainReq>>,
+    peer: Peer,
+    op: Op,
+) -> Result<String, String> {
     let (action, target, result, text) = match op {
+        Op::Drain { on, wait_secs } => {
+            let drain = drain.ok_or("only a running `volley run` drains")?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let wait = std::time::Duration::from_secs(wait_secs.clamp(1, 24 * 3600));
+            drain
+                .send(DrainReq { on, wait, reply })
+                .map_err(|_| "the service is shutting down")?;
+            let text = answer.await.map_err(|_| "the service is shutting down")??;
+            let action = if on { "drain" } else { "resume" };
+            (
+                action,
+                serde_json::json!("service"),
+                serde_json::json!({ "report": text }),
+                text,
+            )
+        }
         Op::Inspect { .. } | Op::Deferred { .. } => return Err("not an action".into()),
         Op::Retry { which } => retry(handle, which).await?,
+        Op::End { end, reason } => {
+            let changed = handle
+                .end(end.clone(), reason.clone())
+                .await
+                .map_err(|e| format!("the ending could not be stored: {e}"))?;
+            let (action, target, text) = match (&end, changed) {
+                (End::Campaign(c), true) => (
+                    "cancel",
+                    serde_json::json!({ "campaign": c }),
+                    format!(
+                        "campaign {c} cancelled: its unsent recipients end with a Reject event"
+                    ),
+                ),
+                (End::Campaign(c), false) => (
+                    "cancel",
+                    serde_json::json!({ "campaign": c }),
+                    format!("campaign {c} was already cancelled"),
+                ),
+                (End::Domain(d), _) => (
+                    "bounce",
+                    serde_json::json!({ "domain": d }),
+                    format!("{d}: every recipient queued now ends with a Bounce event"),
+                ),
+            };
+            let result = serde_json::json!({ "changed": changed, "reason": reason });
+            (action, target, result, text)
+        }
         Op::Reroute { domain, to } => {
             let changed = handle.reroute(&domain, to.clone()).await?;
             let text = match (&to, changed) {

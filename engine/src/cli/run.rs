@@ -65,8 +65,12 @@ pub async fn run(config_path: &Path) -> CliResult {
     let addr = volley_engine::http::serve(listen, service, http_stop_rx)
         .await
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
-    let submission = start_submission(&config, &engine).await?;
+    let mut submission = Some(start_submission(&config, &engine).await?);
+    let (drain_tx, mut drain_rx) = tokio::sync::mpsc::unbounded_channel();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control = Arc::new(super::control::ControlCtx {
+        drain: Some(drain_tx),
+        draining: Arc::clone(&draining),
         config: Arc::clone(&config),
         spool: Arc::clone(&engine.spool),
         handle: engine.handle(),
@@ -88,11 +92,20 @@ pub async fn run(config_path: &Path) -> CliResult {
     let sig = loop {
         tokio::select! {
             sig = stop.wait() => break sig,
+            Some(req) = drain_rx.recv() => {
+                let on = req.on;
+                match super::drain::apply(req, &engine, &mut submission, &current).await {
+                    Ok(()) => draining.store(on, std::sync::atomic::Ordering::Release),
+                    Err(e) => tracing::error!(error = %e, "cannot take new work again"),
+                }
+            }
             _ = hup.recv() => {
                 let result = match reload(config_path, &current) {
                     Some(c) => {
                         engine.reload(Arc::clone(&c));
-                        submission.reload(&c);
+                        if let Some(s) = &submission {
+                            s.reload(&c);
+                        }
                         current = c;
                         "applied"
                     }
@@ -104,7 +117,9 @@ pub async fn run(config_path: &Path) -> CliResult {
     };
     tracing::info!(signal = sig, "shutting down: finishing open transactions");
     let _ = control_stop.send(true);
-    submission.stop().await;
+    if let Some(s) = submission {
+        s.stop().await;
+    }
     inbound.stop().await;
     engine.shutdown(Duration::from_secs(30)).await;
     let _ = http_stop.send(true);
@@ -212,7 +227,7 @@ impl Submission {
 
     /// Stops accepting connections and files; sessions in a transaction
     /// get a moment to finish (the acceptor stores what it was given).
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         let _ = self.stop.send(true);
         self.pickup_stop
             .store(true, std::sync::atomic::Ordering::Release);
@@ -234,7 +249,7 @@ impl Submission {
     }
 }
 
-async fn start_submission(
+pub(super) async fn start_submission(
     config: &Arc<Config>,
     engine: &volley_engine::engine::Engine,
 ) -> Result<Submission, super::CliError> {

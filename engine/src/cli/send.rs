@@ -159,6 +159,8 @@ async fn deliver_until(
     // a job working alone serves other jobs' campaigns too (see `control`)
     let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
     let control = Arc::new(super::control::ControlCtx {
+        drain: None,
+        draining: Arc::default(),
         config: Arc::clone(&config),
         spool: Arc::clone(&engine.spool),
         handle: engine.handle(),

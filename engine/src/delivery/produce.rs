@@ -38,6 +38,8 @@ pub struct ProduceCtx {
     pub marks: Option<Arc<crate::feedback::marks::Marks>>,
     /// The account's suppression list, checked before each attempt.
     pub suppression: Option<Arc<SuppressionList>>,
+    /// The operators' endings, checked before each attempt.
+    pub endings: Arc<super::endings::Endings>,
     pub recorder: crossbeam_channel::Sender<Report>,
 }
 
@@ -106,6 +108,26 @@ pub fn suppressed_outcome() -> Outcome {
     }
 }
 
+/// Takes the recipients an operator ended out of `job`, reporting their
+/// outcome; false when none is left to produce.
+fn drop_ended(ctx: &ProduceCtx, job: &mut Job) -> bool {
+    if ctx.endings.none() {
+        return true;
+    }
+    let endings = ctx.endings.get();
+    let works = std::mem::take(&mut job.works);
+    for (work, permit) in works {
+        match endings.verdict(&ctx.spool, &work) {
+            None => job.works.push((work, permit)),
+            Some(outcome) => {
+                let report = Report::untried(work, outcome, String::new(), Some(permit));
+                let _ = ctx.recorder.send(report);
+            }
+        }
+    }
+    !job.works.is_empty()
+}
+
 /// Takes the recipients on the suppression list out of `job`, reporting
 /// their outcome; false when none is left to produce.
 fn drop_suppressed(ctx: &ProduceCtx, cache: &mut Campaigns, job: &mut Job) -> bool {
@@ -142,7 +164,7 @@ fn drop_suppressed(ctx: &ProduceCtx, cache: &mut Campaigns, job: &mut Job) -> bo
 fn worker(ctx: &ProduceCtx, rx: &crossbeam_channel::Receiver<Job>) {
     let mut cache = Campaigns::default();
     while let Ok(mut job) = rx.recv() {
-        if !drop_suppressed(ctx, &mut cache, &mut job) {
+        if !drop_ended(ctx, &mut job) || !drop_suppressed(ctx, &mut cache, &mut job) {
             continue;
         }
         let ids: Vec<RecipientId> = job.works.iter().map(|(w, _)| w.id).collect();

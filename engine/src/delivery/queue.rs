@@ -31,6 +31,9 @@ pub enum ShardIn {
     /// The domain was rerouted: the shard gives its recipients of it back
     /// to the scheduler (taken by the shard; no recipient).
     GiveBack(Arc<str>),
+    /// The service drains: the shard lets go of this sender once its site
+    /// has nothing in flight (taken by the shard; no recipient).
+    Quiet(tokio::sync::mpsc::Sender<()>),
 }
 
 /// A site's queue: single recipients first, then the bulk lists found in
@@ -65,7 +68,10 @@ impl Queue {
                     self.bulk.push((domain, ids));
                 }
             }
-            ShardIn::ProbeNow | ShardIn::HoldsChanged | ShardIn::GiveBack(_) => {}
+            ShardIn::ProbeNow
+            | ShardIn::HoldsChanged
+            | ShardIn::GiveBack(_)
+            | ShardIn::Quiet(_) => {}
         }
     }
 

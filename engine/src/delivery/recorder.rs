@@ -136,7 +136,7 @@ fn entry(
         Outcome::Delivered { .. } => Kind::Delivered,
         Outcome::Deferred { .. } => Kind::Deferred,
         Outcome::Bounced { .. } => Kind::Bounced,
-        Outcome::RenderFailed { .. } => Kind::Failed,
+        Outcome::RenderFailed { .. } | Outcome::Rejected { .. } => Kind::Failed,
     };
     let mut detail = Detail::of(&outcome, &r.subject, Some(backoff.expires(clock)), None);
     detail.accepted_ms = Some(created);
@@ -252,7 +252,9 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
             match outcome {
                 Outcome::Delivered { .. } => ctx.stats.delivered.fetch_add(1, Ordering::Relaxed),
                 Outcome::Bounced { .. } => ctx.stats.bounced.fetch_add(1, Ordering::Relaxed),
-                Outcome::RenderFailed { .. } => ctx.stats.failed.fetch_add(1, Ordering::Relaxed),
+                Outcome::RenderFailed { .. } | Outcome::Rejected { .. } => {
+                    ctx.stats.failed.fetch_add(1, Ordering::Relaxed)
+                }
                 Outcome::Deferred { .. } => ctx.stats.deferrals.fetch_add(1, Ordering::Relaxed),
             };
             if let Some(at) = next {

@@ -50,9 +50,13 @@ pub enum SchedMsg {
     /// at once (and their sites, when down, probed at once); answers how
     /// many recipients that made due.
     RetryNow(Deferred, tokio::sync::oneshot::Sender<u64>),
-    /// The operators' holds changed: every shard looks again at what it
-    /// set aside (and a released site at its queue).
+    /// The operators' holds or endings changed: what the scheduler holds
+    /// that an operator ended gets its outcome, and every shard looks
+    /// again at what it holds (and a released site at its queue).
     HoldsChanged,
+    /// The service drains (`true`: no shard starts an attempt; answered
+    /// once no site has anything in flight) or takes work again.
+    Drain(bool, tokio::sync::oneshot::Sender<()>),
     /// An operator rerouted a domain (or cleared its reroute): its mapping
     /// is forgotten and its old site gives back its recipients.
     Rerouted(Arc<str>),
@@ -199,13 +203,132 @@ impl Scheduler {
         made
     }
 
+    /// Starts draining (`on`) or ends it; `reply` is answered once no
+    /// site has anything in flight (at once when the drain ends).
+    fn drain(&mut self, on: bool, reply: tokio::sync::oneshot::Sender<()>) {
+        self.ctx.draining.store(on, Ordering::Release);
+        if !on {
+            for tx in self.sites.values() {
+                let _ = tx.send(ShardIn::HoldsChanged);
+            }
+            let _ = reply.send(());
+            return;
+        }
+        let (quiet, mut all_quiet) = mpsc::channel::<()>(1);
+        for tx in self.sites.values() {
+            let _ = tx.send(ShardIn::Quiet(quiet.clone()));
+        }
+        drop(quiet);
+        tokio::spawn(async move {
+            // every shard lets go of its sender (or ended)
+            while all_quiet.recv().await.is_some() {}
+            let _ = reply.send(());
+        });
+    }
+
     /// Forgets the shards that ended (idle sites): what an idle site costs
     /// is then its DNS mapping and its metrics.
     fn sweep(&mut self) {
         self.sites.retain(|_, tx| !tx.is_closed());
     }
 
-    fn dispatch(&mut self, domain: &Arc<str>, mut msg: ShardIn) {
+    /// Reports the outcome of a recipient an operator ended.
+    fn end(&self, work: Work, outcome: outcome::Outcome) {
+        let _ = self
+            .ctx
+            .recorder
+            .send(Report::untried(work, outcome, String::new(), None));
+    }
+
+    /// `msg` without the recipients an operator ended (they get their
+    /// outcome); `None` when none is left.
+    fn unended(&self, msg: ShardIn) -> Option<ShardIn> {
+        let endings = &self.ctx.endings;
+        if endings.none() {
+            return Some(msg);
+        }
+        let set = endings.get();
+        let spool = &self.ctx.spool;
+        let keep = |w: Work| match set.verdict(spool, &w) {
+            Some(o) => {
+                self.end(w, o);
+                None
+            }
+            None => Some(w),
+        };
+        let left = match msg {
+            ShardIn::One(w) => keep(w).map(ShardIn::One),
+            ShardIn::Many(ws) => Some(ShardIn::Many(ws.into_iter().filter_map(keep).collect())),
+            ShardIn::Bulk(d, ids) => {
+                let ids: Vec<RecipientId> = ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        let w = Work {
+                            id,
+                            domain: Arc::clone(&d),
+                            attempts: 0,
+                        };
+                        keep(w).map(|w| w.id)
+                    })
+                    .collect();
+                Some(ShardIn::Bulk(d, ids))
+            }
+            other => Some(other),
+        };
+        left.filter(|m| match m {
+            ShardIn::Many(ws) => !ws.is_empty(),
+            ShardIn::Bulk(_, ids) => !ids.is_empty(),
+            _ => true,
+        })
+    }
+
+    /// The endings changed: the deferred recipients and those waiting for
+    /// a lookup that an operator ended get their outcome now.
+    fn end_waiting(&mut self, timers: &mut BinaryHeap<Reverse<Due>>) {
+        if self.ctx.endings.none() {
+            return;
+        }
+        let set = self.ctx.endings.get();
+        let all = std::mem::take(timers).into_vec();
+        let mut ended = 0u64;
+        for Reverse(d) in all {
+            match set.verdict(&self.ctx.spool, &d.work) {
+                Some(o) => {
+                    self.ctx.stats.active.fetch_add(1, Ordering::AcqRel);
+                    self.ctx.stats.waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.end(d.work, o);
+                    ended += 1;
+                }
+                None => timers.push(Reverse(d)),
+            }
+        }
+        let resolving: Vec<Arc<str>> = self
+            .domains
+            .iter()
+            .filter(|(_, m)| matches!(m, Domain::Resolving(_)))
+            .map(|(d, _)| Arc::clone(d))
+            .collect();
+        for d in resolving {
+            if let Some(Domain::Resolving(waiting)) = self.domains.remove(&d) {
+                let left = waiting
+                    .into_iter()
+                    .filter_map(|m| self.unended(m))
+                    .collect();
+                self.domains.insert(d, Domain::Resolving(left));
+            }
+        }
+        if ended > 0 {
+            tracing::info!(
+                recipients = ended,
+                "deferred recipients ended by an operator"
+            );
+        }
+    }
+
+    fn dispatch(&mut self, domain: &Arc<str>, msg: ShardIn) {
+        let Some(mut msg) = self.unended(msg) else {
+            return;
+        };
         let now = Instant::now();
         match self.domains.get_mut(domain) {
             Some(Domain::Mapped(site, until)) if *until > now => {
@@ -313,7 +436,10 @@ impl Scheduler {
                                 });
                             }
                         }
-                        ShardIn::ProbeNow | ShardIn::HoldsChanged | ShardIn::GiveBack(_) => {}
+                        ShardIn::ProbeNow
+                        | ShardIn::HoldsChanged
+                        | ShardIn::GiveBack(_)
+                        | ShardIn::Quiet(_) => {}
                     }
                 }
             }
@@ -395,10 +521,12 @@ pub async fn run(
                 Some(SchedMsg::Reload) => s.domains.retain(|_, d| matches!(d, Domain::Resolving(_))),
                 Some(SchedMsg::Rerouted(domain)) => s.rerouted(&domain),
                 Some(SchedMsg::HoldsChanged) => {
+                    s.end_waiting(&mut timers);
                     for tx in s.sites.values() {
                         let _ = tx.send(ShardIn::HoldsChanged);
                     }
                 }
+                Some(SchedMsg::Drain(on, reply)) => s.drain(on, reply),
                 Some(SchedMsg::RetryNow(which, reply)) => {
                     let made = s.retry_now(&mut timers, &which, volley_spool::now_ms());
                     tracing::info!(?which, recipients = made, "retry now (operator)");

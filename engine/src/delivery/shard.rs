@@ -68,6 +68,11 @@ pub struct ShardCtx {
     pub holds: Arc<Holds>,
     /// The operators' reroutes (domain → next hop).
     pub reroutes: Arc<super::reroutes::Reroutes>,
+    /// The operators' endings (cancelled campaigns, bounced domains).
+    pub endings: Arc<super::endings::Endings>,
+    /// The service drains: no shard starts an attempt (as if every site
+    /// were held) until it ends.
+    pub draining: std::sync::atomic::AtomicBool,
     /// The scheduler, for recipients an ending shard gives back (weak:
     /// the scheduler owns this context).
     pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
@@ -88,6 +93,7 @@ impl ShardCtx {
         budget: Arc<Budget>,
         holds: Arc<Holds>,
         reroutes: Arc<super::reroutes::Reroutes>,
+        endings: Arc<super::endings::Endings>,
         scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
     ) -> ShardCtx {
         ShardCtx {
@@ -105,6 +111,8 @@ impl ShardCtx {
             clock: governor::clock::DefaultClock::default(),
             holds,
             reroutes,
+            endings,
+            draining: std::sync::atomic::AtomicBool::new(false),
             scheduler,
         }
     }
@@ -315,8 +323,20 @@ impl Shard {
     fn take(&mut self, m: ShardIn) {
         match m {
             ShardIn::ProbeNow => self.dest.probe_now(),
-            ShardIn::HoldsChanged => self.unpark(),
+            ShardIn::HoldsChanged => {
+                self.end_ended();
+                self.unpark();
+            }
             ShardIn::GiveBack(domain) => self.give_back(&domain),
+            ShardIn::Quiet(tx) => {
+                let dest = Arc::clone(&self.dest);
+                tokio::spawn(async move {
+                    while dest.in_flight() > 0 && !tx.is_closed() {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    drop(tx);
+                });
+            }
             m => self.queue.push(m),
         }
     }

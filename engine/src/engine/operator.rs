@@ -1,5 +1,6 @@
 //! The operators' actions on a running engine, through its [`Handle`]:
-//! holds, reroutes and "retry now" (`volley queue`, see
+//! holds, reroutes, "retry now", cancelling a campaign and bouncing a
+//! domain's queue (`volley queue`, see
 //! `cli/queue.rs`); each reaches delivery as a scheduler message. Exposure:
 //! values from the control socket (a local client of the service's user).
 
@@ -50,6 +51,48 @@ impl Handle {
             let _ = self.sched.send(SchedMsg::Rerouted(Arc::from(d)));
         }
         Ok(changed)
+    }
+
+    /// The operators' endings in force (cancelled campaigns, bounced
+    /// domains).
+    pub fn endings(&self) -> Arc<crate::delivery::endings::EndSet> {
+        self.endings.get()
+    }
+
+    /// Ends `end` (a campaign cancelled: its unsent recipients end with a
+    /// `Reject`; a domain bounced: its recipients queued now end with a
+    /// `Bounce`), stored before this returns; whether it changed anything.
+    /// What the scheduler and the shards hold gets its outcome at once.
+    pub async fn end(
+        &self,
+        end: crate::delivery::endings::End,
+        reason: Option<String>,
+    ) -> std::io::Result<bool> {
+        let (endings, spool) = (Arc::clone(&self.endings), Arc::clone(&self.spool));
+        let changed = tokio::task::spawn_blocking(move || {
+            let mark = spool.append_mark();
+            endings.add(&end, reason.as_deref(), mark, volley_spool::now_ms())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if changed {
+            let _ = self.sched.send(SchedMsg::HoldsChanged);
+        }
+        Ok(changed)
+    }
+
+    /// Drains delivery (`on`): no attempt starts, and this returns once
+    /// every attempt in flight has its outcome journaled (or after
+    /// `wait`: whether it came to that). With `on` false, delivery takes
+    /// its queues again.
+    pub async fn drain(&self, on: bool, wait: std::time::Duration) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.sched.send(SchedMsg::Drain(on, tx)).is_err() {
+            return false;
+        }
+        tokio::time::timeout(wait, rx)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// An operator's "retry now": the deferred recipients `which` names

@@ -27,7 +27,7 @@ pub const MAX_TEXT: usize = 8192;
 pub const MAX_DETAIL: usize = 62 * 1024;
 
 /// `s` cut to at most `max` bytes at a character boundary.
-fn capped(s: &str, max: usize) -> String {
+pub fn capped(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -55,6 +55,10 @@ pub struct Detail {
     /// Render failure message.
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why an operator rejected it (a `Reject` event; journaled as a
+    /// failure).
+    #[serde(rename = "rj", default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<String>,
     /// For deferrals: when the recipient will be given up (ms).
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
@@ -116,6 +120,7 @@ impl Detail {
                 d.bounce_subtype = Some((*bounce_subtype).to_string());
             }
             Outcome::RenderFailed { message } => d.error = Some(capped(message, MAX_TEXT)),
+            Outcome::Rejected { reason } => d.reject = Some(capped(reason, MAX_TEXT)),
         }
         d
     }

@@ -125,6 +125,12 @@ pub struct Failure {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Empty {}
 
+/// A `Reject` event's object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Reject {
+    pub reason: String,
+}
+
 /// The type-specific object of an event.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub enum Body {
@@ -138,6 +144,8 @@ pub enum Body {
     DeliveryDelay(DeliveryDelay),
     #[serde(rename = "failure")]
     Failure(Failure),
+    #[serde(rename = "reject")]
+    Reject(Reject),
     #[serde(rename = "complaint")]
     Complaint(super::feedback::Complaint),
     #[serde(rename = "subscription")]
@@ -235,6 +243,11 @@ pub fn tags(def: &CampaignDef) -> BTreeMap<String, Vec<String>> {
     tags
 }
 
+/// Whether a failure entry is an operator's rejection (a `Reject` event).
+fn rejected(e: &Entry) -> bool {
+    Detail::decode(&e.detail).reject.is_some()
+}
+
 /// The `eventType`s of the events `e` stands for, in order (see
 /// [`events_with`]): none for campaign marks.
 pub fn event_types(e: &Entry) -> impl Iterator<Item = &'static str> {
@@ -247,6 +260,7 @@ pub fn event_types(e: &Entry) -> impl Iterator<Item = &'static str> {
         Kind::Delivered => Some("Delivery"),
         Kind::Bounced => Some("Bounce"),
         Kind::Deferred => Some("DeliveryDelay"),
+        Kind::Failed if rejected(e) => Some("Reject"),
         Kind::Failed => Some("Rendering Failure"),
         _ => None,
     };
@@ -362,6 +376,12 @@ pub fn events_with(c: &Context<'_>, e: &Entry, cache: &mut HeadersCache) -> Vec<
                     status: d.status.unwrap_or_else(unknown),
                     diagnostic_code: d.diagnostic.unwrap_or_default(),
                 }],
+            }),
+        ),
+        Kind::Failed if d.reject.is_some() => (
+            "Reject",
+            Body::Reject(Reject {
+                reason: d.reject.unwrap_or_default(),
             }),
         ),
         Kind::Failed => (

@@ -22,7 +22,9 @@ fn got(o: &Outcome) -> Want {
             bounce_subtype,
             ..
         } => Want::Bounced(leak(status), bounce_type, bounce_subtype),
-        Outcome::RenderFailed { .. } => panic!("not a delivery outcome"),
+        Outcome::RenderFailed { .. } | Outcome::Rejected { .. } => {
+            panic!("not a delivery outcome")
+        }
     }
 }
 

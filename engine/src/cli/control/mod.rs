@@ -138,6 +138,11 @@ pub struct ControlCtx {
     pub clients: Arc<std::sync::atomic::AtomicUsize>,
     /// The account's suppression list (`volley suppression`).
     pub suppression: Arc<volley_engine::feedback::suppression::SuppressionList>,
+    /// The service's main loop, for `volley queue drain` (`None`: not a
+    /// `volley run`).
+    pub drain: Option<mpsc::UnboundedSender<super::queue::DrainReq>>,
+    /// Set while the service drains: campaign jobs are refused.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Decrements the count of connected jobs when dropped.
@@ -214,7 +219,8 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
         return;
     }
     if let (Some(Ok(Request::Queue { what })), Some(peer)) = (&request, peer) {
-        super::queue::serve(&ctx.handle, &ctx.spool, peer, what.clone(), wr).await;
+        let drain = ctx.drain.as_ref();
+        super::queue::serve(&ctx.handle, &ctx.spool, drain, peer, what.clone(), wr).await;
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
@@ -233,6 +239,14 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
                 code: EXIT_FAILURE,
                 message: "permission denied: the control socket serves the service's own user"
                     .into(),
+            });
+        }
+        Some(Ok(Request::Enqueue { .. } | Request::Send { .. }))
+            if ctx.draining.load(Ordering::Acquire) =>
+        {
+            let _ = tx.send(Reply::Error {
+                code: EXIT_FAILURE,
+                message: "the service is draining and takes no new work (`volley queue resume` ends the drain)".into(),
             });
         }
         Some(Ok(Request::Enqueue { campaign })) => job(&ctx, &campaign, false, &tx, lines).await,

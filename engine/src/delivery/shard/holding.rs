@@ -2,7 +2,8 @@
 //! whether its site is held, whether a recipient's domain or campaign is,
 //! what it set aside and puts back when released, and its share of
 //! `volley_held_recipients`; and what it gives back when a domain is
-//! rerouted. Exposure: none (internal).
+//! rerouted; and which recipients it holds an operator ended
+//! ([`crate::delivery::endings`]). Exposure: none (internal).
 
 use super::{Shard, ShardIn, Work};
 
@@ -25,9 +26,10 @@ impl Shard {
         }
     }
 
-    /// Whether an operator holds this whole site.
+    /// Whether an operator holds this whole site (or the service drains).
     pub(super) fn site_held(&self) -> bool {
-        !self.ctx.holds.none() && self.ctx.holds.get().site(&self.site.key)
+        self.ctx.draining.load(std::sync::atomic::Ordering::Acquire)
+            || (!self.ctx.holds.none() && self.ctx.holds.get().site(&self.site.key))
     }
 
     /// Whether an operator holds `w`'s domain or campaign.
@@ -85,6 +87,43 @@ impl Shard {
         tracing::info!(site = %self.site.key, %domain, recipients = given.len(), "rerouted: recipients given back");
         if let Some(tx) = self.ctx.scheduler.upgrade() {
             let _ = tx.send(super::super::scheduler::SchedMsg::Work(given));
+        }
+    }
+
+    /// Ends what this shard holds (queued or set aside) that an operator
+    /// ended: each gets its final outcome without an attempt (a held
+    /// site's queue too).
+    pub(super) fn end_ended(&mut self) {
+        let endings = &self.ctx.endings;
+        if endings.none() {
+            return;
+        }
+        let set = endings.get();
+        let spool = &self.ctx.spool;
+        let mut keep = Vec::new();
+        let mut ended = 0usize;
+        let mut end = |w: Work| match set.verdict(spool, &w) {
+            Some(outcome) => {
+                ended += 1;
+                let r = super::super::Report::untried(w, outcome, String::new(), None);
+                let _ = self.ctx.recorder.send(r);
+                None
+            }
+            None => Some(w),
+        };
+        while let Some(w) = self.queue.pop() {
+            keep.extend(end(w));
+        }
+        let parked: Vec<Work> = std::mem::take(&mut self.parked)
+            .into_iter()
+            .filter_map(&mut end)
+            .collect();
+        self.parked = parked;
+        if !keep.is_empty() {
+            self.queue.push(ShardIn::Many(keep));
+        }
+        if ended > 0 {
+            tracing::info!(site = %self.site.key, recipients = ended, "recipients ended by an operator");
         }
     }
 
