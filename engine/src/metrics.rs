@@ -145,6 +145,8 @@ pub struct Metrics {
     pub held_recipients: Gauge,
     /// One series at 1 per hold in force.
     pub holds: Family<HoldLabels, Gauge>,
+    /// 1 while the service drains (`volley queue drain`).
+    pub draining: Gauge,
     pub ingested: Counter,
     pub rejected: Counter,
     /// SIGHUP reloads, by result (`applied`, `invalid`).
@@ -183,6 +185,7 @@ impl Metrics {
             spool_lost: Gauge::default(),
             held_recipients: Gauge::default(),
             holds: Family::default(),
+            draining: Gauge::default(),
             ingested: Counter::default(),
             rejected: Counter::default(),
             reloads: Family::default(),
@@ -254,6 +257,11 @@ impl Metrics {
             "held_recipients",
             "Recipients not attempted because an operator holds their domain, site or campaign (volley queue hold)",
             m.held_recipients.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 while the service drains (volley queue drain): no new work, no new attempt",
+            m.draining.clone(),
         );
         registry.register(
             "holds",

@@ -344,9 +344,13 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
     let reroutes = volley_engine::delivery::reroutes::Reroutes::open(&config.spool.dir)
         .map_err(|e| fail(anyhow::anyhow!("cannot read the reroutes: {e}")))?
         .get();
+    let endings = volley_engine::delivery::endings::Endings::open(&config.spool.dir)
+        .map_err(|e| fail(anyhow::anyhow!("cannot read the endings: {e}")))?
+        .get();
     if json {
         let mut v = serde_json::to_value(&s).map_err(fail)?;
         v["holds"] = serde_json::to_value(&*holds).map_err(fail)?;
+        v["endings"] = serde_json::to_value(&*endings).map_err(fail)?;
         v["reroutes"] = serde_json::to_value(&*reroutes).map_err(fail)?;
         println!("{}", serde_json::to_string_pretty(&v).map_err(fail)?);
     } else {
@@ -356,6 +360,9 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
         }
         for (domain, to) in reroutes.iter() {
             println!("rerouted: {domain} to {to} (volley queue reroute --domain {domain} --clear)");
+        }
+        for (name, _) in endings.campaigns.iter() {
+            println!("cancelled: campaign {name}");
         }
     }
     Ok(EXIT_OK)

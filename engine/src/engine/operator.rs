@@ -87,6 +87,7 @@ impl Handle {
     /// its queues again.
     pub async fn drain(&self, on: bool, wait: std::time::Duration) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        self.metrics.draining.set(i64::from(on));
         if self.sched.send(SchedMsg::Drain(on, tx)).is_err() {
             return false;
         }
