@@ -20,10 +20,17 @@ pub const FILE: &str = "admin.jsonl";
 pub struct Action {
     /// When it was taken (RFC 3339, UTC, milliseconds).
     pub at: String,
-    /// The client's user id and process id (from the socket's peer
-    /// credentials).
-    pub uid: u32,
+    /// A control socket client's user id and process id (from the
+    /// socket's peer credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// An admin HTTP API caller: its token's name, and its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// What: `retry`, ...
     pub action: String,
     /// What it applied to (`{"domain": "..."}`, `{"site": "..."}`, `"all"`).
@@ -81,8 +88,10 @@ mod tests {
     fn action(n: u64) -> Action {
         Action {
             at: "2026-12-01T00:00:00.000Z".into(),
-            uid: 1000,
+            uid: Some(1000),
             pid: Some(42),
+            principal: None,
+            remote: None,
             action: "retry".into(),
             target: serde_json::json!({"domain": "a.test"}),
             result: serde_json::json!({"recipients": n}),

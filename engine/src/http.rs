@@ -35,6 +35,8 @@ pub struct Service {
     pub sns: Option<SnsState>,
     /// One-click unsubscribe (none: `/unsubscribe/…` is 404).
     pub feedback: Option<Arc<crate::feedback::inbound::Handler>>,
+    /// More routes served here (the admin API).
+    pub more: Option<Router>,
 }
 
 /// `GET` or `POST /unsubscribe/<token>` ([`crate::feedback::web`]).
@@ -103,6 +105,7 @@ pub async fn serve(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let spool = Arc::clone(&service.spool);
+    let more = service.more.clone();
     let (cert, actions) = (service.sns.clone(), service.sns.clone());
     let (unsub_get, unsub_post) = (service.feedback.clone(), service.feedback.clone());
     let app = Router::new()
@@ -154,6 +157,10 @@ pub async fn serve(
             get(move |headers: HeaderMap| metrics(service.clone(), headers)),
         )
         .route("/healthz", get(move || async move { health(&spool) }));
+    let app = match more {
+        Some(more) => app.merge(more),
+        None => app,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -164,6 +171,7 @@ pub async fn serve(
                 }
             }
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await

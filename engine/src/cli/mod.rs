@@ -1,5 +1,6 @@
 //! Command implementations of the `volley` binary (not part of the library).
 
+pub mod admin_http;
 pub mod api;
 pub mod control;
 pub mod demo;

@@ -182,11 +182,12 @@ enum Reply {
     Error { code: u8, message: String },
 }
 
-/// Who asked (the socket's peer credentials).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub uid: u32,
-    pub pid: Option<i32>,
+/// Who asked: a control socket client (its peer credentials) or an admin
+/// HTTP API caller (its token's name and address).
+#[derive(Debug, Clone)]
+pub enum Peer {
+    Local { uid: u32, pid: Option<i32> },
+    Http { name: String, remote: String },
 }
 
 /// `volley queue ...`.
@@ -325,16 +326,24 @@ fn local(config: &volley_engine::config::Config, op: &Op) -> CliResult {
 
 /// An inspection's answer: one JSON line per recipient found.
 fn look(spool: &volley_spool::Spool, op: &Op) -> Option<String> {
+    if !matches!(op, Op::Inspect { .. } | Op::Deferred { .. }) {
+        return None;
+    }
+    let lines: Vec<String> = found(spool, op).iter().map(|v| v.to_string()).collect();
+    Some(lines.join("\n"))
+}
+
+/// The recipients an inspection finds, as JSON (none for an action).
+pub fn found(spool: &volley_spool::Spool, op: &Op) -> Vec<serde_json::Value> {
     let found = match op {
         Op::Inspect { email } => volley_engine::inspect::address(spool, email),
         Op::Deferred { limit } => volley_engine::inspect::oldest_deferred(spool, *limit),
-        _ => return None,
+        _ => return Vec::new(),
     };
-    let lines: Vec<String> = found
+    found
         .iter()
-        .filter_map(|f| serde_json::to_string(f).ok())
-        .collect();
-    Some(lines.join("\n"))
+        .filter_map(|f| serde_json::to_value(f).ok())
+        .collect()
 }
 
 /// Does `op` for a control socket client, logs it (actions, not
@@ -368,7 +377,8 @@ pub async fn serve(
     let _ = wr.write_all(&line).await;
 }
 
-async fn act(
+/// Carries out an action and logs it; the text to print.
+pub async fn act(
     handle: &Handle,
     spool_dir: &Path,
     drain: Option<&tokio::sync::mpsc::UnboundedSender<DrainReq>>,
@@ -461,11 +471,25 @@ async fn act(
     };
     let entry = Action {
         at: volley_engine::events::model::timestamp(volley_spool::now_ms()),
-        uid: peer.uid,
-        pid: peer.pid,
+        uid: None,
+        pid: None,
+        principal: None,
+        remote: None,
         action: action.into(),
         target,
         result,
+    };
+    let entry = match peer {
+        Peer::Local { uid, pid } => Action {
+            uid: Some(uid),
+            pid,
+            ..entry
+        },
+        Peer::Http { name, remote } => Action {
+            principal: Some(name),
+            remote: Some(remote),
+            ..entry
+        },
     };
     let dir = spool_dir.to_path_buf();
     let logged = tokio::task::spawn_blocking(move || admin_log::append(&dir, &entry)).await;

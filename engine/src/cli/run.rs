@@ -55,18 +55,25 @@ pub async fn run(config_path: &Path) -> CliResult {
     let inbound = super::inbound::start(&config, &engine).await?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
     let spool = Arc::clone(&engine.spool);
+    let (drain_tx, mut drain_rx) = tokio::sync::mpsc::unbounded_channel();
+    let admin = Arc::new(super::admin_http::AdminCtx::new(
+        &config,
+        engine.handle(),
+        Arc::clone(&spool),
+        drain_tx.clone(),
+    ));
     let service = volley_engine::http::Service {
         metrics: Arc::clone(&metrics),
         stats: Arc::clone(&engine.stats),
         spool: Arc::clone(&spool),
         sns: engine.sns.clone(),
         feedback: inbound.handler.clone(),
+        more: Some(super::admin_http::router(Arc::clone(&admin))),
     };
     let addr = volley_engine::http::serve(listen, service, http_stop_rx)
         .await
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
     let mut submission = Some(start_submission(&config, &engine).await?);
-    let (drain_tx, mut drain_rx) = tokio::sync::mpsc::unbounded_channel();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control = Arc::new(super::control::ControlCtx {
         drain: Some(drain_tx),
@@ -103,6 +110,7 @@ pub async fn run(config_path: &Path) -> CliResult {
                 let result = match reload(config_path, &current) {
                     Some(c) => {
                         engine.reload(Arc::clone(&c));
+                        admin.set_tokens(&c);
                         if let Some(s) = &submission {
                             s.reload(&c);
                         }

@@ -190,6 +190,7 @@ async fn deliver_until(
             spool: Arc::clone(&spool),
             sns: engine.sns.clone(),
             feedback,
+            more: None,
         };
         let listen = config
             .http

@@ -16,6 +16,22 @@ impl Config {
         self.submission.check().map_err(|(k, r)| bad(&k, r))?;
         self.feedback.check().map_err(|(k, r)| bad(&k, r))?;
         self.api.check().map_err(|(k, r)| bad(&k, r))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.http.admin.iter().enumerate() {
+            let key = |k: &str| format!("http.admin[{i}].{k}");
+            if t.name.is_empty() || t.name.chars().any(char::is_control) {
+                return Err(bad(&key("name"), "must be a name".into()));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(bad(&key("name"), format!("{:?} is used twice", t.name)));
+            }
+            if t.digest().is_none() {
+                return Err(bad(
+                    &key("token_sha256"),
+                    "must be the SHA-256 of the token as 64 hex digits".into(),
+                ));
+            }
+        }
         let d = &self.delivery;
         // the defaults are checked like a rule that sets everything
         let defaults = PolicyRule {

@@ -125,6 +125,35 @@ pub struct SpoolConfig {
 pub struct HttpConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Bearer tokens of the admin HTTP API (`/admin/queue/...`; none: the
+    /// API is off and its paths are 404).
+    #[serde(default)]
+    pub admin: Vec<AdminToken>,
+}
+
+/// One admin HTTP API token: its name (in the action log) and the SHA-256
+/// of the token (64 hex digits; the token itself is not stored).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    pub token_sha256: String,
+}
+
+impl AdminToken {
+    /// The digest as bytes (checked at load).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let h = self.token_sha256.as_bytes();
+        if h.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in h.chunks(2).enumerate() {
+            let s = std::str::from_utf8(pair).ok()?;
+            out[i] = u8::from_str_radix(s, 16).ok()?;
+        }
+        Some(out)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,6 +352,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            admin: Vec::new(),
         }
     }
 }

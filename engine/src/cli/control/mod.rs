@@ -202,7 +202,7 @@ async fn client(ctx: Arc<ControlCtx>, stream: UnixStream) {
     ctx.clients.fetch_add(1, Ordering::AcqRel);
     let _connected = Connected(Arc::clone(&ctx.clients));
     let permitted = permitted(&stream);
-    let peer = stream.peer_cred().ok().map(|c| super::queue::Peer {
+    let peer = stream.peer_cred().ok().map(|c| super::queue::Peer::Local {
         uid: c.uid(),
         pid: c.pid(),
     });
