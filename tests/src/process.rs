@@ -133,6 +133,15 @@ pub fn spawn(dir: &Path, args: &[&str]) -> Running {
     spawn_cmd(Command::new(volley()), dir, args)
 }
 
+/// [`spawn`] with more environment variables.
+pub fn spawn_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Running {
+    let mut cmd = Command::new(volley());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    spawn_cmd(cmd, dir, args)
+}
+
 /// [`spawn`] with the open-file limit (soft and hard) set to `nofile`, as
 /// `ulimit -n` in a shell would.
 pub fn spawn_with_nofile(dir: &Path, args: &[&str], nofile: u64) -> Running {

@@ -332,8 +332,6 @@ impl Drop for ScriptedServer {
 
 /// A self-signed certificate for `localhost`, made with the openssl tool.
 pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
     let ok = std::process::Command::new("openssl")
@@ -356,11 +354,117 @@ pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
         .status()
         .expect("running openssl (apt-get install openssl)");
     assert!(ok.success(), "openssl req failed");
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+    server_config(&cert, &key)
+}
+
+/// A test certificate authority (made with `openssl`): its certificate in
+/// `ca.pem` under `dir`, for a verifying client's `SSL_CERT_FILE`.
+pub struct TestCa {
+    pub dir: std::path::PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let ok = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("running openssl (apt-get install openssl)");
+    assert!(ok.success(), "openssl {args:?} failed");
+}
+
+impl TestCa {
+    /// A new CA in `dir`.
+    pub fn new(dir: &std::path::Path) -> TestCa {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Volley Test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        TestCa {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The CA's certificate (PEM file).
+    pub fn pem(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A server configuration with a certificate this CA signed for
+    /// `names` (`IP:127.0.0.1`, `DNS:mx.test`, ...).
+    pub fn server(&self, stem: &str, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let (key, csr, cert, ext) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.pem"),
+            format!("{stem}.ext"),
+        );
+        std::fs::write(
+            self.dir.join(&ext),
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+                names.join(",")
+            ),
+        )
+        .expect("extensions file");
+        openssl(
+            &self.dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx", "-keyout", &key, "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &cert,
+                "-extfile",
+                &ext,
+            ],
+        );
+        server_config(&self.dir.join(cert), &self.dir.join(key))
+    }
+}
+
+fn server_config(cert: &std::path::Path, key: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .expect("cert file")
         .map(|c| c.expect("cert"))
         .collect();
-    let key = PrivateKeyDer::from_pem_file(&key).expect("key file");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key file");
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))

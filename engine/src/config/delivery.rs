@@ -16,7 +16,11 @@ use super::duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
-    /// STARTTLS must succeed, or delivery is deferred.
+    /// STARTTLS must succeed with a certificate that verifies against the
+    /// system roots for the host name connected to, or delivery is
+    /// deferred.
+    Verify,
+    /// STARTTLS must succeed (any certificate), or delivery is deferred.
     Required,
     /// STARTTLS when offered; plain text when it is not, or fails.
     Opportunistic,

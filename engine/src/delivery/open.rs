@@ -22,6 +22,7 @@ pub const MAX_ADDRESSES: usize = 8;
 
 fn tls_mode(p: TlsPolicy) -> TlsMode {
     match p {
+        TlsPolicy::Verify => TlsMode::Verify,
         TlsPolicy::Required => TlsMode::Required,
         TlsPolicy::Opportunistic => TlsMode::Opportunistic,
         TlsPolicy::Disabled => TlsMode::Disabled,

@@ -66,20 +66,36 @@ impl Default for Timeouts {
 /// TLS settings for opening sessions.
 #[derive(Clone)]
 pub struct TlsSettings {
+    /// Without certificate verification (`opportunistic`, `required`).
     pub connector: Option<tokio_rustls::TlsConnector>,
+    /// Verifying the certificate and host name against the system roots
+    /// (`verify`; the roots are the platform's: on Linux the system store,
+    /// or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
+    pub verifying: Option<tokio_rustls::TlsConnector>,
 }
 
 impl TlsSettings {
-    /// Opportunistic TLS without certificate verification.
+    /// TLS without certificate verification, and with it for `verify`.
     pub fn opportunistic() -> TlsSettings {
+        let verifying = match mail_send::smtp::tls::build_tls_connector(false) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no certificate verifier: destinations with tls = \"verify\" are deferred");
+                None
+            }
+        };
         TlsSettings {
             connector: mail_send::smtp::tls::build_tls_connector(true).ok(),
+            verifying,
         }
     }
 
     /// Never use TLS.
     pub fn disabled() -> TlsSettings {
-        TlsSettings { connector: None }
+        TlsSettings {
+            connector: None,
+            verifying: None,
+        }
     }
 }
 
@@ -126,6 +142,9 @@ pub enum TlsMode {
     Opportunistic,
     /// Must succeed, or the session fails with `TlsRequired` / `Tls`.
     Required,
+    /// Must succeed with a certificate that verifies for the host name,
+    /// or the session fails with `TlsRequired` / `Tls`.
+    Verify,
 }
 
 /// Opens a session to `addr`. `tls_name` is the server name for TLS.
@@ -163,6 +182,19 @@ pub async fn open(
     let first = ehlo(&mut client, helo).await?;
     let offered = first.has_capability(EXT_START_TLS);
     let connector = match (mode, offered, &tls.connector) {
+        (TlsMode::Verify, false, _) => {
+            return Err(SessionError::TlsRequired(format!(
+                "{addr} does not offer STARTTLS (tls = \"verify\")"
+            )));
+        }
+        (TlsMode::Verify, true, _) => match &tls.verifying {
+            Some(c) => Some(c),
+            None => {
+                return Err(SessionError::TlsRequired(
+                    "no certificate verifier (system roots) is available".into(),
+                ));
+            }
+        },
         (TlsMode::Disabled, _, _) | (TlsMode::Opportunistic, false, _) => None,
         (TlsMode::Required, false, _) => {
             return Err(SessionError::TlsRequired(format!(
@@ -194,7 +226,7 @@ pub async fn open(
         .map_err(|e| map_send_err(Phase::StartTls, e))?;
     if r.code != 220 {
         let reply = Reply::new(r.code, r.esc, r.message);
-        if mode == TlsMode::Required {
+        if matches!(mode, TlsMode::Required | TlsMode::Verify) {
             return Err(SessionError::TlsRequired(format!(
                 "STARTTLS refused: {reply}"
             )));
