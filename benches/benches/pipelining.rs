@@ -136,6 +136,7 @@ async fn run(
                 tokio::spawn(async move {
                     client::open(
                         addr,
+                        None,
                         "bench.test",
                         &TlsSettings::disabled(),
                         TlsMode::Disabled,

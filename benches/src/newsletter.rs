@@ -47,6 +47,7 @@ pub fn def() -> CampaignDef {
         configuration_set: None,
         message: None,
         list_management: None,
+        pool: None,
     }
 }
 

@@ -191,7 +191,7 @@ fn smtp(addr: SocketAddr, from: &str, all: &[String], per: usize, data: &[(Paylo
     rt.block_on(async {
         let tls = TlsSettings::disabled();
         let t = Timeouts::default();
-        let mut s = client::open(addr, "bench.test", &tls, TlsMode::Disabled, "", &t)
+        let mut s = client::open(addr, None, "bench.test", &tls, TlsMode::Disabled, "", &t)
             .await
             .expect("session opens");
         // streamed as the engine sends a site's ready messages: each

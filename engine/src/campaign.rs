@@ -82,6 +82,10 @@ pub struct CampaignDef {
     /// see [`LoadedCampaign::with_configuration_set`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration_set: Option<String>,
+    /// The egress pool its mail leaves from (`[egress]`; else its
+    /// configuration set's, else the default pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// A ready-made message (SMTP submission, drop directory, sendmail)
     /// rather than templates: how it came in. Its bytes follow the
     /// definition in the stored body ([`CampaignDef::to_bytes_with_message`]).
@@ -155,6 +159,7 @@ impl CampaignDef {
             configuration_set: None,
             message: None,
             list_management: None,
+            pool: None,
         }
     }
 
@@ -231,6 +236,17 @@ impl LoadedCampaign {
                     key: "configuration_set",
                     reason,
                 })?;
+        if let Some(p) = &self.def.pool
+            && !config.egress.has_pool(p)
+        {
+            return Err(CampaignError::Invalid {
+                path: self.path.clone(),
+                key: "pool",
+                reason: format!(
+                    "no egress pool {p:?} in the config ([[egress.pools]], or \"default\" with [[egress.sources]])"
+                ),
+            });
+        }
         // Volley's own unsubscribe links differ per recipient: such a
         // campaign's message cannot be shared
         let u = &config.feedback.unsubscribe;

@@ -280,6 +280,11 @@ impl Engine {
             Arc::clone(&holds),
             Arc::new(Reroutes::open(spool.dir())?),
             endings,
+            Arc::new(crate::delivery::egress::Egress::new(
+                &config.egress,
+                &config.delivery.helo,
+                Arc::clone(&metrics),
+            )),
             sched_tx.downgrade(),
         ));
         tokio::spawn(scheduler::run(

@@ -51,6 +51,11 @@ pub const OUTCOMES: [&str; 5] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HoldLabels {
     /// `domain`, `site` or `campaign`.
     pub kind: &'static str,
@@ -147,6 +152,8 @@ pub struct Metrics {
     pub holds: Family<HoldLabels, Gauge>,
     /// 1 while the service drains (`volley queue drain`).
     pub draining: Gauge,
+    /// 1 per egress source in service, 0 while out of it.
+    pub source_up: Family<SourceLabels, Gauge>,
     pub ingested: Counter,
     pub rejected: Counter,
     /// SIGHUP reloads, by result (`applied`, `invalid`).
@@ -186,6 +193,7 @@ impl Metrics {
             held_recipients: Gauge::default(),
             holds: Family::default(),
             draining: Gauge::default(),
+            source_up: Family::default(),
             ingested: Counter::default(),
             rejected: Counter::default(),
             reloads: Family::default(),
@@ -257,6 +265,11 @@ impl Metrics {
             "held_recipients",
             "Recipients not attempted because an operator holds their domain, site or campaign (volley queue hold)",
             m.held_recipients.clone(),
+        );
+        registry.register(
+            "egress_source_up",
+            "1 while an egress source ([egress]) is in service, 0 while it is out (its address cannot be bound, or sites refuse it at the greeting)",
+            m.source_up.clone(),
         );
         registry.register(
             "draining",
@@ -338,9 +351,18 @@ impl Metrics {
         }
     }
 
-    /// The metric handles of one site.
-    pub fn site(&self, site: &str) -> SiteMetrics {
-        self.sites.handles(site)
+    /// The metric handles of one site (and egress source: `""` for none).
+    pub fn site(&self, site: &str, source: &str) -> SiteMetrics {
+        self.sites.handles(site, source)
+    }
+
+    /// Shows whether an egress source is in service.
+    pub fn source_up(&self, source: &str, up: bool) {
+        self.source_up
+            .get_or_create(&SourceLabels {
+                source: source.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     /// Counts one journaled outcome (per site when it was tried at one).

@@ -271,6 +271,9 @@ pub fn from_session_error(e: &SessionError) -> Outcome {
             format!("smtp; 451 4.4.3 {e}"),
             "TransientCommunicationFailure",
         ),
+        SessionError::Connect(ConnectKind::Source, _) => {
+            deferred("4.4.1", format!("smtp; 421 4.4.1 {e}"), "IPFailure")
+        }
         SessionError::Connect(
             ConnectKind::Refused
             | ConnectKind::Unreachable

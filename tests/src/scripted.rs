@@ -116,6 +116,9 @@ pub struct Options {
     /// Greet the first this many connections with this reply (no CRLF)
     /// and close them.
     pub refuse_greeting: Option<(u32, &'static str)>,
+    /// Greet every connection from this address with this reply (no
+    /// CRLF) and close it (a blocklisted source).
+    pub refuse_from: Option<(std::net::IpAddr, &'static str)>,
     /// Answer EHLO and HELO on the first this many connections with this
     /// reply (no CRLF).
     pub refuse_ehlo: Option<(u32, &'static str)>,
@@ -161,6 +164,8 @@ pub(crate) struct Shared {
     pub(crate) rcpt_rate: u32,
     pub(crate) recent: VecDeque<Instant>,
     pub(crate) throttled: Vec<Instant>,
+    /// Each connection's peer address and the last EHLO name it gave.
+    pub(crate) peers: Vec<(std::net::IpAddr, String)>,
 }
 
 impl Shared {
@@ -221,8 +226,12 @@ impl ScriptedServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                let peer = conn
+                    .peer_addr()
+                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
                 let id = {
                     let mut s = sh.lock().expect("lock");
+                    s.peers.push((peer, String::new()));
                     s.connections += 1;
                     s.open += 1;
                     s.max_open = s.max_open.max(s.open);
@@ -291,6 +300,12 @@ impl ScriptedServer {
 
     pub fn reads(&self) -> Vec<usize> {
         self.shared.lock().expect("lock").reads.clone()
+    }
+
+    /// Each connection's peer address and EHLO name, in the order
+    /// accepted (a [`Received`]'s `conn` indexes it).
+    pub fn peers(&self) -> Vec<(std::net::IpAddr, String)> {
+        self.shared.lock().expect("lock").peers.clone()
     }
 
     pub fn command_log(&self) -> Vec<String> {

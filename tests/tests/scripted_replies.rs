@@ -184,6 +184,7 @@ fn mixed_transaction(pipelining: bool) {
     let results = rt.block_on(async {
         let mut s = client::open(
             server.addr,
+            None,
             "client.test",
             &TlsSettings::disabled(),
             TlsMode::Disabled,

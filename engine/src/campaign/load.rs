@@ -30,6 +30,7 @@ struct CampaignFile {
     personalized: Option<bool>,
     to: Option<String>,
     configuration_set: Option<String>,
+    pool: Option<String>,
     list_management: Option<ListManagement>,
 }
 
@@ -142,6 +143,7 @@ pub fn load(path: &Path) -> Result<LoadedCampaign, CampaignError> {
         configuration_set: f.configuration_set,
         message: None,
         list_management: f.list_management,
+        pool: f.pool,
     };
     let templates = crate::template::Templates::compile(def.template_sources()).map_err(|e| {
         let file = match e.part {

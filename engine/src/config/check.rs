@@ -16,6 +16,19 @@ impl Config {
         self.submission.check().map_err(|(k, r)| bad(&k, r))?;
         self.feedback.check().map_err(|(k, r)| bad(&k, r))?;
         self.api.check().map_err(|(k, r)| bad(&k, r))?;
+        self.egress
+            .check(&self.delivery.helo)
+            .map_err(|(k, r)| bad(&k, r))?;
+        for (name, set) in &self.configuration_sets {
+            if let Some(p) = &set.pool
+                && !self.egress.has_pool(p)
+            {
+                return Err(bad(
+                    &format!("configuration_sets.{name}.pool"),
+                    format!("no egress pool {p:?}"),
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.admin.iter().enumerate() {
             let key = |k: &str| format!("http.admin[{i}].{k}");

@@ -17,6 +17,7 @@ pub mod api;
 mod check;
 pub mod delivery;
 pub mod destinations;
+pub mod egress;
 pub mod feedback;
 mod select;
 pub mod sets;
@@ -91,6 +92,9 @@ pub struct Config {
     /// The SES v2 HTTP API listener.
     #[serde(default)]
     pub api: api::ApiConfig,
+    /// Local addresses mail leaves from, and their pools.
+    #[serde(default)]
+    pub egress: egress::EgressConfig,
 }
 
 /// Where MX and address lookups go.

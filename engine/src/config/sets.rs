@@ -15,6 +15,9 @@ pub struct ConfigurationSet {
     /// Where the set's events go besides `[events] jsonl`.
     #[serde(default)]
     pub destinations: Vec<Destination>,
+    /// The egress pool of its mail (SES: the set's sending pool).
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// Whether `name` is a configuration set name as SES allows it: 1 to 64

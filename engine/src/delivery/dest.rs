@@ -86,6 +86,9 @@ pub struct Dest {
     pub wake: Notify,
     /// This site's metric handles.
     pub m: Arc<SiteMetrics>,
+    /// The egress source its connections leave from (`None`: the
+    /// system's choice of address, `[delivery] helo`).
+    pub source: Option<Arc<super::egress::Source>>,
 }
 
 impl Dest {
@@ -94,6 +97,7 @@ impl Dest {
         let dest = Dest {
             key: Arc::clone(&site.key),
             hosts: site.hosts.clone(),
+            source: site.source.clone(),
             policy: RwLock::new(policy),
             throttle: Mutex::new(Throttle::new(
                 policy.messages_per_second,

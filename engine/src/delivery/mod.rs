@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod budget;
 pub mod connection;
 pub mod dest;
+pub mod egress;
 pub mod endings;
 pub mod health;
 pub mod holds;

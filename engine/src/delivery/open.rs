@@ -29,23 +29,40 @@ fn tls_mode(p: TlsPolicy) -> TlsMode {
     }
 }
 
-/// Opens a session at one address (plain-text retry for opportunistic TLS).
+/// Opens a session at one address (plain-text retry for opportunistic
+/// TLS), from the site's egress source if it has one (its address bound,
+/// its EHLO name).
 async fn open_at(
     ctx: &ShardCtx,
     config: &Config,
+    dest: &Dest,
     mode: TlsMode,
     addr: SocketAddr,
     name: &str,
 ) -> Result<Session, SessionError> {
     let t = Timeouts::from(&config.delivery.timeouts);
-    let helo = &config.delivery.helo;
-    match client::open(addr, helo, &ctx.tls, mode, name, &t).await {
+    let (from, helo) = match &dest.source {
+        Some(s) => (Some(s.address), s.ehlo.as_str()),
+        None => (None, config.delivery.helo.as_str()),
+    };
+    let r = match client::open(addr, from, helo, &ctx.tls, mode, name, &t).await {
         Err(SessionError::Tls(e)) if mode == TlsMode::Opportunistic => {
             tracing::info!(%addr, error = %e, "TLS handshake failed; retrying in plain text (tls = \"opportunistic\")");
-            client::open(addr, helo, &ctx.tls, TlsMode::Disabled, name, &t).await
+            client::open(addr, from, helo, &ctx.tls, TlsMode::Disabled, name, &t).await
         }
         r => r,
+    };
+    if let Some(s) = &dest.source {
+        match &r {
+            Ok(_) => ctx.egress.opened(s),
+            Err(SessionError::Connect(ConnectKind::Source, e)) => ctx.egress.take_out(s, e),
+            Err(SessionError::Refused(crate::smtp::Phase::Greeting, reply)) => {
+                ctx.egress.refused(s, &dest.key, &reply.to_string());
+            }
+            Err(_) => {}
+        }
     }
+    r
 }
 
 /// Opens a session to the first destination address that answers.
@@ -84,10 +101,13 @@ pub(super) async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, Session
                 return Err(last);
             }
             tries += 1;
-            match open_at(ctx, &config, mode, addr, &host).await {
+            match open_at(ctx, &config, dest, mode, addr, &host).await {
                 Ok(s) => return Ok(s),
-                // out of sockets here: the next address would fail the same
-                Err(e @ SessionError::Connect(ConnectKind::Local, _)) => return Err(e),
+                // out of sockets, or the source cannot be bound, here: the
+                // next address would fail the same
+                Err(e @ SessionError::Connect(ConnectKind::Local | ConnectKind::Source, _)) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::debug!(site = %dest.key, %host, %addr, error = %e, "session failed to open; trying the next address");
                     last = e;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use volley_spool::RecipientId;
 
 use super::backoff::Backoff;
+use super::egress::Source;
 use super::shard::{self, ShardCtx, ShardIn};
 use super::site::{self, Site};
 use super::{Report, Work};
@@ -102,33 +103,137 @@ enum Domain {
     /// Being looked up; what arrives meanwhile waits here.
     Resolving(Vec<ShardIn>),
     /// Mapped to a site until the instant.
-    Mapped(Arc<str>, Instant),
+    Mapped(Site, Instant),
 }
+
+/// A shard's key: its site's key and its egress source's index (`NONE`
+/// without sources).
+type ShardKey = (Arc<str>, usize);
+const NONE: usize = usize::MAX;
 
 struct Scheduler {
     ctx: Arc<ShardCtx>,
     me: mpsc::UnboundedSender<SchedMsg>,
     domains: HashMap<Arc<str>, Domain>,
-    sites: HashMap<Arc<str>, mpsc::UnboundedSender<ShardIn>>,
+    sites: HashMap<ShardKey, mpsc::UnboundedSender<ShardIn>>,
+    /// The egress pool of each campaign (by number) seen.
+    pools: HashMap<u32, usize>,
 }
 
 impl Scheduler {
-    /// Sends `m` to the shard of `site`, starting one when there is none or
-    /// when its shard ended (idle) and gives `m` back.
-    fn send_to_site(&mut self, site: &Site, mut m: ShardIn) {
+    /// Sends `m` to the shard of `site` and `source`, starting one when
+    /// there is none or when its shard ended (idle) and gives `m` back.
+    fn send_to(&mut self, site: &Site, source: Option<Arc<Source>>, mut m: ShardIn) {
+        let key = (
+            Arc::clone(&site.key),
+            source.as_ref().map_or(NONE, |s| s.index),
+        );
         loop {
-            let tx = self
-                .sites
-                .entry(Arc::clone(&site.key))
-                .or_insert_with(|| shard::spawn(Arc::clone(&self.ctx), site.clone()));
+            let tx = self.sites.entry(key.clone()).or_insert_with(|| {
+                let site = Site {
+                    source: source.clone(),
+                    ..site.clone()
+                };
+                shard::spawn(Arc::clone(&self.ctx), site)
+            });
             match tx.send(m) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(back)) => {
                     m = back;
-                    self.sites.remove(&site.key);
+                    self.sites.remove(&key);
                 }
             }
         }
+    }
+
+    /// Sends the recipients of `m` to `site`: each batch from a source of
+    /// its pool (see [`super::egress`]).
+    fn send_to_site(&mut self, site: &Site, m: ShardIn) {
+        for (source, part) in self.by_source(m) {
+            self.send_to(site, source, part);
+        }
+    }
+
+    /// The egress pool of `w`'s campaign: its own, else its
+    /// configuration set's, else the default.
+    fn pool_of(&mut self, id: RecipientId) -> usize {
+        let spool = &self.ctx.spool;
+        let Some(no) = spool.campaign_of(id) else {
+            return self.ctx.egress.pool(None);
+        };
+        if let Some(p) = self.pools.get(&no) {
+            return *p;
+        }
+        let config = self.ctx.config();
+        let def = spool
+            .campaign(no)
+            .and_then(|c| crate::campaign::CampaignDef::from_bytes(&c.body).ok());
+        let name = def.and_then(|d| {
+            d.pool.or_else(|| {
+                let set = d.configuration_set?;
+                config.configuration_sets.get(&set)?.pool.clone()
+            })
+        });
+        let p = self.ctx.egress.pool(name.as_deref());
+        self.pools.insert(no, p);
+        p
+    }
+
+    /// `m` split by the egress pool of its recipients, each part with the
+    /// source it leaves from (`None` without sources).
+    fn by_source(&mut self, m: ShardIn) -> Vec<(Option<Arc<Source>>, ShardIn)> {
+        let egress = Arc::clone(&self.ctx.egress);
+        if egress.is_empty() {
+            return vec![(None, m)];
+        }
+        if !egress.several_pools() {
+            return vec![(egress.pick(egress.pool(None)), m)];
+        }
+        let mut parts: Vec<(usize, ShardIn)> = Vec::new();
+        match m {
+            ShardIn::One(w) => parts.push((self.pool_of(w.id), ShardIn::One(w))),
+            ShardIn::Many(ws) => {
+                let mut by: Vec<(usize, Vec<Work>)> = Vec::new();
+                for w in ws {
+                    let p = self.pool_of(w.id);
+                    match by.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, v)) => v.push(w),
+                        None => by.push((p, vec![w])),
+                    }
+                }
+                parts.extend(by.into_iter().map(|(p, v)| (p, ShardIn::Many(v))));
+            }
+            ShardIn::Bulk(d, ids) => {
+                let mut by: Vec<(usize, Vec<RecipientId>)> = Vec::new();
+                for id in ids {
+                    let p = self.pool_of(id);
+                    match by.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, v)) => v.push(id),
+                        None => by.push((p, vec![id])),
+                    }
+                }
+                parts.extend(
+                    by.into_iter()
+                        .map(|(p, v)| (p, ShardIn::Bulk(Arc::clone(&d), v))),
+                );
+            }
+            other => parts.push((egress.pool(None), other)),
+        }
+        parts
+            .into_iter()
+            .map(|(p, m)| (egress.pick(p), m))
+            .collect()
+    }
+
+    /// The shards of the site `key` (one per source sending to it).
+    fn shards_of<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = &'a mpsc::UnboundedSender<ShardIn>> + 'a {
+        self.sites
+            .iter()
+            .filter(move |((site, _), _)| **site == *key)
+            .map(|(_, tx)| tx)
     }
 
     /// Forgets where `domain` goes; its old site's shard gives its
@@ -143,10 +248,10 @@ impl Scheduler {
             .map(|(name, _)| Arc::clone(name))
             .collect();
         for name in mapped {
-            if let Some(Domain::Mapped(site, _)) = self.domains.remove(&name)
-                && let Some(tx) = self.sites.get(&site)
-            {
-                let _ = tx.send(ShardIn::GiveBack(name));
+            if let Some(Domain::Mapped(site, _)) = self.domains.remove(&name) {
+                for tx in self.shards_of(&site.key) {
+                    let _ = tx.send(ShardIn::GiveBack(Arc::clone(&name)));
+                }
             }
         }
     }
@@ -158,7 +263,7 @@ impl Scheduler {
             Deferred::Domain(d) => d.eq_ignore_ascii_case(domain),
             Deferred::Site(k) => matches!(
                 self.domains.get(domain),
-                Some(Domain::Mapped(site, _)) if **site == **k
+                Some(Domain::Mapped(site, _)) if *site.key == **k
             ),
         }
     }
@@ -174,20 +279,20 @@ impl Scheduler {
         // the sites first: their shards take the probe before the
         // recipients (one channel, in order)
         let sites: Vec<Arc<str>> = match which {
-            Deferred::All => self.sites.keys().cloned().collect(),
+            Deferred::All => self.sites.keys().map(|(k, _)| Arc::clone(k)).collect(),
             Deferred::Site(k) => vec![Arc::from(k.as_str())],
             Deferred::Domain(d) => self
                 .domains
                 .iter()
                 .filter(|(name, _)| name.eq_ignore_ascii_case(d))
                 .filter_map(|(_, m)| match m {
-                    Domain::Mapped(site, _) => Some(Arc::clone(site)),
+                    Domain::Mapped(site, _) => Some(Arc::clone(&site.key)),
                     Domain::Resolving(_) => None,
                 })
                 .collect(),
         };
         for site in sites {
-            if let Some(tx) = self.sites.get(&site) {
+            for tx in self.shards_of(&site) {
                 let _ = tx.send(ShardIn::ProbeNow);
             }
         }
@@ -326,23 +431,16 @@ impl Scheduler {
     }
 
     fn dispatch(&mut self, domain: &Arc<str>, msg: ShardIn) {
-        let Some(mut msg) = self.unended(msg) else {
+        let Some(msg) = self.unended(msg) else {
             return;
         };
         let now = Instant::now();
         match self.domains.get_mut(domain) {
             Some(Domain::Mapped(site, until)) if *until > now => {
-                if let Some(tx) = self.sites.get(site) {
-                    match tx.send(msg) {
-                        Ok(()) => return,
-                        // the site's shard ended (idle): looked up again
-                        // (from the resolver's cache), a new one starts
-                        Err(mpsc::error::SendError(back)) => msg = back,
-                    }
-                    let site = Arc::clone(site);
-                    self.sites.remove(&site);
-                }
-                self.domains.remove(domain);
+                // a shard that ended (idle) is started again
+                let site = site.clone();
+                self.send_to_site(&site, msg);
+                return;
             }
             Some(Domain::Resolving(waiting)) => {
                 waiting.push(msg);
@@ -399,11 +497,10 @@ impl Scheduler {
                 self.look_up(domain);
             }
             Ok((site, until)) => {
-                let key = Arc::clone(&site.key);
                 for m in waiting {
                     self.send_to_site(&site, m);
                 }
-                self.domains.insert(domain, Domain::Mapped(key, until));
+                self.domains.insert(domain, Domain::Mapped(site, until));
             }
             Err(e) => {
                 // no site: each waiting recipient gets the lookup's outcome
@@ -460,6 +557,7 @@ pub async fn run(
         me,
         domains: HashMap::new(),
         sites: HashMap::new(),
+        pools: HashMap::new(),
     };
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut seq = 0u64;
@@ -518,7 +616,10 @@ pub async fn run(
                     timers.push(Reverse(Due { at, seq, work }));
                 }
                 Some(SchedMsg::Resolved(domain, r)) => s.resolved(domain, r),
-                Some(SchedMsg::Reload) => s.domains.retain(|_, d| matches!(d, Domain::Resolving(_))),
+                Some(SchedMsg::Reload) => {
+                    s.domains.retain(|_, d| matches!(d, Domain::Resolving(_)));
+                    s.pools.clear();
+                }
                 Some(SchedMsg::Rerouted(domain)) => s.rerouted(&domain),
                 Some(SchedMsg::HoldsChanged) => {
                     s.end_waiting(&mut timers);

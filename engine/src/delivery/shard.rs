@@ -73,6 +73,8 @@ pub struct ShardCtx {
     /// The service drains: no shard starts an attempt (as if every site
     /// were held) until it ends.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The egress sources and pools.
+    pub egress: Arc<super::egress::Egress>,
     /// The scheduler, for recipients an ending shard gives back (weak:
     /// the scheduler owns this context).
     pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
@@ -94,6 +96,7 @@ impl ShardCtx {
         holds: Arc<Holds>,
         reroutes: Arc<super::reroutes::Reroutes>,
         endings: Arc<super::endings::Endings>,
+        egress: Arc<super::egress::Egress>,
         scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
     ) -> ShardCtx {
         ShardCtx {
@@ -113,6 +116,7 @@ impl ShardCtx {
             reroutes,
             endings,
             draining: std::sync::atomic::AtomicBool::new(false),
+            egress,
             scheduler,
         }
     }
@@ -182,6 +186,9 @@ struct Shard {
     held_campaigns: HashMap<u32, bool>,
     /// What this shard adds to `volley_held_recipients`.
     held_counted: i64,
+    /// Its egress source was seen out of service (what it held was given
+    /// back to the scheduler then, once).
+    source_out: bool,
 }
 
 type SlotWait = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Slot>> + Send>>;
@@ -196,7 +203,12 @@ enum Turn {
 
 async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
     let policy = site.policy(&ctx.config());
-    let dest = Arc::new(Dest::new(&site, policy, ctx.metrics.site(&site.key)));
+    let source = site.source.as_ref().map_or("", |s| &*s.name);
+    let dest = Arc::new(Dest::new(
+        &site,
+        policy,
+        ctx.metrics.site(&site.key, source),
+    ));
     let rate = dest.rate();
     let (ready_tx, ready_rx) = async_channel::unbounded();
     tracing::debug!(site = %site.key, rate, connections = policy.connections, "site started");
@@ -217,12 +229,14 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         holds_seen: 0,
         held_campaigns: HashMap::new(),
         held_counted: 0,
+        source_out: false,
     };
     loop {
         while let Ok(m) = rx.try_recv() {
             s.take(m);
         }
         s.refresh();
+        s.source_check();
         let turn = if s.queue.len == 0 {
             if !s.dest.is_down() {
                 // messages in flight need a connection to take them

@@ -46,6 +46,9 @@ pub struct Site {
     pub hosts: Hosts,
     /// The domain whose `[[domain]]` rule applies (sites of their own).
     pub rule_domain: Option<String>,
+    /// The egress source its shard's connections leave from (`None`: the
+    /// system's choice); set by the scheduler.
+    pub source: Option<Arc<super::egress::Source>>,
 }
 
 impl Site {
@@ -81,6 +84,7 @@ pub async fn resolve(
                 port: r.port,
             },
             rule_domain,
+            source: None,
         };
         // routes change only with the config
         return Ok((site, Instant::now() + Duration::from_secs(24 * 3600)));
@@ -103,6 +107,7 @@ pub async fn resolve(
             port: config.delivery.smtp_port,
         },
         rule_domain,
+        source: None,
     };
     // at least a minute, so that a TTL of zero does not mean a lookup per
     // message

@@ -17,22 +17,70 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A site's labels: `site`, and `source` (the egress source, see
+/// `[egress]`) when mail leaves from configured sources.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct SiteLabels {
     pub site: String,
+    /// Empty without `[egress]` sources (the label is then left out).
+    pub source: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+fn encode_site(
+    e: &mut prometheus_client::encoding::LabelSetEncoder,
+    site: &str,
+    source: &str,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeLabel;
+    ("site", site).encode(e.encode_label())?;
+    if !source.is_empty() {
+        ("source", source).encode(e.encode_label())?;
+    }
+    Ok(())
+}
+
+impl EncodeLabelSet for SiteLabels {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encode_site(e, &self.site, &self.source)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct SiteOutcomeLabels {
-    pub site: String,
+    pub site: SiteLabels,
     pub outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for SiteOutcomeLabels {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        encode_site(e, &self.site.site, &self.site.source)?;
+        ("outcome", self.outcome).encode(e.encode_label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct SiteTlsLabels {
-    pub site: String,
+    pub site: SiteLabels,
     /// `true` when the session runs over TLS (STARTTLS), else `false`.
     pub tls: &'static str,
+}
+
+impl EncodeLabelSet for SiteTlsLabels {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        encode_site(e, &self.site.site, &self.site.source)?;
+        ("tls", self.tls).encode(e.encode_label())
+    }
 }
 
 /// One site's metric handles.
@@ -124,19 +172,20 @@ impl SiteFamilies {
     }
 
     /// The handles of `site` (its series exist from now on, at zero).
-    pub(super) fn handles(&self, site: &str) -> SiteMetrics {
+    pub(super) fn handles(&self, site: &str, source: &str) -> SiteMetrics {
         let l = SiteLabels {
             site: site.to_string(),
+            source: source.to_string(),
         };
         let outcome = |outcome| {
             self.outcomes.get_or_create_owned(&SiteOutcomeLabels {
-                site: site.to_string(),
+                site: l.clone(),
                 outcome,
             })
         };
         let sessions = |tls| {
             self.sessions.get_or_create_owned(&SiteTlsLabels {
-                site: site.to_string(),
+                site: l.clone(),
                 tls,
             })
         };

@@ -134,11 +134,24 @@ fn bounces_count_by_type_and_subtype() {
 #[test]
 fn site_sessions_count_tls_use() {
     let m = Metrics::new();
-    let site = m.site("mx:a.test");
+    let site = m.site("mx:a.test", "");
     site.session_opened(true);
     site.session_opened(false);
     site.session_opened(true);
+    // from an egress source: a `source` label after `site`
+    m.site("mx:a.test", "ip2").session_opened(true);
+    m.source_up("ip2", false);
     let body = scrape(&m, Format::Text);
+    assert!(
+        body.contains(
+            "volley_site_sessions_total{site=\"mx:a.test\",source=\"ip2\",tls=\"true\"} 1\n"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("volley_egress_source_up{source=\"ip2\"} 0\n"),
+        "{body}"
+    );
     assert!(
         body.contains("volley_site_sessions_total{site=\"mx:a.test\",tls=\"true\"} 2\n"),
         "{body}"

@@ -147,19 +147,51 @@ pub enum TlsMode {
     Verify,
 }
 
+/// A TCP connection to `addr`, from the local address `from` when given
+/// (a failure to bind it is [`ConnectKind::Source`]).
+async fn connect(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+) -> Result<TcpStream, SessionError> {
+    let failed =
+        |e: std::io::Error| SessionError::Connect(ConnectKind::of(&e), format!("{addr}: {e}"));
+    let Some(ip) = from else {
+        return TcpStream::connect(addr).await.map_err(failed);
+    };
+    if ip.is_ipv4() != addr.is_ipv4() {
+        return Err(SessionError::Connect(
+            ConnectKind::Other,
+            format!("{addr}: the source address {ip} is of the other IP version"),
+        ));
+    }
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(failed)?;
+    socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+        SessionError::Connect(
+            ConnectKind::Source,
+            format!("cannot bind the source address {ip}: {e}"),
+        )
+    })?;
+    socket.connect(addr).await.map_err(failed)
+}
+
 /// Opens a session to `addr`. `tls_name` is the server name for TLS.
 pub async fn open(
     addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
     helo: &str,
     tls: &TlsSettings,
     mode: TlsMode,
     tls_name: &str,
     t: &Timeouts,
 ) -> Result<Session, SessionError> {
-    let tcp = tokio::time::timeout(t.connect, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(t.connect, connect(addr, from))
         .await
-        .map_err(|_| SessionError::Timeout(Phase::Connect))?
-        .map_err(|e| SessionError::Connect(ConnectKind::of(&e), format!("{addr}: {e}")))?;
+        .map_err(|_| SessionError::Timeout(Phase::Connect))??;
     tcp.set_nodelay(true)
         .map_err(|e| SessionError::Io(Phase::Connect, e.to_string()))?;
     let mut client = SmtpClient {

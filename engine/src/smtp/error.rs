@@ -43,6 +43,9 @@ pub enum ConnectKind {
     /// This machine ran out of something (file descriptors, buffers,
     /// local ports): not the remote site's fault.
     Local,
+    /// The egress source's address could not be bound here: not the
+    /// remote site's fault.
+    Source,
     /// Anything else.
     Other,
 }

@@ -317,6 +317,7 @@ pub fn prepare(
             ..meta
         }),
         list_management: None,
+        pool: None,
     };
     Ok(Prepared {
         def,

@@ -57,8 +57,15 @@ pub(super) fn serve(conn: TcpStream, ctx: &Ctx<'_>) -> std::io::Result<()> {
             .write_all(b"421 4.3.2 scripted: service not available, try again later\r\n")?;
         return Ok(());
     }
+    let peer = reader.get_ref().peer_addr().map(|a| a.ip()).ok();
     if let Some((n, reply)) = opts.refuse_greeting
         && (ctx.conn as u64) < u64::from(n)
+    {
+        write!(reader.get_mut(), "{reply}\r\n")?;
+        return Ok(());
+    }
+    if let Some((from, reply)) = opts.refuse_from
+        && peer == Some(from)
     {
         write!(reader.get_mut(), "{reply}\r\n")?;
         return Ok(());
@@ -147,6 +154,11 @@ fn session<S: Read + Write>(
         {
             write!(out, "{reply}\r\n")?;
         } else if upper.starts_with("EHLO") {
+            if let Some(name) = cmd.split_whitespace().nth(1)
+                && let Some(p) = ctx.shared.lock().expect("lock").peers.get_mut(ctx.conn)
+            {
+                p.1 = name.to_string();
+            }
             ctx.pause(Stage::Ehlo, reader.get_mut(), &mut out)?;
             let p = if opts.pipelining {
                 "250-PIPELINING\r\n"

@@ -127,6 +127,34 @@ impl Shard {
         }
     }
 
+    /// When its egress source goes out of service: gives what it holds
+    /// (queued or set aside) back to the scheduler, once, so it leaves
+    /// from the pool's other sources (what then comes back, having no
+    /// other source, stays).
+    pub(super) fn source_check(&mut self) {
+        let Some(src) = &self.dest.source else { return };
+        let out = !src.in_service();
+        if out == self.source_out {
+            return;
+        }
+        self.source_out = out;
+        if !out {
+            return;
+        }
+        let mut given = Vec::new();
+        while let Some(w) = self.queue.pop() {
+            given.push(w);
+        }
+        given.append(&mut self.parked);
+        if given.is_empty() {
+            return;
+        }
+        tracing::info!(site = %self.site.key, source = %src.name, recipients = given.len(), "egress source out of service: recipients given back");
+        if let Some(tx) = self.ctx.scheduler.upgrade() {
+            let _ = tx.send(super::super::scheduler::SchedMsg::Work(given));
+        }
+    }
+
     /// Puts back in the queue what was set aside and is no longer held.
     pub(super) fn unpark(&mut self) {
         let parked = std::mem::take(&mut self.parked);

@@ -31,6 +31,7 @@ fn def() -> CampaignDef {
         configuration_set: None,
         message: None,
         list_management: None,
+        pool: None,
     }
 }
 

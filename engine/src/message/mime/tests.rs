@@ -22,6 +22,7 @@ fn def() -> CampaignDef {
         configuration_set: None,
         message: None,
         list_management: None,
+        pool: None,
     }
 }
 

@@ -1,0 +1,179 @@
+//! Egress sources and pools (`[egress]`): mail leaves from loopback
+//! addresses 127.0.0.2 and 127.0.0.3 with each source's EHLO name, as a
+//! scripted server on 127.0.0.1 sees from each connection's peer address;
+//! a campaign's `pool` and a configuration set's `pool` keep their mail to
+//! that pool's source; a source whose address cannot be bound (192.0.2.1,
+//! not on this machine) is taken out of its pool and reported
+//! (`volley_egress_source_up 0`), and its pool delivers everything through
+//! the others.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use volley_tests::queue_rig::{campaign, enqueue};
+use volley_tests::scripted::ScriptedServer;
+use volley_tests::*;
+
+#[test]
+fn mail_leaves_from_its_pools_sources_and_a_source_that_cannot_bind_is_taken_out() {
+    let fx = Fixture::new();
+    let server = ScriptedServer::accept_all(true);
+    fx.write(
+        "config.toml",
+        format!(
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [delivery]\nretry_first = \"1s\"\nretry_cap = \"2s\"\n\
+             [routes]\n\"*\" = \"{}\"\n\
+             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\nehlo = \"mta2.test\"\n\
+             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\nehlo = \"mta3.test\"\n\
+             [[egress.sources]]\nname = \"gone\"\naddress = \"192.0.2.1\"\nehlo = \"gone.test\"\n\
+             [[egress.pools]]\nname = \"solo\"\nsources = [\"s3\"]\n\
+             [configuration_sets.promo]\npool = \"solo\"\n",
+            free_port(),
+            server.addr
+        ),
+    );
+    let http = fx.http_addr();
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let main: Vec<String> = (0..12).map(|i| format!("m{i}@d{}.test", i % 6)).collect();
+    let main_refs: Vec<&str> = main.iter().map(String::as_str).collect();
+    enqueue(&fx, &campaign(&fx, "main", &main_refs));
+    // a campaign choosing its pool, and one through its configuration set
+    let solo = campaign(&fx, "solo", &["s1@e1.test", "s2@e2.test"]);
+    let file = std::fs::read_to_string(fx.path().join(&solo)).unwrap();
+    fx.write(&solo, format!("pool = \"solo\"\n{file}"));
+    enqueue(&fx, &solo);
+    let promo = campaign(&fx, "promo", &["p1@e3.test", "p2@e4.test"]);
+    let file = std::fs::read_to_string(fx.path().join(&promo)).unwrap();
+    fx.write(&promo, format!("configuration_set = \"promo\"\n{file}"));
+    enqueue(&fx, &promo);
+    wait_until(Duration::from_secs(90), "all 16 delivered", || {
+        per_recipient(&fx.events(), "Delivery").len() == 16
+    });
+
+    // who sent what: the peer address and EHLO name of its connection
+    let peers = server.peers();
+    let mut from: BTreeMap<String, (IpAddr, String)> = BTreeMap::new();
+    for r in server.received() {
+        for rcpt in &r.rcpts {
+            from.insert(rcpt.clone(), peers[r.conn].clone());
+        }
+    }
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    for (rcpt, (addr, ehlo)) in &from {
+        let want = if *addr == ip("127.0.0.2") {
+            "mta2.test"
+        } else {
+            "mta3.test"
+        };
+        assert_eq!(ehlo, want, "{rcpt} from {addr}");
+        assert!(
+            *addr == ip("127.0.0.2") || *addr == ip("127.0.0.3"),
+            "{rcpt} from {addr}"
+        );
+    }
+    for r in ["s1@e1.test", "s2@e2.test", "p1@e3.test", "p2@e4.test"] {
+        assert_eq!(from[r].0, ip("127.0.0.3"), "{r} is in pool solo");
+    }
+    let main_from: Vec<IpAddr> = main.iter().map(|r| from[r].0).collect();
+    assert!(
+        main_from.contains(&ip("127.0.0.2")) && main_from.contains(&ip("127.0.0.3")),
+        "{main_from:?}"
+    );
+
+    // the source that cannot bind is out, and says so
+    let (_, body) = http_get(&http, "/metrics").unwrap();
+    let up = |s: &str| prom::value(&body, &format!("volley_egress_source_up{{source=\"{s}\"}}"));
+    assert_eq!(
+        (up("s2"), up("s3"), up("gone")),
+        (Some(1.0), Some(1.0), Some(0.0)),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("site=\"{}\",source=\"s3\"", server.addr)),
+        "{body}"
+    );
+    let out = stop(service);
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("egress source out of service") && log.contains("192.0.2.1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_source_every_site_refuses_at_the_greeting_leaves_its_pool() {
+    let fx = Fixture::new();
+    let blocked: IpAddr = "127.0.0.2".parse().unwrap();
+    let servers: Vec<ScriptedServer> = (0..3)
+        .map(|_| {
+            ScriptedServer::start_with(
+                volley_tests::scripted::Options {
+                    pipelining: true,
+                    refuse_from: Some((
+                        blocked,
+                        "554 5.7.1 Service unavailable; client host blocked",
+                    )),
+                    ..Default::default()
+                },
+                std::sync::Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+            )
+        })
+        .collect();
+    // four domains at each of the three sites
+    let mut routes = String::new();
+    let mut rcpts = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        for j in 0..4 {
+            routes.push_str(&format!("\"x{i}{j}.test\" = \"{}\"\n", s.addr));
+            rcpts.push(format!("r@x{i}{j}.test"));
+        }
+    }
+    fx.write(
+        "config.toml",
+        format!(
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [delivery]\nretry_first = \"1s\"\nretry_cap = \"2s\"\n\
+             [routes]\n{routes}\
+             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\nehlo = \"mta2.test\"\n\
+             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\nehlo = \"mta3.test\"\n",
+            free_port(),
+        ),
+    );
+    let http = fx.http_addr();
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    enqueue(&fx, &campaign(&fx, "c", &refs));
+    wait_until(Duration::from_secs(90), "all 12 delivered", || {
+        per_recipient(&fx.events(), "Delivery").len() == 12
+    });
+    // every message came from the source not refused; the refused one is out
+    for s in &servers {
+        let peers = s.peers();
+        for r in s.received() {
+            assert_eq!(peers[r.conn].0, "127.0.0.3".parse::<IpAddr>().unwrap());
+        }
+        assert!(
+            peers.iter().any(|p| p.0 == blocked),
+            "each site saw the blocked source"
+        );
+    }
+    let (_, body) = http_get(&http, "/metrics").unwrap();
+    let up = |s: &str| prom::value(&body, &format!("volley_egress_source_up{{source=\"{s}\"}}"));
+    assert_eq!((up("s2"), up("s3")), (Some(0.0), Some(1.0)), "{body}");
+    // no recipient bounced: a greeting refusal speaks of the connection
+    assert!(per_recipient(&fx.events(), "Bounce").is_empty());
+    let out = stop(service);
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("refused its sessions at the greeting"),
+        "{log}"
+    );
+}
