@@ -1,8 +1,8 @@
 //! Egress sources and pools (`[egress]`): mail leaves from loopback
 //! addresses 127.0.0.2 and 127.0.0.3 with each source's EHLO name, as a
 //! scripted server on 127.0.0.1 sees from each connection's peer address;
-//! a campaign's `pool` and a configuration set's `pool` keep their mail to
-//! that pool's source; a source whose address cannot be bound (192.0.2.1,
+//! a campaign's `pool`, a configuration set's `pool` and a message's
+//! `X-Volley-Pool` keep their mail to that pool's source; a source whose address cannot be bound (192.0.2.1,
 //! not on this machine) is taken out of its pool and reported
 //! (`volley_egress_source_up 0`), and its pool delivers everything through
 //! the others.
@@ -51,8 +51,16 @@ fn mail_leaves_from_its_pools_sources_and_a_source_that_cannot_bind_is_taken_out
     let file = std::fs::read_to_string(fx.path().join(&promo)).unwrap();
     fx.write(&promo, format!("configuration_set = \"promo\"\n{file}"));
     enqueue(&fx, &promo);
-    wait_until(Duration::from_secs(90), "all 16 delivered", || {
-        per_recipient(&fx.events(), "Delivery").len() == 16
+    // a message choosing its pool with X-Volley-Pool (drop directory)
+    let pickup = fx.path().join("spool/pickup");
+    std::fs::write(
+        pickup.join("tmp/m.eml"),
+        "From: app@example.com\nTo: x1@e5.test\nX-Volley-Pool: solo\nSubject: hi\n\nhello\n",
+    )
+    .unwrap();
+    std::fs::rename(pickup.join("tmp/m.eml"), pickup.join("new/m.eml")).unwrap();
+    wait_until(Duration::from_secs(90), "all 17 delivered", || {
+        per_recipient(&fx.events(), "Delivery").len() == 17
     });
 
     // who sent what: the peer address and EHLO name of its connection
@@ -76,7 +84,13 @@ fn mail_leaves_from_its_pools_sources_and_a_source_that_cannot_bind_is_taken_out
             "{rcpt} from {addr}"
         );
     }
-    for r in ["s1@e1.test", "s2@e2.test", "p1@e3.test", "p2@e4.test"] {
+    for r in [
+        "s1@e1.test",
+        "s2@e2.test",
+        "p1@e3.test",
+        "p2@e4.test",
+        "x1@e5.test",
+    ] {
         assert_eq!(from[r].0, ip("127.0.0.3"), "{r} is in pool solo");
     }
     let main_from: Vec<IpAddr> = main.iter().map(|r| from[r].0).collect();

@@ -1,8 +1,9 @@
 //! A ready-made message made fit for the spool (pure): line ends made CRLF,
 //! the header block checked (size, field count), `Bcc`, `Return-Path`,
 //! the drop directory's `X-Envelope-From` / `X-Envelope-To` and the SES
-//! headers `X-SES-CONFIGURATION-SET` / `X-SES-MESSAGE-TAGS` taken
-//! out (the last two give the configuration set and event tags), a `Date`
+//! headers `X-SES-CONFIGURATION-SET` / `X-SES-MESSAGE-TAGS` and Volley's
+//! `X-Volley-Pool` taken out (they give the configuration set, event tags
+//! and egress pool), a `Date`
 //! added when missing (a missing `Message-ID` is added at production, the
 //! same on every attempt), and the definition the spool stores with it
 //! ([`CampaignDef`] with [`MessageMeta`]).
@@ -41,6 +42,8 @@ pub enum Rejected {
     BadRecipient { address: String, reason: String },
     #[error("configuration set {0:?} does not exist")]
     UnknownSet(String),
+    #[error("X-Volley-Pool: egress pool {0:?} does not exist")]
+    UnknownPool(String),
     #[error("X-SES-MESSAGE-TAGS: {0}")]
     BadTags(String),
 }
@@ -194,11 +197,16 @@ pub fn parse_tags(v: &str) -> Result<BTreeMap<String, String>, String> {
 pub trait Sets {
     fn exists(&self, name: &str) -> bool;
     fn default_set(&self) -> Option<String>;
+    /// Whether the egress pool `name` exists.
+    fn pool_exists(&self, name: &str) -> bool;
 }
 
 impl Sets for crate::config::Config {
     fn exists(&self, name: &str) -> bool {
         self.configuration_sets.contains_key(name)
+    }
+    fn pool_exists(&self, name: &str) -> bool {
+        self.egress.has_pool(name)
     }
     fn default_set(&self) -> Option<String> {
         self.events.default_configuration_set.clone()
@@ -251,11 +259,14 @@ pub fn prepare(
     let m = crlf(raw);
     let (fields, body) = split_fields(&m)?;
     let mut set = None;
+    let mut pool = None;
     let mut tags = BTreeMap::new();
     let mut kept: Vec<&Field<'_>> = Vec::with_capacity(fields.len());
     for f in &fields {
         if f.is("X-SES-CONFIGURATION-SET") {
             set = Some(f.value());
+        } else if f.is("X-Volley-Pool") {
+            pool = Some(f.value());
         } else if f.is("X-SES-MESSAGE-TAGS") {
             tags.extend(parse_tags(&f.value()).map_err(Rejected::BadTags)?);
         } else if !(f.is("Bcc")
@@ -270,6 +281,11 @@ pub fn prepare(
         Some(s) if sets.exists(&s) => Some(s),
         Some(s) => return Err(Rejected::UnknownSet(s)),
         None => sets.default_set(),
+    };
+    let pool = match pool.filter(|p| !p.is_empty()) {
+        Some(p) if sets.pool_exists(&p) => Some(p),
+        Some(p) => return Err(Rejected::UnknownPool(p)),
+        None => None,
     };
     let find = |name: &str| kept.iter().find(|f| f.is(name)).map(|f| f.value());
     let (from, from_addr, from_name) = match find("From") {
@@ -317,7 +333,7 @@ pub fn prepare(
             ..meta
         }),
         list_management: None,
-        pool: None,
+        pool,
     };
     Ok(Prepared {
         def,

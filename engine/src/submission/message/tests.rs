@@ -12,6 +12,9 @@ impl Sets for TwoSets {
     fn default_set(&self) -> Option<String> {
         Some("main".into())
     }
+    fn pool_exists(&self, name: &str) -> bool {
+        name == "bulk"
+    }
 }
 
 fn meta() -> MessageMeta {
@@ -108,6 +111,21 @@ fn refusals_name_the_problem() {
         e("X-SES-CONFIGURATION-SET: nope\r\n\r\nx", &["b@example.org"]),
         Rejected::UnknownSet("nope".into())
     );
+    assert_eq!(
+        e(
+            "From: a@example.com\r\nX-Volley-Pool: nope\r\n\r\nx",
+            &["b@example.org"]
+        ),
+        Rejected::UnknownPool("nope".into())
+    );
+    // a known pool is kept in the definition, the header taken out
+    let p = prep(
+        "From: a@example.com\r\nX-Volley-Pool: bulk\r\n\r\nx",
+        &["b@example.org"],
+    )
+    .unwrap();
+    assert_eq!(p.def.pool.as_deref(), Some("bulk"));
+    assert!(!String::from_utf8_lossy(&p.message).contains("X-Volley-Pool"));
     assert!(matches!(
         e("X-SES-MESSAGE-TAGS: a b\r\n\r\nx", &["b@example.org"]),
         Rejected::BadTags(_)

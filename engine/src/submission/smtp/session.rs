@@ -471,7 +471,7 @@ fn refusal(e: &Rejected) -> String {
         Rejected::TooManyRecipients { .. } => format!("452 4.5.3 {e}"),
         Rejected::BadRecipient { .. } => format!("553 5.1.3 {e}"),
         Rejected::NoRecipients => format!("554 5.5.1 {e}"),
-        Rejected::UnknownSet(_) => format!("554 5.3.0 {e}"),
+        Rejected::UnknownSet(_) | Rejected::UnknownPool(_) => format!("554 5.3.0 {e}"),
         Rejected::NoFrom | Rejected::BadFrom(_) | Rejected::BadTags(_) => {
             format!("554 5.6.0 {e}")
         }
