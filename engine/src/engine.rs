@@ -100,6 +100,7 @@ pub struct Handle {
     holds: Arc<Holds>,
     reroutes: Arc<Reroutes>,
     endings: Arc<Endings>,
+    egress: Arc<crate::delivery::egress::Egress>,
     spool: Arc<volley_spool::Spool>,
     metrics: Arc<Metrics>,
 }
@@ -284,6 +285,10 @@ impl Engine {
                 &config.egress,
                 &config.delivery.helo,
                 Arc::clone(&metrics),
+                crate::delivery::warmup::Warmup::open(
+                    spool.dir(),
+                    crate::delivery::egress::plans(&config.egress),
+                )?,
             )),
             sched_tx.downgrade(),
         ));
@@ -325,6 +330,7 @@ impl Engine {
             holds: Arc::clone(&self.shards.holds),
             reroutes: Arc::clone(&self.shards.reroutes),
             endings: Arc::clone(&self.shards.endings),
+            egress: Arc::clone(&self.shards.egress),
             spool: Arc::clone(&self.spool),
             metrics: Arc::clone(&self.metrics),
         }

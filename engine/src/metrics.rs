@@ -154,6 +154,9 @@ pub struct Metrics {
     pub draining: Gauge,
     /// 1 per egress source in service, 0 while out of it.
     pub source_up: Family<SourceLabels, Gauge>,
+    /// Warming sources: plan day, and today's allowance per site.
+    pub warmup_day: Family<SourceLabels, Gauge>,
+    pub warmup_allowance: Family<SourceLabels, Gauge>,
     pub ingested: Counter,
     pub rejected: Counter,
     /// SIGHUP reloads, by result (`applied`, `invalid`).
@@ -194,6 +197,8 @@ impl Metrics {
             holds: Family::default(),
             draining: Gauge::default(),
             source_up: Family::default(),
+            warmup_day: Family::default(),
+            warmup_allowance: Family::default(),
             ingested: Counter::default(),
             rejected: Counter::default(),
             reloads: Family::default(),
@@ -270,6 +275,16 @@ impl Metrics {
             "egress_source_up",
             "1 while an egress source ([egress]) is in service, 0 while it is out (its address cannot be bound, or sites refuse it at the greeting)",
             m.source_up.clone(),
+        );
+        registry.register(
+            "egress_warmup_day",
+            "The warm-up day a warming egress source is on (1, 2, ...)",
+            m.warmup_day.clone(),
+        );
+        registry.register(
+            "egress_warmup_allowance",
+            "Messages a warming egress source may send each site today (0 while paused, -1 once established)",
+            m.warmup_allowance.clone(),
         );
         registry.register(
             "draining",
@@ -354,6 +369,21 @@ impl Metrics {
     /// The metric handles of one site (and egress source: `""` for none).
     pub fn site(&self, site: &str, source: &str) -> SiteMetrics {
         self.sites.handles(site, source)
+    }
+
+    /// Shows a source's warm-up: its plan day and today's allowance per
+    /// site (`-1` when established).
+    pub fn warmup(&self, s: &crate::delivery::warmup::Standing) {
+        let l = SourceLabels {
+            source: s.source.clone(),
+        };
+        self.warmup_day.get_or_create(&l).set(s.day as i64);
+        let allowance = match (s.complete, s.paused, s.allowance) {
+            (true, _, _) | (_, _, None) => -1,
+            (_, true, _) => 0,
+            (_, false, Some(a)) => a as i64,
+        };
+        self.warmup_allowance.get_or_create(&l).set(allowance);
     }
 
     /// Shows whether an egress source is in service.

@@ -2,14 +2,14 @@
 //! running service's `[http] listen`, for callers with a bearer token
 //! (`[[http.admin]]`: a name and the token's SHA-256).
 //!
-//! - `POST /admin/queue/{retry,hold,release,reroute,cancel,bounce,drain,resume}`
+//! - `POST /admin/queue/{retry,hold,release,reroute,cancel,bounce,drain,resume,warmup}`
 //!   with a JSON object naming the target as the command's options do
 //!   (`{"domain": "example.com"}`, `{"all": true}`, `{"campaign": "spring",
 //!   "reason": "..."}`, `{"domain": "d", "to": "host:25"}` or `{"domain":
 //!   "d", "clear": true}`, `{"wait": 60}`): answered `{"result": "..."}`
 //!   with the text the command prints, after the action is logged (with
 //!   the token's name and the caller's address).
-//! - `GET /admin/queue/{holds,reroutes,endings,log}`,
+//! - `GET /admin/queue/{holds,reroutes,endings,warmups,log}`,
 //!   `GET /admin/queue/inspect?email=...`, `GET /admin/queue/deferred?limit=N`:
 //!   JSON arrays.
 //!
@@ -297,6 +297,17 @@ fn op(what: &str, f: &Value) -> Result<Op, Bad> {
                 wait_secs: wait,
             }
         }
+        "warmup" => {
+            let source = text_field(f, "source")?
+                .ok_or((StatusCode::BAD_REQUEST, "source is needed".to_string()))?;
+            let act = serde_json::from_value(f["action"].clone()).map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "action must be pause, resume, reset or complete".to_string(),
+                )
+            })?;
+            Op::Warmup { source, act }
+        }
         "resume" => Op::Drain {
             on: false,
             wait_secs: 0,
@@ -336,6 +347,13 @@ async fn look(ctx: &Arc<AdminCtx>, what: &str, query: &str) -> Response {
                 .collect();
             Value::Array(list)
         }
+        "warmups" => Value::Array(
+            handle
+                .warmups()
+                .iter()
+                .filter_map(|s| serde_json::to_value(s).ok())
+                .collect(),
+        ),
         "endings" => {
             let list: Vec<Value> = handle
                 .endings()

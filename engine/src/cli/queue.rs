@@ -108,6 +108,24 @@ pub enum QueueAction {
     },
     /// End a drain: take new work and deliver again.
     Resume,
+    /// Pause, resume, reset (day 1 again) or complete (established) an
+    /// egress source's warm-up.
+    #[command(group(clap::ArgGroup::new("act").required(true)))]
+    Warmup {
+        #[arg(long)]
+        source: String,
+        #[arg(long, group = "act")]
+        pause: bool,
+        #[arg(long, group = "act")]
+        resume: bool,
+        #[arg(long, group = "act")]
+        reset: bool,
+        #[arg(long, group = "act")]
+        complete: bool,
+    },
+    /// The warming sources: plan day, today's allowance per site, paused
+    /// (JSON lines; also without a running service).
+    Warmups,
     /// Where an address's recipients are (JSON lines: email, campaign,
     /// state, attempts, next_attempt, accepted, last outcome and reply).
     Inspect { email: String },
@@ -157,13 +175,35 @@ impl From<Target> for Hold {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Op {
-    Retry { which: Deferred },
-    Hold { hold: Hold, on: bool },
-    Inspect { email: String },
-    Deferred { limit: usize },
-    Reroute { domain: String, to: Option<String> },
-    End { end: End, reason: Option<String> },
-    Drain { on: bool, wait_secs: u64 },
+    Retry {
+        which: Deferred,
+    },
+    Hold {
+        hold: Hold,
+        on: bool,
+    },
+    Inspect {
+        email: String,
+    },
+    Deferred {
+        limit: usize,
+    },
+    Reroute {
+        domain: String,
+        to: Option<String>,
+    },
+    End {
+        end: End,
+        reason: Option<String>,
+    },
+    Drain {
+        on: bool,
+        wait_secs: u64,
+    },
+    Warmup {
+        source: String,
+        act: volley_engine::delivery::warmup::Action,
+    },
 }
 
 /// A drain asked of the service's main loop (which owns the listeners):
@@ -228,6 +268,32 @@ pub async fn command(config_path: &Path, action: QueueAction) -> CliResult {
                 println!("{line}");
             }
             return Ok(EXIT_OK);
+        }
+        QueueAction::Warmups => {
+            let plans = volley_engine::delivery::egress::plans(&config.egress);
+            let w = volley_engine::delivery::warmup::Warmup::open(&config.spool.dir, plans)
+                .map_err(fail)?;
+            let today = volley_engine::delivery::warmup::day_of(volley_spool::now_ms());
+            for s in w.standings(today) {
+                println!("{}", serde_json::to_string(&s).map_err(fail)?);
+            }
+            return Ok(EXIT_OK);
+        }
+        QueueAction::Warmup {
+            source,
+            pause,
+            resume,
+            reset,
+            ..
+        } => {
+            use volley_engine::delivery::warmup::Action;
+            let act = match (pause, resume, reset) {
+                (true, _, _) => Action::Pause,
+                (_, true, _) => Action::Resume,
+                (_, _, true) => Action::Reset,
+                _ => Action::Complete,
+            };
+            Op::Warmup { source, act }
         }
         QueueAction::Drain { wait } => Op::Drain {
             on: true,
@@ -404,6 +470,25 @@ pub async fn act(
         }
         Op::Inspect { .. } | Op::Deferred { .. } => return Err("not an action".into()),
         Op::Retry { which } => retry(handle, which).await?,
+        Op::Warmup { source, act } => {
+            handle.warmup(source.clone(), act).await?;
+            let what = serde_json::to_value(act).unwrap_or_default();
+            let text = format!(
+                "source {source}: warm-up {}",
+                match act {
+                    volley_engine::delivery::warmup::Action::Pause => "paused",
+                    volley_engine::delivery::warmup::Action::Resume => "resumed",
+                    volley_engine::delivery::warmup::Action::Reset => "reset to day 1",
+                    volley_engine::delivery::warmup::Action::Complete => "complete (established)",
+                }
+            );
+            (
+                "warmup",
+                serde_json::json!({ "source": source }),
+                serde_json::json!({ "action": what }),
+                text,
+            )
+        }
         Op::End { end, reason } => {
             let changed = handle
                 .end(end.clone(), reason.clone())

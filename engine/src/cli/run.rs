@@ -352,6 +352,14 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
     let reroutes = volley_engine::delivery::reroutes::Reroutes::open(&config.spool.dir)
         .map_err(|e| fail(anyhow::anyhow!("cannot read the reroutes: {e}")))?
         .get();
+    let warmups = volley_engine::delivery::warmup::Warmup::open(
+        &config.spool.dir,
+        volley_engine::delivery::egress::plans(&config.egress),
+    )
+    .map_err(|e| fail(anyhow::anyhow!("cannot read the warm-ups: {e}")))?
+    .standings(volley_engine::delivery::warmup::day_of(
+        volley_spool::now_ms(),
+    ));
     let endings = volley_engine::delivery::endings::Endings::open(&config.spool.dir)
         .map_err(|e| fail(anyhow::anyhow!("cannot read the endings: {e}")))?
         .get();
@@ -359,6 +367,7 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
         let mut v = serde_json::to_value(&s).map_err(fail)?;
         v["holds"] = serde_json::to_value(&*holds).map_err(fail)?;
         v["endings"] = serde_json::to_value(&*endings).map_err(fail)?;
+        v["warmups"] = serde_json::to_value(&warmups).map_err(fail)?;
         v["reroutes"] = serde_json::to_value(&*reroutes).map_err(fail)?;
         println!("{}", serde_json::to_string_pretty(&v).map_err(fail)?);
     } else {
@@ -371,6 +380,17 @@ pub fn status(config_path: &Path, json: bool) -> CliResult {
         }
         for (name, _) in endings.campaigns.iter() {
             println!("cancelled: campaign {name}");
+        }
+        for w in &warmups {
+            let state = match (w.complete, w.paused, w.allowance) {
+                (true, _, _) | (_, _, None) => "established".to_string(),
+                (_, true, _) => "paused".to_string(),
+                (_, false, Some(a)) => format!("{a} a day to each site"),
+            };
+            println!(
+                "warm-up: source {} day {} of {}: {state}",
+                w.source, w.day, w.days
+            );
         }
     }
     Ok(EXIT_OK)

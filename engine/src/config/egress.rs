@@ -31,6 +31,36 @@ pub struct SourceConfig {
     /// The EHLO name (its PTR record's name); `[delivery] helo` if absent.
     #[serde(default)]
     pub ehlo: Option<String>,
+    /// A warm-up plan: the most messages a day to each site (provider),
+    /// day 1, 2, ...; `"standard"` for [`STANDARD_WARMUP`]. None: an
+    /// established address.
+    #[serde(default)]
+    pub warmup: Option<WarmupPlan>,
+}
+
+/// A warm-up plan as the config gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WarmupPlan {
+    Named(String),
+    Days(Vec<u64>),
+}
+
+/// The standard plan: messages a day to each site, doubling from 50 over
+/// 14 days (as the common published schedules rise); established after.
+pub const STANDARD_WARMUP: [u64; 14] = [
+    50, 100, 200, 400, 800, 1_500, 3_000, 6_000, 12_000, 25_000, 50_000, 100_000, 200_000, 400_000,
+];
+
+impl WarmupPlan {
+    /// The daily allowances.
+    pub fn days(&self) -> Option<Vec<u64>> {
+        match self {
+            WarmupPlan::Named(n) if n == "standard" => Some(STANDARD_WARMUP.to_vec()),
+            WarmupPlan::Named(_) => None,
+            WarmupPlan::Days(d) => Some(d.clone()),
+        }
+    }
 }
 
 /// One pool: `[[egress.pools]]`.
@@ -91,6 +121,23 @@ impl EgressConfig {
                     key("address"),
                     format!("{} is not a local unicast address", s.address),
                 ));
+            }
+            if let Some(plan) = &s.warmup {
+                match plan.days() {
+                    None => {
+                        return Err((
+                            key("warmup"),
+                            "\"standard\" or a list of daily allowances".into(),
+                        ));
+                    }
+                    Some(d) if d.is_empty() || d.len() > 365 || d.contains(&0) => {
+                        return Err((
+                            key("warmup"),
+                            "1 to 365 daily allowances, each at least 1".into(),
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
             let ehlo = s.ehlo.as_deref().unwrap_or(helo);
             if ehlo.is_empty() || ehlo.bytes().any(|b| !b.is_ascii_graphic()) {

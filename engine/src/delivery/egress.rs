@@ -63,6 +63,8 @@ impl Source {
 
 /// The sources and pools of a running engine.
 pub struct Egress {
+    /// The sources' warm-ups.
+    pub warmup: super::warmup::Warmup,
     sources: Vec<Arc<Source>>,
     /// Pools by name: their sources' indices.
     pools: Vec<(String, Vec<usize>)>,
@@ -71,7 +73,12 @@ pub struct Egress {
 }
 
 impl Egress {
-    pub fn new(config: &EgressConfig, helo: &str, metrics: Arc<Metrics>) -> Egress {
+    pub fn new(
+        config: &EgressConfig,
+        helo: &str,
+        metrics: Arc<Metrics>,
+        warmup: super::warmup::Warmup,
+    ) -> Egress {
         let sources: Vec<Arc<Source>> = config
             .sources
             .iter()
@@ -89,7 +96,11 @@ impl Egress {
         for s in &sources {
             metrics.source_up(&s.name, true);
         }
+        for s in warmup.standings(super::warmup::day_of(volley_spool::now_ms())) {
+            metrics.warmup(&s);
+        }
         Egress {
+            warmup,
             sources,
             pools: config.pools(),
             next: AtomicUsize::new(0),
@@ -135,6 +146,66 @@ impl Egress {
             return all.get(n % all.len().max(1)).map(|s| Arc::clone(s));
         }
         Some(Arc::clone(live[n % live.len()]))
+    }
+
+    /// Shares `n` messages of pool `pool` for `site` out among its
+    /// sources in service, in turn, each within its warm-up allowance for
+    /// UTC day `today` (counted); how many each takes, and how many have
+    /// no room today.
+    pub fn assign(
+        &self,
+        pool: usize,
+        site: &str,
+        n: usize,
+        today: u64,
+    ) -> (Vec<(Arc<Source>, usize)>, usize) {
+        if !self.warmup.any() {
+            return (self.pick(pool).map(|s| (s, n)).into_iter().collect(), 0);
+        }
+        let Some((_, members)) = self.pools.get(pool) else {
+            return (Vec::new(), n);
+        };
+        let mut turn: Vec<&Arc<Source>> = members
+            .iter()
+            .filter_map(|&i| self.sources.get(i))
+            .filter(|s| s.in_service())
+            .collect();
+        if turn.is_empty() {
+            turn = members
+                .iter()
+                .filter_map(|&i| self.sources.get(i))
+                .collect();
+        }
+        let len = turn.len().max(1);
+        turn.rotate_left(self.next.fetch_add(1, Ordering::Relaxed) % len);
+        let mut out = Vec::new();
+        let mut left = n;
+        for s in turn {
+            if left == 0 {
+                break;
+            }
+            let take = match self.warmup.room(&s.name, site, today) {
+                None => left,
+                Some(r) => left.min(usize::try_from(r).unwrap_or(usize::MAX)),
+            };
+            if take > 0 {
+                self.warmup.take(&s.name, site, take as u64, today);
+                out.push((Arc::clone(s), take));
+                left -= take;
+            }
+        }
+        (out, left)
+    }
+
+    /// Stores the warm-ups' progress and shows it in the metrics.
+    pub fn store_warmup(&self) {
+        if let Err(e) = self.warmup.flush() {
+            tracing::warn!(error = %e, "cannot store the warm-up progress");
+        }
+        let today = super::warmup::day_of(volley_spool::now_ms());
+        for s in self.warmup.standings(today) {
+            self.metrics.warmup(&s);
+        }
     }
 
     /// Takes `s` out of service: `why` is logged and reported.
@@ -188,13 +259,45 @@ impl Egress {
     }
 }
 
+/// The warm-up plans of `config`'s sources (source → daily allowances).
+pub fn plans(config: &EgressConfig) -> std::collections::BTreeMap<String, Vec<u64>> {
+    config
+        .sources
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.warmup.as_ref()?.days()?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn egress(text: &str) -> Egress {
         let c: EgressConfig = toml::from_str(text).unwrap();
-        Egress::new(&c, "mta.test", Arc::new(Metrics::default()))
+        let dir = tempfile::tempdir().unwrap();
+        let w = super::super::warmup::Warmup::open(dir.path(), plans(&c)).unwrap();
+        Egress::new(&c, "mta.test", Arc::new(Metrics::default()), w)
+    }
+
+    #[test]
+    fn a_warming_source_takes_its_allowance_and_the_others_the_rest() {
+        let e = egress(
+            "[[sources]]\nname = \"old\"\naddress = \"127.0.0.2\"\n[[sources]]\nname = \"new\"\naddress = \"127.0.0.3\"\nwarmup = [3]\n[[pools]]\nname = \"fresh\"\nsources = [\"new\"]\n",
+        );
+        let mut got: Vec<(String, usize)> = Vec::new();
+        for _ in 0..4 {
+            let (parts, left) = e.assign(e.pool(None), "site", 5, 100);
+            assert_eq!(left, 0);
+            got.extend(parts.into_iter().map(|(s, n)| (s.name.to_string(), n)));
+        }
+        let new: usize = got.iter().filter(|(s, _)| s == "new").map(|p| p.1).sum();
+        let old: usize = got.iter().filter(|(s, _)| s == "old").map(|p| p.1).sum();
+        assert_eq!((new, old), (3, 17), "{got:?}");
+        // a pool of the warming source alone: the rest waits
+        let (parts, left) = e.assign(e.pool(Some("fresh")), "other", 5, 100);
+        assert_eq!((parts.len(), left), (1, 2));
+        let (parts, left) = e.assign(e.pool(Some("fresh")), "other", 5, 100);
+        assert_eq!((parts.len(), left), (0, 5));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod scheduler;
 pub mod shard;
 pub mod site;
 pub mod throttle;
+pub mod warmup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

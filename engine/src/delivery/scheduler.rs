@@ -149,7 +149,7 @@ impl Scheduler {
     /// Sends the recipients of `m` to `site`: each batch from a source of
     /// its pool (see [`super::egress`]).
     fn send_to_site(&mut self, site: &Site, m: ShardIn) {
-        for (source, part) in self.by_source(m) {
+        for (source, part) in self.by_source(&site.key, m) {
             self.send_to(site, source, part);
         }
     }
@@ -179,16 +179,91 @@ impl Scheduler {
         p
     }
 
-    /// `m` split by the egress pool of its recipients, each part with the
-    /// source it leaves from (`None` without sources).
-    fn by_source(&mut self, m: ShardIn) -> Vec<(Option<Arc<Source>>, ShardIn)> {
+    /// `m` split by the egress pool of its recipients and among the
+    /// pools' sources (within their warm-up allowances at `site` today),
+    /// each part with the source it leaves from (`None` without sources).
+    /// What no source has room for today waits for tomorrow (deferred).
+    fn by_source(&mut self, site: &str, m: ShardIn) -> Vec<(Option<Arc<Source>>, ShardIn)> {
         let egress = Arc::clone(&self.ctx.egress);
         if egress.is_empty() {
             return vec![(None, m)];
         }
-        if !egress.several_pools() {
+        if !egress.several_pools() && !egress.warmup.any() {
             return vec![(egress.pick(egress.pool(None)), m)];
         }
+        let parts = if egress.several_pools() {
+            self.by_pool(m)
+        } else {
+            vec![(egress.pool(None), m)]
+        };
+        let today = super::warmup::day_of(volley_spool::now_ms());
+        let mut out = Vec::new();
+        for (pool, part) in parts {
+            let n = count(&part);
+            if n == 0 {
+                out.push((egress.pick(pool), part));
+                continue;
+            }
+            let (shares, waiting) = egress.assign(pool, site, n, today);
+            let mut sizes: Vec<usize> = shares.iter().map(|s| s.1).collect();
+            sizes.push(waiting);
+            let mut chunks = split(part, &sizes).into_iter();
+            for (source, _) in shares {
+                if let Some(c) = chunks.next() {
+                    out.push((Some(source), c));
+                }
+            }
+            if let Some(rest) = chunks.next().filter(|c| count(c) > 0) {
+                self.wait_for_tomorrow(rest, site, today);
+            }
+        }
+        out
+    }
+
+    /// The recipients of `m` wait for the next UTC day: their pool's
+    /// sources sent `site` their warm-up allowance today.
+    fn wait_for_tomorrow(&self, m: ShardIn, site: &str, today: u64) {
+        let not_before = super::warmup::start_of(today + 1);
+        let outcome = outcome::Outcome::Deferred {
+            status: "4.7.0".into(),
+            diagnostic: format!(
+                "warm-up: the sources of its pool sent {site} today's allowance; waiting for the next day"
+            ),
+            delay_type: "SendingDeferral",
+        };
+        let config = self.ctx.config();
+        let report = |work: Work| {
+            let retry = Some(Backoff::from(&config.policy(&work.domain, &[])));
+            let _ = self.ctx.recorder.send(Report {
+                work,
+                outcome: outcome.clone(),
+                subject: String::new(),
+                headers: None,
+                at_ms: volley_spool::now_ms(),
+                permit: None,
+                site: None,
+                retry,
+                not_before: Some(not_before),
+            });
+        };
+        match m {
+            ShardIn::One(w) => report(w),
+            ShardIn::Many(ws) => ws.into_iter().for_each(report),
+            ShardIn::Bulk(d, ids) => {
+                for id in ids {
+                    report(Work {
+                        id,
+                        domain: Arc::clone(&d),
+                        attempts: 0,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `m` split by the egress pool of its recipients.
+    fn by_pool(&mut self, m: ShardIn) -> Vec<(usize, ShardIn)> {
         let mut parts: Vec<(usize, ShardIn)> = Vec::new();
         match m {
             ShardIn::One(w) => parts.push((self.pool_of(w.id), ShardIn::One(w))),
@@ -217,12 +292,9 @@ impl Scheduler {
                         .map(|(p, v)| (p, ShardIn::Bulk(Arc::clone(&d), v))),
                 );
             }
-            other => parts.push((egress.pool(None), other)),
+            other => parts.push((self.ctx.egress.pool(None), other)),
         }
         parts
-            .into_iter()
-            .map(|(p, m)| (egress.pick(p), m))
-            .collect()
     }
 
     /// The shards of the site `key` (one per source sending to it).
@@ -544,6 +616,39 @@ impl Scheduler {
     }
 }
 
+/// Recipients in `m`.
+fn count(m: &ShardIn) -> usize {
+    match m {
+        ShardIn::One(_) => 1,
+        ShardIn::Many(ws) => ws.len(),
+        ShardIn::Bulk(_, ids) => ids.len(),
+        _ => 0,
+    }
+}
+
+/// `m`'s recipients cut into parts of `sizes` (in order; empty parts
+/// left out at the end by the caller's `count`).
+fn split(m: ShardIn, sizes: &[usize]) -> Vec<ShardIn> {
+    match m {
+        ShardIn::One(w) => split(ShardIn::Many(vec![w]), sizes),
+        ShardIn::Many(ws) => {
+            let mut it = ws.into_iter();
+            sizes
+                .iter()
+                .map(|&k| ShardIn::Many(it.by_ref().take(k).collect()))
+                .collect()
+        }
+        ShardIn::Bulk(d, ids) => {
+            let mut it = ids.into_iter();
+            sizes
+                .iter()
+                .map(|&k| ShardIn::Bulk(Arc::clone(&d), it.by_ref().take(k).collect()))
+                .collect()
+        }
+        other => vec![other],
+    }
+}
+
 /// Runs until the channel closes or shutdown is signalled. `me` is a sender
 /// of the same channel (lookups report back through it).
 pub async fn run(
@@ -575,6 +680,10 @@ pub async fn run(
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             s.sweep();
+            if ctx.egress.warmup.any() {
+                let egress = Arc::clone(&ctx.egress);
+                tokio::task::spawn_blocking(move || egress.store_warmup());
+            }
             last_sweep = Instant::now();
         }
         let sleep_ms = timers
@@ -638,5 +747,9 @@ pub async fn run(
             _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {}
             _ = shutdown.changed() => break,
         }
+    }
+    if ctx.egress.warmup.any() {
+        let egress = Arc::clone(&ctx.egress);
+        let _ = tokio::task::spawn_blocking(move || egress.store_warmup()).await;
     }
 }

@@ -96,6 +96,30 @@ impl Handle {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// An operator's action on a source's warm-up (stored before this
+    /// returns).
+    pub async fn warmup(
+        &self,
+        source: String,
+        action: crate::delivery::warmup::Action,
+    ) -> Result<(), String> {
+        let egress = Arc::clone(&self.egress);
+        tokio::task::spawn_blocking(move || {
+            let today = crate::delivery::warmup::day_of(volley_spool::now_ms());
+            egress.warmup.act(&source, action, today)?;
+            egress.store_warmup();
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The warming sources' standings today.
+    pub fn warmups(&self) -> Vec<crate::delivery::warmup::Standing> {
+        let today = crate::delivery::warmup::day_of(volley_spool::now_ms());
+        self.egress.warmup.standings(today)
+    }
+
     /// An operator's "retry now": the deferred recipients `which` names
     /// are tried at once (their sites probed at once when down). How many
     /// were made due; `None` when delivery is shutting down.
