@@ -63,11 +63,12 @@ fn scrape(addr: &str) -> std::io::Result<String> {
 /// deferring the largest share of their outcomes (sites with at least one
 /// deferral), as text.
 pub fn render(body: &str, limit: usize) -> String {
-    let mut queued: Vec<(String, f64)> = samples(body, "volley_site_queued")
-        .into_iter()
-        .filter(|(_, _, v)| *v > 0.0)
-        .map(|(s, _, v)| (s, v))
-        .collect();
+    // a site sending from several egress sources has a series per source
+    let mut by_site: BTreeMap<String, f64> = BTreeMap::new();
+    for (site, _, v) in samples(body, "volley_site_queued") {
+        *by_site.entry(site).or_default() += v;
+    }
+    let mut queued: Vec<(String, f64)> = by_site.into_iter().filter(|(_, v)| *v > 0.0).collect();
     queued.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     queued.truncate(limit);
     let mut outcomes: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -123,7 +124,8 @@ mod tests {
     fn tops_by_queue_and_by_deferral_share() {
         let body = "# HELP x\n\
             volley_site_queued{site=\"mx:a.test\"} 5\n\
-            volley_site_queued{site=\"127.0.0.1:25\"} 50\n\
+            volley_site_queued{site=\"127.0.0.1:25\",source=\"ip1\"} 30\n\
+            volley_site_queued{site=\"127.0.0.1:25\",source=\"ip2\"} 20\n\
             volley_site_queued{site=\"mx:idle.test\"} 0\n\
             volley_site_outcomes_total{site=\"mx:a.test\",outcome=\"delivered\"} 1\n\
             volley_site_outcomes_total{site=\"mx:a.test\",outcome=\"deferred\"} 3\n\
