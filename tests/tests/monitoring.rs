@@ -6,7 +6,7 @@
 //! it as a recording rule), the dashboard covers what an operator watches,
 //! and every Volley metric and label the rules and the dashboard use is
 //! served by a real `volley run` after traffic with deliveries, deferrals,
-//! bounces and an event destination.
+//! bounces, an event destination and a warming egress source.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -248,7 +248,7 @@ fn every_metric_and_label_used_is_served_by_volley() {
     fx.write(
         "config.toml",
         format!(
-            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[delivery]\nretry_first = \"1h\"\n[routes]\n\"*\" = \"{}\"\n[configuration_sets.main]\n[[configuration_sets.main.destinations]]\nname = \"file\"\nevent_types = [\"Delivery\", \"Bounce\", \"DeliveryDelay\"]\njsonl = {{ path = \"main.jsonl\" }}\n",
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[delivery]\nretry_first = \"1h\"\n[routes]\n\"*\" = \"{}\"\n[configuration_sets.main]\n[[configuration_sets.main.destinations]]\nname = \"file\"\nevent_types = [\"Delivery\", \"Bounce\", \"DeliveryDelay\"]\njsonl = {{ path = \"main.jsonl\" }}\n[[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\nwarmup = \"standard\"\n",
             free_port(),
             server.addr
         ),
