@@ -103,7 +103,7 @@ enum Domain {
     /// Being looked up; what arrives meanwhile waits here.
     Resolving(Vec<ShardIn>),
     /// Mapped to a site until the instant.
-    Mapped(Site, Instant),
+    Mapped(Arc<Site>, Instant),
 }
 
 /// A shard's key: its site's key and its egress source's index (`NONE`
@@ -510,7 +510,7 @@ impl Scheduler {
         match self.domains.get_mut(domain) {
             Some(Domain::Mapped(site, until)) if *until > now => {
                 // a shard that ended (idle) is started again
-                let site = site.clone();
+                let site = Arc::clone(site);
                 self.send_to_site(&site, msg);
                 return;
             }
@@ -572,7 +572,8 @@ impl Scheduler {
                 for m in waiting {
                     self.send_to_site(&site, m);
                 }
-                self.domains.insert(domain, Domain::Mapped(site, until));
+                self.domains
+                    .insert(domain, Domain::Mapped(Arc::new(site), until));
             }
             Err(e) => {
                 // no site: each waiting recipient gets the lookup's outcome
