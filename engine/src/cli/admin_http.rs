@@ -183,9 +183,18 @@ async fn handle(
         name,
         remote: remote.to_string(),
     };
-    match super::queue::act(&ctx.handle, ctx.spool.dir(), Some(&ctx.drain), peer, op).await {
-        Ok(text) => reply(StatusCode::OK, &json!({ "result": text })),
-        Err(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+    // on a task of its own: an action is carried out and logged even if
+    // the caller goes away meanwhile
+    let ctx2 = Arc::clone(&ctx);
+    let done = tokio::spawn(async move {
+        let dir = ctx2.spool.dir().to_path_buf();
+        super::queue::act(&ctx2.handle, &dir, Some(&ctx2.drain), peer, op).await
+    })
+    .await;
+    match done {
+        Ok(Ok(text)) => reply(StatusCode::OK, &json!({ "result": text })),
+        Ok(Err(m)) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

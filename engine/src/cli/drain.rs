@@ -31,11 +31,12 @@ pub(super) async fn apply(
     engine: &Engine,
     submission: &mut Option<Submission>,
     config: &Arc<Config>,
+    quotas: &Arc<volley_engine::submission::quota::Quotas>,
 ) -> Result<(), String> {
     let handle = engine.handle();
     if !req.on {
         if submission.is_none() {
-            match super::run::start_submission(config, engine).await {
+            match super::run::start_submission(config, engine, quotas).await {
                 Ok(s) => *submission = Some(s),
                 Err(e) => {
                     let why = format!("the listeners did not start again: {}", e.error);

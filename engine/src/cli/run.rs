@@ -73,7 +73,12 @@ pub async fn run(config_path: &Path) -> CliResult {
     let addr = volley_engine::http::serve(listen, service, http_stop_rx)
         .await
         .map_err(|e| fail(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
-    let mut submission = Some(start_submission(&config, &engine).await?);
+    // one quota per principal for the service's life (kept across a
+    // drain and resume)
+    let quotas = Arc::new(volley_engine::submission::quota::Quotas::new(
+        std::time::Instant::now(),
+    ));
+    let mut submission = Some(start_submission(&config, &engine, &quotas).await?);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control = Arc::new(super::control::ControlCtx {
         drain: Some(drain_tx),
@@ -101,7 +106,7 @@ pub async fn run(config_path: &Path) -> CliResult {
             sig = stop.wait() => break sig,
             Some(req) = drain_rx.recv() => {
                 let on = req.on;
-                match super::drain::apply(req, &engine, &mut submission, &current).await {
+                match super::drain::apply(req, &engine, &mut submission, &current, &quotas).await {
                     Ok(()) => draining.store(on, std::sync::atomic::Ordering::Release),
                     Err(e) => tracing::error!(error = %e, "cannot take new work again"),
                 }
@@ -164,6 +169,10 @@ fn reload(path: &Path, old: &Config) -> Option<Arc<Config>> {
             format!("{:?}", old.configuration_sets) != format!("{:?}", new.configuration_sets),
         ),
         ("sns", old.sns != new.sns),
+        (
+            "egress",
+            format!("{:?}", old.egress) != format!("{:?}", new.egress),
+        ),
         (
             "dkim",
             format!("{:?}", old.dkim) != format!("{:?}", new.dkim),
@@ -260,6 +269,7 @@ impl Submission {
 pub(super) async fn start_submission(
     config: &Arc<Config>,
     engine: &volley_engine::engine::Engine,
+    quotas: &Arc<volley_engine::submission::quota::Quotas>,
 ) -> Result<Submission, super::CliError> {
     use volley_engine::submission::{accept::Acceptor, auth, pickup, smtp};
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -289,9 +299,7 @@ pub(super) async fn start_submission(
         pickup: Some(pickup),
     };
     if s.listeners.is_empty() {
-        let quotas = Arc::new(volley_engine::submission::quota::Quotas::new(
-            std::time::Instant::now(),
-        ));
+        let quotas = Arc::clone(quotas);
         super::api::start(config, engine, acceptor, quotas, &stop_rx, &mut out).await?;
         return Ok(out);
     }
@@ -313,6 +321,7 @@ pub(super) async fn start_submission(
         credentials,
         Some(tls),
         acceptor.clone(),
+        Arc::clone(quotas),
     ));
     super::api::start(
         config,

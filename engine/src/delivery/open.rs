@@ -97,6 +97,14 @@ pub(super) async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, Session
             }
         };
         for addr in addrs {
+            // a source reaches addresses of its own IP version only
+            if dest
+                .source
+                .as_ref()
+                .is_some_and(|s| s.address.is_ipv4() != addr.is_ipv4())
+            {
+                continue;
+            }
             if tries == MAX_ADDRESSES {
                 return Err(last);
             }

@@ -222,6 +222,9 @@ impl Scheduler {
     /// is then its DNS mapping and its metrics.
     fn sweep(&mut self) {
         self.sites.retain(|_, tx| !tx.is_closed());
+        // campaigns gone from the spool (every message submitted is one)
+        let spool = &self.ctx.spool;
+        self.pools.retain(|no, _| spool.campaign(*no).is_some());
     }
 
     fn dispatch(&mut self, domain: &Arc<str>, msg: ShardIn) {

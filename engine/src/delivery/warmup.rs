@@ -84,6 +84,8 @@ pub struct Warmup {
     /// Plans by source name.
     plans: BTreeMap<String, Vec<u64>>,
     state: Mutex<BTreeMap<String, Progress>>,
+    /// One store at a time (the newest state wins).
+    writer: Mutex<()>,
 }
 
 /// The UTC day of `ms`.
@@ -118,6 +120,7 @@ impl Warmup {
             dir: dir.to_path_buf(),
             plans,
             state: Mutex::new(state),
+            writer: Mutex::new(()),
         })
     }
 
@@ -172,6 +175,7 @@ impl Warmup {
 
     /// Stores the progress (counts included).
     pub fn flush(&self) -> std::io::Result<()> {
+        let _one = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let state = self.lock().clone();
         store(&self.dir, FILE, &state)
     }

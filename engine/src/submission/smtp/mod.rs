@@ -59,6 +59,7 @@ impl Shared {
         credentials: Arc<Credentials>,
         tls: Option<TlsAcceptor>,
         acceptor: Acceptor,
+        quotas: Arc<Quotas>,
     ) -> Shared {
         let s = &config.submission;
         Shared {
@@ -76,7 +77,7 @@ impl Shared {
                 s.auth_failures_refuse_after,
                 s.auth_failure_window,
             ),
-            quotas: Arc::new(Quotas::new(std::time::Instant::now())),
+            quotas,
             acceptor,
             connections: Arc::new(tokio::sync::Semaphore::new(s.max_connections as usize)),
             config: Arc::clone(&config),
