@@ -2,7 +2,9 @@
 //! `volley run`: a cancelled campaign's unsent recipients (set aside by a
 //! hold, or spooled later, after a kill -9) end with a `Reject` event and
 //! are never offered; a bounced domain's queued recipients end with a
-//! `Bounce` while its mail spooled afterwards is still tried; a drain
+//! `Bounce` while its mail spooled afterwards is still tried; messages
+//! already produced and waiting for the one connection are not sent after
+//! a cancel; a drain
 //! answers only once the transaction in flight has its outcome, refuses
 //! new campaign jobs, leaves the drop directory and due retries alone
 //! until resumed, and reports what remains.
@@ -270,4 +272,43 @@ fn queue_job(fx: &Fixture, file: &str) -> std::process::Output {
     );
     assert_no_panic(&out);
     out
+}
+
+#[test]
+fn a_cancel_stops_messages_already_produced_and_waiting_for_a_connection() {
+    let fx = Fixture::new();
+    // one connection, each message 4 s at the end of DATA: the others wait
+    // produced, in the site's ready queue
+    let server = ScriptedServer::start_with(
+        scripted::Options {
+            pipelining: true,
+            tarpit: Some((Stage::DataEnd, Duration::from_millis(4000))),
+            ..Default::default()
+        },
+        Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+    );
+    config(&fx, &server, "connections = 1\n");
+    let http = fx.http_addr();
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let rcpts: Vec<String> = (0..6).map(|i| format!("r{i}@one.test")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    enqueue(&fx, &campaign(&fx, "slow", &refs));
+    wait_until(
+        Duration::from_secs(60),
+        "the first in its transaction",
+        || !server.offered().is_empty(),
+    );
+    said(&queue(&fx, &["cancel", "--campaign", "slow"]));
+    wait_until(Duration::from_secs(60), "every recipient final", || {
+        let e = fx.events();
+        per_recipient(&e, "Delivery").len() + of_type(&e, "Reject").len() == 6
+    });
+    // the one in its transaction (and at most one sent behind it) went out
+    let delivered = per_recipient(&fx.events(), "Delivery").len();
+    assert!((1..=2).contains(&delivered), "{delivered} delivered");
+    assert_eq!(server.received().len(), delivered);
+    stop(service);
 }

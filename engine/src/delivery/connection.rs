@@ -61,6 +61,29 @@ enum Next {
 /// at once rather than after the idle period).
 const IDLE_CHECK: Duration = Duration::from_millis(50);
 
+/// `r`, unless an operator ended every one of its recipients (a cancelled
+/// campaign, a bounced domain): their outcomes are then reported, nothing
+/// is sent, and `None`.
+fn unended(ctx: &ShardCtx, r: Ready) -> Option<Ready> {
+    if ctx.endings.none() {
+        return Some(r);
+    }
+    let set = ctx.endings.get();
+    let verdicts: Vec<outcome::Outcome> = r
+        .works
+        .iter()
+        .map_while(|(w, _)| set.verdict(&ctx.spool, w))
+        .collect();
+    if verdicts.len() != r.works.len() {
+        return Some(r);
+    }
+    for ((w, permit), o) in r.works.into_iter().zip(verdicts) {
+        let report = super::Report::untried(w, o, String::new(), Some(permit));
+        let _ = ctx.recorder.send(report);
+    }
+    None
+}
+
 /// Waits for the next ready message, or decides to close: the site has had
 /// nothing in flight for the idle period, or has nothing in flight while
 /// other sites wait for a slot of the connection budget.
@@ -78,7 +101,13 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
                 return Next::Exit;
             }
             tokio::select! {
-                r = ready.recv() => return match r { Ok(r) => Next::Msg(*r), Err(_) => Next::Exit },
+                r = ready.recv() => match r {
+                    Ok(r) => match unended(ctx, *r) {
+                        Some(r) => return Next::Msg(r),
+                        None => continue,
+                    },
+                    Err(_) => return Next::Exit,
+                },
                 _ = tokio::time::sleep(IDLE_CHECK) => {
                     idle_for += IDLE_CHECK;
                     if idle_for >= idle && dest.in_flight() == 0 {
@@ -90,7 +119,13 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
             continue;
         }
         tokio::select! {
-            r = ready.recv() => return match r { Ok(r) => Next::Msg(*r), Err(_) => Next::Exit },
+            r = ready.recv() => match r {
+                    Ok(r) => match unended(ctx, *r) {
+                        Some(r) => return Next::Msg(r),
+                        None => continue,
+                    },
+                    Err(_) => return Next::Exit,
+                },
             _ = tokio::time::sleep(idle) => {
                 if dest.in_flight() == 0 {
                     return Next::Exit;
@@ -293,9 +328,9 @@ async fn serve_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue, session: Sess
         // the one after it is rendered while this transaction runs (one
         // more message per streaming connection)
         let follow = if may_follow(ctx, dest, &open) {
-            ready.rx.try_recv().ok().map(|mut m| {
+            ready.rx.try_recv().ok().and_then(|mut m| {
                 drop(m.ticket.take());
-                *m
+                unended(ctx, *m)
             })
         } else {
             None

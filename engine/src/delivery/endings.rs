@@ -11,10 +11,10 @@
 //!   toward the hard-bounce rate), status 4.0.0. Mail spooled afterwards
 //!   for the domain is delivered as usual.
 //!
-//! The scheduler, the shards and the production threads each ask
-//! [`EndSet::verdict`] of a recipient before passing it on, and sweep what
-//! they hold when the endings change; messages already in a transaction
-//! finish. Kept in `<spool>/endings.json`, written whole and synced before
+//! The scheduler, the shards, the production threads and the connections
+//! (taking a produced message) each ask [`EndSet::verdict`] of a recipient
+//! before passing it on, and sweep what they hold when the endings change;
+//! messages already in a transaction finish. Kept in `<spool>/endings.json`, written whole and synced before
 //! a change is answered, so an ending survives a restart. Exposure: the
 //! file is the service's own; a damaged one is an error naming it.
 
