@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use volley_spool::{RecipientId, Spool};
 
 use super::Work;
-use super::holds::{HoldsError, store};
+use super::holds::{HoldsError, load, store};
 use crate::outcome::Outcome;
 
 /// The endings file's name in the spool directory.
@@ -143,16 +143,7 @@ pub struct Endings {
 impl Endings {
     /// The endings of the spool in `dir` (none without a file).
     pub fn open(dir: &Path) -> Result<Endings, HoldsError> {
-        let file = dir.join(FILE);
-        let err = |reason: String| HoldsError {
-            path: file.clone(),
-            reason,
-        };
-        let set: EndSet = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => EndSet::default(),
-            Err(e) => return Err(err(e.to_string())),
-        };
+        let set: EndSet = load(dir, FILE)?;
         Ok(Endings {
             dir: dir.to_path_buf(),
             writer: Mutex::new(()),

@@ -111,23 +111,10 @@ pub struct HoldsError {
     pub reason: String,
 }
 
-fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE)
-}
-
 impl Holds {
     /// The holds of the spool in `dir` (none when it has no holds file).
     pub fn open(dir: &Path) -> Result<Holds, HoldsError> {
-        let file = path(dir);
-        let err = |reason: String| HoldsError {
-            path: file.clone(),
-            reason,
-        };
-        let set: HoldSet = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HoldSet::default(),
-            Err(e) => return Err(err(e.to_string())),
-        };
+        let set: HoldSet = load(dir, FILE)?;
         Ok(Holds {
             dir: dir.to_path_buf(),
             writer: Mutex::new(()),
@@ -165,6 +152,24 @@ impl Holds {
         *self.set.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
+    }
+}
+
+/// Reads `file` in `dir` (the default when there is none); an error
+/// names the file.
+pub(super) fn load<T: Default + serde::de::DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+) -> Result<T, HoldsError> {
+    let path = dir.join(file);
+    let err = |reason: String| HoldsError {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(err(e.to_string())),
     }
 }
 

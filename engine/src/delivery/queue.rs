@@ -36,6 +36,29 @@ pub enum ShardIn {
     Quiet(tokio::sync::mpsc::Sender<()>),
 }
 
+impl ShardIn {
+    /// Its recipients, one by one (none for the messages that carry
+    /// none).
+    pub fn into_works(self) -> Vec<Work> {
+        match self {
+            ShardIn::One(w) => vec![w],
+            ShardIn::Many(ws) => ws,
+            ShardIn::Bulk(d, ids) => ids
+                .into_iter()
+                .map(|id| Work {
+                    id,
+                    domain: Arc::clone(&d),
+                    attempts: 0,
+                })
+                .collect(),
+            ShardIn::ProbeNow
+            | ShardIn::HoldsChanged
+            | ShardIn::GiveBack(_)
+            | ShardIn::Quiet(_) => Vec::new(),
+        }
+    }
+}
+
 /// A site's queue: single recipients first, then the bulk lists found in
 /// the spool at start, merged in spool order across their domains (so that
 /// segments finish, and are freed, in order).

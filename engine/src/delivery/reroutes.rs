@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use super::holds::{HoldsError, store};
+use super::holds::{HoldsError, load, store};
 use crate::config::Route;
 
 /// The reroutes file's name in the spool directory.
@@ -37,11 +37,7 @@ impl Reroutes {
             path: file.clone(),
             reason,
         };
-        let map: BTreeMap<String, String> = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(err(e.to_string())),
-        };
+        let map: BTreeMap<String, String> = load(dir, FILE)?;
         if let Some((d, t)) = map.iter().find(|(_, t)| Route::parse(t).is_err()) {
             return Err(err(format!("{d}: {t:?} is not host:port")));
         }

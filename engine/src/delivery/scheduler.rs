@@ -319,23 +319,7 @@ impl Scheduler {
                     });
                 };
                 for m in waiting {
-                    match m {
-                        ShardIn::One(w) => report(w),
-                        ShardIn::Many(ws) => ws.into_iter().for_each(report),
-                        ShardIn::Bulk(d, ids) => {
-                            for id in ids {
-                                report(Work {
-                                    id,
-                                    domain: Arc::clone(&d),
-                                    attempts: 0,
-                                });
-                            }
-                        }
-                        ShardIn::ProbeNow
-                        | ShardIn::HoldsChanged
-                        | ShardIn::GiveBack(_)
-                        | ShardIn::Quiet(_) => {}
-                    }
+                    m.into_works().into_iter().for_each(report);
                 }
             }
         }

@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use super::holds::{HoldsError, store};
+use super::holds::{HoldsError, load, store};
 
 /// The warm-up file's name in the spool directory.
 pub const FILE: &str = "warmup.json";
@@ -102,20 +102,7 @@ impl Warmup {
     /// The warm-ups of `plans` (source → daily allowances), with the
     /// progress stored in `dir`.
     pub fn open(dir: &Path, plans: BTreeMap<String, Vec<u64>>) -> Result<Warmup, HoldsError> {
-        let file = dir.join(FILE);
-        let state: BTreeMap<String, Progress> = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| HoldsError {
-                path: file.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(HoldsError {
-                    path: file,
-                    reason: e.to_string(),
-                });
-            }
-        };
+        let state: BTreeMap<String, Progress> = load(dir, FILE)?;
         Ok(Warmup {
             dir: dir.to_path_buf(),
             plans,

@@ -146,20 +146,7 @@ impl Scheduler {
                 not_before: Some(not_before),
             });
         };
-        match m {
-            ShardIn::One(w) => report(w),
-            ShardIn::Many(ws) => ws.into_iter().for_each(report),
-            ShardIn::Bulk(d, ids) => {
-                for id in ids {
-                    report(Work {
-                        id,
-                        domain: Arc::clone(&d),
-                        attempts: 0,
-                    });
-                }
-            }
-            _ => {}
-        }
+        m.into_works().into_iter().for_each(report);
     }
 
     /// `m` split by the egress pool of its recipients.
