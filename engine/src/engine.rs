@@ -290,8 +290,26 @@ impl Engine {
                     crate::delivery::egress::plans(&config.egress),
                 )?,
             )),
+            Arc::new(crate::delivery::sts::Sts::open(
+                spool.dir(),
+                &config.mta_sts,
+                &config.delivery.helo,
+            )),
             sched_tx.downgrade(),
         ));
+        // TLS reports are written every few seconds (those that changed)
+        // and at shutdown
+        let (sts, mut stop) = (Arc::clone(&sctx.sts), shutdown_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let sts = Arc::clone(&sts);
+                let _ = tokio::task::spawn_blocking(move || sts.reports.flush()).await;
+            }
+        });
         tokio::spawn(scheduler::run(
             Arc::clone(&sctx),
             sched_tx.clone(),
@@ -428,6 +446,7 @@ impl Engine {
         })
         .await;
         tracing::debug!("recorder and event pump stopped");
+        self.shards.sts.reports.flush();
         // a clean stop leaves a checkpoint, so the next start replays
         // nothing (a failed spool refuses it: reopening replays instead)
         if self.spool.healthy()

@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod destinations;
 pub mod egress;
 pub mod feedback;
+pub mod mta_sts;
 mod select;
 pub mod sets;
 pub(crate) mod size;
@@ -95,6 +96,9 @@ pub struct Config {
     /// Local addresses mail leaves from, and their pools.
     #[serde(default)]
     pub egress: egress::EgressConfig,
+    /// MTA-STS policies and TLS reports.
+    #[serde(default)]
+    pub mta_sts: mta_sts::MtaStsConfig,
 }
 
 /// Where MX and address lookups go.
@@ -446,6 +450,9 @@ impl Config {
         };
         abs(&mut c.spool.dir);
         abs(&mut c.events.jsonl);
+        if let Some(p) = c.mta_sts.reports_dir.as_mut() {
+            abs(p);
+        }
         if let Some(p) = c.sns.signing_key.as_mut() {
             abs(p);
         }

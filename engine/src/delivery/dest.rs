@@ -89,6 +89,8 @@ pub struct Dest {
     /// The egress source its connections leave from (`None`: the
     /// system's choice of address, `[delivery] helo`).
     pub source: Option<Arc<super::egress::Source>>,
+    /// The MTA-STS policy its sessions are under (see `open.rs`).
+    pub sts: Option<Arc<super::sts::Applied>>,
 }
 
 impl Dest {
@@ -98,6 +100,7 @@ impl Dest {
             key: Arc::clone(&site.key),
             hosts: site.hosts.clone(),
             source: site.source.clone(),
+            sts: site.sts.clone(),
             policy: RwLock::new(policy),
             throttle: Mutex::new(Throttle::new(
                 policy.messages_per_second,

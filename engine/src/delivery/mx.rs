@@ -271,6 +271,32 @@ impl Resolver {
         })
     }
 
+    /// The TXT records at `name` (each record's strings joined, invalid
+    /// UTF-8 replaced); none when the name or the type does not exist.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, SessionError> {
+        let dns = self.dns()?;
+        match self.lanes.run(dns.txt_lookup(format!("{name}."))).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s))
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(fail(
+                DnsFailure::Temporary,
+                format!("TXT lookup for {name} failed: {e}"),
+            )),
+        }
+    }
+
     /// Addresses of a mail host (an IP literal is its own address), without
     /// internal ones unless allowed.
     pub async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, SessionError> {

@@ -3,8 +3,11 @@
 //! a site's connections spread over them), each host's addresses in turn,
 //! the next on any failure but a local one, at most [`MAX_ADDRESSES`]
 //! tries. With `tls = "opportunistic"` a failed TLS handshake is retried
-//! once in plain text on the same address. Also the [`probe`] of a down
-//! site. Exposure: talks to remote servers through [`crate::smtp`]; every
+//! once in plain text on the same address. Under an MTA-STS policy
+//! (`dest.sts`) a session must verify in `enforce` mode; in `testing` mode
+//! it is first tried with verification and, when that fails, again as the
+//! destination's own policy says; either way it is counted in the day's
+//! TLS report. Also the [`probe`] of a down site. Exposure: talks to remote servers through [`crate::smtp`]; every
 //! failure is a [`SessionError`].
 
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use super::dest::Dest;
 use super::shard::ShardCtx;
 use super::site::Hosts;
+use super::sts::report::Failure;
 use crate::config::{Config, TlsPolicy};
 use crate::outcome;
 use crate::smtp::{ConnectKind, Session, SessionError, Timeouts, TlsMode, client};
@@ -65,6 +69,63 @@ async fn open_at(
     r
 }
 
+/// Opens a session at one address under the site's MTA-STS policy, if
+/// it has one, and reports it (RFC 8460): `enforce` requires verified TLS;
+/// `testing` tries verified TLS to a host the policy lists first, and on a
+/// TLS failure (or to a host it does not list) opens as without a policy.
+/// Failures that are no verdict on TLS (connect, greeting) are not
+/// reported.
+async fn open_sts(
+    ctx: &ShardCtx,
+    config: &Config,
+    dest: &Dest,
+    mode: TlsMode,
+    addr: SocketAddr,
+    host: &str,
+) -> Result<Session, SessionError> {
+    let Some(sts) = &dest.sts else {
+        return open_at(ctx, config, dest, mode, addr, host).await;
+    };
+    let report = |failure: Option<(&'static str, String)>| {
+        let failure = failure.map(|(result_type, reason)| Failure {
+            result_type,
+            sending_ip: dest.source.as_ref().map(|s| s.address.to_string()),
+            mx_host: Some(host.to_string()),
+            receiving_ip: Some(addr.ip().to_string()),
+            reason: Some(reason),
+        });
+        ctx.sts
+            .reports
+            .record(&sts.domain, Some(&sts.policy), failure);
+    };
+    let tls_failure = |e: &SessionError| {
+        matches!(e, SessionError::Tls(_) | SessionError::TlsRequired(_))
+            .then(|| (super::sts::result_type(e), e.to_string()))
+    };
+    if !sts.enforced() && !sts.policy.allows(host) {
+        report(Some(("validation-failure", "mx-not-in-policy".into())));
+        return open_at(ctx, config, dest, mode, addr, host).await;
+    }
+    match open_at(ctx, config, dest, TlsMode::Verify, addr, host).await {
+        Ok(s) => {
+            report(None);
+            Ok(s)
+        }
+        Err(e) => match tls_failure(&e) {
+            Some(f) => {
+                report(Some(f));
+                if sts.enforced() {
+                    Err(e)
+                } else {
+                    tracing::info!(site = %dest.key, %host, error = %e, "TLS does not verify (MTA-STS testing: reported, delivered as without a policy)");
+                    open_at(ctx, config, dest, mode, addr, host).await
+                }
+            }
+            None => Err(e),
+        },
+    }
+}
+
 /// Opens a session to the first destination address that answers.
 pub(super) async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, SessionError> {
     let config = ctx.config();
@@ -109,7 +170,7 @@ pub(super) async fn open(ctx: &ShardCtx, dest: &Dest) -> Result<Session, Session
                 return Err(last);
             }
             tries += 1;
-            match open_at(ctx, &config, dest, mode, addr, &host).await {
+            match open_sts(ctx, &config, dest, mode, addr, &host).await {
                 Ok(s) => return Ok(s),
                 // out of sockets, or the source cannot be bound, here: the
                 // next address would fail the same

@@ -257,7 +257,11 @@ impl Scheduler {
         tokio::spawn(async move {
             let config = ctx.config();
             let reroute = ctx.reroutes.route(&domain);
-            let r = site::resolve(&domain, &config, &ctx.resolver, reroute).await;
+            let sts = site::StsLookup {
+                sts: &ctx.sts,
+                tls: ctx.tls.verifying.as_ref(),
+            };
+            let r = site::resolve(&domain, &config, &ctx.resolver, reroute, Some(sts)).await;
             let _ = me.send(SchedMsg::Resolved(domain, r));
         });
     }

@@ -75,6 +75,8 @@ pub struct ShardCtx {
     pub draining: std::sync::atomic::AtomicBool,
     /// The egress sources and pools.
     pub egress: Arc<super::egress::Egress>,
+    /// MTA-STS policies and TLS reports.
+    pub sts: Arc<super::sts::Sts>,
     /// The scheduler, for recipients an ending shard gives back (weak:
     /// the scheduler owns this context).
     pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
@@ -97,6 +99,7 @@ impl ShardCtx {
         reroutes: Arc<super::reroutes::Reroutes>,
         endings: Arc<super::endings::Endings>,
         egress: Arc<super::egress::Egress>,
+        sts: Arc<super::sts::Sts>,
         scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
     ) -> ShardCtx {
         ShardCtx {
@@ -117,6 +120,7 @@ impl ShardCtx {
             endings,
             draining: std::sync::atomic::AtomicBool::new(false),
             egress,
+            sts,
             scheduler,
         }
     }
