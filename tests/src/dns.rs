@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::Server;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
@@ -131,6 +131,11 @@ impl Zones {
             IpAddr::V4(v4) => self.a(name, v4),
             IpAddr::V6(v6) => self.aaaa(name, v6),
         }
+    }
+
+    /// `name TXT text` (one string).
+    pub fn txt(self, name: &str, text: &str) -> Zones {
+        self.record(name, RData::TXT(TXT::new(vec![text.to_string()])))
     }
 
     /// Every query for exactly `name` (any type) answers SERVFAIL.

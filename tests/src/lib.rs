@@ -8,6 +8,7 @@ pub mod dns;
 pub mod fault_rig;
 pub mod feedback_rig;
 pub mod mx_rig;
+pub mod policy_server;
 pub mod postfix;
 pub mod process;
 pub mod prom;

@@ -112,9 +112,7 @@ pub async fn resolve(
     let policy = async {
         match &sts {
             Some(l) if config.mta_sts.enabled => {
-                l.sts
-                    .lookup(domain, &config.mta_sts, resolver, l.tls)
-                    .await
+                l.sts.lookup(domain, &config.mta_sts, resolver, l.tls).await
             }
             _ => None,
         }

@@ -91,7 +91,10 @@ impl Sts {
             }),
             Err(_) => BTreeMap::new(),
         };
-        let org = config.organization.clone().unwrap_or_else(|| helo.to_string());
+        let org = config
+            .organization
+            .clone()
+            .unwrap_or_else(|| helo.to_string());
         let contact = config
             .contact
             .clone()
@@ -215,7 +218,10 @@ pub fn result_type(e: &crate::smtp::SessionError) -> &'static str {
                 "certificate-host-mismatch"
             } else if m.contains("expired") {
                 "certificate-expired"
-            } else if m.contains("unknownissuer") || m.contains("badsignature") || m.contains("selfsigned") {
+            } else if m.contains("unknownissuer")
+                || m.contains("badsignature")
+                || m.contains("selfsigned")
+            {
                 "certificate-not-trusted"
             } else {
                 "validation-failure"

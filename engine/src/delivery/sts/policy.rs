@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn txt_records() {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(txt_id(&s(&["v=STSv1; id=20160831085700Z;"])).unwrap(), "20160831085700Z");
+        assert_eq!(
+            txt_id(&s(&["v=STSv1; id=20160831085700Z;"])).unwrap(),
+            "20160831085700Z"
+        );
         assert_eq!(txt_id(&s(&["spf", "v=STSv1;id=abc"])).unwrap(), "abc");
         assert!(txt_id(&s(&["v=STSv1; id=a", "v=STSv1; id=b"])).is_err());
         assert!(txt_id(&s(&["v=STSv1;"])).is_err());

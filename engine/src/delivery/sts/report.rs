@@ -318,8 +318,18 @@ mod tests {
         let path = dir.path().join(&day).join("example.test.json");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["organization-name"], "volley.test");
-        assert!(v["date-range"]["start-datetime"].as_str().unwrap().ends_with("T00:00:00Z"));
-        assert!(v["date-range"]["end-datetime"].as_str().unwrap().ends_with("T23:59:59Z"));
+        assert!(
+            v["date-range"]["start-datetime"]
+                .as_str()
+                .unwrap()
+                .ends_with("T00:00:00Z")
+        );
+        assert!(
+            v["date-range"]["end-datetime"]
+                .as_str()
+                .unwrap()
+                .ends_with("T23:59:59Z")
+        );
         let sts = &v["policies"][0];
         assert_eq!(sts["policy"]["policy-type"], "sts");
         assert_eq!(sts["policy"]["policy-string"][1], "mode: testing");
@@ -327,7 +337,10 @@ mod tests {
         assert_eq!(sts["summary"]["total-successful-session-count"], 2);
         assert_eq!(sts["summary"]["total-failure-session-count"], 2);
         assert_eq!(sts["failure-details"][0]["failed-session-count"], 2);
-        assert_eq!(sts["failure-details"][0]["result-type"], "certificate-host-mismatch");
+        assert_eq!(
+            sts["failure-details"][0]["result-type"],
+            "certificate-host-mismatch"
+        );
         assert_eq!(v["policies"][1]["policy"]["policy-type"], "no-policy-found");
         assert_eq!(std::fs::read_dir(dir.path().join(&day)).unwrap().count(), 1);
         // counts go on after a restart
@@ -335,7 +348,10 @@ mod tests {
         again.record("example.test", Some(&p), None);
         again.flush();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(v["policies"][0]["summary"]["total-successful-session-count"], 3);
+        assert_eq!(
+            v["policies"][0]["summary"]["total-successful-session-count"],
+            3
+        );
     }
 
     #[test]
