@@ -191,3 +191,72 @@ fn a_source_every_site_refuses_at_the_greeting_leaves_its_pool() {
         "{log}"
     );
 }
+
+#[test]
+fn a_sites_connection_cap_holds_over_all_its_sources() {
+    // each source × site may open 3 connections and send 100 messages a
+    // second; the site's caps over both sources are 2 connections and 5
+    // messages a second: the server never sees more than 2 connections at
+    // once, both sources send, and 40 deliveries span at least 39 / 5 s
+    let fx = Fixture::new();
+    let server = ScriptedServer::start_with(
+        volley_tests::scripted::Options {
+            pipelining: true,
+            tarpit: Some((
+                volley_tests::scripted::Stage::DataEnd,
+                Duration::from_millis(100),
+            )),
+            ..Default::default()
+        },
+        std::sync::Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+    );
+    fx.write(
+        "config.toml",
+        format!(
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [delivery]\nconnections = 3\nsite_connections = 2\nmessages_per_second = 100\nsite_messages_per_second = 5\nmessages_per_connection = 4\nretry_first = \"1s\"\n\
+             [routes]\n\"*\" = \"{}\"\n\
+             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\nehlo = \"mta2.test\"\n\
+             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\nehlo = \"mta3.test\"\n",
+            free_port(),
+            server.addr
+        ),
+    );
+    let http = fx.http_addr();
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let rcpts: Vec<String> = (0..40).map(|i| format!("r{i}@d{}.test", i % 8)).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    enqueue(&fx, &campaign(&fx, "capped", &refs));
+    wait_until(Duration::from_secs(90), "all 40 delivered", || {
+        per_recipient(&fx.events(), "Delivery").len() == 40
+    });
+    stop(service);
+    assert!(
+        server.max_concurrent() <= 2,
+        "{} connections at once",
+        server.max_concurrent()
+    );
+    let from: Vec<IpAddr> = server.peers().iter().map(|(a, _)| *a).collect();
+    for s in ["127.0.0.2", "127.0.0.3"] {
+        assert!(
+            from.contains(&s.parse().unwrap()),
+            "{s} sent nothing: {from:?}"
+        );
+    }
+    let at: Vec<std::time::SystemTime> = fx
+        .events()
+        .iter()
+        .filter(|e| e["eventType"] == "Delivery")
+        .map(|e| humantime::parse_rfc3339(e["delivery"]["timestamp"].as_str().unwrap()).unwrap())
+        .collect();
+    let span = at
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*at.iter().min().unwrap())
+        .unwrap();
+    assert!(span >= Duration::from_secs(7), "40 deliveries in {span:?}");
+}

@@ -58,6 +58,8 @@ impl Config {
             retry_factor: Some(d.retry_factor),
             retry_jitter: Some(d.retry_jitter),
             site_down_after: Some(d.site_down_after),
+            site_messages_per_second: d.site_messages_per_second,
+            site_connections: d.site_connections,
             ..PolicyRule::default()
         };
         delivery::check_rule(&defaults).map_err(|(k, r)| bad(&format!("delivery.{k}"), r))?;

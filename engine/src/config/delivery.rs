@@ -130,6 +130,10 @@ pub struct PolicyRule {
     #[serde(default, with = "duration::option")]
     pub max_age: Option<Duration>,
     pub site_down_after: Option<u32>,
+    /// Most messages a second to the site from all egress sources together.
+    pub site_messages_per_second: Option<f64>,
+    /// Most connections to the site from all egress sources together.
+    pub site_connections: Option<u32>,
 }
 
 /// The resolved policy of one destination.
@@ -148,6 +152,10 @@ pub struct Policy {
     /// Failed attempts in a row to open a session (with none open) after
     /// which the site is down (see `delivery::health`).
     pub site_down_after: u32,
+    /// Caps of the site's sum over its egress sources (`None`: none but
+    /// each source's `messages_per_second` and `connections`).
+    pub site_messages_per_second: Option<f64>,
+    pub site_connections: Option<u32>,
 }
 
 impl Policy {
@@ -169,6 +177,8 @@ impl Policy {
             retry_jitter: r.retry_jitter.unwrap_or(self.retry_jitter),
             max_age: r.max_age.unwrap_or(self.max_age),
             site_down_after: r.site_down_after.unwrap_or(self.site_down_after),
+            site_messages_per_second: r.site_messages_per_second.or(self.site_messages_per_second),
+            site_connections: r.site_connections.or(self.site_connections),
         }
     }
 }
@@ -205,6 +215,12 @@ pub fn check_rule(r: &PolicyRule) -> Result<(), (&'static str, String)> {
     }
     if let Some(v) = r.recipients_per_transaction {
         check_range(v, 1, 1000).map_err(|e| ("recipients_per_transaction", e))?;
+    }
+    if let Some(v) = r.site_messages_per_second {
+        check_rate(v).map_err(|e| ("site_messages_per_second", e))?;
+    }
+    if let Some(v) = r.site_connections {
+        check_range(v, 1, 100_000).map_err(|e| ("site_connections", e))?;
     }
     if let Some(v) = r.site_down_after {
         check_range(v, 1, 1000).map_err(|e| ("site_down_after", e))?;

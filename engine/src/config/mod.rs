@@ -228,6 +228,14 @@ pub struct DeliveryConfig {
     /// Default connection cap per destination.
     #[serde(default = "default_connections")]
     pub connections: u32,
+    /// Most messages a second to one site from all egress sources together
+    /// (each source × site also has `messages_per_second`); none by default.
+    #[serde(default)]
+    pub site_messages_per_second: Option<f64>,
+    /// Most connections to one site from all egress sources together (each
+    /// source × site also has `connections`); none by default.
+    #[serde(default)]
+    pub site_connections: Option<u32>,
     /// Close a connection after this many messages (and open a new one).
     #[serde(default = "default_per_connection")]
     pub messages_per_connection: u32,
@@ -382,6 +390,8 @@ impl Default for DeliveryConfig {
             helo: default_helo(),
             messages_per_second: default_rate(),
             connections: default_connections(),
+            site_messages_per_second: None,
+            site_connections: None,
             max_age: default_max_age(),
             retry_first: default_retry_first(),
             retry_factor: default_retry_factor(),

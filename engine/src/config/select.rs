@@ -47,6 +47,8 @@ impl Config {
             retry_jitter: d.retry_jitter,
             max_age: d.max_age,
             site_down_after: d.site_down_after,
+            site_messages_per_second: d.site_messages_per_second,
+            site_connections: d.site_connections,
         }
     }
 

@@ -141,11 +141,16 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
 /// counted).
 fn surplus(dest: &Dest) -> bool {
     let max = dest.max_conns();
-    dest.conn_tasks
+    let out = dest
+        .conn_tasks
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
             (l > max).then(|| l - 1)
         })
-        .is_ok()
+        .is_ok();
+    if out {
+        dest.share.remove();
+    }
+    out
 }
 
 /// Runs one connection task until it ends. The caller has already counted
@@ -158,6 +163,7 @@ pub async fn run(ctx: Arc<ShardCtx>, dest: Arc<Dest>, ready: Queue, first: Optio
     dest.unwant_slot(&ctx.budget);
     if counted {
         dest.conn_tasks.fetch_sub(1, Ordering::AcqRel);
+        dest.share.remove();
     }
     ctx.stats.connection_tasks.fetch_sub(1, Ordering::AcqRel);
     // the shard starts another if its site still has work

@@ -89,18 +89,26 @@ pub struct Dest {
     /// The egress source its connections leave from (`None`: the
     /// system's choice of address, `[delivery] helo`).
     pub source: Option<Arc<super::egress::Source>>,
+    /// The site-wide limits it shares with the site's other sources.
+    pub share: Arc<super::site_limits::SiteShare>,
     /// The MTA-STS policy its sessions are under (see `open.rs`).
     pub sts: Option<Arc<super::sts::Applied>>,
 }
 
 impl Dest {
-    pub(super) fn new(site: &Site, policy: Policy, m: SiteMetrics) -> Dest {
+    pub(super) fn new(
+        site: &Site,
+        policy: Policy,
+        m: SiteMetrics,
+        share: Arc<super::site_limits::SiteShare>,
+    ) -> Dest {
         let window = window_for(&policy);
         let dest = Dest {
             key: Arc::clone(&site.key),
             hosts: site.hosts.clone(),
             source: site.source.clone(),
             sts: site.sts.clone(),
+            share,
             policy: RwLock::new(policy),
             throttle: Mutex::new(Throttle::new(
                 policy.messages_per_second,

@@ -33,6 +33,7 @@ pub mod reroutes;
 pub mod scheduler;
 pub mod shard;
 pub mod site;
+pub mod site_limits;
 pub mod sts;
 pub mod throttle;
 pub mod warmup;

@@ -45,6 +45,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::smtp::TlsSettings;
 
+/// How soon a shard waiting for room under its site's connection cap looks
+/// again, should it miss the wake-up of a connection ending.
+const FULL_RECHECK: Duration = Duration::from_millis(250);
+
 /// Recipients of a down site deferred per turn of the shard's loop.
 const DEFER_SHARE: usize = 256;
 
@@ -77,6 +81,8 @@ pub struct ShardCtx {
     pub egress: Arc<super::egress::Egress>,
     /// MTA-STS policies and TLS reports.
     pub sts: Arc<super::sts::Sts>,
+    /// The site-wide limits the shards of one site (one per source) share.
+    pub site_shares: super::site_limits::SiteShares,
     /// The scheduler, for recipients an ending shard gives back (weak:
     /// the scheduler owns this context).
     pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
@@ -121,6 +127,7 @@ impl ShardCtx {
             draining: std::sync::atomic::AtomicBool::new(false),
             egress,
             sts,
+            site_shares: Default::default(),
             scheduler,
         }
     }
@@ -208,10 +215,12 @@ enum Turn {
 async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
     let policy = site.policy(&ctx.config());
     let source = site.source.as_ref().map_or("", |s| &*s.name);
+    let share = ctx.site_shares.get(&site.key, &policy, &ctx.clock);
     let dest = Arc::new(Dest::new(
         &site,
         policy,
         ctx.metrics.site(&site.key, source),
+        share,
     ));
     let rate = dest.rate();
     let (ready_tx, ready_rx) = async_channel::unbounded();
@@ -316,6 +325,7 @@ impl Shard {
             self.generation = ctx.generation();
             let p = self.site.policy(&ctx.config());
             dest.set_policy(p);
+            dest.share.set(&p);
             tracing::info!(site = %self.site.key, rate = p.messages_per_second, connections = p.connections, "site policy reloaded");
         }
         if dest.rate().to_bits() != self.rate.to_bits() {
@@ -367,6 +377,7 @@ impl Shard {
             self.queue.len == 0 && self.parked.is_empty() && !rx.is_closed() && self.dest.is_idle();
         let idle_after = self.ctx.config().delivery.timeouts.idle;
         let acquiring = self.acquiring.is_some();
+        let full = !self.dest.share.has_room() && (self.queue.len > 0 || self.dest.in_flight() > 0);
         let acq = &mut self.acquiring;
         let mut first_slot = None;
         tokio::select! {
@@ -382,6 +393,10 @@ impl Shard {
                 }
             }
             _ = self.dest.wake.notified() => {}
+            // the site's cap over all sources is reached: woken when one of
+            // its connections ends (and, should that be missed, soon after)
+            _ = self.dest.share.freed.notified(), if full => {}
+            _ = tokio::time::sleep(FULL_RECHECK), if full => {}
             _ = tokio::time::sleep(idle_after), if idle => return Turn::Idle,
             slot = async {
                 match acq.as_mut() {
@@ -440,6 +455,12 @@ impl Shard {
             biased;
             _ = self.shutdown.changed() => return Turn::Stop,
             () = self.limit.until_ready() => {}
+        }
+        // the site's sum over its sources, if capped
+        tokio::select! {
+            biased;
+            _ = self.shutdown.changed() => return Turn::Stop,
+            () = dest.share.until_ready() => {}
         }
         // a place among the messages produced ahead of all sites'
         // connections (first come, first served)

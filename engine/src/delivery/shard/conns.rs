@@ -1,7 +1,9 @@
 //! A shard's connections: how many its site's work wants, and starting
 //! their tasks. The first connection's budget slot is waited for by the
 //! shard itself (a site waiting for a slot costs no task); further ones
-//! wait for their slots in their own tasks. Exposure: none (internal).
+//! wait for their slots in their own tasks. No shard starts a connection
+//! past its site's cap over all sources (`site_limits.rs`). Exposure: none
+//! (internal).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +26,9 @@ impl Shard {
         }
         .min(dest.max_conns());
         if wanted > 0 && dest.conn_tasks.load(Ordering::Acquire) == 0 {
-            if self.acquiring.is_none() {
+            // the site's other sources may have all the connections its
+            // cap allows: the shard waits for one to end
+            if self.acquiring.is_none() && dest.share.has_room() {
                 dest.want_slot(&self.ctx.budget);
                 let budget = Arc::clone(&self.ctx.budget);
                 self.acquiring = Some(Box::pin(async move { budget.acquire().await }));
@@ -32,7 +36,9 @@ impl Shard {
             return;
         }
         while self.dest.conn_tasks.load(Ordering::Acquire) < wanted {
-            self.start_connection(None);
+            if !self.start_connection(None) {
+                break;
+            }
         }
     }
 
@@ -40,13 +46,19 @@ impl Shard {
     /// it (the shard's own "wanting" ends; the task's begins).
     pub(super) fn first_connection(&mut self, slot: Option<Slot>) {
         if let Some(slot) = slot {
+            // refused when the site's cap was reached meanwhile: the
+            // slot then goes back to the budget
             self.start_connection(Some(slot));
         }
         self.dest.unwant_slot(&self.ctx.budget);
     }
 
-    /// Starts one connection task (on `slot`, or waiting for one).
-    fn start_connection(&self, slot: Option<Slot>) {
+    /// Starts one connection task (on `slot`, or waiting for one), if
+    /// the site-wide cap leaves room; whether it did.
+    fn start_connection(&self, slot: Option<Slot>) -> bool {
+        if !self.dest.share.try_add() {
+            return false;
+        }
         self.dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
         self.ctx
             .stats
@@ -61,5 +73,6 @@ impl Shard {
             },
             slot,
         ));
+        true
     }
 }
