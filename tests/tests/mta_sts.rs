@@ -12,6 +12,8 @@
 //! - `testing`, certificate for another host: delivered; the failure is
 //!   reported.
 //! - no policy: delivered to the same server as without MTA-STS.
+//! - a TXT record whose policy host answers 404: delivered as without a
+//!   policy; the failed fetch is reported (`sts-policy-fetch-error`).
 //!
 //! Then, with the policy server gone, a restarted service still enforces
 //! the cached policy (the TXT id unchanged: no fetch needed), and no
@@ -86,7 +88,8 @@ fn policies_are_enforced_tested_reported_and_cached() {
         ca.server("bad", &["DNS:mx.other.test"]),
     );
     let domains = ["enf.test", "enfbad.test", "enfmx.test", "tst.test"];
-    let names: Vec<String> = domains.iter().map(|d| format!("DNS:mta-sts.{d}")).collect();
+    let mut names: Vec<String> = domains.iter().map(|d| format!("DNS:mta-sts.{d}")).collect();
+    names.push("DNS:mta-sts.gone.test".into());
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let policies = BTreeMap::from([
         (
@@ -108,6 +111,9 @@ fn policies_are_enforced_tested_reported_and_cached() {
     ]);
     let https = PolicyServer::start(ca.server("policy", &names), policies);
     let mut zones = Zones::new("test")
+        .mx("gone.test", 10, "mx.bad.test")
+        .txt("_mta-sts.gone.test", "v=STSv1; id=1")
+        .a("mta-sts.gone.test", std::net::Ipv4Addr::LOCALHOST)
         .a("mx.good.test", v4(good_ip))
         .a("mx.bad.test", v4(bad_ip))
         .mx("enf.test", 10, "mx.good.test")
@@ -132,6 +138,7 @@ fn policies_are_enforced_tested_reported_and_cached() {
         "enfmx.test",
         "tst.test",
         "none.test",
+        "gone.test",
     ]
     .iter()
     .flat_map(|d| rcpts(d, 2))
@@ -141,13 +148,13 @@ fn policies_are_enforced_tested_reported_and_cached() {
     let env = [("SSL_CERT_FILE", ca.pem())];
     let env: Vec<(&str, &std::path::Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
     let service = spawn_env(fx.path(), &["run", "--config", "config.toml"], &env);
-    wait_until(Duration::from_secs(60), "6 delivered, 4 deferred", || {
+    wait_until(Duration::from_secs(60), "8 delivered, 4 deferred", || {
         let e = fx.events();
-        per_recipient(&e, "Delivery").len() == 6 && per_recipient(&e, "DeliveryDelay").len() == 4
+        per_recipient(&e, "Delivery").len() == 8 && per_recipient(&e, "DeliveryDelay").len() == 4
     });
     let ev = fx.events();
     let delivered: Vec<String> = per_recipient(&ev, "Delivery").into_keys().collect();
-    let want: Vec<String> = ["enf.test", "none.test", "tst.test"]
+    let want: Vec<String> = ["enf.test", "gone.test", "none.test", "tst.test"]
         .iter()
         .flat_map(|d| rcpts(d, 2))
         .collect();
@@ -159,6 +166,7 @@ fn policies_are_enforced_tested_reported_and_cached() {
     );
     let mut at_bad = rcpts("tst.test", 2);
     at_bad.extend(rcpts("none.test", 2));
+    at_bad.extend(rcpts("gone.test", 2));
     assert_eq!(
         got(&bad),
         sorted(&at_bad),
@@ -204,6 +212,15 @@ fn policies_are_enforced_tested_reported_and_cached() {
         bad_ip.to_string()
     );
     assert!(report(&fx, "none.test").is_none(), "no policy, no report");
+    let gone = report(&fx, "gone.test").expect("the failed fetch is reported");
+    assert_eq!(
+        gone["policies"][0]["policy"]["policy-type"],
+        "no-policy-found"
+    );
+    assert_eq!(
+        gone["policies"][0]["failure-details"][0]["result-type"], "sts-policy-fetch-error",
+        "{gone}"
+    );
     stop(service);
     let cache = std::fs::read_to_string(fx.path().join("spool/mta-sts.json")).unwrap();
     assert!(
@@ -250,6 +267,7 @@ fn policies_are_enforced_tested_reported_and_cached() {
             "mta-sts.enf.test",
             "mta-sts.enfbad.test",
             "mta-sts.enfmx.test",
+            "mta-sts.gone.test",
             "mta-sts.tst.test"
         ],
         "each policy fetched once: {fetched:?}"

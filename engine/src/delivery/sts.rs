@@ -34,6 +34,8 @@ use report::{Failure, Reports};
 
 /// The cache file's name in the spool directory.
 pub const FILE: &str = "mta-sts.json";
+/// How long after a failed fetch the same policy id is fetched again.
+pub const FETCH_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A policy in force for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,10 @@ pub struct Sts {
     cache: Mutex<BTreeMap<String, Cached>>,
     /// One writer of the cache file at a time.
     writer: Mutex<()>,
+    /// Fetches that failed lately (domain → the TXT id and when): not
+    /// tried again for [`FETCH_RETRY`], so an unreachable policy host does
+    /// not hold each renewal of the domain's mapping for a fetch timeout.
+    failed: Mutex<BTreeMap<String, (String, std::time::Instant)>>,
     pub reports: Reports,
 }
 
@@ -107,6 +113,7 @@ impl Sts {
             dir: dir.to_path_buf(),
             cache: Mutex::new(cache),
             writer: Mutex::new(()),
+            failed: Mutex::new(BTreeMap::new()),
             reports: Reports::open(&reports_dir, &org, &contact),
         }
     }
@@ -168,6 +175,14 @@ impl Sts {
             }
             Some(id) => id,
         };
+        let failed_lately = {
+            let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            failed.retain(|_, (_, at)| at.elapsed() < FETCH_RETRY);
+            failed.get(&domain).is_some_and(|(i, _)| *i == id)
+        };
+        if failed_lately {
+            return cached.as_ref().and_then(applied);
+        }
         let got = fetch::fetch(
             &domain,
             config.https_port,
@@ -191,6 +206,10 @@ impl Sts {
             }
             Err(e) => {
                 tracing::warn!(%domain, error = %e, "MTA-STS policy fetch failed; the cached policy (if any) holds");
+                self.failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(domain.clone(), (id, std::time::Instant::now()));
                 self.reports.record(
                     &domain,
                     None,
