@@ -260,3 +260,67 @@ fn a_sites_connection_cap_holds_over_all_its_sources() {
         .unwrap();
     assert!(span >= Duration::from_secs(7), "40 deliveries in {span:?}");
 }
+
+#[test]
+fn room_under_a_sites_cap_goes_round_its_sources() {
+    // pool a (127.0.0.2) fills the site's cap of 2 connections with a
+    // slow campaign; then pool b's (127.0.0.3) mail arrives: it gets a
+    // connection while a still has mail, rather than after a ran dry
+    let fx = Fixture::new();
+    let server = ScriptedServer::start_with(
+        volley_tests::scripted::Options {
+            pipelining: true,
+            tarpit: Some((
+                volley_tests::scripted::Stage::DataEnd,
+                Duration::from_millis(700),
+            )),
+            ..Default::default()
+        },
+        std::sync::Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+    );
+    fx.write(
+        "config.toml",
+        format!(
+            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [delivery]\nconnections = 3\nsite_connections = 2\nretry_first = \"1s\"\n\
+             [routes]\n\"*\" = \"{}\"\n\
+             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\n\
+             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\n\
+             [[egress.pools]]\nname = \"a\"\nsources = [\"s2\"]\n\
+             [[egress.pools]]\nname = \"b\"\nsources = [\"s3\"]\n",
+            free_port(),
+            server.addr
+        ),
+    );
+    let http = fx.http_addr();
+    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
+    wait_until(Duration::from_secs(60), "the service", || {
+        http_get(&http, "/healthz").is_ok()
+    });
+    let with_pool = |id: &str, pool: &str, n: usize| {
+        let rcpts: Vec<String> = (0..n).map(|i| format!("{id}{i}@d{}.test", i % 4)).collect();
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let file = campaign(&fx, id, &refs);
+        let text = std::fs::read_to_string(fx.path().join(&file)).unwrap();
+        fx.write(&file, format!("pool = \"{pool}\"\n{text}"));
+        file
+    };
+    enqueue(&fx, &with_pool("a", "a", 16));
+    wait_until(
+        Duration::from_secs(60),
+        "pool a holds both connections",
+        || server.open_now() == 2,
+    );
+    enqueue(&fx, &with_pool("b", "b", 2));
+    wait_until(Duration::from_secs(90), "all 18 delivered", || {
+        per_recipient(&fx.events(), "Delivery").len() == 18
+    });
+    stop(service);
+    assert!(server.max_concurrent() <= 2, "{}", server.max_concurrent());
+    let peers = server.peers();
+    let order: Vec<IpAddr> = server.received().iter().map(|r| peers[r.conn].0).collect();
+    let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+    let first_b = order.iter().position(|x| *x == b).expect("b sent");
+    let last_a = order.iter().rposition(|x| *x == a).expect("a sent");
+    assert!(first_b < last_a, "b waited for a to run dry: {order:?}");
+}

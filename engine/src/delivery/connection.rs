@@ -140,7 +140,12 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
 /// allows; true when this connection should close (it is then no longer
 /// counted).
 fn surplus(dest: &Dest) -> bool {
-    let max = dest.max_conns();
+    // a site cap lowered by a reload below the connections of all sources
+    let max = if dest.share.over_cap() {
+        dest.conn_tasks.load(Ordering::Acquire).saturating_sub(1)
+    } else {
+        dest.max_conns()
+    };
     let out = dest
         .conn_tasks
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
@@ -362,7 +367,20 @@ async fn serve_session(ctx: &ShardCtx, dest: &Dest, ready: &Queue, session: Sess
         }
         if open.sent >= dest.policy().messages_per_connection {
             close(ctx, dest, open, true).await;
-            return Ended::Reopen;
+            // under a site cap over its sources, the room goes round
+            return if dest.share.others_wait() {
+                Ended::Done { counted: true }
+            } else {
+                Ended::Reopen
+            };
+        }
+        if dest
+            .share
+            .should_yield(dest.conn_tasks.load(Ordering::Acquire))
+        {
+            tracing::debug!(site = %dest.key, "closing a connection: the site's other sources wait for room under its cap");
+            close(ctx, dest, open, true).await;
+            return Ended::Done { counted: true };
         }
         if ctx
             .budget

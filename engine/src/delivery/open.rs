@@ -99,8 +99,12 @@ async fn open_sts(
             .record(&sts.domain, Some(&sts.policy), failure);
     };
     let tls_failure = |e: &SessionError| {
-        matches!(e, SessionError::Tls(_) | SessionError::TlsRequired(_))
-            .then(|| (super::sts::result_type(e), e.to_string()))
+        matches!(e, SessionError::Tls(_) | SessionError::TlsRequired(_)).then(|| {
+            (
+                super::sts::result_type(e),
+                super::sts::reason_code(e).to_string(),
+            )
+        })
     };
     if !sts.enforced() && !sts.policy.allows(host) {
         report(Some(("validation-failure", "mx-not-in-policy".into())));

@@ -200,6 +200,9 @@ struct Shard {
     /// Its egress source was seen out of service (what it held was given
     /// back to the scheduler then, once).
     source_out: bool,
+    /// It waits for room under its site's connection cap over all sources
+    /// (counted in the site's share).
+    cap_waiting: bool,
 }
 
 type SlotWait = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Slot>> + Send>>;
@@ -215,7 +218,7 @@ enum Turn {
 async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<ShardIn>) {
     let policy = site.policy(&ctx.config());
     let source = site.source.as_ref().map_or("", |s| &*s.name);
-    let share = ctx.site_shares.get(&site.key, &policy, &ctx.clock);
+    let share = ctx.site_shares.get(site.share_key(), &policy, &ctx.clock);
     let dest = Arc::new(Dest::new(
         &site,
         policy,
@@ -243,6 +246,7 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
         held_campaigns: HashMap::new(),
         held_counted: 0,
         source_out: false,
+        cap_waiting: false,
     };
     loop {
         while let Ok(m) = rx.try_recv() {
@@ -312,6 +316,8 @@ async fn run(ctx: Arc<ShardCtx>, site: Site, mut rx: mpsc::UnboundedReceiver<Sha
     if s.acquiring.take().is_some() {
         s.dest.unwant_slot(&s.ctx.budget);
     }
+    let share = Arc::clone(&s.dest.share);
+    share.set_waiting(&mut s.cap_waiting, false);
     s.dest.m.queued.set(0);
     s.ctx.metrics.held_recipients.dec_by(s.held_counted);
     s.ctx.stats.shards.fetch_sub(1, Ordering::AcqRel);
@@ -377,7 +383,7 @@ impl Shard {
             self.queue.len == 0 && self.parked.is_empty() && !rx.is_closed() && self.dest.is_idle();
         let idle_after = self.ctx.config().delivery.timeouts.idle;
         let acquiring = self.acquiring.is_some();
-        let full = !self.dest.share.has_room() && (self.queue.len > 0 || self.dest.in_flight() > 0);
+        let full = self.cap_waiting;
         let acq = &mut self.acquiring;
         let mut first_slot = None;
         tokio::select! {

@@ -22,7 +22,7 @@ use crate::smtp::{DnsFailure, SessionError};
 /// What MTA-STS lookups need: the policies, and a verifying TLS client
 /// for their fetches.
 pub struct StsLookup<'a> {
-    pub sts: &'a Sts,
+    pub sts: &'a Arc<Sts>,
     pub tls: Option<&'a tokio_rustls::TlsConnector>,
 }
 
@@ -61,9 +61,17 @@ pub struct Site {
     pub source: Option<Arc<super::egress::Source>>,
     /// The MTA-STS policy in force for the site's domain.
     pub sts: Option<Arc<Applied>>,
+    /// The site it would be without its MTA-STS policy (its `mx:` key):
+    /// its site-wide caps and an operator's hold of that site apply to it.
+    pub base: Option<Arc<str>>,
 }
 
 impl Site {
+    /// The key its site-wide caps are kept under: its base site's.
+    pub fn share_key(&self) -> &Arc<str> {
+        self.base.as_ref().unwrap_or(&self.key)
+    }
+
     /// The policy of this site under `config`.
     pub fn policy(&self, config: &Config) -> Policy {
         let mut p = config.policy(
@@ -105,6 +113,7 @@ pub async fn resolve(
             rule_domain,
             source: None,
             sts: None,
+            base: None,
         };
         // routes change only with the config
         return Ok((site, Instant::now() + Duration::from_secs(24 * 3600)));
@@ -123,16 +132,7 @@ pub async fn resolve(
         let sts = sts.as_ref().map(|l| l.sts);
         return with_policy(domain, config, answer, p, rule_domain, sts);
     }
-    let mut names: Vec<&str> = answer.hosts.iter().map(|(_, h)| h.as_str()).collect();
-    names.sort_unstable();
-    let key = if own_rule {
-        domain.to_string()
-    } else if answer.implicit {
-        // no MX: the domain's own address; not shared with anyone
-        format!("{domain} (no MX)")
-    } else {
-        format!("mx:{}", names.join(","))
-    };
+    let key = base_key(&answer, domain, own_rule);
     let until = until(&answer);
     let site = Site {
         key: Arc::from(key),
@@ -143,8 +143,25 @@ pub async fn resolve(
         rule_domain,
         source: None,
         sts: None,
+        base: None,
     };
     Ok((site, until))
+}
+
+/// The key of the site of `domain` by its MX answer: the domain itself
+/// with a rule of its own, `<domain> (no MX)` without MX hosts, else
+/// `mx:<hosts>` (shared by every domain with the same hosts).
+fn base_key(answer: &super::mx::MxAnswer, domain: &str, own_rule: bool) -> String {
+    let mut names: Vec<&str> = answer.hosts.iter().map(|(_, h)| h.as_str()).collect();
+    names.sort_unstable();
+    if own_rule {
+        domain.to_string()
+    } else if answer.implicit {
+        // no MX: the domain's own address; not shared with anyone
+        format!("{domain} (no MX)")
+    } else {
+        format!("mx:{}", names.join(","))
+    }
 }
 
 /// At least a minute, so that a TTL of zero does not mean a lookup per
@@ -166,8 +183,9 @@ fn with_policy(
     mut answer: super::mx::MxAnswer,
     p: Applied,
     rule_domain: Option<String>,
-    sts: Option<&Sts>,
+    sts: Option<&Arc<Sts>>,
 ) -> Result<(Site, Instant), SessionError> {
+    let base = base_key(&answer, domain, rule_domain.is_some());
     if p.enforced() {
         let all: Vec<String> = answer.hosts.iter().map(|(_, h)| h.clone()).collect();
         answer.hosts.retain(|(_, h)| p.policy.allows(h));
@@ -204,9 +222,9 @@ fn with_policy(
         digest.update(b"\n");
     }
     let key = format!(
-        "{domain} (mta-sts {} {:04x})",
+        "{domain} (mta-sts {} {:08x})",
         p.policy.mode.name(),
-        digest.finalize() & 0xffff
+        digest.finalize()
     );
     let until = until(&answer);
     let site = Site {
@@ -218,6 +236,7 @@ fn with_policy(
         rule_domain,
         source: None,
         sts: Some(Arc::new(p)),
+        base: Some(Arc::from(base)),
     };
     Ok((site, until))
 }

@@ -3,9 +3,15 @@
 //! and `connections` (a provider limits each IP), and `site_messages_per_second`
 //! and `site_connections` (when set) cap their sum. The shards of one site
 //! share one [`SiteShare`]: a rate limiter every dispatch also waits for,
-//! and a count of connection tasks that no shard starts past. A connection
-//! that ends wakes the site's shards waiting for room. Exposure: none
-//! (internal).
+//! and a count of connection tasks that no shard starts past.
+//!
+//! Room under the cap goes round: a shard that wants a connection and finds
+//! none left is counted as waiting; while any wait, a shard that is not
+//! waiting takes no room (it queues up behind them), a connection whose
+//! source holds more than its share (the cap over the waiting shards plus
+//! one) ends after its transaction, and any connection of the site ends
+//! rather than reopening after `messages_per_connection`. A connection
+//! that ends wakes the waiting shards. Exposure: none (internal).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -32,6 +38,8 @@ pub struct SiteShare {
     cap: AtomicUsize,
     /// Connection tasks of all sources together.
     conns: AtomicUsize,
+    /// Shards of the site waiting for room under the cap.
+    waiting: AtomicUsize,
     /// A connection task ended (room for another).
     pub freed: Notify,
     clock: governor::clock::DefaultClock,
@@ -43,6 +51,7 @@ impl SiteShare {
             rate: Mutex::new(None),
             cap: AtomicUsize::new(0),
             conns: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             freed: Notify::new(),
             clock,
         }
@@ -86,9 +95,14 @@ impl SiteShare {
         }
     }
 
-    /// Counts one more connection task if the site-wide cap allows it.
-    pub fn try_add(&self) -> bool {
+    /// Counts one more connection task if the site-wide cap allows it and
+    /// no other shard waits for room before it (`waiting`: the caller is
+    /// one of the waiting shards).
+    pub fn try_add(&self, waiting: bool) -> bool {
         let cap = self.cap.load(Ordering::Acquire);
+        if cap > 0 && !waiting && self.waiting.load(Ordering::Acquire) > 0 {
+            return false;
+        }
         self.conns
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (cap == 0 || n < cap).then_some(n + 1)
@@ -100,6 +114,39 @@ impl SiteShare {
     pub fn has_room(&self) -> bool {
         let cap = self.cap.load(Ordering::Acquire);
         cap == 0 || self.conns.load(Ordering::Acquire) < cap
+    }
+
+    /// Marks the caller's shard as waiting for room, or no longer (`mark`
+    /// is its own flag, so it is counted once).
+    pub fn set_waiting(&self, mark: &mut bool, on: bool) {
+        if *mark != on {
+            *mark = on;
+            if on {
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Whether more connection tasks run than the cap (lowered by a
+    /// reload) allows.
+    pub fn over_cap(&self) -> bool {
+        let cap = self.cap.load(Ordering::Acquire);
+        cap > 0 && self.conns.load(Ordering::Acquire) > cap
+    }
+
+    /// Whether shards wait for room under the cap.
+    pub fn others_wait(&self) -> bool {
+        self.cap.load(Ordering::Acquire) > 0 && self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a connection of a source that has `mine` connection tasks
+    /// should end so that a waiting shard gets its share.
+    pub fn should_yield(&self, mine: usize) -> bool {
+        let cap = self.cap.load(Ordering::Acquire);
+        let waiting = self.waiting.load(Ordering::Acquire);
+        cap > 0 && waiting > 0 && mine > (cap / (waiting + 1)).max(1)
     }
 
     /// A connection task ended.
@@ -162,17 +209,25 @@ mod tests {
         let p = policy(None, Some(2));
         let (a, b) = (shares.get(&key, &p, &clock), shares.get(&key, &p, &clock));
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(a.try_add() && b.try_add());
-        assert!(!a.try_add() && !b.has_room());
+        assert!(a.try_add(false) && b.try_add(false));
+        assert!(!a.try_add(false) && !b.has_room());
+        // source B waits: A's two connections are more than its share
+        let mut b_waits = false;
+        b.set_waiting(&mut b_waits, true);
+        b.set_waiting(&mut b_waits, true);
+        assert!(a.others_wait() && a.should_yield(2) && !a.should_yield(1));
         a.remove();
-        assert!(b.try_add());
+        assert!(!a.try_add(false), "room goes to the waiting shard first");
+        assert!(b.try_add(true));
+        b.set_waiting(&mut b_waits, false);
+        assert!(!a.others_wait() && !a.should_yield(2));
         assert_eq!(a.connections(), 2);
         // raised by a reload
         a.set(&policy(None, Some(3)));
-        assert!(b.try_add());
+        assert!(b.try_add(false));
         // no cap
         a.set(&policy(None, None));
-        assert!((0..100).all(|_| a.try_add()));
+        assert!((0..100).all(|_| a.try_add(false)));
         // another site has its own; a share no shard holds is made anew
         let other = shares.get(&Arc::from("mx:b.test"), &p, &clock);
         assert_eq!(other.connections(), 0);

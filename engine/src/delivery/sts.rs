@@ -22,6 +22,7 @@ pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,14 +64,22 @@ impl Cached {
     fn live(&self, now: u64) -> bool {
         now < self.fetched.saturating_add(self.policy.max_age)
     }
+
+    /// Whether it is time to fetch it again: half its `max_age`, at most a
+    /// day, after it was fetched.
+    fn due(&self, now: u64) -> bool {
+        now.saturating_sub(self.fetched) >= (self.policy.max_age / 2).min(86_400)
+    }
 }
 
 /// Policies and reports of a running engine.
 pub struct Sts {
     dir: PathBuf,
     cache: Mutex<BTreeMap<String, Cached>>,
-    /// One writer of the cache file at a time.
-    writer: Mutex<()>,
+    /// One writer of the cache file at a time, and the snapshot it wrote
+    /// last (an older one is not written over it).
+    writer: Mutex<u64>,
+    generation: AtomicU64,
     /// Fetches that failed lately (domain → the TXT id and when): not
     /// tried again for [`FETCH_RETRY`], so an unreachable policy host does
     /// not hold each renewal of the domain's mapping for a fetch timeout.
@@ -112,7 +121,8 @@ impl Sts {
         Sts {
             dir: dir.to_path_buf(),
             cache: Mutex::new(cache),
-            writer: Mutex::new(()),
+            writer: Mutex::new(0),
+            generation: AtomicU64::new(0),
             failed: Mutex::new(BTreeMap::new()),
             reports: Reports::open(&reports_dir, &org, &contact),
         }
@@ -127,26 +137,39 @@ impl Sts {
     }
 
     /// Caches `entry` for `domain` (and forgets expired ones), and writes
-    /// the cache file.
-    fn store(&self, domain: &str, entry: Cached) {
-        let _one = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let snapshot = {
+    /// the cache file (on a blocking thread; the newest snapshot wins).
+    async fn store(self: &Arc<Self>, domain: &str, entry: Cached) {
+        let (snapshot, generation) = {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             let now = now_secs();
             cache.retain(|_, c| c.live(now));
             cache.insert(domain.to_string(), entry);
-            cache.clone()
+            let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            (cache.clone(), g)
         };
-        if let Err(e) = super::holds::store(&self.dir, FILE, &snapshot) {
-            tracing::warn!(error = %e, "MTA-STS cache not written (policies held in memory)");
-        }
+        let me = Arc::clone(self);
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut written = me.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if *written > generation {
+                return;
+            }
+            match super::holds::store(&me.dir, FILE, &snapshot) {
+                Ok(()) => *written = generation,
+                Err(e) => {
+                    tracing::warn!(error = %e, "MTA-STS cache not written (policies held in memory)");
+                }
+            }
+        })
+        .await;
     }
 
     /// The policy in force for `domain` (`None`: none, or `mode: none`).
     /// Looks the TXT record up; fetches the policy when its id is not the
-    /// cached one.
+    /// cached one, or when the cached policy is due for a refresh (RFC 8461
+    /// §3.3: half its `max_age`, at most a day, after it was fetched; also
+    /// without a TXT record, under the cached id).
     pub async fn lookup(
-        &self,
+        self: &Arc<Self>,
         domain: &str,
         config: &MtaStsConfig,
         resolver: &Resolver,
@@ -155,7 +178,7 @@ impl Sts {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let now = now_secs();
         let cached = self.cached(&domain).filter(|c| c.live(now));
-        let id = match resolver.txt(&format!("_mta-sts.{domain}")).await {
+        let txt_id = match resolver.txt(&format!("_mta-sts.{domain}")).await {
             Ok(records) => policy::txt_id(&records).ok(),
             Err(e) => {
                 tracing::debug!(%domain, error = %e, "MTA-STS TXT lookup failed; the cached policy (if any) holds");
@@ -168,12 +191,14 @@ impl Sts {
                 policy: Arc::new(c.policy.clone()),
             })
         };
-        let id = match id {
-            None => return cached.as_ref().and_then(applied),
-            Some(id) if cached.as_ref().is_some_and(|c| c.id == id) => {
-                return cached.as_ref().and_then(applied);
-            }
-            Some(id) => id,
+        let fetch_id = match (txt_id, &cached) {
+            (Some(id), Some(c)) if id == c.id => c.due(now).then_some(id),
+            (Some(id), _) => Some(id),
+            (None, Some(c)) => c.due(now).then(|| c.id.clone()),
+            (None, None) => None,
+        };
+        let Some(id) = fetch_id else {
+            return cached.as_ref().and_then(applied);
         };
         let failed_lately = {
             let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -201,7 +226,7 @@ impl Sts {
                     fetched: now,
                 };
                 let a = applied(&entry);
-                self.store(&domain, entry);
+                self.store(&domain, entry).await;
                 a
             }
             Err(e) => {
@@ -210,9 +235,10 @@ impl Sts {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(domain.clone(), (id, std::time::Instant::now()));
+                // under the cached policy when one holds (RFC 8460 §4.3)
                 self.reports.record(
                     &domain,
-                    None,
+                    cached.as_ref().map(|c| &c.policy),
                     Some(Failure {
                         result_type: e.result_type(),
                         reason: Some(e.to_string()),
@@ -222,6 +248,22 @@ impl Sts {
                 cached.as_ref().and_then(applied)
             }
         }
+    }
+}
+
+/// A fixed code for why a TLS session failed (the `failure-reason-code`
+/// of reports: never the server's own text).
+pub fn reason_code(e: &crate::smtp::SessionError) -> &'static str {
+    use crate::smtp::SessionError;
+    match e {
+        SessionError::TlsRequired(m) if m.contains("does not offer") => "starttls-not-offered",
+        SessionError::TlsRequired(m) if m.contains("verifier") => "no-local-verifier",
+        SessionError::TlsRequired(_) => "starttls-refused",
+        SessionError::Tls(_) => match result_type(e) {
+            "validation-failure" => "handshake-failed",
+            other => other,
+        },
+        _ => "session-failed",
     }
 }
 

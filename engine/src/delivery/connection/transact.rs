@@ -43,6 +43,9 @@ pub(super) fn may_follow(ctx: &ShardCtx, dest: &Dest, o: &Open) -> bool {
         && o.sent + 1 < dest.policy().messages_per_connection
         && !*ctx.shutdown.borrow()
         && dest.conn_tasks.load(Ordering::Acquire) <= dest.max_conns()
+        && !dest
+            .share
+            .should_yield(dest.conn_tasks.load(Ordering::Acquire))
         && !ctx
             .budget
             .should_yield(dest.slotted.load(Ordering::Acquire))

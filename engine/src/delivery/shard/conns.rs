@@ -25,13 +25,23 @@ impl Shard {
             in_flight.min(1)
         }
         .min(dest.max_conns());
-        if wanted > 0 && dest.conn_tasks.load(Ordering::Acquire) == 0 {
+        if wanted <= dest.conn_tasks.load(Ordering::Acquire) {
+            dest.share.set_waiting(&mut self.cap_waiting, false);
+            return;
+        }
+        if dest.conn_tasks.load(Ordering::Acquire) == 0 {
             // the site's other sources may have all the connections its
-            // cap allows: the shard waits for one to end
-            if self.acquiring.is_none() && dest.share.has_room() {
-                dest.want_slot(&self.ctx.budget);
-                let budget = Arc::clone(&self.ctx.budget);
-                self.acquiring = Some(Box::pin(async move { budget.acquire().await }));
+            // cap allows (or others wait before this one): the shard waits
+            // for one to end
+            if self.acquiring.is_none() {
+                let room = dest.share.has_room() && (self.cap_waiting || !dest.share.others_wait());
+                if room {
+                    dest.want_slot(&self.ctx.budget);
+                    let budget = Arc::clone(&self.ctx.budget);
+                    self.acquiring = Some(Box::pin(async move { budget.acquire().await }));
+                } else {
+                    dest.share.set_waiting(&mut self.cap_waiting, true);
+                }
             }
             return;
         }
@@ -55,10 +65,13 @@ impl Shard {
 
     /// Starts one connection task (on `slot`, or waiting for one), if
     /// the site-wide cap leaves room; whether it did.
-    fn start_connection(&self, slot: Option<Slot>) -> bool {
-        if !self.dest.share.try_add() {
+    fn start_connection(&mut self, slot: Option<Slot>) -> bool {
+        let share = Arc::clone(&self.dest.share);
+        if !share.try_add(self.cap_waiting) {
+            share.set_waiting(&mut self.cap_waiting, true);
             return false;
         }
+        share.set_waiting(&mut self.cap_waiting, false);
         self.dest.conn_tasks.fetch_add(1, Ordering::AcqRel);
         self.ctx
             .stats

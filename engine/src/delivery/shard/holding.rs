@@ -29,7 +29,10 @@ impl Shard {
     /// Whether an operator holds this whole site (or the service drains).
     pub(super) fn site_held(&self) -> bool {
         self.ctx.draining.load(std::sync::atomic::Ordering::Acquire)
-            || (!self.ctx.holds.none() && self.ctx.holds.get().site(&self.site.key))
+            || (!self.ctx.holds.none() && {
+                let holds = self.ctx.holds.get();
+                holds.site(&self.site.key) || self.site.base.as_ref().is_some_and(|b| holds.site(b))
+            })
     }
 
     /// Whether an operator holds `w`'s domain or campaign.

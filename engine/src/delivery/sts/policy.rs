@@ -39,19 +39,19 @@ pub struct Policy {
     pub mx: Vec<String>,
     /// Seconds the policy may be cached.
     pub max_age: u64,
+    /// The policy's lines as fetched (the `policy-string` of reports).
+    #[serde(default)]
+    pub text: Vec<String>,
 }
 
 /// The policy id of a `_mta-sts` TXT answer (its strings, one per
-/// record): exactly one record starting `v=STSv1` must be there (RFC 8461
-/// §3.1: several are as good as none), with an `id` of 1 to 32 letters and
-/// digits. Records of other kinds are ignored.
+/// record): exactly one record beginning `v=STSv1;` must be there (RFC
+/// 8461 §3.1: others are discarded; several are as good as none), with an
+/// `id` of 1 to 32 letters and digits.
 pub fn txt_id(records: &[String]) -> Result<String, String> {
     let sts: Vec<&String> = records
         .iter()
-        .filter(|r| {
-            let r = r.trim_start();
-            r.starts_with("v=STSv1;") || r.trim_end() == "v=STSv1"
-        })
+        .filter(|r| r.starts_with("v=STSv1;"))
         .collect();
     let record = match sts.as_slice() {
         [] => return Err("no v=STSv1 record".into()),
@@ -84,11 +84,13 @@ pub fn txt_id(records: &[String]) -> Result<String, String> {
 pub fn parse(text: &str) -> Result<Policy, String> {
     let (mut version, mut mode, mut max_age) = (None, None, None);
     let mut mx = Vec::new();
+    let mut lines = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
         }
+        lines.push(line.trim().chars().take(256).collect::<String>());
         let Some((k, v)) = line.split_once(':') else {
             return Err(format!("line {}: {line:?} is not `key: value`", n + 1));
         };
@@ -139,7 +141,12 @@ pub fn parse(text: &str) -> Result<Policy, String> {
     if mx.is_empty() && mode != Mode::None {
         return Err("no mx".into());
     }
-    Ok(Policy { mode, mx, max_age })
+    Ok(Policy {
+        mode,
+        mx,
+        max_age,
+        text: lines,
+    })
 }
 
 impl Policy {
@@ -158,8 +165,11 @@ impl Policy {
     }
 
     /// The policy as the `policy-string` of a TLS report (RFC 8460 §4.4):
-    /// its lines.
+    /// its lines as fetched.
     pub fn lines(&self) -> Vec<String> {
+        if !self.text.is_empty() {
+            return self.text.clone();
+        }
         let mut l = vec![
             "version: STSv1".to_string(),
             format!("mode: {}", self.mode.name()),
@@ -184,6 +194,9 @@ mod tests {
         assert_eq!(txt_id(&s(&["spf", "v=STSv1;id=abc"])).unwrap(), "abc");
         assert!(txt_id(&s(&["v=STSv1; id=a", "v=STSv1; id=b"])).is_err());
         assert!(txt_id(&s(&["v=STSv1;"])).is_err());
+        // only records beginning "v=STSv1;" count
+        assert_eq!(txt_id(&s(&["v=STSv1", "v=STSv1; id=x1"])).unwrap(), "x1");
+        assert!(txt_id(&s(&[" v=STSv1; id=x1"])).is_err());
         assert!(txt_id(&s(&["v=STSv1; id=has-dash"])).is_err());
         assert!(txt_id(&s(&["v=STSv1; id=012345678901234567890123456789012"])).is_err());
         assert!(txt_id(&s(&["v=spf1 -all"])).is_err());
@@ -203,6 +216,8 @@ mod tests {
         assert!(!p.allows("example.net"));
         assert!(!p.allows("other.example.com"));
         assert_eq!(p.lines()[1], "mode: enforce");
+        assert_eq!(p.lines()[3], "mx: *.Example.NET.", "as fetched");
+        assert_eq!(p.lines().len(), 6);
         let none = parse("version: STSv1\nmode: none\nmax_age: 0\n").unwrap();
         assert_eq!(none.mode, Mode::None);
         for bad in [

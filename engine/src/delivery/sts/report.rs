@@ -100,6 +100,12 @@ pub struct Reports {
 }
 
 const DAY: u64 = 86_400;
+/// Most failure details per policy of one report: further failures of
+/// other kinds are counted in its summary only (a hostile server cannot
+/// grow a report without bound).
+pub const MAX_DETAILS: usize = 100;
+/// Longest `failure-reason-code` kept.
+const MAX_REASON: usize = 100;
 
 fn day_of(t: SystemTime) -> (String, u64) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -230,6 +236,10 @@ impl Reports {
             return;
         };
         entry.summary.total_failure_session_count += 1;
+        let f = Failure {
+            reason: f.reason.map(|r| r.chars().take(MAX_REASON).collect()),
+            ..f
+        };
         let same = |d: &FailureDetail| {
             d.result_type == f.result_type
                 && d.sending_mta_ip == f.sending_ip
@@ -237,8 +247,10 @@ impl Reports {
                 && d.receiving_ip == f.receiving_ip
                 && d.failure_reason_code == f.reason
         };
+        let full = entry.failure_details.len() >= MAX_DETAILS;
         match entry.failure_details.iter_mut().find(|d| same(d)) {
             Some(d) => d.failed_session_count += 1,
+            None if full => {}
             None => entry.failure_details.push(FailureDetail {
                 result_type: f.result_type.into(),
                 sending_mta_ip: f.sending_ip,
