@@ -192,20 +192,19 @@ fn a_source_every_site_refuses_at_the_greeting_leaves_its_pool() {
     );
 }
 
-#[test]
-fn a_sites_connection_cap_holds_over_all_its_sources() {
-    // each source × site may open 3 connections and send 100 messages a
-    // second; the site's caps over both sources are 2 connections and 5
-    // messages a second: the server never sees more than 2 connections at
-    // once, both sources send, and 40 deliveries span at least 39 / 5 s
+/// A service sending everything to one scripted server (each reply to the
+/// end of data delayed by `tarpit`) from sources s2 (127.0.0.2) and s3
+/// (127.0.0.3); `delivery` goes into `[delivery]`, `extra` at the end.
+fn two_sources(
+    tarpit: Duration,
+    delivery: &str,
+    extra: &str,
+) -> (Fixture, ScriptedServer, volley_tests::process::Running) {
     let fx = Fixture::new();
     let server = ScriptedServer::start_with(
         volley_tests::scripted::Options {
             pipelining: true,
-            tarpit: Some((
-                volley_tests::scripted::Stage::DataEnd,
-                Duration::from_millis(100),
-            )),
+            tarpit: Some((volley_tests::scripted::Stage::DataEnd, tarpit)),
             ..Default::default()
         },
         std::sync::Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
@@ -214,10 +213,10 @@ fn a_sites_connection_cap_holds_over_all_its_sources() {
         "config.toml",
         format!(
             "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
-             [delivery]\nconnections = 3\nsite_connections = 2\nmessages_per_second = 100\nsite_messages_per_second = 5\nmessages_per_connection = 4\nretry_first = \"1s\"\n\
+             [delivery]\nretry_first = \"1s\"\n{delivery}\n\
              [routes]\n\"*\" = \"{}\"\n\
-             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\nehlo = \"mta2.test\"\n\
-             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\nehlo = \"mta3.test\"\n",
+             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\n\
+             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\n{extra}\n",
             free_port(),
             server.addr
         ),
@@ -227,6 +226,21 @@ fn a_sites_connection_cap_holds_over_all_its_sources() {
     wait_until(Duration::from_secs(60), "the service", || {
         http_get(&http, "/healthz").is_ok()
     });
+    (fx, server, service)
+}
+
+#[test]
+fn a_sites_connection_cap_holds_over_all_its_sources() {
+    // each source × site may open 3 connections and send 100 messages a
+    // second; the site's caps over both sources are 2 connections and 5
+    // messages a second: the server never sees more than 2 connections at
+    // once, both sources send, and 40 deliveries span at least 39 / 5 s
+    let (fx, server, service) = two_sources(
+        Duration::from_millis(100),
+        "connections = 3\nsite_connections = 2\nmessages_per_second = 100\n\
+         site_messages_per_second = 5\nmessages_per_connection = 4",
+        "",
+    );
     let rcpts: Vec<String> = (0..40).map(|i| format!("r{i}@d{}.test", i % 8)).collect();
     let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     enqueue(&fx, &campaign(&fx, "capped", &refs));
@@ -266,37 +280,12 @@ fn room_under_a_sites_cap_goes_round_its_sources() {
     // pool a (127.0.0.2) fills the site's cap of 2 connections with a
     // slow campaign; then pool b's (127.0.0.3) mail arrives: it gets a
     // connection while a still has mail, rather than after a ran dry
-    let fx = Fixture::new();
-    let server = ScriptedServer::start_with(
-        volley_tests::scripted::Options {
-            pipelining: true,
-            tarpit: Some((
-                volley_tests::scripted::Stage::DataEnd,
-                Duration::from_millis(700),
-            )),
-            ..Default::default()
-        },
-        std::sync::Arc::new(|_: &str, _: u32| "250 2.1.5 Ok".to_string()),
+    let (fx, server, service) = two_sources(
+        Duration::from_millis(700),
+        "connections = 3\nsite_connections = 2",
+        "[[egress.pools]]\nname = \"a\"\nsources = [\"s2\"]\n\
+         [[egress.pools]]\nname = \"b\"\nsources = [\"s3\"]",
     );
-    fx.write(
-        "config.toml",
-        format!(
-            "[spool]\ndir = \"spool\"\n[events]\njsonl = \"events.jsonl\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
-             [delivery]\nconnections = 3\nsite_connections = 2\nretry_first = \"1s\"\n\
-             [routes]\n\"*\" = \"{}\"\n\
-             [[egress.sources]]\nname = \"s2\"\naddress = \"127.0.0.2\"\n\
-             [[egress.sources]]\nname = \"s3\"\naddress = \"127.0.0.3\"\n\
-             [[egress.pools]]\nname = \"a\"\nsources = [\"s2\"]\n\
-             [[egress.pools]]\nname = \"b\"\nsources = [\"s3\"]\n",
-            free_port(),
-            server.addr
-        ),
-    );
-    let http = fx.http_addr();
-    let service = spawn(fx.path(), &["run", "--config", "config.toml"]);
-    wait_until(Duration::from_secs(60), "the service", || {
-        http_get(&http, "/healthz").is_ok()
-    });
     let with_pool = |id: &str, pool: &str, n: usize| {
         let rcpts: Vec<String> = (0..n).map(|i| format!("{id}{i}@d{}.test", i % 4)).collect();
         let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();

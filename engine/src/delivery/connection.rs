@@ -18,7 +18,8 @@
 //! session while its site has work. It ends when its site has nothing in
 //! flight for the idle period, when the site's connection limit was lowered
 //! below the connections it has (throttling), when other sites wait for
-//! slots and this site holds more than its fair share, at shutdown, or
+//! slots and this site holds more than its fair share (or the site's other
+//! sources wait for room under its cap: see `site_limits.rs`), at shutdown, or
 //! when a session cannot be opened and either other sessions of the site
 //! are open (they serve it) or the failure took the site down (every ready
 //! message is then deferred with that one decision, see
@@ -86,7 +87,8 @@ fn unended(ctx: &ShardCtx, r: Ready) -> Option<Ready> {
 
 /// Waits for the next ready message, or decides to close: the site has had
 /// nothing in flight for the idle period, or has nothing in flight while
-/// other sites wait for a slot of the connection budget.
+/// other sites wait for a slot of the connection budget (or other sources
+/// of the site for room under its cap).
 async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
     let ready = &ready.rx;
     let mut shutdown = ctx.shutdown.clone();
@@ -96,7 +98,9 @@ async fn next(ctx: &ShardCtx, dest: &Dest, ready: &Queue) -> Next {
             return Next::Exit;
         }
         let idle = ctx.config().delivery.timeouts.idle;
-        if ctx.budget.waiting() > 0 {
+        // others wait for a connection: the global budget's slots, or room
+        // under this site's cap over its sources
+        if ctx.budget.waiting() > 0 || dest.share.others_wait() {
             if dest.in_flight() == 0 && ready.is_empty() {
                 return Next::Exit;
             }

@@ -133,7 +133,23 @@ pub async fn resolve(
         return with_policy(domain, config, answer, p, rule_domain, sts);
     }
     let key = base_key(&answer, domain, own_rule);
-    let until = until(&answer);
+    Ok(mx_site(key, answer, config, rule_domain, None, None))
+}
+
+/// The site `key` of an MX answer, and until when the mapping holds (at
+/// least a minute, so that a TTL of zero does not mean a lookup per
+/// message).
+fn mx_site(
+    key: String,
+    answer: super::mx::MxAnswer,
+    config: &Config,
+    rule_domain: Option<String>,
+    sts: Option<Applied>,
+    base: Option<String>,
+) -> (Site, Instant) {
+    let until = answer
+        .valid_until
+        .max(Instant::now() + Duration::from_secs(60));
     let site = Site {
         key: Arc::from(key),
         hosts: Hosts::Mx {
@@ -142,10 +158,10 @@ pub async fn resolve(
         },
         rule_domain,
         source: None,
-        sts: None,
-        base: None,
+        sts: sts.map(Arc::new),
+        base: base.map(Arc::from),
     };
-    Ok((site, until))
+    (site, until)
 }
 
 /// The key of the site of `domain` by its MX answer: the domain itself
@@ -162,14 +178,6 @@ fn base_key(answer: &super::mx::MxAnswer, domain: &str, own_rule: bool) -> Strin
     } else {
         format!("mx:{}", names.join(","))
     }
-}
-
-/// At least a minute, so that a TTL of zero does not mean a lookup per
-/// message.
-fn until(answer: &super::mx::MxAnswer) -> Instant {
-    answer
-        .valid_until
-        .max(Instant::now() + Duration::from_secs(60))
 }
 
 /// The site of `domain` under its MTA-STS policy `p`: a site of its own,
@@ -226,17 +234,12 @@ fn with_policy(
         p.policy.mode.name(),
         digest.finalize()
     );
-    let until = until(&answer);
-    let site = Site {
-        key: Arc::from(key),
-        hosts: Hosts::Mx {
-            hosts: answer.hosts,
-            port: config.delivery.smtp_port,
-        },
+    Ok(mx_site(
+        key,
+        answer,
+        config,
         rule_domain,
-        source: None,
-        sts: Some(Arc::new(p)),
-        base: Some(Arc::from(base)),
-    };
-    Ok((site, until))
+        Some(p),
+        Some(base),
+    ))
 }
