@@ -55,6 +55,13 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// A session under an MTA-STS policy: its mode, and whether TLS verified.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MtaStsLabels {
+    pub mode: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HoldLabels {
     /// `domain`, `site` or `campaign`.
@@ -157,6 +164,8 @@ pub struct Metrics {
     /// Warming sources: plan day, and today's allowance per site.
     pub warmup_day: Family<SourceLabels, Gauge>,
     pub warmup_allowance: Family<SourceLabels, Gauge>,
+    /// Sessions under MTA-STS policies, by mode and result.
+    pub mta_sts_sessions: Family<MtaStsLabels, Counter>,
     pub ingested: Counter,
     pub rejected: Counter,
     /// SIGHUP reloads, by result (`applied`, `invalid`).
@@ -197,6 +206,7 @@ impl Metrics {
             holds: Family::default(),
             draining: Gauge::default(),
             source_up: Family::default(),
+            mta_sts_sessions: Family::default(),
             warmup_day: Family::default(),
             warmup_allowance: Family::default(),
             ingested: Counter::default(),
@@ -287,6 +297,11 @@ impl Metrics {
             m.warmup_allowance.clone(),
         );
         registry.register(
+            "mta_sts_sessions",
+            "Sessions to domains with an MTA-STS policy, by mode (enforce, testing) and result (verified; failed: TLS did not verify, or the MX host is not in the policy)",
+            m.mta_sts_sessions.clone(),
+        );
+        registry.register(
             "draining",
             "1 while the service drains (volley queue drain): no new work, no new attempt",
             m.draining.clone(),
@@ -334,6 +349,15 @@ impl Metrics {
             "Sites with a running shard (an idle site's shard ends after the idle timeout)",
             m.sites_active.clone(),
         );
+        // every mode and result served from the start (at 0)
+        for mode in ["enforce", "testing"] {
+            for result in ["verified", "failed"] {
+                let _ = m.mta_sts_sessions.get_or_create(&MtaStsLabels {
+                    mode: mode.into(),
+                    result: result.into(),
+                });
+            }
+        }
         m.spool.register(&mut registry);
         m.sites.register(&mut registry);
         m.destinations.register(&mut registry);

@@ -212,6 +212,14 @@ fn policies_are_enforced_tested_reported_and_cached() {
         bad_ip.to_string()
     );
     assert!(report(&fx, "none.test").is_none(), "no policy, no report");
+    let sessions = |mode: &str, result: &str| {
+        fx.metric(&format!(
+            "volley_mta_sts_sessions_total{{mode=\"{mode}\",result=\"{result}\"}}"
+        ))
+    };
+    assert!(sessions("enforce", "verified") >= 1.0);
+    assert!(sessions("enforce", "failed") >= 1.0);
+    assert!(sessions("testing", "failed") >= 1.0);
     let gone = report(&fx, "gone.test").expect("the failed fetch is reported");
     assert_eq!(
         gone["policies"][0]["policy"]["policy-type"],

@@ -87,6 +87,18 @@ async fn open_sts(
         return open_at(ctx, config, dest, mode, addr, host).await;
     };
     let report = |failure: Option<(&'static str, String)>| {
+        ctx.metrics
+            .mta_sts_sessions
+            .get_or_create(&crate::metrics::MtaStsLabels {
+                mode: sts.policy.mode.name().into(),
+                result: if failure.is_some() {
+                    "failed"
+                } else {
+                    "verified"
+                }
+                .into(),
+            })
+            .inc();
         let failure = failure.map(|(result_type, reason)| Failure {
             result_type,
             sending_ip: dest.source.as_ref().map(|s| s.address.to_string()),
