@@ -2,8 +2,8 @@
 //! `GET https://mta-sts.<domain>/.well-known/mta-sts.txt` over HTTP/1.1,
 //! the host's addresses from the engine's resolver, the certificate
 //! verified for `mta-sts.<domain>` against the system roots. Only a `200`
-//! with a `text/plain` body of at most [`MAX_POLICY`] bytes is a policy;
-//! redirects are not followed. Exposure: the policy host is chosen by the
+//! with a `text/plain` body (or one of no named type) of at most
+//! [`MAX_POLICY`] bytes is a policy; redirects are not followed. Exposure: the policy host is chosen by the
 //! recipient domain: its address must not be internal (unless `[dns]
 //! allow_internal`), its answer is read within a timeout and a size bound.
 
@@ -130,15 +130,16 @@ where
     if resp.status() != StatusCode::OK {
         return Err(fetch(format!("HTTP {} (200 wanted)", resp.status())));
     }
-    let plain = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
+    // text/plain (any parameters); a server that names no type at all is
+    // taken at its word too: the body must still parse as a policy
+    let plain = match resp.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v.to_str().ok().is_some_and(|v| {
             v.split(';')
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain"))
-        });
+        }),
+    };
     if !plain {
         return Err(FetchError::Invalid(format!(
             "{url}: the answer is not text/plain"
