@@ -312,9 +312,15 @@ impl Dest {
             if local && !h.is_down() {
                 return;
             }
-            h.failed(Instant::now(), |n| backoff.delay(n, fastrand::f64()))
+            let change = h.failed(Instant::now(), |n| backoff.delay(n, fastrand::f64()));
+            // the fault is set before the health lock is let go: a shard
+            // that sees the site down tells its recipients this failure
+            if matches!(change, Change::WentDown { .. } | Change::ProbeFailed { .. }) {
+                *lock(&self.fault) = Some(outcome.clone());
+            }
+            change
         };
-        self.note(change, Some((e, outcome)));
+        self.note(change, Some(e));
     }
 
     /// A session opened.
@@ -330,13 +336,12 @@ impl Dest {
     }
 
     /// Logs and publishes a health change, and wakes the shard.
-    fn note(&self, change: Change, failure: Option<(&SessionError, &Outcome)>) {
+    fn note(&self, change: Change, failure: Option<&SessionError>) {
         let now = Instant::now();
         match change {
             Change::None => return,
             Change::WentDown { failures, probe_at } => {
-                if let Some((e, o)) = failure {
-                    *lock(&self.fault) = Some(o.clone());
+                if let Some(e) = failure {
                     tracing::warn!(
                         site = %self.key,
                         failures,
@@ -349,8 +354,7 @@ impl Dest {
                 self.m.up.set(0);
             }
             Change::ProbeFailed { probes, probe_at } => {
-                if let Some((e, o)) = failure {
-                    *lock(&self.fault) = Some(o.clone());
+                if let Some(e) = failure {
                     tracing::info!(
                         site = %self.key,
                         probes,
