@@ -311,15 +311,8 @@ impl Scheduler {
                 let retry = Some(Backoff::from(&self.ctx.config().policy(&domain, &[])));
                 let report = |work: Work| {
                     let _ = self.ctx.recorder.send(Report {
-                        work,
-                        outcome: outcome.clone(),
-                        subject: String::new(),
-                        headers: None,
-                        at_ms: volley_spool::now_ms(),
-                        permit: None,
-                        site: None,
                         retry,
-                        not_before: None,
+                        ..Report::untried(work, outcome.clone(), String::new(), None)
                     });
                 };
                 for m in waiting {

@@ -18,32 +18,29 @@
 //! (internal).
 
 mod conns;
+mod ctx;
 mod holding;
+
+pub use ctx::ShardCtx;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
-use volley_spool::Spool;
 
-use super::budget::{Budget, Slot};
+use super::Work;
+use super::budget::Slot;
 use super::dest::Dest;
 use super::health::Admit;
-use super::holds::Holds;
-use super::mx::Resolver;
 use super::open;
-use super::produce::{Job, Producer};
+use super::produce::Job;
 pub use super::queue::ShardIn;
 use super::queue::{Campaigns, Queue};
 use super::site::Site;
-use super::{Report, Stats, Work};
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::smtp::TlsSettings;
 
 /// How soon a shard waiting for room under its site's connection cap looks
 /// again, should it miss the wake-up of a connection ending.
@@ -51,102 +48,6 @@ const FULL_RECHECK: Duration = Duration::from_millis(250);
 
 /// Recipients of a down site deferred per turn of the shard's loop.
 const DEFER_SHARE: usize = 256;
-
-/// Everything shards and their connections share.
-pub struct ShardCtx {
-    config: RwLock<Arc<Config>>,
-    generation: AtomicU64,
-    pub spool: Arc<Spool>,
-    pub producer: Producer,
-    pub recorder: crossbeam_channel::Sender<Report>,
-    pub stats: Arc<Stats>,
-    pub metrics: Arc<Metrics>,
-    pub tls: TlsSettings,
-    pub resolver: Arc<Resolver>,
-    pub shutdown: watch::Receiver<bool>,
-    /// The global budget of outbound connections.
-    pub budget: Arc<Budget>,
-    /// One clock for every shard's rate limiter (making one calibrates it).
-    pub clock: governor::clock::DefaultClock,
-    /// The operators' holds (domains, sites, campaigns).
-    pub holds: Arc<Holds>,
-    /// The operators' reroutes (domain → next hop).
-    pub reroutes: Arc<super::reroutes::Reroutes>,
-    /// The operators' endings (cancelled campaigns, bounced domains).
-    pub endings: Arc<super::endings::Endings>,
-    /// The service drains: no shard starts an attempt (as if every site
-    /// were held) until it ends.
-    pub draining: std::sync::atomic::AtomicBool,
-    /// The egress sources and pools.
-    pub egress: Arc<super::egress::Egress>,
-    /// MTA-STS policies and TLS reports.
-    pub sts: Arc<super::sts::Sts>,
-    /// The site-wide limits the shards of one site (one per source) share.
-    pub site_shares: super::site_limits::SiteShares,
-    /// The scheduler, for recipients an ending shard gives back (weak:
-    /// the scheduler owns this context).
-    pub scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
-}
-
-impl ShardCtx {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: Arc<Config>,
-        spool: Arc<Spool>,
-        producer: Producer,
-        recorder: crossbeam_channel::Sender<Report>,
-        stats: Arc<Stats>,
-        metrics: Arc<Metrics>,
-        tls: TlsSettings,
-        resolver: Arc<Resolver>,
-        shutdown: watch::Receiver<bool>,
-        budget: Arc<Budget>,
-        holds: Arc<Holds>,
-        reroutes: Arc<super::reroutes::Reroutes>,
-        endings: Arc<super::endings::Endings>,
-        egress: Arc<super::egress::Egress>,
-        sts: Arc<super::sts::Sts>,
-        scheduler: mpsc::WeakUnboundedSender<super::scheduler::SchedMsg>,
-    ) -> ShardCtx {
-        ShardCtx {
-            config: RwLock::new(config),
-            generation: AtomicU64::new(0),
-            spool,
-            producer,
-            recorder,
-            stats,
-            metrics,
-            tls,
-            resolver,
-            shutdown,
-            budget,
-            clock: governor::clock::DefaultClock::default(),
-            holds,
-            reroutes,
-            endings,
-            draining: std::sync::atomic::AtomicBool::new(false),
-            egress,
-            sts,
-            site_shares: Default::default(),
-            scheduler,
-        }
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Installs a new configuration (a reload).
-    pub fn set_config(&self, c: Arc<Config>) {
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = c;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-}
 
 /// Starts the shard of `site`; returns its input queue.
 pub fn spawn(ctx: Arc<ShardCtx>, site: Site) -> mpsc::UnboundedSender<ShardIn> {

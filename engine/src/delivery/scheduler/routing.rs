@@ -135,15 +135,9 @@ impl Scheduler {
         let report = |work: Work| {
             let retry = Some(Backoff::from(&config.policy(&work.domain, &[])));
             let _ = self.ctx.recorder.send(Report {
-                work,
-                outcome: outcome.clone(),
-                subject: String::new(),
-                headers: None,
-                at_ms: volley_spool::now_ms(),
-                permit: None,
-                site: None,
                 retry,
                 not_before: Some(not_before),
+                ..Report::untried(work, outcome.clone(), String::new(), None)
             });
         };
         m.into_works().into_iter().for_each(report);
