@@ -7,8 +7,9 @@
 //! (`dest.sts`) a session must verify in `enforce` mode; in `testing` mode
 //! it is first tried with verification and, when that fails, again as the
 //! destination's own policy says; either way it is counted in the day's
-//! TLS report. Also the [`probe`] of a down site. Exposure: talks to remote servers through [`crate::smtp`]; every
-//! failure is a [`SessionError`].
+//! TLS report. Also the [`probe`] of a down site. Exposure: talks to
+//! remote servers through [`crate::smtp`]; every failure is a
+//! [`SessionError`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
