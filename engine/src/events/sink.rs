@@ -57,6 +57,11 @@ pub trait NotificationSink: Send {
 /// is the file's generation and length ([`rotation`]), so after a crash it
 /// truncates lines written after the last stored cursor and every event
 /// appears exactly once, across rotations too.
+///
+/// The file is written once and never read back here: once a batch is
+/// synced its pages are let go from the page cache ([`let_go`]), so an
+/// event log of many gigabytes does not crowd out the spool and the
+/// journal, and the next batch's writes reuse the memory just freed.
 pub struct JsonlSink {
     /// Its cursor's name: `jsonl` for the `[events] jsonl` file.
     name: String,
@@ -67,6 +72,31 @@ pub struct JsonlSink {
     rotation: Rotation,
     /// The live file's generation (rotations so far).
     generation: u64,
+    /// The live file's pages before this offset were let go.
+    uncached: u64,
+}
+
+/// Asks the kernel to drop the cached pages of `file` in `from..to`
+/// (written and synced, so clean); returns where the next call starts:
+/// `to` rounded down to a page, as the page holding the file's end stays.
+#[cfg(target_os = "linux")]
+fn let_go(file: &File, from: u64, to: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let (Ok(start), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to.saturating_sub(from)),
+    ) else {
+        return from;
+    };
+    // SAFETY: posix_fadvise(2) only advises the kernel about the open
+    // descriptor's pages; it touches no memory of ours.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_DONTNEED) };
+    if r == 0 { to & !4095 } else { from }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn let_go(_file: &File, from: u64, _to: u64) -> u64 {
+    from
 }
 
 /// Makes a directory's entries durable (fsync of the directory).
@@ -146,6 +176,7 @@ impl JsonlSink {
             lines: Lines::default(),
             rotation: Rotation::OFF,
             generation: rotation::live_generation(path),
+            uncached: 0,
         })
     }
 
@@ -167,6 +198,7 @@ impl JsonlSink {
         self.out = BufWriter::with_capacity(1 << 20, f);
         self.generation += 1;
         self.len = 0;
+        self.uncached = 0;
         rotation::prune(&self.path, self.rotation.keep);
         tracing::info!(file = %old.display(), "rotated the event file");
         Ok(())
@@ -181,7 +213,9 @@ impl JsonlSink {
             self.len += line.len() as u64;
         }
         self.out.flush().map_err(|e| self.err(e))?;
-        self.out.get_ref().sync_data().map_err(|e| self.err(e))
+        self.out.get_ref().sync_data().map_err(|e| self.err(e))?;
+        self.uncached = let_go(self.out.get_ref(), self.uncached, self.len);
+        Ok(())
     }
 
     /// Throws away buffered lines and cuts the file back to `len`.
@@ -199,6 +233,7 @@ impl JsonlSink {
             }
         }
         self.len = len;
+        self.uncached = self.uncached.min(len & !4095);
     }
 
     fn err(&self, e: impl std::fmt::Display) -> SinkError {
@@ -272,100 +307,10 @@ impl NotificationSink for JsonlSink {
                 self.len = len;
             }
         }
+        self.uncached = self.uncached.min(self.len & !4095);
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::RefCell;
-
-    #[test]
-    fn a_created_file_and_its_directories_are_made_durable() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("new/sub/events.jsonl");
-        let synced = RefCell::new(Vec::new());
-        let sync = |dir: &Path| {
-            synced.borrow_mut().push(dir.to_path_buf());
-            sync_dir(dir)
-        };
-        let mut sink = JsonlSink::open_syncing(&path, &sync).unwrap();
-        // the directory of each new entry: `new`, `sub`, then the file
-        // (before any event is in it)
-        assert_eq!(
-            *synced.borrow(),
-            vec![
-                d.path().to_path_buf(),
-                d.path().join("new"),
-                d.path().join("new/sub"),
-            ]
-        );
-        sink.publish(&[]).unwrap();
-        drop(sink);
-        // an existing file: nothing new to make durable
-        synced.borrow_mut().clear();
-        JsonlSink::open_syncing(&path, &sync).unwrap();
-        assert!(synced.borrow().is_empty());
-    }
-
-    fn lines_of(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    #[test]
-    fn rotation_keeps_every_event_once_across_a_crash_after_it() {
-        let events = crate::events::model::tests::sample_events();
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("events.jsonl");
-        let every = Rotation {
-            rotate_bytes: 1,
-            keep: 3,
-        };
-        let mut sink = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
-        sink.publish(&events[0..2]).unwrap();
-        let stored = sink.state();
-        // the next batch rotates first; the process dies before its cursor
-        sink.publish(&events[2..4]).unwrap();
-        assert_eq!(lines_of(&rotation::rotated(&path, 0)).len(), 2);
-        assert_eq!(lines_of(&path).len(), 2);
-        drop(sink);
-        let mut again = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
-        again.resume(stored).unwrap();
-        assert!(
-            lines_of(&path).is_empty(),
-            "what came after the cursor is cut"
-        );
-        again.publish(&events[2..4]).unwrap();
-        let mut all = lines_of(&rotation::rotated(&path, 0));
-        all.extend(lines_of(&path));
-        let mut want = Vec::new();
-        let mut l = crate::events::json::Lines::default();
-        for e in &events[0..4] {
-            let mut out = Vec::new();
-            l.write(e, &mut out).unwrap();
-            want.push(String::from_utf8(out).unwrap().trim_end().to_string());
-        }
-        assert_eq!(all, want, "each event once, in order");
-        // a crash with no rotation since the cursor cuts as before
-        let stored = again.state();
-        again.publish(&events[4..6]).unwrap(); // rotates to .1
-        again.publish(&events[6..8]).unwrap(); // rotates to .2
-        let at = again.state();
-        again.publish(&events[8..10]).unwrap(); // rotates to .3
-        drop(again);
-        let mut third = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
-        third.resume(at).unwrap();
-        assert!(lines_of(&path).is_empty());
-        // only the newest `keep` rotated files stay
-        assert_eq!(rotation::generations(&path), vec![1, 2, 3]);
-        // a cursor older than one rotation does not match the files: append
-        let mut fourth = JsonlSink::open_rotating(&path, "jsonl", every).unwrap();
-        fourth.resume(stored).unwrap();
-        assert_eq!(State::decode(fourth.state()).generation, 4);
-    }
-}
+mod tests;
