@@ -8,7 +8,10 @@
 //! last delivery every destination's lag was back to zero (all read from
 //! the service's `/metrics`, polled every 50 ms), and the CPU each process
 //! used per message (Volley, smtp-sink, RabbitMQ, this process with the
-//! receiver), since all of them share the machine's cores.
+//! receiver), since all of them share the machine's cores. First, with
+//! nothing else running, RabbitMQ's own CPU per persistent, confirmed
+//! message ([`broker_alone`]) at the size of a raw event: the floor under
+//! what the `amqp` destination costs the machine.
 //!
 //! `cargo bench -p volley-benches --bench destinations`
 //! Environment: VOLLEY_BENCH_N (recipients, default 100000),
@@ -16,7 +19,7 @@
 //! (default 32), VOLLEY_BENCH_ALG (rsa | ed25519, default rsa),
 //! VOLLEY_BENCH_FORMAT (raw | sns: the destinations' body format, default
 //! raw; sns signs every event with RSA-2048), VOLLEY_BENCH_VARIANTS
-//! (default ABC).
+//! (default ABC; `R` alone: only the broker probe).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use volley_benches::env_or;
+use volley_benches::{broker_alone, env_or};
 use volley_benches::newsletter::{self, Alg};
 use volley_tests::rabbit::Rabbit;
 use volley_tests::{Fixture, PostfixSink, free_port, http_get, spawn, stop, volley};
@@ -280,6 +283,22 @@ fn main() {
         "workload: {n} recipients over 100 domains, {conns} connections to smtp-sink, {}; destinations' format {format}",
         alg.name()
     );
+    let broker_pid = rabbit.pid().unwrap_or(0);
+    for batch in [256, 4096] {
+        let m = 2 * n.min(20_000);
+        let x = broker_alone::probe(
+            &rabbit.url(),
+            "bench",
+            "main.Delivery",
+            (m, batch, 1600),
+            || cpu_secs(broker_pid),
+        );
+        rabbit.purge("bench-events");
+        println!(
+            "RabbitMQ alone: {m} persistent 1,600-byte messages, confirms per {batch}: {:.0} messages/s, {:.0} µs of the broker's CPU each",
+            x.rate, x.cpu_us
+        );
+    }
     println!("A: events file only; B: + webhook + amqp; C: + webhook");
     println!("CPU per message in µs: volley / smtp-sink / RabbitMQ / bench process (receiver)");
     let mut rates: Vec<(char, Vec<f64>)> = Vec::new();

@@ -8,6 +8,7 @@
 //! [`delay`] (a latency-adding proxy), [`workloads`] (the per-message
 //! bench's campaigns) and [`stages`] (its in-process stage timings).
 
+pub mod broker_alone;
 pub mod delay;
 pub mod dns_probe;
 pub mod measure;
