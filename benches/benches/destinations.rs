@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use volley_benches::{broker_alone, env_or};
 use volley_benches::newsletter::{self, Alg};
+use volley_benches::{broker_alone, env_or};
 use volley_tests::rabbit::Rabbit;
 use volley_tests::{Fixture, PostfixSink, free_port, http_get, spawn, stop, volley};
 
