@@ -13,14 +13,16 @@
 #                     (each test runs its own on private ports; the system
 #                     service is not started) and their consumer
 #   swaks          -> a real SMTP client for the submission tests (Python's
-#                     smtplib is the other)
+#                     smtplib is the other); libnet-ssleay-perl and
+#                     libio-socket-ssl-perl give it STARTTLS (only recommended
+#                     by the package, so not pulled in here)
 # From PyPI, for the `python3` first on PATH (the SES API tests):
 #   boto3, awscli  -> the AWS SDK for Python and the AWS CLI, pointed at
 #                     Volley's SES v2 API (tests/tests/ses_api.rs)
 # Postfix is installed with debconf "No configuration": nothing is started.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography rabbitmq-server python3-pika swaks"
+PKGS="postfix python3-dkim python3-nacl openssl prometheus python3-prometheus-client python3-cryptography rabbitmq-server python3-pika swaks libnet-ssleay-perl libio-socket-ssl-perl"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -55,6 +57,7 @@ command -v promtool >/dev/null || { echo "promtool missing after install" >&2; e
 /usr/bin/python3 -c 'import pika' || { echo "python3-pika missing after install" >&2; exit 1; }
 test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { echo "rabbitmq-server missing after install" >&2; exit 1; }
 command -v swaks >/dev/null || { echo "swaks missing after install" >&2; exit 1; }
+perl -MNet::SSLeay -MIO::Socket::SSL -e1 2>/dev/null || { echo "swaks's TLS modules (Net::SSLeay, IO::Socket::SSL) missing after install" >&2; exit 1; }
 # boto3 and the AWS CLI for the `python3` on PATH (pip; PyPI only)
 if ! python3 -c 'import boto3' 2>/dev/null || ! command -v aws >/dev/null; then
   echo "installing from PyPI: boto3 awscli"
