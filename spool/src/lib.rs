@@ -71,6 +71,7 @@ mod maintain;
 mod messages;
 pub use messages::EVERY as MESSAGES_RECLAIM_EVERY;
 mod ops;
+pub mod pagecache;
 pub mod record;
 mod recover;
 mod report;

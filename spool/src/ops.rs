@@ -250,6 +250,7 @@ impl Spool {
     pub fn remove_cursor(&self, name: &str) -> Result<()> {
         let dir = self.dir.join("cursors");
         let p = dir.join(name);
+        lock(&self.journal_floor).removed(name);
         match fs::remove_file(&p) {
             Ok(()) => crate::fsync_dir(&dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -280,7 +281,7 @@ impl Spool {
     /// spool's cursor reserve (`cursors/.reserve`) gives its space up for it.
     pub fn set_cursor(&self, name: &str, c: Cursor) -> Result<()> {
         self.check_writable()?;
-        match self.write_cursor(name, c) {
+        let stored = match self.write_cursor(name, c) {
             Err(e)
                 if e.is_no_space()
                     && std::fs::remove_file(crate::layout::cursor_reserve(&self.dir)).is_ok() =>
@@ -292,7 +293,26 @@ impl Spool {
                 self.write_cursor(name, c)
             }
             r => r,
+        };
+        if stored.is_ok() {
+            self.floor_moved(name, c.position);
         }
+        stored
+    }
+
+    /// A sink's cursor is at `position`: the journal's pages every sink
+    /// has read are let go (see [`crate::journal::floor`]).
+    fn floor_moved(&self, name: &str, position: u64) {
+        let mut floor = lock(&self.journal_floor);
+        if floor.unloaded() {
+            let names = self.cursor_names();
+            floor.load(
+                names
+                    .into_iter()
+                    .filter_map(|n| self.cursor(&n).map(|c| (n, c.position))),
+            );
+        }
+        floor.moved(&self.dir, name, position);
     }
 
     fn write_cursor(&self, name: &str, c: Cursor) -> Result<()> {

@@ -407,6 +407,7 @@ fn assemble(dir: &Path, r: Recovered) -> Result<Spool> {
             journal.end,
         )),
         journal_commit: GroupCommit::new(jfile, journal.end),
+        journal_floor: Mutex::new(Default::default()),
         checkpoint_pos: AtomicU64::new(restored.from),
         checkpointing: Mutex::new(()),
         pending: Mutex::new(Some(pending)),

@@ -54,6 +54,8 @@ pub struct Spool {
     pub(crate) seg_commit: GroupCommit,
     pub(crate) journal: Mutex<files::Writer>,
     pub(crate) journal_commit: GroupCommit,
+    /// The sinks' lowest position: the journal's pages below it are let go.
+    pub(crate) journal_floor: Mutex<crate::journal::floor::Floor>,
     /// Journal position of the newest checkpoint.
     pub(crate) checkpoint_pos: AtomicU64,
     pub(crate) checkpointing: Mutex<()>,

@@ -12,6 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use volley_spool::pagecache::let_go;
+
 use super::json::Lines;
 use super::model::Event;
 
@@ -74,29 +76,6 @@ pub struct JsonlSink {
     generation: u64,
     /// The live file's pages before this offset were let go.
     uncached: u64,
-}
-
-/// Asks the kernel to drop the cached pages of `file` in `from..to`
-/// (written and synced, so clean); returns where the next call starts:
-/// `to` rounded down to a page, as the page holding the file's end stays.
-#[cfg(target_os = "linux")]
-fn let_go(file: &File, from: u64, to: u64) -> u64 {
-    use std::os::fd::AsRawFd;
-    let (Ok(start), Ok(len)) = (
-        libc::off_t::try_from(from),
-        libc::off_t::try_from(to.saturating_sub(from)),
-    ) else {
-        return from;
-    };
-    // SAFETY: posix_fadvise(2) only advises the kernel about the open
-    // descriptor's pages; it touches no memory of ours.
-    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_DONTNEED) };
-    if r == 0 { to & !4095 } else { from }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn let_go(_file: &File, from: u64, _to: u64) -> u64 {
-    from
 }
 
 /// Makes a directory's entries durable (fsync of the directory).

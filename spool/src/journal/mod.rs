@@ -12,6 +12,7 @@
 //! disk.
 
 pub mod files;
+pub(crate) mod floor;
 
 use crate::summary::Counts;
 use crate::{RecipientId, State};

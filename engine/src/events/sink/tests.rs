@@ -92,47 +92,6 @@ fn rotation_keeps_every_event_once_across_a_crash_after_it() {
     assert_eq!(State::decode(fourth.state()).generation, 4);
 }
 
-/// How many of the first `pages` pages of `path` are in the page cache.
-#[cfg(target_os = "linux")]
-fn resident(path: &Path, pages: usize) -> usize {
-    use std::os::fd::AsRawFd;
-    let f = File::open(path).unwrap();
-    let len = pages * 4096;
-    // SAFETY: a read-only shared mapping of an open file, unmapped below;
-    // mincore(2) writes one byte per page into `vec`, sized for them.
-    unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(at, libc::MAP_FAILED);
-        let mut vec = vec![0u8; pages];
-        assert_eq!(libc::mincore(at, len, vec.as_mut_ptr()), 0);
-        libc::munmap(at, len);
-        vec.iter().filter(|b| **b & 1 == 1).count()
-    }
-}
-
-/// Whether `dir` is on a file system known to drop clean pages when
-/// told (tmpfs keeps them: they are the file).
-#[cfg(target_os = "linux")]
-fn drops_pages(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: statfs(2) fills the struct it is given.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `c` is a NUL-terminated path.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    // ext4, xfs, btrfs
-    [0xEF53_i64, 0x5846_5342, 0x9123_683E].contains(&(st.f_type as i64))
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn synced_batches_leave_the_page_cache() {
@@ -144,11 +103,15 @@ fn synced_batches_leave_the_page_cache() {
         sink.publish(&events).unwrap();
     }
     let full = (sink.len / 4096) as usize;
-    if !drops_pages(d.path()) {
+    if !volley_spool::pagecache::drops_clean_pages(d.path()) {
         eprintln!("skipped: the temporary directory's file system keeps clean pages");
         return;
     }
-    assert_eq!(resident(&path, full), 0, "of {full} pages written");
+    assert_eq!(
+        volley_spool::pagecache::cached_pages(&path, full),
+        Some(0),
+        "of {full} pages written"
+    );
     // what was written is all there
     assert_eq!(std::fs::metadata(&path).unwrap().len(), sink.len);
     let lines = lines_of(&path);
