@@ -9,6 +9,9 @@
 //! production thread and freed on an I/O thread, a pattern glibc's malloc
 //! serves with arena locks and consolidation (about a tenth of the CPU of
 //! a send, measured with `perf`); the one process-wide static there is.
+//! It is built without transparent huge pages (`no_thp`): a new 2 MiB of
+//! heap was zeroed whole at its first touch, for buffers that use little
+//! of it (peak RSS a third lower, CPU no higher).
 
 mod cli;
 
