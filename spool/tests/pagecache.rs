@@ -34,21 +34,18 @@ fn all_entries(r: &mut Reader, end: u64) -> Vec<Entry> {
     out
 }
 
-#[test]
-fn journal_pages_read_by_every_sink_are_let_go() {
-    let dir = tempfile::tempdir().unwrap();
-    if !pagecache::drops_clean_pages(dir.path()) {
+/// A spool in `dir` whose `sinks` stored cursors at the start, then 3,000
+/// outcomes of ~1 KB journaled 64 a commit; its journal end. `None` (the
+/// test is skipped) where the file system keeps clean pages.
+fn journaled(dir: &std::path::Path, sinks: &[&str]) -> Option<(Spool, u64)> {
+    if !pagecache::drops_clean_pages(dir) {
         eprintln!("skipped: the temporary directory's file system keeps clean pages");
-        return;
+        return None;
     }
-    let (spool, _) = Spool::open(dir.path()).unwrap();
-    let at = |position| Cursor {
-        position,
-        sink_state: 0,
-    };
-    // both sinks stand at the start
-    spool.set_cursor("a", at(0)).unwrap();
-    spool.set_cursor("b", at(0)).unwrap();
+    let (spool, _) = Spool::open(dir).unwrap();
+    for s in sinks {
+        spool.set_cursor(s, at(0)).unwrap();
+    }
     let c = spool.create_campaign("c", b"{}").unwrap();
     let ids = spool
         .append(&(0..3000).map(|i| rec(c.no, i)).collect::<Vec<_>>())
@@ -62,6 +59,22 @@ fn journal_pages_read_by_every_sink_are_let_go() {
         spool.record(&entries).unwrap();
     }
     let end = spool.journal_end();
+    Some((spool, end))
+}
+
+fn at(position: u64) -> Cursor {
+    Cursor {
+        position,
+        sink_state: 0,
+    }
+}
+
+#[test]
+fn journal_pages_read_by_every_sink_are_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((spool, end)) = journaled(dir.path(), &["a", "b"]) else {
+        return;
+    };
     let before = all_entries(&mut spool.journal_reader(0).unwrap(), end);
     let (cached, pages) = journal_pages(dir.path());
     assert!(pages > 700, "{pages} pages of journal");
@@ -97,27 +110,9 @@ fn journal_pages_read_by_every_sink_are_let_go() {
 #[test]
 fn a_removed_sink_holds_no_pages() {
     let dir = tempfile::tempdir().unwrap();
-    if !pagecache::drops_clean_pages(dir.path()) {
-        eprintln!("skipped: the temporary directory's file system keeps clean pages");
+    let Some((spool, end)) = journaled(dir.path(), &["gone"]) else {
         return;
-    }
-    let (spool, _) = Spool::open(dir.path()).unwrap();
-    let at = |position| Cursor {
-        position,
-        sink_state: 0,
     };
-    spool.set_cursor("gone", at(0)).unwrap();
-    let c = spool.create_campaign("c", b"{}").unwrap();
-    let ids = spool
-        .append(&(0..3000).map(|i| rec(c.no, i)).collect::<Vec<_>>())
-        .unwrap();
-    let detail = vec![b'y'; 1000];
-    let entries: Vec<Entry> = ids
-        .iter()
-        .map(|&id| Entry::outcome(Kind::Delivered, id, 1, 1, 0, detail.clone()))
-        .collect();
-    spool.record(&entries).unwrap();
-    let end = spool.journal_end();
     spool.set_cursor("jsonl", at(end)).unwrap();
     let (cached, pages) = journal_pages(dir.path());
     assert!(
