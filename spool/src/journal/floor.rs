@@ -38,7 +38,12 @@ impl Floor {
     /// of the journal files in `spool` below the new floor.
     pub(crate) fn moved(&mut self, spool: &Path, name: &str, position: u64) {
         let positions = self.positions.get_or_insert_with(HashMap::new);
-        positions.insert(name.to_string(), position);
+        match positions.get_mut(name) {
+            Some(p) => *p = position,
+            None => {
+                positions.insert(name.to_string(), position);
+            }
+        }
         let floor = positions.values().copied().min().unwrap_or(0);
         if floor < self.done.saturating_add(STEP) {
             return;
