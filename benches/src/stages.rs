@@ -249,6 +249,11 @@ fn events(spool: &Spool, def: &CampaignDef, path: &std::path::Path) {
     let end = spool.journal_end();
     let mut damage = Vec::new();
     let mut headers = model::HeadersCache::default();
+    let sender = std::sync::Arc::new(model::Sender::new(
+        def,
+        "arn:aws:ses:local:000000000000:identity/bench.test",
+        "000000000000",
+    ));
     loop {
         let batch = reader.read(end, EVENT_BATCH, &mut damage).expect("read");
         if batch.is_empty() {
@@ -266,8 +271,7 @@ fn events(spool: &Spool, def: &CampaignDef, path: &std::path::Path) {
                 email: &e.email,
                 message_id: &mid,
                 reporting_mta: "bench.test",
-                source_arn: "arn:aws:ses:local:000000000000:identity/bench.test",
-                account_id: "000000000000",
+                sender: &sender,
             };
             events.extend(model::events_with(&c, e, &mut headers));
         }

@@ -25,7 +25,7 @@ use volley_spool::{Entry, Kind, Spool};
 use super::backoff::{Backoff, Next};
 use super::scheduler::SchedMsg;
 use super::{Report, Stats};
-use crate::events::detail::{Detail, SentJson};
+use crate::events::detail::Detail;
 use crate::metrics::Metrics;
 use crate::outcome::{self, Outcome};
 
@@ -111,12 +111,7 @@ fn accepted_ms(spool: &Spool, r: &Report, now_ms: u64) -> u64 {
 }
 
 /// Converts a report into its journal entry (and retry time, if any).
-fn entry(
-    ctx: &RecorderCtx,
-    r: &Report,
-    now_ms: u64,
-    sent: &mut SentJson,
-) -> (Entry, Option<u64>, Outcome, u64) {
+fn entry(ctx: &RecorderCtx, r: &Report, now_ms: u64) -> (Entry, Option<u64>, Outcome, u64) {
     let attempts = r.work.attempts + 1;
     let created = accepted_ms(&ctx.spool, r, now_ms);
     // the spool's time may be up to a granule early (appends that came
@@ -140,9 +135,9 @@ fn entry(
     };
     let mut detail = Detail::of(&outcome, &r.subject, Some(backoff.expires(clock)), None);
     detail.accepted_ms = Some(created);
-    // the recipients of one message share its headers: escaped once
+    // the headers sent, as written once for their message
     let detail = match &r.headers {
-        Some(h) => detail.encode_sent(h, sent.of(h)),
+        Some(h) => detail.encode_sent(h),
         None => detail.encode(),
     };
     let e = Entry::outcome(
@@ -210,7 +205,6 @@ fn gather<T>(rx: &crossbeam_channel::Receiver<T>, first: T) -> Vec<T> {
 /// Runs until every sender of `rx` is dropped, or `stop` is set and nothing
 /// is waiting.
 pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
-    let mut sent = SentJson::default();
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => r,
@@ -236,7 +230,7 @@ pub fn run(ctx: &RecorderCtx, rx: &crossbeam_channel::Receiver<Report>) {
         let mut entries = Vec::with_capacity(batch.len());
         let mut decided = Vec::with_capacity(batch.len());
         for r in &batch {
-            let (e, next, outcome, created) = entry(ctx, r, now, &mut sent);
+            let (e, next, outcome, created) = entry(ctx, r, now);
             entries.push(e);
             decided.push((next, outcome, created));
         }

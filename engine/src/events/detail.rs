@@ -1,8 +1,10 @@
 //! What a journal entry carries for notification sinks (the entry's opaque
 //! `detail` bytes): the rendered subject, the headers the message went out
-//! with, and the reply/diagnostic fields an SES event needs. Compact JSON
-//! with short keys; decoding never fails hard (damaged detail yields an
-//! event with the fields it could read).
+//! with (SES's `mail.headers` list as JSON, made once per message, and the
+//! Date; entries of earlier versions carry the headers as text), and the
+//! reply/diagnostic fields an SES event needs. Compact JSON with short
+//! keys; decoding never fails hard (damaged detail yields an event with
+//! the fields it could read).
 //!
 //! Size: a journal entry holds at most 64 KiB. The texts are capped (subject
 //! 2 KiB, reply and diagnostics 8 KiB, headers 10 KiB); should the encoded
@@ -10,9 +12,8 @@
 //! (`headersTruncated`) and then the texts cut further, so the outcome
 //! fields always fit.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::message::headers::SentHeaders;
 use crate::outcome::Outcome;
@@ -62,10 +63,18 @@ pub struct Detail {
     /// For deferrals: when the recipient will be given up (ms).
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
-    /// The headers the message went out with ([`SentHeaders::text`]);
-    /// empty when no message was produced (rendering or lookup failures).
+    /// The headers the message went out with, as text
+    /// ([`SentHeaders::text`]): written by earlier versions, read still.
     #[serde(rename = "h", default, skip_serializing_if = "String::is_empty")]
     pub headers: String,
+    /// The headers the message went out with, as SES's `mail.headers`
+    /// list ([`SentHeaders::json`]); none when no message was produced
+    /// (rendering or lookup failures) or it had no Date.
+    #[serde(rename = "hl", default, skip_serializing_if = "Option::is_none")]
+    pub headers_json: Option<Json>,
+    /// Their Date value (`commonHeaders.date`).
+    #[serde(rename = "hd", default, skip_serializing_if = "Option::is_none")]
+    pub headers_date: Option<String>,
     /// Headers were left out (SES `headersTruncated`).
     #[serde(rename = "ht", default, skip_serializing_if = "std::ops::Not::not")]
     pub headers_truncated: bool,
@@ -78,6 +87,19 @@ pub struct Detail {
     #[serde(rename = "fb", default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Box<super::feedback::Feedback>>,
 }
+
+/// JSON kept as it was written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json(pub Box<RawValue>);
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Json {}
 
 impl Detail {
     /// The detail of an outcome of a message sent with `headers` (if one
@@ -93,8 +115,7 @@ impl Detail {
             ..Detail::default()
         };
         if let Some(h) = headers {
-            d.headers = h.text.clone();
-            d.headers_truncated = h.truncated;
+            d.set_headers(h);
         }
         match outcome {
             Outcome::Delivered { reply } => d.reply = Some(capped(reply, MAX_TEXT)),
@@ -125,12 +146,18 @@ impl Detail {
         d
     }
 
-    /// The headers as [`SentHeaders`].
-    pub fn sent_headers(&self) -> SentHeaders {
-        SentHeaders {
-            text: self.headers.clone(),
-            truncated: self.headers_truncated,
+    /// Carries `h` as the headers sent (none without a Date: the events
+    /// then name the headers the message started with).
+    fn set_headers(&mut self, h: &SentHeaders) {
+        self.headers_truncated = h.truncated;
+        if let Some(date) = &h.date {
+            self.headers_json = RawValue::from_string(h.json.clone()).ok().map(Json);
+            self.headers_date = Some(date.clone());
         }
+    }
+
+    fn has_headers(&self) -> bool {
+        !self.headers.is_empty() || self.headers_json.is_some()
     }
 
     /// The JSON bytes, at most [`MAX_DETAIL`] long.
@@ -141,8 +168,10 @@ impl Detail {
         }
         // escapes made it too long (rare): headers go first, then text
         let mut d = self.clone();
-        if !d.headers.is_empty() {
+        if d.has_headers() {
             d.headers.clear();
+            d.headers_json = None;
+            d.headers_date = None;
             d.headers_truncated = true;
             let bytes = serde_json::to_vec(&d).unwrap_or_default();
             if bytes.len() <= MAX_DETAIL {
@@ -161,49 +190,33 @@ impl Detail {
     }
 
     /// [`Detail::encode`] of this detail with `headers` as its headers
-    /// sent, given also as their JSON string (`json`, from [`SentJson`]):
-    /// the recipients of one message share it, so their headers are
-    /// escaped once. `self.headers` is left empty.
-    pub fn encode_sent(mut self, headers: &SentHeaders, json: &[u8]) -> Vec<u8> {
+    /// sent, spliced as they were written once for their message (the
+    /// recipients of one message share them).
+    pub fn encode_sent(mut self, headers: &SentHeaders) -> Vec<u8> {
         self.headers_truncated = headers.truncated;
         let mut bytes = serde_json::to_vec(&self).unwrap_or_default();
-        if !headers.text.is_empty() && bytes.last() == Some(&b'}') {
+        if let Some(date) = &headers.date
+            && bytes.last() == Some(&b'}')
+        {
             bytes.pop();
             if bytes.len() > 1 {
                 bytes.push(b',');
             }
-            bytes.extend_from_slice(b"\"h\":");
-            bytes.extend_from_slice(json);
+            bytes.extend_from_slice(b"\"hl\":");
+            bytes.extend_from_slice(headers.json.as_bytes());
+            bytes.extend_from_slice(b",\"hd\":");
+            super::json::string(&mut bytes, date);
             bytes.push(b'}');
         }
         if bytes.len() <= MAX_DETAIL {
             return bytes;
         }
-        self.headers.clone_from(&headers.text);
+        self.set_headers(headers);
         self.encode()
     }
 
     pub fn decode(b: &[u8]) -> Detail {
         serde_json::from_slice(b).unwrap_or_default()
-    }
-}
-
-/// The JSON string of the last headers sent encoded (see
-/// [`Detail::encode_sent`]), known by the shared headers it was made of.
-#[derive(Default)]
-pub struct SentJson {
-    last: Option<(Arc<SentHeaders>, Vec<u8>)>,
-}
-
-impl SentJson {
-    /// `headers.text` as a JSON string.
-    pub fn of(&mut self, headers: &Arc<SentHeaders>) -> &[u8] {
-        let fresh = !matches!(&self.last, Some((h, _)) if Arc::ptr_eq(h, headers));
-        if fresh {
-            let json = serde_json::to_vec(&headers.text).unwrap_or_default();
-            self.last = Some((Arc::clone(headers), json));
-        }
-        self.last.as_ref().map_or(&[], |(_, j)| j.as_slice())
     }
 }
 
@@ -214,10 +227,11 @@ mod tests {
     /// Headers, an outcome and a subject of control characters, which
     /// JSON escapes to six bytes each: too long for a detail escaped.
     fn worst_case() -> (SentHeaders, Outcome, String) {
-        let headers = SentHeaders {
-            text: "\u{1}".repeat(crate::message::headers::MAX_HEADERS),
-            truncated: false,
-        };
+        let text = format!(
+            "Date: Mon, 1 Jan 2024 00:00:00 +0000\nX-Junk: {}",
+            "\u{1}".repeat(crate::message::headers::MAX_HEADERS - 60)
+        );
+        let headers = SentHeaders::new(text, false);
         let o = Outcome::Bounced {
             status: "5.1.1".into(),
             diagnostic: "\u{1}".repeat(MAX_TEXT),
@@ -247,15 +261,25 @@ mod tests {
 
     #[test]
     fn headers_travel_and_escapes_never_push_the_detail_past_its_cap() {
-        let headers = SentHeaders {
-            text: "From: a@x.test\nSubject: \"quoted\"".into(),
-            truncated: false,
-        };
+        let headers = SentHeaders::new(
+            "From: a@x.test\nSubject: \"quoted\"\nDate: Mon, 1 Jan 2024 00:00:00 +0000".into(),
+            false,
+        );
         let o = Outcome::Delivered {
             reply: "250 ok".into(),
         };
         let back = Detail::decode(&Detail::of(&o, "s", None, Some(&headers)).encode());
-        assert_eq!(back.sent_headers(), headers);
+        assert_eq!(
+            back.headers_json.map(|j| j.0.get().to_string()),
+            Some(headers.json.clone())
+        );
+        assert_eq!(back.headers_date, headers.date);
+        assert!(!back.headers_truncated);
+        let list: serde_json::Value = serde_json::from_str(&headers.json).unwrap();
+        assert_eq!(
+            list[1],
+            serde_json::json!({"name": "Subject", "value": "\"quoted\""})
+        );
         // control characters escape to six bytes each in JSON
         let (worst, o, subject) = worst_case();
         let bytes = Detail::of(&o, &subject, None, Some(&worst)).encode();
@@ -267,12 +291,12 @@ mod tests {
     }
 
     #[test]
-    fn headers_escaped_once_decode_as_the_detail_with_them() {
-        let headers = Arc::new(SentHeaders {
-            text: "From: \"A\" <a@x.test>\nSubject: caf\u{e9} \\ \u{1}".into(),
-            truncated: true,
-        });
-        let mut cache = SentJson::default();
+    fn headers_spliced_decode_as_the_detail_with_them() {
+        let headers = SentHeaders::new(
+            "From: \"A\" <a@x.test>\nSubject: caf\u{e9} \\ \u{1}\nDate: Mon, 1 Jan 2024 00:00:00 +0000"
+                .into(),
+            true,
+        );
         for o in [
             Outcome::Delivered {
                 reply: "250 ok".into(),
@@ -283,8 +307,7 @@ mod tests {
         ] {
             let mut d = Detail::of(&o, "", Some(7), None);
             d.accepted_ms = Some(5);
-            let json = cache.of(&headers).to_vec();
-            let bytes = d.encode_sent(&headers, &json);
+            let bytes = d.encode_sent(&headers);
             let want = Detail::of(&o, "", Some(7), Some(&headers));
             let want = Detail {
                 accepted_ms: Some(5),
@@ -294,9 +317,8 @@ mod tests {
         }
         // headers too long once escaped: the general path leaves them out
         let (worst, o, subject) = worst_case();
-        let worst = Arc::new(worst);
         let d = Detail::of(&o, &subject, None, None);
-        let bytes = d.encode_sent(&worst, cache.of(&worst));
+        let bytes = d.encode_sent(&worst);
         assert!(bytes.len() <= MAX_DETAIL, "{}", bytes.len());
         assert!(Detail::decode(&bytes).headers_truncated);
     }

@@ -1,11 +1,15 @@
 //! Events as JSON lines, each event's `mail` object written once for the
 //! events that share it (a recipient's first attempt gives a `Send` and
 //! its outcome with one `mail`): the same bytes as serializing each event
-//! on its own, without the second pass over the headers sent. Pure.
+//! on its own, without the second pass over the headers sent. The `mail`
+//! object and the commonest bodies (`send`, `delivery`) are written
+//! straight from their parts ([`Mail::write_json`]): a campaign's fixed
+//! fields were written as JSON once, and a string with nothing to escape
+//! is copied as it is ([`string`]). Pure.
 
 use std::sync::Arc;
 
-use super::model::{Event, Mail};
+use super::model::{Body, Delivery, Event, Mail};
 
 /// Writes events as JSON lines, remembering the last `mail` written.
 #[derive(Default)]
@@ -23,18 +27,69 @@ impl Lines {
             Some((m, json)) if Arc::ptr_eq(m, &e.mail) => out.extend_from_slice(json),
             _ => {
                 let start = out.len();
-                serde_json::to_writer(&mut *out, &*e.mail)?;
+                e.mail.write_json(out)?;
                 self.last = Some((Arc::clone(&e.mail), out[start..].to_vec()));
             }
         }
-        // the body is an object of one key (`{"send":{}}`): its key and
-        // value continue the event's object
-        let start = out.len();
-        serde_json::to_writer(&mut *out, &e.body)?;
-        out[start] = b',';
-        out.push(b'\n');
+        match &e.body {
+            Body::Send(_) => out.extend_from_slice(b",\"send\":{}"),
+            Body::Delivery(d) => delivery(out, d),
+            body => {
+                // the body is an object of one key (`{"send":{}}`): its
+                // key and value continue the event's object
+                let start = out.len();
+                serde_json::to_writer(&mut *out, body)?;
+                out[start] = b',';
+                out.pop(); // its closing brace: the event's follows
+            }
+        }
+        out.extend_from_slice(b"}\n");
         Ok(())
     }
+}
+
+/// Appends `,"delivery":{…}`, as serde writes it.
+fn delivery(out: &mut Vec<u8>, d: &Delivery) {
+    out.extend_from_slice(b",\"delivery\":{\"timestamp\":");
+    string(out, &d.timestamp);
+    out.extend_from_slice(b",\"processingTimeMillis\":");
+    // writing to a Vec cannot fail
+    let _ = serde_json::to_writer(&mut *out, &d.processing_time_millis);
+    out.extend_from_slice(b",\"recipients\":");
+    strings(out, &d.recipients);
+    out.extend_from_slice(b",\"smtpResponse\":");
+    string(out, &d.smtp_response);
+    out.extend_from_slice(b",\"reportingMTA\":");
+    string(out, &d.reporting_mta);
+    out.push(b'}');
+}
+
+/// Appends `s` as a JSON string, as serde_json writes it: copied as it is
+/// when nothing in it needs an escape (the usual case: addresses, ids,
+/// timestamps, SMTP replies).
+pub fn string(out: &mut Vec<u8>, s: &str) {
+    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // writing to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Appends a list of strings as a JSON array.
+pub fn strings(out: &mut Vec<u8>, list: &[String]) {
+    out.push(b'[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, s);
+    }
+    out.push(b']');
 }
 
 #[cfg(test)]

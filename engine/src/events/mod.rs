@@ -10,7 +10,7 @@ mod env;
 pub mod fanout;
 pub mod feedback;
 pub mod id;
-mod json;
+pub(crate) mod json;
 mod lag;
 pub mod model;
 pub mod pump;

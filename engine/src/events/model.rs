@@ -25,41 +25,16 @@ use serde::Serialize;
 use serde::ser::Serializer;
 use volley_spool::{Entry, Kind};
 
+mod mail;
 mod mail_headers;
 
+pub use mail::{CommonHeaders, Mail, Sender};
 pub use mail_headers::{Header, HeadersCache, MailHeaders};
 
 use super::detail::Detail;
 use super::id::EventKey;
 use crate::campaign::CampaignDef;
 use crate::config::EventsConfig;
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CommonHeaders {
-    pub from: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<Vec<String>>,
-    pub date: String,
-    pub to: Vec<String>,
-    pub message_id: String,
-    pub subject: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Mail {
-    pub timestamp: String,
-    pub message_id: String,
-    pub source: String,
-    pub source_arn: String,
-    pub sending_account_id: String,
-    pub destination: Vec<String>,
-    pub headers_truncated: bool,
-    pub headers: MailHeaders,
-    pub common_headers: CommonHeaders,
-    pub tags: BTreeMap<String, Vec<String>>,
-}
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -218,9 +193,9 @@ pub struct Context<'a> {
     pub email: &'a str,
     pub message_id: &'a str,
     pub reporting_mta: &'a str,
-    /// The campaign's [`Identity::source_arn`].
-    pub source_arn: &'a str,
-    pub account_id: &'a str,
+    /// The campaign's sender (made once per campaign, with its
+    /// [`Identity::source_arn`]).
+    pub sender: &'a Arc<Sender>,
 }
 
 /// The tags of a campaign's mail (`mail.tags`): its own, and
@@ -278,25 +253,18 @@ fn mail(c: &Context<'_>, d: &mut Detail, at_ms: u64, cache: &mut HeadersCache) -
         (None, false) => crate::campaign::UNDISCLOSED.to_string(),
     };
     let (headers, date) = mail_headers::of(c, d, &to, at_ms, cache);
-    let tags = tags(def);
     Mail {
-        timestamp: timestamp(c.accepted_ms),
+        timestamp: cache.timestamp(c.accepted_ms),
         message_id: c.message_id.to_string(),
-        source: def.from_addr.clone(),
-        source_arn: c.source_arn.to_string(),
-        sending_account_id: c.account_id.to_string(),
+        sender: Arc::clone(c.sender),
         destination: vec![c.email.to_string()],
         headers_truncated: d.headers_truncated,
         headers,
         common_headers: CommonHeaders {
-            from: vec![def.from.clone()],
-            reply_to: def.reply_to.clone().map(|r| vec![r]),
             date,
             to: vec![to],
-            message_id: c.message_id.to_string(),
-            subject: d.subject.clone(),
+            subject: std::mem::take(&mut d.subject),
         },
-        tags,
     }
 }
 
@@ -317,7 +285,7 @@ pub fn events_with(c: &Context<'_>, e: &Entry, cache: &mut HeadersCache) -> Vec<
     };
     let c = &Context { accepted_ms, ..*c };
     let m = Arc::new(mail(c, &mut d, e.at_ms, cache));
-    let at = timestamp(e.at_ms);
+    let at = cache.timestamp(e.at_ms);
     let unknown = || "unknown".to_string();
     let body = match e.kind {
         Kind::CampaignSealed

@@ -37,7 +37,7 @@ use volley_spool::{Cursor, Entry, Spool};
 
 use super::id::EventKey;
 use super::lag::Lag;
-use super::model::{self, Context, Event, HeadersCache, Identity};
+use super::model::{self, Context, Event, HeadersCache, Identity, Sender};
 use super::sink::NotificationSink;
 use crate::campaign::CampaignDef;
 use crate::config::Destination;
@@ -102,7 +102,24 @@ struct CampaignInfo {
     /// Its events go to this pump's sink.
     selected: bool,
     accepted_ms: u64,
-    source_arn: String,
+    /// What its events' `mail` objects share.
+    sender: Arc<Sender>,
+}
+
+impl CampaignInfo {
+    fn new(ctx: &PumpCtx, def: CampaignDef, accepted_ms: u64) -> CampaignInfo {
+        let sender = Sender::new(
+            &def,
+            &ctx.identity.source_arn(&def),
+            &ctx.identity.account_id,
+        );
+        CampaignInfo {
+            selected: ctx.select.as_ref().is_none_or(|s| s.campaign(&def)),
+            sender: Arc::new(sender),
+            def,
+            accepted_ms,
+        }
+    }
 }
 
 /// Runs until `stop` is set and everything journaled is published.
@@ -330,8 +347,7 @@ impl<'a> Pump<'a> {
                 email: &e.email,
                 message_id: &mid,
                 reporting_mta: &self.ctx.reporting_mta,
-                source_arn: &info.source_arn,
-                account_id: &self.ctx.identity.account_id,
+                sender: &info.sender,
             };
             let made = model::events_with(&c, e, &mut self.headers);
             for (index, mut ev) in made.into_iter().enumerate() {
@@ -360,27 +376,18 @@ impl<'a> Pump<'a> {
         let d = crate::events::detail::Detail::decode(&e.detail);
         let from = d.feedback.as_ref()?.from.clone().unwrap_or_default();
         let def = CampaignDef::stand_in(e.campaign, &from, &d.subject);
-        Some(Arc::new(CampaignInfo {
-            source_arn: self.ctx.identity.source_arn(&def),
-            selected: self.ctx.select.as_ref().is_none_or(|s| s.campaign(&def)),
-            def,
-            accepted_ms: d.accepted_ms.unwrap_or(e.at_ms),
-        }))
+        let accepted_ms = d.accepted_ms.unwrap_or(e.at_ms);
+        Some(Arc::new(CampaignInfo::new(self.ctx, def, accepted_ms)))
     }
 
     fn campaign(&mut self, no: u32) -> Option<Arc<CampaignInfo>> {
-        let (spool, identity, select) = (&self.ctx.spool, &self.ctx.identity, &self.ctx.select);
+        let ctx = self.ctx;
         self.campaigns
             .entry(no)
             .or_insert_with(|| {
-                let c = spool.campaign(no)?;
+                let c = ctx.spool.campaign(no)?;
                 let def = CampaignDef::from_bytes(&c.body).ok()?;
-                Some(Arc::new(CampaignInfo {
-                    source_arn: identity.source_arn(&def),
-                    selected: select.as_ref().is_none_or(|s| s.campaign(&def)),
-                    def,
-                    accepted_ms: c.created_ms,
-                }))
+                Some(Arc::new(CampaignInfo::new(ctx, def, c.created_ms)))
             })
             .clone()
     }

@@ -7,8 +7,11 @@
 //! (separated by LF), every header in order, values as on the wire but
 //! unfolded (the CRLF of each fold removed, RFC 5322 §2.2.3). At most
 //! [`MAX_HEADERS`] bytes (SES caps at 10 KB): headers past that are left
-//! out whole and `truncated` is set. This text travels in the journal
-//! entry's detail. Pure. Exposure: the header bytes derive from recipient
+//! out whole and `truncated` is set. Made once per message with the text:
+//! SES's `mail.headers` list as JSON (`[{"name":…,"value":…},…]`) and the
+//! Date value, which travel in the journal entry's detail, so that neither
+//! the recorder nor the event pump escapes or splits the headers again for
+//! each recipient. Pure. Exposure: the header bytes derive from recipient
 //! data, but were already made safe by the MIME builder (no control
 //! characters, so no LF inside a value).
 
@@ -22,6 +25,10 @@ pub struct SentHeaders {
     pub text: String,
     /// Headers were left out to stay within [`MAX_HEADERS`].
     pub truncated: bool,
+    /// The headers as SES's `mail.headers` JSON list.
+    pub json: String,
+    /// The value of the first Date header (`commonHeaders.date`).
+    pub date: Option<String>,
 }
 
 impl SentHeaders {
@@ -30,7 +37,7 @@ impl SentHeaders {
     pub fn capture(parts: &[&[u8]]) -> SentHeaders {
         let mut h = SentHeaders {
             text: String::with_capacity(2048),
-            truncated: false,
+            ..SentHeaders::default()
         };
         // the header being gathered (folds joined)
         let mut current = String::new();
@@ -58,7 +65,35 @@ impl SentHeaders {
             }
         }
         h.push(&current);
-        h
+        SentHeaders::new(h.text, h.truncated)
+    }
+
+    /// The headers of `text` (one `Name: value` per line), with their
+    /// JSON list and Date.
+    pub fn new(text: String, truncated: bool) -> SentHeaders {
+        let mut json = Vec::with_capacity(text.len() + text.len() / 4 + 64);
+        json.push(b'[');
+        for (i, (name, value)) in fields(&text).enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(b"{\"name\":");
+            crate::events::json::string(&mut json, name);
+            json.extend_from_slice(b",\"value\":");
+            crate::events::json::string(&mut json, value);
+            json.push(b'}');
+        }
+        json.push(b']');
+        let date = fields(&text)
+            .find(|(n, _)| n.eq_ignore_ascii_case("Date"))
+            .map(|(_, v)| v.to_string());
+        SentHeaders {
+            // JSON of valid UTF-8 strings is valid UTF-8
+            json: String::from_utf8(json).unwrap_or_default(),
+            date,
+            text,
+            truncated,
+        }
     }
 
     /// Appends one header; false (and `truncated`) when it does not fit.

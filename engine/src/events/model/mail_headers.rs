@@ -3,10 +3,14 @@
 //! written, or, when no message was produced, the headers it would have
 //! started with; and the Date among them (`commonHeaders.date`).
 //!
-//! The recipients of one shared message (a non-personalized transaction)
-//! carry the same headers sent: [`HeadersCache`] keeps the last headers
-//! and, once they repeat, their JSON, so a run of such entries splits and
-//! escapes them once.
+//! Entries written by this version carry the headers sent already as
+//! SES's JSON list, with their Date ([`Detail::headers_json`]): spliced
+//! as they are. Entries of earlier versions carry the compact text: the
+//! recipients of one shared message (a non-personalized transaction)
+//! carry the same headers sent, so [`HeadersCache`] keeps the last headers
+//! and, once they repeat, their JSON, and a run of such entries splits and
+//! escapes them once. The cache also keeps the last timestamps written
+//! (the entries of one commit share theirs).
 //! Pure.
 
 use std::sync::Arc;
@@ -87,9 +91,23 @@ pub struct HeadersCache {
     text: String,
     date: String,
     json: Option<Arc<Box<RawValue>>>,
+    /// The last two timestamps written, and which to replace next.
+    times: [(u64, String); 2],
+    next: usize,
 }
 
 impl HeadersCache {
+    /// [`super::timestamp`] of `ms`, remembered.
+    pub fn timestamp(&mut self, ms: u64) -> String {
+        if let Some((_, t)) = self.times.iter().find(|(at, t)| *at == ms && !t.is_empty()) {
+            return t.clone();
+        }
+        let t = super::timestamp(ms);
+        self.times[self.next] = (ms, t.clone());
+        self.next = 1 - self.next;
+        t
+    }
+
     /// `mail.headers` and the Date of the headers sent `text` (`None`
     /// when they have no Date). Headers seen once (a personalized
     /// message's) are written straight from their text; when the next
@@ -125,6 +143,9 @@ pub(super) fn of(
     at_ms: u64,
     cache: &mut HeadersCache,
 ) -> (MailHeaders, String) {
+    if let (Some(json), Some(date)) = (d.headers_json.take(), d.headers_date.take()) {
+        return (MailHeaders::Json(Arc::new(json.0)), date);
+    }
     if !d.headers.is_empty()
         && let Some(sent) = cache.sent(&mut d.headers)
     {
