@@ -35,37 +35,16 @@ impl SentHeaders {
     /// The header section of a message given as consecutive parts: lines
     /// up to the first empty line.
     pub fn capture(parts: &[&[u8]]) -> SentHeaders {
-        let mut h = SentHeaders {
-            text: String::with_capacity(2048),
-            ..SentHeaders::default()
-        };
-        // the header being gathered (folds joined)
-        let mut current = String::new();
-        'parts: for part in parts {
-            let end = memchr::memmem::find(part, b"\r\n\r\n").map_or(part.len(), |i| i + 2);
-            for line in part[..end].split(|&b| b == b'\n') {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.is_empty() {
-                    continue;
-                }
-                let line = String::from_utf8_lossy(line);
-                if line.starts_with([' ', '\t']) {
-                    current.push_str(&line);
-                    continue;
-                }
-                if !h.push(&current) {
-                    current.clear();
-                    break 'parts;
-                }
-                current.clear();
-                current.push_str(&line);
-            }
-            if end < part.len() {
-                break; // the empty line: the body follows
+        let (text, truncated) = gather(parts);
+        match String::from_utf8(text) {
+            Ok(text) => SentHeaders::new(text, truncated),
+            // bytes that are not UTF-8 (a ready-made message's 8-bit
+            // headers): each line made valid before it is measured
+            Err(_) => {
+                let (text, truncated) = gather_lossy(parts);
+                SentHeaders::new(text, truncated)
             }
         }
-        h.push(&current);
-        SentHeaders::new(h.text, h.truncated)
     }
 
     /// The headers of `text` (one `Name: value` per line), with their
@@ -96,23 +75,6 @@ impl SentHeaders {
         }
     }
 
-    /// Appends one header; false (and `truncated`) when it does not fit.
-    fn push(&mut self, header: &str) -> bool {
-        if header.is_empty() {
-            return true;
-        }
-        let sep = usize::from(!self.text.is_empty());
-        if self.text.len() + sep + header.len() > MAX_HEADERS {
-            self.truncated = true;
-            return false;
-        }
-        if sep == 1 {
-            self.text.push('\n');
-        }
-        self.text.push_str(header);
-        true
-    }
-
     /// Each header's name and value, in order (see [`fields`]).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         fields(&self.text)
@@ -128,6 +90,75 @@ impl SentHeaders {
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
     }
+}
+
+/// The header lines of `parts` (up to the first empty line), each with
+/// its line ending removed.
+fn header_lines<'a>(parts: &[&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
+    let mut done = false;
+    parts.iter().flat_map(move |part| {
+        let end = if done {
+            0
+        } else {
+            match memchr::memmem::find(part, b"\r\n\r\n") {
+                Some(i) => {
+                    done = true; // the empty line: the body follows
+                    i + 2
+                }
+                None => part.len(),
+            }
+        };
+        part[..end]
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.is_empty())
+    })
+}
+
+/// The compact text of the headers in `parts` as bytes, and whether
+/// headers were left out: each header unfolded, whole or not at all, up
+/// to [`MAX_HEADERS`].
+fn gather(parts: &[&[u8]]) -> (Vec<u8>, bool) {
+    let mut text = Vec::with_capacity(2048);
+    // where the header being gathered starts (its separator included)
+    let mut current = 0;
+    for line in header_lines(parts) {
+        let fold = line[0] == b' ' || line[0] == b'\t';
+        if !fold {
+            current = text.len();
+            if !text.is_empty() {
+                text.push(b'\n');
+            }
+        }
+        if text.len() + line.len() > MAX_HEADERS {
+            text.truncate(current);
+            return (text, true);
+        }
+        text.extend_from_slice(line);
+    }
+    (text, false)
+}
+
+/// [`gather`] for headers that are not UTF-8: each line made valid
+/// (invalid bytes replaced) before it is measured.
+fn gather_lossy(parts: &[&[u8]]) -> (String, bool) {
+    let mut text = String::with_capacity(2048);
+    let mut current = 0;
+    for line in header_lines(parts) {
+        let line = String::from_utf8_lossy(line);
+        if !line.starts_with([' ', '\t']) {
+            current = text.len();
+            if !text.is_empty() {
+                text.push('\n');
+            }
+        }
+        if text.len() + line.len() > MAX_HEADERS {
+            text.truncate(current);
+            return (text, true);
+        }
+        text.push_str(&line);
+    }
+    (text, false)
 }
 
 /// The name and value (leading white space removed) of each header in a
@@ -161,6 +192,21 @@ mod tests {
         );
         assert_eq!(h.get("subject"), Some("long subject"));
         assert_eq!(h.get("Date"), None);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_and_a_fold_may_start_a_part() {
+        let h = SentHeaders::capture(&[
+            b"X-A: caf\xe9\r\n\tau lait\r\n",
+            b"\tfin\r\nSubject: s\r\n\r\nX-Not: body\r\n",
+            b"X-Not: later part\r\n",
+        ]);
+        assert_eq!(h.text, "X-A: caf\u{fffd}\tau lait\tfin\nSubject: s");
+        assert!(!h.truncated);
+        let list: serde_json::Value = serde_json::from_str(&h.json).unwrap();
+        assert_eq!(list[0]["value"], "caf\u{fffd}\tau lait\tfin");
+        assert_eq!(list.as_array().unwrap().len(), 2);
+        assert_eq!(h.date, None);
     }
 
     #[test]
