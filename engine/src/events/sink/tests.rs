@@ -1,5 +1,5 @@
 //! The JSONL sink's tests: durable creation, rotation across a crash,
-//! synced pages let go.
+//! synced pages let go (within a large batch too).
 
 use super::*;
 use std::cell::RefCell;
@@ -121,4 +121,42 @@ fn synced_batches_leave_the_page_cache() {
             .iter()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
     );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_batch_larger_than_the_write_behind_is_written_whole_and_let_go() {
+    let sample = crate::events::model::tests::sample_events();
+    // one batch of several WRITE_BEHIND steps, after a smaller one
+    let mut events = Vec::new();
+    while events.len() * 1_000 < 3 * WRITE_BEHIND as usize {
+        events.extend(sample.iter().cloned());
+    }
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("events.jsonl");
+    let mut sink = JsonlSink::open(&path).unwrap();
+    sink.publish(&sample).unwrap();
+    let first = sink.len;
+    sink.publish(&events).unwrap();
+    assert!(sink.len - first > 2 * WRITE_BEHIND, "{}", sink.len - first);
+    // written out while the batch was written, not only at its end
+    assert!(sink.started > first + WRITE_BEHIND, "{}", sink.started);
+    // let go as written (before the file is read back below)
+    if volley_spool::pagecache::drops_clean_pages(d.path()) {
+        let full = (sink.len / 4096) as usize;
+        assert_eq!(volley_spool::pagecache::cached_pages(&path, full), Some(0));
+    }
+    let mut want = Vec::new();
+    let mut l = crate::events::json::Lines::default();
+    for e in sample.iter().chain(&events) {
+        l.write(e, &mut want).unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), want, "every line, in order");
+    // a failed batch after it leaves the file as it was
+    let len = sink.len;
+    sink.rollback(first);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), first);
+    assert!(sink.uncached <= first && sink.started <= first);
+    sink.publish(&events).unwrap();
+    assert_eq!(sink.len, len);
 }
