@@ -273,10 +273,11 @@ pub fn events(c: &Context<'_>, e: &Entry) -> Vec<Event> {
     events_with(c, e, &mut HeadersCache::default())
 }
 
-/// [`events`], the headers sent written as JSON once for a run of entries
-/// that carry the same ones (the recipients of a shared message).
+/// [`events`], with what a run of entries shares (the recipients of a
+/// shared message: their detail, the headers sent) decoded or written
+/// once ([`HeadersCache`]).
 pub fn events_with(c: &Context<'_>, e: &Entry, cache: &mut HeadersCache) -> Vec<Event> {
-    let mut d = Detail::decode(&e.detail);
+    let mut d = cache.detail(&e.detail);
     // a recipient's message was accepted with the recipient; the one
     // message of a non-personalized campaign, with the campaign
     let accepted_ms = match d.accepted_ms {

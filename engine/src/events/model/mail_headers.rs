@@ -10,7 +10,9 @@
 //! carry the same headers sent, so [`HeadersCache`] keeps the last headers
 //! and, once they repeat, their JSON, and a run of such entries splits and
 //! escapes them once. The cache also keeps the last timestamps written
-//! (the entries of one commit share theirs).
+//! (the entries of one commit share theirs) and the last detail decoded:
+//! the entries of a shared message's recipients often carry the same
+//! detail bytes, which are then decoded once.
 //! Pure.
 
 use std::sync::Arc;
@@ -94,9 +96,25 @@ pub struct HeadersCache {
     /// The last two timestamps written, and which to replace next.
     times: [(u64, String); 2],
     next: usize,
+    /// The last entry detail's bytes and, once a second entry carried the
+    /// same, their decoding.
+    detail: (Vec<u8>, Option<Detail>),
 }
 
 impl HeadersCache {
+    /// [`Detail::decode`] of `bytes`, decoded once for a run of entries
+    /// that carry the same.
+    pub fn detail(&mut self, bytes: &[u8]) -> Detail {
+        let (last, decoded) = &mut self.detail;
+        if last.as_slice() != bytes {
+            last.clear();
+            last.extend_from_slice(bytes);
+            *decoded = None;
+            return Detail::decode(bytes);
+        }
+        decoded.get_or_insert_with(|| Detail::decode(bytes)).clone()
+    }
+
     /// [`super::timestamp`] of `ms`, remembered.
     pub fn timestamp(&mut self, ms: u64) -> String {
         if let Some((_, t)) = self.times.iter().find(|(at, t)| *at == ms && !t.is_empty()) {

@@ -301,6 +301,14 @@ fn entries_of_earlier_versions_write_the_same_events() {
     let fresh: Vec<String> = now.iter().flat_map(|e| json(events(&c, e))).collect();
     assert_eq!(cached.len(), 12);
     assert_eq!(cached, fresh);
+    // entries with the same detail bytes, decoded once
+    assert_eq!(now[0].detail, now[1].detail);
+    let mut cache = HeadersCache::default();
+    let cached_now: Vec<String> = now
+        .iter()
+        .flat_map(|e| json(events_with(&c, e, &mut cache)))
+        .collect();
+    assert_eq!(cached_now, fresh);
     assert!(cached[4].contains("<b@x.test>") && cached[2].contains("<a@x.test>"));
     let v: serde_json::Value = serde_json::from_str(&cached[0]).unwrap();
     assert_eq!(v["mail"]["headers"][3]["value"], "Hi \"r\"\\\tnext");
