@@ -68,8 +68,7 @@ fn delivery(out: &mut Vec<u8>, d: &Delivery) {
 /// when nothing in it needs an escape (the usual case: addresses, ids,
 /// timestamps, SMTP replies).
 pub fn string(out: &mut Vec<u8>, s: &str) {
-    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if !needs_escape(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -78,6 +77,32 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
         // writing to a Vec cannot fail
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Whether any byte of `b` is one JSON escapes (a control character, `"`
+/// or `\`), looked for eight bytes at a time.
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // a byte of `x` below `n` (n <= 128) sets its high bit here; a set bit
+    // above a true one may be false, which does not matter for "any"
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        let hits = below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1);
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// Appends a list of strings as a JSON array.
@@ -96,6 +121,34 @@ pub fn strings(out: &mut Vec<u8>, list: &[String]) {
 mod tests {
     use super::*;
     use crate::events::model::tests::sample_events;
+
+    #[test]
+    fn strings_are_written_as_serde_writes_them() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "plain@example.com".into(),
+            "2026-12-02T12:00:00.000Z".into(),
+            "caf\u{e9} \u{1F600} \u{7f}".into(),
+        ];
+        // each escaped byte at each place of a 17-byte string
+        for c in [0u8, 0x1f, b'"', b'\\', b'\n', b'\t'] {
+            for at in 0..17 {
+                let mut s = vec![b'a'; 17];
+                s[at] = c;
+                cases.push(String::from_utf8(s).unwrap());
+            }
+        }
+        // bytes next to the escaped ones, and high bytes
+        for c in [0x20u8, b'!', b'#', b'[', b']', 0x7f] {
+            cases.push(String::from_utf8(vec![c; 19]).unwrap());
+        }
+        cases.push("\u{80}\u{800}\u{10000}\u{ffff}".repeat(3));
+        for s in &cases {
+            let mut out = Vec::new();
+            string(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
 
     #[test]
     fn lines_are_the_events_serialized_one_by_one() {
