@@ -50,18 +50,22 @@ impl Lines {
 
 /// Appends `,"delivery":{…}`, as serde writes it.
 fn delivery(out: &mut Vec<u8>, d: &Delivery) {
-    out.extend_from_slice(b",\"delivery\":{\"timestamp\":");
-    string(out, &d.timestamp);
+    field(out, b",\"delivery\":{\"timestamp\":", &d.timestamp);
     out.extend_from_slice(b",\"processingTimeMillis\":");
     // writing to a Vec cannot fail
     let _ = serde_json::to_writer(&mut *out, &d.processing_time_millis);
     out.extend_from_slice(b",\"recipients\":");
     strings(out, &d.recipients);
-    out.extend_from_slice(b",\"smtpResponse\":");
-    string(out, &d.smtp_response);
-    out.extend_from_slice(b",\"reportingMTA\":");
-    string(out, &d.reporting_mta);
+    field(out, b",\"smtpResponse\":", &d.smtp_response);
+    field(out, b",\"reportingMTA\":", &d.reporting_mta);
     out.push(b'}');
+}
+
+/// Appends `key` (JSON written as it is: the name, its colon and what
+/// comes before) and then `value` as a JSON string.
+pub fn field(out: &mut Vec<u8>, key: &[u8], value: &str) {
+    out.extend_from_slice(key);
+    string(out, value);
 }
 
 /// Appends `s` as a JSON string, as serde_json writes it: copied as it is

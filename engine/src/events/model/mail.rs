@@ -12,7 +12,7 @@ use serde::ser::{SerializeStruct, Serializer};
 
 use super::MailHeaders;
 use crate::campaign::CampaignDef;
-use crate::events::json::{string, strings};
+use crate::events::json::{field, string, strings};
 
 /// The fields every event of a campaign's mail shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,12 +47,9 @@ impl Sender {
             tags_json: Vec::new(),
         };
         let out = &mut s.ids_json;
-        out.extend_from_slice(b"\"source\":");
-        string(out, &s.source);
-        out.extend_from_slice(b",\"sourceArn\":");
-        string(out, &s.source_arn);
-        out.extend_from_slice(b",\"sendingAccountId\":");
-        string(out, &s.sending_account_id);
+        field(out, b"\"source\":", &s.source);
+        field(out, b",\"sourceArn\":", &s.source_arn);
+        field(out, b",\"sendingAccountId\":", &s.sending_account_id);
         let out = &mut s.from_json;
         out.extend_from_slice(b"\"from\":[");
         string(out, &s.from);
@@ -93,10 +90,8 @@ impl Mail {
     /// Appends the JSON object: the bytes serde writes for it.
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let s = &*self.sender;
-        out.extend_from_slice(b"{\"timestamp\":");
-        string(out, &self.timestamp);
-        out.extend_from_slice(b",\"messageId\":");
-        string(out, &self.message_id);
+        field(out, b"{\"timestamp\":", &self.timestamp);
+        field(out, b",\"messageId\":", &self.message_id);
         out.push(b',');
         out.extend_from_slice(&s.ids_json);
         out.extend_from_slice(b",\"destination\":");
@@ -113,14 +108,11 @@ impl Mail {
         out.extend_from_slice(b",\"commonHeaders\":{");
         out.extend_from_slice(&s.from_json);
         let c = &self.common_headers;
-        out.extend_from_slice(b",\"date\":");
-        string(out, &c.date);
+        field(out, b",\"date\":", &c.date);
         out.extend_from_slice(b",\"to\":");
         strings(out, &c.to);
-        out.extend_from_slice(b",\"messageId\":");
-        string(out, &self.message_id);
-        out.extend_from_slice(b",\"subject\":");
-        string(out, &c.subject);
+        field(out, b",\"messageId\":", &self.message_id);
+        field(out, b",\"subject\":", &c.subject);
         out.extend_from_slice(b"},\"tags\":");
         out.extend_from_slice(&s.tags_json);
         out.push(b'}');
