@@ -11,6 +11,11 @@ use std::path::Path;
 
 const PAGE: u64 = 4096;
 
+/// The start of the page holding `offset`.
+pub fn page_start(offset: u64) -> u64 {
+    offset & !(PAGE - 1)
+}
+
 /// Asks the kernel to drop the cached pages of `file` in `from..to`, which
 /// must be clean (synced). Returns where the next call should start: `to`
 /// rounded down to a page (the page holding `to` may still be written to
@@ -18,8 +23,8 @@ const PAGE: u64 = 4096;
 #[cfg(target_os = "linux")]
 pub fn let_go(file: &File, from: u64, to: u64) -> u64 {
     use std::os::fd::AsRawFd;
-    let start = from & !(PAGE - 1);
-    let end = to & !(PAGE - 1);
+    let start = page_start(from);
+    let end = page_start(to);
     if end <= start {
         return from;
     }

@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use volley_spool::pagecache::{let_go, write_out};
+use volley_spool::pagecache::{let_go, page_start, write_out};
 
 use super::json::Lines;
 use super::model::Event;
@@ -222,12 +222,20 @@ impl JsonlSink {
         if self.started > self.uncached && write_out(file, self.uncached, self.started, true) {
             self.uncached = let_go(file, self.uncached, self.started);
         }
-        let to = self.len & !4095;
+        let to = page_start(self.len);
         let from = self.started.max(self.uncached);
         if to > from && write_out(file, from, to, false) {
             self.started = to;
         }
         Ok(())
+    }
+
+    /// After the file was cut back to `len`: the pages from the one holding
+    /// its end on are cached and written again.
+    fn cut_back(&mut self) {
+        let end = page_start(self.len);
+        self.uncached = self.uncached.min(end);
+        self.started = self.started.min(end);
     }
 
     /// Throws away buffered lines and cuts the file back to `len`.
@@ -245,8 +253,7 @@ impl JsonlSink {
             }
         }
         self.len = len;
-        self.uncached = self.uncached.min(len & !4095);
-        self.started = self.started.min(len & !4095);
+        self.cut_back();
     }
 
     fn err(&self, e: impl std::fmt::Display) -> SinkError {
@@ -320,8 +327,7 @@ impl NotificationSink for JsonlSink {
                 self.len = len;
             }
         }
-        self.uncached = self.uncached.min(self.len & !4095);
-        self.started = self.started.min(self.len & !4095);
+        self.cut_back();
         Ok(())
     }
 }
