@@ -186,7 +186,7 @@ pub fn run(
     loaded: &LoadedCampaign,
     opts: Options<'_>,
     accepted: impl FnMut(&[RecipientId], &[Recipient]) + Send,
-    skipped: impl FnMut(Skipped<'_>),
+    skipped: impl FnMut(Skipped<'_>) + Send,
 ) -> Result<Summary, IngestError> {
     let reader = ListReader::open(&loaded.recipients)?;
     let (campaign, def, skip_to, earlier) = match begin(spool, loaded, &reader.columns)? {

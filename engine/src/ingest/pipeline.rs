@@ -7,7 +7,7 @@
 //!    [`BATCH_BYTES`](super::BATCH_BYTES);
 //! 2. **dedup** (its own thread): finds the rows whose address an earlier
 //!    row had (parsing is the busiest stage: this work stays off it);
-//! 3. **write** (the calling thread): admits each batch's rows (not the
+//! 3. **write** (its own thread): admits each batch's rows (not the
 //!    duplicates; rows up to the resume point were spooled by an earlier
 //!    run), counts and reports rejections and duplicates, and starts
 //!    appending the admitted records to the spool;
@@ -84,30 +84,48 @@ pub(super) fn spool_list(
     mut admit: Admit<'_>,
     stop: Option<&AtomicBool>,
     accepted: impl FnMut(&[RecipientId], &[Recipient]) + Send,
-    skipped: impl FnMut(Skipped<'_>),
+    skipped: impl FnMut(Skipped<'_>) + Send,
 ) -> Result<Done, IngestError> {
     let (batch_tx, batches) = mpsc::sync_channel::<Batch>(2);
     let (marked_tx, marked) = mpsc::sync_channel::<Marked>(2);
     let (spent_tx, spent) = mpsc::channel::<Vec<Recipient>>();
-    std::thread::spawn(move || read_stage(reader, batch_tx, spent));
+    named("ingest-read")
+        .spawn(move || read_stage(reader, batch_tx, spent))
+        .map_err(|_| IngestError::Thread("list reading"))?;
     let (seen, list_bytes) = (admit.seen.take(), admit.list_bytes);
-    std::thread::spawn(move || dedup_stage(seen, list_bytes, batches, marked_tx));
+    // should this fail, the read thread ends at its next batch
+    named("ingest-dedup")
+        .spawn(move || dedup_stage(seen, list_bytes, batches, marked_tx))
+        .map_err(|_| IngestError::Thread("duplicate finding"))?;
     std::thread::scope(|scope| {
         let (started_tx, started) = mpsc::sync_channel::<Started>(2);
         let id = admit.id;
         let earlier = admit.earlier;
-        let finisher =
-            scope.spawn(move || finish_stage(spool, started, id, earlier, accepted, spent_tx));
-        let mut done = Done {
-            accepted: 0,
-            rejected: 0,
-            duplicates: 0,
-            interrupted: false,
+        let finisher = named("ingest-finish")
+            .spawn_scoped(scope, move || {
+                finish_stage(spool, started, id, earlier, accepted, spent_tx)
+            })
+            .map_err(|_| IngestError::Thread("finishing"))?;
+        let admit = &admit;
+        // should this fail, the finish thread ends with nothing to finish
+        let writer = named("ingest-write").spawn_scoped(scope, move || {
+            let mut done = Done {
+                accepted: 0,
+                rejected: 0,
+                duplicates: 0,
+                interrupted: false,
+            };
+            let written = write_stage(spool, &marked, started_tx, admit, stop, skipped, &mut done);
+            (written, done)
+        });
+        let written = match writer {
+            Ok(w) => w.join().ok(),
+            Err(_) => None,
         };
-        let written = write_stage(spool, &marked, started_tx, &admit, stop, skipped, &mut done);
         let finished = finisher
             .join()
             .unwrap_or(Err(IngestError::Thread("finishing")));
+        let (written, mut done) = written.ok_or(IngestError::Thread("writing"))?;
         match (finished, written) {
             (Err(e), _) => Err(e),
             (Ok(n), Err(IngestError::Spool(error))) => Err(IngestError::Append {
@@ -122,6 +140,12 @@ pub(super) fn spool_list(
             }
         }
     })
+}
+
+/// A builder of one of the pipeline's threads, named as `top -H` and
+/// `perf` show it (at most 15 bytes).
+fn named(name: &str) -> std::thread::Builder {
+    std::thread::Builder::new().name(name.into())
 }
 
 /// Stage 1: reads batches until the list ends, it fails, or the write
