@@ -22,6 +22,12 @@
 //!    and its rate, with `VOLLEY_BIN_BEFORE` (a build of an earlier commit)
 //!    run alternately in the same rounds (`VOLLEY_BENCH_ROUNDS`, default 2)
 //!    when given.
+//! 3. The same runs by thread: each thread's CPU sampled from /proc every
+//!    20 ms and grouped by name into ingest, production, the runtime's
+//!    workers (the SMTP sessions), recorder, event pump and the rest (see
+//!    `volley_benches::threads`; builds before ingest's threads were
+//!    named count ingest with the runtime's workers), with what the
+//!    samples missed.
 //!
 //! This process allocates with mimalloc, as the `volley` binary does.
 //!
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use volley_benches::measure::{self, Limits};
 use volley_benches::newsletter::{self, Alg};
+use volley_benches::threads::{self, Threads};
 use volley_benches::workloads::Workload;
 use volley_benches::{env_or, stages};
 use volley_tests::{Fixture, PostfixSink, volley};
@@ -41,9 +48,24 @@ use volley_tests::{Fixture, PostfixSink, volley};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One `volley send` run: recipients/s, CPU µs per recipient, the sink's
-/// CPU µs per recipient.
-fn whole(bin: &Path, w: Workload, n: usize, alg: Alg) -> (f64, f64, f64) {
+/// One `volley send` run.
+struct Run {
+    /// Recipients a second.
+    rate: f64,
+    /// The process's CPU, µs per recipient (`wait4`).
+    cpu: f64,
+    /// The sink's CPU, µs per recipient.
+    sink_cpu: f64,
+    /// CPU µs per recipient of each of [`threads::PARTS`], from samples.
+    parts: Vec<f64>,
+}
+
+/// How often a run's threads are sampled: what a thread does in its last
+/// interval is not seen.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// One `volley send` run of `w` to `n` recipients.
+fn whole(bin: &Path, w: Workload, n: usize, alg: Alg) -> Run {
     let fx = Fixture::new();
     newsletter::write_key(&fx, alg);
     w.write(&fx, n, |i| format!("d{}.bench.test", i % 100));
@@ -68,7 +90,14 @@ fn whole(bin: &Path, w: Workload, n: usize, alg: Alg) -> (f64, f64, f64) {
         stall: Duration::from_secs(60),
         max_rss_kib: 8 << 20,
     };
-    let m = measure::run(cmd, limits, || sink.counted());
+    let mut threads = Threads::new();
+    let m = measure::run_watched(
+        cmd,
+        limits,
+        || sink.counted(),
+        SAMPLE_EVERY,
+        |pid| threads.sample(pid),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let sink_cpu = measure::proc_cpu_secs(sink.pid()).unwrap_or(0.0) - sink_cpu;
     let counted = sink.counted();
@@ -82,11 +111,70 @@ fn whole(bin: &Path, w: Workload, n: usize, alg: Alg) -> (f64, f64, f64) {
         m.stopped
     );
     let n = n as f64;
-    (
-        n / m.wall.as_secs_f64(),
-        m.cpu.as_secs_f64() * 1e6 / n,
-        sink_cpu * 1e6 / n,
-    )
+    Run {
+        rate: n / m.wall.as_secs_f64(),
+        cpu: m.cpu.as_secs_f64() * 1e6 / n,
+        sink_cpu: sink_cpu * 1e6 / n,
+        parts: threads
+            .by_part()
+            .into_iter()
+            .map(|(_, secs)| secs * 1e6 / n)
+            .collect(),
+    }
+}
+
+/// The median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        l if l % 2 == 1 => v[l / 2],
+        l => (v[l / 2 - 1] + v[l / 2]) / 2.0,
+    }
+}
+
+/// Table 3: each part's CPU per recipient, the median of the rounds, per
+/// campaign and binary; and what the samples did not see (the process's
+/// total less their sum).
+fn print_parts(runs: &[(Workload, &str, Run)], workloads: &[Workload], bins: &[&str]) {
+    println!(
+        "\n3. volley send by thread (sampled every {} ms), µs of CPU per recipient, medians of the rounds",
+        SAMPLE_EVERY.as_millis()
+    );
+    let mut cols = Vec::new();
+    for &w in workloads {
+        for b in bins {
+            let mine: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.0 == w && r.1 == *b)
+                .map(|r| &r.2)
+                .collect();
+            cols.push((format!("{} {b}", w.name()), mine));
+        }
+    }
+    print!("| part |");
+    for (name, _) in &cols {
+        print!(" {name} |");
+    }
+    println!("\n|---|{}", "---:|".repeat(cols.len()));
+    for (k, part) in threads::PARTS.iter().enumerate() {
+        print!("| {part} |");
+        for (_, rs) in &cols {
+            print!(" {:.1} |", median(rs.iter().map(|r| r.parts[k]).collect()));
+        }
+        println!();
+    }
+    print!("| not seen (the process's total less the above) |");
+    for (_, rs) in &cols {
+        let gap = rs.iter().map(|r| r.cpu - r.parts.iter().sum::<f64>());
+        print!(" {:.1} |", median(gap.collect()));
+    }
+    println!();
+    print!("| the process's total (`wait4`) |");
+    for (_, rs) in &cols {
+        print!(" {:.1} |", median(rs.iter().map(|r| r.cpu).collect()));
+    }
+    println!();
 }
 
 fn workloads() -> Vec<Workload> {
@@ -145,6 +233,7 @@ fn main() {
     println!("| campaign | binary | round | rate | volley CPU | smtp-sink CPU |");
     println!("|---|---|---:|---:|---:|---:|");
     let started = Instant::now();
+    let mut runs = Vec::new();
     for w in &workloads {
         for round in 0..rounds {
             // alternate which binary goes first
@@ -154,12 +243,16 @@ fn main() {
                 bins.iter().rev().collect()
             };
             for (name, bin) in order {
-                let (rate, cpu, sink_cpu) = whole(bin, *w, n, alg);
+                let r = whole(bin, *w, n, alg);
                 println!(
-                    "| {} | {name} | {} | {rate:.0} | {cpu:.0} | {sink_cpu:.0} |",
+                    "| {} | {name} | {} | {:.0} | {:.0} | {:.0} |",
                     w.name(),
-                    round + 1
+                    round + 1,
+                    r.rate,
+                    r.cpu,
+                    r.sink_cpu
                 );
+                runs.push((*w, name.as_str(), r));
             }
         }
     }
@@ -167,4 +260,8 @@ fn main() {
         "(whole-process runs took {:.0} s)",
         started.elapsed().as_secs_f64()
     );
+    if !runs.is_empty() {
+        let names: Vec<&str> = bins.iter().map(|(n, _)| n.as_str()).collect();
+        print_parts(&runs, &workloads, &names);
+    }
 }

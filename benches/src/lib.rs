@@ -6,7 +6,8 @@
 //! (running a process under watch: wall time, peak memory, bounds),
 //! [`dns_probe`] (a nameserver's responsiveness during a run),
 //! [`delay`] (a latency-adding proxy), [`workloads`] (the per-message
-//! bench's campaigns) and [`stages`] (its in-process stage timings).
+//! bench's campaigns), [`stages`] (its in-process stage timings) and
+//! [`threads`] (a running process's CPU time by thread).
 
 pub mod broker_alone;
 pub mod delay;
@@ -17,6 +18,7 @@ pub mod postfix_smtpd;
 pub mod sites;
 pub mod sites_report;
 pub mod stages;
+pub mod threads;
 pub mod workloads;
 
 /// The environment variable `name` parsed, or `default` when it is unset;

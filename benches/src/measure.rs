@@ -10,6 +10,7 @@
 //! and only after it is known to have exited, so a kill never reaches a
 //! reused process id. Also: the machine's busy share over an interval
 //! ([`CpuTimes`]) and a process's CPU time from /proc ([`proc_cpu_secs`]).
+//! [`run_watched`] also hands the running child's pid to a sampler.
 //! No untrusted input.
 
 use std::os::unix::process::CommandExt;
@@ -81,7 +82,19 @@ pub struct Measured {
 /// `progress` is polled about once a second; any change counts as progress.
 /// The child is killed too if the calling thread ends first (e.g. the
 /// bench is killed).
-pub fn run(mut cmd: Command, limits: Limits, mut progress: impl FnMut() -> u64) -> Measured {
+pub fn run(cmd: Command, limits: Limits, progress: impl FnMut() -> u64) -> Measured {
+    run_watched(cmd, limits, progress, Duration::from_millis(100), |_| {})
+}
+
+/// [`run`], also calling `watch` with the child's pid about every `every`
+/// while it runs (e.g. to sample its threads, see [`crate::threads`]).
+pub fn run_watched(
+    mut cmd: Command,
+    limits: Limits,
+    mut progress: impl FnMut() -> u64,
+    every: Duration,
+    mut watch: impl FnMut(libc::pid_t),
+) -> Measured {
     // SAFETY: prctl is async-signal-safe and touches only the child.
     unsafe {
         cmd.pre_exec(|| {
@@ -127,9 +140,10 @@ pub fn run(mut cmd: Command, limits: Limits, mut progress: impl FnMut() -> u64) 
     let mut last_change = Instant::now();
     let mut last_poll = Instant::now();
     let end = loop {
-        if let Ok(at) = exited.recv_timeout(Duration::from_millis(100)) {
+        if let Ok(at) = exited.recv_timeout(every) {
             break at;
         }
+        watch(pid);
         let now = Instant::now();
         let rss = vm_kib(pid, "VmRSS:").unwrap_or(0);
         if program.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == program {
