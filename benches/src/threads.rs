@@ -40,10 +40,11 @@ pub fn part(comm: &str) -> &'static str {
     }
 }
 
-/// The threads seen so far: name and CPU ticks, by thread id.
+/// The threads seen so far: name and CPU ticks, by thread id and start
+/// time (a thread id the kernel gives again is another thread).
 #[derive(Debug, Default)]
 pub struct Threads {
-    seen: HashMap<u32, (String, u64)>,
+    seen: HashMap<(u32, u64), (String, u64)>,
 }
 
 impl Threads {
@@ -63,8 +64,16 @@ impl Threads {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
-            if let Some((comm, ticks)) = parse_stat(&stat) {
-                let slot = self.seen.entry(tid).or_insert((String::new(), 0));
+            if let Some(Stat {
+                comm,
+                ticks,
+                started,
+            }) = parse_stat(&stat)
+            {
+                let slot = self
+                    .seen
+                    .entry((tid, started))
+                    .or_insert((String::new(), 0));
                 // the name is the latest (a new thread starts with its
                 // parent's), the time never goes back
                 *slot = (comm.to_string(), slot.1.max(ticks));
@@ -87,16 +96,30 @@ impl Threads {
     }
 }
 
-/// The name and user + system ticks in a `/proc/.../stat` line (pure).
-fn parse_stat(stat: &str) -> Option<(&str, u64)> {
+/// What a `/proc/.../stat` line says of its thread.
+#[derive(Debug, PartialEq)]
+struct Stat<'a> {
+    comm: &'a str,
+    /// User + system time, clock ticks.
+    ticks: u64,
+    /// When it started, clock ticks after boot.
+    started: u64,
+}
+
+/// Reads a `/proc/.../stat` line (pure).
+fn parse_stat(stat: &str) -> Option<Stat<'_>> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?;
-    // fields after the name: state is the first; utime and stime are the
-    // 14th and 15th of the line, the 12th and 13th after it
+    // fields after the name, the state first: utime, stime and starttime
+    // are the line's 14th, 15th and 22nd, so the 12th, 13th and 20th here
     let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
-    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    Some((comm, utime + stime))
+    let num = |i: usize| -> Option<u64> { f.get(i)?.parse().ok() };
+    Some(Stat {
+        comm,
+        ticks: num(11)? + num(12)?,
+        started: num(19)?,
+    })
 }
 
 #[cfg(test)]
@@ -106,10 +129,20 @@ mod tests {
     #[test]
     fn a_stat_line_gives_name_and_ticks() {
         let line = "4242 (ingest-write) R 1 2 3 0 -1 4194560 10 0 0 0 170 35 0 0 20 0 1 0 99 0 0";
-        assert_eq!(parse_stat(line), Some(("ingest-write", 205)));
+        let want = Stat {
+            comm: "ingest-write",
+            ticks: 205,
+            started: 99,
+        };
+        assert_eq!(parse_stat(line), Some(want));
         // a name with spaces and parentheses
         let odd = "7 (a (b) c) S 1 2 3 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 9 0 0";
-        assert_eq!(parse_stat(odd), Some(("a (b) c", 7)));
+        let want = Stat {
+            comm: "a (b) c",
+            ticks: 7,
+            started: 9,
+        };
+        assert_eq!(parse_stat(odd), Some(want));
         assert_eq!(parse_stat("7 (x) S 1"), None);
         assert_eq!(parse_stat(""), None);
     }
