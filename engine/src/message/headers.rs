@@ -15,6 +15,8 @@
 //! data, but were already made safe by the MIME builder (no control
 //! characters, so no LF inside a value).
 
+use std::borrow::Cow;
+
 /// Most bytes of header text kept (SES: 10 KB).
 pub const MAX_HEADERS: usize = 10 * 1024;
 
@@ -35,14 +37,15 @@ impl SentHeaders {
     /// The header section of a message given as consecutive parts: lines
     /// up to the first empty line.
     pub fn capture(parts: &[&[u8]]) -> SentHeaders {
-        let (text, truncated) = gather(parts);
+        let (text, truncated) = gather(parts, false);
         match String::from_utf8(text) {
             Ok(text) => SentHeaders::new(text, truncated),
             // bytes that are not UTF-8 (a ready-made message's 8-bit
             // headers): each line made valid before it is measured
             Err(_) => {
-                let (text, truncated) = gather_lossy(parts);
-                SentHeaders::new(text, truncated)
+                let (text, truncated) = gather(parts, true);
+                // valid already: lines made so, joined at their ends
+                SentHeaders::new(String::from_utf8_lossy(&text).into_owned(), truncated)
             }
         }
     }
@@ -51,10 +54,14 @@ impl SentHeaders {
     /// JSON list and Date.
     pub fn new(text: String, truncated: bool) -> SentHeaders {
         let mut json = Vec::with_capacity(text.len() + text.len() / 4 + 64);
+        let mut date = None;
         json.push(b'[');
         for (i, (name, value)) in fields(&text).enumerate() {
             if i > 0 {
                 json.push(b',');
+            }
+            if date.is_none() && name.eq_ignore_ascii_case("Date") {
+                date = Some(value.to_string());
             }
             json.extend_from_slice(b"{\"name\":");
             crate::events::json::string(&mut json, name);
@@ -63,9 +70,6 @@ impl SentHeaders {
             json.push(b'}');
         }
         json.push(b']');
-        let date = fields(&text)
-            .find(|(n, _)| n.eq_ignore_ascii_case("Date"))
-            .map(|(_, v)| v.to_string());
         SentHeaders {
             // JSON of valid UTF-8 strings is valid UTF-8
             json: String::from_utf8(json).unwrap_or_default(),
@@ -117,12 +121,20 @@ fn header_lines<'a>(parts: &[&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
 
 /// The compact text of the headers in `parts` as bytes, and whether
 /// headers were left out: each header unfolded, whole or not at all, up
-/// to [`MAX_HEADERS`].
-fn gather(parts: &[&[u8]]) -> (Vec<u8>, bool) {
+/// to [`MAX_HEADERS`]. With `lossy`, each line is made valid UTF-8
+/// (invalid bytes replaced) before it is measured.
+fn gather(parts: &[&[u8]], lossy: bool) -> (Vec<u8>, bool) {
     let mut text = Vec::with_capacity(2048);
     // where the header being gathered starts (its separator included)
     let mut current = 0;
     for line in header_lines(parts) {
+        let line = match lossy {
+            true => match String::from_utf8_lossy(line) {
+                Cow::Owned(valid) => Cow::Owned(valid.into_bytes()),
+                Cow::Borrowed(_) => Cow::Borrowed(line),
+            },
+            false => Cow::Borrowed(line),
+        };
         let fold = line[0] == b' ' || line[0] == b'\t';
         if !fold {
             current = text.len();
@@ -134,29 +146,7 @@ fn gather(parts: &[&[u8]]) -> (Vec<u8>, bool) {
             text.truncate(current);
             return (text, true);
         }
-        text.extend_from_slice(line);
-    }
-    (text, false)
-}
-
-/// [`gather`] for headers that are not UTF-8: each line made valid
-/// (invalid bytes replaced) before it is measured.
-fn gather_lossy(parts: &[&[u8]]) -> (String, bool) {
-    let mut text = String::with_capacity(2048);
-    let mut current = 0;
-    for line in header_lines(parts) {
-        let line = String::from_utf8_lossy(line);
-        if !line.starts_with([' ', '\t']) {
-            current = text.len();
-            if !text.is_empty() {
-                text.push('\n');
-            }
-        }
-        if text.len() + line.len() > MAX_HEADERS {
-            text.truncate(current);
-            return (text, true);
-        }
-        text.push_str(&line);
+        text.extend_from_slice(&line);
     }
     (text, false)
 }
