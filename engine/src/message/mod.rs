@@ -8,6 +8,7 @@
 //! compiled templates. Exposure: records and campaign bodies come from the
 //! spool (disk); they can only produce errors, never panics.
 
+pub mod bytemask;
 pub mod dkim;
 pub mod headers;
 pub mod keygen;

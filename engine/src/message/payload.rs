@@ -11,6 +11,7 @@
 //! it: the wire form is the same either way (the tests compare them).
 //! Pure.
 
+use super::bytemask;
 use crate::smtp::session::dot_stuff_parts;
 
 /// A dot-stuffed payload ending in `CRLF.CRLF`, in parts sent back to back.
@@ -22,7 +23,10 @@ pub struct Payload {
 
 /// Whether `b` can go out as it is: empty, or starting a line with no `.`,
 /// every line end a CRLF (no bare CR or LF), no line starting with `.`,
-/// and ending in CRLF.
+/// and ending in CRLF. One pass of [`bytemask`] blocks: each LF must
+/// follow a CR and each CR precede an LF (the bit after a CR is an LF's),
+/// and no `.` may follow an LF; a block's last CR or LF carries into the
+/// next.
 fn wire_ready(b: &[u8]) -> bool {
     if b.is_empty() {
         return true;
@@ -30,15 +34,18 @@ fn wire_ready(b: &[u8]) -> bool {
     if b[0] == b'.' || !b.ends_with(b"\r\n") {
         return false;
     }
-    let mut lfs = 0usize;
-    for i in memchr::memchr_iter(b'\n', b) {
-        if i == 0 || b[i - 1] != b'\r' || b.get(i + 1) == Some(&b'.') {
+    let (mut cr_in, mut lf_in) = (0u64, 0u64);
+    for (_, m) in bytemask::blocks(b) {
+        let after_cr = (m.cr << 1) | cr_in;
+        let after_lf = (m.lf << 1) | lf_in;
+        if (m.lf ^ after_cr) | (m.dot & after_lf) != 0 {
             return false;
         }
-        lfs += 1;
+        cr_in = m.cr >> 63;
+        lf_in = m.lf >> 63;
     }
-    // every LF has its CR: any other CR is a bare one
-    memchr::memchr_iter(b'\r', b).count() == lfs
+    // the text ends in CRLF, so no CR waits for its LF
+    true
 }
 
 impl Payload {
@@ -115,6 +122,58 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
             assert_eq!(p.len(), p.to_vec().len());
+        }
+    }
+
+    /// `wire_ready` by its definition, a byte at a time.
+    fn wire_ready_by_definition(b: &[u8]) -> bool {
+        b.is_empty()
+            || (b[0] != b'.'
+                && b.ends_with(b"\r\n")
+                && b.iter().enumerate().all(|(i, &c)| match c {
+                    b'\r' => b.get(i + 1) == Some(&b'\n'),
+                    b'\n' => i > 0 && b[i - 1] == b'\r' && b.get(i + 1) != Some(&b'.'),
+                    _ => true,
+                }))
+    }
+
+    #[test]
+    fn wire_ready_across_block_boundaries() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 200) as usize;
+            let mut b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // mostly well-formed lines, with the odd stray byte
+                    match x % 16 {
+                        0 => b'\r',
+                        1 => b'\n',
+                        2 => b'.',
+                        _ => b'a',
+                    }
+                })
+                .collect();
+            // and as often, CRLF lines with the odd dot after them
+            if x.is_multiple_of(2) {
+                b = b
+                    .split(|&c| c == b'\n' || c == b'\r')
+                    .flat_map(|l| [l, b"\r\n"].concat())
+                    .collect();
+            }
+            assert_eq!(
+                wire_ready(&b),
+                wire_ready_by_definition(&b),
+                "{:?}",
+                String::from_utf8_lossy(&b)
+            );
+            let p = Payload::new(b"S: 1\r\n".to_vec(), b.clone());
+            assert_eq!(p.to_vec(), stuffed(b"S: 1\r\n", &b));
         }
     }
 

@@ -17,14 +17,16 @@
 //!   UTF-8, a line over 998 octets) is quoted-printable, or base64 when that
 //!   is shorter (text that is mostly not ASCII).
 //!
-//! The scan of clean text is three vectorized passes (unusual bytes, LFs,
-//! CRs), so the common case costs little more than the CRLF copy when the
+//! Clean text is checked and copied in one pass of [`bytemask`] blocks,
+//! so the common case costs little more than the CRLF copy when the
 //! template has LF line ends. Pure.
 
 use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+
+use super::bytemask;
 
 /// Longest line (octets, without CRLF) that `7bit` may carry (RFC 5322
 /// §2.1.1).
@@ -61,20 +63,14 @@ pub struct Encoded<'a> {
 
 /// Encodes a rendered text body for the wire.
 pub fn encode(text: &str) -> Encoded<'_> {
-    let b = text.as_bytes();
-    let scan = scan(b);
-    if !scan.needs_encoding {
-        let text = if scan.bare_lf {
-            Cow::Owned(crlf(text))
-        } else {
-            Cow::Borrowed(text)
-        };
+    if let Some(text) = seven_bit(text) {
         return Encoded {
             cte: Cte::SevenBit,
             text,
         };
     }
     // not clean (rare): the shorter of quoted-printable and base64
+    let b = text.as_bytes();
     let escaped = b.iter().filter(|&&c| qp_escaped(c)).count();
     let qp_len = b.len() + 2 * escaped + b.len() / (QP_LINE - 1) * 3;
     let b64_chars = b.len().div_ceil(3) * 4;
@@ -92,53 +88,54 @@ pub fn encode(text: &str) -> Encoded<'_> {
     }
 }
 
-#[derive(Debug, Default)]
-struct Scan {
-    /// An LF without a CR before it.
-    bare_lf: bool,
-    /// Not valid `7bit`.
-    needs_encoding: bool,
-}
-
-/// A byte clean text cannot hold: a control character other than TAB, CR
-/// and LF, DEL, or 8-bit.
-#[inline(always)]
-fn unusual(c: u8) -> bool {
-    c >= 0x7F || (c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r')
-}
-
-/// Whether `b` holds an [`unusual`] byte: branch-free over 64-byte blocks
-/// (the compiler makes each block a few vector compares).
-fn any_unusual(b: &[u8]) -> bool {
-    b.chunks(64)
-        .any(|block| block.iter().fold(false, |acc, &c| acc | unusual(c)))
-}
-
-/// The body's needs, in three vectorized passes: unusual bytes, the line
-/// breaks (their lengths and whether each LF has its CR), and the CRs
-/// (one that starts no CRLF is a bare CR). Stops as soon as the body is
-/// known to need encoding.
-fn scan(b: &[u8]) -> Scan {
-    let mut s = Scan::default();
-    if any_unusual(b) {
-        s.needs_encoding = true;
-        return s;
-    }
-    let mut line_start = 0;
-    let mut crlfs = 0usize;
-    for at in memchr::memchr_iter(b'\n', b) {
-        let cr = at > 0 && b[at - 1] == b'\r';
-        s.bare_lf |= !cr;
-        crlfs += usize::from(cr);
-        if at - line_start - usize::from(cr) > MAX_LINE {
-            s.needs_encoding = true;
-            return s;
+/// `text` as `7bit`, CRLF line ends: borrowed when they already are, else
+/// copied once with LF made CRLF; `None` when it needs encoding (an
+/// [`bytemask::unusual`] byte, a bare CR, a line over [`MAX_LINE`]). One
+/// pass of [`bytemask`] blocks: the checks are bit tests, and the copy
+/// starts at the first LF without its CR.
+fn seven_bit(text: &str) -> Option<Cow<'_, str>> {
+    let b = text.as_bytes();
+    let mut out: Option<String> = None;
+    // the start of the text not yet copied, and of the current line
+    let (mut from, mut line_start) = (0usize, 0usize);
+    let mut cr_in = 0u64;
+    for (at, m) in bytemask::blocks(b) {
+        let after_cr = (m.cr << 1) | cr_in;
+        if m.unusual != 0 || after_cr & !m.lf != 0 {
+            return None;
         }
-        line_start = at + 1;
+        cr_in = m.cr >> 63;
+        let mut lfs = m.lf;
+        while lfs != 0 {
+            let bit = lfs.trailing_zeros();
+            lfs &= lfs - 1;
+            let i = at + bit as usize;
+            let cr = (after_cr >> bit) & 1 == 1;
+            if i - line_start - usize::from(cr) > MAX_LINE {
+                return None;
+            }
+            line_start = i + 1;
+            if !cr {
+                let o =
+                    out.get_or_insert_with(|| String::with_capacity(b.len() + b.len() / 32 + 2));
+                // `i` is an ASCII byte, so a character boundary
+                o.push_str(&text[from..i]);
+                o.push_str("\r\n");
+                from = i + 1;
+            }
+        }
     }
-    s.needs_encoding =
-        b.len() - line_start > MAX_LINE || memchr::memchr_iter(b'\r', b).count() != crlfs;
-    s
+    // a CR that ends the text (at a block's end) has no LF
+    if cr_in != 0 || b.len() - line_start > MAX_LINE {
+        return None;
+    }
+    Some(match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[from..]);
+            Cow::Owned(o)
+        }
+    })
 }
 
 /// `text` with every LF that has no CR before it made CRLF.

@@ -192,3 +192,47 @@ fn line_length_counts_octets_before_the_line_break() {
         }
     }
 }
+
+/// Whether `text` may go as `7bit`, by the definition, a byte at a time.
+fn clean_by_definition(text: &str) -> bool {
+    let b = text.as_bytes();
+    let bytes_ok = b.iter().enumerate().all(|(i, &c)| match c {
+        b'\r' => b.get(i + 1) == Some(&b'\n'),
+        b'\t' | b'\n' | 0x20..=0x7E => true,
+        _ => false,
+    });
+    bytes_ok
+        && text
+            .split('\n')
+            .all(|l| l.strip_suffix('\r').unwrap_or(l).len() <= MAX_LINE)
+}
+
+#[test]
+fn seven_bit_exactly_when_clean() {
+    // clean text mostly, lines near the limit, and the odd stray byte, at
+    // every offset of the 64-byte blocks
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut clean = [0usize; 2];
+    for _ in 0..20_000 {
+        let mut s = String::new();
+        while s.len() < rng.usize(0..2_200) {
+            match rng.u8(..16) {
+                0 => s.push('\r'),
+                1 => s.push('\n'),
+                2 => s.push_str("\r\n"),
+                3 if rng.u8(..8) == 0 => s.push(['\0', '\u{7f}', '\u{1f}', 'é'][rng.usize(..4)]),
+                4 => s.extend(std::iter::repeat_n('x', rng.usize(990..1_000))),
+                _ => s.push_str("word "),
+            }
+        }
+        let e = encode(&s);
+        let want = clean_by_definition(&s);
+        clean[usize::from(want)] += 1;
+        assert_eq!(e.cte == Cte::SevenBit, want, "{s:?}");
+        if e.cte == Cte::SevenBit {
+            assert_eq!(e.text, s.replace("\r\n", "\n").replace('\n', "\r\n"));
+        }
+    }
+    // both answers, many times over
+    assert!(clean.iter().all(|&n| n > 2_000), "{clean:?}");
+}
