@@ -26,23 +26,19 @@ pub fn unusual(c: u8) -> bool {
     c >= 0x7F || (c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r')
 }
 
-/// The masks of `b`'s blocks, each with its offset. The last block is
-/// padded with spaces (which set no bit), so every block is whole.
+/// The masks of `b`'s blocks, each with its offset. A last block of
+/// fewer than 64 bytes is padded with spaces (which set no bit).
 pub fn blocks(b: &[u8]) -> impl Iterator<Item = (usize, Masks)> + '_ {
-    let whole = b.chunks_exact(BLOCK);
-    let tail = whole.remainder();
+    let (whole, tail) = b.as_chunks::<BLOCK>();
     let tail = (!tail.is_empty()).then(|| {
         let mut padded = [b' '; BLOCK];
         padded[..tail.len()].copy_from_slice(tail);
         (b.len() - tail.len(), masks(&padded))
     });
     whole
+        .iter()
         .enumerate()
-        .map(|(i, block)| {
-            // `chunks_exact` yields blocks of exactly BLOCK bytes
-            let block: &[u8; BLOCK] = block.try_into().unwrap_or(&[b' '; BLOCK]);
-            (i * BLOCK, masks(block))
-        })
+        .map(|(i, block)| (i * BLOCK, masks(block)))
         .chain(tail)
 }
 

@@ -140,6 +140,7 @@ mod tests {
     #[test]
     fn wire_ready_across_block_boundaries() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut ready = [0usize; 2];
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -166,14 +167,47 @@ mod tests {
                     .flat_map(|l| [l, b"\r\n"].concat())
                     .collect();
             }
-            assert_eq!(
-                wire_ready(&b),
-                wire_ready_by_definition(&b),
-                "{:?}",
-                String::from_utf8_lossy(&b)
-            );
+            let want = wire_ready_by_definition(&b);
+            ready[usize::from(want)] += 1;
+            assert_eq!(wire_ready(&b), want, "{:?}", String::from_utf8_lossy(&b));
             let p = Payload::new(b"S: 1\r\n".to_vec(), b.clone());
             assert_eq!(p.to_vec(), stuffed(b"S: 1\r\n", &b));
+        }
+        // both answers, many times over
+        assert!(ready.iter().all(|&n| n > 2_000), "{ready:?}");
+    }
+
+    #[test]
+    fn a_stray_byte_anywhere_in_clean_lines_is_seen() {
+        // CRLF lines of every length around the block size, then one
+        // byte made a bare CR, a bare LF or a dot at a line start, at
+        // every place (block edges included)
+        for len in [1, 62, 63, 64, 65, 127, 128, 129] {
+            let mut clean: Vec<u8> = (0..200)
+                .flat_map(|i| {
+                    let mut l = vec![b'a'; (i % 3) + len % 7];
+                    l.extend_from_slice(b"\r\n");
+                    l
+                })
+                .take(len * 3)
+                .collect();
+            while !clean.ends_with(b"\r\n") {
+                clean.pop();
+            }
+            assert!(wire_ready(&clean));
+            for at in 0..clean.len() {
+                for c in [b'\r', b'\n', b'.', b'x'] {
+                    let mut b = clean.clone();
+                    b[at] = c;
+                    assert_eq!(
+                        wire_ready(&b),
+                        wire_ready_by_definition(&b),
+                        "{:?} at {at} of {:?}",
+                        c as char,
+                        String::from_utf8_lossy(&b)
+                    );
+                }
+            }
         }
     }
 

@@ -236,3 +236,18 @@ fn seven_bit_exactly_when_clean() {
     // both answers, many times over
     assert!(clean.iter().all(|&n| n > 2_000), "{clean:?}");
 }
+
+#[test]
+fn a_cr_at_a_block_edge() {
+    // a CR as the last byte of a 64-byte block: with its LF in the next
+    // block it is a line end; ending the text, or before another byte, it
+    // is bare
+    for blocks in 1..4 {
+        let head = "a".repeat(64 * blocks - 1);
+        assert_eq!(encode(&format!("{head}\r\nb")).cte, Cte::SevenBit);
+        assert_eq!(encode(&format!("{head}\r")).cte, Cte::QuotedPrintable);
+        assert_eq!(encode(&format!("{head}\rb")).cte, Cte::QuotedPrintable);
+        let text = format!("{head}\n.");
+        assert_eq!(encode(&text).text, format!("{head}\r\n."));
+    }
+}
